@@ -1,0 +1,107 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// Every setting that all Drover targets share, applied in one place.
+let sharedSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+/// The runtime plugins: one target per implementation, each in `Plugins/<Name>`.
+/// To add an in-house plugin, add its folder name here and its factory to
+/// `PluginCatalog.builtin` in `Sources/DroverPlugins` (see README, "Adding a plugin").
+let runtimePlugins: [(name: String, dependencies: [Target.Dependency])] = [
+    ("BalancerSessions", []),
+    ("DiagnosticsTmp", []),
+    ("DiagnosticsStderr", []),
+]
+
+let package = Package(
+    name: "Drover",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "droverd", targets: ["droverd"]),
+        .executable(name: "drover", targets: ["drover"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CSQLite3", path: "Sources/CSQLite3", pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(
+            name: "CLibpq", path: "Sources/CLibpq", pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]),
+
+        .target(
+            name: "DroverKernel",
+            dependencies: [
+                "COpenSSL",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSettings),
+        .target(
+            name: "DroverPlugins",
+            dependencies: ["DroverKernel"] + runtimePlugins.map { .target(name: $0.name) },
+            swiftSettings: sharedSettings),
+        .target(
+            name: "DroverServer",
+            dependencies: [
+                "DroverKernel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings),
+        .target(
+            name: "DroverTesting",
+            dependencies: ["DroverKernel"],
+            swiftSettings: sharedSettings),
+
+        .executableTarget(
+            name: "droverd",
+            dependencies: [
+                "DroverKernel", "DroverPlugins", "DroverServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings),
+        .executableTarget(
+            name: "drover",
+            dependencies: [
+                "DroverKernel", "DroverPlugins",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: sharedSettings),
+
+        .testTarget(
+            name: "DroverKernelTests",
+            dependencies: ["DroverKernel", "DroverTesting"],
+            swiftSettings: sharedSettings),
+        .testTarget(
+            name: "DroverPluginsTests",
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting"],
+            swiftSettings: sharedSettings),
+        .testTarget(
+            name: "DroverExecutableTests",
+            dependencies: ["DroverKernel", "DroverTesting", "droverd", "drover"],
+            swiftSettings: sharedSettings),
+    ] + runtimePlugins.map { plugin in
+        .target(
+            name: plugin.name,
+            dependencies: ["DroverKernel"] + plugin.dependencies,
+            path: "Plugins/\(plugin.name)",
+            swiftSettings: sharedSettings)
+    }
+)

@@ -1,0 +1,102 @@
+import Foundation
+
+/// The whole configuration directory, parsed and cross-checked.
+///
+/// Missing files take their defaults, except `load-balancer`, whose presence turns clustering on.
+/// Relative paths inside the files resolve against the directory.
+public struct DroverConfiguration: Sendable, Equatable {
+    /// The default configuration directory.
+    public static let defaultDirectory = "/etc/drover"
+    /// The environment variable that overrides ``defaultDirectory``.
+    public static let directoryEnvironmentKey = "DROVER_CONFIG_DIR"
+
+    /// The configuration directory, absolute.
+    public var directory: String
+    /// `load-balancer`, or nil when the file is absent (a single node, no cluster).
+    public var loadBalancer: LoadBalancerConfiguration?
+    public var server: ServerConfiguration
+    public var fileLocks: FileLocksConfiguration
+    public var database: DatabaseConfiguration
+    /// Non-fatal remarks for the operator.
+    public var warnings: [String]
+
+    /// True when `load-balancer` exists.
+    public var isClustered: Bool { loadBalancer != nil }
+
+    /// The load-balancer settings in force: the file's, or the defaults for a single node.
+    public var effectiveLoadBalancer: LoadBalancerConfiguration { loadBalancer ?? LoadBalancerConfiguration() }
+
+    /// Where the secure cookie key is read: `secure-cookie-key-file`, else `secure-cookie-key` here.
+    public var secureCookieKeyPath: String {
+        server.secureCookieKeyFile ?? ConfigReader.resolve(SecureCookieKey.defaultFileName, against: directory)
+    }
+
+    /// The directory in effect for a command line: the option, else `DROVER_CONFIG_DIR`, else
+    /// ``defaultDirectory``.
+    public static func directory(option: String?, environment: [String: String]? = nil) -> String {
+        option ?? (environment ?? ProcessInfo.processInfo.environment)[directoryEnvironmentKey] ?? defaultDirectory
+    }
+
+    /// Reads every file in `directory`.
+    /// - Parameters:
+    ///   - pluginKeys: extra `load-balancer` keys that plugins read.
+    /// - Throws: ``ConfigurationError`` for a missing directory, an unreadable file, or any bad
+    ///   line.
+    public static func load(directory: String, pluginKeys: [String] = []) throws(ConfigurationError) -> DroverConfiguration {
+        let dir = absolute(directory)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ConfigurationError(file: directory,
+                "configuration directory does not exist; pass --config-dir DIR or set \(directoryEnvironmentKey)")
+        }
+        func path(_ name: String) -> String { ConfigReader.resolve(name, against: dir) }
+
+        var server = ServerConfiguration()
+        if let text = try readFile(path(ServerConfiguration.fileName)) {
+            server = try ServerConfiguration(parsing: text, path: path(ServerConfiguration.fileName), baseDirectory: dir)
+        }
+        var loadBalancer: LoadBalancerConfiguration?
+        if let text = try readFile(path(LoadBalancerConfiguration.fileName)) {
+            loadBalancer = try LoadBalancerConfiguration(parsing: text, path: path(LoadBalancerConfiguration.fileName),
+                                                         baseDirectory: dir, pluginKeys: pluginKeys)
+        }
+        var fileLocks = FileLocksConfiguration()
+        if let text = try readFile(path(FileLocksConfiguration.fileName)) {
+            fileLocks = try FileLocksConfiguration(parsing: text, path: path(FileLocksConfiguration.fileName), baseDirectory: dir)
+        }
+        var database = DatabaseConfiguration(defaultDirectory: server.dataDirectory)
+        if let text = try readFile(path(DatabaseConfiguration.fileName)) {
+            database = try DatabaseConfiguration(parsing: text, path: path(DatabaseConfiguration.fileName), baseDirectory: dir,
+                                                 defaultDirectory: server.dataDirectory)
+        }
+
+        if loadBalancer != nil, server.sharedStoragePath == nil {
+            throw ConfigurationError(file: path(ServerConfiguration.fileName),
+                "server-shared-storage-path is required when \(path(LoadBalancerConfiguration.fileName)) exists; "
+                + "set it to a directory every node mounts (e.g. /shared/drover)")
+        }
+        return DroverConfiguration(directory: dir, loadBalancer: loadBalancer, server: server, fileLocks: fileLocks,
+                                   database: database, warnings: loadBalancer?.warnings ?? [])
+    }
+
+    /// The file's text, or nil when it does not exist.
+    static func readFile(_ path: String) throws(ConfigurationError) -> String? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            let reason = FileManager.default.isReadableFile(atPath: path) ? "it could not be read" : "permission denied"
+            throw ConfigurationError(file: path, "cannot be read (\(reason)); check its owner and mode")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(file: path, "is not valid UTF-8 text")
+        }
+        return text
+    }
+
+    static func absolute(_ path: String) -> String {
+        let joined = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        return URL(fileURLWithPath: joined).standardizedFileURL.path
+    }
+}

@@ -1,0 +1,73 @@
+/// The `rserver.conf` file: the node's own HTTP server, storage and sign-in.
+///
+/// Keys (default): `www-address` (`0.0.0.0`), `www-port` (8787), `secure-cookie-key-file`
+/// (`secure-cookie-key` in the configuration directory), `server-shared-storage-path` (none;
+/// required when clustering), `server-data-dir` (`/var/lib/drover`), `ssl-enabled` (0),
+/// `ssl-certificate`, `ssl-certificate-key` (both required with `ssl-enabled=1`),
+/// `session-command` (none), `auth-none` (0), `auth-pam-service` (`drover`).
+public struct ServerConfiguration: Sendable, Equatable {
+    public static let fileName = "rserver.conf"
+    static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
+                       "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
+                       "session-command", "auth-none", "auth-pam-service"]
+
+    /// `www-address`: the address the HTTP server binds.
+    public var wwwAddress = "0.0.0.0"
+    /// `www-port`: the port the HTTP server binds.
+    public var wwwPort = 8787
+    /// `secure-cookie-key-file`: where the secure cookie key is read, if not the default.
+    public var secureCookieKeyFile: String?
+    /// `server-shared-storage-path`: storage every node mounts, for cross-node locks.
+    public var sharedStoragePath: String?
+    /// `server-data-dir`: node-local state (pid file, offline flag, default SQLite file).
+    public var dataDirectory = "/var/lib/drover"
+    /// `ssl-enabled`: serve https instead of http.
+    public var sslEnabled = false
+    /// `ssl-certificate`: PEM certificate chain for https.
+    public var sslCertificate: String?
+    /// `ssl-certificate-key`: PEM private key for https.
+    public var sslCertificateKey: String?
+    /// `session-command`: the program started for each session.
+    public var sessionCommand: String?
+    /// `auth-none`: every visitor is the daemon's own user (single-user machines only).
+    public var authNone = false
+    /// `auth-pam-service`: the PAM service that authenticates sign-ins.
+    public var authPAMService = "drover"
+
+    /// Where the keys were read from.
+    public var source = ConfigSource(file: Self.fileName)
+
+    public init() {}
+
+    public init(file: ConfigFile, baseDirectory: String) throws(ConfigurationError) {
+        let reader = ConfigReader(file, baseDirectory: baseDirectory)
+        source = reader.source
+        try reader.rejectUnknownKeys(known: Self.keys)
+        wwwAddress = try reader.string("www-address") ?? wwwAddress
+        wwwPort = try reader.integer("www-port", default: wwwPort, in: 1...65535)
+        secureCookieKeyFile = try reader.path("secure-cookie-key-file")
+        sharedStoragePath = try reader.path("server-shared-storage-path")
+        dataDirectory = try reader.path("server-data-dir") ?? dataDirectory
+        sslEnabled = try reader.boolean("ssl-enabled", default: false)
+        sslCertificate = try reader.path("ssl-certificate")
+        sslCertificateKey = try reader.path("ssl-certificate-key")
+        sessionCommand = try reader.string("session-command")
+        authNone = try reader.boolean("auth-none", default: false)
+        authPAMService = try reader.string("auth-pam-service") ?? authPAMService
+        if sslEnabled {
+            let enabledLine = reader.entry("ssl-enabled")?.line
+            if sslCertificate == nil {
+                throw ConfigurationError(file: file.path, line: enabledLine,
+                                         "ssl-enabled=1 needs ssl-certificate=PATH (a PEM certificate chain)")
+            }
+            if sslCertificateKey == nil {
+                throw ConfigurationError(file: file.path, line: enabledLine,
+                                         "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)")
+            }
+        }
+    }
+
+    public init(parsing text: String, path: String, baseDirectory: String) throws(ConfigurationError) {
+        try self.init(file: ConfigFile(parsing: text, path: path), baseDirectory: baseDirectory)
+    }
+}

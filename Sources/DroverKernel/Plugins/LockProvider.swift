@@ -1,0 +1,34 @@
+/// Cross-node locks on shared storage (`lock-type=` in `file-locks`).
+///
+/// The calls block on file-system I/O: run them on a dedicated thread or thread pool, never on
+/// the cooperative pool.
+public protocol LockProvider: Sendable {
+    /// The name that selected this provider.
+    var name: String { get }
+    /// Seconds between refreshes a holder owes its lock (`refresh-rate`).
+    var refreshInterval: Int { get }
+    /// Tries once to take the lock at `path`.
+    /// - Returns: the held lock, or nil when someone else holds it.
+    /// - Throws: when the attempt failed for another reason than contention (a bad path, a
+    ///   full disk, permissions).
+    func tryAcquire(_ path: String) throws -> (any HeldLock)?
+}
+
+/// A lock this process holds. Releasing is idempotent; a lock lost to a stale-lock breaker is
+/// never released or refreshed on its successor's behalf.
+public protocol HeldLock: AnyObject, Sendable {
+    var path: String { get }
+    /// Proves liveness to other contenders.
+    /// - Returns: false when the lock was lost (taken over after a timeout).
+    func refresh() throws -> Bool
+    /// Gives the lock up.
+    func release() throws
+}
+
+/// Builds a ``LockProvider`` from `file-locks`.
+public protocol LockProviderFactory: Sendable {
+    /// The `lock-type=` value that selects this provider.
+    static var name: String { get }
+    /// Builds the provider; reads only `file-locks`.
+    static func make(config: FileLocksConfiguration, context: PluginContext) throws -> any LockProvider
+}

@@ -1,0 +1,58 @@
+public import Foundation
+
+/// The database holding the cluster, node and session rows (`provider=` in `database.conf`).
+///
+/// Every implementation keeps the same semantics, checked by one conformance suite. Calls may
+/// block on I/O inside the implementation, which must keep that off the cooperative thread pool.
+/// Ownership and state changes are compare-and-set: of many callers making the same transition,
+/// exactly one succeeds.
+public protocol RegistryStore: Sendable {
+    /// Creates or upgrades the schema. Idempotent, and safe when several nodes start at once.
+    func migrate() async throws
+    /// The database's clock, the one `last_seen` is written with.
+    func now() async throws -> Date
+
+    /// The cluster row, or nil when no cluster is defined.
+    func cluster() async throws -> ClusterRecord?
+    /// Defines the cluster, replacing any earlier definition.
+    func defineCluster(_ cluster: ClusterRecord) async throws
+    /// Removes the cluster row, so the next node to start defines it.
+    func resetCluster() async throws
+
+    /// Inserts or updates the node row with this host and port, stamping `last_seen` and
+    /// `started_at` with the database clock; returns the stored row.
+    func registerNode(_ registration: NodeRegistration) async throws -> NodeRecord
+    /// Writes `last_seen` (database clock) and load; false when the row no longer exists.
+    func heartbeat(node: Int64, load: LoadAverage) async throws -> Bool
+    /// Sets a node's status; false when the row no longer exists.
+    func setNodeStatus(_ status: NodeStatus, node: Int64) async throws -> Bool
+    /// Every node row, by id.
+    func nodes() async throws -> [NodeRecord]
+    /// Removes a node row; false when there was none.
+    func deleteNode(_ id: Int64) async throws -> Bool
+
+    /// Inserts a new session row; fails if the id exists.
+    func createSession(_ session: SessionRecord) async throws
+    /// Moves a session from `expected` owner and state to `new` in one atomic step.
+    /// - Returns: true for exactly one of many callers racing with the same `expected`.
+    func transitionSession(_ id: String, from expected: SessionOwnership, to new: SessionOwnership) async throws -> Bool
+    /// Records activity on a session.
+    func touchSession(_ id: String, at time: Date) async throws
+    /// The session with this id, if any.
+    func session(_ id: String) async throws -> SessionRecord?
+    /// The sessions matching `filter`, oldest first.
+    func sessions(matching filter: SessionFilter) async throws -> [SessionRecord]
+    /// Removes a session row; false when there was none.
+    func deleteSession(_ id: String) async throws -> Bool
+
+    /// Releases connections; later calls fail.
+    func close() async
+}
+
+/// Builds a ``RegistryStore`` from `database.conf`.
+public protocol RegistryStoreFactory: Sendable {
+    /// The `provider=` value that selects this store.
+    static var name: String { get }
+    /// Builds the store; reads only `database.conf`. Connecting may be deferred to the first call.
+    static func make(config: DatabaseConfiguration, context: PluginContext) throws -> any RegistryStore
+}

@@ -1,0 +1,200 @@
+public import Foundation
+
+/// How nodes talk to each other; part of the cluster's definition.
+public enum ClusterProtocol: String, Sendable, Equatable, CaseIterable {
+    case http
+    case https
+    case httpsNoVerify = "https-no-verify"
+
+    /// The protocol a node with this configuration speaks.
+    public init(sslEnabled: Bool, verifySSLCerts: Bool) {
+        self = !sslEnabled ? .http : (verifySSLCerts ? .https : .httpsNoVerify)
+    }
+
+    /// As `list-nodes` prints it (`Http`, `Https`, `Https no verify`).
+    public var displayName: String {
+        switch self {
+        case .http: "Http"
+        case .https: "Https"
+        case .httpsNoVerify: "Https no verify"
+        }
+    }
+}
+
+/// The one row that defines the cluster.
+public struct ClusterRecord: Sendable, Equatable {
+    /// HMAC-SHA256 of a fixed label under the secure cookie key, hex (``SecureCookieKey/clusterHash``).
+    public var keyHash: String
+    public var `protocol`: ClusterProtocol
+    public var definedAt: Date
+    public var definedByNode: Int64?
+
+    public init(keyHash: String, protocol: ClusterProtocol, definedAt: Date, definedByNode: Int64?) {
+        self.keyHash = keyHash
+        self.protocol = `protocol`
+        self.definedAt = definedAt
+        self.definedByNode = definedByNode
+    }
+}
+
+/// A node's status as stored. `Unreachable` is not stored: it is an `Online` row gone stale
+/// (see ``NodeRecord/displayStatus(now:heartbeatInterval:)``).
+public enum NodeStatus: String, Sendable, Equatable, CaseIterable {
+    case online = "Online"
+    case offline = "Offline"
+    case offlineMode = "Offline mode"
+    case deleting = "Deleting"
+    case invalidSecureCookieKey = "Invalid secure cookie key"
+    case protocolMismatch = "Protocol mismatch"
+    case failedToResolve = "Failed to resolve"
+}
+
+/// Load averages as a fraction of the node's CPUs.
+public struct LoadAverage: Sendable, Equatable {
+    public var one: Double
+    public var five: Double
+    public var fifteen: Double
+
+    public init(one: Double, five: Double, fifteen: Double) {
+        self.one = one
+        self.five = five
+        self.fifteen = fifteen
+    }
+
+    public static let zero = LoadAverage(one: 0, five: 0, fifteen: 0)
+}
+
+/// What a node says about itself when it registers.
+public struct NodeRegistration: Sendable, Equatable {
+    public var host: String
+    public var ipv4: String?
+    public var port: Int
+    public var status: NodeStatus
+    public var cpus: Int
+    public var version: String
+    public var configHash: String
+    public var launcherFingerprint: String?
+
+    public init(host: String, ipv4: String?, port: Int, status: NodeStatus, cpus: Int, version: String,
+                configHash: String, launcherFingerprint: String?) {
+        self.host = host
+        self.ipv4 = ipv4
+        self.port = port
+        self.status = status
+        self.cpus = cpus
+        self.version = version
+        self.configHash = configHash
+        self.launcherFingerprint = launcherFingerprint
+    }
+}
+
+/// A node row.
+public struct NodeRecord: Sendable, Equatable, Identifiable {
+    public var id: Int64
+    public var host: String
+    public var ipv4: String?
+    public var port: Int
+    public var status: NodeStatus
+    /// Written from the database's clock, UTC.
+    public var lastSeen: Date
+    public var load: LoadAverage
+    public var cpus: Int
+    public var startedAt: Date
+    public var version: String
+    public var configHash: String
+    public var launcherFingerprint: String?
+
+    public init(id: Int64, host: String, ipv4: String?, port: Int, status: NodeStatus, lastSeen: Date,
+                load: LoadAverage, cpus: Int, startedAt: Date, version: String, configHash: String,
+                launcherFingerprint: String?) {
+        self.id = id
+        self.host = host
+        self.ipv4 = ipv4
+        self.port = port
+        self.status = status
+        self.lastSeen = lastSeen
+        self.load = load
+        self.cpus = cpus
+        self.startedAt = startedAt
+        self.version = version
+        self.configHash = configHash
+        self.launcherFingerprint = launcherFingerprint
+    }
+
+    /// True when the row is `Online` but has not been refreshed for three heartbeat intervals.
+    public func isUnreachable(now: Date, heartbeatInterval: Int) -> Bool {
+        status == .online && now.timeIntervalSince(lastSeen) > Double(3 * heartbeatInterval)
+    }
+
+    /// The status an operator is shown: the stored one, or `Unreachable` for a stale `Online` row.
+    public func displayStatus(now: Date, heartbeatInterval: Int) -> String {
+        isUnreachable(now: now, heartbeatInterval: heartbeatInterval) ? "Unreachable" : status.rawValue
+    }
+}
+
+/// A session's life-cycle state.
+public enum SessionState: String, Sendable, Equatable, CaseIterable {
+    case starting
+    case running
+    case suspending
+    case suspended
+    case quitting
+}
+
+/// Who owns a session and in what state: the unit of compare-and-set.
+public struct SessionOwnership: Sendable, Equatable {
+    /// The owning node, nil while suspended.
+    public var node: Int64?
+    public var state: SessionState
+    public var pid: Int32?
+    public var port: Int?
+
+    public init(node: Int64?, state: SessionState, pid: Int32? = nil, port: Int? = nil) {
+        self.node = node
+        self.state = state
+        self.pid = pid
+        self.port = port
+    }
+}
+
+/// A session row.
+public struct SessionRecord: Sendable, Equatable, Identifiable {
+    /// 128-bit random, URL-safe.
+    public var id: String
+    public var username: String
+    public var ownership: SessionOwnership
+    public var createdAt: Date
+    public var lastActive: Date
+    public var label: String?
+
+    public init(id: String, username: String, ownership: SessionOwnership, createdAt: Date, lastActive: Date, label: String?) {
+        self.id = id
+        self.username = username
+        self.ownership = ownership
+        self.createdAt = createdAt
+        self.lastActive = lastActive
+        self.label = label
+    }
+}
+
+/// Which sessions ``RegistryStore/sessions(matching:)`` returns.
+public struct SessionFilter: Sendable, Equatable {
+    public var node: Int64?
+    public var username: String?
+    public var states: Set<SessionState>?
+
+    public init(node: Int64? = nil, username: String? = nil, states: Set<SessionState>? = nil) {
+        self.node = node
+        self.username = username
+        self.states = states
+    }
+
+    public static let all = SessionFilter()
+
+    public func matches(_ session: SessionRecord) -> Bool {
+        if let node, session.ownership.node != node { return false }
+        if let username, session.username != username { return false }
+        if let states, !states.contains(session.ownership.state) { return false }
+        return true
+    }
+}

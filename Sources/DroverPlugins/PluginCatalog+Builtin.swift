@@ -1,0 +1,22 @@
+public import DroverKernel
+import BalancerSessions
+import DiagnosticsStderr
+import DiagnosticsTmp
+
+extension PluginCatalog {
+    /// Every plugin built into Drover: the one list both executables select from.
+    ///
+    /// An in-house plugin is added here, with its folder under `Plugins/` and its name in
+    /// `Package.swift`'s `runtimePlugins` (README, "Adding a plugin").
+    public static let builtin = PluginCatalog(
+        balancerStrategies: [
+            SessionsBalancerStrategyFactory.self,
+        ],
+        lockProviders: [],
+        registryStores: [],
+        diagnosticsSinks: [
+            TmpDiagnosticsSinkFactory.self,
+            StderrDiagnosticsSinkFactory.self,
+        ]
+    )
+}

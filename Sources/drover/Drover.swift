@@ -1,0 +1,72 @@
+import ArgumentParser
+import DroverKernel
+import DroverPlugins
+import Foundation
+import Logging
+
+/// The Drover admin command line.
+@main
+struct Drover: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drover",
+        abstract: "Administer a Drover node and its cluster.",
+        discussion: """
+            Every command reads the configuration directory given by --config-dir (before or after \
+            the command), else $DROVER_CONFIG_DIR, else /etc/drover.
+            Exit status: 0 success, 1 the operation failed, 2 bad usage or bad configuration.
+            """,
+        subcommands: [
+            ListNodes.self, DeleteNode.self, ResetCluster.self, Offline.self, Online.self, Reload.self,
+            Status.self, ActiveSessions.self, SuspendAll.self, LockTester.self, GenerateKey.self,
+            EncryptPassword.self, MigrateDB.self, Verify.self, Place.self,
+        ])
+
+    /// `drover [--config-dir DIR] COMMAND …`: the option may stand before the command, where
+    /// ArgumentParser would not see it; move it behind the command name.
+    static func main() async {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        var leading: [String] = []
+        while let first = arguments.first, first.hasPrefix("--config-dir") {
+            leading.append(arguments.removeFirst())
+            if first == "--config-dir", !arguments.isEmpty { leading.append(arguments.removeFirst()) }
+        }
+        if !leading.isEmpty, !arguments.isEmpty, !arguments[0].hasPrefix("-") {
+            arguments.insert(contentsOf: leading, at: 1)
+        } else {
+            arguments = leading + arguments
+        }
+        do {
+            var command = try parseAsRoot(arguments)
+            if var async = command as? any AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// The `--config-dir` option every command takes.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: "Configuration directory (default: $DROVER_CONFIG_DIR, else /etc/drover).")
+    var configDir: String?
+
+    var directory: String { DroverConfiguration.directory(option: configDir) }
+
+    /// The configuration, or exit 2 with the one-line error.
+    func load() throws -> DroverConfiguration {
+        do {
+            return try DroverConfiguration.load(directory: directory, pluginKeys: PluginCatalog.builtin.loadBalancerPluginKeys)
+        } catch {
+            fail("\(error)", status: 2)
+        }
+    }
+}
+
+/// Prints `drover: message` to standard error and exits.
+func fail(_ message: String, status: Int32) -> Never {
+    FileHandle.standardError.write(Data("drover: \(message)\n".utf8))
+    Foundation.exit(status)
+}

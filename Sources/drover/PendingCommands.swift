@@ -1,0 +1,95 @@
+import ArgumentParser
+
+/// Commands whose machinery is not in this build yet. They are listed so that `drover --help`
+/// shows the whole command set, and fail with status 1 and a plain explanation.
+protocol PendingCommand: ParsableCommand {
+    static var needs: String { get }
+}
+
+extension PendingCommand {
+    func run() throws {
+        fail("'\(Self._commandName)' is not available in this build yet: it needs \(Self.needs)", status: 1)
+    }
+}
+
+struct ListNodes: PendingCommand {
+    static let configuration = CommandConfiguration(commandName: "list-nodes", abstract: "List the cluster and its nodes.")
+    static let needs = "a registry store"
+    @OptionGroup var options: ConfigOptions
+    @Flag(help: "Print JSON.") var json = false
+}
+
+struct DeleteNode: PendingCommand {
+    static let configuration = CommandConfiguration(commandName: "delete-node", abstract: "Remove a stopped node from the cluster.")
+    static let needs = "a registry store"
+    @OptionGroup var options: ConfigOptions
+    @Argument(help: "The node's ID, from list-nodes.") var id: Int
+}
+
+struct ResetCluster: PendingCommand {
+    static let configuration = CommandConfiguration(commandName: "reset-cluster", abstract: "Clear the cluster definition; the next node to start defines it.")
+    static let needs = "a registry store"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct Offline: PendingCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop placing new sessions on this node; existing ones keep running.")
+    static let needs = "cluster membership"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct Online: PendingCommand {
+    static let configuration = CommandConfiguration(abstract: "Undo 'offline'.")
+    static let needs = "cluster membership"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct Reload: PendingCommand {
+    static let configuration = CommandConfiguration(abstract: "Re-read load-balancer in the running daemon.")
+    static let needs = "cluster membership"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct Status: PendingCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the load-balancer status of every node.")
+    static let needs = "cluster membership"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct ActiveSessions: PendingCommand {
+    static let configuration = CommandConfiguration(commandName: "active-sessions", abstract: "List this node's sessions.")
+    static let needs = "sessions"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct SuspendAll: PendingCommand {
+    static let configuration = CommandConfiguration(commandName: "suspend-all", abstract: "Suspend every session on this node.")
+    static let needs = "sessions"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct LockTester: PendingCommand {
+    static let configuration = CommandConfiguration(commandName: "locktester", abstract: "Check that file locks work across nodes.")
+    static let needs = "the lock providers"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct EncryptPassword: PendingCommand {
+    static let configuration = CommandConfiguration(commandName: "encrypt-password", abstract: "Encrypt a database password read from standard input.")
+    static let needs = "the registry stores"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct MigrateDB: PendingCommand {
+    static let configuration = CommandConfiguration(commandName: "migrate-db", abstract: "Copy a SQLite registry into the configured PostgreSQL database.")
+    static let needs = "the registry stores"
+    @OptionGroup var options: ConfigOptions
+}
+
+struct Place: PendingCommand {
+    static let configuration = CommandConfiguration(abstract: "Dry-run the balancer for a user against the live cluster.")
+    static let needs = "cluster membership"
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "The user to place.") var user: String
+    @Flag(help: "Print JSON.") var json = false
+}

@@ -1,0 +1,53 @@
+import ArgumentParser
+import DroverKernel
+import DroverPlugins
+import Foundation
+import Logging
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check every configuration file, the secure cookie key and the selected plugins.",
+        discussion: "Prints one line per check; exits 2 at the first check that fails.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        func pass(_ what: String) { print("ok    \(what)") }
+        func failed(_ what: String, _ error: any Error) -> Never {
+            print("FAIL  \(what): \(error)")
+            Foundation.exit(2)
+        }
+        let catalog = PluginCatalog.builtin
+        let config: DroverConfiguration
+        do {
+            config = try DroverConfiguration.load(directory: options.directory, pluginKeys: catalog.loadBalancerPluginKeys)
+        } catch {
+            failed("configuration", error)
+        }
+        pass("configuration directory \(config.directory)")
+        for name in [ServerConfiguration.fileName, LoadBalancerConfiguration.fileName, FileLocksConfiguration.fileName, DatabaseConfiguration.fileName] {
+            let exists = FileManager.default.fileExists(atPath: config.directory + "/" + name)
+            let note = exists ? "" : (name == LoadBalancerConfiguration.fileName ? " (absent: single node, no cluster)" : " (absent: defaults)")
+            pass("\(name)\(note)")
+        }
+        for warning in config.warnings { print("warn  \(warning)") }
+        let key: SecureCookieKey
+        do {
+            key = try SecureCookieKey.load(from: config.secureCookieKeyPath)
+        } catch {
+            failed("secure cookie key", error)
+        }
+        pass("secure cookie key \(key.path) (mode 0600, cluster hash \(key.clusterHash.prefix(12))…)")
+        let lb = config.effectiveLoadBalancer
+        do {
+            pass("balancer strategy '\(try catalog.balancerStrategy(for: lb).name)'")
+            if let sink = try catalog.diagnosticsSink(for: lb) {
+                pass("diagnostics sink '\(sink.name)'")
+            } else {
+                pass("diagnostics off")
+            }
+        } catch {
+            failed("plugins", error)
+        }
+    }
+}

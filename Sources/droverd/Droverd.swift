@@ -1,0 +1,63 @@
+import ArgumentParser
+import DroverKernel
+import DroverPlugins
+import DroverServer
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The Drover node daemon.
+@main
+struct Droverd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "droverd",
+        abstract: "Run a Drover node: the HTTP server, and cluster membership when load-balancer exists.")
+
+    @Option(name: .long, help: "Configuration directory (default: $DROVER_CONFIG_DIR, else /etc/drover).")
+    var configDir: String?
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["DROVER_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "droverd")
+        let setup: NodeSetup
+        do {
+            setup = try NodeSetup(configDirectory: DroverConfiguration.directory(option: configDir),
+                                  catalog: .builtin, createKeyIfMissing: true, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("droverd: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let config = setup.configuration
+        for warning in config.warnings { logger.warning("\(warning)") }
+        if setup.generatedKey {
+            logger.notice("generated a new secure cookie key", metadata: ["file": "\(setup.key.path)"])
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: config.server.dataDirectory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o750])
+        } catch {
+            FileHandle.standardError.write(Data("droverd: cannot create server-data-dir \(config.server.dataDirectory) (\(error.localizedDescription)); create it or set server-data-dir in rserver.conf\n".utf8))
+            throw ExitCode(1)
+        }
+
+        let server = HTTPServer(host: config.server.wwwAddress, port: config.server.wwwPort,
+                                responder: NodeResponder(), logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: server)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        setup.diagnostics.record("node-starting", ("address", "\(config.server.wwwAddress):\(config.server.wwwPort)"))
+        do {
+            try await group.run()
+        } catch {
+            FileHandle.standardError.write(Data("droverd: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        setup.diagnostics.record("node-stopped")
+        logger.info("stopped")
+    }
+}
