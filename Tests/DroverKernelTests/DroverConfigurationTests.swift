@@ -1,0 +1,74 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+@Suite struct DroverConfigurationTests {
+    @Test func emptyDirectoryIsASingleNodeWithDefaults() throws {
+        let dir = TemporaryDirectory()
+        let config = try DroverConfiguration.load(directory: dir.path)
+        #expect(config.isClustered == false)
+        #expect(config.server.wwwPort == 8787)
+        #expect(config.database.directory == "/var/lib/drover")
+        #expect(config.secureCookieKeyPath == dir.path + "/secure-cookie-key")
+    }
+
+    @Test func loadBalancerPresenceEnablesClusteringAndNeedsSharedStorage() throws {
+        let dir = TemporaryDirectory()
+        try dir.write("load-balancer", "")
+        #expect(throws: ConfigurationError(file: dir.path + "/rserver.conf",
+            "server-shared-storage-path is required when \(dir.path)/load-balancer exists; set it to a directory every node mounts (e.g. /shared/drover)")) {
+            try DroverConfiguration.load(directory: dir.path)
+        }
+        try dir.write("rserver.conf", "server-shared-storage-path=shared\nserver-data-dir=data\nsecure-cookie-key-file=keys/k\n")
+        let config = try DroverConfiguration.load(directory: dir.path)
+        #expect(config.isClustered)
+        #expect(config.server.sharedStoragePath == dir.path + "/shared")
+        #expect(config.database.directory == dir.path + "/data")
+        #expect(config.secureCookieKeyPath == dir.path + "/keys/k")
+    }
+
+    @Test func relativeDirectoryResolvesAgainstTheWorkingDirectory() throws {
+        let dir = TemporaryDirectory()
+        try dir.write("conf/rserver.conf", "server-data-dir=data\n")
+        // A path relative to the working directory, without changing it under parallel tests.
+        let depth = FileManager.default.currentDirectoryPath.split(separator: "/").count
+        let relative = String(repeating: "../", count: depth) + dir.path.dropFirst() + "/conf"
+        let config = try DroverConfiguration.load(directory: relative)
+        #expect(config.directory == dir.path + "/conf")
+        #expect(config.server.dataDirectory == dir.path + "/conf/data")
+    }
+
+    @Test func missingDirectoryIsAnError() {
+        #expect(throws: ConfigurationError(file: "/nonexistent/drover",
+            "configuration directory does not exist; pass --config-dir DIR or set DROVER_CONFIG_DIR")) {
+            try DroverConfiguration.load(directory: "/nonexistent/drover")
+        }
+    }
+
+    @Test func unreadableFileIsAnError() throws {
+        let dir = TemporaryDirectory()
+        // A directory where a file is expected cannot be read, even by root.
+        try FileManager.default.createDirectory(atPath: dir.url("file-locks"), withIntermediateDirectories: false)
+        #expect(throws: ConfigurationError.self) { try DroverConfiguration.load(directory: dir.path) }
+        do {
+            _ = try DroverConfiguration.load(directory: dir.path)
+        } catch {
+            #expect(error.description.hasPrefix(dir.path + "/file-locks: cannot be read"))
+        }
+    }
+
+    @Test func badLineInAnyFileIsReportedWithFileAndLine() throws {
+        let dir = TemporaryDirectory()
+        try dir.write("database.conf", "provider=sqlite\nport=x\n")
+        #expect(throws: ConfigurationError(file: dir.path + "/database.conf", line: 2, "'port' must be a whole number, found 'x'")) {
+            try DroverConfiguration.load(directory: dir.path)
+        }
+    }
+
+    @Test func directoryOptionThenEnvironmentThenDefault() {
+        #expect(DroverConfiguration.directory(option: "/a", environment: ["DROVER_CONFIG_DIR": "/b"]) == "/a")
+        #expect(DroverConfiguration.directory(option: nil, environment: ["DROVER_CONFIG_DIR": "/b"]) == "/b")
+        #expect(DroverConfiguration.directory(option: nil, environment: [:]) == "/etc/drover")
+    }
+}

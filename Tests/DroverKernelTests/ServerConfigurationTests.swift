@@ -1,0 +1,63 @@
+import DroverKernel
+import Testing
+
+@Suite struct ServerConfigurationTests {
+    func parse(_ text: String) throws(ConfigurationError) -> ServerConfiguration {
+        try ServerConfiguration(parsing: text, path: "/etc/drover/rserver.conf", baseDirectory: "/etc/drover")
+    }
+
+    @Test func defaults() throws {
+        let config = try parse("")
+        #expect(config.wwwAddress == "0.0.0.0")
+        #expect(config.wwwPort == 8787)
+        #expect(config.secureCookieKeyFile == nil)
+        #expect(config.sharedStoragePath == nil)
+        #expect(config.dataDirectory == "/var/lib/drover")
+        #expect(config.sslEnabled == false)
+        #expect(config.sslCertificate == nil)
+        #expect(config.sslCertificateKey == nil)
+        #expect(config.sessionCommand == nil)
+        #expect(config.authNone == false)
+        #expect(config.authPAMService == "drover")
+    }
+
+    @Test func readsEveryKeyAndResolvesRelativePaths() throws {
+        let config = try parse("""
+            www-address=127.0.0.2
+            www-port=9000
+            secure-cookie-key-file=/mnt/drover/secure-cookie-key
+            server-shared-storage-path=shared
+            server-data-dir=../data
+            ssl-enabled=1
+            ssl-certificate=tls/cert.pem
+            ssl-certificate-key=tls/key.pem
+            session-command=/usr/bin/drover-demo-session --quiet
+            auth-none=1
+            auth-pam-service=login
+            """)
+        #expect(config.wwwAddress == "127.0.0.2")
+        #expect(config.wwwPort == 9000)
+        #expect(config.secureCookieKeyFile == "/mnt/drover/secure-cookie-key")
+        #expect(config.sharedStoragePath == "/etc/drover/shared")
+        #expect(config.dataDirectory == "/etc/drover/../data")
+        #expect(config.sslEnabled)
+        #expect(config.sslCertificate == "/etc/drover/tls/cert.pem")
+        #expect(config.sslCertificateKey == "/etc/drover/tls/key.pem")
+        #expect(config.sessionCommand == "/usr/bin/drover-demo-session --quiet")
+        #expect(config.authNone)
+        #expect(config.authPAMService == "login")
+    }
+
+    @Test(arguments: [
+        ("www-port=0", 1, "'www-port' must be from 1 to 65535, found 0"),
+        ("www-port=70000", 1, "'www-port' must be from 1 to 65535, found 70000"),
+        ("www-port=80a", 1, "'www-port' must be a whole number, found '80a'"),
+        ("auth-none=2", 1, "'auth-none' must be 0 or 1, found '2'"),
+        ("ssl-enabled=1\nssl-certificate-key=k.pem", 1, "ssl-enabled=1 needs ssl-certificate=PATH (a PEM certificate chain)"),
+        ("ssl-enabled=1\nssl-certificate=c.pem", 1, "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)"),
+        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, auth-none, auth-pam-service"),
+    ])
+    func rejectsBadInput(text: String, line: Int, message: String) {
+        #expect(throws: ConfigurationError(file: "/etc/drover/rserver.conf", line: line, message)) { try parse(text) }
+    }
+}
