@@ -43,8 +43,17 @@ struct Drover: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
-            exit(withError: error)
+            exitMappingUsageErrors(error)
         }
+    }
+
+    /// Prints the error as ArgumentParser would, but exits 2 for bad usage (not its 64), as
+    /// every Drover executable does.
+    static func exitMappingUsageErrors(_ error: any Error) -> Never {
+        let code = exitCode(for: error)
+        guard code == .validationFailure else { exit(withError: error) }
+        FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+        Foundation.exit(2)
     }
 }
 

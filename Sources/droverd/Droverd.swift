@@ -13,6 +13,22 @@ struct Droverd: AsyncParsableCommand {
         commandName: "droverd",
         abstract: "Run a Drover node: the HTTP server, and cluster membership when load-balancer exists.")
 
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? any AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            // Bad usage exits 2 like bad configuration, not ArgumentParser's 64.
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(2)
+        }
+    }
+
     @Option(name: .long, help: "Configuration directory (default: $DROVER_CONFIG_DIR, else /etc/drover).")
     var configDir: String?
 

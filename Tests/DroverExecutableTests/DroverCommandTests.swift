@@ -1,0 +1,77 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+@Suite struct DroverCommandTests {
+    @Test func helpListsEveryCommandOfTheDesign() throws {
+        let result = try Executable.run("drover", ["--help"])
+        #expect(result.status == 0)
+        for command in ["list-nodes", "delete-node", "reset-cluster", "offline", "online", "reload", "status",
+                        "active-sessions", "suspend-all", "locktester", "generate-key", "encrypt-password",
+                        "migrate-db", "verify", "place"] {
+            #expect(result.stdout.contains("  \(command) "), "help does not list \(command)")
+        }
+    }
+
+    @Test func verifyPrintsOneLinePerCheck() throws {
+        let config = try ConfigDirectory()
+        try config.write("load-balancer", "[config]\ndiagnostics=stderr\n")
+        let result = try Executable.run("drover", ["verify", "--config-dir", config.path])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.first == "ok    configuration directory \(config.path)")
+        #expect(lines.contains("ok    balancer strategy 'sessions'"))
+        #expect(lines.contains("ok    diagnostics sink 'stderr'"))
+        #expect(lines.contains { $0.hasPrefix("warn  ") && $0.contains("legacy form") })
+        #expect(lines.contains { $0.hasPrefix("ok    secure cookie key \(config.path)/secure-cookie-key") })
+    }
+
+    @Test func verifyFailsWithStatusTwoOnBadConfigOrKey() throws {
+        let config = try ConfigDirectory()
+        try config.write("database.conf", "pool-size=lots\n")
+        let bad = try Executable.run("drover", ["--config-dir", config.path, "verify"])
+        #expect(bad.status == 2)
+        #expect(bad.stdout.contains("FAIL  configuration: \(config.path)/database.conf:1: 'pool-size' must be a whole number, found 'lots'"))
+
+        let noKey = try ConfigDirectory(key: nil)
+        let missing = try Executable.run("drover", ["verify"], environment: ["DROVER_CONFIG_DIR": noKey.path])
+        #expect(missing.status == 2)
+        #expect(missing.stdout.contains("FAIL  secure cookie key: \(noKey.path)/secure-cookie-key: no secure cookie key"))
+    }
+
+    @Test func generateKeyWritesMode0600AndRefusesToOverwriteWithoutForce() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.url("key")
+        let first = try Executable.run("drover", ["generate-key", "--output", path])
+        #expect(first.status == 0)
+        #expect(first.stdout.contains("Wrote a new secure cookie key to \(path)"))
+        var info = stat()
+        stat(path, &info)
+        #expect(info.st_mode & 0o777 == 0o600)
+        let original = dir.read("key")
+
+        let again = try Executable.run("drover", ["generate-key", "--output", path])
+        #expect(again.status == 1)
+        #expect(again.stderr.contains("a key already exists; keep it, or pass --force"))
+        #expect(dir.read("key") == original)
+
+        let forced = try Executable.run("drover", ["generate-key", "--output", path, "--force"])
+        #expect(forced.status == 0)
+        #expect(dir.read("key") != original)
+        #expect(try SecureCookieKey.load(from: path).clusterHash.count == 64)
+    }
+
+    @Test func generateKeyDefaultsToTheConfiguredKeyPath() throws {
+        let config = try ConfigDirectory(key: nil, rserver: "secure-cookie-key-file=keys/cluster.key")
+        try FileManager.default.createDirectory(atPath: config.directory.url("keys"), withIntermediateDirectories: true)
+        let result = try Executable.run("drover", ["--config-dir", config.path, "generate-key"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try SecureCookieKey.load(from: config.directory.url("keys/cluster.key")).clusterHash.count == 64)
+    }
+
+    @Test func badUsageExitsTwo() throws {
+        #expect(try Executable.run("drover", ["no-such-command"]).status == 2)
+        #expect(try Executable.run("drover", ["generate-key", "--bogus"]).status == 2)
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs Drover's whole test suite on a fresh machine: installs what is missing, starts a private
+# PostgreSQL (as the postgres user, in a temporary data directory, on a free local port), builds,
+# and runs every test target. Usage: scripts/test.sh [extra `swift test` arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. System packages.
+packages=(libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-config)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. A private PostgreSQL for the integration tests.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$pg_bin/initdb" ] || { echo "test.sh: PostgreSQL server binaries not found under /usr/lib/postgresql" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pg_port=$(free_port)
+pg_root=$(mktemp -d /tmp/drover-pg.XXXXXX)
+chmod 0755 "$pg_root"
+if [ "$(id -u)" = 0 ]; then
+    chown postgres:postgres "$pg_root"
+    run_pg() { runuser -u postgres -- "$@"; }
+    pg_user=postgres
+else
+    run_pg() { "$@"; }
+    pg_user=$(id -un)
+fi
+run_pg "$pg_bin/initdb" -D "$pg_root/data" -U "$pg_user" -A trust --no-sync >/dev/null
+cat >> "$pg_root/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$pg_root'
+fsync = off
+max_connections = 300
+CONF
+run_pg "$pg_bin/pg_ctl" -D "$pg_root/data" -l "$pg_root/log" -w start >/dev/null
+cleanup() {
+    run_pg "$pg_bin/pg_ctl" -D "$pg_root/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$pg_root"
+}
+trap cleanup EXIT
+log "PostgreSQL on 127.0.0.1:$pg_port (data in $pg_root/data)"
+
+# What the integration tests need to reach, create databases in, and restart the server.
+export DROVER_TEST_PG_HOST=127.0.0.1
+export DROVER_TEST_PG_PORT=$pg_port
+export DROVER_TEST_PG_USER=$pg_user
+export DROVER_TEST_PG_BIN=$pg_bin
+export DROVER_TEST_PG_DATA=$pg_root/data
+export DROVER_TEST_PG_RUN_AS=$([ "$(id -u)" = 0 ] && echo postgres || echo "")
+
+# 3. Build everything (the executables too: the tests run them as processes), then test.
+log "building"
+swift build --build-tests
+log "testing"
+swift test --skip-build --disable-xctest "$@"
