@@ -14,6 +14,8 @@ let sharedSettings: [SwiftSetting] = [
 let runtimePlugins: [(name: String, dependencies: [Target.Dependency])] = [
     ("BalancerSessions", []),
     ("DiagnosticsTmp", []),
+    ("RegistrySQLite", ["CSQLite3", "DroverRegistrySQL", .product(name: "NIOPosix", package: "swift-nio")]),
+    ("RegistryPostgres", ["CLibpq", "DroverRegistrySQL", .product(name: "NIOPosix", package: "swift-nio")]),
     ("DiagnosticsStderr", []),
 ]
 
@@ -47,6 +49,10 @@ let package = Package(
                 "COpenSSL",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: sharedSettings),
+        .target(
+            name: "DroverRegistrySQL",
+            dependencies: ["DroverKernel"],
             swiftSettings: sharedSettings),
         .target(
             name: "DroverPlugins",
@@ -85,6 +91,19 @@ let package = Package(
             ],
             swiftSettings: sharedSettings),
 
+        .executableTarget(
+            name: "drover-probe",
+            dependencies: [
+                "DroverKernel", "DroverPlugins",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSettings),
+
+        .testTarget(
+            name: "DroverRegistryTests",
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "drover-probe"],
+            swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverKernelTests",
             dependencies: ["DroverKernel", "DroverTesting"],

@@ -2,6 +2,8 @@ public import DroverKernel
 import BalancerSessions
 import DiagnosticsStderr
 import DiagnosticsTmp
+import RegistryPostgres
+import RegistrySQLite
 
 extension PluginCatalog {
     /// Every plugin built into Drover: the one list both executables select from.
@@ -13,7 +15,10 @@ extension PluginCatalog {
             SessionsBalancerStrategyFactory.self,
         ],
         lockProviders: [],
-        registryStores: [],
+        registryStores: [
+            SQLiteRegistryStoreFactory.self,
+            PostgresRegistryStoreFactory.self,
+        ],
         diagnosticsSinks: [
             TmpDiagnosticsSinkFactory.self,
             StderrDiagnosticsSinkFactory.self,

@@ -15,7 +15,8 @@ public enum Executable {
         return FileManager.default.currentDirectoryPath + "/.build/debug"
     }
 
-    public static func path(_ name: String) -> String { productsDirectory + "/" + name }
+    /// A product's path; an absolute `name` is used as it is.
+    public static func path(_ name: String) -> String { name.hasPrefix("/") ? name : productsDirectory + "/" + name }
 
     /// What a finished command printed and how it exited.
     public struct Result: Sendable {
@@ -65,7 +66,7 @@ public final class RunningProcess: Sendable {
         var child: pid_t = 0
         let result = posix_spawn(&child, executable, &actions, nil, argv, envp)
         guard result == 0 else {
-            throw RawHTTPClient.Failure(description: "cannot start \(executable): \(String(cString: strerror(result)))")
+            throw TestFailure("cannot start \(executable): \(String(cString: strerror(result)))")
         }
         pid = child
     }
@@ -97,7 +98,7 @@ public final class RunningProcess: Sendable {
             if Date() > deadline {
                 kill(pid, SIGKILL)
                 _ = try? wait(timeout: 5)
-                throw RawHTTPClient.Failure(description: "process did not exit within \(timeout)s; stderr: \(stderr)")
+                throw TestFailure("process did not exit within \(timeout)s; stderr: \(stderr)")
             }
             usleep(20_000)
         }
@@ -108,9 +109,9 @@ public final class RunningProcess: Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while !check() {
             if let status {
-                throw RawHTTPClient.Failure(description: "process exited (\(status)) while waiting for \(what); stderr: \(stderr)")
+                throw TestFailure("process exited (\(status)) while waiting for \(what); stderr: \(stderr)")
             }
-            if Date() > deadline { throw RawHTTPClient.Failure(description: "timed out waiting for \(what); stderr: \(stderr)") }
+            if Date() > deadline { throw TestFailure("timed out waiting for \(what); stderr: \(stderr)") }
             usleep(50_000)
         }
     }

@@ -13,10 +13,6 @@ public enum RawHTTPClient {
         }
     }
 
-    public struct Failure: Error, CustomStringConvertible {
-        public var description: String
-    }
-
     /// Sends one request with `Connection: close` and reads the whole answer.
     /// - Parameters:
     ///   - localAddress: the source address to bind, e.g. `127.0.0.9`.
@@ -24,7 +20,7 @@ public enum RawHTTPClient {
                                headers: [(String, String)] = [], body: String = "", localAddress: String? = nil,
                                timeout: TimeInterval = 10) throws -> Response {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -36,7 +32,7 @@ public enum RawHTTPClient {
             let ok = withUnsafePointer(to: &local) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            guard ok == 0 else { throw Failure(description: "bind \(localAddress): \(String(cString: strerror(errno)))") }
+            guard ok == 0 else { throw TestFailure("bind \(localAddress): \(String(cString: strerror(errno)))") }
         }
         var remote = sockaddr_in()
         remote.sin_family = sa_family_t(AF_INET)
@@ -45,7 +41,7 @@ public enum RawHTTPClient {
         let connected = withUnsafePointer(to: &remote) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { throw Failure(description: "connect \(host):\(port): \(String(cString: strerror(errno)))") }
+        guard connected == 0 else { throw TestFailure("connect \(host):\(port): \(String(cString: strerror(errno)))") }
         var request = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n"
         for (name, value) in headers { request += "\(name): \(value)\r\n" }
         if !body.isEmpty || method == "POST" || method == "PUT" { request += "Content-Length: \(body.utf8.count)\r\n" }
@@ -54,7 +50,7 @@ public enum RawHTTPClient {
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw Failure(description: "send: \(String(cString: strerror(errno)))") }
+            guard n > 0 else { throw TestFailure("send: \(String(cString: strerror(errno)))") }
             sent += n
         }
         var received: [UInt8] = []
@@ -62,7 +58,7 @@ public enum RawHTTPClient {
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n == 0 { break }
-            guard n > 0 else { throw Failure(description: "recv: \(String(cString: strerror(errno)))") }
+            guard n > 0 else { throw TestFailure("recv: \(String(cString: strerror(errno)))") }
             received.append(contentsOf: buffer[0..<n])
         }
         return try parse(received)
@@ -70,10 +66,10 @@ public enum RawHTTPClient {
 
     static func parse(_ bytes: [UInt8]) throws -> Response {
         let text = String(decoding: bytes, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n") else { throw Failure(description: "no complete response: \(text)") }
+        guard let split = text.range(of: "\r\n\r\n") else { throw TestFailure("no complete response: \(text)") }
         let lines = text[..<split.lowerBound].components(separatedBy: "\r\n")
         let statusParts = lines[0].split(separator: " ")
-        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw Failure(description: "bad status line \(lines[0])") }
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw TestFailure("bad status line \(lines[0])") }
         let headers = lines.dropFirst().compactMap { line -> (String, String)? in
             guard let colon = line.firstIndex(of: ":") else { return nil }
             return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))

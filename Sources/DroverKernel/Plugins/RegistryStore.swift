@@ -45,8 +45,59 @@ public protocol RegistryStore: Sendable {
     /// Removes a session row; false when there was none.
     func deleteSession(_ id: String) async throws -> Bool
 
+    /// Every row, for copying a registry elsewhere (`drover migrate-db`).
+    func snapshot() async throws -> RegistrySnapshot
+    /// Writes every row of `snapshot` in one transaction, keeping ids, and moves id sequences
+    /// past them.
+    /// - Parameters:
+    ///   - replacing: delete existing rows first; without it a non-empty store is refused with
+    ///     ``RegistryError/notEmpty(_:)``.
+    func restore(_ snapshot: RegistrySnapshot, replacing: Bool) async throws
+
     /// Releases connections; later calls fail.
     func close() async
+}
+
+/// All rows of a registry.
+public struct RegistrySnapshot: Sendable, Equatable {
+    public var cluster: ClusterRecord?
+    public var nodes: [NodeRecord]
+    public var sessions: [SessionRecord]
+
+    public init(cluster: ClusterRecord?, nodes: [NodeRecord], sessions: [SessionRecord]) {
+        self.cluster = cluster
+        self.nodes = nodes
+        self.sessions = sessions
+    }
+
+    /// `1 cluster, 3 nodes, 12 sessions`.
+    public var counts: String {
+        "\(cluster == nil ? 0 : 1) cluster, \(nodes.count) nodes, \(sessions.count) sessions"
+    }
+}
+
+/// A registry operation that failed for a reason the caller can act on.
+public enum RegistryError: Error, Equatable, CustomStringConvertible {
+    /// A session with this id exists already.
+    case duplicateSession(String)
+    /// `restore` was asked to write into a store that has rows.
+    case notEmpty(String)
+    /// The database cannot be reached or refused us; the text says why and how to fix it.
+    case unavailable(String)
+    /// A row holds a value Drover cannot read; the text names the table, row and column.
+    case corrupt(String)
+    /// The store was closed.
+    case closed
+
+    public var description: String {
+        switch self {
+        case .duplicateSession(let id): "a session with id \(id) already exists"
+        case .notEmpty(let counts): "the target registry is not empty (\(counts)); pass --force to replace its rows"
+        case .unavailable(let reason): reason
+        case .corrupt(let what): "unreadable registry contents: \(what)"
+        case .closed: "the registry store is closed"
+        }
+    }
 }
 
 /// Builds a ``RegistryStore`` from `database.conf`.

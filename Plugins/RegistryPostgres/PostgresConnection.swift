@@ -1,0 +1,127 @@
+import CLibpq
+import DroverKernel
+import DroverRegistrySQL
+import Foundation
+
+/// One libpq connection. Blocking; used by one thread at a time (its ``PostgresSlot``'s mutex).
+final class PostgresConnection: SQLExecutor {
+    private let conn: OpaquePointer
+    private let secret: String?
+
+    /// Connects with `PQconnectdbParams`.
+    /// - Parameters:
+    ///   - parameters: libpq keywords and values; a `dbname` holding a URI is expanded.
+    ///   - secret: the password, scrubbed from any error text.
+    init(parameters: [(String, String)], secret: String?, describe target: String) throws {
+        self.secret = secret
+        let keywords = parameters.map { strdup($0.0) } + [nil]
+        let values = parameters.map { strdup($0.1) } + [nil]
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        let constKeywords: [UnsafePointer<CChar>?] = keywords.map { $0.map { UnsafePointer($0) } }
+        let constValues: [UnsafePointer<CChar>?] = values.map { $0.map { UnsafePointer($0) } }
+        let handle = PQconnectdbParams(constKeywords, constValues, 1)
+        guard let handle else { throw PostgresError.connectFailed("libpq could not allocate a connection", retryable: false) }
+        guard PQstatus(handle) == CONNECTION_OK else {
+            let message = Self.scrub(String(cString: PQerrorMessage(handle)), secret: secret)
+            PQfinish(handle)
+            throw PostgresError.classifyConnectFailure(message, target: target)
+        }
+        conn = handle
+    }
+
+    deinit {
+        PQfinish(conn)
+    }
+
+    /// True once the server has gone away under this connection.
+    var isBroken: Bool { PQstatus(conn) != CONNECTION_OK }
+
+    static func scrub(_ text: String, secret: String?) -> String {
+        var clean = text.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "\n", with: "; ")
+        if let secret, !secret.isEmpty { clean = clean.replacingOccurrences(of: secret, with: "***") }
+        return clean
+    }
+
+    private func run(_ sql: String, _ parameters: [String?]) throws -> OpaquePointer {
+        let cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
+        defer { cStrings.forEach { free($0) } }
+        let values: [UnsafePointer<CChar>?] = cStrings.map { $0.map { UnsafePointer($0) } }
+        let result = PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        guard let result else {
+            throw isBroken ? PostgresError.connectionLost(Self.scrub(String(cString: PQerrorMessage(conn)), secret: secret))
+                           : PostgresError.connectFailed("libpq returned no result", retryable: false)
+        }
+        let status = PQresultStatus(result)
+        guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK else {
+            let message = Self.scrub(String(cString: PQresultErrorMessage(result)), secret: secret)
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) } ?? ""
+            PQclear(result)
+            if isBroken || state.hasPrefix("08") || state == "57P01" || state == "57P02" || state == "57P03" {
+                throw PostgresError.connectionLost(message)
+            }
+            throw PostgresError.statementFailed(sqlState: state, message: message)
+        }
+        return result
+    }
+
+    func query(_ sql: String, _ parameters: [String?]) throws -> [[String?]] {
+        let result = try run(sql, parameters)
+        defer { PQclear(result) }
+        let rows = PQntuples(result)
+        let columns = PQnfields(result)
+        return (0..<rows).map { row in
+            (0..<columns).map { column in
+                PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+            }
+        }
+    }
+
+    @discardableResult
+    func execute(_ sql: String, _ parameters: [String?]) throws -> Int {
+        let result = try run(sql, parameters)
+        defer { PQclear(result) }
+        return Int(String(cString: PQcmdTuples(result))) ?? 0
+    }
+}
+
+/// What went wrong talking to PostgreSQL. Never carries the password.
+enum PostgresError: Error, CustomStringConvertible {
+    /// The connection could not be made; `retryable` when the server may come back (refused,
+    /// starting up, shutting down).
+    case connectFailed(String, retryable: Bool)
+    /// The server went away during a call.
+    case connectionLost(String)
+    /// The server refused a statement.
+    case statementFailed(sqlState: String, message: String)
+
+    var isRetryable: Bool {
+        switch self {
+        case .connectFailed(_, let retryable): retryable
+        case .connectionLost: true
+        case .statementFailed: false
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .connectFailed(let message, _): message
+        case .connectionLost(let message): "the PostgreSQL connection was lost (\(message))"
+        case .statementFailed(let state, let message): "PostgreSQL refused a statement (\(state)): \(message)"
+        }
+    }
+
+    static func classifyConnectFailure(_ message: String, target: String) -> PostgresError {
+        if let range = message.range(of: #"database "[^"]+" does not exist"#, options: .regularExpression) {
+            let name = message[range].split(separator: "\"")[1]
+            return .connectFailed("PostgreSQL at \(target): database '\(name)' does not exist; create it with: createdb \(name) (as a role that may create databases), or fix database= in database.conf", retryable: false)
+        }
+        if message.contains("password authentication failed") || message.contains("no password supplied") {
+            return .connectFailed("PostgreSQL at \(target) refused the credentials (\(message)); check username= and password= in database.conf", retryable: false)
+        }
+        let transient = ["Connection refused", "starting up", "shutting down", "No such file or directory", "timeout expired", "could not connect"]
+        return .connectFailed("cannot connect to PostgreSQL at \(target) (\(message))", retryable: transient.contains { message.contains($0) })
+    }
+}

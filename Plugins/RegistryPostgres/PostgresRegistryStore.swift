@@ -1,0 +1,234 @@
+public import DroverKernel
+import DroverRegistrySQL
+public import Foundation
+import NIOPosix
+import Synchronization
+
+/// A pool slot: at most one connection, used by one caller at a time.
+final class PostgresSlot: Sendable {
+    let connection = Mutex<PostgresConnection?>(nil)
+}
+
+/// The registry in PostgreSQL (`provider=postgresql`), the store a cluster of several machines
+/// shares.
+///
+/// Calls borrow one of `pool-size` connections (waiting when all are busy) and run on a thread
+/// pool of the same size, never the cooperative pool. When the server restarts, a call retries
+/// with backoff (about 10 s in all) and reconnects, instead of failing until the node restarts.
+public final class PostgresRegistryStore: RegistryStore {
+    private struct PoolState {
+        var idle: [PostgresSlot]
+        var waiters: [CheckedContinuation<PostgresSlot, any Error>] = []
+        var closed = false
+    }
+
+    private let parameters: [(String, String)]
+    private let secret: String?
+    /// `host:port/database`, for messages.
+    public let target: String
+    private let sql = SQLRegistry(dialect: .postgresql)
+    private let pool: Mutex<PoolState>
+    private let threads: NIOThreadPool
+    private let retryDelays: [Duration]
+
+    /// - Parameters:
+    ///   - parameters: libpq connection keywords (a URI may stand in `dbname`).
+    ///   - password: kept out of every message.
+    ///   - poolSize: the most connections open at once.
+    public init(parameters: [(String, String)], password: String?, target: String, poolSize: Int,
+                retryDelays: [Duration] = [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800),
+                                           .milliseconds(1600), .seconds(2), .seconds(2), .seconds(2)]) {
+        self.parameters = parameters
+        self.secret = password
+        self.target = target
+        self.retryDelays = retryDelays
+        pool = Mutex(PoolState(idle: (0..<poolSize).map { _ in PostgresSlot() }))
+        threads = NIOThreadPool(numberOfThreads: poolSize)
+        threads.start()
+    }
+
+    private func acquire() async throws -> PostgresSlot {
+        try await withCheckedThrowingContinuation { continuation in
+            let slot: Result<PostgresSlot, any Error>? = pool.withLock { state in
+                if state.closed { return .failure(RegistryError.closed) }
+                if let slot = state.idle.popLast() { return .success(slot) }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let slot { continuation.resume(with: slot) }
+        }
+    }
+
+    private func release(_ slot: PostgresSlot) {
+        let waiter = pool.withLock { state -> CheckedContinuation<PostgresSlot, any Error>? in
+            if state.waiters.isEmpty {
+                state.idle.append(slot)
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        waiter?.resume(returning: slot)
+    }
+
+    /// Runs `body` on a pooled connection, reconnecting and retrying while the server is away.
+    /// `body` learns whether this is a retry, to tell its own earlier success from a lost race.
+    private func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection, SQLRegistry, _ isRetry: Bool) throws -> T) async throws -> T {
+        let (parameters, secret, target, sql) = (self.parameters, self.secret, self.target, self.sql)
+        var attempt = 0
+        while true {
+            let slot = try await acquire()
+            do {
+                let isRetry = attempt > 0
+                let result = try await threads.runIfActive {
+                    try slot.connection.withLock { connection throws -> T in
+                        if connection == nil || connection!.isBroken {
+                            connection = nil
+                            connection = try PostgresConnection(parameters: parameters, secret: secret, describe: target)
+                        }
+                        do {
+                            return try body(connection!, sql, isRetry)
+                        } catch let error as PostgresError where error.isRetryable {
+                            connection = nil
+                            throw error
+                        }
+                    }
+                }
+                release(slot)
+                return result
+            } catch let error as PostgresError where error.isRetryable && attempt < retryDelays.count {
+                release(slot)
+                try await Task.sleep(for: retryDelays[attempt])
+                attempt += 1
+            } catch let error as PostgresError {
+                release(slot)
+                throw RegistryError.unavailable("\(error)")
+            } catch {
+                release(slot)
+                throw error
+            }
+        }
+    }
+
+    public func migrate() async throws { try await withConnection { db, sql, _ in try sql.migrate(db) } }
+    public func now() async throws -> Date { try await withConnection { db, sql, _ in try sql.now(db) } }
+    public func cluster() async throws -> ClusterRecord? { try await withConnection { db, sql, _ in try sql.cluster(db) } }
+
+    public func defineCluster(_ cluster: ClusterRecord) async throws {
+        try await withConnection { db, sql, _ in try sql.defineCluster(cluster, db) }
+    }
+
+    public func resetCluster() async throws { try await withConnection { db, sql, _ in try sql.resetCluster(db) } }
+
+    public func registerNode(_ registration: NodeRegistration) async throws -> NodeRecord {
+        try await withConnection { db, sql, _ in try sql.registerNode(registration, db) }
+    }
+
+    public func heartbeat(node: Int64, load: LoadAverage) async throws -> Bool {
+        try await withConnection { db, sql, _ in try sql.heartbeat(node: node, load: load, db) }
+    }
+
+    public func setNodeStatus(_ status: NodeStatus, node: Int64) async throws -> Bool {
+        try await withConnection { db, sql, _ in try sql.setNodeStatus(status, node: node, db) }
+    }
+
+    public func nodes() async throws -> [NodeRecord] { try await withConnection { db, sql, _ in try sql.nodes(db) } }
+
+    public func deleteNode(_ id: Int64) async throws -> Bool {
+        try await withConnection { db, sql, _ in try sql.deleteNode(id, db) }
+    }
+
+    public func createSession(_ session: SessionRecord) async throws {
+        try await withConnection { db, sql, isRetry in
+            do {
+                try sql.createSession(session, db, isUniqueViolation: {
+                    if case .statementFailed(let state, _) = $0 as? PostgresError { return state == "23505" }
+                    return false
+                })
+            } catch RegistryError.duplicateSession(let id) where isRetry {
+                // The first attempt may have committed before the connection dropped.
+                guard let stored = try sql.session(id, db), stored.username == session.username,
+                      stored.createdAt.timeIntervalSince(session.createdAt).magnitude < 0.001 else {
+                    throw RegistryError.duplicateSession(id)
+                }
+            }
+        }
+    }
+
+    public func transitionSession(_ id: String, from expected: SessionOwnership, to new: SessionOwnership) async throws -> Bool {
+        try await withConnection { db, sql, isRetry in
+            if try sql.transitionSession(id, from: expected, to: new, db) { return true }
+            // After a lost connection the first attempt may have committed: the row then holds
+            // exactly what this caller wrote, which no other caller would write.
+            guard isRetry, let stored = try sql.session(id, db) else { return false }
+            return stored.ownership == new
+        }
+    }
+
+    public func touchSession(_ id: String, at time: Date) async throws {
+        try await withConnection { db, sql, _ in try sql.touchSession(id, at: time, db) }
+    }
+
+    public func session(_ id: String) async throws -> SessionRecord? {
+        try await withConnection { db, sql, _ in try sql.session(id, db) }
+    }
+
+    public func sessions(matching filter: SessionFilter) async throws -> [SessionRecord] {
+        try await withConnection { db, sql, _ in try sql.sessions(matching: filter, db) }
+    }
+
+    public func deleteSession(_ id: String) async throws -> Bool {
+        try await withConnection { db, sql, _ in try sql.deleteSession(id, db) }
+    }
+
+    public func snapshot() async throws -> RegistrySnapshot { try await withConnection { db, sql, _ in try sql.snapshot(db) } }
+
+    public func restore(_ snapshot: RegistrySnapshot, replacing: Bool) async throws {
+        try await withConnection { db, sql, _ in
+            try sql.restore(snapshot, replacing: replacing,
+                            resetSequence: "SELECT setval(pg_get_serial_sequence('node', 'id'), GREATEST((SELECT MAX(id) FROM node), 1))", db)
+        }
+    }
+
+    public func close() async {
+        let waiters = pool.withLock { state -> [CheckedContinuation<PostgresSlot, any Error>] in
+            state.closed = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(throwing: RegistryError.closed) }
+        try? await threads.shutdownGracefully()
+    }
+}
+
+/// Selects ``PostgresRegistryStore`` with `provider=postgresql`.
+public enum PostgresRegistryStoreFactory: RegistryStoreFactory {
+    public static let name = "postgresql"
+
+    /// Reads `connection-uri`, or `host` (localhost), `port` (5432), `database` (drover) and
+    /// `username`; `password` (plain or encrypted under the secure cookie key);
+    /// `connection-timeout-seconds` (10); `pool-size` (4).
+    public static func make(config: DatabaseConfiguration, context: PluginContext) throws -> any RegistryStore {
+        let password = try config.password?.reveal(key: context.secureCookieKey, source: config.source)
+        var parameters: [(String, String)] = []
+        let target: String
+        if let uri = config.connectionURI {
+            parameters.append(("dbname", uri))
+            target = Self.describe(uri: uri)
+        } else {
+            parameters += [("host", config.host), ("port", String(config.port)), ("dbname", config.database)]
+            if let user = config.username { parameters.append(("user", user)) }
+            target = "\(config.host):\(config.port)/\(config.database)"
+        }
+        if let password { parameters.append(("password", password)) }
+        parameters += [("connect_timeout", String(config.connectionTimeoutSeconds)), ("application_name", "drover")]
+        return PostgresRegistryStore(parameters: parameters, password: password, target: target, poolSize: config.poolSize)
+    }
+
+    /// The URI without any credentials, for messages.
+    static func describe(uri: String) -> String {
+        guard let schemeEnd = uri.range(of: "://") else { return "the configured connection-uri" }
+        var rest = uri[schemeEnd.upperBound...]
+        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+        return String(rest.split(separator: "?").first ?? rest)
+    }
+}

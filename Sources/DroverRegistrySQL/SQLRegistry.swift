@@ -1,0 +1,227 @@
+public import DroverKernel
+public import Foundation
+
+/// The registry's schema and operations, written once for every SQL store. A store supplies a
+/// connection (an ``SQLExecutor``) and runs these off the cooperative thread pool.
+public struct SQLRegistry: Sendable {
+    public let dialect: SQLDialect
+
+    public init(dialect: SQLDialect) {
+        self.dialect = dialect
+    }
+
+    private func p(_ n: Int) -> String { dialect.parameter(n) }
+    private var nodeSelect: String { RegistryRows.select(RegistryRows.nodeColumns, epoch: dialect.epoch) }
+    private var sessionSelect: String { RegistryRows.select(RegistryRows.sessionColumns, epoch: dialect.epoch) }
+    private var clusterSelect: String { RegistryRows.select(RegistryRows.clusterColumns, epoch: dialect.epoch) }
+
+    /// Schema versions, each a list of statements; applied in order, once.
+    var migrations: [(version: Int, statements: [String])] {
+        let d = dialect
+        return [
+            (1, [
+                """
+                CREATE TABLE cluster (id INTEGER PRIMARY KEY CHECK (id = 1), key_hash TEXT NOT NULL, protocol TEXT NOT NULL,
+                    defined_at \(d.timeType) NOT NULL, defined_by_node \(d.bigint))
+                """,
+                """
+                CREATE TABLE node (id \(d.idType), host TEXT NOT NULL, ipv4 TEXT, port INTEGER NOT NULL, status TEXT NOT NULL,
+                    last_seen \(d.timeType) NOT NULL, load1 \(d.doubleType) NOT NULL DEFAULT 0, load5 \(d.doubleType) NOT NULL DEFAULT 0,
+                    load15 \(d.doubleType) NOT NULL DEFAULT 0, cpus INTEGER NOT NULL DEFAULT 1, started_at \(d.timeType) NOT NULL,
+                    version TEXT NOT NULL, config_hash TEXT NOT NULL, launcher_fingerprint TEXT, UNIQUE (host, port))
+                """,
+                """
+                CREATE TABLE session (id TEXT PRIMARY KEY, username TEXT NOT NULL, node_id \(d.bigint), pid INTEGER, port INTEGER,
+                    state TEXT NOT NULL, created_at \(d.timeType) NOT NULL, last_active \(d.timeType) NOT NULL, label TEXT)
+                """,
+                "CREATE INDEX session_by_node ON session (node_id)",
+                "CREATE INDEX session_by_username ON session (username)",
+            ]),
+        ]
+    }
+
+    /// The newest schema version this build knows.
+    public var currentVersion: Int { migrations.last?.version ?? 0 }
+
+    public func migrate(_ db: some SQLExecutor) throws {
+        try db.transaction(begin: dialect.beginWrite) {
+            if let lock = dialect.migrationLock { _ = try db.query(lock, []) }
+            try db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])
+            let applied = try db.query("SELECT MAX(version) FROM schema_version", []).first?.first.flatMap { $0 }.flatMap(Int.init) ?? 0
+            guard applied <= currentVersion else {
+                throw RegistryError.unavailable("the registry schema is version \(applied), newer than this build's \(currentVersion); upgrade Drover on this node")
+            }
+            for migration in migrations where migration.version > applied {
+                for statement in migration.statements { try db.execute(statement, []) }
+                try db.execute("INSERT INTO schema_version (version) VALUES (\(p(1)))", [String(migration.version)])
+            }
+        }
+    }
+
+    public func now(_ db: some SQLExecutor) throws -> Date {
+        let row = try db.query("SELECT \(dialect.epoch(dialect.now))", []).first
+        guard let text = row?.first ?? nil, let seconds = Double(text) else { throw RegistryError.corrupt("the database clock answered '\(String(describing: row))'") }
+        return Date(timeIntervalSince1970: seconds)
+    }
+
+    // MARK: cluster
+
+    public func cluster(_ db: some SQLExecutor) throws -> ClusterRecord? {
+        try db.query("SELECT \(clusterSelect) FROM cluster WHERE id = 1", []).first.map(RegistryRows.cluster)
+    }
+
+    public func defineCluster(_ cluster: ClusterRecord, _ db: some SQLExecutor) throws {
+        try db.transaction(begin: dialect.beginWrite) {
+            try db.execute("DELETE FROM cluster", [])
+            try insertCluster(cluster, db)
+        }
+    }
+
+    private func insertCluster(_ cluster: ClusterRecord, _ db: some SQLExecutor) throws {
+        try db.execute("INSERT INTO cluster (id, key_hash, protocol, defined_at, defined_by_node) VALUES (1, \(p(1)), \(p(2)), \(dialect.time(3)), \(p(4)))",
+                       [cluster.keyHash, cluster.protocol.rawValue, RegistryRows.epoch(cluster.definedAt), cluster.definedByNode.map(String.init)])
+    }
+
+    public func resetCluster(_ db: some SQLExecutor) throws {
+        try db.execute("DELETE FROM cluster", [])
+    }
+
+    // MARK: nodes
+
+    public func registerNode(_ r: NodeRegistration, _ db: some SQLExecutor) throws -> NodeRecord {
+        let sql = """
+            INSERT INTO node (host, ipv4, port, status, last_seen, cpus, started_at, version, config_hash, launcher_fingerprint)
+            VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(dialect.now), \(p(5)), \(dialect.now), \(p(6)), \(p(7)), \(p(8)))
+            ON CONFLICT (host, port) DO UPDATE SET ipv4 = excluded.ipv4, status = excluded.status, last_seen = excluded.last_seen,
+                cpus = excluded.cpus, started_at = excluded.started_at, version = excluded.version,
+                config_hash = excluded.config_hash, launcher_fingerprint = excluded.launcher_fingerprint
+            RETURNING \(nodeSelect)
+            """
+        let rows = try db.query(sql, [r.host, r.ipv4, String(r.port), r.status.rawValue, String(r.cpus), r.version, r.configHash, r.launcherFingerprint])
+        guard let row = rows.first else { throw RegistryError.corrupt("registering node \(r.host):\(r.port) returned no row") }
+        return try RegistryRows.node(row)
+    }
+
+    public func heartbeat(node: Int64, load: LoadAverage, _ db: some SQLExecutor) throws -> Bool {
+        try db.execute("UPDATE node SET last_seen = \(dialect.now), load1 = \(p(1)), load5 = \(p(2)), load15 = \(p(3)) WHERE id = \(p(4))",
+                       [String(load.one), String(load.five), String(load.fifteen), String(node)]) > 0
+    }
+
+    public func setNodeStatus(_ status: NodeStatus, node: Int64, _ db: some SQLExecutor) throws -> Bool {
+        try db.execute("UPDATE node SET status = \(p(1)) WHERE id = \(p(2))", [status.rawValue, String(node)]) > 0
+    }
+
+    public func nodes(_ db: some SQLExecutor) throws -> [NodeRecord] {
+        try db.query("SELECT \(nodeSelect) FROM node ORDER BY id", []).map(RegistryRows.node)
+    }
+
+    public func deleteNode(_ id: Int64, _ db: some SQLExecutor) throws -> Bool {
+        try db.execute("DELETE FROM node WHERE id = \(p(1))", [String(id)]) > 0
+    }
+
+    // MARK: sessions
+
+    private func sessionParameters(_ s: SessionRecord) -> [String?] {
+        [s.id, s.username, s.ownership.node.map(String.init), s.ownership.pid.map(String.init), s.ownership.port.map(String.init),
+         s.ownership.state.rawValue, RegistryRows.epoch(s.createdAt), RegistryRows.epoch(s.lastActive), s.label]
+    }
+
+    private var insertSession: String {
+        """
+        INSERT INTO session (id, username, node_id, pid, port, state, created_at, last_active, label)
+        VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(p(6)), \(dialect.time(7)), \(dialect.time(8)), \(p(9)))
+        """
+    }
+
+    /// Inserts a session. The caller maps its driver's unique-violation to
+    /// ``RegistryError/duplicateSession(_:)`` via `isUniqueViolation`.
+    public func createSession(_ session: SessionRecord, _ db: some SQLExecutor, isUniqueViolation: (any Error) -> Bool) throws {
+        do {
+            try db.execute(insertSession, sessionParameters(session))
+        } catch where isUniqueViolation(error) {
+            throw RegistryError.duplicateSession(session.id)
+        }
+    }
+
+    public func transitionSession(_ id: String, from expected: SessionOwnership, to new: SessionOwnership, _ db: some SQLExecutor) throws -> Bool {
+        let ownerMatch = expected.node == nil ? "node_id IS NULL" : "node_id = \(p(7))"
+        let sql = """
+            UPDATE session SET node_id = \(p(1)), state = \(p(2)), pid = \(p(3)), port = \(p(4)), last_active = \(dialect.now)
+            WHERE id = \(p(5)) AND state = \(p(6)) AND \(ownerMatch)
+            """
+        var parameters: [String?] = [new.node.map(String.init), new.state.rawValue, new.pid.map(String.init), new.port.map(String.init),
+                                     id, expected.state.rawValue]
+        if let node = expected.node { parameters.append(String(node)) }
+        return try db.execute(sql, parameters) == 1
+    }
+
+    public func touchSession(_ id: String, at time: Date, _ db: some SQLExecutor) throws {
+        try db.execute("UPDATE session SET last_active = \(dialect.time(1)) WHERE id = \(p(2))", [RegistryRows.epoch(time), id])
+    }
+
+    public func session(_ id: String, _ db: some SQLExecutor) throws -> SessionRecord? {
+        try db.query("SELECT \(sessionSelect) FROM session WHERE id = \(p(1))", [id]).first.map(RegistryRows.session)
+    }
+
+    public func sessions(matching filter: SessionFilter, _ db: some SQLExecutor) throws -> [SessionRecord] {
+        var conditions: [String] = []
+        var parameters: [String?] = []
+        if let node = filter.node {
+            parameters.append(String(node))
+            conditions.append("node_id = \(p(parameters.count))")
+        }
+        if let username = filter.username {
+            parameters.append(username)
+            conditions.append("username = \(p(parameters.count))")
+        }
+        if let states = filter.states {
+            guard !states.isEmpty else { return [] }
+            let list = states.map(\.rawValue).sorted().map { state -> String in
+                parameters.append(state)
+                return p(parameters.count)
+            }
+            conditions.append("state IN (\(list.joined(separator: ", ")))")
+        }
+        let whereClause = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+        return try db.query("SELECT \(sessionSelect) FROM session\(whereClause) ORDER BY created_at, id", parameters).map(RegistryRows.session)
+    }
+
+    public func deleteSession(_ id: String, _ db: some SQLExecutor) throws -> Bool {
+        try db.execute("DELETE FROM session WHERE id = \(p(1))", [id]) > 0
+    }
+
+    // MARK: copying
+
+    public func snapshot(_ db: some SQLExecutor) throws -> RegistrySnapshot {
+        try db.transaction(begin: "BEGIN") {
+            RegistrySnapshot(cluster: try cluster(db), nodes: try nodes(db), sessions: try sessions(matching: .all, db))
+        }
+    }
+
+    /// Writes a snapshot in one transaction; `resetSequence` moves the node id sequence past
+    /// the copied ids (SQLite's AUTOINCREMENT does this by itself).
+    public func restore(_ snapshot: RegistrySnapshot, replacing: Bool, resetSequence: String?, _ db: some SQLExecutor) throws {
+        try db.transaction(begin: dialect.beginWrite) {
+            if !replacing {
+                let existing = RegistrySnapshot(cluster: try cluster(db), nodes: try nodes(db), sessions: try sessions(matching: .all, db))
+                if existing.cluster != nil || !existing.nodes.isEmpty || !existing.sessions.isEmpty {
+                    throw RegistryError.notEmpty(existing.counts)
+                }
+            }
+            try db.execute("DELETE FROM session", [])
+            try db.execute("DELETE FROM node", [])
+            try db.execute("DELETE FROM cluster", [])
+            if let cluster = snapshot.cluster { try insertCluster(cluster, db) }
+            for n in snapshot.nodes {
+                try db.execute("""
+                    INSERT INTO node (id, host, ipv4, port, status, last_seen, load1, load5, load15, cpus, started_at, version, config_hash, launcher_fingerprint)
+                    VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(dialect.time(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)), \(dialect.time(11)), \(p(12)), \(p(13)), \(p(14)))
+                    """, [String(n.id), n.host, n.ipv4, String(n.port), n.status.rawValue, RegistryRows.epoch(n.lastSeen), String(n.load.one),
+                          String(n.load.five), String(n.load.fifteen), String(n.cpus), RegistryRows.epoch(n.startedAt), n.version, n.configHash,
+                          n.launcherFingerprint])
+            }
+            for s in snapshot.sessions { try db.execute(insertSession, sessionParameters(s)) }
+            if let resetSequence { _ = try db.query(resetSequence, []) }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+public import DroverKernel
+public import Foundation
+import Synchronization
+
+/// A registry store in memory with the same semantics as the real ones (checked by the same
+/// conformance suite), for tests that need a registry but not a database.
+public final class InMemoryRegistryStore: RegistryStore {
+    struct State {
+        var cluster: ClusterRecord?
+        var nodes: [Int64: NodeRecord] = [:]
+        var sessions: [String: SessionRecord] = [:]
+        var nextNodeID: Int64 = 1
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+    private let clock: @Sendable () -> Date
+
+    /// - Parameters:
+    ///   - clock: the "database clock"; the wall clock by default.
+    public init(clock: @escaping @Sendable () -> Date = { Date() }) {
+        self.clock = { Self.microseconds(clock()) }
+    }
+
+    /// Times are kept to the microsecond, as PostgreSQL and the SQLite store keep them.
+    static func microseconds(_ date: Date) -> Date {
+        Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1_000_000).rounded() / 1_000_000)
+    }
+
+    private func locked<T>(_ body: (inout State) throws -> T) throws -> T {
+        try state.withLock { state in
+            guard !state.closed else { throw RegistryError.closed }
+            return try body(&state)
+        }
+    }
+
+    public func migrate() async throws { try locked { _ in } }
+    public func now() async throws -> Date { try locked { _ in clock() } }
+
+    public func cluster() async throws -> ClusterRecord? { try locked { $0.cluster } }
+    public func defineCluster(_ cluster: ClusterRecord) async throws {
+        var stored = cluster
+        stored.definedAt = Self.microseconds(cluster.definedAt)
+        try locked { $0.cluster = stored }
+    }
+    public func resetCluster() async throws { try locked { $0.cluster = nil } }
+
+    public func registerNode(_ registration: NodeRegistration) async throws -> NodeRecord {
+        let now = clock()
+        return try locked { state in
+            let existing = state.nodes.values.first { $0.host == registration.host && $0.port == registration.port }
+            let id = existing?.id ?? state.nextNodeID
+            if existing == nil { state.nextNodeID += 1 }
+            let node = NodeRecord(id: id, host: registration.host, ipv4: registration.ipv4, port: registration.port,
+                                  status: registration.status, lastSeen: now, load: existing?.load ?? .zero,
+                                  cpus: registration.cpus, startedAt: now, version: registration.version,
+                                  configHash: registration.configHash, launcherFingerprint: registration.launcherFingerprint)
+            state.nodes[id] = node
+            return node
+        }
+    }
+
+    public func heartbeat(node: Int64, load: LoadAverage) async throws -> Bool {
+        let now = clock()
+        return try locked { state in
+            guard state.nodes[node] != nil else { return false }
+            state.nodes[node]?.lastSeen = now
+            state.nodes[node]?.load = load
+            return true
+        }
+    }
+
+    public func setNodeStatus(_ status: NodeStatus, node: Int64) async throws -> Bool {
+        try locked { state in
+            guard state.nodes[node] != nil else { return false }
+            state.nodes[node]?.status = status
+            return true
+        }
+    }
+
+    public func nodes() async throws -> [NodeRecord] {
+        try locked { $0.nodes.values.sorted { $0.id < $1.id } }
+    }
+
+    public func deleteNode(_ id: Int64) async throws -> Bool {
+        try locked { $0.nodes.removeValue(forKey: id) != nil }
+    }
+
+    public func createSession(_ session: SessionRecord) async throws {
+        try locked { state in
+            guard state.sessions[session.id] == nil else { throw RegistryError.duplicateSession(session.id) }
+            var stored = session
+            stored.createdAt = Self.microseconds(session.createdAt)
+            stored.lastActive = Self.microseconds(session.lastActive)
+            state.sessions[session.id] = stored
+        }
+    }
+
+    public func transitionSession(_ id: String, from expected: SessionOwnership, to new: SessionOwnership) async throws -> Bool {
+        let now = clock()
+        return try locked { state in
+            guard let current = state.sessions[id], current.ownership.node == expected.node,
+                  current.ownership.state == expected.state else { return false }
+            state.sessions[id]?.ownership = new
+            state.sessions[id]?.lastActive = now
+            return true
+        }
+    }
+
+    public func touchSession(_ id: String, at time: Date) async throws {
+        try locked { $0.sessions[id]?.lastActive = Self.microseconds(time) }
+    }
+
+    public func session(_ id: String) async throws -> SessionRecord? { try locked { $0.sessions[id] } }
+
+    public func sessions(matching filter: SessionFilter) async throws -> [SessionRecord] {
+        try locked { state in
+            state.sessions.values.filter(filter.matches).sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+        }
+    }
+
+    public func deleteSession(_ id: String) async throws -> Bool {
+        try locked { $0.sessions.removeValue(forKey: id) != nil }
+    }
+
+    public func snapshot() async throws -> RegistrySnapshot {
+        try locked { state in
+            RegistrySnapshot(cluster: state.cluster, nodes: state.nodes.values.sorted { $0.id < $1.id },
+                             sessions: state.sessions.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) })
+        }
+    }
+
+    public func restore(_ snapshot: RegistrySnapshot, replacing: Bool) async throws {
+        try locked { state in
+            let current = RegistrySnapshot(cluster: state.cluster, nodes: Array(state.nodes.values), sessions: Array(state.sessions.values))
+            if !replacing, current.cluster != nil || !current.nodes.isEmpty || !current.sessions.isEmpty {
+                throw RegistryError.notEmpty(current.counts)
+            }
+            state.cluster = snapshot.cluster
+            state.nodes = Dictionary(uniqueKeysWithValues: snapshot.nodes.map { ($0.id, $0) })
+            state.sessions = Dictionary(uniqueKeysWithValues: snapshot.sessions.map { ($0.id, $0) })
+            state.nextNodeID = max(state.nextNodeID, (snapshot.nodes.map(\.id).max() ?? 0) + 1)
+        }
+    }
+
+    public func close() async { state.withLock { $0.closed = true } }
+}

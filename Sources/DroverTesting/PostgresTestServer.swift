@@ -1,0 +1,83 @@
+import Foundation
+
+/// The PostgreSQL server that `scripts/test.sh` starts, described by `DROVER_TEST_PG_*`
+/// variables. Tests that need it fail (never skip) under `CI=true` when it is absent.
+public struct PostgresTestServer: Sendable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    /// The server's `bin` folder (createdb, psql, pg_ctl).
+    public var binDirectory: String
+    public var dataDirectory: String
+    /// The OS user to run pg_ctl as (`postgres` when tests run as root), or nil for ourselves.
+    public var runAs: String?
+
+    /// The server from the environment, or nil when the test command did not start one.
+    public static var current: PostgresTestServer? {
+        let env = ProcessInfo.processInfo.environment
+        guard let host = env["DROVER_TEST_PG_HOST"], let port = env["DROVER_TEST_PG_PORT"].flatMap(Int.init),
+              let user = env["DROVER_TEST_PG_USER"], let bin = env["DROVER_TEST_PG_BIN"], let data = env["DROVER_TEST_PG_DATA"] else {
+            return nil
+        }
+        let runAs = env["DROVER_TEST_PG_RUN_AS"].flatMap { $0.isEmpty ? nil : $0 }
+        return PostgresTestServer(host: host, port: port, user: user, binDirectory: bin, dataDirectory: data, runAs: runAs)
+    }
+
+    /// Whether PostgreSQL tests run: always in CI (where a missing server then fails them),
+    /// elsewhere only when a server was started.
+    public static var shouldRun: Bool {
+        ProcessInfo.processInfo.environment["CI"] == "true" || current != nil
+    }
+
+    /// The server, or an error that says how to get one.
+    public static func required() throws -> PostgresTestServer {
+        guard let current else {
+            throw TestFailure("PostgreSQL tests need the server started by scripts/test.sh (DROVER_TEST_PG_* unset)")
+        }
+        return current
+    }
+
+    /// Creates a fresh, empty database and returns its name.
+    public func createDatabase(prefix: String = "drover_test") throws -> String {
+        let name = "\(prefix)_\(UInt64.random(in: 0...UInt64.max) % 1_000_000_000_000)"
+        let result = try Executable.run(binDirectory + "/createdb", ["-h", host, "-p", String(port), "-U", user, name])
+        guard result.status == 0 else { throw TestFailure("createdb failed: \(result.stderr)") }
+        return name
+    }
+
+    /// Runs SQL through psql in `database`; returns its unaligned output.
+    @discardableResult
+    public func psql(_ database: String, _ sql: String) throws -> String {
+        let result = try Executable.run(binDirectory + "/psql", ["-h", host, "-p", String(port), "-U", user, "-d", database,
+                                                                 "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        guard result.status == 0 else { throw TestFailure("psql failed: \(result.stderr)") }
+        return result.stdout
+    }
+
+    /// `database.conf` text for `database` on this server.
+    public func databaseConf(_ database: String, extra: String = "") -> String {
+        "provider=postgresql\nhost=\(host)\nport=\(port)\ndatabase=\(database)\nusername=\(user)\nconnection-timeout-seconds=5\n\(extra)"
+    }
+
+    /// Restarts the server (fast shutdown: connections are cut) and waits until it accepts
+    /// connections again.
+    public func restart() throws {
+        try pgctl(["restart", "-m", "fast", "-w", "-t", "60"])
+    }
+
+    /// Stops the server (fast), leaving it down until ``start()``.
+    public func stop() throws { try pgctl(["stop", "-m", "fast", "-w", "-t", "60"]) }
+
+    public func start() throws { try pgctl(["start", "-w", "-t", "60", "-l", dataDirectory + "/../log"]) }
+
+    private func pgctl(_ arguments: [String]) throws {
+        let pgctl = binDirectory + "/pg_ctl"
+        let result: Executable.Result
+        if let runAs {
+            result = try Executable.run("/usr/sbin/runuser", ["-u", runAs, "--", pgctl, "-D", dataDirectory] + arguments)
+        } else {
+            result = try Executable.run(pgctl, ["-D", dataDirectory] + arguments)
+        }
+        guard result.status == 0 else { throw TestFailure("pg_ctl \(arguments[0]) failed: \(result.stderr)\(result.stdout)") }
+    }
+}
