@@ -86,7 +86,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "DroverKernel", "DroverPlugins",
+                "DroverKernel", "DroverPlugins", "RegistrySQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: sharedSettings),

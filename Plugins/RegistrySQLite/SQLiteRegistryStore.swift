@@ -6,13 +6,15 @@ import Synchronization
 
 /// The registry in one SQLite file, `<directory>/<database>.sqlite` (`provider=sqlite`, the
 /// default). WAL mode and a busy timeout let several processes on one machine (local nodes and
-/// the CLI) share it; each call runs on NIO's blocking thread pool, never the cooperative pool.
+/// the CLI) share it. Each store has one thread of its own for its blocking calls (never the
+/// cooperative pool), so a busy wait on one file cannot stall any other work.
 public final class SQLiteRegistryStore: RegistryStore {
     /// The database file.
     public let path: String
     private let busyTimeoutMilliseconds: Int32
     private let sql = SQLRegistry(dialect: .sqlite)
     private let connection = Mutex<ConnectionState>(.notOpened)
+    private let thread: NIOThreadPool
 
     private enum ConnectionState {
         case notOpened
@@ -26,11 +28,17 @@ public final class SQLiteRegistryStore: RegistryStore {
     public init(path: String, busyTimeout: Duration) {
         self.path = path
         busyTimeoutMilliseconds = Int32(clamping: busyTimeout.components.seconds * 1000)
+        thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
     }
 
     private func withConnection<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection, SQLRegistry) throws -> T) async throws -> T {
         let sql = self.sql
-        return try await NIOThreadPool.singleton.runIfActive { [self] in
+        let isClosed = connection.withLock { state in
+            if case .closed = state { true } else { false }
+        }
+        guard !isClosed else { throw RegistryError.closed }
+        return try await thread.runIfActive { [self] in
             try connection.withLock { state throws -> T in
                 switch state {
                 case .closed:
@@ -97,6 +105,7 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     public func close() async {
         connection.withLock { $0 = .closed }
+        try? await thread.shutdownGracefully()
     }
 }
 

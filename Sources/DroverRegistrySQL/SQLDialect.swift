@@ -27,10 +27,11 @@ public enum SQLDialect: Sendable {
         }
     }
 
-    /// The database clock, as a value for a time column.
+    /// The database clock, as a value for a time column. Every store keeps times to the
+    /// microsecond (PostgreSQL's precision), so rows copy between stores unchanged.
     public var now: String {
         switch self {
-        case .sqlite: "((julianday('now') - 2440587.5) * 86400.0)"
+        case .sqlite: "(round((julianday('now') - 2440587.5) * 86400000000.0) / 1000000.0)"
         case .postgresql: "clock_timestamp()"
         }
     }

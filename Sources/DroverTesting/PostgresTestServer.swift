@@ -68,16 +68,51 @@ public struct PostgresTestServer: Sendable {
     /// Stops the server (fast), leaving it down until ``start()``.
     public func stop() throws { try pgctl(["stop", "-m", "fast", "-w", "-t", "60"]) }
 
-    public func start() throws { try pgctl(["start", "-w", "-t", "60", "-l", dataDirectory + "/../log"]) }
+    public func start() throws { try pgctl(["start", "-w", "-t", "60", "-l", dataDirectory + ".log"]) }
 
     private func pgctl(_ arguments: [String]) throws {
-        let pgctl = binDirectory + "/pg_ctl"
+        try run(binDirectory + "/pg_ctl", ["-D", dataDirectory] + arguments)
+    }
+
+    /// Runs a server program as the server's OS user.
+    func run(_ program: String, _ arguments: [String]) throws {
         let result: Executable.Result
         if let runAs {
-            result = try Executable.run("/usr/sbin/runuser", ["-u", runAs, "--", pgctl, "-D", dataDirectory] + arguments)
+            result = try Executable.run("/usr/sbin/runuser", ["-u", runAs, "--", program] + arguments)
         } else {
-            result = try Executable.run(pgctl, ["-D", dataDirectory] + arguments)
+            result = try Executable.run(program, arguments)
         }
-        guard result.status == 0 else { throw TestFailure("pg_ctl \(arguments[0]) failed: \(result.stderr)\(result.stdout)") }
+        guard result.status == 0 else { throw TestFailure("\(program) failed: \(result.stderr)\(result.stdout)") }
+    }
+}
+
+/// A PostgreSQL server of a test's own, on a free port in a temporary directory, for tests that
+/// stop or restart the server. Stopped and removed when the value goes away.
+public final class PrivatePostgres: Sendable {
+    public let server: PostgresTestServer
+    private let root: String
+
+    public init() throws {
+        let shared = try PostgresTestServer.required()
+        root = NSTemporaryDirectory() + "/drover-pg-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        if let runAs = shared.runAs {
+            _ = try Executable.run("/bin/chown", [runAs, root])
+        }
+        let port = try FreePort.find()
+        server = PostgresTestServer(host: "127.0.0.1", port: port, user: shared.user, binDirectory: shared.binDirectory,
+                                    dataDirectory: root + "/data", runAs: shared.runAs)
+        try server.run(server.binDirectory + "/initdb", ["-D", server.dataDirectory, "-U", shared.user, "-A", "trust", "--no-sync"])
+        let settings = "listen_addresses = '127.0.0.1'\nport = \(port)\nunix_socket_directories = '\(root)'\nfsync = off\n"
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: server.dataDirectory + "/postgresql.conf"))
+        handle.seekToEndOfFile()
+        handle.write(Data(settings.utf8))
+        try handle.close()
+        try server.start()
+    }
+
+    deinit {
+        try? server.stop()
+        try? FileManager.default.removeItem(atPath: root)
     }
 }

@@ -65,7 +65,7 @@ struct ConfigOptions: ParsableArguments {
     var directory: String { DroverConfiguration.directory(option: configDir) }
 
     /// The configuration, or exit 2 with the one-line error.
-    func load() throws -> DroverConfiguration {
+    func load() -> DroverConfiguration {
         do {
             return try DroverConfiguration.load(directory: directory, pluginKeys: PluginCatalog.builtin.loadBalancerPluginKeys)
         } catch {

@@ -12,13 +12,6 @@ extension PendingCommand {
     }
 }
 
-struct ListNodes: PendingCommand {
-    static let configuration = CommandConfiguration(commandName: "list-nodes", abstract: "List the cluster and its nodes.")
-    static let needs = "a registry store"
-    @OptionGroup var options: ConfigOptions
-    @Flag(help: "Print JSON.") var json = false
-}
-
 struct DeleteNode: PendingCommand {
     static let configuration = CommandConfiguration(commandName: "delete-node", abstract: "Remove a stopped node from the cluster.")
     static let needs = "a registry store"
@@ -71,18 +64,6 @@ struct SuspendAll: PendingCommand {
 struct LockTester: PendingCommand {
     static let configuration = CommandConfiguration(commandName: "locktester", abstract: "Check that file locks work across nodes.")
     static let needs = "the lock providers"
-    @OptionGroup var options: ConfigOptions
-}
-
-struct EncryptPassword: PendingCommand {
-    static let configuration = CommandConfiguration(commandName: "encrypt-password", abstract: "Encrypt a database password read from standard input.")
-    static let needs = "the registry stores"
-    @OptionGroup var options: ConfigOptions
-}
-
-struct MigrateDB: PendingCommand {
-    static let configuration = CommandConfiguration(commandName: "migrate-db", abstract: "Copy a SQLite registry into the configured PostgreSQL database.")
-    static let needs = "the registry stores"
     @OptionGroup var options: ConfigOptions
 }
 

@@ -41,6 +41,7 @@ struct Verify: ParsableCommand {
         let lb = config.effectiveLoadBalancer
         do {
             pass("balancer strategy '\(try catalog.balancerStrategy(for: lb).name)'")
+            pass("registry store '\(try catalog.registryStore(for: config.database).name)'")
             if let sink = try catalog.diagnosticsSink(for: lb) {
                 pass("diagnostics sink '\(sink.name)'")
             } else {
@@ -48,6 +49,14 @@ struct Verify: ParsableCommand {
             }
         } catch {
             failed("plugins", error)
+        }
+        if case .encrypted = config.database.password {
+            do {
+                _ = try config.database.password?.reveal(key: key, source: config.database.source)
+                pass("database password decrypts with this key")
+            } catch {
+                failed("database password", error)
+            }
         }
     }
 }

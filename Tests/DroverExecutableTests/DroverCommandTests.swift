@@ -22,6 +22,7 @@ import Testing
         let lines = result.stdout.split(separator: "\n")
         #expect(lines.first == "ok    configuration directory \(config.path)")
         #expect(lines.contains("ok    balancer strategy 'sessions'"))
+        #expect(lines.contains("ok    registry store 'sqlite'"))
         #expect(lines.contains("ok    diagnostics sink 'stderr'"))
         #expect(lines.contains { $0.hasPrefix("warn  ") && $0.contains("legacy form") })
         #expect(lines.contains { $0.hasPrefix("ok    secure cookie key \(config.path)/secure-cookie-key") })
@@ -38,6 +39,20 @@ import Testing
         let missing = try Executable.run("drover", ["verify"], environment: ["DROVER_CONFIG_DIR": noKey.path])
         #expect(missing.status == 2)
         #expect(missing.stdout.contains("FAIL  secure cookie key: \(noKey.path)/secure-cookie-key: no secure cookie key"))
+    }
+
+    @Test func verifyChecksThatAnEncryptedPasswordDecrypts() throws {
+        let config = try ConfigDirectory()
+        let other = SecureCookieKey(bytes: Array("not-this-clusters-key-000".utf8))
+        try config.write("database.conf", "provider=postgresql\npassword=\(DatabasePassword.encrypt("pw", key: other))\n")
+        let bad = try Executable.run("drover", ["verify", "--config-dir", config.path])
+        #expect(bad.status == 2)
+        #expect(bad.stdout.contains("FAIL  database password: \(config.path)/database.conf:2: the password was encrypted under a different secure cookie key"))
+        let encrypted = try Executable.run("drover", ["encrypt-password", "--config-dir", config.path], stdin: "pw\n").stdout
+        try config.write("database.conf", "provider=postgresql\npassword=\(encrypted)")
+        let good = try Executable.run("drover", ["verify", "--config-dir", config.path])
+        #expect(good.status == 0, "\(good.stdout)")
+        #expect(good.stdout.contains("ok    database password decrypts with this key"))
     }
 
     @Test func generateKeyWritesMode0600AndRefusesToOverwriteWithoutForce() throws {

@@ -1,0 +1,120 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+@Suite struct RegistryCommandTests {
+    @Test(arguments: StoreKind.enabled.filter { $0 != .memory })
+    func listNodesPrintsTheSeedLayoutWithoutADaemon(kind: StoreKind) async throws {
+        let harness = try Harness(kind)
+        let store = try await harness.store()
+        let empty = try Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path])
+        #expect(empty.status == 0, "\(empty.stderr)")
+        #expect(empty.stdout.hasPrefix("Cluster\n-------\nProtocol\n(not defined"))
+
+        try await store.defineCluster(ClusterRecord(keyHash: harness.key.clusterHash, protocol: .http, definedAt: Date(), definedByNode: 1))
+        var primary = registration("rsw-primary", port: 80)
+        primary.ipv4 = "172.98.8.241"
+        let first = try await store.registerNode(primary)
+        var stale = registration("rsw-secondary")
+        stale.ipv4 = nil
+        let second = try await store.registerNode(stale)
+        _ = try await store.setNodeStatus(.invalidSecureCookieKey, node: second.id)
+        await store.close()
+
+        let result = try Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path], environment: ["TZ": "UTC"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MMM-dd HH:mm:ss"
+        let expected = """
+            Cluster
+            -------
+            Protocol
+            Http
+
+            Nodes
+            -----
+            ID  Host           IPv4           Port  Status                     Last Seen
+            \(first.id)   rsw-primary    172.98.8.241   80    Online                     \(formatter.string(from: first.lastSeen))
+            \(second.id)   rsw-secondary                 8787  Invalid secure cookie key  \(formatter.string(from: second.lastSeen))
+
+            """
+        #expect(result.stdout == expected)
+
+        let json = try Executable.run("drover", ["--config-dir", harness.config.path, "list-nodes", "--json"])
+        #expect(json.status == 0)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let nodes = try #require(object["nodes"] as? [[String: Any]])
+        #expect(nodes.map { $0["host"] as? String } == ["rsw-primary", "rsw-secondary"])
+        #expect(nodes.map { $0["status"] as? String } == ["Online", "Invalid secure cookie key"])
+        #expect((object["cluster"] as? [String: Any])?["protocol"] as? String == "http")
+    }
+
+    @Test func listNodesShowsAStaleOnlineNodeAsUnreachable() async throws {
+        let harness = try Harness(.sqlite)
+        try harness.config.write("load-balancer", "heartbeat-interval=1\n")
+        try harness.config.write("rserver.conf", "server-data-dir=data\nserver-shared-storage-path=shared\n")
+        let store = try await harness.store()
+        _ = try await store.registerNode(registration("gone"))
+        await store.close()
+        try await Task.sleep(for: .milliseconds(3300))
+        let result = try Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path])
+        #expect(result.stdout.contains("  Unreachable  "))
+    }
+
+    @Test func listNodesFailsWithStatusOneWhenTheDatabaseIsUnreachable() throws {
+        let dir = try ConfigDirectory()
+        try dir.write("database.conf", "provider=postgresql\nhost=127.0.0.1\nport=\(try FreePort.find())\nconnection-timeout-seconds=1\n")
+        let result = try Executable.run("drover", ["list-nodes", "--config-dir", dir.path], timeout: 90)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:"))
+    }
+
+    @Test func encryptPasswordReadsStandardInputAndRoundTrips() throws {
+        let dir = try ConfigDirectory()
+        let result = try Executable.run("drover", ["encrypt-password", "--config-dir", dir.path], stdin: "hunter2-Long\n")
+        #expect(result.status == 0, "\(result.stderr)")
+        let line = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(line.hasPrefix("encrypted:"))
+        #expect(!line.contains("hunter2"))
+        let key = try SecureCookieKey.load(from: dir.directory.url("secure-cookie-key"))
+        #expect(try DatabasePassword(configValue: line).reveal(key: key, source: ConfigSource(file: "d")) == "hunter2-Long")
+        let empty = try Executable.run("drover", ["encrypt-password", "--config-dir", dir.path], stdin: "")
+        #expect(empty.status == 2)
+    }
+
+    @Test(.enabled(if: PostgresTestServer.shouldRun))
+    func migrateDBCopiesVerifiesAndRefusesANonEmptyTargetWithoutForce() async throws {
+        let sqlite = try Harness(.sqlite)
+        let source = try await sqlite.store()
+        let a = try await source.registerNode(registration("a"))
+        let b = try await source.registerNode(registration("b"))
+        _ = try await source.deleteNode(a.id)
+        try await source.defineCluster(ClusterRecord(keyHash: "h", protocol: .https, definedAt: Date(), definedByNode: b.id))
+        for n in 0..<5 { try await source.createSession(newSession("s\(n)", node: b.id, state: .running)) }
+        await source.close()
+
+        let pg = try Harness(.postgresql)
+        let copy = try Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath])
+        #expect(copy.status == 0, "\(copy.stderr)")
+        #expect(copy.stdout == "Copied 1 cluster, 1 nodes, 5 sessions; verified 1 cluster, 1 nodes, 5 sessions in PostgreSQL.\n")
+        let target = try await pg.store()
+        #expect(try await target.nodes().map(\.id) == [b.id])
+        #expect(try await target.registerNode(registration("c")).id > b.id)
+        await target.close()
+
+        let again = try Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath])
+        #expect(again.status == 1)
+        #expect(again.stderr.contains("the target registry is not empty (1 cluster, 2 nodes, 5 sessions); pass --force"))
+        let forced = try Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath, "--force"])
+        #expect(forced.status == 0, "\(forced.stderr)")
+
+        let wrongProvider = try Executable.run("drover", ["migrate-db", "--config-dir", sqlite.config.path, "--from-sqlite", sqlite.sqlitePath])
+        #expect(wrongProvider.status == 2)
+        #expect(wrongProvider.stderr.contains("migrate-db copies into PostgreSQL; set provider=postgresql"))
+        let missing = try Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", "/nonexistent.sqlite"])
+        #expect(missing.status == 1)
+    }
+}
