@@ -14,6 +14,8 @@ let sharedSettings: [SwiftSetting] = [
 let runtimePlugins: [(name: String, dependencies: [Target.Dependency])] = [
     ("BalancerSessions", []),
     ("DiagnosticsTmp", []),
+    ("LockLinkBased", []),
+    ("LockAdvisory", []),
     ("RegistrySQLite", ["CSQLite3", "DroverRegistrySQL", .product(name: "NIOPosix", package: "swift-nio")]),
     ("RegistryPostgres", ["CLibpq", "DroverRegistrySQL", .product(name: "NIOPosix", package: "swift-nio")]),
     ("DiagnosticsStderr", []),
@@ -103,6 +105,10 @@ let package = Package(
         .testTarget(
             name: "DroverRegistryTests",
             dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "drover-probe"],
+            swiftSettings: sharedSettings),
+        .testTarget(
+            name: "DroverLockTests",
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "LockLinkBased", "drover-probe"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverKernelTests",

@@ -2,6 +2,8 @@ public import DroverKernel
 import BalancerSessions
 import DiagnosticsStderr
 import DiagnosticsTmp
+import LockAdvisory
+import LockLinkBased
 import RegistryPostgres
 import RegistrySQLite
 
@@ -14,7 +16,10 @@ extension PluginCatalog {
         balancerStrategies: [
             SessionsBalancerStrategyFactory.self,
         ],
-        lockProviders: [],
+        lockProviders: [
+            LinkBasedLockProviderFactory.self,
+            AdvisoryLockProviderFactory.self,
+        ],
         registryStores: [
             SQLiteRegistryStoreFactory.self,
             PostgresRegistryStoreFactory.self,

@@ -11,7 +11,12 @@ struct DroverProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drover-probe",
         abstract: "Test helper: act as one contending process against the configured plugins.",
-        subcommands: [Claim.self])
+        subcommands: [Claim.self, Lock.self])
+}
+
+/// Writes a line to standard output at once (unbuffered), so tests see it while we run.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
 
 /// Sleeps until `epoch` (seconds), so that processes started one by one race together.
@@ -38,7 +43,43 @@ struct Claim: AsyncParsableCommand {
         try await waitUntil(epoch: at)
         let won = try await store.transitionSession(session, from: SessionOwnership(node: nil, state: .suspended),
                                                     to: SessionOwnership(node: node, state: .starting))
-        print(won ? "won" : "lost")
+        say(won ? "won" : "lost")
         await store.close()
+    }
+}
+
+struct Lock: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Try once to take a lock with the configured provider; prints 'acquired' or 'busy', then holds it.")
+
+    @Option var configDir: String
+    @Option var path: String
+    @Option(help: "Start at this Unix time, to race with the others.") var at: Double = 0
+    @Option(help: "Seconds to hold the lock before releasing it.") var hold: Double = 0
+    @Flag(help: "Hold without refreshing, as a hung holder would.") var noRefresh = false
+    @Option(help: "Octal umask to run under, e.g. 077.") var umask: String?
+
+    func run() async throws {
+        if let umask, let mask = UInt32(umask, radix: 8) { _ = Foundation.umask(mode_t(mask)) }
+        let config = try DroverConfiguration.load(directory: configDir)
+        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
+                                    secureCookieKey: nil, logger: Logger(label: "drover-probe"))
+        let provider = try PluginCatalog.builtin.lockProvider(for: config.fileLocks).make(config: config.fileLocks, context: context)
+        try await waitUntil(epoch: at)
+        guard let lock = try provider.tryAcquire(path) else {
+            say("busy")
+            return
+        }
+        say("acquired")
+        let deadline = Date().addingTimeInterval(hold)
+        while Date() < deadline {
+            try await Task.sleep(for: .milliseconds(min(Int(provider.refreshInterval) * 1000, max(1, Int(deadline.timeIntervalSinceNow * 1000)))))
+            if !noRefresh, Date() < deadline, try !lock.refresh() {
+                say("lost")
+                return
+            }
+        }
+        try lock.release()
+        say("released")
     }
 }

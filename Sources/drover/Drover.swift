@@ -79,3 +79,9 @@ func fail(_ message: String, status: Int32) -> Never {
     FileHandle.standardError.write(Data("drover: \(message)\n".utf8))
     Foundation.exit(status)
 }
+
+/// Writes a line to standard output at once, even when it is a pipe or a file, for commands
+/// that keep running after they report (an operator or a script is waiting for the line).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}

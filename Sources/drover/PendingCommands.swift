@@ -61,12 +61,6 @@ struct SuspendAll: PendingCommand {
     @OptionGroup var options: ConfigOptions
 }
 
-struct LockTester: PendingCommand {
-    static let configuration = CommandConfiguration(commandName: "locktester", abstract: "Check that file locks work across nodes.")
-    static let needs = "the lock providers"
-    @OptionGroup var options: ConfigOptions
-}
-
 struct Place: PendingCommand {
     static let configuration = CommandConfiguration(abstract: "Dry-run the balancer for a user against the live cluster.")
     static let needs = "cluster membership"

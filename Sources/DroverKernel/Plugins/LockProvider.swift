@@ -12,6 +12,22 @@ public protocol LockProvider: Sendable {
     /// - Throws: when the attempt failed for another reason than contention (a bad path, a
     ///   full disk, permissions).
     func tryAcquire(_ path: String) throws -> (any HeldLock)?
+    /// Whether someone (this process included) holds the lock at `path`, without taking it. A
+    /// missing lock file is not locked, and the probe never disturbs a lock this process holds.
+    func isLocked(_ path: String) throws -> Bool
+}
+
+/// A lock operation that failed for another reason than contention.
+public struct LockError: Error, Equatable, CustomStringConvertible {
+    public var path: String
+    public var message: String
+
+    public init(path: String, _ message: String) {
+        self.path = path
+        self.message = message
+    }
+
+    public var description: String { "lock \(path): \(message)" }
 }
 
 /// A lock this process holds. Releasing is idempotent; a lock lost to a stale-lock breaker is

@@ -1,0 +1,85 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+@Suite struct AdvisoryLockTests {
+    @Test func aProbeFromTheSameProcessKeepsTheLock() throws {
+        let harness = try LockHarness(.advisory)
+        let path = harness.path()
+        let lock = try #require(try harness.provider.tryAcquire(path))
+        #expect(try harness.provider.isLocked(path))
+        // A plain open and close of the file, which drops a classic fcntl lock.
+        close(open(path, O_RDONLY))
+        #expect(try harness.provider.isLocked(path))
+        let other = try harness.probe(path)
+        #expect(try other.wait(timeout: 20) == 0)
+        #expect(other.stdout == "busy\n")
+        try lock.release()
+        let after = try harness.probe(path)
+        #expect(try after.wait(timeout: 20) == 0)
+        #expect(after.stdout.hasPrefix("acquired"))
+    }
+
+    @Test func aMissingLockFileIsNotLockedAndIsNotCreatedByTheProbe() throws {
+        let harness = try LockHarness(.advisory)
+        #expect(try harness.provider.isLocked(harness.path("absent")) == false)
+        #expect(!harness.config.exists("shared/absent"))
+    }
+
+    @Test func theLockFileIsOpenToEveryUserWhateverTheUmask() throws {
+        let harness = try LockHarness(.advisory)
+        let probe = try harness.probe(harness.path(), umask: "077")
+        #expect(try probe.wait(timeout: 20) == 0)
+        var info = stat()
+        stat(harness.path(), &info)
+        #expect(info.st_mode & 0o777 == 0o666)
+    }
+}
+
+@Suite struct LockTesterCommandTests {
+    @Test func twoRunsGiveTheSeedsVerdict() throws {
+        let harness = try LockHarness(.linkbased)
+        let shared = harness.config.url("shared")
+        let first = try RunningProcess("drover", ["locktester", "--config-dir", harness.config.path, "--dir", shared])
+        try first.waitUntil("first run holds both") { first.stdout.contains("Holding both locks") }
+        #expect(first.stdout.hasPrefix("* Acquired advisory lock\n* Acquired link-based lock\n"))
+        let second = try Executable.run("drover", ["locktester", "--config-dir", harness.config.path, "--dir", shared])
+        #expect(second.status == 0)
+        #expect(second.stdout == """
+            * Unable to acquire advisory lock
+            * Unable to acquire link-based lock
+            Your filesystem appears to support advisory locks.
+            Your filesystem appears to support link-based locks.
+
+            """)
+        first.signal(SIGINT)
+        #expect(try first.wait(timeout: 20) == 0)
+        let third = try RunningProcess("drover", ["locktester", "--config-dir", harness.config.path, "--dir", shared])
+        try third.waitUntil("the locks are free again") { third.stdout.contains("Holding both locks") }
+        third.signal(SIGTERM)
+        #expect(try third.wait(timeout: 20) == 0)
+    }
+
+    @Test(arguments: LockKind.onDisk)
+    func stressReportsAcquisitionsAndNoViolations(kind: LockKind) throws {
+        let harness = try LockHarness(kind)
+        let result = try Executable.run("drover", ["locktester", "--config-dir", harness.config.path, "--stress",
+                                                   "--processes", "4", "--seconds", "2", "--lock-type", kind.rawValue], timeout: 60)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("Lock type:     \(kind.rawValue)"))
+        #expect(result.stdout.contains("Violations:    0"))
+        let acquisitions = result.stdout.split(separator: "\n").first { $0.hasPrefix("Acquisitions:") }
+            .flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) } ?? 0
+        #expect(acquisitions > 10)
+        #expect(result.stdout.contains("Acquire latency p50: "))
+    }
+
+    @Test func withoutADirectoryItSaysWhatToSet() throws {
+        let dir = try ConfigDirectory()
+        try dir.write("rserver.conf", "server-data-dir=data\n")
+        let result = try Executable.run("drover", ["locktester", "--config-dir", dir.path])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("pass --dir DIR or set server-shared-storage-path"))
+    }
+}

@@ -1,0 +1,119 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import LockLinkBased
+import Testing
+
+@Suite struct LinkBasedLockTests {
+    func mtime(_ path: String) -> timespec {
+        var info = stat()
+        stat(path, &info)
+        return info.st_mtim
+    }
+
+    @Test func aLiveOwnerThatKeepsRefreshingNeverLosesItsLock() throws {
+        let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2)
+        let owner = try harness.probe(harness.path(), hold: 6)
+        try owner.waitUntil("owner acquired") { owner.stdout.hasPrefix("acquired") }
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            #expect(try harness.provider.tryAcquire(harness.path()) == nil)
+            usleep(250_000)
+        }
+        #expect(try owner.wait(timeout: 20) == 0)
+        #expect(owner.stdout == "acquired\nreleased\n")
+    }
+
+    @Test func aKilledOwnerLosesItAfterTheTimeoutAndExactlyOneOfTwentyTakesOver() throws {
+        let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2)
+        let owner = try harness.probe(harness.path(), hold: 60)
+        try owner.waitUntil("owner acquired") { owner.stdout.hasPrefix("acquired") }
+        owner.signal(SIGKILL)
+        _ = try owner.wait(timeout: 10)
+        #expect(try harness.provider.tryAcquire(harness.path()) == nil, "the lock must outlive its owner until the timeout")
+        usleep(2_300_000)
+        let start = Date().timeIntervalSince1970 + 2
+        let racers = try (0..<20).map { _ in try harness.probe(harness.path(), at: start, hold: 3) }
+        var outcomes: [String] = []
+        for racer in racers {
+            #expect(try racer.wait(timeout: 30) == 0, "\(racer.stderr)")
+            outcomes.append(racer.stdout.split(separator: "\n").first.map(String.init) ?? "")
+        }
+        #expect(outcomes.filter { $0 == "acquired" }.count == 1, "\(outcomes)")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: harness.config.url("shared"))
+        #expect(!leftovers.contains { $0.contains(".proxy.") && $0.contains(".\(owner.pid).") }, "the dead owner's proxy is swept: \(leftovers)")
+    }
+
+    @Test func anExpiredOwnersLateRefreshAndReleaseLeaveItsSuccessorAlone() throws {
+        let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2)
+        let path = harness.path()
+        let expired = try #require(try harness.provider.tryAcquire(path))
+        usleep(2_300_000)
+        let successor = try #require(try harness.provider.tryAcquire(path), "a stale lock is broken")
+        let before = mtime(path)
+        #expect(try expired.refresh() == false, "the expired owner learns it lost the lock")
+        let after = mtime(path)
+        #expect(before.tv_sec == after.tv_sec && before.tv_nsec == after.tv_nsec, "its refresh did not touch the successor's lock")
+        try expired.release()
+        #expect(try harness.provider.isLocked(path))
+        #expect(try successor.refresh())
+        #expect(try harness.provider.tryAcquire(path) == nil)
+        try successor.release()
+        #expect(try harness.provider.isLocked(path) == false)
+    }
+
+    @Test func everyOperationIsLoggedWithPidAndPath() throws {
+        let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2, logging: true)
+        let path = harness.path()
+        let lock = try #require(try harness.provider.tryAcquire(path))
+        #expect(try harness.provider.tryAcquire(path) == nil)
+        _ = try lock.refresh()
+        usleep(2_300_000)
+        let breaker = try #require(try harness.provider.tryAcquire(path))
+        try breaker.release()
+        let log = try #require(harness.config.read("locks.log"))
+        for action in ["lock acquired", "lock refused", "lock refreshed", "lock broke stale lock", "lock released"] {
+            #expect(log.contains("pid=\(getpid()) \(action) path=\(path)"), "missing '\(action)' in:\n\(log)")
+        }
+        try lock.release()
+    }
+
+    @Test func withoutHardLinksItFallsBackToExclusiveCreateAndSaysSo() throws {
+        let dir = TemporaryDirectory()
+        try dir.write("locks.log", "")
+        var config = FileLocksConfiguration()
+        config.enableLogging = true
+        config.logFile = dir.url("locks.log")
+        let refusing = LinkBasedLockProvider(refreshRate: 1, timeoutInterval: 2, log: try LockEventLog(config: config),
+                                             link: { _, _ in errno = EPERM; return -1 })
+        let path = dir.url("lock")
+        let lock = try #require(try refusing.tryAcquire(path))
+        #expect(try refusing.tryAcquire(path) == nil)
+        #expect(try refusing.isLocked(path))
+        #expect(try lock.refresh())
+        try lock.release()
+        #expect(!dir.exists("lock"))
+        #expect(try refusing.isLocked(path) == false)
+        #expect(dir.read("locks.log")?.contains("lock fallback path=\(path) reason=\"hard links refused (Operation not permitted)\" mode=exclusive-create") == true)
+        // A stale exclusive lock is broken like a stale link lock.
+        let stale = try #require(try refusing.tryAcquire(path))
+        usleep(2_300_000)
+        let next = try #require(try refusing.tryAcquire(path))
+        #expect(try stale.refresh() == false)
+        try stale.release()
+        #expect(try refusing.isLocked(path))
+        try next.release()
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0 != "locks.log" }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+
+    @Test func aReleasedLockLeavesNoProxyBehind() throws {
+        let harness = try LockHarness(.linkbased)
+        for _ in 0..<5 {
+            let lock = try #require(try harness.provider.tryAcquire(harness.path()))
+            try lock.release()
+        }
+        let names = try FileManager.default.contentsOfDirectory(atPath: harness.config.url("shared"))
+        #expect(names == ["session.lock"], "only the (free) lock file stays: \(names)")
+    }
+}

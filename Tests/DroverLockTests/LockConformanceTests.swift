@@ -1,0 +1,80 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Synchronization
+import Testing
+
+/// What every lock provider must do.
+@Suite struct LockConformanceTests {
+    @Test(arguments: LockKind.allCases)
+    func exactlyOneOfAHundredThreadsAcquires(kind: LockKind) throws {
+        let harness = try LockHarness(kind)
+        let path = harness.path()
+        let winners = Mutex<[any HeldLock]>([])
+        let failures = Mutex<[String]>([])
+        raceThreads(100) { _ in
+            do {
+                if let lock = try harness.provider.tryAcquire(path) { winners.withLock { $0.append(lock) } }
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty)
+        #expect(winners.withLock { $0.count } == 1)
+        try winners.withLock { try $0.forEach { try $0.release() } }
+    }
+
+    @Test(arguments: LockKind.allCases)
+    func aSecondAcquireInTheSameProcessFailsUntilRelease(kind: LockKind) throws {
+        let harness = try LockHarness(kind)
+        let path = harness.path()
+        #expect(try harness.provider.isLocked(path) == false)
+        let first = try #require(try harness.provider.tryAcquire(path))
+        #expect(try harness.provider.tryAcquire(path) == nil)
+        #expect(try harness.provider.isLocked(path))
+        #expect(try first.refresh())
+        try first.release()
+        try first.release()
+        #expect(try first.refresh() == false)
+        #expect(try harness.provider.isLocked(path) == false)
+        let second = try #require(try harness.provider.tryAcquire(path))
+        try second.release()
+    }
+
+    @Test(arguments: LockKind.onDisk)
+    func exactlyOneOfTwentyProcessesAcquires(kind: LockKind) throws {
+        let harness = try LockHarness(kind)
+        let start = Date().timeIntervalSince1970 + 2
+        let racers = try (0..<20).map { _ in try harness.probe(harness.path(), at: start, hold: 3) }
+        var outcomes: [String] = []
+        for racer in racers {
+            #expect(try racer.wait(timeout: 30) == 0, "\(racer.stderr)")
+            outcomes.append(racer.stdout.split(separator: "\n").first.map(String.init) ?? "")
+        }
+        #expect(outcomes.filter { $0 == "acquired" }.count == 1, "\(outcomes)")
+        #expect(outcomes.filter { $0 == "busy" }.count == 19)
+    }
+
+    @Test(arguments: LockKind.onDisk)
+    func aForkedChildsExitDoesNotReleaseTheParentsLock(kind: LockKind) throws {
+        let harness = try LockHarness(kind)
+        let path = harness.path()
+        let lock = try #require(try harness.provider.tryAcquire(path))
+        let child = fork()
+        if child == 0 { _exit(0) }
+        var status: Int32 = 0
+        waitpid(child, &status, 0)
+        #expect(try harness.provider.isLocked(path))
+        #expect(try harness.provider.tryAcquire(path) == nil)
+        #expect(try lock.refresh())
+        try lock.release()
+    }
+
+    @Test(arguments: LockKind.onDisk)
+    func aNonContentionFailureIsAnErrorNotLockHeld(kind: LockKind) throws {
+        let harness = try LockHarness(kind)
+        let tooLong = harness.path(String(repeating: "x", count: 300))
+        #expect(throws: LockError.self) { try harness.provider.tryAcquire(tooLong) }
+        #expect(throws: LockError.self) { try harness.provider.tryAcquire(harness.config.url("no/such/dir/lock")) }
+    }
+}
