@@ -75,7 +75,7 @@ public struct LinkBasedLockProvider: LockProvider {
                 proxy.discard()
                 throw LockError(path: path, "cannot inspect the lock (\(reason))")
             }
-            let released = observed.st_nlink < 2 && !FileIdentity.isExclusiveLock(path)
+            let released = observed.st_nlink < 2 && !FileIdentity.isExclusiveLock(observed)
             guard released || FileIdentity.age(observed) > Double(timeoutInterval) else {
                 proxy.discard()
                 log.record("refused", path: path)
@@ -119,7 +119,8 @@ public struct LinkBasedLockProvider: LockProvider {
             unlink(path)
             log.record(released ? "cleared released lock" : "broke stale lock", path: path,
                        detail: "age=\(String(format: "%.1f", FileIdentity.age(current)))s")
-            sweepProxies(of: path)
+            // A holder that released took its proxy with it; only a dead holder leaves one.
+            if !released { sweepProxies(of: path) }
         }
         return true
     }
@@ -155,7 +156,7 @@ public struct LinkBasedLockProvider: LockProvider {
             throw LockError(path: path, "cannot inspect the lock (\(String(cString: strerror(errno))))")
         }
         // One link left means the holder released it, unless it is an exclusive-create lock.
-        if info.st_nlink < 2, !FileIdentity.isExclusiveLock(path) { return false }
+        if info.st_nlink < 2, !FileIdentity.isExclusiveLock(info) { return false }
         return FileIdentity.age(info) <= Double(timeoutInterval)
     }
 }

@@ -3,12 +3,17 @@ import Foundation
 import Synchronization
 
 /// A contender's unique file beside the lock: `.<lock name>.proxy.<host>.<pid>.<random>`. Its
-/// first word records the mode (`link` or `exclusive`), so a one-link lock file can be told
-/// apart: a released link lock, or a held exclusive-create lock.
+/// permission bits record the mode (``linkMode`` or ``exclusiveMode``, set with `fchmod`, so
+/// the umask cannot blur them): a one-link lock file is then told apart by one `stat` as a
+/// released link lock or a held exclusive-create lock. The holder's identity is written inside
+/// for operators.
 final class Proxy: Sendable {
     let path: String
     let descriptor: Int32
     private let discarded = Mutex(false)
+
+    static let linkMode: mode_t = 0o644
+    static let exclusiveMode: mode_t = 0o640
 
     static func prefix(for lockPath: String) -> String {
         "." + (lockPath as NSString).lastPathComponent + ".proxy."
@@ -28,6 +33,7 @@ final class Proxy: Sendable {
         guard fd >= 0 else {
             throw LockError(path: lockPath, "cannot create a proxy file beside the lock (\(String(cString: strerror(errno))))")
         }
+        fchmod(fd, linkMode)
         let proxy = Proxy(path: path, descriptor: fd)
         proxy.writeIdentity(mode: "link", host: host)
         return proxy
@@ -35,7 +41,6 @@ final class Proxy: Sendable {
 
     private func writeIdentity(mode: String, host: String) {
         let text = Array("\(mode) \(host) \(getpid())\n".utf8)
-        ftruncate(descriptor, 0)
         _ = text.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
     }
 
@@ -53,6 +58,7 @@ final class Proxy: Sendable {
         _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
         close(fd)
         unlink(path)
+        fchmod(descriptor, Self.exclusiveMode)
         writeIdentity(mode: "exclusive", host: ProcessInfo.processInfo.hostName)
         return 0
     }
@@ -85,13 +91,8 @@ enum FileIdentity {
         Date().timeIntervalSince1970 - (Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
     }
 
-    /// Whether the lock file at `path` was made by the exclusive-create fallback.
-    static func isExclusiveLock(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 10)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        return n >= 9 && buffer.prefix(9) == Array("exclusive".utf8)[...]
+    /// Whether a lock file was made by the exclusive-create fallback.
+    static func isExclusiveLock(_ info: stat) -> Bool {
+        info.st_mode & 0o777 == Proxy.exclusiveMode
     }
 }

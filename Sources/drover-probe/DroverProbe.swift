@@ -11,7 +11,7 @@ struct DroverProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drover-probe",
         abstract: "Test helper: act as one contending process against the configured plugins.",
-        subcommands: [Claim.self, Lock.self])
+        subcommands: [Claim.self, Lock.self, LockBench.self])
 }
 
 /// Writes a line to standard output at once (unbuffered), so tests see it while we run.
@@ -81,5 +81,44 @@ struct Lock: AsyncParsableCommand {
         }
         try lock.release()
         say("released")
+    }
+}
+
+struct LockBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lock-bench",
+        abstract: "Acquire and release one lock in a loop for a while; print JSON with operations and latency percentiles.")
+
+    @Option var configDir: String
+    @Option var lockType: String
+    @Option var path: String
+    @Option var seconds: Double = 5
+    @Option(help: "Start at this Unix time, to run alongside the others.") var at: Double = 0
+
+    func run() async throws {
+        let config = try DroverConfiguration.load(directory: configDir)
+        var locks = config.fileLocks
+        locks.lockType = lockType
+        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
+                                    secureCookieKey: nil, logger: Logger(label: "drover-probe"))
+        let provider = try PluginCatalog.builtin.lockProvider(for: locks).make(config: locks, context: context)
+        try await waitUntil(epoch: at)
+        var latencies: [UInt64] = []
+        let end = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+        while DispatchTime.now().uptimeNanoseconds < end {
+            let started = DispatchTime.now().uptimeNanoseconds
+            var lock = try provider.tryAcquire(path)
+            while lock == nil {
+                usleep(UInt32.random(in: 200...1000))
+                lock = try provider.tryAcquire(path)
+            }
+            try lock?.release()
+            latencies.append(DispatchTime.now().uptimeNanoseconds - started)
+        }
+        latencies.sort()
+        func percentile(_ p: Double) -> Double {
+            latencies.isEmpty ? 0 : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) / 1000
+        }
+        say("{\"ops\": \(latencies.count), \"seconds\": \(seconds), \"p50_us\": \(percentile(0.5)), \"p99_us\": \(percentile(0.99))}")
     }
 }
