@@ -33,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         .systemLibrary(
@@ -61,9 +62,23 @@ let package = Package(
             dependencies: ["DroverKernel"] + runtimePlugins.map { .target(name: $0.name) },
             swiftSettings: sharedSettings),
         .target(
-            name: "DroverServer",
+            name: "DroverCluster",
             dependencies: [
                 "DroverKernel",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: sharedSettings),
+        .target(
+            name: "DroverServer",
+            dependencies: [
+                "DroverKernel", "DroverCluster",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -79,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "droverd",
             dependencies: [
-                "DroverKernel", "DroverPlugins", "DroverServer",
+                "DroverKernel", "DroverPlugins", "DroverServer", "DroverCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

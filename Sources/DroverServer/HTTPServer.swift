@@ -2,6 +2,7 @@ public import Logging
 public import NIOCore
 import NIOHTTP1
 import NIOPosix
+public import NIOSSL
 public import ServiceLifecycle
 
 /// The node's HTTP server: a ``Service`` that binds `www-address:www-port` and serves until
@@ -11,25 +12,40 @@ public struct HTTPServer: Service {
     public let port: Int
     let responder: any HTTPResponder
     let logger: Logger
-    let onBound: @Sendable (SocketAddress) -> Void
+    let tls: NIOSSLContext?
+    private let channel: any Channel
 
+    /// Binds `host:port` at once, so a taken port fails start-up before the node joins the
+    /// cluster; serving starts with ``run()``.
     /// - Parameters:
     ///   - host: `www-address`.
     ///   - port: `www-port`.
-    ///   - onBound: called once the socket is listening, with its address.
-    public init(host: String, port: Int, responder: any HTTPResponder, logger: Logger,
-                onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
+    ///   - tls: serve https with this context (`ssl-enabled=1`).
+    public init(host: String, port: Int, responder: any HTTPResponder, tls: NIOSSLContext? = nil, logger: Logger) async throws {
         self.host = host
         self.port = port
         self.responder = responder
         self.logger = logger
-        self.onBound = onBound
+        self.tls = tls
+        channel = try await Self.bind(host: host, port: port, responder: responder, tls: tls, logger: logger)
     }
 
-    /// Binds the listening socket, failing with a clear error when the address is taken.
-    public func bind() async throws -> any Channel {
-        let responder = self.responder
-        let logger = self.logger
+    /// The address the server listens on.
+    public var localAddress: SocketAddress? { channel.localAddress }
+
+    /// A server context from `ssl-certificate` and `ssl-certificate-key` (PEM).
+    public static func tlsContext(certificate: String, key: String) throws -> NIOSSLContext {
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+            let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain,
+                                                                          privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw HTTPServerError.badCertificate(certificate: certificate, key: key, reason: "\(error)")
+        }
+    }
+
+    static func bind(host: String, port: Int, responder: any HTTPResponder, tls: NIOSSLContext?, logger: Logger) async throws -> any Channel {
         do {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.backlog, value: 512)
@@ -37,6 +53,7 @@ public struct HTTPServer: Service {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                         try channel.pipeline.syncOperations.addHandler(HTTPServerHandler(responder: responder, logger: logger))
                     }
@@ -48,9 +65,7 @@ public struct HTTPServer: Service {
     }
 
     public func run() async throws {
-        let channel = try await bind()
-        if let address = channel.localAddress { onBound(address) }
-        logger.info("listening", metadata: ["address": "\(host):\(port)"])
+        logger.info("listening", metadata: ["address": "\(host):\(port)", "tls": "\(tls != nil)"])
         try await withGracefulShutdownHandler {
             try await channel.closeFuture.get()
         } onGracefulShutdown: {
@@ -62,9 +77,12 @@ public struct HTTPServer: Service {
 /// The server could not start.
 public enum HTTPServerError: Error, CustomStringConvertible {
     case cannotBind(host: String, port: Int, reason: String)
+    case badCertificate(certificate: String, key: String, reason: String)
 
     public var description: String {
         switch self {
+        case .badCertificate(let certificate, let key, let reason):
+            "cannot use ssl-certificate \(certificate) with ssl-certificate-key \(key) (\(reason)); both must be readable PEM files that belong together"
         case .cannotBind(let host, let port, let reason):
             "cannot listen on \(host):\(port) (\(reason)); free the port or change www-address/www-port in rserver.conf"
         }

@@ -1,16 +1,100 @@
+public import DroverCluster
+import DroverKernel
+import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 
-/// Routes requests to the node's own endpoints.
+/// Routes requests to the node's own endpoints: the health check, the status endpoint and the
+/// signed internal API under `/load-balancer/`.
 public struct NodeResponder: HTTPResponder {
-    public init() {}
+    let membership: ClusterMembership?
+
+    /// - Parameters:
+    ///   - membership: the cluster this node belongs to; nil for a single node.
+    public init(membership: ClusterMembership?) {
+        self.membership = membership
+    }
+
+    static let peerEvents: Set<String> = ["node-joined", "node-left", "node-deleted", "node-status"]
 
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
-        switch (request.head.method, request.path) {
+        let path = request.path
+        switch (request.head.method, path) {
         case (.GET, "/health-check"), (.HEAD, "/health-check"):
             return .text(.ok, "ok\n")
+        case (.GET, "/load-balancer/status"):
+            return await status(request)
         default:
-            return .text(.notFound, "not found\n")
+            break
+        }
+        if path.hasPrefix("/load-balancer/"), let membership {
+            return await internalCall(request, membership: membership)
+        }
+        return .text(.notFound, "not found\n")
+    }
+
+    /// The remote's address as text, without the port.
+    static func remoteIP(_ request: HTTPRequest) -> String? {
+        request.remoteAddress?.ipAddress
+    }
+
+    /// Served only to this machine's loopback (127.0.0.1, ::1) and to the cluster's nodes.
+    func status(_ request: HTTPRequest) async -> HTTPResponse {
+        guard let membership else {
+            return .text(.notFound, "this node is not in a cluster (no load-balancer file)\n")
+        }
+        let runtime = membership.runtime
+        let remote = Self.remoteIP(request) ?? ""
+        func allowed() -> Bool {
+            remote == "127.0.0.1" || remote == "::1" || remote == "::ffff:127.0.0.1"
+                || runtime.view.contains { $0.ipv4 == remote || $0.host == remote }
+        }
+        if !allowed() {
+            await membership.refreshView()
+            guard allowed() else {
+                runtime.logger.warning("refused /load-balancer/status to \(remote): not loopback and not a cluster node")
+                runtime.diagnostics.record("status-refused", ("remote", remote))
+                return .text(.forbidden, "forbidden: the status endpoint answers only this machine and the cluster's nodes\n")
+            }
+        }
+        do {
+            let nodes = try await runtime.store.nodes()
+            let sessions = try await runtime.store.sessions(matching: SessionFilter(states: [.running]))
+            let now = try await runtime.store.now()
+            return .text(.ok, StatusReport.render(nodes: nodes, sessions: sessions, now: now,
+                                                  heartbeatInterval: runtime.loadBalancer.heartbeatInterval))
+        } catch {
+            return .text(.serviceUnavailable, "the registry is unavailable: \(error)\n")
+        }
+    }
+
+    /// Verifies the signature (and refuses replays) before any internal handler runs.
+    func internalCall(_ request: HTTPRequest, membership: ClusterMembership) async -> HTTPResponse {
+        let runtime = membership.runtime
+        let body = Array(request.body.readableBytesView)
+        let remote = Self.remoteIP(request) ?? "?"
+        let path = String(request.path)
+        do {
+            let verified = try InternalRequestSignature.verify(method: request.head.method.rawValue, path: path, body: body,
+                                                               header: { request.head.headers.first(name: $0) }, key: runtime.key)
+            guard runtime.replayGuard.accept(nonce: verified.nonce, timestamp: verified.timestamp) else {
+                throw InternalRequestSignature.Refusal.replayed
+            }
+        } catch {
+            runtime.logger.warning("refused internal call", metadata: ["path": "\(path)", "remote": "\(remote)", "reason": "\(error)"])
+            runtime.diagnostics.record("internal-call-refused", ("path", path), ("remote", remote), ("reason", "\(error)"))
+            return .text(.forbidden, "forbidden: \(error)\n")
+        }
+        let name = String(path.dropFirst("/load-balancer/".count))
+        switch (request.head.method, name) {
+        case (.GET, "ping"):
+            return .text(.ok, "pong\n")
+        case (.POST, let event) where Self.peerEvents.contains(event):
+            await membership.received(event, body: body, from: remote)
+            return HTTPResponse(status: .noContent)
+        default:
+            return .text(.notFound, "no internal endpoint \(path)\n")
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DroverCluster
 import DroverKernel
 import DroverPlugins
 import DroverServer
@@ -60,19 +61,26 @@ struct Droverd: AsyncParsableCommand {
             throw ExitCode(1)
         }
 
-        let server = HTTPServer(host: config.server.wwwAddress, port: config.server.wwwPort,
-                                responder: NodeResponder(), logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+        // SIGHUP means "reload" (ReloadService); until that service runs it must not kill us.
+        signal(SIGHUP, SIG_IGN)
+        let node: NodeAssembly
+        do {
+            node = try await NodeAssembly.make(setup: setup, logger: logger)
+        } catch let error as NodeAssembly.Failure {
+            FileHandle.standardError.write(Data("droverd: \(error.message)\n".utf8))
+            throw ExitCode(error.status)
+        }
+        let services: [ServiceGroupConfiguration.ServiceConfiguration] = node.services.map { .init(service: $0) }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         setup.diagnostics.record("node-starting", ("address", "\(config.server.wwwAddress):\(config.server.wwwPort)"))
         do {
             try await group.run()
         } catch {
             FileHandle.standardError.write(Data("droverd: \(error)\n".utf8))
+            node.removePidFile()
             throw ExitCode(1)
         }
+        node.removePidFile()
         setup.diagnostics.record("node-stopped")
         logger.info("stopped")
     }

@@ -19,6 +19,13 @@ public struct DroverConfiguration: Sendable, Equatable {
     public var database: DatabaseConfiguration
     /// Non-fatal remarks for the operator.
     public var warnings: [String]
+    /// A hash of every setting except the address keys (`www-host-name`, `www-address`,
+    /// `www-port`), which may differ between nodes; comments and key order do not count.
+    /// Nodes of one cluster should all show the same value.
+    public var fingerprint: String
+    /// A hash of `launcher.pub` and `launcher.pem` (nil when neither exists); they must match
+    /// across nodes.
+    public var launcherFingerprint: String?
 
     /// True when `load-balancer` exists.
     public var isClustered: Bool { loadBalancer != nil }
@@ -51,23 +58,34 @@ public struct DroverConfiguration: Sendable, Equatable {
         }
         func path(_ name: String) -> String { ConfigReader.resolve(name, against: dir) }
 
+        var settings: [String] = []
+        func parse(_ name: String, sections: Set<String> = [], addressKeys: Set<String>) throws(ConfigurationError) -> ConfigFile? {
+            guard let text = try readFile(path(name)) else { return nil }
+            let file = try ConfigFile(parsing: text, path: path(name), sections: sections)
+            for entry in file.entries where !addressKeys.contains(entry.key) && entry.section != "nodes" {
+                settings.append("\(name)\t\(entry.key)\t\(entry.value)")
+            }
+            return file
+        }
+
         var server = ServerConfiguration()
-        if let text = try readFile(path(ServerConfiguration.fileName)) {
-            server = try ServerConfiguration(parsing: text, path: path(ServerConfiguration.fileName), baseDirectory: dir)
+        if let file = try parse(ServerConfiguration.fileName, addressKeys: ["www-address", "www-port"]) {
+            server = try ServerConfiguration(file: file, baseDirectory: dir)
         }
         var loadBalancer: LoadBalancerConfiguration?
-        if let text = try readFile(path(LoadBalancerConfiguration.fileName)) {
-            loadBalancer = try LoadBalancerConfiguration(parsing: text, path: path(LoadBalancerConfiguration.fileName),
-                                                         baseDirectory: dir, pluginKeys: pluginKeys)
+        if let file = try parse(LoadBalancerConfiguration.fileName, sections: ["config", "nodes"], addressKeys: ["www-host-name"]) {
+            loadBalancer = try LoadBalancerConfiguration(file: file, baseDirectory: dir, pluginKeys: pluginKeys)
         }
         var fileLocks = FileLocksConfiguration()
-        if let text = try readFile(path(FileLocksConfiguration.fileName)) {
-            fileLocks = try FileLocksConfiguration(parsing: text, path: path(FileLocksConfiguration.fileName), baseDirectory: dir)
+        if let file = try parse(FileLocksConfiguration.fileName, addressKeys: []) {
+            fileLocks = try FileLocksConfiguration(file: file, baseDirectory: dir)
         }
         var database = DatabaseConfiguration(defaultDirectory: server.dataDirectory)
-        if let text = try readFile(path(DatabaseConfiguration.fileName)) {
-            database = try DatabaseConfiguration(parsing: text, path: path(DatabaseConfiguration.fileName), baseDirectory: dir,
-                                                 defaultDirectory: server.dataDirectory)
+        if let file = try parse(DatabaseConfiguration.fileName, addressKeys: []) {
+            database = try DatabaseConfiguration(file: file, baseDirectory: dir, defaultDirectory: server.dataDirectory)
+        }
+        let launcherFiles = ["launcher.pub", "launcher.pem"].compactMap { name in
+            FileManager.default.contents(atPath: path(name)).map { name + ":" + Crypto.sha256($0).hexString }
         }
 
         if loadBalancer != nil, server.sharedStoragePath == nil {
@@ -76,8 +94,16 @@ public struct DroverConfiguration: Sendable, Equatable {
                 + "set it to a directory every node mounts (e.g. /shared/drover)")
         }
         return DroverConfiguration(directory: dir, loadBalancer: loadBalancer, server: server, fileLocks: fileLocks,
-                                   database: database, warnings: loadBalancer?.warnings ?? [])
+                                   database: database, warnings: loadBalancer?.warnings ?? [],
+                                   fingerprint: String(Crypto.sha256(Array(settings.sorted().joined(separator: "\n").utf8)).hexString.prefix(16)),
+                                   launcherFingerprint: launcherFiles.isEmpty ? nil
+                                       : String(Crypto.sha256(Array(launcherFiles.joined(separator: "\n").utf8)).hexString.prefix(16)))
     }
+
+    /// Where a running node keeps its pid (`droverd.pid` in `server-data-dir`).
+    public var pidFile: String { server.dataDirectory + "/droverd.pid" }
+    /// The flag file whose presence puts the node in offline mode (`drover offline`).
+    public var offlineFlagFile: String { server.dataDirectory + "/offline" }
 
     /// The file's text, or nil when it does not exist.
     static func readFile(_ path: String) throws(ConfigurationError) -> String? {

@@ -1,0 +1,253 @@
+public import DroverKernel
+import Foundation
+import Logging
+import NIOHTTP1
+
+/// A reason the node must not come online, with the exit status and the operator's fix.
+public struct MembershipError: Error, CustomStringConvertible {
+    public var description: String
+    public var exitStatus: Int32
+}
+
+/// The node's life in the cluster: joining (the cluster check), heartbeats, reloads, leaving,
+/// and telling peers about each.
+public struct ClusterMembership: Sendable {
+    public let runtime: NodeRuntime
+    static let version = "0.1.0"
+
+    public init(runtime: NodeRuntime) {
+        self.runtime = runtime
+    }
+
+    var logger: Logger { runtime.logger }
+
+    // MARK: joining
+
+    /// Registers this node and checks it against the cluster's definition (DESIGN.md section 5):
+    /// no cluster defines one; a matching key hash and protocol joins; a mismatch while another
+    /// node is online and fresh refuses (recording why on this node's row); a mismatch with no
+    /// node online redefines the cluster.
+    public func join() async throws -> NodeRecord {
+        let store = runtime.store
+        let config = runtime.configuration
+        let address = runtime.address
+        let dbNow = try await store.now()
+        let skew = Date().timeIntervalSince(dbNow)
+        if abs(skew) > 1 {
+            logger.warning("this machine's clock is \(String(format: "%.1f", skew)) s away from the database's; synchronise clocks (e.g. chrony), cross-node locks depend on it")
+            runtime.diagnostics.record("clock-skew", ("seconds", String(format: "%.3f", skew)))
+        }
+        let heartbeat = runtime.loadBalancer.heartbeatInterval
+        let others = try await store.nodes().filter {
+            !($0.host == address.host && $0.port == address.port) && $0.status == .online
+                && !$0.isUnreachable(now: dbNow, heartbeatInterval: heartbeat)
+        }
+        let cluster = try await store.cluster()
+        let keyHash = runtime.key.clusterHash
+        var status: NodeStatus = runtime.offlineMode ? .offlineMode : .online
+        var refusal: String?
+        var define = false
+        if address.ipv4 == nil {
+            status = .failedToResolve
+            refusal = "\(address.host) (from \(address.source.rawValue)) does not resolve to an IPv4 address; fix www-host-name in load-balancer or the name service"
+        } else if let cluster {
+            let keyMatches = cluster.keyHash == keyHash
+            let protocolMatches = cluster.protocol == runtime.clusterProtocol
+            if !(keyMatches && protocolMatches) {
+                if others.isEmpty {
+                    define = true
+                    logger.notice("redefining the cluster: no node is online and this node's \(keyMatches ? "protocol" : "secure cookie key") differs")
+                } else if !keyMatches {
+                    status = .invalidSecureCookieKey
+                    refusal = "this node's secure cookie key (\(config.secureCookieKeyPath)) differs from the cluster's, which \(others.count) online node(s) use "
+                        + "(e.g. \(others[0].host):\(others[0].port)); copy the cluster's secure-cookie-key file to this node, or stop every node to redefine the cluster"
+                } else {
+                    status = .protocolMismatch
+                    refusal = "this node speaks \(runtime.clusterProtocol.rawValue) but the cluster uses \(cluster.protocol.rawValue) "
+                        + "(ssl-enabled in rserver.conf, verify-ssl-certs in load-balancer); make them match on every node, or stop every node to redefine the cluster"
+                }
+            }
+        } else {
+            define = true
+        }
+        let node = try await store.registerNode(NodeRegistration(
+            host: address.host, ipv4: address.ipv4, port: address.port, status: status,
+            cpus: ProcessInfo.processInfo.activeProcessorCount, version: Self.version,
+            configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint))
+        runtime.update { $0.nodeID = node.id }
+        if let refusal {
+            runtime.diagnostics.record("node-refused", ("node", String(node.id)), ("status", status.rawValue))
+            throw MembershipError(description: refusal, exitStatus: 1)
+        }
+        if define {
+            try await store.defineCluster(ClusterRecord(keyHash: keyHash, protocol: runtime.clusterProtocol, definedAt: try await store.now(), definedByNode: node.id))
+            runtime.diagnostics.record("cluster-defined", ("node", String(node.id)), ("protocol", runtime.clusterProtocol.rawValue))
+        }
+        logger.info("joined the cluster", metadata: ["node": "\(node.id)", "address": "\(address.endpoint)", "status": "\(status.rawValue)"])
+        runtime.diagnostics.record("node-joined", ("node", String(node.id)), ("address", address.endpoint), ("self", "1"))
+        await refreshView()
+        await notifyPeers("node-joined", ["id": node.id, "host": address.host, "port": address.port])
+        return node
+    }
+
+    // MARK: running
+
+    /// Re-reads the node rows.
+    public func refreshView() async {
+        do {
+            let nodes = try await runtime.store.nodes()
+            runtime.update {
+                $0.view = nodes
+                $0.viewRefreshedAt = Date()
+            }
+        } catch {
+            logger.warning("cannot read the node list: \(error)")
+        }
+    }
+
+    /// One heartbeat: `last_seen` (database clock) and load per CPU; failures are logged and
+    /// the next beat tries again.
+    public func heartbeat() async {
+        guard let id = runtime.nodeID else { return }
+        do {
+            var loads = [Double](repeating: 0, count: 3)
+            let cpus = Double(max(1, ProcessInfo.processInfo.activeProcessorCount))
+            if getloadavg(&loads, 3) != 3 { loads = [0, 0, 0] }
+            let load = LoadAverage(one: loads[0] / cpus, five: loads[1] / cpus, fifteen: loads[2] / cpus)
+            if try await !runtime.store.heartbeat(node: id, load: load) {
+                logger.warning("this node's row was removed while it ran; registering again")
+                _ = try await rejoinAfterRemoval()
+            }
+            await applyOfflineFlag()
+            await refreshView()
+        } catch {
+            logger.error("heartbeat failed, retrying next interval: \(error)")
+            runtime.diagnostics.record("heartbeat-failed", ("node", String(id)), ("error", "\(error)"))
+        }
+    }
+
+    private func rejoinAfterRemoval() async throws -> NodeRecord {
+        let config = runtime.configuration
+        let node = try await runtime.store.registerNode(NodeRegistration(
+            host: runtime.address.host, ipv4: runtime.address.ipv4, port: runtime.address.port,
+            status: runtime.offlineMode ? .offlineMode : .online, cpus: ProcessInfo.processInfo.activeProcessorCount,
+            version: Self.version, configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint))
+        runtime.update { $0.nodeID = node.id }
+        return node
+    }
+
+    /// Applies `drover offline` / `drover online` (the flag file) to this node's row.
+    func applyOfflineFlag() async {
+        let flagged = FileManager.default.fileExists(atPath: runtime.configuration.offlineFlagFile)
+        let changed = runtime.offlineMode != flagged
+        runtime.update { $0.offlineMode = flagged }
+        guard let id = runtime.nodeID else { return }
+        let wanted: NodeStatus = flagged ? .offlineMode : .online
+        let stored = runtime.view.first { $0.id == id }?.status
+        guard changed || (stored != nil && stored != wanted && (stored == .online || stored == .offlineMode)) else { return }
+        do {
+            _ = try await runtime.store.setNodeStatus(wanted, node: id)
+            logger.notice(flagged ? "offline mode: serving existing sessions, taking no new ones" : "back online: taking new sessions")
+            runtime.diagnostics.record("node-status", ("node", String(id)), ("status", wanted.rawValue))
+            await notifyPeers("node-status", ["id": id, "status": wanted.rawValue])
+        } catch {
+            logger.error("cannot record status \(wanted.rawValue): \(error)")
+        }
+    }
+
+    /// Re-reads `load-balancer` and applies `balancer`, `timeout` and `diagnostics` without a
+    /// restart; also the offline flag, and defines the cluster again if it was reset. A bad
+    /// file is reported and the running settings are kept.
+    public func reload() async {
+        let config: DroverConfiguration
+        do {
+            config = try DroverConfiguration.load(directory: runtime.configuration.directory, pluginKeys: runtime.catalog.loadBalancerPluginKeys)
+        } catch {
+            logger.error("reload refused, keeping the running settings: \(error)")
+            runtime.diagnostics.record("reload-failed", ("error", "\(error)"))
+            return
+        }
+        let lb = config.effectiveLoadBalancer
+        do {
+            let context = NodeRuntime.context(config, runtime.key, logger)
+            let balancer = try runtime.catalog.balancerStrategy(for: lb).make(config: lb, context: context)
+            let diagnostics = try runtime.catalog.diagnosticsSink(for: lb).map { Diagnostics(sink: try $0.make(config: lb, context: context)) } ?? .off
+            let client = try NodeClient(key: runtime.key, protocol: runtime.clusterProtocol, timeoutSeconds: lb.timeout)
+            runtime.update {
+                $0.loadBalancer = lb
+                $0.balancer = balancer
+                $0.diagnostics = diagnostics
+                $0.client = client
+            }
+        } catch {
+            logger.error("reload refused, keeping the running settings: \(error)")
+            runtime.diagnostics.record("reload-failed", ("error", "\(error)"))
+            return
+        }
+        logger.notice("reloaded load-balancer", metadata: ["balancer": "\(lb.balancer)", "timeout": "\(lb.timeout)", "diagnostics": "\(lb.diagnostics ?? "off")"])
+        runtime.diagnostics.record("reload", ("balancer", lb.balancer), ("timeout", String(lb.timeout)), ("diagnostics", lb.diagnostics ?? "off"))
+        await applyOfflineFlag()
+        do {
+            if try await runtime.store.cluster() == nil, let id = runtime.nodeID {
+                try await runtime.store.defineCluster(ClusterRecord(keyHash: runtime.key.clusterHash, protocol: runtime.clusterProtocol,
+                                                                    definedAt: try await runtime.store.now(), definedByNode: id))
+                runtime.diagnostics.record("cluster-defined", ("node", String(id)), ("protocol", runtime.clusterProtocol.rawValue))
+            }
+        } catch {
+            logger.error("cannot check the cluster definition: \(error)")
+        }
+    }
+
+    /// Marks the node `Offline` and tells the peers; called once the node stops serving.
+    public func leave() async {
+        guard let id = runtime.nodeID else { return }
+        do {
+            _ = try await runtime.store.setNodeStatus(.offline, node: id)
+        } catch {
+            logger.error("cannot mark this node Offline: \(error)")
+        }
+        runtime.diagnostics.record("node-left", ("node", String(id)), ("self", "1"))
+        await notifyPeers("node-left", ["id": id])
+        logger.info("left the cluster", metadata: ["node": "\(id)"])
+    }
+
+    // MARK: peers
+
+    /// Sends a signed `POST /load-balancer/<event>` to every other online, reachable node.
+    public func notifyPeers(_ event: String, _ body: [String: any Sendable]) async {
+        let selfID = runtime.nodeID
+        let now = Date()
+        let interval = runtime.loadBalancer.heartbeatInterval
+        let peers = runtime.view.filter {
+            $0.id != selfID && ($0.status == .online || $0.status == .offlineMode) && !$0.isUnreachable(now: now, heartbeatInterval: interval)
+        }
+        let payload = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])).map(Array.init) ?? []
+        let client = runtime.client
+        await withTaskGroup(of: Void.self) { group in
+            for peer in peers {
+                group.addTask {
+                    do {
+                        let response = try await client.send(.POST, "/load-balancer/\(event)", body: payload, to: peer.ipv4 ?? peer.host, port: peer.port)
+                        if response.status != 204 {
+                            logger.warning("peer \(peer.id) answered \(response.status) to \(event): \(response.text)")
+                        }
+                    } catch {
+                        logger.warning("cannot tell peer \(peer.id) (\(peer.host):\(peer.port)) about \(event): \(error)")
+                        runtime.diagnostics.record("peer-call-failed", ("peer", String(peer.id)), ("event", event), ("error", "\(error)"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A peer told us about a change: re-read the node list at once.
+    public func received(_ event: String, body: [UInt8], from remote: String) async {
+        let fields = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
+        let node = fields["id"].map { "\($0)" } ?? "?"
+        var details: [(String, String)] = [("node", node), ("from", remote)]
+        if let status = fields["status"] as? String { details.append(("status", status)) }
+        runtime.diagnostics.sink?.record(DiagnosticsEvent(event, fields: details.map { DiagnosticsEvent.Field($0.0, $0.1) }))
+        logger.info("peer event", metadata: ["event": "\(event)", "node": "\(node)"])
+        await refreshView()
+    }
+}

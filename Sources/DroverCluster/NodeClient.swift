@@ -1,0 +1,163 @@
+public import DroverKernel
+import Foundation
+import NIOCore
+public import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// Makes signed node-to-node calls over http or https, each bounded by the `timeout` setting.
+public struct NodeClient: Sendable {
+    /// What a peer answered.
+    public struct Response: Sendable {
+        public var status: Int
+        public var body: [UInt8]
+        public var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        case timedOut(String, seconds: Int)
+        case unreachable(String, reason: String)
+        case badResponse(String)
+
+        public var description: String {
+            switch self {
+            case .timedOut(let peer, let seconds): "\(peer) did not answer within \(seconds) s (timeout in load-balancer)"
+            case .unreachable(let peer, let reason): "cannot reach \(peer) (\(reason))"
+            case .badResponse(let peer): "\(peer) sent a malformed response"
+            }
+        }
+    }
+
+    let key: SecureCookieKey
+    let clusterProtocol: ClusterProtocol
+    /// Seconds to wait for a peer; 0 means no limit of ours (the system's own).
+    let timeoutSeconds: Int
+    let tls: NIOSSLContext?
+
+    /// - Parameters:
+    ///   - protocol: `http`, `https` (certificates verified) or `https-no-verify`.
+    ///   - timeoutSeconds: `timeout` from `load-balancer`; 0 leaves it to the system.
+    public init(key: SecureCookieKey, protocol clusterProtocol: ClusterProtocol, timeoutSeconds: Int) throws {
+        self.key = key
+        self.clusterProtocol = clusterProtocol
+        self.timeoutSeconds = timeoutSeconds
+        switch clusterProtocol {
+        case .http:
+            tls = nil
+        case .https, .httpsNoVerify:
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if clusterProtocol == .httpsNoVerify { configuration.certificateVerification = .none }
+            tls = try NIOSSLContext(configuration: configuration)
+        }
+    }
+
+    /// Sends a signed request to `host:port` and collects the whole (bounded) answer.
+    public func send(_ method: HTTPMethod, _ path: String, body: [UInt8] = [], to host: String, port: Int) async throws -> Response {
+        let peer = "\(host):\(port)"
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: peer)
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "Connection", value: "close")
+        for (name, value) in InternalRequestSignature.headers(method: method.rawValue, path: path, body: body, key: key) {
+            headers.add(name: name, value: value)
+        }
+        let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
+        let call = Task { try await exchange(head, body: body, host: host, port: port) }
+        guard timeoutSeconds > 0 else { return try await call.value }
+        let limit = timeoutSeconds
+        let timer = Task {
+            try await Task.sleep(for: .seconds(limit))
+            call.cancel()
+        }
+        defer { timer.cancel() }
+        do {
+            return try await call.value
+        } catch is CancellationError {
+            throw Failure.timedOut(peer, seconds: limit)
+        }
+    }
+
+    private func exchange(_ head: HTTPRequestHead, body: [UInt8], host: String, port: Int) async throws -> Response {
+        let peer = "\(host):\(port)"
+        let tls = self.tls
+        let collector = NIOLoopBoundBox<ResponseCollector?>.makeEmptyBox(eventLoop: MultiThreadedEventLoopGroup.singleton.any())
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: collector.eventLoop)
+                .connectTimeout(.seconds(Int64(timeoutSeconds > 0 ? timeoutSeconds : 75)))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            let handler = try NIOSSLClientHandler(context: tls, serverHostname: NodeAddressResolver.isIPv4(host) ? nil : host)
+                            try channel.pipeline.syncOperations.addHandler(handler)
+                        }
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        let handler = ResponseCollector(promise: channel.eventLoop.makePromise())
+                        collector.value = handler
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                }
+                .connect(host: host, port: port).get()
+        } catch {
+            throw Failure.unreachable(peer, reason: "\(error)")
+        }
+        let done: EventLoopFuture<Response> = channel.eventLoop.flatSubmit {
+            guard let handler = collector.value else { return channel.eventLoop.makeFailedFuture(Failure.badResponse(peer)) }
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            if !body.isEmpty { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            return handler.promise.futureResult
+        }
+        return try await withTaskCancellationHandler {
+            do {
+                let response = try await done.get()
+                channel.close(promise: nil)
+                return response
+            } catch {
+                channel.close(promise: nil)
+                if error is Failure { throw error }
+                throw Failure.unreachable(peer, reason: "\(error)")
+            }
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// Gathers one response; fails on a closed connection or a body over 4 MiB.
+private final class ResponseCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    let promise: EventLoopPromise<NodeClient.Response>
+    private var status = 0
+    private var body: [UInt8] = []
+
+    init(promise: EventLoopPromise<NodeClient.Response>) {
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = Int(head.status.code)
+        case .body(let buffer):
+            if body.count + buffer.readableBytes > 4 << 20 {
+                promise.fail(NodeClient.Failure.badResponse("\(context.remoteAddress.map { "\($0)" } ?? "peer")"))
+                context.close(promise: nil)
+                return
+            }
+            body += buffer.readableBytesView
+        case .end:
+            promise.succeed(NodeClient.Response(status: status, body: body))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(NodeClient.Failure.badResponse("connection closed before the response ended"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+}
