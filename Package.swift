@@ -17,7 +17,8 @@ let runtimePlugins: [(name: String, dependencies: [Target.Dependency])] = [
     ("LockLinkBased", []),
     ("LockAdvisory", []),
     ("RegistrySQLite", ["CSQLite3", "DroverRegistrySQL", .product(name: "NIOPosix", package: "swift-nio")]),
-    ("RegistryPostgres", ["CLibpq", "DroverRegistrySQL", .product(name: "NIOPosix", package: "swift-nio")]),
+    ("RegistryPostgres", ["CLibpq", "DroverRegistrySQL", .product(name: "NIOPosix", package: "swift-nio"),
+                          .product(name: "Logging", package: "swift-log")]),
     ("DiagnosticsStderr", []),
 ]
 
@@ -103,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "DroverKernel", "DroverPlugins", "RegistrySQLite",
+                "DroverKernel", "DroverPlugins", "DroverCluster", "RegistrySQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: sharedSettings),
@@ -124,6 +125,10 @@ let package = Package(
         .testTarget(
             name: "DroverLockTests",
             dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "LockLinkBased", "drover-probe"],
+            swiftSettings: sharedSettings),
+        .testTarget(
+            name: "DroverClusterTests",
+            dependencies: ["DroverKernel", "DroverCluster", "DroverTesting", "droverd", "drover"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverKernelTests",

@@ -1,6 +1,7 @@
 public import DroverKernel
 import DroverRegistrySQL
 public import Foundation
+public import Logging
 import NIOPosix
 import Synchronization
 
@@ -30,14 +31,16 @@ public final class PostgresRegistryStore: RegistryStore {
     private let pool: Mutex<PoolState>
     private let threads: NIOThreadPool
     private let retryDelays: [Duration]
+    private let logger: Logger
 
     /// - Parameters:
     ///   - parameters: libpq connection keywords (a URI may stand in `dbname`).
     ///   - password: kept out of every message.
     ///   - poolSize: the most connections open at once.
-    public init(parameters: [(String, String)], password: String?, target: String, poolSize: Int,
+    public init(parameters: [(String, String)], password: String?, target: String, poolSize: Int, logger: Logger,
                 retryDelays: [Duration] = [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800),
                                            .milliseconds(1600), .seconds(2), .seconds(2), .seconds(2)]) {
+        self.logger = logger
         self.parameters = parameters
         self.secret = password
         self.target = target
@@ -97,6 +100,7 @@ public final class PostgresRegistryStore: RegistryStore {
                 return result
             } catch let error as PostgresError where error.isRetryable && attempt < retryDelays.count {
                 release(slot)
+                logger.warning("PostgreSQL unavailable, retrying in \(retryDelays[attempt]) (\(error))")
                 try await Task.sleep(for: retryDelays[attempt])
                 attempt += 1
             } catch let error as PostgresError {
@@ -221,7 +225,8 @@ public enum PostgresRegistryStoreFactory: RegistryStoreFactory {
         }
         if let password { parameters.append(("password", password)) }
         parameters += [("connect_timeout", String(config.connectionTimeoutSeconds)), ("application_name", "drover")]
-        return PostgresRegistryStore(parameters: parameters, password: password, target: target, poolSize: config.poolSize)
+        return PostgresRegistryStore(parameters: parameters, password: password, target: target, poolSize: config.poolSize,
+                                     logger: context.logger)
     }
 
     /// The URI without any credentials, for messages.

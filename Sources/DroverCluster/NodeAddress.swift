@@ -16,6 +16,13 @@ public struct NodeAddress: Sendable, Equatable {
         case interface = "interface address"
     }
 
+    public init(host: String, ipv4: String?, port: Int, source: Source) {
+        self.host = host
+        self.ipv4 = ipv4
+        self.port = port
+        self.source = source
+    }
+
     /// `ipv4:port`, or `host:port` when the host did not resolve: what peers connect to.
     public var endpoint: String { "\(ipv4 ?? host):\(port)" }
 }

@@ -156,6 +156,12 @@ private final class ResponseCollector: ChannelInboundHandler {
         promise.fail(NodeClient.Failure.badResponse("connection closed before the response ended"))
     }
 
+    /// A connection that failed before it became active never reports inactive; the promise
+    /// must still be completed.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        promise.fail(NodeClient.Failure.badResponse("connection closed before the response ended"))
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         promise.fail(error)
         context.close(promise: nil)

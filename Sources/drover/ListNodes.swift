@@ -56,6 +56,16 @@ enum NodeListing {
             }
             out += padded.joined() + "\n"
         }
+        let outliers = nodes.consistencyOutliers()
+        for node in nodes where outliers.configuration.contains(node.id) {
+            out += "\nWarning: node \(node.id) (\(node.host):\(node.port)) has a configuration that differs from most nodes'; "
+                + "keep the configuration directory identical on every node (only www-host-name, www-address and www-port may differ)."
+        }
+        for node in nodes where outliers.launcher.contains(node.id) {
+            out += "\nWarning: node \(node.id) (\(node.host):\(node.port)) has launcher.pub/launcher.pem that differ from most nodes'; "
+                + "copy them from another node."
+        }
+        if !outliers.configuration.isEmpty || !outliers.launcher.isEmpty { out += "\n" }
         return out
     }
 
@@ -64,12 +74,14 @@ enum NodeListing {
         let clusterObject: Any = cluster.map { c -> [String: Any] in
             ["protocol": c.protocol.rawValue, "defined_at": iso(c.definedAt), "defined_by_node": c.definedByNode.map { $0 as Any } ?? NSNull()]
         } ?? NSNull()
+        let outliers = nodes.consistencyOutliers()
         let nodeObjects: [[String: Any]] = nodes.map { node in
             ["id": node.id, "host": node.host, "ipv4": node.ipv4.map { $0 as Any } ?? NSNull(), "port": node.port,
              "status": node.displayStatus(now: now, heartbeatInterval: heartbeatInterval), "last_seen": iso(node.lastSeen),
              "load": [node.load.one, node.load.five, node.load.fifteen], "cpus": node.cpus, "started_at": iso(node.startedAt),
              "version": node.version, "config_hash": node.configHash,
-             "launcher_fingerprint": node.launcherFingerprint.map { $0 as Any } ?? NSNull()]
+             "launcher_fingerprint": node.launcherFingerprint.map { $0 as Any } ?? NSNull(),
+             "configuration_differs": outliers.configuration.contains(node.id), "launcher_differs": outliers.launcher.contains(node.id)]
         }
         let data = (try? JSONSerialization.data(withJSONObject: ["cluster": clusterObject, "nodes": nodeObjects],
                                                 options: [.prettyPrinted, .sortedKeys])) ?? Data()

@@ -12,43 +12,6 @@ extension PendingCommand {
     }
 }
 
-struct DeleteNode: PendingCommand {
-    static let configuration = CommandConfiguration(commandName: "delete-node", abstract: "Remove a stopped node from the cluster.")
-    static let needs = "a registry store"
-    @OptionGroup var options: ConfigOptions
-    @Argument(help: "The node's ID, from list-nodes.") var id: Int
-}
-
-struct ResetCluster: PendingCommand {
-    static let configuration = CommandConfiguration(commandName: "reset-cluster", abstract: "Clear the cluster definition; the next node to start defines it.")
-    static let needs = "a registry store"
-    @OptionGroup var options: ConfigOptions
-}
-
-struct Offline: PendingCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop placing new sessions on this node; existing ones keep running.")
-    static let needs = "cluster membership"
-    @OptionGroup var options: ConfigOptions
-}
-
-struct Online: PendingCommand {
-    static let configuration = CommandConfiguration(abstract: "Undo 'offline'.")
-    static let needs = "cluster membership"
-    @OptionGroup var options: ConfigOptions
-}
-
-struct Reload: PendingCommand {
-    static let configuration = CommandConfiguration(abstract: "Re-read load-balancer in the running daemon.")
-    static let needs = "cluster membership"
-    @OptionGroup var options: ConfigOptions
-}
-
-struct Status: PendingCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the load-balancer status of every node.")
-    static let needs = "cluster membership"
-    @OptionGroup var options: ConfigOptions
-}
-
 struct ActiveSessions: PendingCommand {
     static let configuration = CommandConfiguration(commandName: "active-sessions", abstract: "List this node's sessions.")
     static let needs = "sessions"

@@ -4,14 +4,14 @@ import DroverPlugins
 import Foundation
 import Logging
 
-struct Verify: ParsableCommand {
+struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check every configuration file, the secure cookie key and the selected plugins.",
         discussion: "Prints one line per check; exits 2 at the first check that fails.")
 
     @OptionGroup var options: ConfigOptions
 
-    func run() throws {
+    func run() async throws {
         func pass(_ what: String) { print("ok    \(what)") }
         func failed(_ what: String, _ error: any Error) -> Never {
             print("FAIL  \(what): \(error)")
@@ -50,6 +50,15 @@ struct Verify: ParsableCommand {
         } catch {
             failed("plugins", error)
         }
+        do {
+            let locks = try catalog.lockProvider(for: config.fileLocks)
+            pass("lock type '\(locks.name)' (refresh \(config.fileLocks.refreshRate) s, timeout \(config.fileLocks.timeoutInterval) s)")
+        } catch {
+            failed("plugins", error)
+        }
+        if config.isClustered {
+            await checkCluster(config)
+        }
         if case .encrypted = config.database.password {
             do {
                 _ = try config.database.password?.reveal(key: key, source: config.database.source)
@@ -57,6 +66,27 @@ struct Verify: ParsableCommand {
             } catch {
                 failed("database password", error)
             }
+        }
+    }
+
+    /// Compares this node's configuration with the cluster's rows; differences are warnings.
+    func checkCluster(_ config: DroverConfiguration) async {
+        let access = await RegistryAccess.open(options)
+        guard let nodes = try? await access.store.nodes() else {
+            print("warn  registry: cannot read the node list")
+            return
+        }
+        await access.store.close()
+        print("ok    registry reachable (\(nodes.count) node rows)")
+        if let majority = nodes.majorityConfigHash, majority != config.fingerprint {
+            print("warn  this node's configuration (\(config.fingerprint)) differs from most nodes' (\(majority)); keep the configuration directory identical on every node")
+        }
+        let outliers = nodes.consistencyOutliers()
+        for node in nodes where outliers.configuration.contains(node.id) {
+            print("warn  node \(node.id) (\(node.host):\(node.port)) has a configuration that differs from most nodes'")
+        }
+        for node in nodes where outliers.launcher.contains(node.id) {
+            print("warn  node \(node.id) (\(node.host):\(node.port)) has launcher keys that differ from most nodes'")
         }
     }
 }

@@ -1,0 +1,123 @@
+public import Foundation
+import Synchronization
+
+/// Several real `droverd` processes, one per loopback address, sharing one registry (a SQLite
+/// file or a PostgreSQL database), one secure cookie key and one shared-storage directory.
+public final class TestCluster: Sendable {
+    public enum Backend: Sendable, CustomStringConvertible {
+        case sqlite
+        case postgresql(PostgresTestServer)
+
+        public var description: String {
+            switch self {
+            case .sqlite: "sqlite"
+            case .postgresql: "postgresql"
+            }
+        }
+    }
+
+    public static let defaultKey = "cluster-test-key-0123456789abcdef"
+
+    public let shared: TemporaryDirectory
+    public let nodes: [ConfigDirectory]
+    public let databaseName: String?
+    private let running = Mutex<[Int: RunningProcess]>([:])
+
+    /// - Parameters:
+    ///   - addresses: one 127.0.0.0/8 address per node.
+    ///   - loadBalancer: the `load-balancer` text every node gets.
+    ///   - rserver: extra `rserver.conf` lines for every node.
+    public init(addresses: [String], backend: Backend, loadBalancer: String = "heartbeat-interval=1\n",
+                rserver: String = "", key: String = TestCluster.defaultKey) throws {
+        let shared = TemporaryDirectory(prefix: "drover-shared")
+        self.shared = shared
+        let database: String
+        switch backend {
+        case .sqlite:
+            databaseName = nil
+            database = "provider=sqlite\ndirectory=\(shared.path)\nconnection-timeout-seconds=20\n"
+        case .postgresql(let server):
+            let name = try server.createDatabase(prefix: "drover_cluster")
+            databaseName = name
+            database = server.databaseConf(name)
+        }
+        nodes = try addresses.map { address in
+            let node = try ConfigDirectory(address: address, key: key)
+            try node.write("rserver.conf", """
+                www-address=\(address)
+                www-port=\(node.port)
+                server-data-dir=data
+                server-shared-storage-path=\(shared.path)
+                \(rserver)
+                """)
+            try node.write("load-balancer", loadBalancer)
+            try node.write("database.conf", database)
+            return node
+        }
+    }
+
+    /// Starts node `index` and waits until it answers its health check.
+    @discardableResult
+    public func start(_ index: Int, environment: [String: String] = [:]) throws -> RunningProcess {
+        let node = nodes[index]
+        let process = try RunningProcess("droverd", ["--config-dir", node.path], environment: environment)
+        running.withLock { $0[index] = process }
+        try process.waitUntil(timeout: 60, "node \(index) health check") {
+            (try? RawHTTPClient.request(host: node.address, port: node.port, path: "/health-check").status) == 200
+        }
+        return process
+    }
+
+    public func process(_ index: Int) -> RunningProcess? { running.withLock { $0[index] } }
+
+    /// Sends `signal` to node `index` and waits for it to exit; returns its exit status.
+    @discardableResult
+    public func stop(_ index: Int, signal: Int32 = SIGTERM) throws -> Int32 {
+        guard let process = running.withLock({ $0.removeValue(forKey: index) }) else { return -1 }
+        process.signal(signal)
+        return try process.wait(timeout: 60)
+    }
+
+    /// Runs `drover` against node `index`'s configuration.
+    public func drover(_ index: Int, _ arguments: [String], stdin: String? = nil) throws -> Executable.Result {
+        try Executable.run("drover", arguments + ["--config-dir", nodes[index].path], stdin: stdin, timeout: 120)
+    }
+
+    /// `drover list-nodes --json` through node `index`, as (host, status) pairs in id order.
+    public func statuses(via index: Int = 0) throws -> [(id: Int64, host: String, status: String)] {
+        let result = try drover(index, ["list-nodes", "--json"])
+        guard result.status == 0,
+              let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+              let nodes = object["nodes"] as? [[String: Any]] else {
+            throw TestFailure("list-nodes failed: \(result.stderr)\(result.stdout)")
+        }
+        return nodes.map { (($0["id"] as? NSNumber)?.int64Value ?? -1, $0["host"] as? String ?? "", $0["status"] as? String ?? "") }
+    }
+
+    /// The status `list-nodes` shows for the node at `address`.
+    public func status(of address: String, via index: Int = 0) throws -> String? {
+        try statuses(via: index).first { $0.host == address }?.status
+    }
+
+    /// Polls until `check` holds, or throws after `timeout` seconds.
+    public func eventually(_ what: String, timeout: TimeInterval = 20, _ check: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        var lastError: (any Error)?
+        while Date() < deadline {
+            do {
+                if try check() { return }
+            } catch {
+                lastError = error
+            }
+            usleep(100_000)
+        }
+        throw TestFailure("timed out waiting for \(what)" + (lastError.map { " (last error: \($0))" } ?? ""))
+    }
+
+    deinit {
+        for process in running.withLock({ Array($0.values) }) {
+            process.signal(SIGKILL)
+            _ = try? process.wait(timeout: 10)
+        }
+    }
+}

@@ -1,0 +1,168 @@
+import ArgumentParser
+import DroverCluster
+import DroverKernel
+import Foundation
+
+struct DeleteNode: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete-node",
+        abstract: "Remove a stopped node from the cluster.",
+        discussion: "Refuses a node that is Online and fresh: stop it first. The row goes to Deleting, the other nodes are told, then it is removed.")
+
+    @OptionGroup var options: ConfigOptions
+    @Argument(help: "The node's ID, from list-nodes.") var id: Int64
+
+    func run() async throws {
+        let access = await RegistryAccess.open(options)
+        let store = access.store
+        do {
+            let now = try await store.now()
+            let interval = access.configuration.effectiveLoadBalancer.heartbeatInterval
+            let nodes = try await store.nodes()
+            guard let node = nodes.first(where: { $0.id == id }) else {
+                fail("no node with ID \(id); see drover list-nodes", status: 1)
+            }
+            if node.status == .online || node.status == .offlineMode, !node.isUnreachable(now: now, heartbeatInterval: interval) {
+                fail("node \(id) (\(node.host):\(node.port)) is \(node.status.rawValue), last seen \(Int(now.timeIntervalSince(node.lastSeen))) s ago; "
+                     + "stop droverd on it first, or wait until it shows Unreachable", status: 1)
+            }
+            _ = try await store.setNodeStatus(.deleting, node: id)
+            await PeerNotice.send("node-deleted", ["id": id], access: access, nodes: nodes.filter { $0.id != id }, now: now)
+            _ = try await store.deleteNode(id)
+        } catch {
+            fail("\(error)", status: 1)
+        }
+        await store.close()
+        print("Node \(id) deleted.")
+    }
+}
+
+struct ResetCluster: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reset-cluster",
+        abstract: "Clear the cluster definition; the next node to start (or reload) defines it again.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let access = await RegistryAccess.open(options)
+        do {
+            try await access.store.resetCluster()
+        } catch {
+            fail("\(error)", status: 1)
+        }
+        await access.store.close()
+        print("Cluster definition cleared. The next node that starts or reloads defines it again.")
+    }
+}
+
+/// Tells online peers about a change made from the command line, with the cluster's key.
+enum PeerNotice {
+    static func send(_ event: String, _ body: [String: any Sendable], access: RegistryAccess, nodes: [NodeRecord], now: Date) async {
+        guard let key = access.key else { return }
+        let lb = access.configuration.effectiveLoadBalancer
+        let clusterProtocol = (try? await access.store.cluster())?.protocol
+            ?? ClusterProtocol(sslEnabled: access.configuration.server.sslEnabled, verifySSLCerts: lb.verifySSLCerts)
+        guard let client = try? NodeClient(key: key, protocol: clusterProtocol, timeoutSeconds: lb.timeout) else { return }
+        let payload = (try? JSONSerialization.data(withJSONObject: body)).map(Array.init) ?? []
+        for node in nodes where node.status == .online && !node.isUnreachable(now: now, heartbeatInterval: lb.heartbeatInterval) {
+            do {
+                _ = try await client.send(.POST, "/load-balancer/\(event)", body: payload, to: node.ipv4 ?? node.host, port: node.port)
+            } catch {
+                FileHandle.standardError.write(Data("drover: warning: could not tell node \(node.id) (\(error)); it will notice at its next heartbeat\n".utf8))
+            }
+        }
+    }
+}
+
+/// The droverd process running with this configuration, found by its pid file.
+enum LocalDaemon {
+    static func pid(_ config: DroverConfiguration) -> pid_t? {
+        guard let text = try? String(contentsOfFile: config.pidFile, encoding: .utf8),
+              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0 else { return nil }
+        // A stale pid file may name an unrelated process that reused the pid.
+        let command = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+        return command.contains("droverd") ? pid : nil
+    }
+
+    /// Sends SIGHUP (reload); true when a daemon was there to receive it.
+    static func reload(_ config: DroverConfiguration) -> Bool {
+        guard let pid = pid(config) else { return false }
+        return kill(pid, SIGHUP) == 0
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-read load-balancer in the running daemon (balancer, timeout, diagnostics), like SIGHUP.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let config = options.load()
+        guard LocalDaemon.reload(config) else {
+            fail("no droverd is running with \(config.directory) (no live pid in \(config.pidFile))", status: 1)
+        }
+        print("Asked droverd to reload \(config.directory)/load-balancer.")
+    }
+}
+
+struct Offline: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop placing new sessions on this node; its existing sessions keep running.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let config = options.load()
+        do {
+            try FileManager.default.createDirectory(atPath: config.server.dataDirectory, withIntermediateDirectories: true)
+            try Data("offline\n".utf8).write(to: URL(fileURLWithPath: config.offlineFlagFile))
+        } catch {
+            fail("cannot write \(config.offlineFlagFile) (\(error.localizedDescription))", status: 1)
+        }
+        let applied = LocalDaemon.reload(config)
+        print("This node is in offline mode: it serves its sessions but takes no new ones."
+              + (applied ? "" : " (droverd is not running; this applies when it starts.)"))
+    }
+}
+
+struct Online: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Undo 'offline': take new sessions again.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let config = options.load()
+        if unlink(config.offlineFlagFile) != 0, errno != ENOENT {
+            fail("cannot remove \(config.offlineFlagFile) (\(String(cString: strerror(errno))))", status: 1)
+        }
+        let applied = LocalDaemon.reload(config)
+        print("This node takes new sessions again." + (applied ? "" : " (droverd is not running; this applies when it starts.)"))
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the load-balancer status of every node, from this node.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let config = options.load()
+        let server = config.server
+        let host = ["0.0.0.0", "::", ""].contains(server.wwwAddress) ? "127.0.0.1" : server.wwwAddress
+        let key = (try? SecureCookieKey.load(from: config.secureCookieKeyPath)) ?? SecureCookieKey(bytes: Crypto.randomBytes(32))
+        do {
+            // Local call: the certificate names the public host, not this address.
+            let client = try NodeClient(key: key, protocol: server.sslEnabled ? .httpsNoVerify : .http,
+                                        timeoutSeconds: max(config.effectiveLoadBalancer.timeout, 5))
+            let response = try await client.send(.GET, "/load-balancer/status", to: host, port: server.wwwPort)
+            guard response.status == 200 else {
+                fail("the node at \(host):\(server.wwwPort) answered \(response.status): \(response.text)", status: 1)
+            }
+            print(response.text, terminator: "")
+        } catch {
+            fail("\(error); is droverd running with \(config.directory)?", status: 1)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+@Suite struct ClusterLifecycleTests {
+    @Test(arguments: ClusterBackend.enabled)
+    func threeNodesJoinReportFailAndAreDeleted(backend: ClusterBackend) throws {
+        let cluster = try TestCluster(addresses: threeAddresses, backend: try backend.make(),
+                                      loadBalancer: "heartbeat-interval=1\ndiagnostics=tmp\ndiagnostics-file=diag.log\n")
+        for index in 0..<3 { try cluster.start(index) }
+        try cluster.eventually("three nodes Online") {
+            try cluster.statuses().map(\.status) == ["Online", "Online", "Online"]
+        }
+        let ids = try cluster.statuses().map(\.id)
+
+        // A joining node tells its peers at once: node 0 logs node 2's arrival, received from node 2.
+        try cluster.eventually("node 0 hears of node 2", timeout: 3) {
+            cluster.nodes[0].directory.read("diag.log")?.contains("event=node-joined node=\(ids[2]) from=") == true
+        }
+
+        // The status endpoint: the seed's format, to localhost and to nodes only.
+        let node0 = cluster.nodes[0]
+        let status = try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status")
+        #expect(status.status == 200)
+        let lines = status.body.split(separator: "\n")
+        #expect(lines.count == 3)
+        for (line, node) in zip(lines, cluster.nodes) {
+            #expect(line.range(of: #"^\#(node.address):\#(node.port) Load: [0-9.e+]+, [0-9.e+]+, [0-9.e+]+$"#, options: .regularExpression) != nil, "\(line)")
+        }
+        #expect(try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status", localAddress: "127.0.0.2").status == 200)
+        let outsider = try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status", localAddress: "127.0.0.9")
+        #expect(outsider.status == 403)
+        let viaCLI = try cluster.drover(0, ["status"])
+        #expect(viaCLI.status == 0)
+        #expect(viaCLI.stdout.split(separator: "\n").count == 3)
+
+        // Offline mode, applied live.
+        #expect(try cluster.drover(1, ["offline"]).status == 0)
+        try cluster.eventually("node 1 in offline mode", timeout: 5) { try cluster.status(of: "127.0.0.2") == "Offline mode" }
+        #expect(try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status").body.contains("127.0.0.2:\(cluster.nodes[1].port) (offline)"))
+        #expect(try cluster.drover(1, ["online"]).status == 0)
+        try cluster.eventually("node 1 back online", timeout: 5) { try cluster.status(of: "127.0.0.2") == "Online" }
+
+        // SIGTERM: Offline at once; SIGKILL: Unreachable within three heartbeat intervals.
+        #expect(try cluster.stop(1, signal: SIGTERM) == 0)
+        #expect(try cluster.status(of: "127.0.0.2") == "Offline")
+        #expect(try cluster.stop(2, signal: SIGKILL) == 128 + SIGKILL)
+        let killedAt = Date()
+        #expect(try cluster.status(of: "127.0.0.3") == "Online", "not yet stale")
+        try cluster.eventually("node 2 Unreachable", timeout: 6) { try cluster.status(of: "127.0.0.3") == "Unreachable" }
+        #expect(Date().timeIntervalSince(killedAt) < 3 * 1 + 1.5)
+        #expect(try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status").body.contains("127.0.0.3:\(cluster.nodes[2].port) (unreachable)"))
+
+        // delete-node refuses a live node and removes a stopped one.
+        let refused = try cluster.drover(1, ["delete-node", String(ids[0])])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("is Online"))
+        let deleted = try cluster.drover(0, ["delete-node", String(ids[1])])
+        #expect(deleted.status == 0, "\(deleted.stderr)")
+        #expect(deleted.stdout == "Node \(ids[1]) deleted.\n")
+        #expect(try cluster.statuses().map(\.id) == [ids[0], ids[2]])
+        try cluster.eventually("node 0 hears of the deletion", timeout: 3) {
+            cluster.nodes[0].directory.read("diag.log")?.contains("event=node-deleted node=\(ids[1])") == true
+        }
+        #expect(try cluster.drover(0, ["delete-node", "999"]).status == 1)
+        #expect(try cluster.stop(0) == 0)
+    }
+
+    @Test(arguments: ClusterBackend.enabled)
+    func aNodeWithAnotherKeyIsRefusedWhileTheClusterIsUpAndRedefinesItWhenAlone(backend: ClusterBackend) throws {
+        let cluster = try TestCluster(addresses: ["127.0.0.1"], backend: try backend.make())
+        try cluster.start(0)
+        let stranger = try TestCluster(addresses: ["127.0.0.4"], backend: .sqlite, key: "a-different-key-9876543210")
+        try stranger.nodes[0].write("database.conf", try #require(cluster.nodes[0].directory.read("database.conf")))
+        let refused = try Executable.run("droverd", ["--config-dir", stranger.nodes[0].path], timeout: 60)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("secure cookie key") && refused.stderr.contains("differs from the cluster's"))
+        #expect(try cluster.status(of: "127.0.0.4") == "Invalid secure cookie key")
+
+        #expect(try cluster.stop(0) == 0)
+        try stranger.start(0)
+        try cluster.eventually("the stranger defines the cluster anew") { try cluster.status(of: "127.0.0.4") == "Online" }
+        #expect(try cluster.drover(0, ["list-nodes"]).stdout.contains("Protocol\nHttp\n"))
+        let old = try Executable.run("droverd", ["--config-dir", cluster.nodes[0].path], timeout: 60)
+        #expect(old.status == 1, "now the first key is the odd one out")
+        #expect(try stranger.stop(0) == 0)
+    }
+
+    @Test func resetClusterThenTheNextReloadOrStartDefinesItAgain() throws {
+        let cluster = try TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite)
+        try cluster.start(0)
+        let reset = try cluster.drover(0, ["reset-cluster"])
+        #expect(reset.status == 0)
+        #expect(reset.stdout.contains("Cluster definition cleared"))
+        #expect(try cluster.drover(0, ["list-nodes"]).stdout.contains("Protocol\n(not defined"))
+        #expect(try cluster.drover(0, ["reload"]).status == 0)
+        try cluster.eventually("the reloaded node defines the cluster") {
+            try cluster.drover(0, ["list-nodes"]).stdout.contains("Protocol\nHttp\n")
+        }
+        #expect(try cluster.drover(0, ["reset-cluster"]).status == 0)
+        try cluster.start(1)
+        #expect(try cluster.drover(0, ["list-nodes"]).stdout.contains("Protocol\nHttp\n"))
+        #expect(try cluster.stop(1) == 0)
+        #expect(try cluster.stop(0) == 0)
+        #expect(try cluster.drover(0, ["reload"]).status == 1, "no daemon left to reload")
+    }
+
+    @Test func reloadAppliesDiagnosticsAndTimeoutLiveAndKeepsRunningSettingsOnABadFile() throws {
+        let cluster = try TestCluster(addresses: ["127.0.0.1"], backend: .sqlite)
+        let node = try cluster.start(0)
+        try cluster.nodes[0].write("load-balancer", "heartbeat-interval=1\ntimeout=3\ndiagnostics=tmp\ndiagnostics-file=diag.log\n")
+        #expect(try cluster.drover(0, ["reload"]).status == 0)
+        try cluster.eventually("the reload event", timeout: 5) {
+            cluster.nodes[0].directory.read("diag.log")?.contains("event=reload balancer=sessions timeout=3 diagnostics=tmp") == true
+        }
+        try cluster.nodes[0].write("load-balancer", "balancer=fastest\n")
+        node.signal(SIGHUP)
+        try cluster.eventually("the refusal is logged", timeout: 5) {
+            node.stderr.contains("reload refused, keeping the running settings") && node.stderr.contains("unknown balancer strategy 'fastest'")
+        }
+        #expect(cluster.nodes[0].directory.read("diag.log")?.contains("event=reload-failed") == true)
+        #expect(try RawHTTPClient.request(host: "127.0.0.1", port: cluster.nodes[0].port, path: "/health-check").status == 200)
+        #expect(try cluster.stop(0) == 0)
+    }
+}

@@ -1,0 +1,96 @@
+import DroverCluster
+import DroverKernel
+import Foundation
+import Testing
+
+@Suite struct NodeAddressResolverTests {
+    func environment(hostName: String? = "box", resolves: [String: String] = ["box": "10.1.2.3"],
+                     interfaces: [String] = ["127.0.0.1", "10.9.9.9", "172.16.0.5"]) -> NodeAddressResolver.Environment {
+        NodeAddressResolver.Environment(hostName: { hostName }, resolveIPv4: { resolves[$0] }, interfaceIPv4s: { interfaces })
+    }
+
+    @Test func wwwHostNameComesFirst() {
+        let address = NodeAddressResolver.resolve(wwwHostName: "server1.example.com", wwwAddress: "127.0.0.2", wwwPort: 8787,
+                                                  environment: environment(resolves: ["server1.example.com": "192.0.2.10"]))
+        #expect(address == NodeAddress(host: "server1.example.com", ipv4: "192.0.2.10", port: 8787, source: .wwwHostName))
+    }
+
+    @Test func anExplicitHostNameThatDoesNotResolveIsKeptUnresolved() {
+        let address = NodeAddressResolver.resolve(wwwHostName: "rsw-primaryyy", wwwAddress: "0.0.0.0", wwwPort: 8787, environment: environment())
+        #expect(address == NodeAddress(host: "rsw-primaryyy", ipv4: nil, port: 8787, source: .wwwHostName))
+    }
+
+    @Test func thenWwwAddressWithWwwPort() {
+        let address = NodeAddressResolver.resolve(wwwHostName: nil, wwwAddress: "127.0.0.2", wwwPort: 9000, environment: environment())
+        #expect(address == NodeAddress(host: "127.0.0.2", ipv4: "127.0.0.2", port: 9000, source: .wwwAddress))
+    }
+
+    @Test func thenTheHostnameSystemCall() {
+        let address = NodeAddressResolver.resolve(wwwHostName: nil, wwwAddress: "0.0.0.0", wwwPort: 8787, environment: environment())
+        #expect(address == NodeAddress(host: "box", ipv4: "10.1.2.3", port: 8787, source: .hostname))
+    }
+
+    @Test func thenTheLastNonLoopbackIPv4() {
+        let address = NodeAddressResolver.resolve(wwwHostName: nil, wwwAddress: "0.0.0.0", wwwPort: 8787,
+                                                  environment: environment(hostName: "box", resolves: [:]))
+        #expect(address == NodeAddress(host: "172.16.0.5", ipv4: "172.16.0.5", port: 8787, source: .interface))
+        let none = NodeAddressResolver.resolve(wwwHostName: nil, wwwAddress: "0.0.0.0", wwwPort: 8787,
+                                               environment: environment(hostName: nil, resolves: [:], interfaces: ["127.0.0.1"]))
+        #expect(none == nil)
+    }
+
+    @Test func theRealMachineResolvesSomething() {
+        #expect(NodeAddressResolver.resolve(wwwHostName: nil, wwwAddress: "127.0.0.5", wwwPort: 1) != nil)
+        #expect(NodeAddressResolver.resolve(wwwHostName: "localhost", wwwAddress: "0.0.0.0", wwwPort: 1)?.ipv4?.hasPrefix("127.") == true)
+    }
+}
+
+@Suite struct StatusReportTests {
+    func node(_ id: Int64, _ ip: String, status: NodeStatus = .online, seen: TimeInterval = 0, load: LoadAverage = .zero) -> NodeRecord {
+        NodeRecord(id: id, host: "h\(id)", ipv4: ip, port: 8787, status: status, lastSeen: Date(timeIntervalSince1970: 1000 - seen),
+                   load: load, cpus: 2, startedAt: Date(timeIntervalSince1970: 0), version: "t", configHash: "c", launcherFingerprint: nil)
+    }
+
+    @Test func rendersTheSeedsExample() {
+        let nodes = [node(1, "192.168.55.101", load: LoadAverage(one: 0.45, five: 0.66, fifteen: 0.32)),
+                     node(2, "192.168.55.102", load: LoadAverage(one: 1, five: 0.75, fifteen: 0.31)),
+                     node(3, "192.168.55.103", seen: 60),
+                     node(4, "192.168.55.104", status: .offlineMode, load: LoadAverage(one: 0.033, five: 0.38, fifteen: 0.24))]
+        func session(_ id: String, _ user: String, _ node: Int64, _ pid: Int32, _ state: SessionState = .running) -> SessionRecord {
+            SessionRecord(id: id, username: user, ownership: SessionOwnership(node: node, state: state, pid: pid, port: 1),
+                          createdAt: Date(timeIntervalSince1970: 0), lastActive: Date(timeIntervalSince1970: 0), label: nil)
+        }
+        let sessions = [session("a", "jdoe", 1, 12108), session("b", "kmccurdy", 1, 12202), session("c", "bdylan", 2, 3404),
+                        session("d", "ghost", 2, 999, .suspended)]
+        let text = StatusReport.render(nodes: nodes, sessions: sessions, now: Date(timeIntervalSince1970: 1000), heartbeatInterval: 5)
+        #expect(text == """
+            192.168.55.101:8787 Load: 0.45, 0.66, 0.32
+               12108 - jdoe
+               12202 - kmccurdy
+            192.168.55.102:8787 Load: 1, 0.75, 0.31
+               3404 - bdylan
+            192.168.55.103:8787 (unreachable) Load: 0, 0, 0
+            192.168.55.104:8787 (offline) Load: 0.033, 0.38, 0.24
+
+            """)
+    }
+}
+
+@Suite struct ConsistencyTests {
+    func node(_ id: Int64, config: String, launcher: String? = nil, status: NodeStatus = .online) -> NodeRecord {
+        NodeRecord(id: id, host: "h", ipv4: nil, port: Int(id), status: status, lastSeen: Date(), load: .zero, cpus: 1,
+                   startedAt: Date(), version: "t", configHash: config, launcherFingerprint: launcher)
+    }
+
+    @Test func flagsTheMinorityAndNobodyOnATie() {
+        let nodes = [node(1, config: "a", launcher: "x"), node(2, config: "a", launcher: "x"), node(3, config: "b", launcher: "y")]
+        #expect(nodes.consistencyOutliers().configuration == [3])
+        #expect(nodes.consistencyOutliers().launcher == [3])
+        #expect(nodes.majorityConfigHash == "a")
+        let tie = [node(1, config: "a"), node(2, config: "b")]
+        #expect(tie.consistencyOutliers().configuration.isEmpty)
+        #expect(tie.majorityConfigHash == nil)
+        let deleting = [node(1, config: "a"), node(2, config: "b", status: .deleting), node(3, config: "b", status: .deleting)]
+        #expect(deleting.consistencyOutliers().configuration.isEmpty, "nodes being deleted do not vote")
+    }
+}
