@@ -8,11 +8,20 @@ import Testing
     func threeNodesJoinReportFailAndAreDeleted(backend: ClusterBackend) throws {
         let cluster = try TestCluster(addresses: threeAddresses, backend: try backend.make(),
                                       loadBalancer: "heartbeat-interval=1\ndiagnostics=tmp\ndiagnostics-file=diag.log\n")
+        // Node 2 drifts from the others: one more setting, and other launcher keys.
+        try cluster.nodes[2].write("load-balancer", "heartbeat-interval=1\ndiagnostics=tmp\ndiagnostics-file=diag.log\ntimeout=7\n")
+        for index in 0..<3 { try cluster.nodes[index].write("launcher.pub", index == 2 ? "other key" : "shared key") }
         for index in 0..<3 { try cluster.start(index) }
         try cluster.eventually("three nodes Online") {
             try cluster.statuses().map(\.status) == ["Online", "Online", "Online"]
         }
         let ids = try cluster.statuses().map(\.id)
+        let listing = try cluster.drover(0, ["list-nodes"]).stdout
+        #expect(listing.contains("Warning: node \(ids[2]) (127.0.0.3:\(cluster.nodes[2].port)) has a configuration that differs from most nodes'"))
+        #expect(listing.contains("Warning: node \(ids[2]) (127.0.0.3:\(cluster.nodes[2].port)) has launcher.pub/launcher.pem that differ from most nodes'"))
+        #expect(!listing.contains("Warning: node \(ids[0])"))
+        let verify = try cluster.drover(2, ["verify"])
+        #expect(verify.stdout.contains("warn  this node's configuration"), "\(verify.stdout)")
 
         // A joining node tells its peers at once: node 0 logs node 2's arrival, received from node 2.
         try cluster.eventually("node 0 hears of node 2", timeout: 3) {

@@ -1,6 +1,7 @@
 import DroverCluster
 import DroverKernel
 import Foundation
+import DroverTesting
 import Testing
 
 @Suite struct NodeAddressResolverTests {
@@ -93,4 +94,41 @@ import Testing
         let deleting = [node(1, config: "a"), node(2, config: "b", status: .deleting), node(3, config: "b", status: .deleting)]
         #expect(deleting.consistencyOutliers().configuration.isEmpty, "nodes being deleted do not vote")
     }
+}
+
+@Suite struct NodeClientTests {
+    @Test func aPeerThatNeverAnswersIsCutOffAtTheTimeout() async throws {
+        // A socket that accepts connections (the kernel does, from the backlog) but never reads.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(fd, 8)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+
+        let client = try NodeClient(key: SecureCookieKey(bytes: Array("0123456789abcdef".utf8)), protocol: .http, timeoutSeconds: 1)
+        let started = Date()
+        await #expect(throws: NodeClient.Failure.self) { try await client.send(.GET, "/load-balancer/ping", to: "127.0.0.1", port: port) }
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(elapsed >= 0.9 && elapsed < 3, "cut off after \(elapsed) s")
+    }
+
+    @Test func aClosedPortIsUnreachableAtOnce() async throws {
+        let client = try NodeClient(key: SecureCookieKey(bytes: Array("0123456789abcdef".utf8)), protocol: .http, timeoutSeconds: 5)
+        let port = try FreePortProbe.closed()
+        do {
+            _ = try await client.send(.GET, "/load-balancer/ping", to: "127.0.0.1", port: port)
+            Issue.record("reached a closed port")
+        } catch {
+            #expect("\(error)".contains("cannot reach 127.0.0.1:\(port)"))
+        }
+    }
+}
+
+enum FreePortProbe {
+    static func closed() throws -> Int { try DroverTesting.FreePort.find() }
 }
