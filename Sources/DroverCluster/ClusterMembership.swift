@@ -37,10 +37,10 @@ public struct ClusterMembership: Sendable {
             logger.warning("this machine's clock is \(String(format: "%.1f", skew)) s away from the database's; synchronise clocks (e.g. chrony), cross-node locks depend on it")
             runtime.diagnostics.record("clock-skew", ("seconds", String(format: "%.3f", skew)))
         }
-        let heartbeat = runtime.loadBalancer.heartbeatInterval
+        let interval = runtime.loadBalancer.heartbeatInterval
         let others = try await store.nodes().filter {
             !($0.host == address.host && $0.port == address.port) && $0.status == .online
-                && !$0.isUnreachable(now: dbNow, heartbeatInterval: heartbeat)
+                && !$0.isUnreachable(now: dbNow, heartbeatInterval: interval)
         }
         let cluster = try await store.cluster()
         let keyHash = runtime.key.clusterHash
@@ -85,7 +85,8 @@ public struct ClusterMembership: Sendable {
         }
         logger.info("joined the cluster", metadata: ["node": "\(node.id)", "address": "\(address.endpoint)", "status": "\(status.rawValue)"])
         runtime.diagnostics.record("node-joined", ("node", String(node.id)), ("address", address.endpoint), ("self", "1"))
-        await refreshView()
+        // The first heartbeat now, so the row carries a real load from the start.
+        await heartbeat()
         await notifyPeers("node-joined", ["id": node.id, "host": address.host, "port": address.port])
         return node
     }
