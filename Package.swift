@@ -13,6 +13,10 @@ let sharedSettings: [SwiftSetting] = [
 /// `PluginCatalog.builtin` in `Sources/DroverPlugins` (see README, "Adding a plugin").
 let runtimePlugins: [(name: String, dependencies: [Target.Dependency])] = [
     ("BalancerSessions", []),
+    ("BalancerSystemLoad", []),
+    ("BalancerUserHash", []),
+    ("BalancerCustom", [.product(name: "Logging", package: "swift-log")]),
+    ("BalancerRandomTwo", []),
     ("DiagnosticsTmp", []),
     ("LockLinkBased", []),
     ("LockAdvisory", []),
@@ -112,7 +116,7 @@ let package = Package(
         .executableTarget(
             name: "drover-probe",
             dependencies: [
-                "DroverKernel", "DroverPlugins",
+                "DroverKernel", "DroverPlugins", "DroverCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -129,6 +133,10 @@ let package = Package(
         .testTarget(
             name: "DroverClusterTests",
             dependencies: ["DroverKernel", "DroverCluster", "DroverTesting", "droverd", "drover"],
+            swiftSettings: sharedSettings),
+        .testTarget(
+            name: "DroverBalancerTests",
+            dependencies: ["DroverKernel", "DroverCluster", "DroverPlugins", "DroverTesting", "drover-probe", "drover"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverKernelTests",

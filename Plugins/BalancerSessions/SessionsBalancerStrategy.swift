@@ -8,11 +8,8 @@ public struct SessionsBalancerStrategy: BalancerStrategy {
 
     public init() {}
 
-    public func place(username: String, among candidates: [PlacementCandidate]) async throws -> PlacementDecision {
-        let best = candidates.min { a, b in
-            (a.activeSessions, a.node.load.one, a.node.id) < (b.activeSessions, b.node.load.one, b.node.id)
-        }
-        guard let best else { throw PlacementError.noCandidates }
+    public func choose(username: String, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
+        guard let best = PlacementCandidate.fewestSessions(candidates) else { throw PlacementError.noCandidates }
         return PlacementDecision(chosen: best.node.id, scores: candidates.map { candidate in
             PlacementDecision.Score(node: candidate.node.id, value: Double(candidate.activeSessions),
                                     detail: "\(candidate.activeSessions) sessions, load \(candidate.node.load.one)")

@@ -144,10 +144,7 @@ public final class PostgresRegistryStore: RegistryStore {
     public func createSession(_ session: SessionRecord) async throws {
         try await withConnection { db, sql, isRetry in
             do {
-                try sql.createSession(session, db, isUniqueViolation: {
-                    if case .statementFailed(let state, _) = $0 as? PostgresError { return state == "23505" }
-                    return false
-                })
+                try sql.createSession(session, db, isUniqueViolation: Self.isUniqueViolation)
             } catch RegistryError.duplicateSession(let id) where isRetry {
                 // The first attempt may have committed before the connection dropped.
                 guard let stored = try sql.session(id, db), stored.username == session.username,
@@ -166,6 +163,32 @@ public final class PostgresRegistryStore: RegistryStore {
             guard isRetry, let stored = try sql.session(id, db) else { return false }
             return stored.ownership == new
         }
+    }
+
+    public func activeSessionCounts() async throws -> [Int64: Int] {
+        try await withConnection { db, sql, _ in try sql.activeSessionCounts(db) }
+    }
+
+    public func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
+        try await withConnection { db, sql, isRetry in
+            do {
+                return try sql.placeNewSession(session, choose: choose, db, isUniqueViolation: Self.isUniqueViolation)
+            } catch RegistryError.duplicateSession(let id) where isRetry {
+                // The first attempt may have committed before the connection dropped.
+                guard let stored = try sql.session(id, db), stored.username == session.username else { throw RegistryError.duplicateSession(id) }
+                return stored
+            }
+        }
+    }
+
+    public func placeExistingSession(_ id: String, from expected: SessionOwnership,
+                                     choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord? {
+        try await withConnection { db, sql, _ in try sql.placeExistingSession(id, from: expected, choose: choose, db) }
+    }
+
+    static func isUniqueViolation(_ error: any Error) -> Bool {
+        if case .statementFailed(let state, _) = error as? PostgresError { return state == "23505" }
+        return false
     }
 
     public func touchSession(_ id: String, at time: Date) async throws {

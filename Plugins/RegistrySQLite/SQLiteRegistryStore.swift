@@ -86,6 +86,19 @@ public final class SQLiteRegistryStore: RegistryStore {
         try await withConnection { try $1.transitionSession(id, from: expected, to: new, $0) }
     }
 
+    public func activeSessionCounts() async throws -> [Int64: Int] {
+        try await withConnection { try $1.activeSessionCounts($0) }
+    }
+
+    public func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
+        try await withConnection { try $1.placeNewSession(session, choose: choose, $0, isUniqueViolation: { $0 is SQLiteConstraintError }) }
+    }
+
+    public func placeExistingSession(_ id: String, from expected: SessionOwnership,
+                                     choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord? {
+        try await withConnection { try $1.placeExistingSession(id, from: expected, choose: choose, $0) }
+    }
+
     public func touchSession(_ id: String, at time: Date) async throws {
         try await withConnection { try $1.touchSession(id, at: time, $0) }
     }

@@ -1,5 +1,9 @@
 public import DroverKernel
+import BalancerCustom
+import BalancerRandomTwo
 import BalancerSessions
+import BalancerSystemLoad
+import BalancerUserHash
 import DiagnosticsStderr
 import DiagnosticsTmp
 import LockAdvisory
@@ -15,6 +19,10 @@ extension PluginCatalog {
     public static let builtin = PluginCatalog(
         balancerStrategies: [
             SessionsBalancerStrategyFactory.self,
+            SystemLoadBalancerStrategyFactory.self,
+            UserHashBalancerStrategyFactory.self,
+            CustomBalancerStrategyFactory.self,
+            RandomTwoBalancerStrategyFactory.self,
         ],
         lockProviders: [
             LinkBasedLockProviderFactory.self,

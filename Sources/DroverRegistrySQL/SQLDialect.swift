@@ -54,6 +54,15 @@ public enum SQLDialect: Sendable {
         }
     }
 
+    /// Serialises placements across the cluster, inside the placement transaction. SQLite's
+    /// `BEGIN IMMEDIATE` already admits one writer at a time.
+    public var placementLock: String? {
+        switch self {
+        case .sqlite: nil
+        case .postgresql: "SELECT pg_advisory_xact_lock(7370)"
+        }
+    }
+
     var timeType: String { self == .sqlite ? "REAL" : "TIMESTAMPTZ" }
     var doubleType: String { self == .sqlite ? "REAL" : "DOUBLE PRECISION" }
     var idType: String { self == .sqlite ? "INTEGER PRIMARY KEY AUTOINCREMENT" : "BIGSERIAL PRIMARY KEY" }

@@ -155,6 +155,50 @@ public struct SQLRegistry: Sendable {
         return try db.execute(sql, parameters) == 1
     }
 
+    public func activeSessionCounts(_ db: some SQLExecutor) throws -> [Int64: Int] {
+        let rows = try db.query("""
+            SELECT node_id, COUNT(*) FROM session
+            WHERE node_id IS NOT NULL AND state IN ('starting', 'running', 'suspending') GROUP BY node_id
+            """, [])
+        var counts: [Int64: Int] = [:]
+        for row in rows {
+            guard let node = row[0].flatMap({ Int64($0) }), let count = row[1].flatMap({ Int($0) }) else {
+                throw RegistryError.corrupt("session counts: unreadable row \(row)")
+            }
+            counts[node] = count
+        }
+        return counts
+    }
+
+    private func underPlacementLock<T>(_ db: some SQLExecutor, _ body: () throws -> T) throws -> T {
+        try db.transaction(begin: dialect.beginWrite) {
+            if let lock = dialect.placementLock { _ = try db.query(lock, []) }
+            return try body()
+        }
+    }
+
+    public func placeNewSession(_ session: SessionRecord, choose: ([Int64: Int]) throws -> Int64, _ db: some SQLExecutor,
+                                isUniqueViolation: (any Error) -> Bool) throws -> SessionRecord {
+        try underPlacementLock(db) {
+            var placed = session
+            placed.ownership = SessionOwnership(node: try choose(try activeSessionCounts(db)), state: .starting)
+            try createSession(placed, db, isUniqueViolation: isUniqueViolation)
+            guard let stored = try self.session(placed.id, db) else { throw RegistryError.corrupt("session \(placed.id) vanished while placed") }
+            return stored
+        }
+    }
+
+    public func placeExistingSession(_ id: String, from expected: SessionOwnership, choose: ([Int64: Int]) throws -> Int64,
+                                     _ db: some SQLExecutor) throws -> SessionRecord? {
+        try underPlacementLock(db) {
+            guard let current = try session(id, db), current.ownership.node == expected.node,
+                  current.ownership.state == expected.state else { return nil }
+            let node = try choose(try activeSessionCounts(db))
+            guard try transitionSession(id, from: expected, to: SessionOwnership(node: node, state: .starting), db) else { return nil }
+            return try session(id, db)
+        }
+    }
+
     public func touchSession(_ id: String, at time: Date, _ db: some SQLExecutor) throws {
         try db.execute("UPDATE session SET last_active = \(dialect.time(1)) WHERE id = \(p(2))", [RegistryRows.epoch(time), id])
     }

@@ -25,11 +25,20 @@ public enum Executable {
         public var stderr: String
     }
 
-    /// Runs `name` with `arguments` to completion.
+    /// Runs `name` with `arguments` to completion, sleeping (not blocking a thread) meanwhile.
     public static func run(_ name: String, _ arguments: [String], environment: [String: String] = [:],
-                           stdin: String? = nil, timeout: TimeInterval = 60) throws -> Result {
+                           stdin: String? = nil, timeout: TimeInterval = 60) async throws -> Result {
         let process = try RunningProcess(name, arguments, environment: environment, stdin: stdin)
-        let status = try process.wait(timeout: timeout)
+        let status = try await process.wait(timeout: timeout)
+        return Result(status: status, stdout: process.stdout, stderr: process.stderr)
+    }
+
+    /// The same, blocking the calling thread: only for places that cannot await (a `deinit`).
+    public static func runBlocking(_ name: String, _ arguments: [String], timeout: TimeInterval = 60) throws -> Result {
+        let process = try RunningProcess(name, arguments)
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { usleep(20_000) }
+        guard let status = process.status else { throw TestFailure("\(name) did not exit within \(timeout)s") }
         return Result(status: status, stdout: process.stdout, stderr: process.stderr)
     }
 }
@@ -90,29 +99,29 @@ public final class RunningProcess: Sendable {
 
     public var isRunning: Bool { status == nil }
 
-    /// Waits for exit; SIGKILLs and throws after `timeout`.
-    public func wait(timeout: TimeInterval) throws -> Int32 {
+    /// Waits for exit (sleeping, so other tests keep running); SIGKILLs and throws after `timeout`.
+    public func wait(timeout: TimeInterval) async throws -> Int32 {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             if let status { return status }
             if Date() > deadline {
                 kill(pid, SIGKILL)
-                _ = try? wait(timeout: 5)
+                _ = try? await wait(timeout: 5)
                 throw TestFailure("process did not exit within \(timeout)s; stderr: \(stderr)")
             }
-            usleep(20_000)
+            try await Task.sleep(for: .milliseconds(20))
         }
     }
 
     /// Polls `check` until it returns true, or throws after `timeout` or if the process exits.
-    public func waitUntil(timeout: TimeInterval = 30, _ what: String, _ check: () -> Bool) throws {
+    public func waitUntil(timeout: TimeInterval = 30, _ what: String, _ check: () async throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(timeout)
-        while !check() {
+        while try await !check() {
             if let status {
                 throw TestFailure("process exited (\(status)) while waiting for \(what); stderr: \(stderr)")
             }
             if Date() > deadline { throw TestFailure("timed out waiting for \(what); stderr: \(stderr)") }
-            usleep(50_000)
+            try await Task.sleep(for: .milliseconds(50))
         }
     }
 

@@ -107,6 +107,43 @@ public final class InMemoryRegistryStore: RegistryStore {
         }
     }
 
+    static func activeCounts(_ state: State) -> [Int64: Int] {
+        var counts: [Int64: Int] = [:]
+        for session in state.sessions.values {
+            if let node = session.ownership.node, [.starting, .running, .suspending].contains(session.ownership.state) {
+                counts[node, default: 0] += 1
+            }
+        }
+        return counts
+    }
+
+    public func activeSessionCounts() async throws -> [Int64: Int] { try locked { Self.activeCounts($0) } }
+
+    public func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
+        try locked { state in
+            guard state.sessions[session.id] == nil else { throw RegistryError.duplicateSession(session.id) }
+            var placed = session
+            placed.ownership = SessionOwnership(node: try choose(Self.activeCounts(state)), state: .starting)
+            placed.createdAt = Self.microseconds(session.createdAt)
+            placed.lastActive = Self.microseconds(session.lastActive)
+            state.sessions[session.id] = placed
+            return placed
+        }
+    }
+
+    public func placeExistingSession(_ id: String, from expected: SessionOwnership,
+                                     choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord? {
+        let now = clock()
+        return try locked { state in
+            guard let current = state.sessions[id], current.ownership.node == expected.node,
+                  current.ownership.state == expected.state else { return nil }
+            let node = try choose(Self.activeCounts(state))
+            state.sessions[id]?.ownership = SessionOwnership(node: node, state: .starting)
+            state.sessions[id]?.lastActive = now
+            return state.sessions[id]
+        }
+    }
+
     public func touchSession(_ id: String, at time: Date) async throws {
         try locked { $0.sessions[id]?.lastActive = Self.microseconds(time) }
     }

@@ -38,17 +38,17 @@ public struct PostgresTestServer: Sendable {
     }
 
     /// Creates a fresh, empty database and returns its name.
-    public func createDatabase(prefix: String = "drover_test") throws -> String {
+    public func createDatabase(prefix: String = "drover_test") async throws -> String {
         let name = "\(prefix)_\(UInt64.random(in: 0...UInt64.max) % 1_000_000_000_000)"
-        let result = try Executable.run(binDirectory + "/createdb", ["-h", host, "-p", String(port), "-U", user, name])
+        let result = try await Executable.run(binDirectory + "/createdb", ["-h", host, "-p", String(port), "-U", user, name])
         guard result.status == 0 else { throw TestFailure("createdb failed: \(result.stderr)") }
         return name
     }
 
     /// Runs SQL through psql in `database`; returns its unaligned output.
     @discardableResult
-    public func psql(_ database: String, _ sql: String) throws -> String {
-        let result = try Executable.run(binDirectory + "/psql", ["-h", host, "-p", String(port), "-U", user, "-d", database,
+    public func psql(_ database: String, _ sql: String) async throws -> String {
+        let result = try await Executable.run(binDirectory + "/psql", ["-h", host, "-p", String(port), "-U", user, "-d", database,
                                                                  "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
         guard result.status == 0 else { throw TestFailure("psql failed: \(result.stderr)") }
         return result.stdout
@@ -61,27 +61,28 @@ public struct PostgresTestServer: Sendable {
 
     /// Restarts the server (fast shutdown: connections are cut) and waits until it accepts
     /// connections again.
-    public func restart() throws {
-        try pgctl(["restart", "-m", "fast", "-w", "-t", "60"])
+    public func restart() async throws {
+        try await pgctl(["restart", "-m", "fast", "-w", "-t", "60"])
     }
 
     /// Stops the server (fast), leaving it down until ``start()``.
-    public func stop() throws { try pgctl(["stop", "-m", "fast", "-w", "-t", "60"]) }
+    public func stop() async throws { try await pgctl(["stop", "-m", "fast", "-w", "-t", "60"]) }
 
-    public func start() throws { try pgctl(["start", "-w", "-t", "60", "-l", dataDirectory + ".log"]) }
+    public func start() async throws { try await pgctl(["start", "-w", "-t", "60", "-l", dataDirectory + ".log"]) }
 
-    private func pgctl(_ arguments: [String]) throws {
-        try run(binDirectory + "/pg_ctl", ["-D", dataDirectory] + arguments)
+    private func pgctl(_ arguments: [String]) async throws {
+        try await run(binDirectory + "/pg_ctl", ["-D", dataDirectory] + arguments)
+    }
+
+    /// The command line that runs a server program as the server's OS user.
+    func asServerUser(_ program: String, _ arguments: [String]) -> (String, [String]) {
+        runAs.map { ("/usr/sbin/runuser", ["-u", $0, "--", program] + arguments) } ?? (program, arguments)
     }
 
     /// Runs a server program as the server's OS user.
-    func run(_ program: String, _ arguments: [String]) throws {
-        let result: Executable.Result
-        if let runAs {
-            result = try Executable.run("/usr/sbin/runuser", ["-u", runAs, "--", program] + arguments)
-        } else {
-            result = try Executable.run(program, arguments)
-        }
+    func run(_ program: String, _ arguments: [String]) async throws {
+        let (command, commandArguments) = asServerUser(program, arguments)
+        let result = try await Executable.run(command, commandArguments)
         guard result.status == 0 else { throw TestFailure("\(program) failed: \(result.stderr)\(result.stdout)") }
     }
 }
@@ -92,27 +93,28 @@ public final class PrivatePostgres: Sendable {
     public let server: PostgresTestServer
     private let root: String
 
-    public init() throws {
+    public init() async throws {
         let shared = try PostgresTestServer.required()
         root = NSTemporaryDirectory() + "/drover-pg-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         if let runAs = shared.runAs {
-            _ = try Executable.run("/bin/chown", [runAs, root])
+            _ = try await Executable.run("/bin/chown", [runAs, root])
         }
         let port = try FreePort.find()
         server = PostgresTestServer(host: "127.0.0.1", port: port, user: shared.user, binDirectory: shared.binDirectory,
                                     dataDirectory: root + "/data", runAs: shared.runAs)
-        try server.run(server.binDirectory + "/initdb", ["-D", server.dataDirectory, "-U", shared.user, "-A", "trust", "--no-sync"])
+        try await server.run(server.binDirectory + "/initdb", ["-D", server.dataDirectory, "-U", shared.user, "-A", "trust", "--no-sync"])
         let settings = "listen_addresses = '127.0.0.1'\nport = \(port)\nunix_socket_directories = '\(root)'\nfsync = off\n"
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: server.dataDirectory + "/postgresql.conf"))
         handle.seekToEndOfFile()
         handle.write(Data(settings.utf8))
         try handle.close()
-        try server.start()
+        try await server.start()
     }
 
     deinit {
-        try? server.stop()
+        let (command, arguments) = server.asServerUser(server.binDirectory + "/pg_ctl", ["-D", server.dataDirectory, "stop", "-m", "immediate", "-w"])
+        _ = try? Executable.runBlocking(command, arguments)
         try? FileManager.default.removeItem(atPath: root)
     }
 }

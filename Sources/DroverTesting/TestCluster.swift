@@ -28,7 +28,7 @@ public final class TestCluster: Sendable {
     ///   - loadBalancer: the `load-balancer` text every node gets.
     ///   - rserver: extra `rserver.conf` lines for every node.
     public init(addresses: [String], backend: Backend, loadBalancer: String = "heartbeat-interval=1\n",
-                rserver: String = "", key: String = TestCluster.defaultKey) throws {
+                rserver: String = "", key: String = TestCluster.defaultKey) async throws {
         let shared = TemporaryDirectory(prefix: "drover-shared")
         self.shared = shared
         let database: String
@@ -37,11 +37,12 @@ public final class TestCluster: Sendable {
             databaseName = nil
             database = "provider=sqlite\ndirectory=\(shared.path)\nconnection-timeout-seconds=20\n"
         case .postgresql(let server):
-            let name = try server.createDatabase(prefix: "drover_cluster")
+            let name = try await server.createDatabase(prefix: "drover_cluster")
             databaseName = name
             database = server.databaseConf(name)
         }
-        nodes = try addresses.map { address in
+        var made: [ConfigDirectory] = []
+        for address in addresses {
             let node = try ConfigDirectory(address: address, key: key)
             try node.write("rserver.conf", """
                 www-address=\(address)
@@ -52,17 +53,18 @@ public final class TestCluster: Sendable {
                 """)
             try node.write("load-balancer", loadBalancer)
             try node.write("database.conf", database)
-            return node
+            made.append(node)
         }
+        nodes = made
     }
 
     /// Starts node `index` and waits until it answers its health check.
     @discardableResult
-    public func start(_ index: Int, environment: [String: String] = [:]) throws -> RunningProcess {
+    public func start(_ index: Int, environment: [String: String] = [:]) async throws -> RunningProcess {
         let node = nodes[index]
         let process = try RunningProcess("droverd", ["--config-dir", node.path], environment: environment)
         running.withLock { $0[index] = process }
-        try process.waitUntil(timeout: 60, "node \(index) health check") {
+        try await process.waitUntil(timeout: 60, "node \(index) health check") {
             (try? RawHTTPClient.request(host: node.address, port: node.port, path: "/health-check").status) == 200
         }
         return process
@@ -72,20 +74,20 @@ public final class TestCluster: Sendable {
 
     /// Sends `signal` to node `index` and waits for it to exit; returns its exit status.
     @discardableResult
-    public func stop(_ index: Int, signal: Int32 = SIGTERM) throws -> Int32 {
+    public func stop(_ index: Int, signal: Int32 = SIGTERM) async throws -> Int32 {
         guard let process = running.withLock({ $0.removeValue(forKey: index) }) else { return -1 }
         process.signal(signal)
-        return try process.wait(timeout: 60)
+        return try await process.wait(timeout: 60)
     }
 
     /// Runs `drover` against node `index`'s configuration.
-    public func drover(_ index: Int, _ arguments: [String], stdin: String? = nil) throws -> Executable.Result {
-        try Executable.run("drover", arguments + ["--config-dir", nodes[index].path], stdin: stdin, timeout: 120)
+    public func drover(_ index: Int, _ arguments: [String], stdin: String? = nil) async throws -> Executable.Result {
+        try await Executable.run("drover", arguments + ["--config-dir", nodes[index].path], stdin: stdin, timeout: 120)
     }
 
     /// `drover list-nodes --json` through node `index`, as (host, status) pairs in id order.
-    public func statuses(via index: Int = 0) throws -> [(id: Int64, host: String, status: String)] {
-        let result = try drover(index, ["list-nodes", "--json"])
+    public func statuses(via index: Int = 0) async throws -> [(id: Int64, host: String, status: String)] {
+        let result = try await drover(index, ["list-nodes", "--json"])
         guard result.status == 0,
               let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
               let nodes = object["nodes"] as? [[String: Any]] else {
@@ -95,21 +97,21 @@ public final class TestCluster: Sendable {
     }
 
     /// The status `list-nodes` shows for the node at `address`.
-    public func status(of address: String, via index: Int = 0) throws -> String? {
-        try statuses(via: index).first { $0.host == address }?.status
+    public func status(of address: String, via index: Int = 0) async throws -> String? {
+        try await statuses(via: index).first { $0.host == address }?.status
     }
 
     /// Polls until `check` holds, or throws after `timeout` seconds.
-    public func eventually(_ what: String, timeout: TimeInterval = 20, _ check: () throws -> Bool) throws {
+    public func eventually(_ what: String, timeout: TimeInterval = 20, _ check: () async throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         var lastError: (any Error)?
         while Date() < deadline {
             do {
-                if try check() { return }
+                if try await check() { return }
             } catch {
                 lastError = error
             }
-            usleep(100_000)
+            try await Task.sleep(for: .milliseconds(100))
         }
         throw TestFailure("timed out waiting for \(what)" + (lastError.map { " (last error: \($0))" } ?? ""))
     }
@@ -117,7 +119,6 @@ public final class TestCluster: Sendable {
     deinit {
         for process in running.withLock({ Array($0.values) }) {
             process.signal(SIGKILL)
-            _ = try? process.wait(timeout: 10)
         }
     }
 }

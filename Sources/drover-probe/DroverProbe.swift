@@ -1,4 +1,5 @@
 import ArgumentParser
+import DroverCluster
 import DroverKernel
 import DroverPlugins
 import Foundation
@@ -11,7 +12,7 @@ struct DroverProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drover-probe",
         abstract: "Test helper: act as one contending process against the configured plugins.",
-        subcommands: [Claim.self, Lock.self, LockBench.self])
+        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self])
 }
 
 /// Writes a line to standard output at once (unbuffered), so tests see it while we run.
@@ -120,5 +121,40 @@ struct LockBench: AsyncParsableCommand {
             latencies.isEmpty ? 0 : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) / 1000
         }
         say("{\"ops\": \(latencies.count), \"seconds\": \(seconds), \"p50_us\": \(percentile(0.5)), \"p99_us\": \(percentile(0.99))}")
+    }
+}
+
+struct Place: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Place N new sessions at once through the configured balancer and registry; prints 'placed N'.")
+
+    @Option var configDir: String
+    @Option var count: Int
+    @Option(help: "Start at this Unix time, to race with the others.") var at: Double = 0
+
+    func run() async throws {
+        let config = try DroverConfiguration.load(directory: configDir, pluginKeys: PluginCatalog.builtin.loadBalancerPluginKeys)
+        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
+                                    secureCookieKey: nil, logger: Logger(label: "drover-probe"))
+        let store = try PluginCatalog.builtin.registryStore(for: config.database).make(config: config.database, context: context)
+        let lb = config.effectiveLoadBalancer
+        let strategy = try PluginCatalog.builtin.balancerStrategy(for: lb).make(config: lb, context: context)
+        let engine = PlacementEngine(store: store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off)
+        try await waitUntil(epoch: at)
+        let placed = try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    let now = Date()
+                    _ = try await engine.placeNew(SessionRecord(id: Crypto.randomBytes(16).hexString, username: "user\(index)",
+                                                                ownership: SessionOwnership(node: nil, state: .starting),
+                                                                createdAt: now, lastActive: now, label: nil))
+                }
+            }
+            var done = 0
+            for try await _ in group { done += 1 }
+            return done
+        }
+        say("placed \(placed)")
+        await store.close()
     }
 }

@@ -24,10 +24,3 @@ struct SuspendAll: PendingCommand {
     @OptionGroup var options: ConfigOptions
 }
 
-struct Place: PendingCommand {
-    static let configuration = CommandConfiguration(abstract: "Dry-run the balancer for a user against the live cluster.")
-    static let needs = "cluster membership"
-    @OptionGroup var options: ConfigOptions
-    @Option(help: "The user to place.") var user: String
-    @Flag(help: "Print JSON.") var json = false
-}

@@ -5,22 +5,22 @@ import Testing
 
 @Suite(.enabled(if: PostgresTestServer.shouldRun))
 struct ClusterFaultTests {
-    @Test func nodesRideOutAPostgreSQLRestartAndAnOutage() throws {
-        let database = try PrivatePostgres()
-        let cluster = try TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .postgresql(database.server))
-        try cluster.start(0)
-        try cluster.start(1)
-        try cluster.eventually("both Online") { try cluster.statuses().map(\.status) == ["Online", "Online"] }
-        try database.server.restart()
-        try cluster.eventually("both Online after the restart") { try cluster.statuses().map(\.status) == ["Online", "Online"] }
+    @Test func nodesRideOutAPostgreSQLRestartAndAnOutage() async throws {
+        let database = try await PrivatePostgres()
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .postgresql(database.server))
+        try await cluster.start(0)
+        try await cluster.start(1)
+        try await cluster.eventually("both Online") { try await cluster.statuses().map(\.status) == ["Online", "Online"] }
+        try await database.server.restart()
+        try await cluster.eventually("both Online after the restart") { try await cluster.statuses().map(\.status) == ["Online", "Online"] }
 
-        try database.server.stop()
-        sleep(4)
+        try await database.server.stop()
+        try await Task.sleep(for: .seconds(4))
         #expect(cluster.process(0)?.isRunning == true && cluster.process(1)?.isRunning == true, "the database going away kills no node")
-        try database.server.start()
+        try await database.server.start()
         let before = Date()
-        try cluster.eventually("heartbeats resume", timeout: 30) {
-            let listed = try cluster.drover(0, ["list-nodes", "--json"]).stdout
+        try await cluster.eventually("heartbeats resume", timeout: 30) {
+            let listed = try await cluster.drover(0, ["list-nodes", "--json"]).stdout
             guard let object = try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [String: Any],
                   let nodes = object["nodes"] as? [[String: Any]], nodes.count == 2 else { return false }
             return nodes.allSatisfy { node in
@@ -29,57 +29,57 @@ struct ClusterFaultTests {
             }
         }
         #expect(cluster.process(0)?.stderr.contains("PostgreSQL unavailable, retrying in") == true, "the outage is logged")
-        #expect(try cluster.stop(0) == 0, "\(cluster.process(0)?.stderr ?? "")")
-        #expect(try cluster.stop(1) == 0)
+        #expect(try await cluster.stop(0) == 0, "\(cluster.process(0)?.stderr ?? "")")
+        #expect(try await cluster.stop(1) == 0)
     }
 }
 
 @Suite struct ClusterTLSTests {
     static var hasOpenSSL: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl") }
 
-    func makeCertificate(in dir: TemporaryDirectory) throws {
-        let result = try Executable.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    func makeCertificate(in dir: TemporaryDirectory) async throws {
+        let result = try await Executable.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                                                              "-subj", "/CN=drover-test", "-keyout", dir.url("key.pem"), "-out", dir.url("cert.pem")])
         guard result.status == 0 else { throw TestFailure("openssl failed: \(result.stderr)") }
     }
 
     @Test(.enabled(if: hasOpenSSL))
-    func httpsNodesTalkWithoutVerificationAndAnHTTPNodeIsAProtocolMismatch() throws {
+    func httpsNodesTalkWithoutVerificationAndAnHTTPNodeIsAProtocolMismatch() async throws {
         let certificates = TemporaryDirectory()
-        try makeCertificate(in: certificates)
-        let cluster = try TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+        try await makeCertificate(in: certificates)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
                                       loadBalancer: "heartbeat-interval=1\nverify-ssl-certs=0\ndiagnostics=tmp\ndiagnostics-file=diag.log\n",
                                       rserver: "ssl-enabled=1\nssl-certificate=\(certificates.url("cert.pem"))\nssl-certificate-key=\(certificates.url("key.pem"))\n")
         // Both nodes serve https; start them by hand since the plain-HTTP health check cannot see them.
         let first = try RunningProcess("droverd", ["--config-dir", cluster.nodes[0].path])
-        try first.waitUntil("node 0 up") { first.stderr.contains("listening") }
+        try await first.waitUntil("node 0 up") { first.stderr.contains("listening") }
         let second = try RunningProcess("droverd", ["--config-dir", cluster.nodes[1].path])
-        try second.waitUntil("node 1 up") { second.stderr.contains("listening") }
-        try cluster.eventually("node 0 hears of node 1 over https", timeout: 5) {
+        try await second.waitUntil("node 1 up") { second.stderr.contains("listening") }
+        try await cluster.eventually("node 0 hears of node 1 over https", timeout: 5) {
             cluster.nodes[0].directory.read("diag.log")?.contains("event=node-joined") == true
                 && cluster.nodes[0].directory.read("diag.log")?.contains("from=") == true
         }
-        #expect(try cluster.drover(0, ["list-nodes"]).stdout.contains("Protocol\nHttps no verify\n"))
-        let status = try cluster.drover(0, ["status"])
+        #expect(try await cluster.drover(0, ["list-nodes"]).stdout.contains("Protocol\nHttps no verify\n"))
+        let status = try await cluster.drover(0, ["status"])
         #expect(status.status == 0, "\(status.stderr)")
         #expect(status.stdout.split(separator: "\n").count == 2)
 
-        let plain = try TestCluster(addresses: ["127.0.0.3"], backend: .sqlite)
+        let plain = try await TestCluster(addresses: ["127.0.0.3"], backend: .sqlite)
         try plain.nodes[0].write("database.conf", try #require(cluster.nodes[0].directory.read("database.conf")))
-        let refused = try Executable.run("droverd", ["--config-dir", plain.nodes[0].path], timeout: 60)
+        let refused = try await Executable.run("droverd", ["--config-dir", plain.nodes[0].path], timeout: 60)
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("this node speaks http but the cluster uses https-no-verify"))
-        #expect(try cluster.status(of: "127.0.0.3") == "Protocol mismatch")
+        #expect(try await cluster.status(of: "127.0.0.3") == "Protocol mismatch")
         first.signal(SIGTERM)
         second.signal(SIGTERM)
-        #expect(try first.wait(timeout: 30) == 0, "\(first.stderr)")
-        #expect(try second.wait(timeout: 30) == 0, "\(second.stderr)")
+        #expect(try await first.wait(timeout: 30) == 0, "\(first.stderr)")
+        #expect(try await second.wait(timeout: 30) == 0, "\(second.stderr)")
     }
 
-    @Test func aBadCertificateIsAClearStartupError() throws {
-        let cluster = try TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+    @Test func aBadCertificateIsAClearStartupError() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                       rserver: "ssl-enabled=1\nssl-certificate=/nonexistent/cert.pem\nssl-certificate-key=/nonexistent/key.pem\n")
-        let result = try Executable.run("droverd", ["--config-dir", cluster.nodes[0].path], timeout: 60)
+        let result = try await Executable.run("droverd", ["--config-dir", cluster.nodes[0].path], timeout: 60)
         #expect(result.status == 1)
         #expect(result.stderr.contains("cannot use ssl-certificate /nonexistent/cert.pem"))
     }

@@ -4,10 +4,10 @@ import Foundation
 import Testing
 
 @Suite struct ClusterSecurityTests {
-    @Test func internalCallsMustBeSignedFreshAndNew() throws {
-        let cluster = try TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+    @Test func internalCallsMustBeSignedFreshAndNew() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                       loadBalancer: "heartbeat-interval=1\ndiagnostics=tmp\ndiagnostics-file=diag.log\n")
-        try cluster.start(0)
+        try await cluster.start(0)
         let node = cluster.nodes[0]
         func call(_ headers: [(String, String)], path: String = "/load-balancer/ping", method: String = "GET", body: String = "") throws -> Int {
             try RawHTTPClient.request(method, host: node.address, port: node.port, path: path, headers: headers, body: body).status
@@ -31,6 +31,6 @@ import Testing
         let log = try #require(node.directory.read("diag.log"))
         #expect(log.components(separatedBy: "event=internal-call-refused").count - 1 == 8)
         #expect(log.contains("reason=\"replayed request (nonce already used)\""))
-        #expect(try cluster.stop(0) == 0)
+        #expect(try await cluster.stop(0) == 0)
     }
 }

@@ -4,8 +4,8 @@ import Foundation
 import Testing
 
 @Suite struct DroverCommandTests {
-    @Test func helpListsEveryCommandOfTheDesign() throws {
-        let result = try Executable.run("drover", ["--help"])
+    @Test func helpListsEveryCommandOfTheDesign() async throws {
+        let result = try await Executable.run("drover", ["--help"])
         #expect(result.status == 0)
         for command in ["list-nodes", "delete-node", "reset-cluster", "offline", "online", "reload", "status",
                         "active-sessions", "suspend-all", "locktester", "generate-key", "encrypt-password",
@@ -14,10 +14,10 @@ import Testing
         }
     }
 
-    @Test func verifyPrintsOneLinePerCheck() throws {
+    @Test func verifyPrintsOneLinePerCheck() async throws {
         let config = try ConfigDirectory()
         try config.write("load-balancer", "[config]\ndiagnostics=stderr\n")
-        let result = try Executable.run("drover", ["verify", "--config-dir", config.path])
+        let result = try await Executable.run("drover", ["verify", "--config-dir", config.path])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let lines = result.stdout.split(separator: "\n")
         #expect(lines.first == "ok    configuration directory \(config.path)")
@@ -28,37 +28,37 @@ import Testing
         #expect(lines.contains { $0.hasPrefix("ok    secure cookie key \(config.path)/secure-cookie-key") })
     }
 
-    @Test func verifyFailsWithStatusTwoOnBadConfigOrKey() throws {
+    @Test func verifyFailsWithStatusTwoOnBadConfigOrKey() async throws {
         let config = try ConfigDirectory()
         try config.write("database.conf", "pool-size=lots\n")
-        let bad = try Executable.run("drover", ["--config-dir", config.path, "verify"])
+        let bad = try await Executable.run("drover", ["--config-dir", config.path, "verify"])
         #expect(bad.status == 2)
         #expect(bad.stdout.contains("FAIL  configuration: \(config.path)/database.conf:1: 'pool-size' must be a whole number, found 'lots'"))
 
         let noKey = try ConfigDirectory(key: nil)
-        let missing = try Executable.run("drover", ["verify"], environment: ["DROVER_CONFIG_DIR": noKey.path])
+        let missing = try await Executable.run("drover", ["verify"], environment: ["DROVER_CONFIG_DIR": noKey.path])
         #expect(missing.status == 2)
         #expect(missing.stdout.contains("FAIL  secure cookie key: \(noKey.path)/secure-cookie-key: no secure cookie key"))
     }
 
-    @Test func verifyChecksThatAnEncryptedPasswordDecrypts() throws {
+    @Test func verifyChecksThatAnEncryptedPasswordDecrypts() async throws {
         let config = try ConfigDirectory()
         let other = SecureCookieKey(bytes: Array("not-this-clusters-key-000".utf8))
         try config.write("database.conf", "provider=postgresql\npassword=\(DatabasePassword.encrypt("pw", key: other))\n")
-        let bad = try Executable.run("drover", ["verify", "--config-dir", config.path])
+        let bad = try await Executable.run("drover", ["verify", "--config-dir", config.path])
         #expect(bad.status == 2)
         #expect(bad.stdout.contains("FAIL  database password: \(config.path)/database.conf:2: the password was encrypted under a different secure cookie key"))
-        let encrypted = try Executable.run("drover", ["encrypt-password", "--config-dir", config.path], stdin: "pw\n").stdout
+        let encrypted = try await Executable.run("drover", ["encrypt-password", "--config-dir", config.path], stdin: "pw\n").stdout
         try config.write("database.conf", "provider=postgresql\npassword=\(encrypted)")
-        let good = try Executable.run("drover", ["verify", "--config-dir", config.path])
+        let good = try await Executable.run("drover", ["verify", "--config-dir", config.path])
         #expect(good.status == 0, "\(good.stdout)")
         #expect(good.stdout.contains("ok    database password decrypts with this key"))
     }
 
-    @Test func generateKeyWritesMode0600AndRefusesToOverwriteWithoutForce() throws {
+    @Test func generateKeyWritesMode0600AndRefusesToOverwriteWithoutForce() async throws {
         let dir = TemporaryDirectory()
         let path = dir.url("key")
-        let first = try Executable.run("drover", ["generate-key", "--output", path])
+        let first = try await Executable.run("drover", ["generate-key", "--output", path])
         #expect(first.status == 0)
         #expect(first.stdout.contains("Wrote a new secure cookie key to \(path)"))
         var info = stat()
@@ -66,27 +66,27 @@ import Testing
         #expect(info.st_mode & 0o777 == 0o600)
         let original = dir.read("key")
 
-        let again = try Executable.run("drover", ["generate-key", "--output", path])
+        let again = try await Executable.run("drover", ["generate-key", "--output", path])
         #expect(again.status == 1)
         #expect(again.stderr.contains("a key already exists; keep it, or pass --force"))
         #expect(dir.read("key") == original)
 
-        let forced = try Executable.run("drover", ["generate-key", "--output", path, "--force"])
+        let forced = try await Executable.run("drover", ["generate-key", "--output", path, "--force"])
         #expect(forced.status == 0)
         #expect(dir.read("key") != original)
         #expect(try SecureCookieKey.load(from: path).clusterHash.count == 64)
     }
 
-    @Test func generateKeyDefaultsToTheConfiguredKeyPath() throws {
+    @Test func generateKeyDefaultsToTheConfiguredKeyPath() async throws {
         let config = try ConfigDirectory(key: nil, rserver: "secure-cookie-key-file=keys/cluster.key")
         try FileManager.default.createDirectory(atPath: config.directory.url("keys"), withIntermediateDirectories: true)
-        let result = try Executable.run("drover", ["--config-dir", config.path, "generate-key"])
+        let result = try await Executable.run("drover", ["--config-dir", config.path, "generate-key"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(try SecureCookieKey.load(from: config.directory.url("keys/cluster.key")).clusterHash.count == 64)
     }
 
-    @Test func badUsageExitsTwo() throws {
-        #expect(try Executable.run("drover", ["no-such-command"]).status == 2)
-        #expect(try Executable.run("drover", ["generate-key", "--bogus"]).status == 2)
+    @Test func badUsageExitsTwo() async throws {
+        #expect(try await Executable.run("drover", ["no-such-command"]).status == 2)
+        #expect(try await Executable.run("drover", ["generate-key", "--bogus"]).status == 2)
     }
 }

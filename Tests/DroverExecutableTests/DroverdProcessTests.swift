@@ -9,62 +9,62 @@ import Testing
     }
 
     @Test(arguments: [SIGTERM, SIGINT])
-    func servesHealthCheckAndStopsCleanlyOnSignal(signal: Int32) throws {
+    func servesHealthCheckAndStopsCleanlyOnSignal(signal: Int32) async throws {
         let config = try ConfigDirectory()
         let node = try RunningProcess("droverd", ["--config-dir", config.path])
-        try node.waitUntil("health check") { healthy(config) }
+        try await node.waitUntil("health check") { healthy(config) }
         let response = try RawHTTPClient.request(host: config.address, port: config.port, path: "/health-check")
         #expect(response.body == "ok\n")
         #expect(try RawHTTPClient.request(host: config.address, port: config.port, path: "/nope").status == 404)
         node.signal(signal)
-        #expect(try node.wait(timeout: 15) == 0)
+        #expect(try await node.wait(timeout: 15) == 0)
         #expect(!healthy(config))
     }
 
-    @Test func configDirectoryFromTheEnvironment() throws {
+    @Test func configDirectoryFromTheEnvironment() async throws {
         let config = try ConfigDirectory()
         let node = try RunningProcess("droverd", [], environment: ["DROVER_CONFIG_DIR": config.path])
-        try node.waitUntil("health check") { healthy(config) }
+        try await node.waitUntil("health check") { healthy(config) }
         node.signal(SIGTERM)
-        #expect(try node.wait(timeout: 15) == 0)
+        #expect(try await node.wait(timeout: 15) == 0)
     }
 
-    @Test func badConfigExitsTwoWithFileAndLineAndTouchesNothing() throws {
+    @Test func badConfigExitsTwoWithFileAndLineAndTouchesNothing() async throws {
         let config = try ConfigDirectory(key: nil)
         try config.write("file-locks", "lock-type=linkbased\nrefresh-rate=soon\n")
-        let result = try Executable.run("droverd", ["--config-dir", config.path])
+        let result = try await Executable.run("droverd", ["--config-dir", config.path])
         #expect(result.status == 2)
         #expect(result.stderr.contains("\(config.path)/file-locks:2: 'refresh-rate' must be a whole number, found 'soon'"))
         #expect(!config.directory.exists("secure-cookie-key"))
         #expect(!config.directory.exists("data"))
     }
 
-    @Test func unknownPluginNameExitsTwoListingTheAvailableNames() throws {
+    @Test func unknownPluginNameExitsTwoListingTheAvailableNames() async throws {
         let config = try ConfigDirectory()
         try config.write("load-balancer", "balancer=fastest\n")
-        let result = try Executable.run("droverd", ["--config-dir", config.path])
+        let result = try await Executable.run("droverd", ["--config-dir", config.path])
         #expect(result.status == 2)
         #expect(result.stderr.contains("load-balancer:1: unknown balancer strategy 'fastest' in balancer=; available: sessions"))
     }
 
-    @Test func weakKeyIsRefused() throws {
+    @Test func weakKeyIsRefused() async throws {
         let config = try ConfigDirectory(key: nil)
         try config.write("secure-cookie-key", "0123456789abcdef0123\n", mode: 0o644)
-        let loose = try Executable.run("droverd", ["--config-dir", config.path])
+        let loose = try await Executable.run("droverd", ["--config-dir", config.path])
         #expect(loose.status == 2)
         #expect(loose.stderr.contains("run: chmod 0600 \(config.path)/secure-cookie-key"))
         try config.write("secure-cookie-key", "short\n", mode: 0o600)
-        let short = try Executable.run("droverd", ["--config-dir", config.path])
+        let short = try await Executable.run("droverd", ["--config-dir", config.path])
         #expect(short.status == 2)
         #expect(short.stderr.contains("the secure cookie key is 5 bytes; it must be at least 16"))
     }
 
-    @Test func singleNodeGeneratesItsKeyOnFirstRunButAClusterNodeDoesNot() throws {
+    @Test func singleNodeGeneratesItsKeyOnFirstRunButAClusterNodeDoesNot() async throws {
         let single = try ConfigDirectory(key: nil)
         let node = try RunningProcess("droverd", ["--config-dir", single.path])
-        try node.waitUntil("health check") { healthy(single) }
+        try await node.waitUntil("health check") { healthy(single) }
         node.signal(SIGTERM)
-        #expect(try node.wait(timeout: 15) == 0)
+        #expect(try await node.wait(timeout: 15) == 0)
         var info = stat()
         #expect(stat(single.directory.url("secure-cookie-key"), &info) == 0)
         #expect(info.st_mode & 0o777 == 0o600)
@@ -72,41 +72,41 @@ import Testing
 
         let clustered = try ConfigDirectory(key: nil)
         try clustered.write("load-balancer", "")
-        let refused = try Executable.run("droverd", ["--config-dir", clustered.path])
+        let refused = try await Executable.run("droverd", ["--config-dir", clustered.path])
         #expect(refused.status == 2)
         #expect(refused.stderr.contains("no secure cookie key; create one with: drover generate-key --output \(clustered.path)/secure-cookie-key"))
         #expect(!clustered.directory.exists("secure-cookie-key"))
     }
 
-    @Test func portInUseIsAClearError() throws {
+    @Test func portInUseIsAClearError() async throws {
         let first = try ConfigDirectory()
         let node = try RunningProcess("droverd", ["--config-dir", first.path])
-        try node.waitUntil("health check") { healthy(first) }
+        try await node.waitUntil("health check") { healthy(first) }
         let second = try ConfigDirectory()
         try second.write("rserver.conf", "www-address=\(first.address)\nwww-port=\(first.port)\nserver-data-dir=data\n")
-        let result = try Executable.run("droverd", ["--config-dir", second.path])
+        let result = try await Executable.run("droverd", ["--config-dir", second.path])
         #expect(result.status == 1)
         #expect(result.stderr.contains("cannot listen on \(first.address):\(first.port)"))
         node.signal(SIGTERM)
-        #expect(try node.wait(timeout: 15) == 0)
+        #expect(try await node.wait(timeout: 15) == 0)
     }
 
-    @Test func diagnosticsGoToStderrOrToTheTmpFile() throws {
+    @Test func diagnosticsGoToStderrOrToTheTmpFile() async throws {
         let config = try ConfigDirectory()
         try config.write("load-balancer", "diagnostics=stderr\n")
         let node = try RunningProcess("droverd", ["--config-dir", config.path])
-        try node.waitUntil("health check") { healthy(config) }
+        try await node.waitUntil("health check") { healthy(config) }
         node.signal(SIGTERM)
-        #expect(try node.wait(timeout: 15) == 0)
+        #expect(try await node.wait(timeout: 15) == 0)
         #expect(node.stderr.contains("pid=\(node.pid) event=node-starting address=\(config.address):\(config.port)"))
         #expect(node.stderr.contains("pid=\(node.pid) event=node-stopped"))
 
         let tmp = try ConfigDirectory()
         try tmp.write("load-balancer", "diagnostics=tmp\ndiagnostics-file=diag.log\n")
         let other = try RunningProcess("droverd", ["--config-dir", tmp.path])
-        try other.waitUntil("health check") { healthy(tmp) }
+        try await other.waitUntil("health check") { healthy(tmp) }
         other.signal(SIGTERM)
-        #expect(try other.wait(timeout: 15) == 0)
+        #expect(try await other.wait(timeout: 15) == 0)
         let events = try #require(tmp.directory.read("diag.log")).split(separator: "\n").map { line in
             line.split(separator: " ").first { $0.hasPrefix("event=") }.map { String($0.dropFirst(6)) } ?? ""
         }
@@ -115,8 +115,8 @@ import Testing
 }
 
 @Suite struct DroverdUsageTests {
-    @Test func badUsageExitsTwo() throws {
-        let result = try Executable.run("droverd", ["--frobnicate"])
+    @Test func badUsageExitsTwo() async throws {
+        let result = try await Executable.run("droverd", ["--frobnicate"])
         #expect(result.status == 2)
         #expect(result.stderr.contains("--frobnicate"))
     }

@@ -2,14 +2,14 @@ import DroverKernel
 import Testing
 
 @Suite struct ConfigFileTests {
-    @Test func parsesKeysValuesCommentsAndBlankLines() throws {
+    @Test func parsesKeysValuesCommentsAndBlankLines() async throws {
         let file = try ConfigFile(parsing: "# comment\n\n  key = value with spaces  \n\t# indented comment\nother=1=2\n", path: "f")
         #expect(file.entries.map(\.key) == ["key", "other"])
         #expect(file.entries.map(\.value) == ["value with spaces", "1=2"])
         #expect(file.entries.map(\.line) == [3, 5])
     }
 
-    @Test func emptyValueIsKeptForTheReaderToJudge() throws {
+    @Test func emptyValueIsKeptForTheReaderToJudge() async throws {
         let file = try ConfigFile(parsing: "key=\n", path: "f")
         #expect(file.entries.first?.value == "")
     }
@@ -29,7 +29,7 @@ import Testing
         }
     }
 
-    @Test func sectionsWhenAllowed() throws {
+    @Test func sectionsWhenAllowed() async throws {
         let file = try ConfigFile(parsing: "[config]\na=1\n[nodes]\na=2\n", path: "f", sections: ["config", "nodes"])
         #expect(file.entries.map(\.section) == ["config", "nodes"])
         #expect(throws: ConfigurationError(file: "f", line: 1, "unknown section '[other]'; this file allows [config], [nodes]")) {

@@ -11,7 +11,7 @@ import Testing
         #expect(Crypto.sha256(Array("abc".utf8)).hexString == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 
-    @Test func aesGCMRoundTripsAndRefusesAnotherKeyOrAlteredData() throws {
+    @Test func aesGCMRoundTripsAndRefusesAnotherKeyOrAlteredData() async throws {
         let key = Crypto.randomBytes(32)
         let sealed = try Crypto.aes256GCMSeal(Array("correct horse".utf8), key: key)
         #expect(try Crypto.aes256GCMOpen(sealed, key: key) == Array("correct horse".utf8))

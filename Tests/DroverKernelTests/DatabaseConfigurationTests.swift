@@ -6,7 +6,7 @@ import Testing
         try DatabaseConfiguration(parsing: text, path: "/etc/drover/database.conf", baseDirectory: "/etc/drover", defaultDirectory: "/var/lib/drover")
     }
 
-    @Test func defaults() throws {
+    @Test func defaults() async throws {
         let config = try parse("")
         #expect(config.provider == "sqlite")
         #expect(config.directory == "/var/lib/drover")
@@ -20,7 +20,7 @@ import Testing
         #expect(config.poolSize == 4)
     }
 
-    @Test func readsEveryKey() throws {
+    @Test func readsEveryKey() async throws {
         let config = try parse("""
             provider=postgresql
             directory=db
@@ -45,7 +45,7 @@ import Testing
         #expect(config.poolSize == 8)
     }
 
-    @Test func encryptedPasswordIsRecognisedAndNeverPrinted() throws {
+    @Test func encryptedPasswordIsRecognisedAndNeverPrinted() async throws {
         let config = try parse("password=encrypted:abcdef\n")
         #expect(config.password == .encrypted("abcdef"))
         #expect("\(config)".contains("abcdef") == false)

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 @Suite struct DroverConfigurationTests {
-    @Test func emptyDirectoryIsASingleNodeWithDefaults() throws {
+    @Test func emptyDirectoryIsASingleNodeWithDefaults() async throws {
         let dir = TemporaryDirectory()
         let config = try DroverConfiguration.load(directory: dir.path)
         #expect(config.isClustered == false)
@@ -13,7 +13,7 @@ import Testing
         #expect(config.secureCookieKeyPath == dir.path + "/secure-cookie-key")
     }
 
-    @Test func loadBalancerPresenceEnablesClusteringAndNeedsSharedStorage() throws {
+    @Test func loadBalancerPresenceEnablesClusteringAndNeedsSharedStorage() async throws {
         let dir = TemporaryDirectory()
         try dir.write("load-balancer", "")
         #expect(throws: ConfigurationError(file: dir.path + "/rserver.conf",
@@ -28,7 +28,7 @@ import Testing
         #expect(config.secureCookieKeyPath == dir.path + "/keys/k")
     }
 
-    @Test func relativeDirectoryResolvesAgainstTheWorkingDirectory() throws {
+    @Test func relativeDirectoryResolvesAgainstTheWorkingDirectory() async throws {
         let dir = TemporaryDirectory()
         try dir.write("conf/rserver.conf", "server-data-dir=data\n")
         // A path relative to the working directory, without changing it under parallel tests.
@@ -46,7 +46,7 @@ import Testing
         }
     }
 
-    @Test func unreadableFileIsAnError() throws {
+    @Test func unreadableFileIsAnError() async throws {
         let dir = TemporaryDirectory()
         // A directory where a file is expected cannot be read, even by root.
         try FileManager.default.createDirectory(atPath: dir.url("file-locks"), withIntermediateDirectories: false)
@@ -58,7 +58,7 @@ import Testing
         }
     }
 
-    @Test func badLineInAnyFileIsReportedWithFileAndLine() throws {
+    @Test func badLineInAnyFileIsReportedWithFileAndLine() async throws {
         let dir = TemporaryDirectory()
         try dir.write("database.conf", "provider=sqlite\nport=x\n")
         #expect(throws: ConfigurationError(file: dir.path + "/database.conf", line: 2, "'port' must be a whole number, found 'x'")) {

@@ -6,7 +6,7 @@ import Testing
         try FileLocksConfiguration(parsing: text, path: "/etc/drover/file-locks", baseDirectory: "/etc/drover")
     }
 
-    @Test func defaults() throws {
+    @Test func defaults() async throws {
         let config = try parse("")
         #expect(config.lockType == "linkbased")
         #expect(config.refreshRate == 20)
@@ -15,7 +15,7 @@ import Testing
         #expect(config.logFile == nil)
     }
 
-    @Test func readsEveryKey() throws {
+    @Test func readsEveryKey() async throws {
         let config = try parse("lock-type=advisory\nrefresh-rate=5\ntimeout-interval=12\nenable-logging=1\nlog-file=locks.log\n")
         #expect(config.lockType == "advisory")
         #expect(config.refreshRate == 5)

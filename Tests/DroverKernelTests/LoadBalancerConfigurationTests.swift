@@ -6,7 +6,7 @@ import Testing
         try LoadBalancerConfiguration(parsing: text, path: "/etc/drover/load-balancer", baseDirectory: "/etc/drover", pluginKeys: pluginKeys)
     }
 
-    @Test func emptyFileTakesEveryDefault() throws {
+    @Test func emptyFileTakesEveryDefault() async throws {
         let config = try parse("")
         #expect(config.balancer == "sessions")
         #expect(config.wwwHostName == nil)
@@ -18,7 +18,7 @@ import Testing
         #expect(config.warnings.isEmpty)
     }
 
-    @Test func readsEveryKey() throws {
+    @Test func readsEveryKey() async throws {
         let config = try parse("""
             balancer=system-load
             www-host-name=server1.example.com
@@ -38,7 +38,7 @@ import Testing
         #expect(config.source.lines["heartbeat-interval"] == 7)
     }
 
-    @Test func legacyFormIsAcceptedAndNodesAreIgnoredWithAWarning() throws {
+    @Test func legacyFormIsAcceptedAndNodesAreIgnoredWithAWarning() async throws {
         let config = try parse("[config]\nbalancer=sessions\ntimeout=5\n[nodes]\nserver1.example.com\nserver2=1\n".replacingOccurrences(of: "server1.example.com\n", with: ""))
         #expect(config.timeout == 5)
         #expect(config.warnings.count == 1)
@@ -46,7 +46,7 @@ import Testing
         #expect(config.warnings[0].contains("www-host-name"))
     }
 
-    @Test func legacyConfigSectionAloneWarnsAboutTheHeader() throws {
+    @Test func legacyConfigSectionAloneWarnsAboutTheHeader() async throws {
         let config = try parse("[config]\nverify-ssl-certs=0\n")
         #expect(config.verifySSLCerts == false)
         #expect(config.warnings == ["/etc/drover/load-balancer: the [config] section header is the legacy form; remove it"])
@@ -72,7 +72,7 @@ import Testing
         #expect(throws: ConfigurationError(file: "/etc/drover/load-balancer", line: line, message)) { try parse(text) }
     }
 
-    @Test func pluginKeysAreAcceptedAndKeptWithTheirLine() throws {
+    @Test func pluginKeysAreAcceptedAndKeptWithTheirLine() async throws {
         let config = try parse("balancer=user-hash\nuser-hash-balance-factor=1.25\n", pluginKeys: ["user-hash-balance-factor"])
         #expect(config.pluginSettings["user-hash-balance-factor"] == "1.25")
         #expect(config.pluginSettings.error("user-hash-balance-factor", "bad").description == "/etc/drover/load-balancer:2: bad")

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 @Suite struct SecureCookieKeyTests {
-    @Test func loadsATrimmedKey() throws {
+    @Test func loadsATrimmedKey() async throws {
         let dir = TemporaryDirectory()
         let path = try dir.write("k", "a55e5dc0-d6ae-11e3-9334-000c29635f71\n", mode: 0o600)
         let key = try SecureCookieKey.load(from: path)
@@ -12,7 +12,7 @@ import Testing
         #expect("\(key)".contains("a55e") == false)
     }
 
-    @Test func refusesAShortKey() throws {
+    @Test func refusesAShortKey() async throws {
         let dir = TemporaryDirectory()
         let path = try dir.write("k", "only15bytes1234\n", mode: 0o600)
         #expect(throws: ConfigurationError(file: path,
@@ -24,7 +24,7 @@ import Testing
     }
 
     @Test(arguments: [0o644, 0o640, 0o604, 0o660])
-    func refusesALooseMode(mode: Int) throws {
+    func refusesALooseMode(mode: Int) async throws {
         let dir = TemporaryDirectory()
         let path = try dir.write("k", "0123456789abcdef0123", mode: mode)
         #expect(throws: ConfigurationError(file: path,
@@ -39,7 +39,7 @@ import Testing
         }
     }
 
-    @Test func generatesARandomKeyWithMode0600AndNeverOverwritesWithoutForce() throws {
+    @Test func generatesARandomKeyWithMode0600AndNeverOverwritesWithoutForce() async throws {
         let dir = TemporaryDirectory()
         let path = dir.url("secure-cookie-key")
         let first = try SecureCookieKey.generate(at: path, force: false)

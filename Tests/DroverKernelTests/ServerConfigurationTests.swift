@@ -6,7 +6,7 @@ import Testing
         try ServerConfiguration(parsing: text, path: "/etc/drover/rserver.conf", baseDirectory: "/etc/drover")
     }
 
-    @Test func defaults() throws {
+    @Test func defaults() async throws {
         let config = try parse("")
         #expect(config.wwwAddress == "0.0.0.0")
         #expect(config.wwwPort == 8787)
@@ -21,7 +21,7 @@ import Testing
         #expect(config.authPAMService == "drover")
     }
 
-    @Test func readsEveryKeyAndResolvesRelativePaths() throws {
+    @Test func readsEveryKeyAndResolvesRelativePaths() async throws {
         let config = try parse("""
             www-address=127.0.0.2
             www-port=9000

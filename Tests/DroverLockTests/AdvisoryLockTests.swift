@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 @Suite struct AdvisoryLockTests {
-    @Test func aProbeFromTheSameProcessKeepsTheLock() throws {
+    @Test func aProbeFromTheSameProcessKeepsTheLock() async throws {
         let harness = try LockHarness(.advisory)
         let path = harness.path()
         let lock = try #require(try harness.provider.tryAcquire(path))
@@ -13,24 +13,24 @@ import Testing
         close(open(path, O_RDONLY))
         #expect(try harness.provider.isLocked(path))
         let other = try harness.probe(path)
-        #expect(try other.wait(timeout: 20) == 0)
+        #expect(try await other.wait(timeout: 20) == 0)
         #expect(other.stdout == "busy\n")
         try lock.release()
         let after = try harness.probe(path)
-        #expect(try after.wait(timeout: 20) == 0)
+        #expect(try await after.wait(timeout: 20) == 0)
         #expect(after.stdout.hasPrefix("acquired"))
     }
 
-    @Test func aMissingLockFileIsNotLockedAndIsNotCreatedByTheProbe() throws {
+    @Test func aMissingLockFileIsNotLockedAndIsNotCreatedByTheProbe() async throws {
         let harness = try LockHarness(.advisory)
         #expect(try harness.provider.isLocked(harness.path("absent")) == false)
         #expect(!harness.config.exists("shared/absent"))
     }
 
-    @Test func theLockFileIsOpenToEveryUserWhateverTheUmask() throws {
+    @Test func theLockFileIsOpenToEveryUserWhateverTheUmask() async throws {
         let harness = try LockHarness(.advisory)
         let probe = try harness.probe(harness.path(), umask: "077")
-        #expect(try probe.wait(timeout: 20) == 0)
+        #expect(try await probe.wait(timeout: 20) == 0)
         var info = stat()
         stat(harness.path(), &info)
         #expect(info.st_mode & 0o777 == 0o666)
@@ -38,13 +38,13 @@ import Testing
 }
 
 @Suite struct LockTesterCommandTests {
-    @Test func twoRunsGiveTheSeedsVerdict() throws {
+    @Test func twoRunsGiveTheSeedsVerdict() async throws {
         let harness = try LockHarness(.linkbased)
         let shared = harness.config.url("shared")
         let first = try RunningProcess("drover", ["locktester", "--config-dir", harness.config.path, "--dir", shared])
-        try first.waitUntil("first run holds both") { first.stdout.contains("Holding both locks") }
+        try await first.waitUntil("first run holds both") { first.stdout.contains("Holding both locks") }
         #expect(first.stdout.hasPrefix("* Acquired advisory lock\n* Acquired link-based lock\n"))
-        let second = try Executable.run("drover", ["locktester", "--config-dir", harness.config.path, "--dir", shared])
+        let second = try await Executable.run("drover", ["locktester", "--config-dir", harness.config.path, "--dir", shared])
         #expect(second.status == 0)
         #expect(second.stdout == """
             * Unable to acquire advisory lock
@@ -54,17 +54,17 @@ import Testing
 
             """)
         first.signal(SIGINT)
-        #expect(try first.wait(timeout: 20) == 0)
+        #expect(try await first.wait(timeout: 20) == 0)
         let third = try RunningProcess("drover", ["locktester", "--config-dir", harness.config.path, "--dir", shared])
-        try third.waitUntil("the locks are free again") { third.stdout.contains("Holding both locks") }
+        try await third.waitUntil("the locks are free again") { third.stdout.contains("Holding both locks") }
         third.signal(SIGTERM)
-        #expect(try third.wait(timeout: 20) == 0)
+        #expect(try await third.wait(timeout: 20) == 0)
     }
 
     @Test(arguments: LockKind.onDisk)
-    func stressReportsAcquisitionsAndNoViolations(kind: LockKind) throws {
+    func stressReportsAcquisitionsAndNoViolations(kind: LockKind) async throws {
         let harness = try LockHarness(kind)
-        let result = try Executable.run("drover", ["locktester", "--config-dir", harness.config.path, "--stress",
+        let result = try await Executable.run("drover", ["locktester", "--config-dir", harness.config.path, "--stress",
                                                    "--processes", "4", "--seconds", "2", "--lock-type", kind.rawValue], timeout: 60)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.contains("Lock type:     \(kind.rawValue)"))
@@ -75,10 +75,10 @@ import Testing
         #expect(result.stdout.contains("Acquire latency p50: "))
     }
 
-    @Test func withoutADirectoryItSaysWhatToSet() throws {
+    @Test func withoutADirectoryItSaysWhatToSet() async throws {
         let dir = try ConfigDirectory()
         try dir.write("rserver.conf", "server-data-dir=data\n")
-        let result = try Executable.run("drover", ["locktester", "--config-dir", dir.path])
+        let result = try await Executable.run("drover", ["locktester", "--config-dir", dir.path])
         #expect(result.status == 2)
         #expect(result.stderr.contains("pass --dir DIR or set server-shared-storage-path"))
     }

@@ -11,32 +11,40 @@ import Testing
         return info.st_mtim
     }
 
-    @Test func aLiveOwnerThatKeepsRefreshingNeverLosesItsLock() throws {
-        let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2)
-        let owner = try harness.probe(harness.path(), hold: 6)
-        try owner.waitUntil("owner acquired") { owner.stdout.hasPrefix("acquired") }
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            #expect(try harness.provider.tryAcquire(harness.path()) == nil)
-            usleep(250_000)
+    @Test func aLiveOwnerThatKeepsRefreshingNeverLosesItsLock() async throws {
+        let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 3)
+        let owner = try harness.probe(harness.path(), hold: 14)
+        try await owner.waitUntil("owner acquired") { owner.stdout.hasPrefix("acquired") }
+        // Twice the timeout of contention while the owner holds and refreshes.
+        let started = Date()
+        while Date().timeIntervalSince(started) < 7 {
+            let taken = try harness.provider.tryAcquire(harness.path())
+            // Only a take while the owner still holds is a failure; after its release the lock is free.
+            if let taken, owner.stdout.contains("released") {
+                try taken.release()
+                break
+            }
+            #expect(taken == nil, "took a live owner's lock \(Date().timeIntervalSince(started)) s into contention")
+            try await Task.sleep(for: .milliseconds(250))
         }
-        #expect(try owner.wait(timeout: 20) == 0)
+        #expect(Date().timeIntervalSince(started) >= 6, "contention lasted past twice the timeout")
+        #expect(try await owner.wait(timeout: 30) == 0)
         #expect(owner.stdout == "acquired\nreleased\n")
     }
 
-    @Test func aKilledOwnerLosesItAfterTheTimeoutAndExactlyOneOfTwentyTakesOver() throws {
+    @Test func aKilledOwnerLosesItAfterTheTimeoutAndExactlyOneOfTwentyTakesOver() async throws {
         let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2)
         let owner = try harness.probe(harness.path(), hold: 60)
-        try owner.waitUntil("owner acquired") { owner.stdout.hasPrefix("acquired") }
+        try await owner.waitUntil("owner acquired") { owner.stdout.hasPrefix("acquired") }
         owner.signal(SIGKILL)
-        _ = try owner.wait(timeout: 10)
+        _ = try await owner.wait(timeout: 10)
         #expect(try harness.provider.tryAcquire(harness.path()) == nil, "the lock must outlive its owner until the timeout")
-        usleep(2_300_000)
+        try await Task.sleep(for: .milliseconds(2300))
         let start = Date().timeIntervalSince1970 + 2
         let racers = try (0..<20).map { _ in try harness.probe(harness.path(), at: start, hold: 3) }
         var outcomes: [String] = []
         for racer in racers {
-            #expect(try racer.wait(timeout: 30) == 0, "\(racer.stderr)")
+            #expect(try await racer.wait(timeout: 30) == 0, "\(racer.stderr)")
             outcomes.append(racer.stdout.split(separator: "\n").first.map(String.init) ?? "")
         }
         #expect(outcomes.filter { $0 == "acquired" }.count == 1, "\(outcomes)")
@@ -44,11 +52,11 @@ import Testing
         #expect(!leftovers.contains { $0.contains(".proxy.") && $0.contains(".\(owner.pid).") }, "the dead owner's proxy is swept: \(leftovers)")
     }
 
-    @Test func anExpiredOwnersLateRefreshAndReleaseLeaveItsSuccessorAlone() throws {
+    @Test func anExpiredOwnersLateRefreshAndReleaseLeaveItsSuccessorAlone() async throws {
         let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2)
         let path = harness.path()
         let expired = try #require(try harness.provider.tryAcquire(path))
-        usleep(2_300_000)
+        try await Task.sleep(for: .milliseconds(2300))
         let successor = try #require(try harness.provider.tryAcquire(path), "a stale lock is broken")
         let before = mtime(path)
         #expect(try expired.refresh() == false, "the expired owner learns it lost the lock")
@@ -62,13 +70,13 @@ import Testing
         #expect(try harness.provider.isLocked(path) == false)
     }
 
-    @Test func everyOperationIsLoggedWithPidAndPath() throws {
+    @Test func everyOperationIsLoggedWithPidAndPath() async throws {
         let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2, logging: true)
         let path = harness.path()
         let lock = try #require(try harness.provider.tryAcquire(path))
         #expect(try harness.provider.tryAcquire(path) == nil)
         _ = try lock.refresh()
-        usleep(2_300_000)
+        try await Task.sleep(for: .milliseconds(2300))
         let breaker = try #require(try harness.provider.tryAcquire(path))
         try breaker.release()
         let log = try #require(harness.config.read("locks.log"))
@@ -78,7 +86,7 @@ import Testing
         try lock.release()
     }
 
-    @Test func withoutHardLinksItFallsBackToExclusiveCreateAndSaysSo() throws {
+    @Test func withoutHardLinksItFallsBackToExclusiveCreateAndSaysSo() async throws {
         let dir = TemporaryDirectory()
         try dir.write("locks.log", "")
         var config = FileLocksConfiguration()
@@ -97,7 +105,7 @@ import Testing
         #expect(dir.read("locks.log")?.contains("lock fallback path=\(path) reason=\"hard links refused (Operation not permitted)\" mode=exclusive-create") == true)
         // A stale exclusive lock is broken like a stale link lock.
         let stale = try #require(try refusing.tryAcquire(path))
-        usleep(2_300_000)
+        try await Task.sleep(for: .milliseconds(2300))
         let next = try #require(try refusing.tryAcquire(path))
         #expect(try stale.refresh() == false)
         try stale.release()
@@ -107,7 +115,7 @@ import Testing
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
 
-    @Test func aReleasedLockLeavesNoProxyBehind() throws {
+    @Test func aReleasedLockLeavesNoProxyBehind() async throws {
         let harness = try LockHarness(.linkbased)
         for _ in 0..<5 {
             let lock = try #require(try harness.provider.tryAcquire(harness.path()))

@@ -7,7 +7,7 @@ import Testing
 /// What every lock provider must do.
 @Suite struct LockConformanceTests {
     @Test(arguments: LockKind.allCases)
-    func exactlyOneOfAHundredThreadsAcquires(kind: LockKind) throws {
+    func exactlyOneOfAHundredThreadsAcquires(kind: LockKind) async throws {
         let harness = try LockHarness(kind)
         let path = harness.path()
         let winners = Mutex<[any HeldLock]>([])
@@ -25,7 +25,7 @@ import Testing
     }
 
     @Test(arguments: LockKind.allCases)
-    func aSecondAcquireInTheSameProcessFailsUntilRelease(kind: LockKind) throws {
+    func aSecondAcquireInTheSameProcessFailsUntilRelease(kind: LockKind) async throws {
         let harness = try LockHarness(kind)
         let path = harness.path()
         #expect(try harness.provider.isLocked(path) == false)
@@ -42,13 +42,13 @@ import Testing
     }
 
     @Test(arguments: LockKind.onDisk)
-    func exactlyOneOfTwentyProcessesAcquires(kind: LockKind) throws {
+    func exactlyOneOfTwentyProcessesAcquires(kind: LockKind) async throws {
         let harness = try LockHarness(kind)
         let start = Date().timeIntervalSince1970 + 2
         let racers = try (0..<20).map { _ in try harness.probe(harness.path(), at: start, hold: 3) }
         var outcomes: [String] = []
         for racer in racers {
-            #expect(try racer.wait(timeout: 30) == 0, "\(racer.stderr)")
+            #expect(try await racer.wait(timeout: 30) == 0, "\(racer.stderr)")
             outcomes.append(racer.stdout.split(separator: "\n").first.map(String.init) ?? "")
         }
         #expect(outcomes.filter { $0 == "acquired" }.count == 1, "\(outcomes)")
@@ -56,7 +56,7 @@ import Testing
     }
 
     @Test(arguments: LockKind.onDisk)
-    func aForkedChildsExitDoesNotReleaseTheParentsLock(kind: LockKind) throws {
+    func aForkedChildsExitDoesNotReleaseTheParentsLock(kind: LockKind) async throws {
         let harness = try LockHarness(kind)
         let path = harness.path()
         let lock = try #require(try harness.provider.tryAcquire(path))
@@ -71,7 +71,7 @@ import Testing
     }
 
     @Test(arguments: LockKind.onDisk)
-    func aNonContentionFailureIsAnErrorNotLockHeld(kind: LockKind) throws {
+    func aNonContentionFailureIsAnErrorNotLockHeld(kind: LockKind) async throws {
         let harness = try LockHarness(kind)
         let tooLong = harness.path(String(repeating: "x", count: 300))
         #expect(throws: LockError.self) { try harness.provider.tryAcquire(tooLong) }

@@ -50,19 +50,23 @@ struct LockHarness: Sendable {
     }
 }
 
-/// Starts `count` threads that call `body` at the same instant; returns when all are done.
+/// Starts `count` threads that call `body` at the same instant; returns when all are done. The
+/// threads sleep on a barrier until every one is ready, so waiting costs no CPU.
 func raceThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    let ready = Atomic<Int>(0)
+    let ready = DispatchSemaphore(value: 0)
+    let go = DispatchSemaphore(value: 0)
     let finished = DispatchGroup()
     for index in 0..<count {
         finished.enter()
         let thread = Thread {
-            ready.add(1, ordering: .sequentiallyConsistent)
-            while ready.load(ordering: .sequentiallyConsistent) < count { sched_yield() }
+            ready.signal()
+            go.wait()
             body(index)
             finished.leave()
         }
         thread.start()
     }
+    for _ in 0..<count { ready.wait() }
+    for _ in 0..<count { go.signal() }
     finished.wait()
 }

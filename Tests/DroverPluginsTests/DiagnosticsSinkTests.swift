@@ -10,7 +10,7 @@ import Testing
         PluginContext(configDirectory: dir.path, dataDirectory: dir.path, secureCookieKey: nil, logger: Logger(label: "test"))
     }
 
-    @Test func tmpSinkAppendsOneLinePerEventAtTheConfiguredPath() throws {
+    @Test func tmpSinkAppendsOneLinePerEventAtTheConfiguredPath() async throws {
         let dir = TemporaryDirectory()
         var lb = LoadBalancerConfiguration()
         lb.diagnostics = "tmp"
@@ -45,7 +45,7 @@ import Testing
         #expect(lines.allSatisfy { $0.hasSuffix("pad=\(padding)") && $0.contains("event=w writer=") })
     }
 
-    @Test func tmpSinkRefusesAnUnwritablePathWithTheKeyToFix() throws {
+    @Test func tmpSinkRefusesAnUnwritablePathWithTheKeyToFix() async throws {
         let dir = TemporaryDirectory()
         let lb = try LoadBalancerConfiguration(parsing: "diagnostics=tmp\ndiagnostics-file=/nonexistent/dir/diag\n",
                                                path: dir.url("load-balancer"), baseDirectory: dir.path)
@@ -56,7 +56,7 @@ import Testing
         }
     }
 
-    @Test func tmpSinkDoesNotFollowASymlinkPlantedAtItsPath() throws {
+    @Test func tmpSinkDoesNotFollowASymlinkPlantedAtItsPath() async throws {
         let dir = TemporaryDirectory()
         try dir.write("target", "")
         symlink(dir.url("target"), dir.url("diag"))

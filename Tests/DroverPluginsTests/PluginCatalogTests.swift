@@ -7,7 +7,7 @@ import Testing
 @Suite struct PluginCatalogTests {
     let catalog = PluginCatalog.builtin
 
-    @Test func everyFolderUnderPluginsIsRegistered() throws {
+    @Test func everyFolderUnderPluginsIsRegistered() async throws {
         let plugins = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Plugins").standardizedFileURL.path
         let folders = try FileManager.default.contentsOfDirectory(atPath: plugins).filter { name in
             var isDirectory: ObjCBool = false
@@ -25,13 +25,13 @@ import Testing
         }
     }
 
-    @Test func defaultsSelectBuiltinPlugins() throws {
+    @Test func defaultsSelectBuiltinPlugins() async throws {
         let lb = LoadBalancerConfiguration()
         #expect(try catalog.balancerStrategy(for: lb).name == "sessions")
         #expect(try catalog.diagnosticsSink(for: lb) == nil)
     }
 
-    @Test func diagnosticsNamesSelectTheirSinks() throws {
+    @Test func diagnosticsNamesSelectTheirSinks() async throws {
         var lb = LoadBalancerConfiguration()
         lb.diagnostics = "tmp"
         #expect(try catalog.diagnosticsSink(for: lb)?.name == "tmp")
@@ -39,7 +39,7 @@ import Testing
         #expect(try catalog.diagnosticsSink(for: lb)?.name == "stderr")
     }
 
-    @Test func unknownNamesFailWithTheListOfAvailableNames() throws {
+    @Test func unknownNamesFailWithTheListOfAvailableNames() async throws {
         let lb = try LoadBalancerConfiguration(parsing: "balancer=fastest\ndiagnostics=syslog\n", path: "/c/load-balancer", baseDirectory: "/c")
         #expect(throws: ConfigurationError(file: "/c/load-balancer", line: 1,
             "unknown balancer strategy 'fastest' in balancer=; available: \(catalog.balancerStrategies.map { $0.name }.joined(separator: ", "))")) {

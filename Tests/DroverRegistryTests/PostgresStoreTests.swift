@@ -17,22 +17,22 @@ struct PostgresStoreTests {
 
     @Test func aLiveStoreSurvivesAServerRestart() async throws {
         // A private server: restarting the shared one would disturb tests running alongside.
-        let privateServer = try PrivatePostgres()
+        let privateServer = try await PrivatePostgres()
         let server = privateServer.server
-        let name = try server.createDatabase()
+        let name = try await server.createDatabase()
         let live = try store(server.databaseConf(name, extra: "pool-size=2\n"))
         try await live.migrate()
         let node = try await live.registerNode(registration("restart"))
-        try server.restart()
+        try await server.restart()
         // Every pooled connection is now dead; the next calls reconnect rather than fail.
         #expect(try await live.heartbeat(node: node.id, load: LoadAverage(one: 1, five: 1, fifteen: 1)))
         #expect(try await live.nodes().map(\.id) == [node.id])
 
         // A call made while the server is down waits for it (bounded), then succeeds.
-        try server.stop()
+        try await server.stop()
         let restarter = Task.detached {
             try await Task.sleep(for: .milliseconds(1500))
-            try server.start()
+            try await server.start()
         }
         #expect(try await live.heartbeat(node: node.id, load: .zero))
         try await restarter.value
@@ -52,8 +52,8 @@ struct PostgresStoreTests {
 
     @Test func encryptedPasswordsWorkAndAnotherKeysAreRefusedClearly() async throws {
         let server = try PostgresTestServer.required()
-        let name = try server.createDatabase()
-        try server.psql(name, "CREATE ROLE drover_pw LOGIN PASSWORD 'pw-Secret-42'; ALTER DATABASE \(name) OWNER TO drover_pw")
+        let name = try await server.createDatabase()
+        try await server.psql(name, "CREATE ROLE drover_pw LOGIN PASSWORD 'pw-Secret-42'; ALTER DATABASE \(name) OWNER TO drover_pw")
         let key = SecureCookieKey(bytes: Array("the-cluster-key-0123456789".utf8))
         let encrypted = DatabasePassword.encrypt("pw-Secret-42", key: key)
         #expect(!encrypted.contains("pw-Secret-42"))
@@ -96,12 +96,12 @@ struct PostgresStoreTests {
 
 @Suite struct SQLiteStoreTests {
     @Test func createsItsFileAndDirectoryInWALMode() async throws {
-        let harness = try Harness(.sqlite)
+        let harness = try await Harness(.sqlite)
         #expect(!harness.config.exists("data"))
         let store = try await harness.store()
         _ = try await store.registerNode(registration("w"))
         #expect(harness.config.exists("data/drover.sqlite"))
-        let mode = try Executable.run("/usr/bin/env", ["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode').fetchone()[0])", harness.sqlitePath])
+        let mode = try await Executable.run("/usr/bin/env", ["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode').fetchone()[0])", harness.sqlitePath])
         #expect(mode.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "wal")
         await store.close()
     }

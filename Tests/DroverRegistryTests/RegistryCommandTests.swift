@@ -6,9 +6,9 @@ import Testing
 @Suite struct RegistryCommandTests {
     @Test(arguments: StoreKind.enabled.filter { $0 != .memory })
     func listNodesPrintsTheSeedLayoutWithoutADaemon(kind: StoreKind) async throws {
-        let harness = try Harness(kind)
+        let harness = try await Harness(kind)
         let store = try await harness.store()
-        let empty = try Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path])
+        let empty = try await Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path])
         #expect(empty.status == 0, "\(empty.stderr)")
         #expect(empty.stdout.hasPrefix("Cluster\n-------\nProtocol\n(not defined"))
 
@@ -22,7 +22,7 @@ import Testing
         _ = try await store.setNodeStatus(.invalidSecureCookieKey, node: second.id)
         await store.close()
 
-        let result = try Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path], environment: ["TZ": "UTC"])
+        let result = try await Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path], environment: ["TZ": "UTC"])
         #expect(result.status == 0, "\(result.stderr)")
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
@@ -43,7 +43,7 @@ import Testing
             """
         #expect(result.stdout == expected)
 
-        let json = try Executable.run("drover", ["--config-dir", harness.config.path, "list-nodes", "--json"])
+        let json = try await Executable.run("drover", ["--config-dir", harness.config.path, "list-nodes", "--json"])
         #expect(json.status == 0)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
         let nodes = try #require(object["nodes"] as? [[String: Any]])
@@ -53,41 +53,41 @@ import Testing
     }
 
     @Test func listNodesShowsAStaleOnlineNodeAsUnreachable() async throws {
-        let harness = try Harness(.sqlite)
+        let harness = try await Harness(.sqlite)
         try harness.config.write("load-balancer", "heartbeat-interval=1\n")
         try harness.config.write("rserver.conf", "server-data-dir=data\nserver-shared-storage-path=shared\n")
         let store = try await harness.store()
         _ = try await store.registerNode(registration("gone"))
         await store.close()
         try await Task.sleep(for: .milliseconds(3300))
-        let result = try Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path])
+        let result = try await Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path])
         #expect(result.stdout.contains("  Unreachable  "))
     }
 
-    @Test func listNodesFailsWithStatusOneWhenTheDatabaseIsUnreachable() throws {
+    @Test func listNodesFailsWithStatusOneWhenTheDatabaseIsUnreachable() async throws {
         let dir = try ConfigDirectory()
         try dir.write("database.conf", "provider=postgresql\nhost=127.0.0.1\nport=\(try FreePort.find())\nconnection-timeout-seconds=1\n")
-        let result = try Executable.run("drover", ["list-nodes", "--config-dir", dir.path], timeout: 90)
+        let result = try await Executable.run("drover", ["list-nodes", "--config-dir", dir.path], timeout: 90)
         #expect(result.status == 1)
         #expect(result.stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:"))
     }
 
-    @Test func encryptPasswordReadsStandardInputAndRoundTrips() throws {
+    @Test func encryptPasswordReadsStandardInputAndRoundTrips() async throws {
         let dir = try ConfigDirectory()
-        let result = try Executable.run("drover", ["encrypt-password", "--config-dir", dir.path], stdin: "hunter2-Long\n")
+        let result = try await Executable.run("drover", ["encrypt-password", "--config-dir", dir.path], stdin: "hunter2-Long\n")
         #expect(result.status == 0, "\(result.stderr)")
         let line = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(line.hasPrefix("encrypted:"))
         #expect(!line.contains("hunter2"))
         let key = try SecureCookieKey.load(from: dir.directory.url("secure-cookie-key"))
         #expect(try DatabasePassword(configValue: line).reveal(key: key, source: ConfigSource(file: "d")) == "hunter2-Long")
-        let empty = try Executable.run("drover", ["encrypt-password", "--config-dir", dir.path], stdin: "")
+        let empty = try await Executable.run("drover", ["encrypt-password", "--config-dir", dir.path], stdin: "")
         #expect(empty.status == 2)
     }
 
     @Test(.enabled(if: PostgresTestServer.shouldRun))
     func migrateDBCopiesVerifiesAndRefusesANonEmptyTargetWithoutForce() async throws {
-        let sqlite = try Harness(.sqlite)
+        let sqlite = try await Harness(.sqlite)
         let source = try await sqlite.store()
         let a = try await source.registerNode(registration("a"))
         let b = try await source.registerNode(registration("b"))
@@ -96,8 +96,8 @@ import Testing
         for n in 0..<5 { try await source.createSession(newSession("s\(n)", node: b.id, state: .running)) }
         await source.close()
 
-        let pg = try Harness(.postgresql)
-        let copy = try Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath])
+        let pg = try await Harness(.postgresql)
+        let copy = try await Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath])
         #expect(copy.status == 0, "\(copy.stderr)")
         #expect(copy.stdout == "Copied 1 cluster, 1 nodes, 5 sessions; verified 1 cluster, 1 nodes, 5 sessions in PostgreSQL.\n")
         let target = try await pg.store()
@@ -105,16 +105,16 @@ import Testing
         #expect(try await target.registerNode(registration("c")).id > b.id)
         await target.close()
 
-        let again = try Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath])
+        let again = try await Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath])
         #expect(again.status == 1)
         #expect(again.stderr.contains("the target registry is not empty (1 cluster, 2 nodes, 5 sessions); pass --force"))
-        let forced = try Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath, "--force"])
+        let forced = try await Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath, "--force"])
         #expect(forced.status == 0, "\(forced.stderr)")
 
-        let wrongProvider = try Executable.run("drover", ["migrate-db", "--config-dir", sqlite.config.path, "--from-sqlite", sqlite.sqlitePath])
+        let wrongProvider = try await Executable.run("drover", ["migrate-db", "--config-dir", sqlite.config.path, "--from-sqlite", sqlite.sqlitePath])
         #expect(wrongProvider.status == 2)
         #expect(wrongProvider.stderr.contains("migrate-db copies into PostgreSQL; set provider=postgresql"))
-        let missing = try Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", "/nonexistent.sqlite"])
+        let missing = try await Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", "/nonexistent.sqlite"])
         #expect(missing.status == 1)
     }
 }

@@ -7,7 +7,7 @@ import Testing
 @Suite struct RegistryConformanceTests {
     @Test(arguments: StoreKind.enabled)
     func migrationIsIdempotentAndSafeWhenConcurrent(kind: StoreKind) async throws {
-        let harness = try Harness(kind)
+        let harness = try await Harness(kind)
         let stores = try (0..<4).map { _ in try harness.makeStore() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for store in stores { group.addTask { try await store.migrate() } }
@@ -121,7 +121,7 @@ import Testing
 
     @Test(arguments: StoreKind.enabled)
     func thirtyTwoConcurrentClaimersExactlyOneWins(kind: StoreKind) async throws {
-        let harness = try Harness(kind)
+        let harness = try await Harness(kind)
         let setup = try await harness.store()
         try await setup.createSession(newSession("contested"))
         // Several store instances, so claims travel over separate connections at once.
@@ -145,7 +145,7 @@ import Testing
 
     @Test(arguments: StoreKind.enabled.filter { $0 != .memory })
     func thirtyTwoClaimingProcessesExactlyOneWins(kind: StoreKind) async throws {
-        let harness = try Harness(kind)
+        let harness = try await Harness(kind)
         let setup = try await harness.store()
         try await setup.createSession(newSession("contested"))
         let start = Date().timeIntervalSince1970 + 3
@@ -155,7 +155,7 @@ import Testing
         }
         var outcomes: [String] = []
         for claimer in claimers {
-            let status = try claimer.wait(timeout: 60)
+            let status = try await claimer.wait(timeout: 60)
             #expect(status == 0, "claimer failed: \(claimer.stderr)")
             outcomes.append(claimer.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         }
@@ -198,15 +198,15 @@ import Testing
 
     @Test(arguments: StoreKind.enabled.filter { $0 != .memory })
     func unreadableContentsAreAClearErrorNotACrash(kind: StoreKind) async throws {
-        let harness = try Harness(kind)
+        let harness = try await Harness(kind)
         let store = try await harness.store()
         let node = try await store.registerNode(registration("n"))
-        try harness.rawSQL("UPDATE node SET status = 'Sleeping' WHERE id = \(node.id)")
+        try await harness.rawSQL("UPDATE node SET status = 'Sleeping' WHERE id = \(node.id)")
         await #expect(throws: RegistryError.corrupt("node \(node.id): column status holds 'Sleeping', which is not a known value")) {
             try await store.nodes()
         }
         try await store.createSession(newSession("bad"))
-        try harness.rawSQL("UPDATE session SET state = 'zombie' WHERE id = 'bad'")
+        try await harness.rawSQL("UPDATE session SET state = 'zombie' WHERE id = 'bad'")
         await #expect(throws: RegistryError.corrupt("session bad: column state holds 'zombie', which is not a known value")) {
             try await store.session("bad")
         }

@@ -27,7 +27,7 @@ struct Harness: Sendable {
     let key: SecureCookieKey
     let databaseName: String?
 
-    init(_ kind: StoreKind) throws {
+    init(_ kind: StoreKind) async throws {
         self.kind = kind
         config = TemporaryDirectory(prefix: "drover-registry")
         key = SecureCookieKey(bytes: Array("registry-tests-key-0123456789".utf8))
@@ -39,7 +39,7 @@ struct Harness: Sendable {
             try config.write("database.conf", "provider=sqlite\nconnection-timeout-seconds=20\n")
         case .postgresql:
             let server = try PostgresTestServer.required()
-            let name = try server.createDatabase()
+            let name = try await server.createDatabase()
             databaseName = name
             try config.write("database.conf", server.databaseConf(name))
         }
@@ -63,16 +63,16 @@ struct Harness: Sendable {
     }
 
     /// Runs SQL on the real database behind the store, bypassing it.
-    func rawSQL(_ sql: String) throws {
+    func rawSQL(_ sql: String) async throws {
         switch kind {
         case .memory:
             Issue.record("no SQL behind the in-memory store")
         case .sqlite:
             let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"
-            let result = try Executable.run("/usr/bin/env", ["python3", "-c", script, sqlitePath, sql])
+            let result = try await Executable.run("/usr/bin/env", ["python3", "-c", script, sqlitePath, sql])
             guard result.status == 0 else { throw TestFailure(result.stderr) }
         case .postgresql:
-            try PostgresTestServer.required().psql(databaseName!, sql)
+            try await PostgresTestServer.required().psql(databaseName!, sql)
         }
     }
 }

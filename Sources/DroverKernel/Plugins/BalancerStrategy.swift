@@ -1,13 +1,41 @@
 /// A node that may take a new session, with what the balancer knows of it.
 public struct PlacementCandidate: Sendable, Equatable {
     public var node: NodeRecord
-    /// Sessions running or starting there, placements in flight included.
+    /// Sessions starting, running or suspending there.
     public var activeSessions: Int
 
     public init(node: NodeRecord, activeSessions: Int) {
         self.node = node
         self.activeSessions = activeSessions
     }
+
+    /// `host:port`, as peers and custom scripts name nodes.
+    public var endpoint: String { "\(node.host):\(node.port)" }
+
+    /// The candidate with the fewest active sessions; ties go to the lower one-minute load,
+    /// then the lower node id, so the answer is deterministic. The `sessions` strategy, and
+    /// the fallback of any strategy that cannot decide.
+    public static func fewestSessions(_ candidates: [PlacementCandidate]) -> PlacementCandidate? {
+        candidates.min { a, b in
+            (a.activeSessions, a.node.load.one, a.node.id) < (b.activeSessions, b.node.load.one, b.node.id)
+        }
+    }
+}
+
+/// What a strategy worked out before the choice: slow work (a script, a remote call) done
+/// outside the registry's placement lock.
+public struct PlacementPreparation: Sendable, Equatable {
+    /// A node the strategy already settled on, if any.
+    public var preferred: Int64?
+    /// Why, or why the strategy fell back (logged and shown by `drover place`).
+    public var note: String?
+
+    public init(preferred: Int64? = nil, note: String? = nil) {
+        self.preferred = preferred
+        self.note = note
+    }
+
+    public static let none = PlacementPreparation()
 }
 
 /// What a strategy decided and why: the chosen node and a score or remark for each candidate.
@@ -28,20 +56,40 @@ public struct PlacementDecision: Sendable, Equatable {
 
     public var chosen: Int64
     public var scores: [Score]
+    /// A remark on the decision as a whole (e.g. a fallback and its reason).
+    public var note: String?
 
-    public init(chosen: Int64, scores: [Score]) {
+    public init(chosen: Int64, scores: [Score], note: String? = nil) {
         self.chosen = chosen
         self.scores = scores
+        self.note = note
     }
 }
 
 /// Picks the node for a new or resumed session (`balancer=` in `load-balancer`).
+///
+/// A placement runs in two steps. ``prepare(username:among:)`` may be slow (it runs before any
+/// lock is taken). ``choose(username:among:prepared:)`` must be fast and synchronous: it runs
+/// while the registry serialises placements, with session counts that include every
+/// placement before it, so concurrent placements on several nodes cannot herd onto one node.
 public protocol BalancerStrategy: Sendable {
     /// The name that selected this strategy.
     var name: String { get }
-    /// Chooses among `candidates`, which the caller has already filtered (online, reachable,
-    /// not in offline mode) and which is never empty.
-    func place(username: String, among candidates: [PlacementCandidate]) async throws -> PlacementDecision
+    /// Slow work ahead of the choice. The default does nothing.
+    func prepare(username: String, among candidates: [PlacementCandidate]) async -> PlacementPreparation
+    /// Chooses among `candidates` (already filtered: online, reachable, not in offline mode;
+    /// never empty), whose session counts are current.
+    func choose(username: String, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision
+}
+
+extension BalancerStrategy {
+    public func prepare(username: String, among candidates: [PlacementCandidate]) async -> PlacementPreparation { .none }
+
+    /// Both steps at once, for dry runs and tests.
+    public func place(username: String, among candidates: [PlacementCandidate]) async throws -> PlacementDecision {
+        let prepared = await prepare(username: username, among: candidates)
+        return try choose(username: username, among: candidates, prepared: prepared)
+    }
 }
 
 /// Builds a ``BalancerStrategy`` from `load-balancer`.
@@ -60,12 +108,20 @@ extension BalancerStrategyFactory {
 
 /// Why no node could be chosen.
 public enum PlacementError: Error, Equatable, CustomStringConvertible {
-    /// The strategy was given no candidate.
+    /// A strategy was given no candidate.
     case noCandidates
+    /// No node may take a session; one reason per node.
+    case noEligibleNode([String])
+    /// The strategy chose a node that is not a candidate.
+    case invalidChoice(Int64)
 
     public var description: String {
         switch self {
         case .noCandidates: "no node can take a new session"
+        case .noEligibleNode(let reasons):
+            reasons.isEmpty ? "no node can take a new session: the cluster has no nodes"
+                : "no node can take a new session: " + reasons.joined(separator: "; ")
+        case .invalidChoice(let node): "the balancer chose node \(node), which cannot take sessions"
         }
     }
 }

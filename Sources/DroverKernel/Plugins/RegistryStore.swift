@@ -36,6 +36,18 @@ public protocol RegistryStore: Sendable {
     /// Moves a session from `expected` owner and state to `new` in one atomic step.
     /// - Returns: true for exactly one of many callers racing with the same `expected`.
     func transitionSession(_ id: String, from expected: SessionOwnership, to new: SessionOwnership) async throws -> Bool
+    /// Starting, running and suspending sessions, per owning node.
+    func activeSessionCounts() async throws -> [Int64: Int]
+    /// Places a new session: while holding the registry's placement lock (one placement at a
+    /// time across the cluster), reads every node's active session count, asks `choose` for a
+    /// node and inserts `session` there in state `starting`.
+    /// - Returns: the stored row.
+    func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord
+    /// Places an existing session (suspended, or owned by a dead node) the same way, by
+    /// compare-and-set from `expected` to the chosen node in state `starting`.
+    /// - Returns: the stored row, or nil when the session no longer had `expected` ownership.
+    func placeExistingSession(_ id: String, from expected: SessionOwnership,
+                              choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord?
     /// Records activity on a session.
     func touchSession(_ id: String, at time: Date) async throws
     /// The session with this id, if any.

@@ -1,0 +1,92 @@
+public import DroverKernel
+import Foundation
+import Synchronization
+
+/// Places sessions on nodes: finds the candidates, lets the balancer prepare, then makes the
+/// choice inside the registry's placement lock with current counts, and records why.
+public struct PlacementEngine: Sendable {
+    public let store: any RegistryStore
+    public let strategy: any BalancerStrategy
+    public let heartbeatInterval: Int
+    public let diagnostics: Diagnostics
+
+    public init(store: any RegistryStore, strategy: any BalancerStrategy, heartbeatInterval: Int, diagnostics: Diagnostics) {
+        self.store = store
+        self.strategy = strategy
+        self.heartbeatInterval = heartbeatInterval
+        self.diagnostics = diagnostics
+    }
+
+    /// Every node, as a candidate or with the reason it is excluded.
+    public func survey() async throws -> PlacementCandidates {
+        let nodes = try await store.nodes()
+        let counts = try await store.activeSessionCounts()
+        let now = try await store.now()
+        return PlacementCandidates(nodes: nodes, activeSessions: counts, now: now, heartbeatInterval: heartbeatInterval)
+    }
+
+    /// What a placement for `username` would do now, without placing anything.
+    public func dryRun(username: String) async throws -> (PlacementCandidates, PlacementDecision) {
+        let survey = try await survey()
+        guard !survey.candidates.isEmpty else { throw survey.noCandidateError }
+        let decision = try await strategy.place(username: username, among: survey.candidates)
+        guard survey.candidates.contains(where: { $0.node.id == decision.chosen }) else { throw PlacementError.invalidChoice(decision.chosen) }
+        return (survey, decision)
+    }
+
+    /// Places a new session and stores it in state `starting` on the chosen node.
+    public func placeNew(_ session: SessionRecord) async throws -> (SessionRecord, PlacementDecision) {
+        let (survey, prepared) = try await prepare(username: session.username)
+        let decision = DecisionBox()
+        let stored = try await store.placeNewSession(session) { counts in
+            try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
+        }
+        let made = decision.value!
+        record(session: stored, survey: survey, decision: made)
+        return (stored, made)
+    }
+
+    /// Places an existing session (suspended, or left by a dead node) by compare-and-set from
+    /// `expected`; nil when someone else moved it first.
+    public func placeExisting(_ session: SessionRecord, from expected: SessionOwnership) async throws -> (SessionRecord, PlacementDecision)? {
+        let (survey, prepared) = try await prepare(username: session.username)
+        let decision = DecisionBox()
+        guard let stored = try await store.placeExistingSession(session.id, from: expected, choose: { counts in
+            try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
+        }) else { return nil }
+        let made = decision.value!
+        record(session: stored, survey: survey, decision: made)
+        return (stored, made)
+    }
+
+    private func prepare(username: String) async throws -> (PlacementCandidates, PlacementPreparation) {
+        let survey = try await survey()
+        guard !survey.candidates.isEmpty else { throw survey.noCandidateError }
+        return (survey, await strategy.prepare(username: username, among: survey.candidates))
+    }
+
+    /// Writes the explanation of a real placement to the diagnostics sink.
+    private func record(session: SessionRecord, survey: PlacementCandidates, decision: PlacementDecision) {
+        let scores = decision.scores.map { "\($0.node): \($0.detail)" }.joined(separator: "; ")
+        let excluded = survey.excluded.map { "\($0.node.id): \($0.reason)" }.joined(separator: "; ")
+        var fields: [(String, String)] = [("session", session.id), ("user", session.username), ("balancer", strategy.name),
+                                          ("chosen", String(decision.chosen)), ("scores", scores)]
+        if !excluded.isEmpty { fields.append(("excluded", excluded)) }
+        if let note = decision.note { fields.append(("note", note)) }
+        diagnostics.sink?.record(DiagnosticsEvent("placement", fields: fields.map { DiagnosticsEvent.Field($0.0, $0.1) }))
+    }
+}
+
+/// Carries the strategy's decision out of the registry's choose callback.
+private final class DecisionBox: Sendable {
+    private let stored = Mutex<PlacementDecision?>(nil)
+    var value: PlacementDecision? { stored.withLock { $0 } }
+
+    func decide(_ strategy: any BalancerStrategy, username: String, survey: PlacementCandidates, counts: [Int64: Int],
+                prepared: PlacementPreparation) throws -> Int64 {
+        let decision = try strategy.choose(username: username, among: survey.refreshed(with: counts), prepared: prepared)
+        guard survey.candidates.contains(where: { $0.node.id == decision.chosen }) else { throw PlacementError.invalidChoice(decision.chosen) }
+        stored.withLock { $0 = decision }
+        return decision.chosen
+    }
+}

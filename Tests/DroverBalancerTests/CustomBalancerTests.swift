@@ -1,0 +1,64 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+@Suite struct CustomBalancerTests {
+    let candidates = [
+        PlacementCandidate(node: candidateNode(1), activeSessions: 5),
+        PlacementCandidate(node: candidateNode(2), activeSessions: 1),
+        PlacementCandidate(node: candidateNode(3), activeSessions: 3),
+    ]
+
+    func place(script: String, timeout: Int = 10, file: String = "balancer-script") async throws -> (PlacementDecision, TimeInterval) {
+        let dir = TemporaryDirectory()
+        if !script.isEmpty { try dir.write(file, script, mode: 0o755) }
+        let strategy = try makeStrategy("balancer=custom\ntimeout=\(timeout)\n", configDirectory: dir.path)
+        let started = Date()
+        let decision = try await strategy.place(username: "alice", among: candidates)
+        return (decision, Date().timeIntervalSince(started))
+    }
+
+    @Test func aGoodScriptChoosesFromTheEnvironmentItIsGiven() async throws {
+        let (decision, _) = try await place(script: """
+            #!/bin/sh
+            [ "$DROVER_USERNAME" = alice ] || exit 9
+            [ "$DROVER_NODES" = "node1:8787,node2:8787,node3:8787" ] || exit 8
+            echo node3:8787
+            """)
+        #expect(decision.chosen == 3)
+        #expect(decision.note?.contains("chose node3:8787") == true)
+    }
+
+    @Test(arguments: [
+        ("#!/bin/sh\necho somewhere-else:1\n", "it printed 'somewhere-else:1', which is not one of node1:8787,node2:8787,node3:8787"),
+        ("#!/bin/sh\necho node1:8787\necho node2:8787\n", "which is not one of"),
+        ("#!/bin/sh\nexit 3\n", "it exited with status 3"),
+    ])
+    func aBadScriptFallsBackToSessions(script: String, reason: String) async throws {
+        let (decision, _) = try await place(script: script)
+        #expect(decision.chosen == 2, "the node with the fewest sessions")
+        #expect(decision.note?.contains(reason) == true, "\(decision.note ?? "")")
+        #expect(decision.note?.hasSuffix("placed by sessions instead") == true)
+    }
+
+    @Test func aHungScriptIsKilledAtTheTimeout() async throws {
+        let (decision, elapsed) = try await place(script: "#!/bin/sh\nexec sleep 30\n", timeout: 1)
+        #expect(decision.chosen == 2)
+        #expect(decision.note?.contains("it ran past the 1 s timeout and was killed") == true, "\(decision.note ?? "")")
+        // The script would sleep 30 s; finishing far sooner proves it was killed at the timeout
+        // (the margin absorbs scheduling delay on a loaded 2-core machine).
+        #expect(elapsed < 10)
+    }
+
+    @Test func aMissingOrNonExecutableScriptFallsBack() async throws {
+        let (missing, _) = try await place(script: "")
+        #expect(missing.chosen == 2)
+        #expect(missing.note?.contains("it does not exist") == true)
+        let dir = TemporaryDirectory()
+        try dir.write("balancer-script", "#!/bin/sh\necho node1:8787\n", mode: 0o644)
+        let strategy = try makeStrategy("balancer=custom\n", configDirectory: dir.path)
+        let plain = try await strategy.place(username: "u", among: candidates)
+        #expect(plain.note?.contains("it is not executable") == true)
+    }
+}
