@@ -32,6 +32,7 @@ let package = Package(
     products: [
         .executable(name: "droverd", targets: ["droverd"]),
         .executable(name: "drover", targets: ["drover"]),
+        .executable(name: "drover-demo-session", targets: ["drover-demo-session"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -113,6 +114,15 @@ let package = Package(
             ],
             swiftSettings: sharedSettings),
 
+        .executableTarget(
+            name: "drover-demo-session",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSettings),
         .executableTarget(
             name: "drover-probe",
             dependencies: [

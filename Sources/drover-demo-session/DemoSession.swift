@@ -1,0 +1,173 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import Synchronization
+
+/// The reference session program: a counter that survives suspend and resume, and a WebSocket
+/// echo. Drover starts it with `DROVER_SESSION_ID`, `DROVER_SESSION_PORT` (loopback),
+/// `DROVER_SESSION_STATE_DIR` and `DROVER_SESSION_BASE_PATH` (e.g. `/s/<id>/`).
+///
+/// `GET <base>count` → `{"count": N}`; `POST <base>count` increments it; `<base>echo` is a
+/// WebSocket echo; `GET <base>` is a small HTML page. On SIGUSR1 or SIGTERM it saves the count
+/// to `<state dir>/count` and exits; it restores it when it starts.
+@main
+struct DemoSession {
+    static func main() async throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let port = env["DROVER_SESSION_PORT"].flatMap(Int.init) else {
+            FileHandle.standardError.write(Data("drover-demo-session: DROVER_SESSION_PORT is not set; it is started by droverd\n".utf8))
+            exit(2)
+        }
+        let given = env["DROVER_SESSION_BASE_PATH"] ?? "/"
+        let base = given.hasSuffix("/") ? given : given + "/"
+        let stateDir = env["DROVER_SESSION_STATE_DIR"] ?? FileManager.default.currentDirectoryPath
+        let state = CounterState(file: stateDir + "/count")
+
+        for signalNumber in [SIGUSR1, SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
+        let sources = [SIGUSR1, SIGTERM, SIGINT].map { signalNumber in
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
+            source.setEventHandler {
+                state.save()
+                exit(0)
+            }
+            source.resume()
+            return source
+        }
+
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                let upgrader = NIOWebSocketServerUpgrader(
+                    shouldUpgrade: { channel, head in
+                        channel.eventLoop.makeSucceededFuture(head.uri.hasPrefix(base + "echo") ? HTTPHeaders() : nil)
+                    },
+                    upgradePipelineHandler: { channel, _ in
+                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+                    })
+                return channel.eventLoop.makeCompletedFuture {
+                    let handler = DemoHTTPHandler(base: base, state: state, session: env["DROVER_SESSION_ID"] ?? "?")
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }), withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+            .bind(host: "127.0.0.1", port: port).get()
+        FileHandle.standardError.write(Data("drover-demo-session: serving \(base) on 127.0.0.1:\(port), count \(state.value)\n".utf8))
+        try await channel.closeFuture.get()
+        _ = sources
+    }
+}
+
+/// The counter, restored from and saved to the state directory.
+final class CounterState: Sendable {
+    let file: String
+    private let count: Mutex<Int>
+
+    init(file: String) {
+        self.file = file
+        let saved = (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        count = Mutex(saved ?? 0)
+    }
+
+    var value: Int { count.withLock { $0 } }
+    func increment() -> Int { count.withLock { $0 += 1; return $0 } }
+
+    /// Writes the count atomically (temporary file, then rename).
+    func save() {
+        let directory = (file as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try? Data("\(value)\n".utf8).write(to: URL(fileURLWithPath: file), options: .atomic)
+    }
+}
+
+final class DemoHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let base: String
+    let state: CounterState
+    let session: String
+    private var head: HTTPRequestHead?
+
+    init(base: String, state: CounterState, session: String) {
+        self.base = base
+        self.state = state
+        self.session = session
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body: break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+            let (status, type, body): (HTTPResponseStatus, String, String)
+            switch (head.method, path) {
+            case (.GET, base + "count"):
+                (status, type, body) = (.ok, "application/json", "{\"count\": \(state.value)}")
+            case (.POST, base + "count"):
+                (status, type, body) = (.ok, "application/json", "{\"count\": \(state.increment())}")
+            case (.GET, base), (.GET, String(base.dropLast())):
+                (status, type, body) = (.ok, "text/html; charset=utf-8", page())
+            default:
+                (status, type, body) = (.notFound, "text/plain", "not found\n")
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: type)
+            headers.add(name: "Content-Length", value: String(body.utf8.count))
+            if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            let keepAlive = head.isKeepAlive
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [channel = context.channel] _ in
+                if !keepAlive { channel.close(promise: nil) }
+            }
+        }
+    }
+
+    func page() -> String {
+        """
+        <!doctype html><html><head><meta charset="utf-8"><title>Drover demo session</title></head>
+        <body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+        <h1>Drover demo session</h1>
+        <p>Session <code>\(session)</code>, served by process \(getpid()).</p>
+        <p>Count: <strong id="count">\(state.value)</strong> <button onclick="bump()">+1</button></p>
+        <p>Suspend the session (or stop its node): the count is saved and comes back when it resumes, on whichever node.</p>
+        <script>
+        function bump() { fetch("count", {method: "POST"}).then(r => r.json()).then(j => document.getElementById("count").textContent = j.count) }
+        </script>
+        </body></html>
+        """
+    }
+}
+
+/// Echoes every text and binary frame; answers pings; closes when asked.
+final class EchoHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        var payload = frame.unmaskedData
+        switch frame.opcode {
+        case .text, .binary, .continuation:
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: frame.fin, opcode: frame.opcode, data: payload)), promise: nil)
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
+        case .connectionClose:
+            let code = payload.readSlice(length: min(2, payload.readableBytes)) ?? ByteBuffer()
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
+        default:
+            break
+        }
+    }
+}
