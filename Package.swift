@@ -49,6 +49,9 @@ let package = Package(
             name: "CSQLite3", path: "Sources/CSQLite3", pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(
+            name: "CPAM", path: "Sources/CPAM",
+            providers: [.apt(["libpam0g-dev"])]),
+        .systemLibrary(
             name: "CLibpq", path: "Sources/CLibpq", pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]),
 
@@ -83,7 +86,7 @@ let package = Package(
         .target(
             name: "DroverServer",
             dependencies: [
-                "DroverKernel", "DroverCluster",
+                "DroverKernel", "DroverCluster", "CPAM",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -38,3 +38,25 @@ public struct ReloadService: Service {
         }
     }
 }
+
+/// Watches this node's session processes; on graceful shutdown (SIGTERM), suspends every
+/// session before the node leaves the cluster, so they resume elsewhere with their state.
+public struct SessionService: Service {
+    let sessions: SessionManager
+
+    public init(sessions: SessionManager) {
+        self.sessions = sessions
+    }
+
+    public func run() async throws {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown {
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            await sessions.reapExited()
+        }
+        let count = await sessions.suspendAll()
+        if count > 0 { sessions.runtime.logger.notice("suspended \(count) session(s) before leaving") }
+        await sessions.shutdown()
+    }
+}

@@ -3,7 +3,7 @@ import Foundation
 import NIOCore
 public import NIOHTTP1
 import NIOPosix
-import NIOSSL
+public import NIOSSL
 
 /// Makes signed node-to-node calls over http or https, each bounded by the `timeout` setting.
 public struct NodeClient: Sendable {
@@ -41,13 +41,19 @@ public struct NodeClient: Sendable {
         self.key = key
         self.clusterProtocol = clusterProtocol
         self.timeoutSeconds = timeoutSeconds
+        tls = try Self.tlsContext(for: clusterProtocol)
+    }
+
+    /// The client TLS context for talking to peers: none for http, verified for https, and
+    /// unverified for https-no-verify.
+    public static func tlsContext(for clusterProtocol: ClusterProtocol) throws -> NIOSSLContext? {
         switch clusterProtocol {
         case .http:
-            tls = nil
+            return nil
         case .https, .httpsNoVerify:
             var configuration = TLSConfiguration.makeClientConfiguration()
             if clusterProtocol == .httpsNoVerify { configuration.certificateVerification = .none }
-            tls = try NIOSSLContext(configuration: configuration)
+            return try NIOSSLContext(configuration: configuration)
         }
     }
 

@@ -11,6 +11,7 @@ public struct HTTPServer: Service {
     public let host: String
     public let port: Int
     let responder: any HTTPResponder
+    let proxy: (any ProxyResolver)?
     let logger: Logger
     let tls: NIOSSLContext?
     private let channel: any Channel
@@ -21,13 +22,16 @@ public struct HTTPServer: Service {
     ///   - host: `www-address`.
     ///   - port: `www-port`.
     ///   - tls: serve https with this context (`ssl-enabled=1`).
-    public init(host: String, port: Int, responder: any HTTPResponder, tls: NIOSSLContext? = nil, logger: Logger) async throws {
+    ///   - proxy: where `/s/<id>/…` requests go; nil serves none.
+    public init(host: String, port: Int, responder: any HTTPResponder, proxy: (any ProxyResolver)? = nil, tls: NIOSSLContext? = nil,
+                logger: Logger) async throws {
         self.host = host
         self.port = port
         self.responder = responder
+        self.proxy = proxy
         self.logger = logger
         self.tls = tls
-        channel = try await Self.bind(host: host, port: port, responder: responder, tls: tls, logger: logger)
+        channel = try await Self.bind(host: host, port: port, responder: responder, proxy: proxy, tls: tls, logger: logger)
     }
 
     /// The address the server listens on.
@@ -45,7 +49,8 @@ public struct HTTPServer: Service {
         }
     }
 
-    static func bind(host: String, port: Int, responder: any HTTPResponder, tls: NIOSSLContext?, logger: Logger) async throws -> any Channel {
+    static func bind(host: String, port: Int, responder: any HTTPResponder, proxy: (any ProxyResolver)?, tls: NIOSSLContext?,
+                     logger: Logger) async throws -> any Channel {
         do {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.backlog, value: 512)
@@ -53,9 +58,12 @@ public struct HTTPServer: Service {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(HTTPServerHandler(responder: responder, logger: logger))
+                        let pipeline = channel.pipeline.syncOperations
+                        if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
+                        try pipeline.addHandler(HTTPResponseEncoder(), name: "http-encoder")
+                        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: "http-decoder")
+                        try pipeline.addHandler(HTTPServerProtocolErrorHandler(), name: "http-errors")
+                        try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil, logger: logger), name: "router")
                     }
                 }
                 .bind(host: host, port: port).get()

@@ -9,11 +9,16 @@ import NIOHTTP1
 /// signed internal API under `/load-balancer/`.
 public struct NodeResponder: HTTPResponder {
     let membership: ClusterMembership?
+    let sessions: SessionManager?
+    let userAPI: UserAPI?
 
     /// - Parameters:
-    ///   - membership: the cluster this node belongs to; nil for a single node.
-    public init(membership: ClusterMembership?) {
+    ///   - membership: the cluster this node belongs to.
+    ///   - sessions: the node's sessions, with how users authenticate.
+    public init(membership: ClusterMembership?, sessions: SessionManager? = nil, authentication: Authentication? = nil) {
         self.membership = membership
+        self.sessions = sessions
+        userAPI = sessions.flatMap { manager in authentication.map { UserAPI(sessions: manager, auth: $0) } }
     }
 
     static let peerEvents: Set<String> = ["node-joined", "node-left", "node-deleted", "node-status"]
@@ -31,7 +36,38 @@ public struct NodeResponder: HTTPResponder {
         if path.hasPrefix("/load-balancer/"), let membership {
             return await internalCall(request, membership: membership)
         }
+        if let userAPI, let response = await userAPI.respond(to: request) {
+            return response
+        }
         return .text(.notFound, "not found\n")
+    }
+
+    /// The signed session calls one node makes on another (or `drover suspend-all` on its own).
+    func sessionCall(_ name: String, body: [UInt8]) async -> HTTPResponse {
+        guard let sessions else { return .text(.notFound, "this node runs no sessions\n") }
+        if name == "suspend-all" {
+            let count = await sessions.suspendAll()
+            return UserAPI.json(.ok, ["suspended": count])
+        }
+        guard let fields = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any], let id = fields["id"] as? String else {
+            return .text(.badRequest, "expected {\"id\": \"...\"}\n")
+        }
+        do {
+            switch name {
+            case "launch":
+                let session = try await sessions.launch(id)
+                return UserAPI.json(.ok, UserAPI.describe(session))
+            case "suspend":
+                try await sessions.suspendLocal(id)
+            case "quit":
+                try await sessions.quitLocal(id)
+            default:
+                sessions.invalidateRoute(id)
+            }
+            return HTTPResponse(status: .noContent)
+        } catch {
+            return .text(.internalServerError, "\(error)\n")
+        }
     }
 
     /// The remote's address as text, without the port.
@@ -42,7 +78,7 @@ public struct NodeResponder: HTTPResponder {
     /// Served only to this machine's loopback (127.0.0.1, ::1) and to the cluster's nodes.
     func status(_ request: HTTPRequest) async -> HTTPResponse {
         guard let membership else {
-            return .text(.notFound, "this node is not in a cluster (no load-balancer file)\n")
+            return .text(.notFound, "this node keeps no registry\n")
         }
         let runtime = membership.runtime
         let remote = Self.remoteIP(request) ?? ""
@@ -93,6 +129,8 @@ public struct NodeResponder: HTTPResponder {
         case (.POST, let event) where Self.peerEvents.contains(event):
             await membership.received(event, body: body, from: remote)
             return HTTPResponse(status: .noContent)
+        case (.POST, "launch"), (.POST, "suspend"), (.POST, "quit"), (.POST, "suspend-all"), (.POST, "session-moved"):
+            return await sessionCall(name, body: body)
         default:
             return .text(.notFound, "no internal endpoint \(path)\n")
         }

@@ -50,9 +50,12 @@ struct DemoSession {
                     })
                 return channel.eventLoop.makeCompletedFuture {
                     let handler = DemoHTTPHandler(base: base, state: state, session: env["DROVER_SESSION_ID"] ?? "?")
+                    // After an upgrade the HTTP handler must go: WebSocket frames are not for it.
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }), withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(handler)
+                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                            context.pipeline.syncOperations.removeHandler(name: "demo", promise: nil)
+                        }), withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(handler, name: "demo")
                 }
             }
             .bind(host: "127.0.0.1", port: port).get()

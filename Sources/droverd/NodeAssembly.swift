@@ -18,50 +18,60 @@ struct NodeAssembly {
 
     static func make(setup: NodeSetup, logger: Logger) async throws -> NodeAssembly {
         let config = setup.configuration
-        var membership: ClusterMembership?
-        var store: (any RegistryStore)?
-        if config.isClustered {
-            let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
-                                        secureCookieKey: setup.key, logger: logger)
-            do {
-                store = try setup.catalog.registryStore(for: config.database).make(config: config.database, context: context)
-            } catch {
-                throw Failure(message: "\(error)", status: 2)
-            }
-            let lb = config.effectiveLoadBalancer
-            guard let address = NodeAddressResolver.resolve(wwwHostName: lb.wwwHostName, wwwAddress: config.server.wwwAddress,
-                                                            wwwPort: config.server.wwwPort) else {
-                throw Failure(message: "cannot determine this node's address by any strategy; set www-host-name in load-balancer", status: 1)
-            }
-            do {
-                try await store!.migrate()
-                membership = ClusterMembership(runtime: try NodeRuntime(setup: setup, store: store!, address: address, logger: logger))
-            } catch {
-                throw Failure(message: "\(error)", status: 1)
-            }
+        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
+                                    secureCookieKey: setup.key, logger: logger)
+        let store: any RegistryStore
+        let locks: any LockProvider
+        do {
+            store = try setup.catalog.registryStore(for: config.database).make(config: config.database, context: context)
+            locks = try setup.catalog.lockProvider(for: config.fileLocks).make(config: config.fileLocks, context: context)
+        } catch {
+            throw Failure(message: "\(error)", status: 2)
         }
+        let lb = config.effectiveLoadBalancer
+        guard let address = NodeAddressResolver.resolve(wwwHostName: lb.wwwHostName, wwwAddress: config.server.wwwAddress,
+                                                        wwwPort: config.server.wwwPort) else {
+            throw Failure(message: "cannot determine this node's address by any strategy; set www-host-name in load-balancer", status: 1)
+        }
+        let membership: ClusterMembership
+        do {
+            try await store.migrate()
+            membership = ClusterMembership(runtime: try NodeRuntime(setup: setup, store: store, address: address, logger: logger))
+        } catch {
+            throw Failure(message: "\(error)", status: 1)
+        }
+        let sessions = SessionManager(runtime: membership.runtime, locks: locks)
+        if config.server.authNone {
+            logger.warning("auth-none=1: every visitor is this daemon's own user; use it only on a single-user machine")
+        }
+        let authentication = Authentication(key: setup.key, authNone: config.server.authNone,
+                                            pamService: config.server.authPAMService, secure: config.server.sslEnabled)
 
         let server: HTTPServer
         do {
             let tls = try config.server.sslEnabled
                 ? HTTPServer.tlsContext(certificate: config.server.sslCertificate!, key: config.server.sslCertificateKey!) : nil
+            let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication,
+                                             peerTLS: try NodeClient.tlsContext(for: membership.runtime.clusterProtocol))
             server = try await HTTPServer(host: config.server.wwwAddress, port: config.server.wwwPort,
-                                          responder: NodeResponder(membership: membership), tls: tls, logger: logger)
+                                          responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
+                                          proxy: proxy, tls: tls, logger: logger)
         } catch {
             throw Failure(message: "\(error)", status: 1)
         }
-
-        guard let membership else {
-            return NodeAssembly(services: [server], pidFile: writePidFile(config))
-        }
+        let node: NodeRecord
         do {
-            _ = try await membership.join()
+            node = try await membership.join()
         } catch let error as MembershipError {
             throw Failure(message: error.description, status: error.exitStatus)
         } catch {
             throw Failure(message: "cannot join the cluster: \(error)", status: 1)
         }
-        return NodeAssembly(services: [HeartbeatService(membership: membership), ReloadService(membership: membership), server],
+        try? Data("\(node.id)\n".utf8).write(to: URL(fileURLWithPath: config.nodeIDFile), options: .atomic)
+        // Shut down in reverse: the HTTP server first (no new sessions), then the sessions are
+        // suspended, then the node leaves the cluster.
+        return NodeAssembly(services: [HeartbeatService(membership: membership), ReloadService(membership: membership),
+                                       SessionService(sessions: sessions), server],
                             pidFile: writePidFile(config))
     }
 

@@ -102,6 +102,8 @@ public struct DroverConfiguration: Sendable, Equatable {
 
     /// Where a running node keeps its pid (`droverd.pid` in `server-data-dir`).
     public var pidFile: String { server.dataDirectory + "/droverd.pid" }
+    /// Where a running node records its row id (`node-id` in `server-data-dir`).
+    public var nodeIDFile: String { server.dataDirectory + "/node-id" }
     /// The flag file whose presence puts the node in offline mode (`drover offline`).
     public var offlineFlagFile: String { server.dataDirectory + "/offline" }
 

@@ -1,0 +1,424 @@
+public import DroverKernel
+import Foundation
+import Logging
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Where a session can be reached: on this node at a loopback port, or through another node.
+public enum SessionRoute: Sendable, Equatable {
+    case local(port: Int)
+    case remote(host: String, port: Int)
+}
+
+/// Starts, suspends, resumes, moves and quits sessions; the node's side of DESIGN.md section 7.
+///
+/// A session runs on at most one node: the owner takes the session's cross-node lock on shared
+/// storage and claims the row by compare-and-set before it starts the process, and releases the
+/// lock only once the process is gone.
+public final class SessionManager: Sendable {
+    public let runtime: NodeRuntime
+    let locks: any LockProvider
+    let sessionCommand: String?
+    let lockDirectory: String
+    /// Sessions whose process this node runs.
+    private let local = Mutex<[String: LocalSession]>([:])
+    /// Owners looked up recently, so the proxy does not read the registry for every request.
+    private let routes = Mutex<[String: (route: SessionRoute, username: String, at: Date)]>([:])
+    /// The one thread session processes are spawned from: their parent-death signal is tied to
+    /// the spawning thread, which must live as long as the node.
+    private let spawner: NIOThreadPool
+    /// Seconds a suspending session gets to save its state before it is killed.
+    let suspendGrace: Double = 10
+    /// Seconds a starting session gets to answer on its port.
+    let startTimeout: Double = 30
+
+    struct LocalSession: Sendable {
+        var pid: pid_t
+        var port: Int
+        var username: String
+        var lock: any HeldLock
+        var stateDirectory: String
+        /// Set while this node suspends or quits it, so its exit is not taken for a crash.
+        var stopping = false
+    }
+
+    public init(runtime: NodeRuntime, locks: any LockProvider) {
+        self.runtime = runtime
+        self.locks = locks
+        let config = runtime.configuration
+        sessionCommand = config.server.sessionCommand.map { Self.resolveCommand($0, against: config.directory) }
+        lockDirectory = (config.server.sharedStoragePath ?? config.server.dataDirectory + "/shared") + "/sessions"
+        spawner = NIOThreadPool(numberOfThreads: 1)
+        spawner.start()
+    }
+
+    /// A command whose program is a relative path runs from the configuration directory.
+    static func resolveCommand(_ command: String, against directory: String) -> String {
+        let trimmed = command.trimmingCharacters(in: .whitespaces)
+        guard let first = trimmed.split(separator: " ").first, first.contains("/"), !first.hasPrefix("/") else { return trimmed }
+        return directory + "/" + trimmed
+    }
+
+    var store: any RegistryStore { runtime.store }
+    var logger: Logger { runtime.logger }
+    var membership: ClusterMembership { ClusterMembership(runtime: runtime) }
+
+    func engine() -> PlacementEngine {
+        PlacementEngine(store: store, strategy: runtime.balancer, heartbeatInterval: runtime.loadBalancer.heartbeatInterval,
+                        diagnostics: runtime.diagnostics)
+    }
+
+    /// This node's sessions, as the registry records them.
+    public func localSessionIDs() -> [String] { local.withLock { Array($0.keys) } }
+
+    // MARK: creating and launching
+
+    /// Places a new session for `username` and starts it, here or on the chosen node.
+    public func create(username: String, label: String?) async throws -> SessionRecord {
+        let now = try await store.now()
+        let record = SessionRecord(id: Crypto.randomBytes(16).hexString, username: username,
+                                   ownership: SessionOwnership(node: nil, state: .starting), createdAt: now, lastActive: now, label: label)
+        let (placed, _) = try await engine().placeNew(record)
+        do {
+            return try await launchOnOwner(placed)
+        } catch {
+            // No half-made session: a row whose process never ran goes.
+            if let row = try? await store.session(placed.id), row.ownership.state == .starting {
+                _ = try? await store.deleteSession(placed.id)
+            }
+            throw error
+        }
+    }
+
+    /// Starts a placed session on its owner: here, or by a signed call to the owning node.
+    func launchOnOwner(_ session: SessionRecord) async throws -> SessionRecord {
+        guard let owner = session.ownership.node else { throw SessionError.launchFailed("the session has no node") }
+        if owner == runtime.nodeID { return try await launch(session.id) }
+        var known = runtime.view.first { $0.id == owner }
+        if known == nil { known = try await store.nodes().first { $0.id == owner } }
+        guard let node = known else { throw SessionError.launchFailed("node \(owner) is gone") }
+        let body = Array(#"{"id":"\#(session.id)"}"#.utf8)
+        let response = try await runtime.client.send(.POST, "/load-balancer/launch", body: body, to: node.ipv4 ?? node.host, port: node.port)
+        guard response.status == 200 else {
+            throw SessionError.launchFailed("node \(owner) (\(node.host):\(node.port)): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        guard let stored = try await store.session(session.id) else { throw SessionError.notFound }
+        return stored
+    }
+
+    /// Starts the process of a session placed on this node (state `starting`).
+    public func launch(_ id: String) async throws -> SessionRecord {
+        guard let self_ = runtime.nodeID, let session = try await store.session(id),
+              session.ownership.node == self_, session.ownership.state == .starting else {
+            throw SessionError.launchFailed("session \(id) is not waiting to start on this node")
+        }
+        guard let command = sessionCommand else {
+            throw SessionError.launchFailed("no session-command is configured in rserver.conf")
+        }
+        guard let account = SessionProcess.account(session.username) else {
+            throw SessionError.launchFailed("there is no system account '\(session.username)' on this node")
+        }
+        if geteuid() != 0, account.uid != geteuid() {
+            throw SessionError.launchFailed("droverd runs as \(SessionProcess.currentAccount?.name ?? "uid \(geteuid())") and can only start its own user's sessions; run it as root")
+        }
+        let lock = try await acquireLock(id)
+        do {
+            let stateDirectory = account.home + "/.local/share/drover/sessions/" + id
+            try prepareStateDirectory(stateDirectory, account: account)
+            let port = try SessionProcess.freeLoopbackPort()
+            let environment = [
+                "HOME": account.home, "USER": account.name, "LOGNAME": account.name,
+                "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": ProcessInfo.processInfo.environment["LANG"] ?? "C.UTF-8",
+                "DROVER_SESSION_ID": id, "DROVER_SESSION_PORT": String(port),
+                "DROVER_SESSION_STATE_DIR": stateDirectory, "DROVER_SESSION_BASE_PATH": "/s/\(id)/",
+            ]
+            let pid = try await spawner.runIfActive {
+                try SessionProcess.spawn(command: command, account: account, environment: environment, logFile: stateDirectory + "/session.log")
+            }
+            local.withLock { $0[id] = LocalSession(pid: pid, port: port, username: account.name, lock: lock, stateDirectory: stateDirectory) }
+            try await waitUntilAnswering(id: id, pid: pid, port: port, log: stateDirectory + "/session.log")
+            let running = SessionOwnership(node: self_, state: .running, pid: pid, port: port)
+            guard try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting), to: running) else {
+                throw SessionError.launchFailed("the session was moved while it started")
+            }
+            routes.withLock { $0[id] = (.local(port: port), account.name, Date()) }
+            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "port": "\(port)"])
+            runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)), ("port", String(port)))
+            return try await store.session(id) ?? session
+        } catch {
+            if let started = local.withLock({ $0.removeValue(forKey: id) }) {
+                kill(started.pid, SIGKILL)
+                _ = await waitForExit(started.pid, seconds: 5)
+            }
+            try? lock.release()
+            logger.warning("session failed to start", metadata: ["session": "\(id)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    /// The session's cross-node lock. A node that died holding it lets it go stale after
+    /// `timeout-interval`, so a re-placement waits up to that long.
+    func acquireLock(_ id: String) async throws -> any HeldLock {
+        let path = lockDirectory + "/" + id + ".lock"
+        try? FileManager.default.createDirectory(atPath: lockDirectory, withIntermediateDirectories: true)
+        let deadline = Date().addingTimeInterval(Double(runtime.configuration.fileLocks.timeoutInterval) + 5)
+        while true {
+            if let lock = try locks.tryAcquire(path) { return lock }
+            guard Date() < deadline else {
+                throw SessionError.launchFailed("its lock \(path) is held elsewhere; the session may still run on another node")
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    func prepareStateDirectory(_ path: String, account: SessionProcess.Account) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw SessionError.launchFailed("cannot create the state directory \(path) (\(error.localizedDescription))")
+        }
+        if geteuid() == 0 {
+            // Every level under the home that we created belongs to the user.
+            var directory = path
+            while directory.count > account.home.count {
+                chown(directory, account.uid, account.gid)
+                directory = (directory as NSString).deletingLastPathComponent
+            }
+        }
+    }
+
+    func waitUntilAnswering(id: String, pid: pid_t, port: Int, log: String) async throws {
+        let deadline = Date().addingTimeInterval(startTimeout)
+        while !SessionProcess.answers(port: port) {
+            if let status = SessionProcess.reap(pid) {
+                let tail = (try? String(contentsOfFile: log, encoding: .utf8)).map { String($0.suffix(300)).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+                local.withLock { _ = $0.removeValue(forKey: id) }
+                throw SessionError.launchFailed("the session command exited (status \(status >> 8)) before answering" + (tail.isEmpty ? "" : ": \(tail)"))
+            }
+            guard Date() < deadline else {
+                throw SessionError.launchFailed("the session did not answer on its port within \(Int(startTimeout)) s")
+            }
+            try await Task.sleep(for: .milliseconds(40))
+        }
+    }
+
+    /// Waits for our child `pid` to end; true when it did within `seconds`.
+    func waitForExit(_ pid: pid_t, seconds: Double) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if SessionProcess.reap(pid) != nil { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+
+    // MARK: suspending and quitting
+
+    /// Suspends a session wherever it runs: SIGUSR1, a grace period to save its state, then
+    /// SIGKILL; the row becomes `suspended` with no node.
+    public func suspend(_ id: String) async throws {
+        guard let session = try await store.session(id) else { throw SessionError.notFound }
+        try await onOwner(session, "suspend") { try await self.suspendLocal(id) }
+    }
+
+    /// Ends a session wherever it runs and removes it.
+    public func quit(_ id: String) async throws {
+        guard let session = try await store.session(id) else { throw SessionError.notFound }
+        if session.ownership.state == .suspended || session.ownership.node == nil {
+            _ = try await store.deleteSession(id)
+            routes.withLock { _ = $0.removeValue(forKey: id) }
+            return
+        }
+        try await onOwner(session, "quit") { try await self.quitLocal(id) }
+    }
+
+    /// Runs `body` if this node owns the session, else asks the owner by a signed call.
+    func onOwner(_ session: SessionRecord, _ action: String, _ body: () async throws -> Void) async throws {
+        guard let owner = session.ownership.node else { return }
+        if owner == runtime.nodeID { return try await body() }
+        guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { throw SessionError.unavailable("its node \(owner) is gone") }
+        let response = try await runtime.client.send(.POST, "/load-balancer/\(action)", body: Array(#"{"id":"\#(session.id)"}"#.utf8),
+                                                     to: node.ipv4 ?? node.host, port: node.port)
+        guard response.status == 204 else {
+            throw SessionError.unavailable("node \(owner) could not \(action) the session: \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    public func suspendLocal(_ id: String) async throws {
+        guard let self_ = runtime.nodeID, var entry = local.withLock({ $0[id] }) else {
+            // Not running here: a row left running by this node's previous life is simply freed.
+            if let row = try await store.session(id), row.ownership.node == runtime.nodeID {
+                _ = try await store.transitionSession(id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended))
+            }
+            return
+        }
+        entry.stopping = true
+        local.withLock { $0[id] = entry }
+        let running = SessionOwnership(node: self_, state: .running, pid: entry.pid, port: entry.port)
+        _ = try await store.transitionSession(id, from: running, to: SessionOwnership(node: self_, state: .suspending, pid: entry.pid, port: entry.port))
+        kill(entry.pid, SIGUSR1)
+        if await !waitForExit(entry.pid, seconds: suspendGrace) {
+            logger.warning("session did not save and exit in time; killed", metadata: ["session": "\(id)"])
+            kill(entry.pid, SIGKILL)
+            _ = await waitForExit(entry.pid, seconds: 5)
+        }
+        _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .suspending), to: SessionOwnership(node: nil, state: .suspended))
+        finish(id, entry, event: "session-suspended")
+    }
+
+    public func quitLocal(_ id: String) async throws {
+        guard let self_ = runtime.nodeID, var entry = local.withLock({ $0[id] }) else {
+            if let row = try await store.session(id), row.ownership.node == runtime.nodeID { _ = try await store.deleteSession(id) }
+            return
+        }
+        entry.stopping = true
+        local.withLock { $0[id] = entry }
+        _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
+                                              to: SessionOwnership(node: self_, state: .quitting, pid: entry.pid, port: entry.port))
+        kill(entry.pid, SIGTERM)
+        if await !waitForExit(entry.pid, seconds: suspendGrace) {
+            kill(entry.pid, SIGKILL)
+            _ = await waitForExit(entry.pid, seconds: 5)
+        }
+        _ = try await store.deleteSession(id)
+        try? FileManager.default.removeItem(atPath: entry.stateDirectory)
+        finish(id, entry, event: "session-quit")
+    }
+
+    private func finish(_ id: String, _ entry: LocalSession, event: String) {
+        local.withLock { _ = $0.removeValue(forKey: id) }
+        routes.withLock { _ = $0.removeValue(forKey: id) }
+        try? entry.lock.release()
+        logger.info("\(event)", metadata: ["session": "\(id)"])
+        runtime.diagnostics.record(event, ("session", id), ("user", entry.username))
+    }
+
+    /// Suspends every session of this node (`drover suspend-all`, and SIGTERM before the node
+    /// goes `Offline`).
+    public func suspendAll() async -> Int {
+        let ids = localSessionIDs()
+        await withTaskGroup(of: Void.self) { group in
+            for id in ids {
+                group.addTask {
+                    do {
+                        try await self.suspendLocal(id)
+                    } catch {
+                        self.logger.error("cannot suspend session \(id): \(error)")
+                    }
+                }
+            }
+        }
+        return ids.count
+    }
+
+    /// Notices sessions whose process ended on its own: the row is freed (`suspended`), so the
+    /// next request starts it again from its saved state, and its lock is released.
+    public func reapExited() async {
+        let exited = local.withLock { sessions in sessions.filter { !$0.value.stopping && SessionProcess.reap($0.value.pid) != nil } }
+        guard let self_ = runtime.nodeID else { return }
+        for (id, entry) in exited {
+            logger.warning("session process ended on its own", metadata: ["session": "\(id)", "pid": "\(entry.pid)"])
+            _ = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
+                                                   to: SessionOwnership(node: nil, state: .suspended))
+            finish(id, entry, event: "session-exited")
+        }
+    }
+
+    // MARK: finding sessions for the proxy
+
+    /// Forgets a cached owner (after a failed forward, or a peer saying the session moved).
+    public func invalidateRoute(_ id: String) {
+        routes.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
+    /// A recently confirmed route, without touching the registry: the proxy's fast path.
+    public func cachedRoute(_ id: String, username: String) -> SessionRoute? {
+        guard let cached = routes.withLock({ $0[id] }), cached.username == username, Date().timeIntervalSince(cached.at) < 5 else { return nil }
+        return cached.route
+    }
+
+    /// Where to send a request for session `id` of `username`, starting (or moving) the session
+    /// first if it is suspended or its node is gone. nil when the session does not exist or
+    /// belongs to someone else.
+    public func route(_ id: String, username: String) async throws -> SessionRoute? {
+        if let cached = routes.withLock({ $0[id] }), Date().timeIntervalSince(cached.at) < 5 {
+            return cached.username == username ? cached.route : nil
+        }
+        for _ in 0..<3 {
+            guard let session = try await store.session(id) else { return nil }
+            guard session.username == username else { return nil }
+            if let route = try await routeOrRecover(session) {
+                routes.withLock { $0[id] = (route, username, Date()) }
+                return route
+            }
+        }
+        throw SessionError.unavailable("session \(id) keeps moving; try again")
+    }
+
+    private func routeOrRecover(_ session: SessionRecord) async throws -> SessionRoute? {
+        let ownership = session.ownership
+        let nodes = try await store.nodes()
+        let now = try await store.now()
+        let interval = runtime.loadBalancer.heartbeatInterval
+        if let owner = ownership.node, let node = nodes.first(where: { $0.id == owner }) {
+            let alive = (node.status == .online || node.status == .offlineMode) && !node.isUnreachable(now: now, heartbeatInterval: interval)
+            if alive {
+                switch ownership.state {
+                case .running:
+                    if owner == runtime.nodeID, let port = ownership.port, local.withLock({ $0[session.id] != nil }) { return .local(port: port) }
+                    if owner != runtime.nodeID { return .remote(host: node.ipv4 ?? node.host, port: node.port) }
+                    // Ours in the registry but not running here (a previous life of this node).
+                    _ = try await store.transitionSession(session.id, from: ownership, to: SessionOwnership(node: nil, state: .suspended))
+                    return nil
+                case .starting, .suspending, .quitting:
+                    try await Task.sleep(for: .milliseconds(200))
+                    return nil
+                case .suspended:
+                    break
+                }
+            } else if ownership.state == .suspended {
+                return try await resume(session, from: ownership)
+            }
+            // Its node is gone: move it.
+            logger.notice("re-placing a session whose node is \(node.displayStatus(now: now, heartbeatInterval: interval))", metadata: ["session": "\(session.id)"])
+            return try await resume(session, from: ownership)
+        }
+        if ownership.node != nil {
+            // Its node row was deleted.
+            return try await resume(session, from: ownership)
+        }
+        guard ownership.state == .suspended else { return nil }
+        return try await resume(session, from: ownership)
+    }
+
+    /// Places a suspended (or orphaned) session again and starts it; nil when another node got
+    /// there first (the caller looks again).
+    private func resume(_ session: SessionRecord, from expected: SessionOwnership) async throws -> SessionRoute? {
+        guard let (placed, _) = try await engine().placeExisting(session, from: expected) else { return nil }
+        let running = try await launchOnOwnerOrFree(placed)
+        guard let port = running.ownership.port, let owner = running.ownership.node else { return nil }
+        if owner == runtime.nodeID { return .local(port: port) }
+        guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { return nil }
+        return .remote(host: node.ipv4 ?? node.host, port: node.port)
+    }
+
+    /// Launches a re-placed session; if that fails, frees the row again (suspended) so a later
+    /// request can retry, and reports the failure.
+    private func launchOnOwnerOrFree(_ placed: SessionRecord) async throws -> SessionRecord {
+        do {
+            return try await launchOnOwner(placed)
+        } catch {
+            if let row = try? await store.session(placed.id), row.ownership.state == .starting, let node = row.ownership.node {
+                _ = try? await store.transitionSession(placed.id, from: SessionOwnership(node: node, state: .starting),
+                                                       to: SessionOwnership(node: nil, state: .suspended))
+            }
+            throw error
+        }
+    }
+
+    /// Stops the spawning thread; call after every session is suspended.
+    public func shutdown() async {
+        try? await spawner.shutdownGracefully()
+    }
+}

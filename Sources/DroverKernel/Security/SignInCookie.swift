@@ -1,0 +1,65 @@
+public import Foundation
+
+/// The sign-in cookie: the user and an expiry, signed with the secure cookie key, so every node
+/// of the cluster accepts what any node issued. Format: `v1.<user, base64url>.<expiry>.<hmac hex>`.
+public enum SignInCookie {
+    public static let name = "drover-auth"
+    static let purpose = "sign-in cookie"
+    static let csrfPurpose = "csrf token"
+
+    /// A cookie value for `username`, valid for `lifetime` seconds.
+    public static func issue(username: String, lifetime: TimeInterval, key: SecureCookieKey, now: Date = Date()) -> String {
+        let user = Data(username.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let payload = "v1.\(user).\(Int(now.timeIntervalSince1970 + lifetime))"
+        return payload + "." + key.sign(Array(payload.utf8), purpose: purpose).hexString
+    }
+
+    /// Why a cookie was refused.
+    public enum Refusal: Error, Equatable, CustomStringConvertible {
+        case malformed
+        case badSignature
+        case expired
+
+        public var description: String {
+            switch self {
+            case .malformed: "malformed sign-in cookie"
+            case .badSignature: "sign-in cookie with a bad signature (tampered, or from another cluster)"
+            case .expired: "expired sign-in cookie"
+            }
+        }
+    }
+
+    /// The user a cookie value names, if it is genuine and unexpired.
+    public static func verify(_ value: String, key: SecureCookieKey, now: Date = Date()) throws(Refusal) -> String {
+        let parts = value.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "v1", let expiry = Double(parts[2]), let given = [UInt8](hexString: parts[3]), given.count == 32 else {
+            throw .malformed
+        }
+        let payload = parts[0...2].joined(separator: ".")
+        guard Crypto.constantTimeEquals(given, key.sign(Array(payload.utf8), purpose: purpose)) else { throw .badSignature }
+        guard expiry > now.timeIntervalSince1970 else { throw .expired }
+        var base64 = parts[1].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        guard let data = Data(base64Encoded: base64), let user = String(data: data, encoding: .utf8), !user.isEmpty else { throw .malformed }
+        return user
+    }
+
+    /// The anti-CSRF token that goes with a cookie value: state-changing requests must echo it
+    /// (header `X-CSRF-Token` or form field `csrf`), which a cross-site page cannot read.
+    public static func csrfToken(for cookie: String, key: SecureCookieKey) -> String {
+        String(key.sign(Array(cookie.utf8), purpose: csrfPurpose).hexString.prefix(32))
+    }
+
+    /// The value of cookie `name` in a `Cookie` header.
+    public static func value(named name: String, inHeader header: String?) -> String? {
+        guard let header else { return nil }
+        for part in header.split(separator: ";") {
+            let pair = part.split(separator: "=", maxSplits: 1)
+            if pair.count == 2, pair[0].trimmingCharacters(in: .whitespaces) == name {
+                return pair[1].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return nil
+    }
+}

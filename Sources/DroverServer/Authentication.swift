@@ -1,0 +1,67 @@
+public import DroverKernel
+import Foundation
+import NIOHTTP1
+
+/// Who a request comes from, and whether a state-changing request is genuine.
+public struct Authentication: Sendable {
+    let key: SecureCookieKey
+    /// `auth-none=1`: every visitor is the daemon's own user.
+    let authNone: Bool
+    let daemonUser: String
+    let pam: PAMAuthenticator
+    /// Cookies get `Secure` when the node serves https.
+    let secure: Bool
+    /// How long a sign-in lasts.
+    let lifetime: TimeInterval = 12 * 3600
+
+    public init(key: SecureCookieKey, authNone: Bool, pamService: String, secure: Bool) {
+        self.key = key
+        self.authNone = authNone
+        daemonUser = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) } ?? "root"
+        pam = PAMAuthenticator(service: pamService)
+        self.secure = secure
+    }
+
+    /// The signed-in user, or nil.
+    func user(_ request: HTTPRequest) -> String? {
+        user(headers: request.head.headers)
+    }
+
+    func user(headers: HTTPHeaders) -> String? {
+        if authNone { return daemonUser }
+        guard let value = SignInCookie.value(named: SignInCookie.name, inHeader: headers.first(name: "Cookie")) else { return nil }
+        return try? SignInCookie.verify(value, key: key)
+    }
+
+    func cookie(_ request: HTTPRequest) -> String? {
+        SignInCookie.value(named: SignInCookie.name, inHeader: request.head.headers.first(name: "Cookie"))
+    }
+
+    /// A state-changing request passes when it echoes the cookie's CSRF token (header or form
+    /// field). Without a cookie (only possible with `auth-none`), it must not come from a page
+    /// of another origin.
+    func isGenuine(_ request: HTTPRequest, formToken: String?) -> Bool {
+        if let cookie = cookie(request), !authNone || (try? SignInCookie.verify(cookie, key: key)) != nil {
+            let expected = SignInCookie.csrfToken(for: cookie, key: key)
+            let given = request.head.headers.first(name: "X-CSRF-Token") ?? formToken ?? ""
+            return Crypto.constantTimeEquals(Array(given.utf8), Array(expected.utf8))
+        }
+        guard authNone else { return false }
+        guard let origin = request.head.headers.first(name: "Origin") else { return true }
+        let host = request.head.headers.first(name: "Host") ?? ""
+        return origin.hasSuffix("://" + host)
+    }
+
+    func csrfToken(_ request: HTTPRequest) -> String? {
+        cookie(request).map { SignInCookie.csrfToken(for: $0, key: key) }
+    }
+
+    func signInCookie(for user: String) -> String {
+        let value = SignInCookie.issue(username: user, lifetime: lifetime, key: key)
+        return "\(SignInCookie.name)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Int(lifetime))" + (secure ? "; Secure" : "")
+    }
+
+    var signOutCookie: String {
+        "\(SignInCookie.name)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" + (secure ? "; Secure" : "")
+    }
+}

@@ -1,0 +1,65 @@
+public import DroverCluster
+import DroverKernel
+import Foundation
+import NIOCore
+public import NIOHTTP1
+public import NIOSSL
+
+/// Sends `/s/<id>/…` to the session: to its loopback port on this node, or to the node that
+/// owns it (which then does the same). Only the session's user gets through; anyone else gets
+/// 404, as if it did not exist.
+public struct SessionProxyResolver: ProxyResolver {
+    let sessions: SessionManager
+    let auth: Authentication
+    /// TLS for hops to other nodes, per the cluster's protocol; nil for http.
+    let peerTLS: NIOSSLContext?
+    /// Marks a request forwarded by another node, so it is never forwarded twice.
+    static let hopHeader = "X-Drover-Hop"
+
+    public init(sessions: SessionManager, authentication: Authentication, peerTLS: NIOSSLContext?) {
+        self.sessions = sessions
+        auth = authentication
+        self.peerTLS = peerTLS
+    }
+
+    static func sessionID(_ head: HTTPRequestHead) -> String? {
+        let parts = head.uri.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 3, parts[1] == "s", !parts[2].isEmpty else { return nil }
+        let id = parts[2].prefix { $0 != "/" && $0 != "?" }
+        return id.isEmpty ? nil : String(id)
+    }
+
+    public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {
+        guard let id = Self.sessionID(head), let user = auth.user(headers: head.headers),
+              let route = sessions.cachedRoute(id, username: user) else { return nil }
+        return decision(route, id: id, head: head)
+    }
+
+    public func decision(for head: HTTPRequestHead) async -> ProxyDecision {
+        guard let id = Self.sessionID(head) else { return .respond(.text(.notFound, "no such session\n")) }
+        guard let user = auth.user(headers: head.headers) else {
+            return .respond(.text(.unauthorized, "sign in first: open / on this server\n"))
+        }
+        do {
+            guard let route = try await sessions.route(id, username: user) else { return .respond(.text(.notFound, "no such session\n")) }
+            return decision(route, id: id, head: head)
+        } catch {
+            return .respond(.text(.serviceUnavailable, "the session is not available: \(error)\n"))
+        }
+    }
+
+    func decision(_ route: SessionRoute, id: String, head: HTTPRequestHead) -> ProxyDecision {
+        let sessions = self.sessions
+        let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
+        switch route {
+        case .local(let port):
+            return .forward(host: "127.0.0.1", port: port, tls: nil, headers: [], onFailure: forget)
+        case .remote(let host, let port):
+            if head.headers.contains(name: Self.hopHeader) {
+                forget()
+                return .respond(.text(.badGateway, "502 bad gateway: the session moved while the request was on its way; retry\n"))
+            }
+            return .forward(host: host, port: port, tls: peerTLS, headers: [(Self.hopHeader, "1")], onFailure: forget)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+import DroverCluster
+import DroverKernel
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The user-facing HTTP API and home page (DESIGN.md section 7).
+struct UserAPI: Sendable {
+    let sessions: SessionManager
+    let auth: Authentication
+
+    static func json(_ status: HTTPResponseStatus, _ object: Any, headers: HTTPHeaders = [:]) -> HTTPResponse {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        var all = headers
+        all.add(name: "Content-Type", value: "application/json")
+        return HTTPResponse(status: status, headers: all, body: ByteBuffer(bytes: data))
+    }
+
+    static func error(_ status: HTTPResponseStatus, _ message: String) -> HTTPResponse {
+        json(status, ["error": message])
+    }
+
+    static func redirect(_ location: String, cookie: String? = nil) -> HTTPResponse {
+        var headers: HTTPHeaders = ["Location": location]
+        if let cookie { headers.add(name: "Set-Cookie", value: cookie) }
+        return HTTPResponse(status: .seeOther, headers: headers)
+    }
+
+    static func form(_ request: HTTPRequest) -> [String: String] {
+        let text = String(buffer: request.body)
+        var fields: [String: String] = [:]
+        for pair in text.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map {
+                String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0)
+            }
+            if parts.count == 2 { fields[parts[0]] = parts[1] }
+        }
+        return fields
+    }
+
+    /// Answers the request, or nil when the path is not the API's.
+    func respond(to request: HTTPRequest) async -> HTTPResponse? {
+        let path = String(request.path)
+        let method = request.head.method
+        switch (method, path) {
+        case (.GET, "/"):
+            return await homePage(request)
+        case (.POST, "/sign-in"):
+            return await signIn(request)
+        case (.POST, "/sign-out"):
+            return Self.redirect("/", cookie: auth.signOutCookie)
+        case (.GET, "/api/me"):
+            guard let user = auth.user(request) else { return Self.error(.unauthorized, "sign in first (POST /sign-in)") }
+            return Self.json(.ok, ["user": user, "csrf": auth.csrfToken(request) as Any? ?? NSNull()])
+        default:
+            break
+        }
+        let isAPI = path.hasPrefix("/api/sessions")
+        let isForm = path == "/sessions" || path.hasPrefix("/sessions/")
+        guard isAPI || isForm else { return nil }
+        guard let user = auth.user(request) else {
+            return isAPI ? Self.error(.unauthorized, "sign in first (POST /sign-in)") : Self.redirect("/")
+        }
+        let form = isForm ? Self.form(request) : [:]
+        if method != .GET, !auth.isGenuine(request, formToken: form["csrf"]) {
+            return Self.error(.forbidden, "missing or wrong CSRF token: send the X-CSRF-Token header from GET /api/me")
+        }
+        let parts = path.split(separator: "/").map(String.init)
+        do {
+            switch (method, isAPI, parts.count) {
+            case (.GET, true, 2):
+                return Self.json(.ok, try await list(user).map(Self.describe))
+            case (.POST, true, 2):
+                let bytes = Data(request.body.readableBytesView)
+                let body = bytes.isEmpty ? nil : (try? JSONSerialization.jsonObject(with: bytes)) as? [String: Any]
+                let label = body?["label"] as? String
+                let session = try await sessions.create(username: user, label: label)
+                return Self.json(.created, ["id": session.id, "node": session.ownership.node as Any? ?? NSNull(), "url": "/s/\(session.id)/"])
+            case (.POST, true, 4) where parts[3] == "suspend":
+                try await owned(parts[2], by: user)
+                try await sessions.suspend(parts[2])
+                return HTTPResponse(status: .accepted)
+            case (.DELETE, true, 3):
+                try await owned(parts[2], by: user)
+                try await sessions.quit(parts[2])
+                return HTTPResponse(status: .noContent)
+            case (.POST, false, 1):
+                _ = try await sessions.create(username: user, label: form["label"].flatMap { $0.isEmpty ? nil : $0 })
+                return Self.redirect("/")
+            case (.POST, false, 3) where parts[2] == "suspend":
+                try await owned(parts[1], by: user)
+                try await sessions.suspend(parts[1])
+                return Self.redirect("/")
+            case (.POST, false, 3) where parts[2] == "quit":
+                try await owned(parts[1], by: user)
+                try await sessions.quit(parts[1])
+                return Self.redirect("/")
+            default:
+                return Self.error(.notFound, "no such endpoint")
+            }
+        } catch SessionError.notFound {
+            return Self.error(.notFound, "no such session")
+        } catch {
+            return Self.error(.serviceUnavailable, "\(error)")
+        }
+    }
+
+    /// Someone else's session is reported as missing, never as forbidden.
+    func owned(_ id: String, by user: String) async throws {
+        guard let session = try await sessions.runtime.store.session(id), session.username == user else { throw SessionError.notFound }
+    }
+
+    func list(_ user: String) async throws -> [SessionRecord] {
+        try await sessions.runtime.store.sessions(matching: SessionFilter(username: user))
+    }
+
+    static func describe(_ session: SessionRecord) -> [String: Any] {
+        ["id": session.id, "state": session.ownership.state.rawValue, "node": session.ownership.node as Any? ?? NSNull(),
+         "label": session.label as Any? ?? NSNull(), "created": session.createdAt.formatted(.iso8601)]
+    }
+
+    func signIn(_ request: HTTPRequest) async -> HTTPResponse {
+        let form = Self.form(request)
+        guard let user = form["username"], !user.isEmpty, let password = form["password"] else {
+            return Self.redirect("/?error=missing")
+        }
+        if auth.authNone {
+            return Self.redirect("/")
+        }
+        guard await auth.pam.authenticate(username: user, password: password) else {
+            sessions.runtime.logger.notice("sign-in refused", metadata: ["user": "\(user)"])
+            return Self.redirect("/?error=refused")
+        }
+        return Self.redirect("/", cookie: auth.signInCookie(for: user))
+    }
+
+    static func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+    }
+
+    func homePage(_ request: HTTPRequest) async -> HTTPResponse {
+        var headers: HTTPHeaders = ["Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"]
+        var body = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Drover</title></head>"
+            + "<body style=\"font-family: sans-serif; max-width: 50em; margin: 2em auto\"><h1>Drover</h1>"
+        guard let user = auth.user(request) else {
+            let failed = request.head.uri.contains("error=") ? "<p style=\"color: #a00\">Sign-in failed.</p>" : ""
+            body += failed + """
+                <form method="post" action="/sign-in"><p><label>User <input name="username" autocomplete="username"></label></p>
+                <p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>
+                <p><button>Sign in</button></p></form></body></html>
+                """
+            return HTTPResponse(status: .ok, headers: headers, body: ByteBuffer(string: body))
+        }
+        // auth-none visitors get a cookie too, so their forms carry a CSRF token.
+        var cookie = auth.cookie(request)
+        if cookie == nil || (try? SignInCookie.verify(cookie!, key: auth.key)) == nil {
+            let issued = auth.signInCookie(for: user)
+            headers.add(name: "Set-Cookie", value: issued)
+            cookie = String(issued.split(separator: ";")[0].dropFirst(SignInCookie.name.count + 1))
+        }
+        let csrf = Self.escape(SignInCookie.csrfToken(for: cookie!, key: auth.key))
+        let hidden = "<input type=\"hidden\" name=\"csrf\" value=\"\(csrf)\">"
+        body += "<p>Signed in as <strong>\(Self.escape(user))</strong>."
+        if !auth.authNone { body += " <form method=\"post\" action=\"/sign-out\" style=\"display:inline\"><button>Sign out</button></form>" }
+        body += "</p><form method=\"post\" action=\"/sessions\">\(hidden)<input name=\"label\" placeholder=\"label (optional)\"> <button>Start a session</button></form>"
+        let list = (try? await self.list(user)) ?? []
+        if list.isEmpty {
+            body += "<p>No sessions yet.</p>"
+        } else {
+            body += "<table cellpadding=\"6\"><tr><th align=\"left\">Session</th><th>State</th><th>Node</th><th>Created</th><th></th></tr>"
+            for session in list {
+                let id = Self.escape(session.id)
+                let label = session.label.map { " — " + Self.escape($0) } ?? ""
+                body += "<tr><td><a href=\"/s/\(id)/\">\(id.prefix(8))</a>\(label)</td><td>\(session.ownership.state.rawValue)</td>"
+                    + "<td>\(session.ownership.node.map(String.init) ?? "–")</td><td>\(session.createdAt.formatted(.iso8601))</td><td>"
+                    + "<a href=\"/s/\(id)/\">open</a> "
+                    + "<form method=\"post\" action=\"/sessions/\(id)/suspend\" style=\"display:inline\">\(hidden)<button>suspend</button></form> "
+                    + "<form method=\"post\" action=\"/sessions/\(id)/quit\" style=\"display:inline\">\(hidden)<button>quit</button></form></td></tr>"
+            }
+            body += "</table>"
+        }
+        body += "</body></html>"
+        return HTTPResponse(status: .ok, headers: headers, body: ByteBuffer(string: body))
+    }
+}
