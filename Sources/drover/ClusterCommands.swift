@@ -148,21 +148,11 @@ struct Status: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let config = options.load()
-        let server = config.server
-        let host = ["0.0.0.0", "::", ""].contains(server.wwwAddress) ? "127.0.0.1" : server.wwwAddress
-        let key = (try? SecureCookieKey.load(from: config.secureCookieKeyPath)) ?? SecureCookieKey(bytes: Crypto.randomBytes(32))
-        do {
-            // Local call: the certificate names the public host, not this address.
-            let client = try NodeClient(key: key, protocol: server.sslEnabled ? .httpsNoVerify : .http,
-                                        timeoutSeconds: max(config.effectiveLoadBalancer.timeout, 5))
-            let response = try await client.send(.GET, "/load-balancer/status", to: host, port: server.wwwPort)
-            guard response.status == 200 else {
-                fail("the node at \(host):\(server.wwwPort) answered \(response.status): \(response.text)", status: 1)
-            }
-            print(response.text, terminator: "")
-        } catch {
-            fail("\(error); is droverd running with \(config.directory)?", status: 1)
+        let node = LocalNode(options.load())
+        let response = await node.send(.get, "/load-balancer/status")
+        guard response.status == 200 else {
+            fail("the node at \(node.host):\(node.config.server.wwwPort) answered \(response.status): \(response.text)", status: 1)
         }
+        print(response.text, terminator: "")
     }
 }
