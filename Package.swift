@@ -55,6 +55,7 @@ let package = Package(
             name: "CLibpq", path: "Sources/CLibpq", pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]),
 
+        .target(name: "CSpawn", path: "Sources/CSpawn"),
         .target(
             name: "DroverKernel",
             dependencies: [
@@ -73,7 +74,7 @@ let package = Package(
         .target(
             name: "DroverCluster",
             dependencies: [
-                "DroverKernel",
+                "DroverKernel", "CSpawn",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -150,6 +151,10 @@ let package = Package(
         .testTarget(
             name: "DroverBalancerTests",
             dependencies: ["DroverKernel", "DroverCluster", "DroverPlugins", "DroverTesting", "drover-probe", "drover"],
+            swiftSettings: sharedSettings),
+        .testTarget(
+            name: "DroverSessionTests",
+            dependencies: ["DroverKernel", "DroverTesting", "droverd", "drover", "drover-demo-session"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverKernelTests",

@@ -39,12 +39,20 @@ enum ScriptRunner {
                     continuation.resume(returning: .output(String(decoding: data, as: UTF8.self)))
                 }
             }
-            do {
-                try process.run()
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(returning: .failed("it could not be started (\(error.localizedDescription))"))
-                return
+            var started = false
+            for attempt in 0..<3 where !started {
+                do {
+                    try process.run()
+                    started = true
+                } catch let error as NSError where error.domain == NSPOSIXErrorDomain && error.code == Int(ETXTBSY) && attempt < 2 {
+                    // The script is being rewritten (or was just written and is still open
+                    // somewhere): give the writer a moment.
+                    usleep(50_000)
+                } catch {
+                    process.terminationHandler = nil
+                    continuation.resume(returning: .failed("it could not be started (\(error.localizedDescription))"))
+                    return
+                }
             }
             let pid = process.processIdentifier
             DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(timeoutSeconds)) {

@@ -145,6 +145,7 @@ public final class SessionManager: Sendable {
             routes.withLock { $0[id] = (.local(port: port), account.name, Date()) }
             logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "port": "\(port)"])
             runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)), ("port", String(port)))
+            await announceMove(id)
             return try await store.session(id) ?? session
         } catch {
             if let started = local.withLock({ $0.removeValue(forKey: id) }) {
@@ -264,7 +265,7 @@ public final class SessionManager: Sendable {
             _ = await waitForExit(entry.pid, seconds: 5)
         }
         _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .suspending), to: SessionOwnership(node: nil, state: .suspended))
-        finish(id, entry, event: "session-suspended")
+        await finish(id, entry, event: "session-suspended")
     }
 
     public func quitLocal(_ id: String) async throws {
@@ -283,15 +284,22 @@ public final class SessionManager: Sendable {
         }
         _ = try await store.deleteSession(id)
         try? FileManager.default.removeItem(atPath: entry.stateDirectory)
-        finish(id, entry, event: "session-quit")
+        await finish(id, entry, event: "session-quit")
     }
 
-    private func finish(_ id: String, _ entry: LocalSession, event: String) {
+    private func finish(_ id: String, _ entry: LocalSession, event: String) async {
         local.withLock { _ = $0.removeValue(forKey: id) }
         routes.withLock { _ = $0.removeValue(forKey: id) }
         try? entry.lock.release()
         logger.info("\(event)", metadata: ["session": "\(id)"])
         runtime.diagnostics.record(event, ("session", id), ("user", entry.username))
+        await announceMove(id)
+    }
+
+    /// Tells the other nodes that a session changed owner, so their proxies forget the old
+    /// route at once instead of after its time to live.
+    func announceMove(_ id: String) async {
+        await membership.notifyPeers("session-moved", ["id": id])
     }
 
     /// Suspends every session of this node (`drover suspend-all`, and SIGTERM before the node
@@ -321,7 +329,7 @@ public final class SessionManager: Sendable {
             logger.warning("session process ended on its own", metadata: ["session": "\(id)", "pid": "\(entry.pid)"])
             _ = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
                                                    to: SessionOwnership(node: nil, state: .suspended))
-            finish(id, entry, event: "session-exited")
+            await finish(id, entry, event: "session-exited")
         }
     }
 

@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 
 /// Starting and watching session processes.
@@ -65,6 +66,9 @@ enum SessionProcess {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of ours: an inherited client socket would stay open in the session
+        // after droverd closed it, and that client would wait for the close forever.
+        drover_spawn_close_from(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

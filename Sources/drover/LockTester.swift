@@ -80,8 +80,9 @@ struct LockTester: AsyncParsableCommand {
             }
         }
         if held.count == attempts.count {
-            say("Holding both locks; run the locktester on another node now. Press Ctrl+C to release them.")
-            await holdUntilSignalled(held.map(\.1), refreshEvery: config.fileLocks.refreshRate)
+            await holdUntilSignalled(held.map(\.1), refreshEvery: config.fileLocks.refreshRate) {
+                say("Holding both locks; run the locktester on another node now. Press Ctrl+C to release them.")
+            }
         } else {
             for attempt in attempts where !held.contains(where: { $0.0 == attempt.label }) {
                 say("Your filesystem appears to support \(attempt.label) locks.")
@@ -91,7 +92,9 @@ struct LockTester: AsyncParsableCommand {
     }
 
     /// Refreshes the locks until SIGINT or SIGTERM.
-    func holdUntilSignalled(_ locks: [any HeldLock], refreshEvery seconds: Int) async {
+    /// - Parameters:
+    ///   - ready: called once the signals are caught, so no Ctrl+C can come too early.
+    func holdUntilSignalled(_ locks: [any HeldLock], refreshEvery seconds: Int, ready: () -> Void) async {
         let (signals, continuation) = AsyncStream<Int32>.makeStream()
         let sources = [SIGINT, SIGTERM].map { signalNumber in
             signal(signalNumber, SIG_IGN)
@@ -101,6 +104,7 @@ struct LockTester: AsyncParsableCommand {
             return source
         }
         defer { sources.forEach { $0.cancel() } }
+        ready()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await _ in signals { return }

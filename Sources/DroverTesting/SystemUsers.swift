@@ -1,0 +1,37 @@
+import Foundation
+
+/// Real system accounts and a PAM service for sign-in tests. Needs root (CI runs as root).
+public enum SystemUsers {
+    public static let pamService = "drover-test"
+    public static let password = "Drover-test-pw-1"
+
+    public static var available: Bool {
+        geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/useradd")
+            && FileManager.default.isExecutableFile(atPath: "/usr/sbin/chpasswd")
+    }
+
+    /// Creates the accounts (with homes) if missing, sets their password, and writes the PAM
+    /// service `drover-test` (pam_unix). Idempotent.
+    public static func ensure(_ names: [String]) async throws {
+        try "auth required pam_unix.so\naccount required pam_unix.so\n".write(toFile: "/etc/pam.d/\(pamService)", atomically: true, encoding: .utf8)
+        for name in names where getpwnam(name) == nil {
+            _ = try await Executable.run("/usr/sbin/useradd", ["-m", "-s", "/bin/sh", name])
+        }
+        let result = try await Executable.run("/usr/sbin/chpasswd", [], stdin: names.map { "\($0):\(password)" }.joined(separator: "\n") + "\n")
+        guard result.status == 0 else { throw TestFailure("chpasswd failed: \(result.stderr)") }
+    }
+
+    /// The ids of running session processes, one entry per process, from their environment.
+    public static func runningSessionIDs() -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid -> String? in
+            guard Int(pid) != nil, let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+            let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
+            guard comm.hasPrefix("drover-demo") else { return nil }
+            for variable in data.split(separator: 0) where variable.starts(with: Array("DROVER_SESSION_ID=".utf8)) {
+                return String(decoding: variable.dropFirst(18), as: UTF8.self)
+            }
+            return nil
+        }
+    }
+}

@@ -1,0 +1,117 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+@Suite(.serialized) struct SessionLifecycleTests {
+    static var backend: TestCluster.Backend {
+        get throws { PostgresTestServer.shouldRun ? .postgresql(try PostgresTestServer.required()) : .sqlite }
+    }
+
+    @Test(.enabled(if: SystemUsers.available))
+    func thirtySessionsSpreadAreReachableAnywhereAndSurviveNodesGoingAway() async throws {
+        let users = ["drovertest1", "drovertest2", "drovertest3"]
+        try await SystemUsers.ensure(users)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: try Self.backend,
+                                            rserver: "session-command=\(demoCommand)\nauth-pam-service=\(SystemUsers.pamService)\n")
+        for node in cluster.nodes { try node.write("file-locks", "refresh-rate=1\ntimeout-interval=3\n") }
+        for index in 0..<3 { try await cluster.start(index) }
+        let ids = try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id }
+        let nodeIndex = Dictionary(uniqueKeysWithValues: cluster.nodes.enumerated().map { (ids[$1.address]!, $0) })
+
+        // Signed in on one node, the cookie works on every node.
+        var visitors: [String: Visitor] = [:]
+        for (index, user) in users.enumerated() { visitors[user] = try signIn(cluster.nodes[index], user: user) }
+        #expect(throws: TestFailure.self) { try signIn(cluster.nodes[0], user: "drovertest1", password: "wrong") }
+
+        // 30 sessions, started through all three nodes.
+        var sessions: [(id: String, user: String, owner: Int64)] = []
+        for n in 0..<30 {
+            let user = users[n % 3]
+            let via = cluster.nodes[(n / 3) % 3]
+            let created = try RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions",
+                                                    headers: visitors[user]!.headers, body: #"{"label":"s\#(n)"}"#)
+            #expect(created.status == 201, "\(created.body)")
+            let object = json(created)
+            let id = try #require(object["id"] as? String)
+            #expect(object["url"] as? String == "/s/\(id)/")
+            sessions.append((id, user, try #require((object["node"] as? NSNumber)?.int64Value)))
+        }
+        let spread = Dictionary(grouping: sessions, by: \.owner).mapValues(\.count)
+        #expect(spread.count == 3 && spread.values.max()! - spread.values.min()! <= 1, "\(spread)")
+
+        // Each reached through a node that does not own it, over HTTP and WebSocket.
+        for session in sessions {
+            let others = cluster.nodes.indices.filter { $0 != nodeIndex[session.owner] }
+            let headers = visitors[session.user]!.headers
+            let first = cluster.nodes[others[0]]
+            let second = cluster.nodes[others[1]]
+            let bumped = try RawHTTPClient.request("POST", host: first.address, port: first.port, path: "/s/\(session.id)/count", headers: headers)
+            #expect(count(bumped) == 1, "\(bumped.status) \(bumped.body)")
+            #expect(count(try RawHTTPClient.request(host: second.address, port: second.port, path: "/s/\(session.id)/count", headers: headers)) == 1)
+            let echoed = try RawWebSocket.echo(host: first.address, port: first.port, path: "/s/\(session.id)/echo",
+                                               headers: [("Cookie", visitors[session.user]!.cookie)], message: "hello \(session.id.prefix(6))")
+            #expect(echoed == "hello \(session.id.prefix(6))")
+        }
+
+        // Another user's session does not exist for them.
+        let mine = sessions[0]
+        let stranger = visitors[users[1]]!
+        let node0 = cluster.nodes[0]
+        #expect(try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(mine.id)/count", headers: stranger.headers).status == 404)
+        #expect(try RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions/\(mine.id)/suspend", headers: stranger.headers).status == 404)
+        #expect(try RawHTTPClient.request("DELETE", host: node0.address, port: node0.port, path: "/api/sessions/\(mine.id)", headers: stranger.headers).status == 404)
+        #expect(try RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions", headers: [("Cookie", stranger.cookie)]).status == 403,
+                "no CSRF token")
+        let listed = try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/api/sessions", headers: [("Cookie", visitors[users[0]]!.cookie)])
+        let listedIDs = Set(((try JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String })
+        #expect(listedIDs == Set(sessions.filter { $0.user == users[0] }.map(\.id)))
+
+        // Node 0 goes to offline mode and suspends its sessions: they resume elsewhere, count intact.
+        #expect(try await cluster.drover(0, ["offline"]).status == 0)
+        let onZero = sessions.filter { nodeIndex[$0.owner] == 0 }
+        let suspended = try await cluster.drover(0, ["suspend-all"])
+        #expect(suspended.stdout == "Suspended \(onZero.count) session(s).\n", "\(suspended.stderr)")
+        for session in onZero {
+            let via = cluster.nodes[1]
+            let resumed = try RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(session.id)/count", headers: visitors[session.user]!.headers)
+            #expect(count(resumed) == 1, "state kept across the move: \(resumed.body)")
+        }
+        #expect(try await cluster.drover(0, ["active-sessions"]).stdout.split(separator: "\n").count == 1, "node 0 runs nothing now")
+        #expect(try await cluster.drover(0, ["online"]).status == 0)
+
+        // SIGTERM one node (it suspends its sessions), SIGKILL another (its sessions die with it).
+        #expect(try await cluster.stop(1, signal: SIGTERM) == 0)
+        #expect(try await cluster.stop(2, signal: SIGKILL) == 128 + SIGKILL)
+        for session in sessions {
+            try await cluster.eventually("session \(session.id.prefix(6)) reachable again", timeout: 40) {
+                try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(session.id)/count",
+                                          headers: visitors[session.user]!.headers).status == 200
+            }
+        }
+        let running = SystemUsers.runningSessionIDs().filter { id in sessions.contains { $0.id == id } }
+        #expect(running.count == 30, "every session runs exactly once: \(running.count) processes")
+        #expect(Set(running) == Set(sessions.map(\.id)))
+        #expect(try await cluster.stop(0) == 0)
+        try await cluster.eventually("no session process left", timeout: 20) {
+            SystemUsers.runningSessionIDs().filter { id in sessions.contains { $0.id == id } }.isEmpty
+        }
+    }
+
+    @Test func threeHundredSessionsStartedAtOnceThroughThreeNodesEndWithinOneOfEven() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: try Self.backend,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        for index in 0..<3 { try await cluster.start(index) }
+        let nodes = cluster.nodes
+        let results = await concurrently(300) { n in
+            let via = nodes[n % 3]
+            let created = try? RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions", timeout: 120)
+            return (created?.status, created.flatMap { (json($0)["node"] as? NSNumber)?.int64Value })
+        }
+        #expect(results.allSatisfy { $0.0 == 201 }, "\(results.filter { $0.0 != 201 }.prefix(3))")
+        let spread = Dictionary(grouping: results.compactMap(\.1), by: { $0 }).mapValues(\.count)
+        #expect(spread.values.reduce(0, +) == 300)
+        #expect(spread.count == 3 && spread.values.max()! - spread.values.min()! <= 1, "\(spread)")
+        for index in 0..<3 { #expect(try await cluster.stop(index) == 0) }
+    }
+}
