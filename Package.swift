@@ -55,7 +55,7 @@ let package = Package(
             name: "CLibpq", path: "Sources/CLibpq", pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]),
 
-        .target(name: "CSpawn", path: "Sources/CSpawn"),
+        .target(name: "CShims", path: "Sources/CShims"),
         .target(
             name: "DroverKernel",
             dependencies: [
@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "DroverCluster",
             dependencies: [
-                "DroverKernel", "CSpawn",
+                "DroverKernel", "CShims",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -79,6 +79,10 @@ run() { # name url
     p99[$1]=$(awk '$1=="99%" {print $2}' <<<"$out")
     printf '%-18s %12s req/s   p50 %-9s p99 %s\n' "$1" "${rps[$1]}" "${p50[$1]}" "${p99[$1]}"
 }
+if [ "${SKIP_WRK:-0}" = 1 ]; then
+    python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" 1000 3
+    exit 0
+fi
 run direct "http://127.0.0.1:$session_port$path"
 run nginx "http://127.0.0.1:$nginx_port$path"
 run owning-node "http://$owner:$port$path"
@@ -93,4 +97,4 @@ print(f"ratios: owning node / nginx throughput = {own/ng:.2f}x (target >= 0.80),
       f"non-owning node / nginx throughput = {other/ng:.2f}x")
 PY
 echo
-python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" 1000
+python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" 1000 3

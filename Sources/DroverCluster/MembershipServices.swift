@@ -1,3 +1,4 @@
+import CShims
 public import ServiceLifecycle
 import UnixSignals
 
@@ -18,6 +19,9 @@ public struct HeartbeatService: Service {
             }
             if Task.isShuttingDownGracefully || Task.isCancelled { break }
             await membership.heartbeat()
+            // glibc keeps freed heap in per-thread arenas; after a burst of connections (say,
+            // a thousand WebSockets) give it back, so the node's memory returns to its baseline.
+            drover_malloc_trim()
         }
         await membership.leave()
     }
