@@ -1,0 +1,40 @@
+import DroverKernel
+import Foundation
+import Testing
+
+@Suite struct SignInCookieTests {
+    let key = SecureCookieKey(bytes: Array("cookie-test-key-0123456789".utf8))
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+
+    @Test func aGenuineCookieNamesItsUserOnAnyNodeWithTheKey() throws {
+        let cookie = SignInCookie.issue(username: "jdoe", lifetime: 3600, key: key, now: now)
+        #expect(try SignInCookie.verify(cookie, key: SecureCookieKey(bytes: Array("cookie-test-key-0123456789".utf8)), now: now) == "jdoe")
+        #expect(try SignInCookie.verify(SignInCookie.issue(username: "o'brien-ü", lifetime: 60, key: key, now: now), key: key, now: now) == "o'brien-ü")
+    }
+
+    @Test func tamperedExpiredForeignAndMalformedCookiesAreRefused() throws {
+        let cookie = SignInCookie.issue(username: "jdoe", lifetime: 3600, key: key, now: now)
+        var parts = cookie.split(separator: ".").map(String.init)
+        parts[1] = "cm9vdA"  // "root"
+        #expect(throws: SignInCookie.Refusal.badSignature) { try SignInCookie.verify(parts.joined(separator: "."), key: key, now: now) }
+        var longer = cookie.split(separator: ".").map(String.init)
+        longer[2] = String(Int(longer[2])! + 86_400)
+        #expect(throws: SignInCookie.Refusal.badSignature) { try SignInCookie.verify(longer.joined(separator: "."), key: key, now: now) }
+        #expect(throws: SignInCookie.Refusal.expired) { try SignInCookie.verify(cookie, key: key, now: now.addingTimeInterval(3601)) }
+        #expect(throws: SignInCookie.Refusal.badSignature) {
+            try SignInCookie.verify(cookie, key: SecureCookieKey(bytes: Array("another-cluster-key-000".utf8)), now: now)
+        }
+        for junk in ["", "v1", "v2.a.b.c", "v1.am.x.00", "v1.am.1." + String(repeating: "z", count: 64)] {
+            #expect(throws: SignInCookie.Refusal.malformed) { try SignInCookie.verify(junk, key: key, now: now) }
+        }
+    }
+
+    @Test func csrfTokensBelongToTheirCookie() {
+        let a = SignInCookie.issue(username: "a", lifetime: 60, key: key, now: now)
+        let b = SignInCookie.issue(username: "b", lifetime: 60, key: key, now: now)
+        #expect(SignInCookie.csrfToken(for: a, key: key) == SignInCookie.csrfToken(for: a, key: key))
+        #expect(SignInCookie.csrfToken(for: a, key: key) != SignInCookie.csrfToken(for: b, key: key))
+        #expect(SignInCookie.value(named: "drover-auth", inHeader: "x=1; drover-auth=abc; y=2") == "abc")
+        #expect(SignInCookie.value(named: "drover-auth", inHeader: "x=1") == nil)
+    }
+}

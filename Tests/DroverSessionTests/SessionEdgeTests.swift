@@ -1,0 +1,62 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+@Suite struct SessionEdgeTests {
+    @Test func aCommandThatFailsToStartGivesTheReasonAndLeavesNothing() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=/bin/sh -c 'echo cannot find my notebook >&2; exit 3'\nauth-none=1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let failed = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+        #expect(failed.status == 503)
+        #expect(failed.body.contains("the session command exited (status 3) before answering: cannot find my notebook"), "\(failed.body)")
+        #expect(try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    @Test func theProxyAddsForwardingHeadersAndHomePageAndSignOutWork() async throws {
+        let scripts = TemporaryDirectory()
+        // A session program that answers every request with the headers it received.
+        try scripts.write("headers-session", """
+            #!/usr/bin/env python3
+            import http.server, json, os
+            class Echo(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = json.dumps(dict(self.headers.items())).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *args):
+                    pass
+            http.server.HTTPServer(("127.0.0.1", int(os.environ["DROVER_SESSION_PORT"])), Echo).serve_forever()
+            """, mode: 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "session-command=\(scripts.url("headers-session"))\nauth-none=1\n")
+        try await cluster.start(0)
+        try await cluster.start(1)
+        let node = cluster.nodes[0]
+        let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", body: #"{"label":"hdr"}"#)
+        let id = try #require(json(created)["id"] as? String)
+        for via in cluster.nodes {
+            let answer = try RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/x",
+                                                   headers: [("X-Forwarded-For", "203.0.113.7")], localAddress: "127.0.0.9")
+            let seen = json(answer)
+            #expect(answer.status == 200)
+            #expect((seen["X-Forwarded-For"] as? String)?.hasPrefix("203.0.113.7, 127.0.0.9") == true, "\(seen)")
+            #expect(seen["X-Forwarded-Proto"] as? String == "http")
+            #expect(seen["X-Forwarded-Host"] as? String == "\(via.address):\(via.port)")
+        }
+        let home = try RawHTTPClient.request(host: node.address, port: node.port, path: "/")
+        #expect(home.status == 200)
+        #expect(home.body.contains("/s/\(id)/") && home.body.contains("hdr") && home.body.contains("name=\"csrf\""))
+        #expect(home.header("Set-Cookie")?.hasPrefix("drover-auth=") == true, "auth-none visitors get a cookie for CSRF tokens")
+        let signOut = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/sign-out")
+        #expect(signOut.status == 303)
+        #expect(signOut.header("Set-Cookie")?.hasPrefix("drover-auth=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0") == true)
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
+}
