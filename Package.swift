@@ -98,7 +98,7 @@ let package = Package(
             swiftSettings: sharedSettings),
         .target(
             name: "DroverTesting",
-            dependencies: ["DroverKernel"],
+            dependencies: ["DroverKernel", "CShims"],
             swiftSettings: sharedSettings),
 
         .executableTarget(

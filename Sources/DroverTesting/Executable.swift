@@ -1,3 +1,4 @@
+import CShims
 public import Foundation
 import Synchronization
 
@@ -45,7 +46,7 @@ public enum Executable {
 
 /// A product running in the background, its output captured to files.
 public final class RunningProcess: Sendable {
-    public let pid: pid_t
+    public let pid: Int32
     private let output: TemporaryDirectory
     private let exitStatus = Mutex<Int32?>(nil)
 
@@ -66,6 +67,7 @@ public final class RunningProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, output.url("in"), O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, output.url("out"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, output.url("err"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        drover_spawn_close_from(&actions, 3)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {

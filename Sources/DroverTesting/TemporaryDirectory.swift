@@ -19,8 +19,16 @@ public final class TemporaryDirectory: Sendable {
     public func write(_ name: String, _ text: String, mode: Int = 0o644) throws -> String {
         let file = url(name)
         try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try Data(text.utf8).write(to: URL(fileURLWithPath: file))
-        chmod(file, mode_t(mode))
+        // O_CLOEXEC: a process spawned meanwhile by another test must not inherit this write
+        // descriptor, or executing the file (a script) fails with ETXTBSY.
+        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(mode))
+        guard fd >= 0 else { throw TestFailure("cannot write \(file): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        guard bytes.withUnsafeBytes({ Foundation.write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
+            throw TestFailure("short write to \(file)")
+        }
+        fchmod(fd, mode_t(mode))
         return file
     }
 

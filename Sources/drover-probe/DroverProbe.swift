@@ -15,6 +15,15 @@ struct DroverProbe: AsyncParsableCommand {
         subcommands: [Claim.self, Lock.self, LockBench.self, Place.self])
 }
 
+/// The configuration in `directory` and the context its plugins are built with.
+func loadConfiguration(_ directory: String) throws -> (DroverConfiguration, PluginContext) {
+    let config = try DroverConfiguration.load(directory: directory, pluginKeys: PluginCatalog.builtin.loadBalancerPluginKeys)
+    let key = try? SecureCookieKey.load(from: config.secureCookieKeyPath)
+    let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
+                                secureCookieKey: key, logger: Logger(label: "drover-probe"))
+    return (config, context)
+}
+
 /// Writes a line to standard output at once (unbuffered), so tests see it while we run.
 func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
@@ -36,10 +45,7 @@ struct Claim: AsyncParsableCommand {
     @Option(help: "Start at this Unix time, to race with the others.") var at: Double = 0
 
     func run() async throws {
-        let config = try DroverConfiguration.load(directory: configDir)
-        let key = try? SecureCookieKey.load(from: config.secureCookieKeyPath)
-        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
-                                    secureCookieKey: key, logger: Logger(label: "drover-probe"))
+        let (config, context) = try loadConfiguration(configDir)
         let store = try PluginCatalog.builtin.registryStore(for: config.database).make(config: config.database, context: context)
         try await waitUntil(epoch: at)
         let won = try await store.transitionSession(session, from: SessionOwnership(node: nil, state: .suspended),
@@ -62,9 +68,7 @@ struct Lock: AsyncParsableCommand {
 
     func run() async throws {
         if let umask, let mask = UInt32(umask, radix: 8) { _ = Foundation.umask(mode_t(mask)) }
-        let config = try DroverConfiguration.load(directory: configDir)
-        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
-                                    secureCookieKey: nil, logger: Logger(label: "drover-probe"))
+        let (config, context) = try loadConfiguration(configDir)
         let provider = try PluginCatalog.builtin.lockProvider(for: config.fileLocks).make(config: config.fileLocks, context: context)
         try await waitUntil(epoch: at)
         guard let lock = try provider.tryAcquire(path) else {
@@ -97,11 +101,9 @@ struct LockBench: AsyncParsableCommand {
     @Option(help: "Start at this Unix time, to run alongside the others.") var at: Double = 0
 
     func run() async throws {
-        let config = try DroverConfiguration.load(directory: configDir)
+        let (config, context) = try loadConfiguration(configDir)
         var locks = config.fileLocks
         locks.lockType = lockType
-        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
-                                    secureCookieKey: nil, logger: Logger(label: "drover-probe"))
         let provider = try PluginCatalog.builtin.lockProvider(for: locks).make(config: locks, context: context)
         try await waitUntil(epoch: at)
         var latencies: [UInt64] = []
@@ -133,9 +135,7 @@ struct Place: AsyncParsableCommand {
     @Option(help: "Start at this Unix time, to race with the others.") var at: Double = 0
 
     func run() async throws {
-        let config = try DroverConfiguration.load(directory: configDir, pluginKeys: PluginCatalog.builtin.loadBalancerPluginKeys)
-        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
-                                    secureCookieKey: nil, logger: Logger(label: "drover-probe"))
+        let (config, context) = try loadConfiguration(configDir)
         let store = try PluginCatalog.builtin.registryStore(for: config.database).make(config: config.database, context: context)
         let lb = config.effectiveLoadBalancer
         let strategy = try PluginCatalog.builtin.balancerStrategy(for: lb).make(config: lb, context: context)

@@ -40,6 +40,9 @@ struct Droverd: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "droverd")
+        let stops = StopRequests()
+        let signalSources = stops.install()
+        defer { signalSources.forEach { $0.cancel() } }
         let setup: NodeSetup
         do {
             setup = try NodeSetup(configDirectory: DroverConfiguration.directory(option: configDir),
@@ -71,7 +74,8 @@ struct Droverd: AsyncParsableCommand {
             throw ExitCode(error.status)
         }
         let services: [ServiceGroupConfiguration.ServiceConfiguration] = node.services.map { .init(service: $0) }
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
+        stops.attach(group)
         setup.diagnostics.record("node-starting", ("address", "\(config.server.wwwAddress):\(config.server.wwwPort)"))
         do {
             try await group.run()

@@ -40,7 +40,7 @@ import Testing
         try await cluster.start(1)
         let node = cluster.nodes[0]
         let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", body: #"{"label":"hdr"}"#)
-        let id = try #require(json(created)["id"] as? String)
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
         for via in cluster.nodes {
             let answer = try RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/x",
                                                    headers: [("X-Forwarded-For", "203.0.113.7")], localAddress: "127.0.0.9")
