@@ -41,6 +41,8 @@ public final class SessionManager: Sendable {
         var stateDirectory: String
         /// Set while this node suspends or quits it, so its exit is not taken for a crash.
         var stopping = false
+        /// Set until the launch is complete: the launcher alone watches (and reaps) it then.
+        var launching = true
     }
 
     public init(runtime: NodeRuntime, locks: any LockProvider) {
@@ -142,6 +144,7 @@ public final class SessionManager: Sendable {
             guard try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting), to: running) else {
                 throw SessionError.launchFailed("the session was moved while it started")
             }
+            local.withLock { $0[id]?.launching = false }
             routes.withLock { $0[id] = (.local(port: port), account.name, Date()) }
             logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "port": "\(port)"])
             runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)), ("port", String(port)))
@@ -323,7 +326,9 @@ public final class SessionManager: Sendable {
     /// Notices sessions whose process ended on its own: the row is freed (`suspended`), so the
     /// next request starts it again from its saved state, and its lock is released.
     public func reapExited() async {
-        let exited = local.withLock { sessions in sessions.filter { !$0.value.stopping && SessionProcess.reap($0.value.pid) != nil } }
+        let exited = local.withLock { sessions in
+            sessions.filter { !$0.value.stopping && !$0.value.launching && SessionProcess.reap($0.value.pid) != nil }
+        }
         guard let self_ = runtime.nodeID else { return }
         for (id, entry) in exited {
             logger.warning("session process ended on its own", metadata: ["session": "\(id)", "pid": "\(entry.pid)"])
