@@ -33,13 +33,13 @@ import Testing
     }
 
     @Test func aKilledOwnerLosesItAfterTheTimeoutAndExactlyOneOfTwentyTakesOver() async throws {
-        let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 2)
+        let harness = try LockHarness(.linkbased, refreshRate: 1, timeout: 4)
         let owner = try harness.probe(harness.path(), hold: 60)
         try await owner.waitUntil("owner acquired") { owner.stdout.hasPrefix("acquired") }
         owner.signal(SIGKILL)
         _ = try await owner.wait(timeout: 10)
         #expect(try harness.provider.tryAcquire(harness.path()) == nil, "the lock must outlive its owner until the timeout")
-        try await Task.sleep(for: .milliseconds(2300))
+        try await Task.sleep(for: .milliseconds(4300))
         let start = Date().timeIntervalSince1970 + 2
         let racers = try (0..<20).map { _ in try harness.probe(harness.path(), at: start, hold: 3) }
         var outcomes: [String] = []
