@@ -35,9 +35,11 @@ fsync = off
 max_connections = 300
 CONF
 run_pg "$pg_bin/pg_ctl" -D "$pg_root/data" -l "$pg_root/log" -w start >/dev/null
+test_logs=$(mktemp -d /tmp/drover-test-logs.XXXXXX)
+export DROVER_TEST_LOG_DIR=$test_logs
 cleanup() {
     run_pg "$pg_bin/pg_ctl" -D "$pg_root/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$pg_root"
+    rm -rf "$pg_root" "$test_logs"
 }
 trap cleanup EXIT
 log "PostgreSQL on 127.0.0.1:$pg_port (data in $pg_root/data)"
@@ -55,3 +57,12 @@ log "building"
 swift build --build-tests
 log "testing"
 swift test --skip-build --disable-xctest "$@"
+
+# 4. No key or password the suite uses may appear in anything its processes printed.
+log "scanning the output of $(find "$test_logs" -type f | wc -l) test processes for secrets"
+if leaks=$(grep -rlF -f Tests/secrets-used-by-tests.txt "$test_logs"); then
+    echo "test.sh: a secret appears in the output of: $leaks" >&2
+    grep -rhoF -f Tests/secrets-used-by-tests.txt "$test_logs" | sort -u | sed 's/^/  leaked: /' >&2
+    exit 1
+fi
+log "no secret in any process output"

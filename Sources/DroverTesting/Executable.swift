@@ -133,5 +133,12 @@ public final class RunningProcess: Sendable {
             var raw: Int32 = 0
             waitpid(pid, &raw, 0)
         }
+        // Keep what every process printed for the suite's log scan (scripts/test.sh): no key or
+        // password may ever appear in a log line.
+        if let logs = ProcessInfo.processInfo.environment["DROVER_TEST_LOG_DIR"] {
+            for stream in ["out", "err"] {
+                try? FileManager.default.copyItem(atPath: output.url(stream), toPath: "\(logs)/\(pid).\(stream)")
+            }
+        }
     }
 }
