@@ -66,6 +66,21 @@ import Testing
         }
     }
 
+    @Test func aPlainPasswordInAFileOthersCanReadIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let file = try dir.write("database.conf", "provider=postgresql\npassword=s3cret-pw\n", mode: 0o644)
+        #expect(throws: ConfigurationError(file: file,
+            "holds a plain-text password and may be read by other users (mode 0644); run: chmod 0600 \(file), or store the password encrypted (drover encrypt-password)")) {
+            try DroverConfiguration.load(directory: dir.path)
+        }
+        try dir.write("database.conf", "provider=postgresql\nconnection-uri=postgresql://drover:s3cret-pw@db/drover\n", mode: 0o640)
+        #expect(throws: ConfigurationError.self) { try DroverConfiguration.load(directory: dir.path) }
+        try dir.write("database.conf", "provider=postgresql\npassword=s3cret-pw\n", mode: 0o600)
+        #expect(throws: Never.self) { try DroverConfiguration.load(directory: dir.path) }
+        try dir.write("database.conf", "provider=postgresql\npassword=encrypted:AAAA\nconnection-uri=postgresql://drover@db/drover\n", mode: 0o644)
+        #expect(throws: Never.self) { try DroverConfiguration.load(directory: dir.path) }
+    }
+
     @Test func directoryOptionThenEnvironmentThenDefault() {
         #expect(DroverConfiguration.directory(option: "/a", environment: ["DROVER_CONFIG_DIR": "/b"]) == "/a")
         #expect(DroverConfiguration.directory(option: nil, environment: ["DROVER_CONFIG_DIR": "/b"]) == "/b")

@@ -83,6 +83,7 @@ public struct DroverConfiguration: Sendable, Equatable {
         var database = DatabaseConfiguration(defaultDirectory: server.dataDirectory)
         if let file = try parse(DatabaseConfiguration.fileName, addressKeys: []) {
             database = try DatabaseConfiguration(file: file, baseDirectory: dir, defaultDirectory: server.dataDirectory)
+            try refuseReadableSecret(database, path: path(DatabaseConfiguration.fileName))
         }
         let launcherFiles = ["launcher.pub", "launcher.pem"].compactMap { name in
             FileManager.default.contents(atPath: path(name)).map { name + ":" + Crypto.sha256($0).hexString }
@@ -106,6 +107,22 @@ public struct DroverConfiguration: Sendable, Equatable {
     public var nodeIDFile: String { server.dataDirectory + "/node-id" }
     /// The flag file whose presence puts the node in offline mode (`drover offline`).
     public var offlineFlagFile: String { server.dataDirectory + "/offline" }
+
+    /// A plain-text database password must not be readable by other users; an encrypted one
+    /// is safe (its key is mode 0600).
+    static func refuseReadableSecret(_ database: DatabaseConfiguration, path: String) throws(ConfigurationError) {
+        var holdsSecret = false
+        if case .plain = database.password { holdsSecret = true }
+        if let uri = database.connectionURI, let at = uri.firstIndex(of: "@"),
+           uri[uri.startIndex..<at].split(separator: "/").last?.contains(":") == true {
+            holdsSecret = true
+        }
+        var info = stat()
+        guard holdsSecret, stat(path, &info) == 0, info.st_mode & 0o077 != 0 else { return }
+        throw ConfigurationError(file: path,
+            "holds a plain-text password and may be read by other users (mode \(String(format: "%04o", info.st_mode & 0o777))); "
+            + "run: chmod 0600 \(path), or store the password encrypted (drover encrypt-password)")
+    }
 
     /// The file's text, or nil when it does not exist.
     static func readFile(_ path: String) throws(ConfigurationError) -> String? {
