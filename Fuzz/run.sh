@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds each libFuzzer target from the kernel's own sources (swiftc -sanitize=fuzzer) and runs
+# it for SECONDS (default 60). Crashes land in Fuzz/out/<target>/ (git-ignored); each becomes a
+# regression test. Usage: Fuzz/run.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+kernel=Sources/DroverKernel
+config_sources=($kernel/Configuration/{ConfigFile,ConfigReader,ConfigurationError,ConfigSource,LoadBalancerConfiguration,ServerConfiguration,FileLocksConfiguration,DatabaseConfiguration}.swift)
+security_sources=($kernel/Security/{Crypto,SecureCookieKey,SignInCookie,InternalRequestSignature}.swift)
+flags=(-sanitize=fuzzer,address -parse-as-library -O -swift-version 6 -enable-upcoming-feature ExistentialAny
+       -enable-upcoming-feature InternalImportsByDefault -I Sources/COpenSSL -lcrypto)
+mkdir -p .build-fuzz Fuzz/out
+build() { # target sources...
+    local target=$1; shift
+    swiftc "${flags[@]}" "$@" "Fuzz/$target.swift" -o ".build-fuzz/$target" 2> ".build-fuzz/$target.build.log" \
+        || { cat ".build-fuzz/$target.build.log" >&2; exit 1; }
+}
+build ConfigParsers "${config_sources[@]}"
+build CookieAndSignature "${config_sources[@]}" "${security_sources[@]}"
+status=0
+for target in ConfigParsers CookieAndSignature; do
+    mkdir -p "Fuzz/out/$target" "Fuzz/corpus/$target"
+    echo "== $target: ${seconds}s"
+    if ! ".build-fuzz/$target" -max_total_time="$seconds" -max_len=4096 -artifact_prefix="Fuzz/out/$target/" \
+            "Fuzz/corpus/$target" 2> "Fuzz/out/$target.log"; then
+        status=1
+        echo "   CRASH: see Fuzz/out/$target.log and Fuzz/out/$target/"
+    fi
+    grep -E "^#[0-9]+.*(DONE|pulse)" "Fuzz/out/$target.log" | tail -1 || true
+done
+exit $status
