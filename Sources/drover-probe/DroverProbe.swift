@@ -133,6 +133,7 @@ struct Place: AsyncParsableCommand {
     @Option var configDir: String
     @Option var count: Int
     @Option(help: "Start at this Unix time, to race with the others.") var at: Double = 0
+    @Option(help: "Write each placement's latency in milliseconds to this file, one per line.") var latencies: String?
 
     func run() async throws {
         let (config, context) = try loadConfiguration(configDir)
@@ -140,21 +141,27 @@ struct Place: AsyncParsableCommand {
         let lb = config.effectiveLoadBalancer
         let strategy = try PluginCatalog.builtin.balancerStrategy(for: lb).make(config: lb, context: context)
         let engine = PlacementEngine(store: store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off)
+        try await store.migrate()
         try await waitUntil(epoch: at)
-        let placed = try await withThrowingTaskGroup(of: Void.self) { group in
+        let times = try await withThrowingTaskGroup(of: Double.self) { group in
             for index in 0..<count {
                 group.addTask {
                     let now = Date()
+                    let started = DispatchTime.now().uptimeNanoseconds
                     _ = try await engine.placeNew(SessionRecord(id: Crypto.randomBytes(16).hexString, username: "user\(index)",
                                                                 ownership: SessionOwnership(node: nil, state: .starting),
                                                                 createdAt: now, lastActive: now, label: nil))
+                    return Double(DispatchTime.now().uptimeNanoseconds - started) / 1_000_000
                 }
             }
-            var done = 0
-            for try await _ in group { done += 1 }
-            return done
+            var all: [Double] = []
+            for try await time in group { all.append(time) }
+            return all
         }
-        say("placed \(placed)")
+        if let latencies {
+            try times.map { String(format: "%.3f", $0) }.joined(separator: "\n").write(toFile: latencies, atomically: true, encoding: .utf8)
+        }
+        say("placed \(times.count)")
         await store.close()
     }
 }
