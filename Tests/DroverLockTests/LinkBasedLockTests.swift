@@ -40,13 +40,7 @@ import Testing
         _ = try await owner.wait(timeout: 10)
         #expect(try harness.provider.tryAcquire(harness.path()) == nil, "the lock must outlive its owner until the timeout")
         try await Task.sleep(for: .milliseconds(4300))
-        let start = Date().timeIntervalSince1970 + 2
-        let racers = try (0..<20).map { _ in try harness.probe(harness.path(), at: start, hold: 3) }
-        var outcomes: [String] = []
-        for racer in racers {
-            #expect(try await racer.wait(timeout: 30) == 0, "\(racer.stderr)")
-            outcomes.append(racer.stdout.split(separator: "\n").first.map(String.init) ?? "")
-        }
+        let outcomes = try await harness.race(20)
         #expect(outcomes.filter { $0 == "acquired" }.count == 1, "\(outcomes)")
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: harness.config.url("shared"))
         #expect(!leftovers.contains { $0.contains(".proxy.") && $0.contains(".\(owner.pid).") }, "the dead owner's proxy is swept: \(leftovers)")

@@ -44,13 +44,7 @@ import Testing
     @Test(arguments: LockKind.onDisk)
     func exactlyOneOfTwentyProcessesAcquires(kind: LockKind) async throws {
         let harness = try LockHarness(kind)
-        let start = Date().timeIntervalSince1970 + 2
-        let racers = try (0..<20).map { _ in try harness.probe(harness.path(), at: start, hold: 3) }
-        var outcomes: [String] = []
-        for racer in racers {
-            #expect(try await racer.wait(timeout: 30) == 0, "\(racer.stderr)")
-            outcomes.append(racer.stdout.split(separator: "\n").first.map(String.init) ?? "")
-        }
+        let outcomes = try await harness.race(20)
         #expect(outcomes.filter { $0 == "acquired" }.count == 1, "\(outcomes)")
         #expect(outcomes.filter { $0 == "busy" }.count == 19)
     }

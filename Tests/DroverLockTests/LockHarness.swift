@@ -50,6 +50,21 @@ struct LockHarness: Sendable {
     }
 }
 
+extension LockHarness {
+    /// Starts `count` probe processes that try the lock at the same instant (each holding it
+    /// 3 s if it wins) and returns what each said first: `acquired` or `busy`.
+    func race(_ count: Int) async throws -> [String] {
+        let start = Date().timeIntervalSince1970 + 2
+        let racers = try (0..<count).map { _ in try probe(path(), at: start, hold: 3) }
+        var outcomes: [String] = []
+        for racer in racers {
+            #expect(try await racer.wait(timeout: 30) == 0, "\(racer.stderr)")
+            outcomes.append(racer.stdout.split(separator: "\n").first.map(String.init) ?? "")
+        }
+        return outcomes
+    }
+}
+
 /// Starts `count` threads that call `body` at the same instant; returns when all are done. The
 /// threads sleep on a barrier until every one is ready, so waiting costs no CPU.
 func raceThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
