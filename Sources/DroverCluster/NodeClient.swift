@@ -4,6 +4,7 @@ import NIOCore
 public import NIOHTTP1
 import NIOPosix
 public import NIOSSL
+import Synchronization
 
 /// Makes signed node-to-node calls over http or https, each bounded by the `timeout` setting.
 public struct NodeClient: Sendable {
@@ -72,15 +73,20 @@ public struct NodeClient: Sendable {
         let call = Task { try await exchange(head, body: body, host: host, port: port) }
         guard timeoutSeconds > 0 else { return try await call.value }
         let limit = timeoutSeconds
+        let expired = Mutex(false)
         let timer = Task {
             try await Task.sleep(for: .seconds(limit))
+            expired.withLock { $0 = true }
             call.cancel()
         }
         defer { timer.cancel() }
         do {
             return try await call.value
-        } catch is CancellationError {
-            throw Failure.timedOut(peer, seconds: limit)
+        } catch {
+            // Cancelling closes the connection, so the call fails with whatever that caused;
+            // what the caller needs to know is that the peer was too slow.
+            if expired.withLock({ $0 }) { throw Failure.timedOut(peer, seconds: limit) }
+            throw error
         }
     }
 
