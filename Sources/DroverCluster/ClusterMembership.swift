@@ -70,10 +70,7 @@ public struct ClusterMembership: Sendable {
         } else {
             define = true
         }
-        let node = try await store.registerNode(NodeRegistration(
-            host: address.host, ipv4: address.ipv4, port: address.port, status: status,
-            cpus: ProcessInfo.processInfo.activeProcessorCount, version: Self.version,
-            configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint))
+        let node = try await store.registerNode(registration(status: status))
         runtime.update { $0.nodeID = node.id }
         if let refusal {
             runtime.diagnostics.record("node-refused", ("node", String(node.id)), ("status", status.rawValue))
@@ -127,12 +124,16 @@ public struct ClusterMembership: Sendable {
         }
     }
 
-    private func rejoinAfterRemoval() async throws -> NodeRecord {
+    /// What this node says about itself when it registers.
+    func registration(status: NodeStatus) -> NodeRegistration {
         let config = runtime.configuration
-        let node = try await runtime.store.registerNode(NodeRegistration(
-            host: runtime.address.host, ipv4: runtime.address.ipv4, port: runtime.address.port,
-            status: runtime.offlineMode ? .offlineMode : .online, cpus: ProcessInfo.processInfo.activeProcessorCount,
-            version: Self.version, configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint))
+        return NodeRegistration(host: runtime.address.host, ipv4: runtime.address.ipv4, port: runtime.address.port, status: status,
+                                cpus: ProcessInfo.processInfo.activeProcessorCount, version: Self.version,
+                                configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint)
+    }
+
+    private func rejoinAfterRemoval() async throws -> NodeRecord {
+        let node = try await runtime.store.registerNode(registration(status: runtime.offlineMode ? .offlineMode : .online))
         runtime.update { $0.nodeID = node.id }
         return node
     }
@@ -247,7 +248,7 @@ public struct ClusterMembership: Sendable {
         let node = fields["id"].map { "\($0)" } ?? "?"
         var details: [(String, String)] = [("node", node), ("from", remote)]
         if let status = fields["status"] as? String { details.append(("status", status)) }
-        runtime.diagnostics.sink?.record(DiagnosticsEvent(event, fields: details.map { DiagnosticsEvent.Field($0.0, $0.1) }))
+        runtime.diagnostics.record(event, fields: details)
         logger.info("peer event", metadata: ["event": "\(event)", "node": "\(node)"])
         await refreshView()
     }

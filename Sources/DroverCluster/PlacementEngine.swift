@@ -73,7 +73,7 @@ public struct PlacementEngine: Sendable {
                                           ("chosen", String(decision.chosen)), ("scores", scores)]
         if !excluded.isEmpty { fields.append(("excluded", excluded)) }
         if let note = decision.note { fields.append(("note", note)) }
-        diagnostics.sink?.record(DiagnosticsEvent("placement", fields: fields.map { DiagnosticsEvent.Field($0.0, $0.1) }))
+        diagnostics.record("placement", fields: fields)
     }
 }
 

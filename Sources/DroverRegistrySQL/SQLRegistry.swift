@@ -237,9 +237,11 @@ public struct SQLRegistry: Sendable {
     // MARK: copying
 
     public func snapshot(_ db: some SQLExecutor) throws -> RegistrySnapshot {
-        try db.transaction(begin: "BEGIN") {
-            RegistrySnapshot(cluster: try cluster(db), nodes: try nodes(db), sessions: try sessions(matching: .all, db))
-        }
+        try db.transaction(begin: "BEGIN") { try allRows(db) }
+    }
+
+    private func allRows(_ db: some SQLExecutor) throws -> RegistrySnapshot {
+        RegistrySnapshot(cluster: try cluster(db), nodes: try nodes(db), sessions: try sessions(matching: .all, db))
     }
 
     /// Writes a snapshot in one transaction; `resetSequence` moves the node id sequence past
@@ -247,7 +249,7 @@ public struct SQLRegistry: Sendable {
     public func restore(_ snapshot: RegistrySnapshot, replacing: Bool, resetSequence: String?, _ db: some SQLExecutor) throws {
         try db.transaction(begin: dialect.beginWrite) {
             if !replacing {
-                let existing = RegistrySnapshot(cluster: try cluster(db), nodes: try nodes(db), sessions: try sessions(matching: .all, db))
+                let existing = try allRows(db)
                 if existing.cluster != nil || !existing.nodes.isEmpty || !existing.sessions.isEmpty {
                     throw RegistryError.notEmpty(existing.counts)
                 }

@@ -56,9 +56,10 @@ public struct Authentication: Sendable {
         cookie(request).map { SignInCookie.csrfToken(for: $0, key: key) }
     }
 
-    func signInCookie(for user: String) -> String {
+    /// A fresh cookie for `user`: its value, and the `Set-Cookie` header that carries it.
+    func issueCookie(for user: String) -> (value: String, header: String) {
         let value = SignInCookie.issue(username: user, lifetime: lifetime, key: key)
-        return "\(SignInCookie.name)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Int(lifetime))" + (secure ? "; Secure" : "")
+        return (value, "\(SignInCookie.name)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Int(lifetime))" + (secure ? "; Secure" : ""))
     }
 
     var signOutCookie: String {

@@ -200,11 +200,10 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     // MARK: proxying
 
     private func apply(_ decision: ProxyDecision, head: HTTPRequestHead) {
-        guard case .resolving(_, let parts) = mode, let context else { return }
+        guard case .resolving = mode, let context else { return }
         switch decision {
         case .respond(let response):
             mode = .discarding
-            requestEnded = parts.contains { if case .end = $0 { true } else { false } }
             setAutoRead(true)
             writeResponse(response, version: head.version)
         case .forward(let host, let port, let tls, let extra, let onFailure):

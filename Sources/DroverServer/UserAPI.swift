@@ -131,7 +131,7 @@ struct UserAPI: Sendable {
             sessions.runtime.logger.notice("sign-in refused", metadata: ["user": "\(user)"])
             return Self.redirect("/?error=refused")
         }
-        return Self.redirect("/", cookie: auth.signInCookie(for: user))
+        return Self.redirect("/", cookie: auth.issueCookie(for: user).header)
     }
 
     static func escape(_ text: String) -> String {
@@ -155,9 +155,9 @@ struct UserAPI: Sendable {
         // auth-none visitors get a cookie too, so their forms carry a CSRF token.
         var cookie = auth.cookie(request)
         if cookie == nil || (try? SignInCookie.verify(cookie!, key: auth.key)) == nil {
-            let issued = auth.signInCookie(for: user)
-            headers.add(name: "Set-Cookie", value: issued)
-            cookie = String(issued.split(separator: ";")[0].dropFirst(SignInCookie.name.count + 1))
+            let issued = auth.issueCookie(for: user)
+            headers.add(name: "Set-Cookie", value: issued.header)
+            cookie = issued.value
         }
         let csrf = Self.escape(SignInCookie.csrfToken(for: cookie!, key: auth.key))
         let hidden = "<input type=\"hidden\" name=\"csrf\" value=\"\(csrf)\">"
