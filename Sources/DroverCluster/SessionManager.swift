@@ -347,15 +347,21 @@ public final class SessionManager: Sendable {
 
     /// A recently confirmed route, without touching the registry: the proxy's fast path.
     public func cachedRoute(_ id: String, username: String) -> SessionRoute? {
-        guard let cached = routes.withLock({ $0[id] }), cached.username == username, Date().timeIntervalSince(cached.at) < 5 else { return nil }
+        guard let cached = freshRoute(id), cached.username == username else { return nil }
         return cached.route
+    }
+
+    /// A cached route confirmed less than 5 s ago.
+    private func freshRoute(_ id: String) -> (route: SessionRoute, username: String)? {
+        guard let cached = routes.withLock({ $0[id] }), Date().timeIntervalSince(cached.at) < 5 else { return nil }
+        return (cached.route, cached.username)
     }
 
     /// Where to send a request for session `id` of `username`, starting (or moving) the session
     /// first if it is suspended or its node is gone. nil when the session does not exist or
     /// belongs to someone else.
     public func route(_ id: String, username: String) async throws -> SessionRoute? {
-        if let cached = routes.withLock({ $0[id] }), Date().timeIntervalSince(cached.at) < 5 {
+        if let cached = freshRoute(id) {
             return cached.username == username ? cached.route : nil
         }
         for _ in 0..<3 {
