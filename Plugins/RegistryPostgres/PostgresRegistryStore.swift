@@ -131,6 +131,10 @@ public final class PostgresRegistryStore: RegistryStore {
         try await withConnection { db, sql, _ in try sql.heartbeat(node: node, load: load, db) }
     }
 
+    public func markUnreachable(node: Int64, silentFor seconds: Double) async throws -> Bool {
+        try await withConnection { db, sql, _ in try sql.markUnreachable(node: node, silentFor: seconds, db) }
+    }
+
     public func setNodeStatus(_ status: NodeStatus, node: Int64) async throws -> Bool {
         try await withConnection { db, sql, _ in try sql.setNodeStatus(status, node: node, db) }
     }

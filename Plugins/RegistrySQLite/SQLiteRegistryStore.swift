@@ -71,6 +71,10 @@ public final class SQLiteRegistryStore: RegistryStore {
         try await withConnection { try $1.heartbeat(node: node, load: load, $0) }
     }
 
+    public func markUnreachable(node: Int64, silentFor seconds: Double) async throws -> Bool {
+        try await withConnection { try $1.markUnreachable(node: node, silentFor: seconds, $0) }
+    }
+
     public func setNodeStatus(_ status: NodeStatus, node: Int64) async throws -> Bool {
         try await withConnection { try $1.setNodeStatus(status, node: node, $0) }
     }

@@ -124,6 +124,55 @@ public struct ClusterMembership: Sendable {
         }
     }
 
+    /// Failure detection, faster than waiting for a row to go stale for three intervals: a peer
+    /// whose heartbeat is more than an interval and a second late is asked for `/health-check`;
+    /// if it cannot be reached it is marked unreachable in the registry, so every node, the
+    /// status endpoint and `drover list-nodes` show it `Unreachable` at once and its sessions
+    /// are re-placed. A node that is merely slow to write its heartbeat still answers and is
+    /// left alone; its next heartbeat clears a mark.
+    public func detectFailedPeers() async {
+        guard let selfID = runtime.nodeID else { return }
+        let silentFor = Double(runtime.loadBalancer.heartbeatInterval) + 1
+        let nodes: [NodeRecord]
+        let now: Date
+        do {
+            nodes = try await runtime.store.nodes()
+            now = try await runtime.store.now()
+        } catch {
+            return  // the heartbeat reports a registry that cannot be read
+        }
+        let late = nodes.filter {
+            $0.id != selfID && $0.status == .online && $0.unreachableSince == nil && now.timeIntervalSince($0.lastSeen) > silentFor
+        }
+        guard !late.isEmpty else { return }
+        let client = runtime.client
+        let marked = await withTaskGroup(of: Bool.self) { group in
+            for peer in late {
+                group.addTask {
+                    let failure: String
+                    do {
+                        _ = try await client.send(.GET, "/health-check", to: peer.ipv4 ?? peer.host, port: peer.port)
+                        return false  // any answer: alive, only late writing its heartbeat
+                    } catch {
+                        failure = "\(error)"
+                    }
+                    do {
+                        guard try await runtime.store.markUnreachable(node: peer.id, silentFor: silentFor) else { return false }
+                    } catch {
+                        logger.warning("cannot mark node \(peer.id) unreachable: \(error)")
+                        return false
+                    }
+                    let silence = String(format: "%.1f", now.timeIntervalSince(peer.lastSeen))
+                    logger.warning("node \(peer.id) (\(peer.host):\(peer.port)) is unreachable: no heartbeat for \(silence) s and \(failure)")
+                    runtime.diagnostics.record("node-unreachable", ("node", String(peer.id)), ("silent", silence), ("error", failure))
+                    return true
+                }
+            }
+            return await group.contains(true)
+        }
+        if marked { await refreshView() }
+    }
+
     /// What this node says about itself when it registers.
     func registration(status: NodeStatus) -> NodeRegistration {
         let config = runtime.configuration

@@ -27,6 +27,27 @@ public struct HeartbeatService: Service {
     }
 }
 
+/// Looks for failed peers twice per heartbeat interval (``ClusterMembership/detectFailedPeers()``),
+/// so a node that dies is `Unreachable` everywhere within two intervals and a second.
+public struct FailureDetectorService: Service {
+    let membership: ClusterMembership
+
+    public init(membership: ClusterMembership) {
+        self.membership = membership
+    }
+
+    public func run() async throws {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            let interval = Double(membership.runtime.loadBalancer.heartbeatInterval)
+            try? await cancelWhenGracefulShutdown {
+                try await Task.sleep(for: .seconds(max(0.25, interval / 2)))
+            }
+            if Task.isShuttingDownGracefully || Task.isCancelled { break }
+            await membership.detectFailedPeers()
+        }
+    }
+}
+
 /// Reloads `load-balancer` (and the offline flag) on SIGHUP — what `drover reload`,
 /// `drover offline` and `drover online` send.
 public struct ReloadService: Service {

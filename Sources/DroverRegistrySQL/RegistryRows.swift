@@ -8,7 +8,8 @@ public enum RegistryRows {
     /// Columns of `node`, times as epoch seconds; `%EPOCH(col)%` is replaced by each store's
     /// epoch expression.
     public static let nodeColumns = ["id", "host", "ipv4", "port", "status", "%EPOCH(last_seen)%", "load1", "load5", "load15",
-                                     "cpus", "%EPOCH(started_at)%", "version", "config_hash", "launcher_fingerprint"]
+                                     "cpus", "%EPOCH(started_at)%", "version", "config_hash", "launcher_fingerprint",
+                                     "%EPOCH(unreachable_since)%"]
     public static let sessionColumns = ["id", "username", "node_id", "pid", "port", "state", "%EPOCH(created_at)%",
                                         "%EPOCH(last_active)%", "label"]
     public static let clusterColumns = ["key_hash", "protocol", "%EPOCH(defined_at)%", "defined_by_node"]
@@ -61,6 +62,10 @@ public enum RegistryRows {
             Date(timeIntervalSince1970: try double(index))
         }
 
+        func optionalDate(_ index: Int) throws(RegistryError) -> Date? {
+            optionalText(index) == nil ? nil : try date(index)
+        }
+
         func enumeration<T: RawRepresentable>(_ index: Int, _: T.Type) throws(RegistryError) -> T where T.RawValue == String {
             let value = try text(index)
             guard let parsed = T(rawValue: value) else { throw corrupt(index, "holds '\(value)', which is not a known value") }
@@ -74,7 +79,8 @@ public enum RegistryRows {
                           status: try r.enumeration(4, NodeStatus.self), lastSeen: try r.date(5),
                           load: LoadAverage(one: try r.double(6), five: try r.double(7), fifteen: try r.double(8)),
                           cpus: Int(try r.int(9)), startedAt: try r.date(10), version: try r.text(11),
-                          configHash: try r.text(12), launcherFingerprint: r.optionalText(13))
+                          configHash: try r.text(12), launcherFingerprint: r.optionalText(13),
+                          unreachableSince: try r.optionalDate(14))
     }
 
     public static func session(_ row: [String?]) throws(RegistryError) -> SessionRecord {

@@ -37,6 +37,7 @@ public struct SQLRegistry: Sendable {
                 "CREATE INDEX session_by_node ON session (node_id)",
                 "CREATE INDEX session_by_username ON session (username)",
             ]),
+            (2, ["ALTER TABLE node ADD COLUMN unreachable_since \(d.timeType)"]),
         ]
     }
 
@@ -94,7 +95,8 @@ public struct SQLRegistry: Sendable {
             VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(dialect.now), \(p(5)), \(dialect.now), \(p(6)), \(p(7)), \(p(8)))
             ON CONFLICT (host, port) DO UPDATE SET ipv4 = excluded.ipv4, status = excluded.status, last_seen = excluded.last_seen,
                 cpus = excluded.cpus, started_at = excluded.started_at, version = excluded.version,
-                config_hash = excluded.config_hash, launcher_fingerprint = excluded.launcher_fingerprint
+                config_hash = excluded.config_hash, launcher_fingerprint = excluded.launcher_fingerprint,
+                unreachable_since = NULL
             RETURNING \(nodeSelect)
             """
         let rows = try db.query(sql, [r.host, r.ipv4, String(r.port), r.status.rawValue, String(r.cpus), r.version, r.configHash, r.launcherFingerprint])
@@ -103,8 +105,18 @@ public struct SQLRegistry: Sendable {
     }
 
     public func heartbeat(node: Int64, load: LoadAverage, _ db: some SQLExecutor) throws -> Bool {
-        try db.execute("UPDATE node SET last_seen = \(dialect.now), load1 = \(p(1)), load5 = \(p(2)), load15 = \(p(3)) WHERE id = \(p(4))",
-                       [String(load.one), String(load.five), String(load.fifteen), String(node)]) > 0
+        try db.execute("""
+            UPDATE node SET last_seen = \(dialect.now), load1 = \(p(1)), load5 = \(p(2)), load15 = \(p(3)), unreachable_since = NULL
+            WHERE id = \(p(4))
+            """, [String(load.one), String(load.five), String(load.fifteen), String(node)]) > 0
+    }
+
+    public func markUnreachable(node: Int64, silentFor seconds: Double, _ db: some SQLExecutor) throws -> Bool {
+        try db.execute("""
+            UPDATE node SET unreachable_since = \(dialect.now)
+            WHERE id = \(p(1)) AND status = \(p(2)) AND unreachable_since IS NULL
+                AND \(dialect.epoch("last_seen")) < \(dialect.epoch(dialect.now)) - \(p(3))
+            """, [String(node), NodeStatus.online.rawValue, String(seconds)]) > 0
     }
 
     public func setNodeStatus(_ status: NodeStatus, node: Int64, _ db: some SQLExecutor) throws -> Bool {
@@ -260,11 +272,13 @@ public struct SQLRegistry: Sendable {
             if let cluster = snapshot.cluster { try insertCluster(cluster, db) }
             for n in snapshot.nodes {
                 try db.execute("""
-                    INSERT INTO node (id, host, ipv4, port, status, last_seen, load1, load5, load15, cpus, started_at, version, config_hash, launcher_fingerprint)
-                    VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(dialect.time(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)), \(dialect.time(11)), \(p(12)), \(p(13)), \(p(14)))
+                    INSERT INTO node (id, host, ipv4, port, status, last_seen, load1, load5, load15, cpus, started_at, version, config_hash, launcher_fingerprint,
+                        unreachable_since)
+                    VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(dialect.time(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)), \(dialect.time(11)), \(p(12)), \(p(13)), \(p(14)),
+                        \(dialect.time(15)))
                     """, [String(n.id), n.host, n.ipv4, String(n.port), n.status.rawValue, RegistryRows.epoch(n.lastSeen), String(n.load.one),
                           String(n.load.five), String(n.load.fifteen), String(n.cpus), RegistryRows.epoch(n.startedAt), n.version, n.configHash,
-                          n.launcherFingerprint])
+                          n.launcherFingerprint, n.unreachableSince.map(RegistryRows.epoch)])
             }
             for s in snapshot.sessions { try db.execute(insertSession, sessionParameters(s)) }
             if let resetSequence { _ = try db.query(resetSequence, []) }

@@ -66,6 +66,17 @@ public final class InMemoryRegistryStore: RegistryStore {
             guard state.nodes[node] != nil else { return false }
             state.nodes[node]?.lastSeen = now
             state.nodes[node]?.load = load
+            state.nodes[node]?.unreachableSince = nil
+            return true
+        }
+    }
+
+    public func markUnreachable(node: Int64, silentFor seconds: Double) async throws -> Bool {
+        let now = clock()
+        return try locked { state in
+            guard let row = state.nodes[node], row.status == .online, row.unreachableSince == nil,
+                  now.timeIntervalSince(row.lastSeen) > seconds else { return false }
+            state.nodes[node]?.unreachableSince = now
             return true
         }
     }

@@ -70,7 +70,8 @@ struct NodeAssembly {
         try? Data("\(node.id)\n".utf8).write(to: URL(fileURLWithPath: config.nodeIDFile), options: .atomic)
         // Shut down in reverse: the HTTP server first (no new sessions), then the sessions are
         // suspended, then the node leaves the cluster.
-        return NodeAssembly(services: [HeartbeatService(membership: membership), ReloadService(membership: membership),
+        return NodeAssembly(services: [HeartbeatService(membership: membership), FailureDetectorService(membership: membership),
+                                       ReloadService(membership: membership),
                                        SessionService(sessions: sessions), server],
                             pidFile: writePidFile(config))
     }

@@ -77,6 +77,33 @@ import Testing
     }
 
     @Test(arguments: StoreKind.enabled)
+    func aPeerMarksOnlyASilentOnlineNodeUnreachableAndItsHeartbeatClearsTheMark(kind: StoreKind) async throws {
+        let store = try await Harness(kind).store()
+        let node = try await store.registerNode(registration("h"))
+        #expect(try await store.markUnreachable(node: node.id, silentFor: 60) == false, "heard from just now")
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(try await store.markUnreachable(node: node.id, silentFor: 0.01))
+        #expect(try await store.markUnreachable(node: node.id, silentFor: 0.01) == false, "already marked")
+        let marked = try #require(try await store.nodes().first)
+        #expect(marked.unreachableSince != nil)
+        #expect(marked.isUnreachable(now: try await store.now(), heartbeatInterval: 60))
+        #expect(try await store.heartbeat(node: node.id, load: .zero))
+        let beaten = try #require(try await store.nodes().first)
+        #expect(beaten.unreachableSince == nil)
+        #expect(!beaten.isUnreachable(now: try await store.now(), heartbeatInterval: 60))
+        // Only Online rows: a node that left or is in offline mode is never marked.
+        #expect(try await store.setNodeStatus(.offline, node: node.id))
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(try await store.markUnreachable(node: node.id, silentFor: 0.01) == false)
+        // Registering again clears a mark too.
+        #expect(try await store.setNodeStatus(.online, node: node.id))
+        #expect(try await store.markUnreachable(node: node.id, silentFor: 0.01))
+        #expect(try await store.registerNode(registration("h")).unreachableSince == nil)
+        #expect(try await store.markUnreachable(node: 999, silentFor: 0) == false)
+        await store.close()
+    }
+
+    @Test(arguments: StoreKind.enabled)
     func sessionsAreCreatedOnceFilteredTouchedAndDeleted(kind: StoreKind) async throws {
         let store = try await Harness(kind).store()
         let s1 = newSession("s1", user: "alice", node: 1, state: .running, created: Date(timeIntervalSince1970: 1_700_000_001))

@@ -24,6 +24,11 @@ public protocol RegistryStore: Sendable {
     func registerNode(_ registration: NodeRegistration) async throws -> NodeRecord
     /// Writes `last_seen` (database clock) and load; false when the row no longer exists.
     func heartbeat(node: Int64, load: LoadAverage) async throws -> Bool
+    /// Records that a peer could not reach `node`, provided its row is `Online`, not already
+    /// marked, and its `last_seen` is more than `silentFor` seconds old by the database clock
+    /// (so a heartbeat landing meanwhile wins). The node's next heartbeat clears the mark.
+    /// - Returns: true when this call set the mark.
+    func markUnreachable(node: Int64, silentFor seconds: Double) async throws -> Bool
     /// Sets a node's status; false when the row no longer exists.
     func setNodeStatus(_ status: NodeStatus, node: Int64) async throws -> Bool
     /// Every node row, by id.

@@ -103,10 +103,13 @@ public struct NodeRecord: Sendable, Equatable, Identifiable {
     public var version: String
     public var configHash: String
     public var launcherFingerprint: String?
+    /// Set (database clock) by a peer that found this node silent past its heartbeat and could
+    /// not reach it; cleared by the node's next heartbeat or registration.
+    public var unreachableSince: Date?
 
     public init(id: Int64, host: String, ipv4: String?, port: Int, status: NodeStatus, lastSeen: Date,
                 load: LoadAverage, cpus: Int, startedAt: Date, version: String, configHash: String,
-                launcherFingerprint: String?) {
+                launcherFingerprint: String?, unreachableSince: Date? = nil) {
         self.id = id
         self.host = host
         self.ipv4 = ipv4
@@ -119,11 +122,13 @@ public struct NodeRecord: Sendable, Equatable, Identifiable {
         self.version = version
         self.configHash = configHash
         self.launcherFingerprint = launcherFingerprint
+        self.unreachableSince = unreachableSince
     }
 
-    /// True when the row is `Online` but has not been refreshed for three heartbeat intervals.
+    /// True when the row is `Online` but has not been refreshed for three heartbeat intervals,
+    /// or a peer has found the node silent and unreachable since its last heartbeat.
     public func isUnreachable(now: Date, heartbeatInterval: Int) -> Bool {
-        status == .online && now.timeIntervalSince(lastSeen) > Double(3 * heartbeatInterval)
+        status == .online && (unreachableSince != nil || now.timeIntervalSince(lastSeen) > Double(3 * heartbeatInterval))
     }
 
     /// The status an operator is shown: the stored one, or `Unreachable` for a stale `Online` row.
