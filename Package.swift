@@ -157,6 +157,10 @@ let package = Package(
             dependencies: ["DroverKernel", "DroverTesting", "droverd", "drover", "drover-demo-session"],
             swiftSettings: sharedSettings),
         .testTarget(
+            name: "DroverChaosTests",
+            dependencies: ["DroverTesting", "droverd", "drover", "drover-demo-session"],
+            swiftSettings: sharedSettings),
+        .testTarget(
             name: "DroverKernelTests",
             dependencies: ["DroverKernel", "DroverTesting"],
             swiftSettings: sharedSettings),

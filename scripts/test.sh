@@ -12,34 +12,13 @@ source scripts/install-deps.sh
 install_missing libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-config
 
 # 2. A private PostgreSQL for the integration tests.
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-[ -x "$pg_bin/initdb" ] || { echo "test.sh: PostgreSQL server binaries not found under /usr/lib/postgresql" >&2; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pg_port=$(free_port)
-pg_root=$(mktemp -d /tmp/drover-pg.XXXXXX)
-chmod 0755 "$pg_root"
-if [ "$(id -u)" = 0 ]; then
-    chown postgres:postgres "$pg_root"
-    run_pg() { runuser -u postgres -- "$@"; }
-    pg_user=postgres
-else
-    run_pg() { "$@"; }
-    pg_user=$(id -un)
-fi
-run_pg "$pg_bin/initdb" -D "$pg_root/data" -U "$pg_user" -A trust --no-sync >/dev/null
-cat >> "$pg_root/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $pg_port
-unix_socket_directories = '$pg_root'
-fsync = off
-max_connections = 300
-CONF
-run_pg "$pg_bin/pg_ctl" -D "$pg_root/data" -l "$pg_root/log" -w start >/dev/null
+source scripts/private-postgres.sh
+start_private_postgres "fsync = off" "max_connections = 300"
 test_logs=$(mktemp -d /tmp/drover-test-logs.XXXXXX)
 export DROVER_TEST_LOG_DIR=$test_logs
 cleanup() {
-    run_pg "$pg_bin/pg_ctl" -D "$pg_root/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$pg_root" "$test_logs"
+    stop_private_postgres
+    rm -rf "$test_logs"
 }
 trap cleanup EXIT
 log "PostgreSQL on 127.0.0.1:$pg_port (data in $pg_root/data)"

@@ -29,6 +29,12 @@ final class PostgresConnection: SQLExecutor {
             PQfinish(handle)
             throw PostgresError.classifyConnectFailure(message, target: target)
         }
+        // The server's NOTICEs (say, "relation ... already exists, skipping" while migrating)
+        // are routine; anything graver still reaches standard error.
+        PQsetNoticeProcessor(handle, { _, message in
+            guard let message, strncmp(message, "NOTICE:", 7) != 0 else { return }
+            _ = write(2, message, strlen(message))
+        }, nil)
         conn = handle
     }
 

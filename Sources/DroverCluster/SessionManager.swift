@@ -126,7 +126,7 @@ public final class SessionManager: Sendable {
         }
         let lock = try await acquireLock(id)
         do {
-            let stateDirectory = account.home + "/.local/share/drover/sessions/" + id
+            let stateDirectory = account.stateDirectory(id)
             try prepareStateDirectory(stateDirectory, account: account)
             let port = try SessionProcess.freeLoopbackPort()
             let environment = [
@@ -230,7 +230,7 @@ public final class SessionManager: Sendable {
     public func quit(_ id: String) async throws {
         guard let session = try await store.session(id) else { throw SessionError.notFound }
         if session.ownership.state == .suspended || session.ownership.node == nil {
-            _ = try await store.deleteSession(id)
+            if try await store.deleteSession(id) { removeSavedState(session) }
             routes.withLock { _ = $0.removeValue(forKey: id) }
             return
         }
@@ -273,7 +273,9 @@ public final class SessionManager: Sendable {
 
     public func quitLocal(_ id: String) async throws {
         guard let self_ = runtime.nodeID, var entry = local.withLock({ $0[id] }) else {
-            if let row = try await store.session(id), row.ownership.node == runtime.nodeID { _ = try await store.deleteSession(id) }
+            if let row = try await store.session(id), row.ownership.node == runtime.nodeID, try await store.deleteSession(id) {
+                removeSavedState(row)
+            }
             return
         }
         entry.stopping = true
@@ -288,6 +290,12 @@ public final class SessionManager: Sendable {
         _ = try await store.deleteSession(id)
         try? FileManager.default.removeItem(atPath: entry.stateDirectory)
         await finish(id, entry, event: "session-quit")
+    }
+
+    /// A quit session's saved state goes with it.
+    private func removeSavedState(_ session: SessionRecord) {
+        guard let account = SessionProcess.account(session.username) else { return }
+        try? FileManager.default.removeItem(atPath: account.stateDirectory(session.id))
     }
 
     private func finish(_ id: String, _ entry: LocalSession, event: String) async {

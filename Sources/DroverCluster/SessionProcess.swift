@@ -9,6 +9,9 @@ enum SessionProcess {
         var uid: uid_t
         var gid: gid_t
         var home: String
+
+        /// Where a session of this account keeps its saved state (in the shared home).
+        func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
     }
 
     static func account(_ name: String) -> Account? {

@@ -12,7 +12,7 @@ struct DroverProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drover-probe",
         abstract: "Test helper: act as one contending process against the configured plugins.",
-        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self])
+        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self, RegistryLoad.self])
 }
 
 /// The configuration in `directory` and the context its plugins are built with.
@@ -163,5 +163,97 @@ struct Place: AsyncParsableCommand {
         }
         say("placed \(times.count)")
         await store.close()
+    }
+}
+
+struct RegistryLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "registry-load",
+        abstract: "Simulate many nodes heartbeating against the configured registry; print heartbeat latency and database CPU per heartbeat.")
+
+    @Option var configDir: String
+    @Option var nodes = 1000
+    @Option var sessions = 20000
+    @Option(help: "Seconds between one simulated node's heartbeats.") var interval: Double = 5
+    @Option var seconds: Double = 60
+    @Option(help: "The database server's main pid: its CPU time and its children's is read from /proc.") var dbPid: Int32?
+
+    func run() async throws {
+        let (config, context) = try loadConfiguration(configDir)
+        let store = try PluginCatalog.builtin.registryStore(for: config.database).make(config: config.database, context: context)
+        try await store.migrate()
+        let started = Date()
+        let ids = try await withThrowingTaskGroup(of: Int64.self) { group in
+            for index in 0..<nodes {
+                group.addTask {
+                    try await store.registerNode(NodeRegistration(host: "sim-\(index)", ipv4: "127.1.\(index / 250).\(index % 250 + 1)", port: 8787,
+                                                                  status: .online, cpus: 4, version: "sim", configHash: "sim", launcherFingerprint: nil)).id
+                }
+            }
+            return try await group.reduce(into: [Int64]()) { $0.append($1) }.sorted()
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in 0..<16 {
+                group.addTask {
+                    for index in stride(from: lane, to: sessions, by: 16) {
+                        let now = Date()
+                        try await store.createSession(SessionRecord(
+                            id: Crypto.randomBytes(16).hexString, username: "user\(index % 500)",
+                            ownership: SessionOwnership(node: ids[index % ids.count], state: .running, pid: Int32(100_000 + index), port: 20_000 + index % 40_000),
+                            createdAt: now, lastActive: now, label: nil))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        say("set up \(ids.count) nodes and \(sessions) running sessions in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; heartbeating for \(Int(seconds)) s")
+        let cpuBefore = dbPid.map(Self.cpuSeconds)
+        let clockStart = DispatchTime.now().uptimeNanoseconds
+        let end = clockStart + UInt64(seconds * 1e9)
+        let step = UInt64(interval * 1e9)
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for id in ids {
+                group.addTask {
+                    var mine: [Double] = []
+                    var next = clockStart + UInt64.random(in: 0..<step)  // spread over the interval, as real nodes are
+                    while next < end {
+                        let now = DispatchTime.now().uptimeNanoseconds
+                        if next > now { try await Task.sleep(for: .nanoseconds(next - now)) }
+                        let before = DispatchTime.now().uptimeNanoseconds
+                        _ = try await store.heartbeat(node: id, load: LoadAverage(one: 0.1, five: 0.1, fifteen: 0.1))
+                        mine.append(Double(DispatchTime.now().uptimeNanoseconds - before) / 1e6)
+                        next += step
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0 += $1 }.sorted()
+        }
+        let cpuAfter = dbPid.map(Self.cpuSeconds)
+        await store.close()
+        func pick(_ q: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))] }
+        say(String(format: "heartbeats %d, latency p50 %.2f ms, p99 %.2f ms, max %.2f ms", latencies.count, pick(0.5), pick(0.99), latencies.last ?? 0))
+        if let cpuBefore, let cpuAfter, !latencies.isEmpty {
+            let cpu = cpuAfter - cpuBefore
+            say(String(format: "database CPU %.2f s in %.0f s = %.3f ms per heartbeat (%.1f%% of one core)",
+                       cpu, seconds, cpu * 1000 / Double(latencies.count), cpu * 100 / seconds))
+        }
+    }
+
+    /// User and system CPU seconds of `pid` and its direct children (a PostgreSQL server's
+    /// backends and workers), from /proc.
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int32(entry) != nil {
+            guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After the command: state(0) ppid(1) ... utime(11) stime(12).
+            guard fields.count > 12, let ppid = Int32(fields[1]), Int32(entry) == pid || ppid == pid,
+                  let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
+            total += (user + system) / ticks
+        }
+        return total
     }
 }

@@ -16,6 +16,40 @@ import Testing
         #expect(try await cluster.stop(0) == 0)
     }
 
+    /// Found by the chaos test: quitting a suspended session left its saved state behind.
+    @Test func quitRemovesTheProcessTheRowAndTheSavedStateWhetherRunningOrSuspended() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0)
+        try await cluster.start(1)
+        let node = cluster.nodes[0]
+        let home = try #require(getpwuid(geteuid())).pointee.pw_dir.map { String(cString: $0) } ?? NSHomeDirectory()
+        func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
+        var ids: [String] = []
+        for _ in 0..<2 {
+            let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+            let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+            #expect(count(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count")) == 1)
+            ids.append(id)
+        }
+        // The first is suspended: its count is saved, then quitting removes it.
+        #expect(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions/\(ids[0])/suspend").status == 202)
+        try await cluster.eventually("suspended and saved", timeout: 15) {
+            FileManager.default.fileExists(atPath: stateDirectory(ids[0]) + "/count") && !SystemUsers.runningSessionIDs().contains(ids[0])
+        }
+        // Each quit goes through the node that is not the one it was created on.
+        for id in ids {
+            let other = cluster.nodes[1]
+            #expect(try RawHTTPClient.request("DELETE", host: other.address, port: other.port, path: "/api/sessions/\(id)").status == 204)
+            #expect(try RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count").status == 404)
+            #expect(!FileManager.default.fileExists(atPath: stateDirectory(id)), "saved state of \(id) removed")
+            #expect(!SystemUsers.runningSessionIDs().contains(id))
+            #expect(try RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 404)
+        }
+        #expect(try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
+
     @Test func theProxyAddsForwardingHeadersAndHomePageAndSignOutWork() async throws {
         let scripts = TemporaryDirectory()
         // A session program that answers every request with the headers it received.

@@ -1,0 +1,275 @@
+import DroverTesting
+import Foundation
+import Synchronization
+import Testing
+
+/// Rounds of SIGKILL and restart of random nodes, and one PostgreSQL restart, while a user
+/// keeps starting, using, suspending and quitting sessions; then the cluster must settle into
+/// a consistent state with nothing run twice and no saved state lost.
+///
+/// Random choices come from a seed printed at the start; `DROVER_CHAOS_SEED=N` repeats a run.
+@Suite(.serialized) struct ChaosTests {
+    @Test(.enabled(if: PostgresTestServer.shouldRun))
+    func killedNodesAndADatabaseRestartLoseNothingAndRunNothingTwice() async throws {
+        let seed = ProcessInfo.processInfo.environment["DROVER_CHAOS_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max)
+        print("chaos: seed \(seed) (DROVER_CHAOS_SEED=\(seed) repeats these choices)")
+        var random = SplitMix64(seed: seed)
+        let database = try await PrivatePostgres()
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: .postgresql(database.server),
+                                            loadBalancer: "heartbeat-interval=1\n",
+                                            rserver: "session-command=\(Executable.path("drover-demo-session"))\nauth-none=1\n")
+        for node in cluster.nodes { try node.write("file-locks", "refresh-rate=1\ntimeout-interval=3\n") }
+        for index in 0..<3 { try await cluster.start(index) }
+
+        let user = ChaosUser(nodes: cluster.nodes, seed: random.next())
+        user.start()
+        let rounds = 6
+        let databaseRound = Int.random(in: 1..<rounds, using: &random)
+        for round in 0..<rounds {
+            try await Task.sleep(for: .milliseconds(Int.random(in: 1500...3500, using: &random)))
+            if round == databaseRound {
+                print("chaos: round \(round): restarting PostgreSQL")
+                try await database.server.restart()
+                continue
+            }
+            let victim = Int.random(in: 0..<3, using: &random)
+            let down = Int.random(in: 300...3000, using: &random)
+            print("chaos: round \(round): SIGKILL node \(victim), down for \(down) ms")
+            #expect(try await cluster.stop(victim, signal: SIGKILL) == 128 + SIGKILL)
+            try await Task.sleep(for: .milliseconds(down))
+            try await cluster.start(victim)
+        }
+        try await Task.sleep(for: .seconds(2))
+        var model = await user.stop()
+        print("chaos: \(user.summary)")
+        #expect(model.count >= 4, "the user managed to start sessions: \(user.summary)")
+        let name = try #require(cluster.databaseName)
+
+        // Every running node is Online again.
+        try await cluster.eventually("every node Online", timeout: 20) {
+            try await cluster.statuses().allSatisfy { $0.status == "Online" }
+        }
+        let ids = try await cluster.statuses().map(\.id)
+        #expect(ids.count == 3)
+
+        // Calls that got no answer leave the user unsure: a quit without an answer took effect
+        // if the row is gone; a start without an answer may have made a session they never saw.
+        let stored = Set(try await sessionRows(database.server, name).map(\.id))
+        for (id, session) in model where session.quitUnanswered && !stored.contains(id) { model[id]?.quit = true }
+        for id in stored where model[id] == nil { model[id] = SessionModel() }
+
+        // Every live session answers, with no saved state lost and nothing counted twice.
+        let node0 = cluster.nodes[0]
+        var counts: [String: Int] = [:]
+        for (id, session) in model where !session.quit {
+            try await cluster.eventually("session \(id.prefix(6)) answers", timeout: 30) {
+                let answer = try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(id)/count", timeout: 15)
+                guard answer.status == 200, let value = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])?["count"] as? Int else { return false }
+                counts[id] = value
+                return true
+            }
+            let count = try #require(counts[id])
+            #expect(count >= session.highestSaved, "session \(id.prefix(6)) lost saved state: count \(count), saved \(session.highestSaved)")
+            #expect(count <= session.incrementsSent, "session \(id.prefix(6)) counted \(count) of \(session.incrementsSent) increments")
+            #expect(session.savedWentBack == nil, "session \(id.prefix(6)) saved state went back: \(session.savedWentBack ?? "")")
+        }
+
+        // The registry and the processes agree: each running row's process runs once, on its
+        // owner, and no other session process exists.
+        try await cluster.eventually("no session between states", timeout: 20) {
+            try await sessionRows(database.server, name).allSatisfy { $0.state == "running" || $0.state == "suspended" }
+        }
+        let rows = try await sessionRows(database.server, name)
+        let running = SystemUsers.runningSessionIDs().filter { model[$0] != nil }
+        #expect(running.count == Set(running).count, "a session runs twice: \(running.sorted())")
+        #expect(Set(running) == Set(rows.filter { $0.state == "running" }.map(\.id)), "processes \(running.sorted()) vs rows \(rows)")
+        for row in rows {
+            #expect(model[row.id]?.quit == false, "row of a quit or unknown session: \(row)")
+            if row.state == "running" {
+                #expect(row.node.map(ids.contains) == true, "running on a node that is not in the cluster: \(row)")
+                #expect(row.pid.map { sessionID(ofProcess: $0) == row.id } == true, "pid of \(row) is not that session's process")
+            } else {
+                #expect(row.node == nil && row.pid == nil, "a suspended row keeps an owner: \(row)")
+            }
+        }
+        #expect(Set(rows.map(\.id)) == Set(model.filter { !$0.value.quit }.keys), "every live session has its row, and only those")
+
+        // Suspending everything now saves exactly the counts just read.
+        for (id, _) in counts {
+            #expect(try RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions/\(id)/suspend").status == 202)
+        }
+        try await cluster.eventually("every session suspended", timeout: 30) {
+            try await sessionRows(database.server, name).allSatisfy { $0.state == "suspended" }
+        }
+        for (id, count) in counts {
+            #expect(ChaosUser.savedCount(id) == count, "session \(id.prefix(6)) saved \(ChaosUser.savedCount(id) ?? -1), expected \(count)")
+        }
+        for index in 0..<3 { #expect(try await cluster.stop(index) == 0) }
+        #expect(SystemUsers.runningSessionIDs().filter { model[$0] != nil }.isEmpty)
+        for (id, session) in model where session.quit {
+            #expect(ChaosUser.savedCount(id) == nil, "a quit session's state is removed")
+        }
+        for (id, _) in counts { try? FileManager.default.removeItem(atPath: ChaosUser.stateDirectory(id)) }
+    }
+}
+
+/// A session row as stored.
+struct SessionRow: CustomStringConvertible {
+    var id: String
+    var node: Int64?
+    var state: String
+    var pid: Int32?
+    var description: String { "\(id.prefix(6)) \(state) node=\(node.map(String.init) ?? "-") pid=\(pid.map(String.init) ?? "-")" }
+}
+
+func sessionRows(_ server: PostgresTestServer, _ database: String) async throws -> [SessionRow] {
+    let text = try await server.psql(database, "SELECT id, coalesce(node_id::text, ''), state, coalesce(pid::text, '') FROM session ORDER BY id")
+    return text.split(separator: "\n").map { line in
+        let fields = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        return SessionRow(id: fields[0], node: Int64(fields[1]), state: fields[2], pid: Int32(fields[3]))
+    }
+}
+
+/// The DROVER_SESSION_ID of a running process, from /proc.
+func sessionID(ofProcess pid: Int32) -> String? {
+    guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+    let prefix = Array("DROVER_SESSION_ID=".utf8)
+    return data.split(separator: 0).first { $0.starts(with: prefix) }.map { String(decoding: $0.dropFirst(prefix.count), as: UTF8.self) }
+}
+
+/// A small, seedable random number generator, so a failing run can be repeated.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// What the user knows of one session.
+struct SessionModel: Sendable {
+    /// POSTs to `count` sent, whether or not an answer came back: the most the count can be.
+    var incrementsSent = 0
+    /// The highest count read from the saved state file after a suspend the registry confirmed.
+    var highestSaved = 0
+    /// Set when the saved state file was seen holding less than it held before.
+    var savedWentBack: String?
+    var quit = false
+    /// A quit was sent but no answer came.
+    var quitUnanswered = false
+}
+
+/// One signed-out (auth-none) user on their own thread, through random nodes: starts up to ten
+/// sessions, increments their counters, suspends and quits some. Failed calls are expected
+/// while nodes and the database go down; only what the cluster confirmed is recorded.
+final class ChaosUser: Sendable {
+    let nodes: [ConfigDirectory]
+    let seed: UInt64
+    let sessions = Mutex<[String: SessionModel]>([:])
+    let stopping = Atomic<Bool>(false)
+    let calls = Atomic<Int>(0)
+    let failures = Atomic<Int>(0)
+    let suspends = Atomic<Int>(0)
+    let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    let done = Atomic<Bool>(false)
+
+    init(nodes: [ConfigDirectory], seed: UInt64) {
+        self.nodes = nodes
+        self.seed = seed
+    }
+
+    static func stateDirectory(_ id: String) -> String {
+        let home = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_dir) } ?? NSHomeDirectory()
+        return home + "/.local/share/drover/sessions/" + id
+    }
+
+    static func savedCount(_ id: String) -> Int? {
+        (try? String(contentsOfFile: stateDirectory(id) + "/count", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    var summary: String {
+        let all = sessions.withLock { $0 }
+        return "\(all.count) sessions (\(all.values.filter(\.quit).count) quit), \(calls.load(ordering: .relaxed)) calls, "
+            + "\(failures.load(ordering: .relaxed)) failed or refused, \(suspends.load(ordering: .relaxed)) confirmed suspends, "
+            + "\(all.values.map(\.incrementsSent).reduce(0, +)) increments sent"
+    }
+
+    func start() {
+        Thread { [self] in
+            var random = SplitMix64(seed: seed)
+            while !stopping.load(ordering: .relaxed) {
+                step(&random)
+            }
+            done.store(true, ordering: .relaxed)
+            finished.withLock { $0?.resume(); $0 = nil }
+        }.start()
+    }
+
+    /// Stops after the current call; returns what the user knows.
+    func stop() async -> [String: SessionModel] {
+        stopping.store(true, ordering: .relaxed)
+        await withCheckedContinuation { continuation in
+            let resumeNow = finished.withLock { stored -> Bool in
+                if done.load(ordering: .relaxed) { return true }
+                stored = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+        return sessions.withLock { $0 }
+    }
+
+    private func call(_ method: String, _ path: String, _ random: inout SplitMix64) -> RawHTTPClient.Response? {
+        let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
+        calls.add(1, ordering: .relaxed)
+        let response = try? RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: 10)
+        if response.map({ $0.status >= 300 }) ?? true { failures.add(1, ordering: .relaxed) }
+        return response
+    }
+
+    private func step(_ random: inout SplitMix64) {
+        let live = sessions.withLock { $0.filter { !$0.value.quit }.keys.sorted() }
+        let roll = Int.random(in: 0..<100, using: &random)
+        if live.count < 4 || (roll < 8 && sessions.withLock { $0.count } < 10) {
+            if let created = call("POST", "/api/sessions", &random), created.status == 201,
+               let id = (try? JSONSerialization.jsonObject(with: Data(created.body.utf8)) as? [String: Any])?["id"] as? String {
+                sessions.withLock { $0[id] = SessionModel() }
+            }
+            return
+        }
+        let id = live[Int.random(in: 0..<live.count, using: &random)]
+        if roll < 80 {
+            sessions.withLock { $0[id]?.incrementsSent += 1 }
+            _ = call("POST", "/s/\(id)/count", &random)
+        } else if roll < 97 {
+            guard call("POST", "/api/sessions/\(id)/suspend", &random)?.status == 202 else { return }
+            // Confirmed once the registry says suspended; then the state file holds the count.
+            let deadline = Date().addingTimeInterval(8)
+            while Date() < deadline, !stopping.load(ordering: .relaxed) {
+                if let listed = call("GET", "/api/sessions", &random), listed.status == 200,
+                   let rows = try? JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]],
+                   rows.first(where: { $0["id"] as? String == id })?["state"] as? String == "suspended" {
+                    suspends.add(1, ordering: .relaxed)
+                    let saved = Self.savedCount(id) ?? 0
+                    sessions.withLock {
+                        if saved < $0[id]!.highestSaved { $0[id]!.savedWentBack = "\($0[id]!.highestSaved) then \(saved)" }
+                        $0[id]!.highestSaved = max($0[id]!.highestSaved, saved)
+                    }
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+        } else {
+            let answer = call("DELETE", "/api/sessions/\(id)", &random)
+            if answer?.status == 204 {
+                sessions.withLock { $0[id]?.quit = true }
+            } else if answer == nil || answer!.status >= 500 {
+                sessions.withLock { $0[id]?.quitUnanswered = true }
+            }
+        }
+    }
+}
