@@ -18,7 +18,7 @@ test_logs=$(mktemp -d /tmp/drover-test-logs.XXXXXX)
 export DROVER_TEST_LOG_DIR=$test_logs
 cleanup() {
     stop_private_postgres
-    rm -rf "$test_logs"
+    if [ -n "${DROVER_KEEP_TEST_LOGS:-}" ]; then echo "==> process outputs kept in $test_logs"; else rm -rf "$test_logs"; fi
 }
 trap cleanup EXIT
 log "PostgreSQL on 127.0.0.1:$pg_port (data in $pg_root/data)"

@@ -331,6 +331,41 @@ public final class SessionManager: Sendable {
         return ids.count
     }
 
+    /// Frees the rows this node owned in a previous run that ended without suspending them (it
+    /// was killed, and restarted before its peers re-placed them): their processes died with
+    /// it, so they become `suspended` and start again from their saved state at their next
+    /// request; a quit that was under way is completed. Called once the node has joined, before
+    /// it serves.
+    /// - Returns: how many rows were freed or removed.
+    @discardableResult
+    public func releaseRowsOfPreviousRun() async -> Int {
+        guard let self_ = runtime.nodeID else { return 0 }
+        let rows: [SessionRecord]
+        do {
+            rows = try await store.sessions(matching: SessionFilter(node: self_, states: [.starting, .running, .suspending, .quitting]))
+        } catch {
+            logger.error("cannot read the sessions this node owned before it restarted: \(error)")
+            return 0
+        }
+        var released = 0
+        for row in rows where local.withLock({ $0[row.id] == nil }) {
+            do {
+                if row.ownership.state == .quitting {
+                    guard try await store.deleteSession(row.id) else { continue }
+                    removeSavedState(row)
+                } else {
+                    guard try await store.transitionSession(row.id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended)) else { continue }
+                }
+                released += 1
+                runtime.diagnostics.record("session-released", ("session", row.id), ("was", row.ownership.state.rawValue))
+            } catch {
+                logger.error("cannot free session \(row.id) left by this node's previous run: \(error)")
+            }
+        }
+        if released > 0 { logger.notice("freed \(released) session(s) left by this node's previous run") }
+        return released
+    }
+
     /// Notices sessions whose process ended on its own: the row is freed (`suspended`), so the
     /// next request starts it again from its saved state, and its lock is released.
     public func reapExited() async {

@@ -68,6 +68,7 @@ struct NodeAssembly {
             throw Failure(message: "cannot join the cluster: \(error)", status: 1)
         }
         try? Data("\(node.id)\n".utf8).write(to: URL(fileURLWithPath: config.nodeIDFile), options: .atomic)
+        await sessions.releaseRowsOfPreviousRun()
         // Shut down in reverse: the HTTP server first (no new sessions), then the sessions are
         // suspended, then the node leaves the cluster.
         return NodeAssembly(services: [HeartbeatService(membership: membership), FailureDetectorService(membership: membership),

@@ -50,6 +50,35 @@ import Testing
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
     }
 
+    /// Found by the chaos test: a node killed and restarted before its peers noticed kept its
+    /// old rows `running` (or `starting`), so requests through other nodes went round in circles.
+    @Test func aNodeRestartedAfterSIGKILLFreesTheSessionsOfItsPreviousRunAtOnce() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        for node in cluster.nodes { try node.write("file-locks", "refresh-rate=1\ntimeout-interval=3\n") }
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        #expect(count(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count")) == 1)
+        #expect(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions/\(id)/suspend").status == 202)
+        func state() throws -> String? {
+            let listed = try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions")
+            return ((try JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]])?.first { $0["id"] as? String == id })?["state"] as? String
+        }
+        try await cluster.eventually("suspended", timeout: 15) { try state() == "suspended" }
+        #expect(count(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30)) == 2, "resumed from 1")
+        #expect(try state() == "running")
+        #expect(try await cluster.stop(0, signal: SIGKILL) == 128 + SIGKILL)
+        try await cluster.start(0)
+        #expect(try state() == "suspended", "freed as the node started, not left running")
+        #expect(count(try RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30)) == 1,
+                "the unsaved increment died with the node; the saved count is back")
+        #expect(SystemUsers.runningSessionIDs().filter { $0 == id }.count == 1)
+        #expect(try RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 204)
+        #expect(try await cluster.stop(0) == 0)
+    }
+
     @Test func theProxyAddsForwardingHeadersAndHomePageAndSignOutWork() async throws {
         let scripts = TemporaryDirectory()
         // A session program that answers every request with the headers it received.
