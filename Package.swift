@@ -33,6 +33,9 @@ let package = Package(
         .executable(name: "droverd", targets: ["droverd"]),
         .executable(name: "drover", targets: ["drover"]),
         .executable(name: "drover-demo-session", targets: ["drover-demo-session"]),
+        // For packages built on Drover's parts, such as the HTTP fuzz target in Fuzz/HTTP.
+        .library(name: "DroverServer", targets: ["DroverServer", "DroverCluster", "DroverKernel", "DroverPlugins"]),
+        .library(name: "DroverTesting", targets: ["DroverTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

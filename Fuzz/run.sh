@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds each libFuzzer target from the kernel's own sources (swiftc -sanitize=fuzzer) and runs
-# it for SECONDS (default 60). Crashes land in Fuzz/out/<target>/ (git-ignored); each becomes a
+# Builds each libFuzzer target (swiftc -sanitize=fuzzer,address) and runs it for SECONDS (default
+# 60): ConfigParsers and CookieAndSignature from the kernel's own sources, and HTTP, the package in
+# Fuzz/HTTP, which serves fuzz input to a node's real HTTP server over loopback. Crashes land in Fuzz/out/<target>/ (git-ignored); each becomes a
 # regression test. Usage: Fuzz/run.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,12 +19,16 @@ build() { # target sources...
 }
 build ConfigParsers "${config_sources[@]}"
 build CookieAndSignature "${config_sources[@]}" "${security_sources[@]}"
+http=(swift build -c release --package-path Fuzz/HTTP --scratch-path .build-fuzz/http --product FuzzHTTP
+      -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library)
+"${http[@]}" > .build-fuzz/HTTP.build.log 2>&1 || { cat .build-fuzz/HTTP.build.log >&2; exit 1; }
+cp "$("${http[@]}" --show-bin-path)/FuzzHTTP" .build-fuzz/HTTP
 status=0
-for target in ConfigParsers CookieAndSignature; do
+for target in ConfigParsers CookieAndSignature HTTP; do
     mkdir -p "Fuzz/out/$target" "Fuzz/corpus/$target"
     echo "== $target: ${seconds}s"
-    if ! ".build-fuzz/$target" -max_total_time="$seconds" -max_len=4096 -artifact_prefix="Fuzz/out/$target/" \
-            "Fuzz/corpus/$target" 2> "Fuzz/out/$target.log"; then
+    if ! SWIFT_BACKTRACE=enable=no ".build-fuzz/$target" -max_total_time="$seconds" -max_len=4096 -artifact_prefix="Fuzz/out/$target/" \
+            "Fuzz/corpus/$target" $( [ -d "Fuzz/seeds/$target" ] && echo "Fuzz/seeds/$target" ) 2> "Fuzz/out/$target.log"; then
         status=1
         echo "   CRASH: see Fuzz/out/$target.log and Fuzz/out/$target/"
     fi

@@ -45,6 +45,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private var responseStarted = false
     private var responseEnded = false
     private var clientKeepAlive = true
+    /// The client half-closed: it sends nothing more, but still reads what it asked for.
+    private var inputClosed = false
     private var upgradeRequested = false
     private var upgrading = false
     private var upstream: (channel: any Channel, key: String, handler: UpstreamHandler)?
@@ -85,6 +87,11 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     private func handle(_ part: HTTPServerRequestPart) {
+        // Behind a waiting pipelined request, every part waits too, in order.
+        if !queued.isEmpty {
+            queued.append(part)
+            return
+        }
         switch (mode, part) {
         case (.idle, .head(let head)):
             startRequest(head)
@@ -120,6 +127,17 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     func channelReadComplete(context: ChannelHandlerContext) {
         if case .streaming = mode { upstream?.channel.flush() }
+    }
+
+    /// A client that shuts down its sending side after its request (`shutdown(SHUT_WR)`, as
+    /// some scripts and HTTP/1.0 tools do) still gets its answers; then the connection closes.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, case .inputClosed = event else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        inputClosed = true
+        if case .idle = mode, queued.isEmpty { context.close(promise: nil) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -187,7 +205,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         guard requestEnded, responseEnded, let context else { return }
         responseTimer?.cancel()
         mode = .idle
-        if !clientKeepAlive {
+        if !clientKeepAlive || (inputClosed && queued.isEmpty) {
             context.close(promise: nil)
             return
         }

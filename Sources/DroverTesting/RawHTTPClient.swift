@@ -25,13 +25,31 @@ public enum RawHTTPClient {
         for (name, value) in headers { request += "\(name): \(value)\r\n" }
         if !body.isEmpty || method == "POST" || method == "PUT" { request += "Content-Length: \(body.utf8.count)\r\n" }
         request += "\r\n" + body
-        let bytes = Array(request.utf8)
+        try sendAll(fd, Array(request.utf8))
+        return try parse(try receiveAll(fd))
+    }
+
+    /// Sends `raw` bytes as they are, shuts down the sending side (a half-close), and returns
+    /// everything the server sends until it closes the connection.
+    public static func halfClosedExchange(host: String, port: Int, raw: String, timeout: TimeInterval = 10) throws -> String {
+        let fd = try connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
+        defer { close(fd) }
+        try sendAll(fd, Array(raw.utf8))
+        shutdown(fd, Int32(SHUT_WR))
+        return String(decoding: try receiveAll(fd), as: UTF8.self)
+    }
+
+    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws {
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
             guard n > 0 else { throw TestFailure("send: \(String(cString: strerror(errno)))") }
             sent += n
         }
+    }
+
+    /// Reads until the server closes; a timeout is an error.
+    static func receiveAll(_ fd: Int32) throws -> [UInt8] {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -40,7 +58,7 @@ public enum RawHTTPClient {
             guard n > 0 else { throw TestFailure("recv: \(String(cString: strerror(errno)))") }
             received.append(contentsOf: buffer[0..<n])
         }
-        return try parse(received)
+        return received
     }
 
     /// A blocking TCP connection to `host:port`, with send and receive timeouts, optionally

@@ -21,6 +21,26 @@ import Testing
         #expect(!healthy(config))
     }
 
+    /// Found by fuzzing the HTTP path: a client that half-closed after its request got no
+    /// answer, because the connection was closed as soon as its input ended.
+    @Test func aClientThatHalfClosesAfterItsRequestsStillGetsEveryAnswer() async throws {
+        let config = try ConfigDirectory()
+        let node = try RunningProcess("droverd", ["--config-dir", config.path])
+        try await node.waitUntil("health check") { healthy(config) }
+        let one = try RawHTTPClient.halfClosedExchange(host: config.address, port: config.port,
+                                                       raw: "GET /health-check HTTP/1.1\r\nHost: n\r\n\r\n")
+        #expect(one.hasPrefix("HTTP/1.1 200 OK\r\n") && one.hasSuffix("\r\n\r\nok\n"), "\(one)")
+        let pipelined = try RawHTTPClient.halfClosedExchange(host: config.address, port: config.port,
+                                                             raw: "GET /health-check HTTP/1.1\r\nHost: n\r\n\r\nGET /nope HTTP/1.1\r\nHost: n\r\n\r\n")
+        #expect(pipelined.hasPrefix("HTTP/1.1 200 OK\r\n") && pipelined.contains("HTTP/1.1 404 Not Found\r\n"), "\(pipelined)")
+        // Nothing sent, or half a request: closed at once, never left open.
+        #expect(try RawHTTPClient.halfClosedExchange(host: config.address, port: config.port, raw: "", timeout: 5) == "")
+        let partial = try RawHTTPClient.halfClosedExchange(host: config.address, port: config.port, raw: "GET /health-check HTTP/1.1\r\nHo", timeout: 5)
+        #expect(!partial.contains("200 OK"), "\(partial)")
+        node.signal(SIGTERM)
+        #expect(try await node.wait(timeout: 15) == 0)
+    }
+
     @Test func configDirectoryFromTheEnvironment() async throws {
         let config = try ConfigDirectory()
         let node = try RunningProcess("droverd", [], environment: ["DROVER_CONFIG_DIR": config.path])

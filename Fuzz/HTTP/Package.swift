@@ -1,0 +1,30 @@
+// swift-tools-version:6.1
+// The HTTP request-path fuzz target, a package of its own so that its `-sanitize=fuzzer` build
+// never touches the main build. Fuzz/run.sh builds it with `swift build --package-path Fuzz/HTTP`.
+import Foundation
+import PackageDescription
+
+/// The Drover checkout this file sits in, whatever its directory is called.
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+let drover = root.lastPathComponent.lowercased()
+
+let package = Package(
+    name: "DroverFuzzHTTP",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: root.path),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        .target(name: "CFuzzMain"),
+        .executableTarget(
+            name: "FuzzHTTP",
+            dependencies: [
+                "CFuzzMain",
+                .product(name: "DroverServer", package: drover),
+                .product(name: "DroverTesting", package: drover),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
+    ]
+)
