@@ -36,26 +36,28 @@ public struct PlacementEngine: Sendable {
 
     /// Places a new session and stores it in state `starting` on the chosen node.
     public func placeNew(_ session: SessionRecord) async throws -> (SessionRecord, PlacementDecision) {
+        let started = ContinuousClock.now
         let (survey, prepared) = try await prepare(username: session.username)
         let decision = DecisionBox()
         let stored = try await store.placeNewSession(session) { counts in
             try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
         }
         let made = decision.value!
-        record(session: stored, survey: survey, decision: made)
+        record(session: stored, survey: survey, decision: made, took: ContinuousClock.now - started)
         return (stored, made)
     }
 
     /// Places an existing session (suspended, or left by a dead node) by compare-and-set from
     /// `expected`; nil when someone else moved it first.
     public func placeExisting(_ session: SessionRecord, from expected: SessionOwnership) async throws -> (SessionRecord, PlacementDecision)? {
+        let started = ContinuousClock.now
         let (survey, prepared) = try await prepare(username: session.username)
         let decision = DecisionBox()
         guard let stored = try await store.placeExistingSession(session.id, from: expected, choose: { counts in
             try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
         }) else { return nil }
         let made = decision.value!
-        record(session: stored, survey: survey, decision: made)
+        record(session: stored, survey: survey, decision: made, took: ContinuousClock.now - started)
         return (stored, made)
     }
 
@@ -65,14 +67,18 @@ public struct PlacementEngine: Sendable {
         return (survey, await strategy.prepare(username: username, among: survey.candidates))
     }
 
-    /// Writes the explanation of a real placement to the diagnostics sink.
-    private func record(session: SessionRecord, survey: PlacementCandidates, decision: PlacementDecision) {
+    /// Writes the explanation of a real placement, and how long it took (reading the nodes, the
+    /// balancer's choice and the registry write, not the session's start-up), to the
+    /// diagnostics sink.
+    private func record(session: SessionRecord, survey: PlacementCandidates, decision: PlacementDecision, took: Duration) {
         let scores = decision.scores.map { "\($0.node): \($0.detail)" }.joined(separator: "; ")
         let excluded = survey.excluded.map { "\($0.node.id): \($0.reason)" }.joined(separator: "; ")
         var fields: [(String, String)] = [("session", session.id), ("user", session.username), ("balancer", strategy.name),
                                           ("chosen", String(decision.chosen)), ("scores", scores)]
         if !excluded.isEmpty { fields.append(("excluded", excluded)) }
         if let note = decision.note { fields.append(("note", note)) }
+        let (seconds, attoseconds) = took.components
+        fields.append(("ms", String(format: "%.3f", Double(seconds) * 1000 + Double(attoseconds) / 1e15)))
         diagnostics.record("placement", fields: fields)
     }
 }
