@@ -23,6 +23,19 @@ import Testing
 
         let users = (0..<2).map { _ in ChaosUser(nodes: cluster.nodes, seed: random.next()) }
         for user in users { user.start() }
+        // Throughout: no session id may ever have two processes (ids are random, so this holds
+        // for the sessions of tests running alongside too).
+        let doubles = Mutex<[String]>([])
+        let watch = Task {
+            while !Task.isCancelled {
+                let running = SystemUsers.runningSessionIDs()
+                if running.count != Set(running).count {
+                    let twice = Dictionary(grouping: running, by: { $0 }).filter { $0.value.count > 1 }.keys
+                    doubles.withLock { $0 += twice }
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
         let rounds = 8
         let databaseRound = Int.random(in: 1..<rounds, using: &random)
         for round in 0..<rounds {
@@ -40,6 +53,8 @@ import Testing
             try await cluster.start(victim)
         }
         try await Task.sleep(for: .seconds(2))
+        watch.cancel()
+        #expect(doubles.withLock { $0 }.isEmpty, "sessions ran twice at once: \(doubles.withLock { Set($0) })")
         var model: [String: SessionModel] = [:]
         for user in users {
             model.merge(await user.stop()) { first, _ in first }
