@@ -12,12 +12,7 @@ public struct HeartbeatService: Service {
     }
 
     public func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            let interval = membership.runtime.loadBalancer.heartbeatInterval
-            try? await cancelWhenGracefulShutdown {
-                try await Task.sleep(for: .seconds(interval))
-            }
-            if Task.isShuttingDownGracefully || Task.isCancelled { break }
+        await repeatUntilShutdown(every: { Double(membership.runtime.loadBalancer.heartbeatInterval) }) {
             await membership.heartbeat()
             // glibc keeps freed heap in per-thread arenas; after a burst of connections (say,
             // a thousand WebSockets) give it back, so the node's memory returns to its baseline.
@@ -37,14 +32,22 @@ public struct FailureDetectorService: Service {
     }
 
     public func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            let interval = Double(membership.runtime.loadBalancer.heartbeatInterval)
-            try? await cancelWhenGracefulShutdown {
-                try await Task.sleep(for: .seconds(max(0.25, interval / 2)))
-            }
-            if Task.isShuttingDownGracefully || Task.isCancelled { break }
+        await repeatUntilShutdown(every: { max(0.25, Double(membership.runtime.loadBalancer.heartbeatInterval) / 2) }) {
             await membership.detectFailedPeers()
         }
+    }
+}
+
+/// Runs `body` every `seconds()` (read again each time, so a reload applies) until graceful
+/// shutdown or cancellation; a shutdown during the wait skips the last run.
+func repeatUntilShutdown(every seconds: () -> Double, _ body: () async -> Void) async {
+    while !Task.isShuttingDownGracefully, !Task.isCancelled {
+        let wait = seconds()
+        try? await cancelWhenGracefulShutdown {
+            try await Task.sleep(for: .seconds(wait))
+        }
+        if Task.isShuttingDownGracefully || Task.isCancelled { return }
+        await body()
     }
 }
 
@@ -74,10 +77,7 @@ public struct SessionService: Service {
     }
 
     public func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            try? await cancelWhenGracefulShutdown {
-                try await Task.sleep(for: .milliseconds(500))
-            }
+        await repeatUntilShutdown(every: { 0.5 }) {
             await sessions.reapExited()
         }
         let count = await sessions.suspendAll()

@@ -226,15 +226,48 @@ public final class SessionManager: Sendable {
         try await onOwner(session, "suspend") { try await self.suspendLocal(id) }
     }
 
-    /// Ends a session wherever it runs and removes it.
+    /// Ends a session wherever it runs and removes it; returns only once its row is gone. The
+    /// session may move meanwhile (its node restarted, or another request resumed it), so each
+    /// step is checked against the row and taken again on its new owner, a few times at most.
     public func quit(_ id: String) async throws {
-        guard let session = try await store.session(id) else { throw SessionError.notFound }
-        if session.ownership.state == .suspended || session.ownership.node == nil {
-            if try await store.deleteSession(id) { removeSavedState(session) }
-            routes.withLock { _ = $0.removeValue(forKey: id) }
-            return
+        guard var session = try await store.session(id) else { throw SessionError.notFound }
+        for attempt in 1...8 {
+            let ownership = session.ownership
+            let ownerAlive = try await ownerIsAlive(ownership)
+            if ownership.state == .suspended || !ownerAlive {
+                // Nothing runs (suspended, or its node died with its process): claim the row
+                // by compare-and-set, so a resume racing with us cannot lose its process.
+                if ownership.state == .quitting && ownership.node == nil {
+                    // Another quit holds it; wait for it to finish.
+                } else if try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: nil, state: .quitting)) {
+                    if try await store.deleteSession(id) { removeSavedState(session) }
+                    routes.withLock { _ = $0.removeValue(forKey: id) }
+                    return
+                }
+            } else {
+                try await onOwner(session, "quit") { try await self.quitLocal(id) }
+            }
+            guard let now = try await store.session(id) else {
+                routes.withLock { _ = $0.removeValue(forKey: id) }
+                return
+            }
+            session = now
+            try await Task.sleep(for: .milliseconds(100 * attempt))
         }
-        try await onOwner(session, "quit") { try await self.quitLocal(id) }
+        throw SessionError.unavailable("session \(id) kept moving while it was being quit; try again")
+    }
+
+    /// Whether the node owning a session is up (Online or in offline mode, and not
+    /// Unreachable); false when the session has no owner or the owner is gone.
+    private func ownerIsAlive(_ ownership: SessionOwnership) async throws -> Bool {
+        guard let owner = ownership.node, let node = try await store.nodes().first(where: { $0.id == owner }) else { return false }
+        return isAlive(node, now: try await store.now())
+    }
+
+    /// A node that runs its sessions: Online or in offline mode, and not Unreachable.
+    private func isAlive(_ node: NodeRecord, now: Date) -> Bool {
+        (node.status == .online || node.status == .offlineMode)
+            && !node.isUnreachable(now: now, heartbeatInterval: runtime.loadBalancer.heartbeatInterval)
     }
 
     /// Runs `body` if this node owns the session, else asks the owner by a signed call.
@@ -424,8 +457,7 @@ public final class SessionManager: Sendable {
         let now = try await store.now()
         let interval = runtime.loadBalancer.heartbeatInterval
         if let owner = ownership.node, let node = nodes.first(where: { $0.id == owner }) {
-            let alive = (node.status == .online || node.status == .offlineMode) && !node.isUnreachable(now: now, heartbeatInterval: interval)
-            if alive {
+            if isAlive(node, now: now) {
                 switch ownership.state {
                 case .running:
                     if owner == runtime.nodeID, let port = ownership.port, local.withLock({ $0[session.id] != nil }) { return .local(port: port) }

@@ -50,6 +50,30 @@ import Testing
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
     }
 
+    /// Found by the chaos test: a quit answered 204 while the session lived on (it had moved
+    /// meanwhile); a quit now ends only when the row is gone, and works when the owner is dead.
+    @Test func quittingASessionWhoseNodeDiedRemovesItThroughAnotherNode() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0)
+        try await cluster.start(1)
+        let ids = try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id }
+        // Node 1 in offline mode for a moment, so the session lands on node 0.
+        let node = cluster.nodes[1]
+        #expect(try await cluster.drover(1, ["offline"]).status == 0)
+        try await cluster.eventually("node 1 in offline mode", timeout: 5) { try await cluster.status(of: "127.0.0.2") == "Offline mode" }
+        let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        #expect((json(created)["node"] as? NSNumber)?.int64Value == ids["127.0.0.1"])
+        #expect(try await cluster.drover(1, ["online"]).status == 0)
+        #expect(try await cluster.stop(0, signal: SIGKILL) == 128 + SIGKILL)
+        try await cluster.eventually("node 0 Unreachable", timeout: 10) { try await cluster.status(of: "127.0.0.1") == "Unreachable" }
+        #expect(try RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 204)
+        #expect(try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
+        #expect(!SystemUsers.runningSessionIDs().contains(id))
+        #expect(try await cluster.stop(1) == 0)
+    }
+
     /// Found by the chaos test: a node killed and restarted before its peers noticed kept its
     /// old rows `running` (or `starting`), so requests through other nodes went round in circles.
     @Test func aNodeRestartedAfterSIGKILLFreesTheSessionsOfItsPreviousRunAtOnce() async throws {
