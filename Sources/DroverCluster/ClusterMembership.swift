@@ -145,7 +145,10 @@ public struct ClusterMembership: Sendable {
             $0.id != selfID && $0.status == .online && $0.unreachableSince == nil && now.timeIntervalSince($0.lastSeen) > silentFor
         }
         guard !late.isEmpty else { return }
-        let client = runtime.client
+        // Bounded by the heartbeat interval whatever `timeout` says (0 would wait forever on a
+        // node that is stopped but still accepts connections).
+        let interval = runtime.loadBalancer.heartbeatInterval
+        guard let client = try? NodeClient(key: runtime.key, protocol: runtime.clusterProtocol, timeoutSeconds: max(1, interval)) else { return }
         let marked = await withTaskGroup(of: Bool.self) { group in
             for peer in late {
                 group.addTask {

@@ -34,6 +34,27 @@ struct ClusterFaultTests {
     }
 }
 
+@Suite struct ClusterFailureDetectionTests {
+    /// A stopped node (SIGSTOP: its port still accepts connections, nothing answers) is marked
+    /// Unreachable by its peer's probe, bounded by the heartbeat interval even with `timeout=0`;
+    /// once it runs again its heartbeat clears the mark.
+    @Test func aStoppedNodeIsUnreachableUntilItsNextHeartbeat() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            loadBalancer: "heartbeat-interval=1\ntimeout=0\ndiagnostics=tmp\ndiagnostics-file=diag.log\n")
+        try await cluster.start(0)
+        let stopped = try await cluster.start(1)
+        try await cluster.eventually("both Online") { try await cluster.statuses().map(\.status) == ["Online", "Online"] }
+        stopped.signal(SIGSTOP)
+        try await cluster.eventually("node 1 Unreachable", timeout: 10) { try await cluster.status(of: "127.0.0.2") == "Unreachable" }
+        try await cluster.eventually("node 0's probe gave up on node 1 and marked it", timeout: 5) {
+            cluster.nodes[0].directory.read("diag.log")?.contains("event=node-unreachable") == true
+        }
+        stopped.signal(SIGCONT)
+        try await cluster.eventually("node 1 Online again", timeout: 10) { try await cluster.status(of: "127.0.0.2") == "Online" }
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
+}
+
 @Suite struct ClusterTLSTests {
     static var hasOpenSSL: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl") }
 
