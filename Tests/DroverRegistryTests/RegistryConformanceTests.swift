@@ -76,6 +76,25 @@ import Testing
         await store.close()
     }
 
+    /// A registry made by the first schema (before `unreachable_since`) is upgraded in place
+    /// by the next node to start, its rows kept.
+    @Test(arguments: StoreKind.enabled.filter { $0 != .memory })
+    func aRegistryOfTheFirstSchemaIsUpgradedKeepingItsRows(kind: StoreKind) async throws {
+        let harness = try await Harness(kind)
+        let old = try await harness.store()
+        let node = try await old.registerNode(registration("h"))
+        try await old.createSession(newSession("s1", node: node.id, state: .running))
+        await old.close()
+        try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DELETE FROM schema_version WHERE version > 1;")
+        let upgraded = try await harness.store()
+        #expect(try await upgraded.nodes().map(\.host) == ["h"])
+        #expect(try await upgraded.nodes().first?.unreachableSince == nil)
+        #expect(try await upgraded.session("s1")?.ownership.node == node.id)
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(try await upgraded.markUnreachable(node: node.id, silentFor: 0.01))
+        await upgraded.close()
+    }
+
     @Test(arguments: StoreKind.enabled)
     func aPeerMarksOnlyASilentOnlineNodeUnreachableAndItsHeartbeatClearsTheMark(kind: StoreKind) async throws {
         let store = try await Harness(kind).store()
