@@ -7,7 +7,8 @@ import Testing
 /// keeps starting, using, suspending and quitting sessions; then the cluster must settle into
 /// a consistent state with nothing run twice and no saved state lost.
 ///
-/// Random choices come from a seed printed at the start; `DROVER_CHAOS_SEED=N` repeats a run.
+/// Random choices come from a seed printed at the start; `DROVER_CHAOS_SEED=N` repeats a run,
+/// `DROVER_CHAOS_ROUNDS=N` runs N rounds instead of eight.
 @Suite(.serialized) struct ChaosTests {
     @Test(.enabled(if: PostgresTestServer.shouldRun))
     func killedNodesAndADatabaseRestartLoseNothingAndRunNothingTwice() async throws {
@@ -36,7 +37,8 @@ import Testing
                 try? await Task.sleep(for: .milliseconds(200))
             }
         }
-        let rounds = 8
+        // Eight rounds in the test command; DROVER_CHAOS_ROUNDS=N for a longer campaign.
+        let rounds = max(2, ProcessInfo.processInfo.environment["DROVER_CHAOS_ROUNDS"].flatMap(Int.init) ?? 8)
         let databaseRound = Int.random(in: 1..<rounds, using: &random)
         for round in 0..<rounds {
             try await Task.sleep(for: .milliseconds(Int.random(in: 1500...3500, using: &random)))
