@@ -200,6 +200,8 @@ final class ChaosUser: Sendable {
     let stopping = Atomic<Bool>(false)
     let calls = Atomic<Int>(0)
     let failures = Atomic<Int>(0)
+    /// Refusals by status (0: no answer), for the summary.
+    let refusals = Mutex<[Int: Int]>([:])
     let suspends = Atomic<Int>(0)
     let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
     let done = Atomic<Bool>(false)
@@ -221,7 +223,8 @@ final class ChaosUser: Sendable {
     var summary: String {
         let all = sessions.withLock { $0 }
         return "\(all.count) sessions (\(all.values.filter(\.quit).count) quit), \(calls.load(ordering: .relaxed)) calls, "
-            + "\(failures.load(ordering: .relaxed)) failed or refused, \(suspends.load(ordering: .relaxed)) confirmed suspends, "
+            + "\(failures.load(ordering: .relaxed)) failed or refused \(refusals.withLock { $0 }.sorted { $0.key < $1.key }.map { "\($0.key == 0 ? "none" : String($0.key)): \($0.value)" }), "
+            + "\(suspends.load(ordering: .relaxed)) confirmed suspends, "
             + "\(all.values.map(\.incrementsSent).reduce(0, +)) increments sent"
     }
 
@@ -254,7 +257,10 @@ final class ChaosUser: Sendable {
         let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
         calls.add(1, ordering: .relaxed)
         let response = try? RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: 10)
-        if response.map({ $0.status >= 300 }) ?? true { failures.add(1, ordering: .relaxed) }
+        if response.map({ $0.status >= 300 }) ?? true {
+            failures.add(1, ordering: .relaxed)
+            refusals.withLock { $0[response?.status ?? 0, default: 0] += 1 }
+        }
         return response
     }
 
