@@ -23,15 +23,17 @@ public struct HTTPServer: Service {
     ///   - port: `www-port`.
     ///   - tls: serve https with this context (`ssl-enabled=1`).
     ///   - proxy: where `/s/<id>/…` requests go; nil serves none.
+    ///   - sessionResponseTimeout: seconds a session may take to start answering (504 after).
     public init(host: String, port: Int, responder: any HTTPResponder, proxy: (any ProxyResolver)? = nil, tls: NIOSSLContext? = nil,
-                logger: Logger) async throws {
+                sessionResponseTimeout: Int = 60, logger: Logger) async throws {
         self.host = host
         self.port = port
         self.responder = responder
         self.proxy = proxy
         self.logger = logger
         self.tls = tls
-        channel = try await Self.bind(host: host, port: port, responder: responder, proxy: proxy, tls: tls, logger: logger)
+        channel = try await Self.bind(host: host, port: port, responder: responder, proxy: proxy, tls: tls,
+                                      responseTimeout: .seconds(Int64(sessionResponseTimeout)), logger: logger)
     }
 
     /// The address the server listens on.
@@ -50,7 +52,7 @@ public struct HTTPServer: Service {
     }
 
     static func bind(host: String, port: Int, responder: any HTTPResponder, proxy: (any ProxyResolver)?, tls: NIOSSLContext?,
-                     logger: Logger) async throws -> any Channel {
+                     responseTimeout: TimeAmount, logger: Logger) async throws -> any Channel {
         do {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.backlog, value: 512)
@@ -64,7 +66,8 @@ public struct HTTPServer: Service {
                         try pipeline.addHandler(HTTPResponseEncoder(), name: "http-encoder")
                         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: "http-decoder")
                         try pipeline.addHandler(HTTPServerProtocolErrorHandler(), name: "http-errors")
-                        try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil, logger: logger), name: "router")
+                        try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
+                                                                         responseTimeout: responseTimeout, logger: logger), name: "router")
                     }
                 }
                 .bind(host: host, port: port).get()

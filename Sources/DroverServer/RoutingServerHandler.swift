@@ -14,14 +14,14 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     /// Bodies of the node's own endpoints are small; anything larger is refused with 413.
     static let maximumBodySize = 1 << 20
-    /// How long a session may take to start answering a request.
-    static let responseTimeout = TimeAmount.seconds(60)
     static let connectTimeout = TimeAmount.seconds(5)
 
     private let responder: any HTTPResponder
     private let proxy: (any ProxyResolver)?
     private let logger: Logger
     private let isTLS: Bool
+    /// How long a session may take to start answering a request (`session-response-timeout`).
+    private let responseTimeout: TimeAmount
     private var context: ChannelHandlerContext?
 
     private enum Mode {
@@ -51,10 +51,20 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private var upgrading = false
     private var upstream: (channel: any Channel, key: String, handler: UpstreamHandler)?
     private var onUpstreamFailure: (@Sendable () -> Void)?
+    /// When the session must have started answering the request in flight; nil when none waits.
+    private var responseDeadline: NIODeadline?
+    private var responseVersion = HTTPVersion.http1_1
+    /// At most one timer per connection, moved on lazily: keep-alive traffic does not schedule
+    /// and cancel a timer for every request.
     private var responseTimer: Scheduled<Void>?
+    /// Whether reading from the client is paused (autoRead off).
+    private var readsPaused = false
+    /// The client's address for X-Forwarded-For, worked out once per connection.
+    private lazy var clientAddress: String = context?.remoteAddress?.ipAddress ?? "unknown"
 
-    init(responder: any HTTPResponder, proxy: (any ProxyResolver)?, isTLS: Bool, logger: Logger) {
+    init(responder: any HTTPResponder, proxy: (any ProxyResolver)?, isTLS: Bool, responseTimeout: TimeAmount, logger: Logger) {
         self.responder = responder
+        self.responseTimeout = responseTimeout
         self.proxy = proxy
         self.isTLS = isTLS
         self.logger = logger
@@ -73,11 +83,53 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         if case .upgraded = mode { return }
         upstream?.channel.close(promise: nil)
         upstream = nil
-        responseTimer?.cancel()
+        stopResponseTimer()
     }
 
     private func setAutoRead(_ on: Bool) {
+        guard readsPaused == on else { return }
+        readsPaused = !on
         _ = context?.channel.setOption(ChannelOptions.autoRead, value: on)
+    }
+
+    // MARK: the response deadline
+
+    /// Starts waiting for the session's answer to the request just sent.
+    private func awaitResponse(version: HTTPVersion) {
+        let deadline = NIODeadline.now() + responseTimeout
+        responseDeadline = deadline
+        responseVersion = version
+        if responseTimer == nil { scheduleResponseCheck(at: deadline) }
+    }
+
+    private func scheduleResponseCheck(at deadline: NIODeadline) {
+        guard let context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        responseTimer = context.eventLoop.scheduleTask(deadline: deadline) { bound.value.checkResponseDeadline() }
+    }
+
+    private func checkResponseDeadline() {
+        responseTimer = nil
+        guard let deadline = responseDeadline else { return }
+        guard deadline <= .now() else {
+            scheduleResponseCheck(at: deadline)
+            return
+        }
+        responseDeadline = nil
+        guard !responseStarted else { return }
+        // Forget the upstream before closing it, so its closing is not taken for a session
+        // that hung up (which would answer 502 instead).
+        let late = upstream?.channel
+        upstream = nil
+        late?.close(promise: nil)
+        writeResponse(.text(.gatewayTimeout, "504 gateway timeout: the session did not answer within \(responseTimeout.nanoseconds / 1_000_000_000) s (session-response-timeout)\n"),
+                      version: responseVersion)
+    }
+
+    private func stopResponseTimer() {
+        responseDeadline = nil
+        responseTimer?.cancel()
+        responseTimer = nil
     }
 
     // MARK: client side
@@ -203,7 +255,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Once both the request and its response are complete, closes or moves to the next one.
     private func finishIfDone() {
         guard requestEnded, responseEnded, let context else { return }
-        responseTimer?.cancel()
+        responseDeadline = nil
         mode = .idle
         if !clientKeepAlive || (inputClosed && queued.isEmpty) {
             context.close(promise: nil)
@@ -218,7 +270,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     // MARK: proxying
 
     private func apply(_ decision: ProxyDecision, head: HTTPRequestHead) {
-        guard case .resolving = mode, let context else { return }
+        guard case .resolving = mode, context != nil else { return }
         switch decision {
         case .respond(let response):
             mode = .discarding
@@ -227,7 +279,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .forward(let host, let port, let tls, let extra, let onFailure):
             onUpstreamFailure = onFailure
             var outgoing = head
-            let client = context.remoteAddress?.ipAddress ?? "unknown"
+            let client = clientAddress
             let forwardedFor = head.headers.first(name: "X-Forwarded-For").map { "\($0), \(client)" } ?? client
             outgoing.headers.replaceOrAdd(name: "X-Forwarded-For", value: forwardedFor)
             if !head.headers.contains(name: "X-Forwarded-Proto") { outgoing.headers.add(name: "X-Forwarded-Proto", value: isTLS ? "https" : "http") }
@@ -284,7 +336,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Sends the request head, then every part that arrived while the destination was being
     /// decided or connected (read now, not when the decision was made: more may have come).
     private func send(_ head: HTTPRequestHead, on channel: any Channel) {
-        guard let context, case .resolving(_, let parts) = mode else { return }
+        guard context != nil, case .resolving(_, let parts) = mode else { return }
         mode = .streaming
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         for part in parts {
@@ -295,15 +347,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             }
         }
         channel.flush()
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        responseTimer = context.eventLoop.scheduleTask(in: Self.responseTimeout) {
-            let this = bound.value
-            guard !this.responseStarted else { return }
-            this.upstream?.channel.close(promise: nil)
-            this.upstream = nil
-            this.writeResponse(.text(.gatewayTimeout, "504 gateway timeout: the session did not answer within \(Self.responseTimeout.nanoseconds / 1_000_000_000) s\n"),
-                               version: head.version)
-        }
+        awaitResponse(version: head.version)
         setAutoRead(true)
     }
 
@@ -314,7 +358,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         switch part {
         case .head(var head):
             responseStarted = true
-            responseTimer?.cancel()
+            responseDeadline = nil
             if head.status == .switchingProtocols, upgradeRequested {
                 upgrading = true
             } else if !clientKeepAlive {
@@ -366,7 +410,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         guard let context, let upstream else { return }
         mode = .upgraded
         self.upstream = nil
-        responseTimer?.cancel()
+        stopResponseTimer()
         let clientChannel = context.channel
         let upstreamChannel = upstream.channel
         let (clientGlue, upstreamGlue) = GlueHandler.pair()

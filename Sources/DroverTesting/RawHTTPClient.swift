@@ -95,6 +95,42 @@ public enum RawHTTPClient {
         return fd
     }
 
+    /// One keep-alive connection: requests go one after another on it, each answer read by its
+    /// Content-Length (the answers must carry one).
+    public final class KeepAlive {
+        let fd: Int32
+        let host: String
+        let port: Int
+        var pending: [UInt8] = []
+
+        public init(host: String, port: Int, timeout: TimeInterval = 10) throws {
+            fd = try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
+            self.host = host
+            self.port = port
+        }
+
+        deinit { close(fd) }
+
+        public func request(_ method: String = "GET", path: String) throws -> Response {
+            try RawHTTPClient.sendAll(fd, Array("\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: 0\r\n\r\n".utf8))
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                if let end = pending.indices.dropLast(3).first(where: { pending[$0] == 13 && pending[$0 + 1] == 10 && pending[$0 + 2] == 13 && pending[$0 + 3] == 10 }) {
+                    let head = try RawHTTPClient.parse(Array(pending[..<(end + 4)]))
+                    let length = head.header("Content-Length").flatMap(Int.init) ?? 0
+                    if pending.count >= end + 4 + length {
+                        let answer = try RawHTTPClient.parse(Array(pending[..<(end + 4 + length)]))
+                        pending.removeFirst(end + 4 + length)
+                        return answer
+                    }
+                }
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                guard n > 0 else { throw TestFailure(n == 0 ? "the server closed the connection" : "recv: \(String(cString: strerror(errno)))") }
+                pending.append(contentsOf: buffer[0..<n])
+            }
+        }
+    }
+
     static func parse(_ bytes: [UInt8]) throws -> Response {
         let text = String(decoding: bytes, as: UTF8.self)
         guard let split = text.range(of: "\r\n\r\n") else { throw TestFailure("no complete response: \(text)") }

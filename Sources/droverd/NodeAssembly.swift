@@ -55,7 +55,7 @@ struct NodeAssembly {
                                              peerTLS: try NodeClient.tlsContext(for: membership.runtime.clusterProtocol))
             server = try await HTTPServer(host: config.server.wwwAddress, port: config.server.wwwPort,
                                           responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
-                                          proxy: proxy, tls: tls, logger: logger)
+                                          proxy: proxy, tls: tls, sessionResponseTimeout: config.server.sessionResponseTimeout, logger: logger)
         } catch {
             throw Failure(message: "\(error)", status: 1)
         }

@@ -103,6 +103,47 @@ import Testing
         #expect(try await cluster.stop(0) == 0)
     }
 
+    /// A session that takes longer than `session-response-timeout` to start answering gets the
+    /// client a 504; on a keep-alive connection each request has its own deadline.
+    @Test func aSlowSessionGivesA504AfterTheResponseTimeoutAndEachRequestHasItsOwnDeadline() async throws {
+        let scripts = TemporaryDirectory()
+        try scripts.write("slow-session", """
+            #!/usr/bin/env python3
+            import http.server, os, time, urllib.parse
+            class Slow(http.server.BaseHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"
+                def do_GET(self):
+                    query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                    time.sleep(int(query.get("ms", ["0"])[0]) / 1000)
+                    self.send_response(200)
+                    self.send_header("Content-Length", "3")
+                    self.end_headers()
+                    self.wfile.write(b"ok\\n")
+                def log_message(self, *args):
+                    pass
+            http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["DROVER_SESSION_PORT"])), Slow).serve_forever()
+            """, mode: 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(scripts.url("slow-session"))\nauth-none=1\nsession-response-timeout=1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        let started = Date()
+        let slow = try RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/x?ms=3000")
+        #expect(slow.status == 504)
+        #expect(slow.body.contains("did not answer within 1 s (session-response-timeout)"), "\(slow.body)")
+        #expect(Date().timeIntervalSince(started) < 2.5)
+        // Keep-alive: a request sent 0.7 s after the first, answering after 0.6 s, is within its
+        // own second even though the first request's second has passed.
+        let connection = try RawHTTPClient.KeepAlive(host: node.address, port: node.port)
+        #expect(try connection.request(path: "/s/\(id)/x").status == 200)
+        try await Task.sleep(for: .milliseconds(700))
+        #expect(try connection.request(path: "/s/\(id)/x?ms=600").status == 200)
+        #expect(try connection.request(path: "/s/\(id)/x?ms=2000").status == 504)
+        #expect(try await cluster.stop(0) == 0)
+    }
+
     @Test func theProxyAddsForwardingHeadersAndHomePageAndSignOutWork() async throws {
         let scripts = TemporaryDirectory()
         // A session program that answers every request with the headers it received.

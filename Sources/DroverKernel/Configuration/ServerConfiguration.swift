@@ -4,12 +4,13 @@
 /// (`secure-cookie-key` in the configuration directory), `server-shared-storage-path` (none;
 /// required when clustering), `server-data-dir` (`/var/lib/drover`), `ssl-enabled` (0),
 /// `ssl-certificate`, `ssl-certificate-key` (both required with `ssl-enabled=1`),
-/// `session-command` (none), `auth-none` (0), `auth-pam-service` (`drover`).
+/// `session-command` (none), `session-response-timeout` (60), `auth-none` (0),
+/// `auth-pam-service` (`drover`).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
                        "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
-                       "session-command", "auth-none", "auth-pam-service"]
+                       "session-command", "session-response-timeout", "auth-none", "auth-pam-service"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -29,6 +30,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var sslCertificateKey: String?
     /// `session-command`: the program started for each session.
     public var sessionCommand: String?
+    /// `session-response-timeout`: seconds a session may take to start answering a proxied
+    /// request before the client gets 504 (raise it for long-polling sessions).
+    public var sessionResponseTimeout = 60
     /// `auth-none`: every visitor is the daemon's own user (single-user machines only).
     public var authNone = false
     /// `auth-pam-service`: the PAM service that authenticates sign-ins.
@@ -52,6 +56,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         sslCertificate = try reader.path("ssl-certificate")
         sslCertificateKey = try reader.path("ssl-certificate-key")
         sessionCommand = try reader.string("session-command")
+        sessionResponseTimeout = try reader.integer("session-response-timeout", default: sessionResponseTimeout, in: 1...86_400)
         authNone = try reader.boolean("auth-none", default: false)
         authPAMService = try reader.string("auth-pam-service") ?? authPAMService
         if sslEnabled {
