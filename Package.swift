@@ -173,7 +173,8 @@ let package = Package(
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverExecutableTests",
-            dependencies: ["DroverKernel", "DroverTesting", "droverd", "drover"],
+            dependencies: ["DroverKernel", "DroverServer", "DroverTesting", "droverd", "drover",
+                           .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: sharedSettings),
     ] + runtimePlugins.map { plugin in
         .target(

@@ -22,11 +22,15 @@ public struct SessionProxyResolver: ProxyResolver {
         self.peerTLS = peerTLS
     }
 
+    /// The `<id>` of `/s/<id>/…` (up to the next `/` or `?`), read in place: this runs for
+    /// every proxied request.
     static func sessionID(_ head: HTTPRequestHead) -> String? {
-        let parts = head.uri.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 3, parts[1] == "s", !parts[2].isEmpty else { return nil }
-        let id = parts[2].prefix { $0 != "/" && $0 != "?" }
-        return id.isEmpty ? nil : String(id)
+        let uri = head.uri.utf8
+        guard uri.starts(with: "/s/".utf8) else { return nil }
+        let rest = uri.dropFirst(3)
+        let end = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? rest.endIndex
+        guard end > rest.startIndex else { return nil }
+        return String(Substring(uri[rest.startIndex..<end]))
     }
 
     public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {
