@@ -1,0 +1,146 @@
+import DroverTesting
+import Foundation
+import Synchronization
+
+/// A small, seedable random number generator, so a failing run can be repeated.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// What the user knows of one session.
+struct SessionModel: Sendable {
+    /// POSTs to `count` sent, whether or not an answer came back: the most the count can be.
+    var incrementsSent = 0
+    /// The highest count read from the saved state file after a suspend the registry confirmed.
+    var highestSaved = 0
+    /// Set when the saved state file was seen holding less than it held before.
+    var savedWentBack: String?
+    var quit = false
+    /// A quit was sent but no answer came.
+    var quitUnanswered = false
+}
+
+/// One signed-out (auth-none) visitor on their own thread, through random nodes: starts up to ten
+/// sessions, increments their counters, suspends and quits some. Failed calls are expected
+/// while nodes and the database go down; only what the cluster confirmed is recorded.
+final class ChaosUser: Sendable {
+    let nodes: [ConfigDirectory]
+    let seed: UInt64
+    let sessions = Mutex<[String: SessionModel]>([:])
+    let stopping = Atomic<Bool>(false)
+    let calls = Atomic<Int>(0)
+    let failures = Atomic<Int>(0)
+    /// Refusals by status (0: no answer), for the summary.
+    let refusals = Mutex<[Int: Int]>([:])
+    let suspends = Atomic<Int>(0)
+    let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    let done = Atomic<Bool>(false)
+
+    init(nodes: [ConfigDirectory], seed: UInt64) {
+        self.nodes = nodes
+        self.seed = seed
+    }
+
+    static func stateDirectory(_ id: String) -> String {
+        let home = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_dir) } ?? NSHomeDirectory()
+        return home + "/.local/share/drover/sessions/" + id
+    }
+
+    static func savedCount(_ id: String) -> Int? {
+        (try? String(contentsOfFile: stateDirectory(id) + "/count", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    var summary: String {
+        let all = sessions.withLock { $0 }
+        return "\(all.count) sessions (\(all.values.filter(\.quit).count) quit), \(calls.load(ordering: .relaxed)) calls, "
+            + "\(failures.load(ordering: .relaxed)) failed or refused \(refusals.withLock { $0 }.sorted { $0.key < $1.key }.map { "\($0.key == 0 ? "none" : String($0.key)): \($0.value)" }), "
+            + "\(suspends.load(ordering: .relaxed)) confirmed suspends, "
+            + "\(all.values.map(\.incrementsSent).reduce(0, +)) increments sent"
+    }
+
+    func start() {
+        Thread { [self] in
+            var random = SplitMix64(seed: seed)
+            while !stopping.load(ordering: .relaxed) {
+                step(&random)
+            }
+            done.store(true, ordering: .relaxed)
+            finished.withLock { $0?.resume(); $0 = nil }
+        }.start()
+    }
+
+    /// Stops after the current call; returns what the user knows.
+    func stop() async -> [String: SessionModel] {
+        stopping.store(true, ordering: .relaxed)
+        await withCheckedContinuation { continuation in
+            let resumeNow = finished.withLock { stored -> Bool in
+                if done.load(ordering: .relaxed) { return true }
+                stored = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+        return sessions.withLock { $0 }
+    }
+
+    private func call(_ method: String, _ path: String, _ random: inout SplitMix64) -> RawHTTPClient.Response? {
+        let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
+        calls.add(1, ordering: .relaxed)
+        let response = try? RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: 10)
+        if response.map({ $0.status >= 300 }) ?? true {
+            failures.add(1, ordering: .relaxed)
+            refusals.withLock { $0[response?.status ?? 0, default: 0] += 1 }
+        }
+        return response
+    }
+
+    private func step(_ random: inout SplitMix64) {
+        let live = sessions.withLock { $0.filter { !$0.value.quit }.keys.sorted() }
+        let roll = Int.random(in: 0..<100, using: &random)
+        if live.count < 4 || (roll < 8 && sessions.withLock { $0.count } < 10) {
+            if let created = call("POST", "/api/sessions", &random), created.status == 201,
+               let id = (try? JSONSerialization.jsonObject(with: Data(created.body.utf8)) as? [String: Any])?["id"] as? String {
+                sessions.withLock { $0[id] = SessionModel() }
+            }
+            return
+        }
+        let id = live[Int.random(in: 0..<live.count, using: &random)]
+        if roll < 80 {
+            sessions.withLock { $0[id]?.incrementsSent += 1 }
+            _ = call("POST", "/s/\(id)/count", &random)
+        } else if roll < 97 {
+            guard call("POST", "/api/sessions/\(id)/suspend", &random)?.status == 202 else { return }
+            // Confirmed once the registry says suspended; then the state file holds the count.
+            let deadline = Date().addingTimeInterval(8)
+            while Date() < deadline, !stopping.load(ordering: .relaxed) {
+                if let listed = call("GET", "/api/sessions", &random), listed.status == 200,
+                   let rows = try? JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]],
+                   rows.first(where: { $0["id"] as? String == id })?["state"] as? String == "suspended" {
+                    suspends.add(1, ordering: .relaxed)
+                    let saved = Self.savedCount(id) ?? 0
+                    sessions.withLock {
+                        if saved < $0[id]!.highestSaved { $0[id]!.savedWentBack = "\($0[id]!.highestSaved) then \(saved)" }
+                        $0[id]!.highestSaved = max($0[id]!.highestSaved, saved)
+                    }
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+        } else {
+            let answer = call("DELETE", "/api/sessions/\(id)", &random)
+            if answer?.status == 204 {
+                sessions.withLock { $0[id]?.quit = true }
+            } else if answer == nil || answer!.status >= 500 {
+                sessions.withLock { $0[id]?.quitUnanswered = true }
+            }
+        }
+    }
+}
