@@ -61,6 +61,7 @@ import Testing
         for user in users {
             model.merge(await user.stop()) { first, _ in first }
             print("chaos: a user: \(user.summary)")
+            #expect(user.wrongEchoes.withLock { $0 }.isEmpty, "WebSocket echoes garbled: \(user.wrongEchoes.withLock { $0.prefix(3) })")
             #expect(user.summary.hasPrefix("0 sessions") == false, "the user managed to start sessions")
         }
         let name = try #require(cluster.databaseName)

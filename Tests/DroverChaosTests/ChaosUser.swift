@@ -38,7 +38,9 @@ final class ChaosUser: Sendable {
     let stopping = Atomic<Bool>(false)
     let calls = Atomic<Int>(0)
     let failures = Atomic<Int>(0)
-    /// Refusals by status (0: no answer), for the summary.
+    /// WebSocket echoes that came back different (must stay empty).
+    let wrongEchoes = Mutex<[String]>([])
+    /// Refusals by status (0: no answer, -1: a WebSocket echo that failed), for the summary.
     let refusals = Mutex<[Int: Int]>([:])
     let suspends = Atomic<Int>(0)
     let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
@@ -61,7 +63,7 @@ final class ChaosUser: Sendable {
     var summary: String {
         let all = sessions.withLock { $0 }
         return "\(all.count) sessions (\(all.values.filter(\.quit).count) quit), \(calls.load(ordering: .relaxed)) calls, "
-            + "\(failures.load(ordering: .relaxed)) failed or refused \(refusals.withLock { $0 }.sorted { $0.key < $1.key }.map { "\($0.key == 0 ? "none" : String($0.key)): \($0.value)" }), "
+            + "\(failures.load(ordering: .relaxed)) failed or refused \(refusals.withLock { $0 }.sorted { $0.key < $1.key }.map { "\($0.key == 0 ? "none" : $0.key == -1 ? "websocket" : String($0.key)): \($0.value)" }), "
             + "\(suspends.load(ordering: .relaxed)) confirmed suspends, "
             + "\(all.values.map(\.incrementsSent).reduce(0, +)) increments sent"
     }
@@ -113,9 +115,21 @@ final class ChaosUser: Sendable {
             return
         }
         let id = live[Int.random(in: 0..<live.count, using: &random)]
-        if roll < 80 {
+        if roll < 74 {
             sessions.withLock { $0[id]?.incrementsSent += 1 }
             _ = call("POST", "/s/\(id)/count", &random)
+        } else if roll < 80 {
+            // A WebSocket echo through a random node: the tunnel must carry it, or fail cleanly.
+            let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
+            let message = "echo \(Int.random(in: 0..<1_000_000, using: &random))"
+            calls.add(1, ordering: .relaxed)
+            let echoed = try? RawWebSocket.echo(host: node.address, port: node.port, path: "/s/\(id)/echo", message: message, timeout: 10)
+            if echoed == nil {
+                failures.add(1, ordering: .relaxed)
+                refusals.withLock { $0[-1, default: 0] += 1 }
+            } else if echoed != message {
+                wrongEchoes.withLock { $0.append("\(message) came back as \(echoed!)") }
+            }
         } else if roll < 97 {
             guard call("POST", "/api/sessions/\(id)/suspend", &random)?.status == 202 else { return }
             // Confirmed once the registry says suspended; then the state file holds the count.
