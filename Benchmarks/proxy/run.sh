@@ -3,6 +3,8 @@
 # Drover node, through a non-owning node, and through nginx as a reverse proxy to it, all in
 # one run; then 1,000 WebSockets held through a node and the node's resident memory.
 # Usage: Benchmarks/proxy/run.sh [SECONDS] [CONNECTIONS]
+# AUTH=cookie: the nodes use PAM sign-in (not auth-none) and every request carries a signed
+# sign-in cookie, as in production (the WebSocket part is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
@@ -12,6 +14,8 @@ for tool in wrk nginx; do
 done
 swift build -c release --product droverd >/dev/null
 swift build -c release --product drover-demo-session >/dev/null
+auth=${AUTH:-none}
+[ "$auth" = cookie ] && swift build -c release --product drover-probe >/dev/null
 bin=$(swift build -c release --show-bin-path)
 
 work=$(mktemp -d /tmp/drover-proxybench.XXXXXX)
@@ -27,7 +31,7 @@ www-port=$port
 server-data-dir=data
 server-shared-storage-path=$work/shared
 session-command=$bin/drover-demo-session
-auth-none=1
+$([ "$auth" = cookie ] && echo "auth-pam-service=login" || echo "auth-none=1")
 CONF
     printf 'provider=sqlite\ndirectory=%s\n' "$work/shared" > "$work/node$n/database.conf"
     : > "$work/node$n/load-balancer"
@@ -41,7 +45,12 @@ cleanup() { kill $node1 $node2 2>/dev/null || true; nginx -c "$work/nginx.conf" 
 trap cleanup EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health-check" >/dev/null && curl -sf "http://127.0.0.2:$port/health-check" >/dev/null && break; sleep 0.2; done
 
-id=$(curl -sf -X POST "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
+sign_in=()
+if [ "$auth" = cookie ]; then
+    { read -r cookie; read -r csrf; } < <("$bin/drover-probe" cookie --config-dir "$work/node1" --user "$(id -un)")
+    sign_in=(-H "Cookie: drover-auth=$cookie")
+fi
+id=$(curl -sf -X POST "${sign_in[@]}" ${csrf:+-H "X-CSRF-Token: $csrf"} "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
 session_port=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select port from session where id=?',(sys.argv[2],)).fetchone()[0])" "$work/shared/drover.sqlite" "$id")
 owner=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select n.host from session s join node n on n.id=s.node_id where s.id=?',(sys.argv[2],)).fetchone()[0])" "$work/shared/drover.sqlite" "$id")
 other=127.0.0.2; [ "$owner" = 127.0.0.2 ] && other=127.0.0.1
@@ -68,12 +77,13 @@ CONF
 nginx -c "$work/nginx.conf"
 path="/s/$id/count"
 curl -sf "http://127.0.0.1:$nginx_port$path" >/dev/null
+curl -sf "${sign_in[@]}" "http://$owner:$port$path" >/dev/null
 
-echo "Proxy benchmark: wrk -t2 -c$connections -d${seconds}s --latency GET $path (keep-alive), $(nproc) cores"
+echo "Proxy benchmark: wrk -t2 -c$connections -d${seconds}s --latency GET $path (keep-alive), $(nproc) cores, auth=$auth"
 declare -A rps p50 p99
 run() { # name url
     local out
-    out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency "$2")
+    out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency "${sign_in[@]}" "$2")
     rps[$1]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50[$1]=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99[$1]=$(awk '$1=="99%" {print $2}' <<<"$out")
@@ -96,5 +106,6 @@ own, ng, p99o, p99n, other = float(sys.argv[1]), float(sys.argv[2]), ms(sys.argv
 print(f"ratios: owning node / nginx throughput = {own/ng:.2f}x (target >= 0.80), p99 = {p99o/p99n:.2f}x (target <= 1.50); "
       f"non-owning node / nginx throughput = {other/ng:.2f}x")
 PY
+[ "$auth" = cookie ] && exit 0
 echo
 python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" 1000 3

@@ -12,7 +12,7 @@ struct DroverProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drover-probe",
         abstract: "Test helper: act as one contending process against the configured plugins.",
-        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self, RegistryLoad.self])
+        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self, RegistryLoad.self, Cookie.self])
 }
 
 /// The configuration in `directory` and the context its plugins are built with.
@@ -255,5 +255,21 @@ struct RegistryLoad: AsyncParsableCommand {
             total += (user + system) / ticks
         }
         return total
+    }
+}
+
+struct Cookie: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a sign-in cookie for USER signed with the configured key, and its CSRF token, on two lines (for benchmarks).")
+
+    @Option var configDir: String
+    @Option var user: String
+
+    func run() async throws {
+        let (config, _) = try loadConfiguration(configDir)
+        let key = try SecureCookieKey.load(from: config.secureCookieKeyPath)
+        let cookie = SignInCookie.issue(username: user, lifetime: 3600, key: key)
+        say(cookie)
+        say(SignInCookie.csrfToken(for: cookie, key: key))
     }
 }

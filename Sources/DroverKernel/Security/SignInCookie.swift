@@ -45,6 +45,12 @@ public enum SignInCookie {
         return user
     }
 
+    /// The expiry (Unix seconds) written in a cookie value, without checking its signature.
+    public static func expiry(of value: String) -> Double? {
+        let parts = value.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 ? Double(parts[2]) : nil
+    }
+
     /// The anti-CSRF token that goes with a cookie value: state-changing requests must echo it
     /// (header `X-CSRF-Token` or form field `csrf`), which a cross-site page cannot read.
     public static func csrfToken(for cookie: String, key: SecureCookieKey) -> String {
