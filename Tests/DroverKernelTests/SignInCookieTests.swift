@@ -37,4 +37,14 @@ import Testing
         #expect(SignInCookie.value(named: "drover-auth", inHeader: "x=1; drover-auth=abc; y=2") == "abc")
         #expect(SignInCookie.value(named: "drover-auth", inHeader: "x=1") == nil)
     }
+
+    @Test(arguments: [
+        ("drover-auth=abc", "abc"), ("  drover-auth = abc  ;x=1", "abc"), ("x=1;\tdrover-auth=abc\t", "abc"),
+        ("drover-auth=a=b.c", "a=b.c"), ("drover-auth2=abc; drover-auth=def", "def"), ("xdrover-auth=abc", nil),
+        ("drover-auth=; drover-auth=second", "second"), ("drover-auth=", nil), ("drover-auth", nil), (";;", nil), ("", nil),
+        ("=abc", nil), ("drover-authx=1;drover-auth=é", "é"),
+    ] as [(String, String?)])
+    func theCookieIsFoundByItsExactName(header: String, value: String?) {
+        #expect(SignInCookie.value(named: "drover-auth", inHeader: header) == value)
+    }
 }

@@ -58,13 +58,27 @@ public enum SignInCookie {
     }
 
     /// The value of cookie `name` in a `Cookie` header.
+    ///
+    /// Runs for every proxied request, so it scans the header in place (no Foundation trimming,
+    /// no arrays of parts); spaces and tabs around names and values are ignored.
     public static func value(named name: String, inHeader header: String?) -> String? {
         guard let header else { return nil }
-        for part in header.split(separator: ";") {
-            let pair = part.split(separator: "=", maxSplits: 1)
-            if pair.count == 2, pair[0].trimmingCharacters(in: .whitespaces) == name {
-                return pair[1].trimmingCharacters(in: .whitespaces)
+        let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        func trimmed(_ part: Substring.UTF8View) -> Substring.UTF8View {
+            var part = part.drop(while: blank)
+            while let last = part.last, blank(last) { part = part.dropLast() }
+            return part
+        }
+        let wanted = name.utf8
+        var rest = Substring(header).utf8[...]
+        while !rest.isEmpty {
+            let end = rest.firstIndex(of: UInt8(ascii: ";")) ?? rest.endIndex
+            let part = rest[rest.startIndex..<end]
+            if let equals = part.firstIndex(of: UInt8(ascii: "=")), trimmed(part[part.startIndex..<equals]).elementsEqual(wanted) {
+                let value = trimmed(part[part.index(after: equals)...])
+                if !value.isEmpty { return String(Substring(value)) }
             }
+            rest = end == rest.endIndex ? rest[end...] : rest[rest.index(after: end)...]
         }
         return nil
     }
