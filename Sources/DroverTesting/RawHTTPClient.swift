@@ -48,6 +48,21 @@ public enum RawHTTPClient {
         }
     }
 
+    /// One read: what arrived, or an error when the server closed or the timeout passed.
+    static func receive(_ fd: Int32) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { throw TestFailure(n == 0 ? "the server closed the connection" : "recv: \(String(cString: strerror(errno)))") }
+        return Array(buffer[0..<n])
+    }
+
+    /// Where `needle` first starts in `haystack`.
+    static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
+        guard haystack.count >= needle.count else { return nil }
+        for index in 0...(haystack.count - needle.count) where Array(haystack[index..<(index + needle.count)]) == needle { return index }
+        return nil
+    }
+
     /// Reads until the server closes; a timeout is an error.
     static func receiveAll(_ fd: Int32) throws -> [UInt8] {
         var received: [UInt8] = []
@@ -113,9 +128,8 @@ public enum RawHTTPClient {
 
         public func request(_ method: String = "GET", path: String) throws -> Response {
             try RawHTTPClient.sendAll(fd, Array("\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: 0\r\n\r\n".utf8))
-            var buffer = [UInt8](repeating: 0, count: 65536)
             while true {
-                if let end = pending.indices.dropLast(3).first(where: { pending[$0] == 13 && pending[$0 + 1] == 10 && pending[$0 + 2] == 13 && pending[$0 + 3] == 10 }) {
+                if let end = RawHTTPClient.find(Array("\r\n\r\n".utf8), in: pending) {
                     let head = try RawHTTPClient.parse(Array(pending[..<(end + 4)]))
                     let length = head.header("Content-Length").flatMap(Int.init) ?? 0
                     if pending.count >= end + 4 + length {
@@ -124,9 +138,7 @@ public enum RawHTTPClient {
                         return answer
                     }
                 }
-                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                guard n > 0 else { throw TestFailure(n == 0 ? "the server closed the connection" : "recv: \(String(cString: strerror(errno)))") }
-                pending.append(contentsOf: buffer[0..<n])
+                pending += try RawHTTPClient.receive(fd)
             }
         }
     }
