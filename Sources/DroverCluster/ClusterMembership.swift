@@ -132,7 +132,8 @@ public struct ClusterMembership: Sendable {
     /// left alone; its next heartbeat clears a mark.
     public func detectFailedPeers() async {
         guard let selfID = runtime.nodeID else { return }
-        let silentFor = Double(runtime.loadBalancer.heartbeatInterval) + 1
+        let interval = runtime.loadBalancer.heartbeatInterval
+        let silentFor = Double(interval) + 1
         let nodes: [NodeRecord]
         let now: Date
         do {
@@ -147,8 +148,7 @@ public struct ClusterMembership: Sendable {
         guard !late.isEmpty else { return }
         // Bounded by the heartbeat interval whatever `timeout` says (0 would wait forever on a
         // node that is stopped but still accepts connections).
-        let interval = runtime.loadBalancer.heartbeatInterval
-        guard let client = try? NodeClient(key: runtime.key, protocol: runtime.clusterProtocol, timeoutSeconds: max(1, interval)) else { return }
+        let client = runtime.client.withTimeout(max(1, interval))
         let marked = await withTaskGroup(of: Bool.self) { group in
             for peer in late {
                 group.addTask {
@@ -273,7 +273,7 @@ public struct ClusterMembership: Sendable {
         let now = Date()
         let interval = runtime.loadBalancer.heartbeatInterval
         let peers = runtime.view.filter {
-            $0.id != selfID && ($0.status == .online || $0.status == .offlineMode) && !$0.isUnreachable(now: now, heartbeatInterval: interval)
+            $0.id != selfID && $0.isServing(now: now, heartbeatInterval: interval)
         }
         let payload = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])).map(Array.init) ?? []
         let client = runtime.client

@@ -32,7 +32,7 @@ public struct NodeClient: Sendable {
     let key: SecureCookieKey
     let clusterProtocol: ClusterProtocol
     /// Seconds to wait for a peer; 0 means no limit of ours (the system's own).
-    let timeoutSeconds: Int
+    private(set) var timeoutSeconds: Int
     let tls: NIOSSLContext?
 
     /// - Parameters:
@@ -43,6 +43,13 @@ public struct NodeClient: Sendable {
         self.clusterProtocol = clusterProtocol
         self.timeoutSeconds = timeoutSeconds
         tls = try Self.tlsContext(for: clusterProtocol)
+    }
+
+    /// The same client, waiting at most `seconds` for each call (its TLS context is shared).
+    public func withTimeout(_ seconds: Int) -> NodeClient {
+        var bounded = self
+        bounded.timeoutSeconds = seconds
+        return bounded
     }
 
     /// The client TLS context for talking to peers: none for http, verified for https, and

@@ -261,13 +261,7 @@ public final class SessionManager: Sendable {
     /// Unreachable); false when the session has no owner or the owner is gone.
     private func ownerIsAlive(_ ownership: SessionOwnership) async throws -> Bool {
         guard let owner = ownership.node, let node = try await store.nodes().first(where: { $0.id == owner }) else { return false }
-        return isAlive(node, now: try await store.now())
-    }
-
-    /// A node that runs its sessions: Online or in offline mode, and not Unreachable.
-    private func isAlive(_ node: NodeRecord, now: Date) -> Bool {
-        (node.status == .online || node.status == .offlineMode)
-            && !node.isUnreachable(now: now, heartbeatInterval: runtime.loadBalancer.heartbeatInterval)
+        return node.isServing(now: try await store.now(), heartbeatInterval: runtime.loadBalancer.heartbeatInterval)
     }
 
     /// Runs `body` if this node owns the session, else asks the owner by a signed call.
@@ -457,7 +451,7 @@ public final class SessionManager: Sendable {
         let now = try await store.now()
         let interval = runtime.loadBalancer.heartbeatInterval
         if let owner = ownership.node, let node = nodes.first(where: { $0.id == owner }) {
-            if isAlive(node, now: now) {
+            if node.isServing(now: now, heartbeatInterval: interval) {
                 switch ownership.state {
                 case .running:
                     if owner == runtime.nodeID, let port = ownership.port, local.withLock({ $0[session.id] != nil }) { return .local(port: port) }

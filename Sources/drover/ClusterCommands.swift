@@ -22,7 +22,7 @@ struct DeleteNode: AsyncParsableCommand {
             guard let node = nodes.first(where: { $0.id == id }) else {
                 fail("no node with ID \(id); see drover list-nodes", status: 1)
             }
-            if node.status == .online || node.status == .offlineMode, !node.isUnreachable(now: now, heartbeatInterval: interval) {
+            if node.isServing(now: now, heartbeatInterval: interval) {
                 fail("node \(id) (\(node.host):\(node.port)) is \(node.status.rawValue), last seen \(Int(now.timeIntervalSince(node.lastSeen))) s ago; "
                      + "stop droverd on it first, or wait until it shows Unreachable", status: 1)
             }

@@ -131,6 +131,12 @@ public struct NodeRecord: Sendable, Equatable, Identifiable {
         status == .online && (unreachableSince != nil || now.timeIntervalSince(lastSeen) > Double(3 * heartbeatInterval))
     }
 
+    /// True when the node runs its sessions and takes calls: `Online` or in offline mode, and not
+    /// `Unreachable`.
+    public func isServing(now: Date, heartbeatInterval: Int) -> Bool {
+        (status == .online || status == .offlineMode) && !isUnreachable(now: now, heartbeatInterval: heartbeatInterval)
+    }
+
     /// The status an operator is shown: the stored one, or `Unreachable` for a stale `Online` row.
     public func displayStatus(now: Date, heartbeatInterval: Int) -> String {
         isUnreachable(now: now, heartbeatInterval: heartbeatInterval) ? "Unreachable" : status.rawValue
