@@ -44,18 +44,9 @@ struct NodeAssembly {
         if config.server.authNone {
             logger.warning("auth-none=1: every visitor is this daemon's own user; use it only on a single-user machine")
         }
-        let authentication = Authentication(key: setup.key, authNone: config.server.authNone,
-                                            pamService: config.server.authPAMService, secure: config.server.sslEnabled)
-
         let server: HTTPServer
         do {
-            let tls = try config.server.sslEnabled
-                ? HTTPServer.tlsContext(certificate: config.server.sslCertificate!, key: config.server.sslCertificateKey!) : nil
-            let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication,
-                                             peerTLS: try NodeClient.tlsContext(for: membership.runtime.clusterProtocol))
-            server = try await HTTPServer(host: config.server.wwwAddress, port: config.server.wwwPort,
-                                          responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
-                                          proxy: proxy, tls: tls, sessionResponseTimeout: config.server.sessionResponseTimeout, logger: logger)
+            server = try await HTTPServer.node(membership: membership, sessions: sessions, logger: logger)
         } catch {
             throw Failure(message: "\(error)", status: 1)
         }

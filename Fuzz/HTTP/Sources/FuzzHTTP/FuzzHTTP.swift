@@ -8,8 +8,8 @@ import Logging
 import Synchronization
 
 // libFuzzer target: arbitrary bytes sent over a real TCP connection to a node's own HTTP server,
-// assembled as droverd assembles it (the NIO HTTP decoder, the routing handler, the node's
-// endpoints, the user API with auth-none, and the session proxy's resolver) but on an in-memory
+// built by the same `HTTPServer.node` as droverd's (the NIO HTTP decoder, the routing handler,
+// the node's endpoints, the user API with auth-none, and the session proxy's resolver) on an in-memory
 // registry and lock table, with no session command. Any crash, sanitizer report, or the server
 // no longer answering its health check is a finding.
 
@@ -43,10 +43,7 @@ final class FuzzNode: Sendable {
             let membership = ClusterMembership(runtime: runtime)
             _ = try await membership.join()
             let sessions = SessionManager(runtime: runtime, locks: InMemoryLockProvider())
-            let auth = Authentication(key: setup.key, authNone: true, pamService: "", secure: false)
-            return try await HTTPServer(host: "127.0.0.1", port: port,
-                                        responder: NodeResponder(membership: membership, sessions: sessions, authentication: auth),
-                                        proxy: SessionProxyResolver(sessions: sessions, authentication: auth, peerTLS: nil), logger: logger)
+            return try await HTTPServer.node(membership: membership, sessions: sessions, logger: logger)
         }
     }
 
