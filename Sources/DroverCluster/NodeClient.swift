@@ -4,7 +4,6 @@ import NIOCore
 public import NIOHTTP1
 import NIOPosix
 public import NIOSSL
-import Synchronization
 
 /// Makes signed node-to-node calls over http or https, each bounded by the `timeout` setting.
 public struct NodeClient: Sendable {
@@ -16,13 +15,13 @@ public struct NodeClient: Sendable {
     }
 
     public enum Failure: Error, CustomStringConvertible {
-        case timedOut(String, seconds: Int)
+        case timedOut(String, seconds: Int, setting: String)
         case unreachable(String, reason: String)
         case badResponse(String)
 
         public var description: String {
             switch self {
-            case .timedOut(let peer, let seconds): "\(peer) did not answer within \(seconds) s (timeout in load-balancer)"
+            case .timedOut(let peer, let seconds, let setting): "\(peer) did not answer within \(seconds) s (\(setting))"
             case .unreachable(let peer, let reason): "cannot reach \(peer) (\(reason))"
             case .badResponse(let peer): "\(peer) sent a malformed response"
             }
@@ -66,10 +65,18 @@ public struct NodeClient: Sendable {
     }
 
     /// Sends a signed request to `host:port` and collects the whole (bounded) answer.
-    public func send(_ method: HTTPMethod, _ path: String, body: [UInt8] = [], to host: String, port: Int) async throws -> Response {
-        let peer = "\(host):\(port)"
+    ///
+    /// Connecting is bounded by `timeout`; so is the answer, unless the call names a longer
+    /// bound of its own (a forwarded session start may take as long as a local one). Both
+    /// bounds are kept by timers on the connection's event loop, not by tasks, so a busy
+    /// cooperative thread pool cannot make them late.
+    /// - Parameters:
+    ///   - answerWithin: seconds the peer may take to answer once connected, and what that
+    ///     bound is called in the error; nil means `timeout`.
+    public func send(_ method: HTTPMethod, _ path: String, body: [UInt8] = [], to host: String, port: Int,
+                     answerWithin: AnswerBound? = nil) async throws -> Response {
         var headers = HTTPHeaders()
-        headers.add(name: "Host", value: peer)
+        headers.add(name: "Host", value: "\(host):\(port)")
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Connection", value: "close")
@@ -77,27 +84,24 @@ public struct NodeClient: Sendable {
             headers.add(name: name, value: value)
         }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
-        let call = Task { try await exchange(head, body: body, host: host, port: port) }
-        guard timeoutSeconds > 0 else { return try await call.value }
-        let limit = timeoutSeconds
-        let expired = Mutex(false)
-        let timer = Task {
-            try await Task.sleep(for: .seconds(limit))
-            expired.withLock { $0 = true }
-            call.cancel()
-        }
-        defer { timer.cancel() }
-        do {
-            return try await call.value
-        } catch {
-            // Cancelling closes the connection, so the call fails with whatever that caused;
-            // what the caller needs to know is that the peer was too slow.
-            if expired.withLock({ $0 }) { throw Failure.timedOut(peer, seconds: limit) }
-            throw error
+        let bound = answerWithin ?? AnswerBound(seconds: timeoutSeconds, setting: "timeout in load-balancer")
+        return try await exchange(head, body: body, host: host, port: port, answerBound: bound)
+    }
+
+    /// How long a peer may take to answer a call, and the setting that says so.
+    public struct AnswerBound: Sendable {
+        /// Seconds; 0 means no limit of ours.
+        public var seconds: Int
+        /// Named in the error, e.g. `timeout in load-balancer`.
+        public var setting: String
+
+        public init(seconds: Int, setting: String) {
+            self.seconds = seconds
+            self.setting = setting
         }
     }
 
-    private func exchange(_ head: HTTPRequestHead, body: [UInt8], host: String, port: Int) async throws -> Response {
+    private func exchange(_ head: HTTPRequestHead, body: [UInt8], host: String, port: Int, answerBound: AnswerBound) async throws -> Response {
         let peer = "\(host):\(port)"
         let tls = self.tls
         let collector = NIOLoopBoundBox<ResponseCollector?>.makeEmptyBox(eventLoop: MultiThreadedEventLoopGroup.singleton.any())
@@ -123,6 +127,14 @@ public struct NodeClient: Sendable {
         }
         let done: EventLoopFuture<Response> = channel.eventLoop.flatSubmit {
             guard let handler = collector.value else { return channel.eventLoop.makeFailedFuture(Failure.badResponse(peer)) }
+            if answerBound.seconds > 0 {
+                let promise = handler.promise
+                let timer = channel.eventLoop.scheduleTask(in: .seconds(Int64(answerBound.seconds))) {
+                    promise.fail(Failure.timedOut(peer, seconds: answerBound.seconds, setting: answerBound.setting))
+                    channel.close(promise: nil)
+                }
+                promise.futureResult.whenComplete { _ in timer.cancel() }
+            }
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             if !body.isEmpty { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)

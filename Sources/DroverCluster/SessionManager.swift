@@ -32,6 +32,8 @@ public final class SessionManager: Sendable {
     let suspendGrace: Double = 10
     /// Seconds a starting session gets to answer on its port.
     let startTimeout: Double = 30
+    /// Starts under way on this node, bounded by `max-starting-sessions`.
+    private let starting = Mutex(0)
 
     struct LocalSession: Sendable {
         var pid: pid_t
@@ -101,7 +103,9 @@ public final class SessionManager: Sendable {
         if known == nil { known = try await store.nodes().first { $0.id == owner } }
         guard let node = known else { throw SessionError.launchFailed("node \(owner) is gone") }
         let body = Array(#"{"id":"\#(session.id)"}"#.utf8)
-        let response = try await runtime.client.send(.POST, "/load-balancer/launch", body: body, to: node.ipv4 ?? node.host, port: node.port)
+        let response = try await runtime.client.send(.POST, "/load-balancer/launch", body: body, to: node.ipv4 ?? node.host, port: node.port,
+                                                     answerWithin: launchBound)
+        if response.status == 429 { throw SessionError.busy("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         guard response.status == 200 else {
             throw SessionError.launchFailed("node \(owner) (\(node.host):\(node.port)): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
@@ -109,8 +113,36 @@ public final class SessionManager: Sendable {
         return stored
     }
 
-    /// Starts the process of a session placed on this node (state `starting`).
+    /// How long a start forwarded to the owner may take: the owner may wait for the session's
+    /// lock to go stale, then for the session to answer (a local start waits as long).
+    var launchBound: NodeClient.AnswerBound {
+        NodeClient.AnswerBound(seconds: runtime.configuration.fileLocks.timeoutInterval + 5 + Int(startTimeout) + 5,
+                               setting: "the time a session may take to start")
+    }
+
+    /// How long a suspend or quit forwarded to the owner may take: the session's grace period
+    /// to save its state, then the kill.
+    var stopBound: NodeClient.AnswerBound {
+        NodeClient.AnswerBound(seconds: Int(suspendGrace) + 10, setting: "the time a session may take to save its state")
+    }
+
+    /// Starts the process of a session placed on this node (state `starting`), unless the node
+    /// already starts `max-starting-sessions` sessions.
     public func launch(_ id: String) async throws -> SessionRecord {
+        let limit = runtime.configuration.server.maxStartingSessions
+        let admitted = starting.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else {
+            throw SessionError.busy("this node is starting \(limit) sessions already (max-starting-sessions in rserver.conf); retry shortly")
+        }
+        defer { starting.withLock { $0 -= 1 } }
+        return try await launchAdmitted(id)
+    }
+
+    private func launchAdmitted(_ id: String) async throws -> SessionRecord {
         guard let self_ = runtime.nodeID, let session = try await store.session(id),
               session.ownership.node == self_, session.ownership.state == .starting else {
             throw SessionError.launchFailed("session \(id) is not waiting to start on this node")
@@ -270,7 +302,7 @@ public final class SessionManager: Sendable {
         if owner == runtime.nodeID { return try await body() }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { throw SessionError.unavailable("its node \(owner) is gone") }
         let response = try await runtime.client.send(.POST, "/load-balancer/\(action)", body: Array(#"{"id":"\#(session.id)"}"#.utf8),
-                                                     to: node.ipv4 ?? node.host, port: node.port)
+                                                     to: node.ipv4 ?? node.host, port: node.port, answerWithin: stopBound)
         guard response.status == 204 else {
             throw SessionError.unavailable("node \(owner) could not \(action) the session: \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
         }

@@ -100,17 +100,41 @@ enum SessionProcess {
     }
 }
 
-/// A session operation that failed, with the message a user or operator sees.
+/// A session operation that failed, with the message a user or operator sees and the HTTP
+/// status it is answered with.
 public enum SessionError: Error, Equatable, CustomStringConvertible {
     case notFound
     case launchFailed(String)
     case unavailable(String)
+    /// The node already starts `max-starting-sessions` sessions; try again shortly.
+    case busy(String)
 
     public var description: String {
         switch self {
         case .notFound: "no such session"
         case .launchFailed(let reason): "the session could not start: \(reason)"
         case .unavailable(let reason): reason
+        case .busy(let reason): reason
+        }
+    }
+
+    /// 404 for a missing session, 429 for a node at its start limit, 500 for a start that
+    /// failed, 503 for a session or node that is not available right now.
+    public var httpStatus: Int {
+        switch self {
+        case .notFound: 404
+        case .busy: 429
+        case .launchFailed: 500
+        case .unavailable: 503
+        }
+    }
+
+    /// Seconds to send in `Retry-After`, for the answers worth retrying.
+    public var retryAfterSeconds: Int? {
+        switch self {
+        case .busy: 1
+        case .unavailable: 5
+        case .notFound, .launchFailed: nil
         }
     }
 }

@@ -1,3 +1,4 @@
+import DroverCluster
 public import NIOCore
 public import NIOHTTP1
 
@@ -27,9 +28,26 @@ public struct HTTPResponse: Sendable {
     }
 
     /// A `text/plain` response.
-    public static func text(_ status: HTTPResponseStatus, _ text: String) -> HTTPResponse {
-        HTTPResponse(status: status, headers: ["Content-Type": "text/plain; charset=utf-8"], body: ByteBuffer(string: text))
+    public static func text(_ status: HTTPResponseStatus, _ text: String, headers: HTTPHeaders = [:]) -> HTTPResponse {
+        var all = headers
+        all.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        return HTTPResponse(status: status, headers: all, body: ByteBuffer(string: text))
     }
+
+    /// A failed session operation as text (``sessionFailure(_:)``), after `prefix`.
+    static func failure(_ error: any Error, prefix: String = "") -> HTTPResponse {
+        let (status, headers) = sessionFailure(error)
+        return .text(status, prefix + "\(error)\n", headers: headers)
+    }
+}
+
+/// The status of a failed session operation (``SessionError/httpStatus``), with `Retry-After`
+/// where a retry may succeed; any other error comes from the registry and is 503, retried.
+func sessionFailure(_ error: any Error) -> (HTTPResponseStatus, HTTPHeaders) {
+    let failure = error as? SessionError
+    let status = HTTPResponseStatus(statusCode: failure?.httpStatus ?? 503)
+    guard let retry = failure.map(\.retryAfterSeconds) ?? 5 else { return (status, [:]) }
+    return (status, ["Retry-After": String(retry)])
 }
 
 /// Answers requests for the server's own endpoints.

@@ -57,6 +57,9 @@ public struct HTTPServer: Service {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.backlog, value: 512)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                // Nothing is accepted before run(): a node still joining (or freeing the rows of
+                // its previous run) must not answer yet; clients wait in the backlog meanwhile.
+                .serverChannelOption(.autoRead, value: false)
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelInitializer { channel in
@@ -78,6 +81,7 @@ public struct HTTPServer: Service {
 
     public func run() async throws {
         logger.info("listening", metadata: ["address": "\(host):\(port)", "tls": "\(tls != nil)"])
+        try await channel.setOption(ChannelOptions.autoRead, value: true).get()
         try await withGracefulShutdownHandler {
             try await channel.closeFuture.get()
         } onGracefulShutdown: {

@@ -66,7 +66,7 @@ public struct NodeResponder: HTTPResponder {
             }
             return HTTPResponse(status: .noContent)
         } catch {
-            return .text(.internalServerError, "\(error)\n")
+            return .failure(error)
         }
     }
 

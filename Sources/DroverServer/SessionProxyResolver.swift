@@ -48,7 +48,7 @@ public struct SessionProxyResolver: ProxyResolver {
             guard let route = try await sessions.route(id, username: user) else { return .respond(.text(.notFound, "no such session\n")) }
             return decision(route, id: id, head: head)
         } catch {
-            return .respond(.text(.serviceUnavailable, "the session is not available: \(error)\n"))
+            return .respond(.failure(error, prefix: "the session is not available: "))
         }
     }
 

@@ -20,6 +20,12 @@ struct UserAPI: Sendable {
         json(status, ["error": message])
     }
 
+    /// The answer to a failed session operation, as JSON (``sessionFailure(_:)``).
+    static func failure(_ error: any Error) -> HTTPResponse {
+        let (status, headers) = sessionFailure(error)
+        return json(status, ["error": "\(error)"], headers: headers)
+    }
+
     static func redirect(_ location: String, cookie: String? = nil) -> HTTPResponse {
         var headers: HTTPHeaders = ["Location": location]
         if let cookie { headers.add(name: "Set-Cookie", value: cookie) }
@@ -98,10 +104,8 @@ struct UserAPI: Sendable {
             default:
                 return Self.error(.notFound, "no such endpoint")
             }
-        } catch SessionError.notFound {
-            return Self.error(.notFound, "no such session")
         } catch {
-            return Self.error(.serviceUnavailable, "\(error)")
+            return Self.failure(error)
         }
     }
 

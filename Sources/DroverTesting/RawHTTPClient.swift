@@ -1,7 +1,12 @@
 public import Foundation
+import Synchronization
 
-/// A minimal blocking HTTP/1.1 client over a POSIX socket. It can bind its own end to a chosen
-/// loopback address, which address-restricted endpoints are tested with.
+/// A minimal HTTP/1.1 client over a POSIX socket. It can bind its own end to a chosen loopback
+/// address, which address-restricted endpoints are tested with.
+///
+/// Its socket I/O blocks, so every public call runs it on a thread of its own
+/// (``onOwnThread(_:)``): awaiting a slow server never holds one of the cooperative pool's
+/// threads (two on this machine), which the product's own timers and the other suites need.
 public enum RawHTTPClient {
     public struct Response: Sendable {
         public var status: Int
@@ -18,7 +23,15 @@ public enum RawHTTPClient {
     ///   - localAddress: the source address to bind, e.g. `127.0.0.9`.
     public static func request(_ method: String = "GET", host: String, port: Int, path: String,
                                headers: [(String, String)] = [], body: String = "", localAddress: String? = nil,
-                               timeout: TimeInterval = 10) throws -> Response {
+                               timeout: TimeInterval = 10) async throws -> Response {
+        try await onOwnThread {
+            try blockingRequest(method, host: host, port: port, path: path, headers: headers, body: body,
+                                localAddress: localAddress, timeout: timeout)
+        }
+    }
+
+    static func blockingRequest(_ method: String, host: String, port: Int, path: String, headers: [(String, String)],
+                                body: String, localAddress: String?, timeout: TimeInterval) throws -> Response {
         let fd = try connectedSocket(host: host, port: port, localAddress: localAddress, timeout: timeout)
         defer { close(fd) }
         var request = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n"
@@ -31,12 +44,14 @@ public enum RawHTTPClient {
 
     /// Sends `raw` bytes as they are, shuts down the sending side (a half-close), and returns
     /// everything the server sends until it closes the connection.
-    public static func halfClosedExchange(host: String, port: Int, raw: String, timeout: TimeInterval = 10) throws -> String {
-        let fd = try connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
-        defer { close(fd) }
-        try sendAll(fd, Array(raw.utf8))
-        shutdown(fd, Int32(SHUT_WR))
-        return String(decoding: try receiveAll(fd), as: UTF8.self)
+    public static func halfClosedExchange(host: String, port: Int, raw: String, timeout: TimeInterval = 10) async throws -> String {
+        try await onOwnThread {
+            let fd = try connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
+            defer { close(fd) }
+            try sendAll(fd, Array(raw.utf8))
+            shutdown(fd, Int32(SHUT_WR))
+            return String(decoding: try receiveAll(fd), as: UTF8.self)
+        }
     }
 
     static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws {
@@ -112,33 +127,40 @@ public enum RawHTTPClient {
 
     /// One keep-alive connection: requests go one after another on it, each answer read by its
     /// Content-Length (the answers must carry one).
-    public final class KeepAlive {
+    public final class KeepAlive: Sendable {
         let fd: Int32
         let host: String
         let port: Int
-        var pending: [UInt8] = []
+        /// Bytes read past the last answer; one request at a time uses them.
+        private let pending = Mutex<[UInt8]>([])
 
-        public init(host: String, port: Int, timeout: TimeInterval = 10) throws {
-            fd = try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
+        public init(host: String, port: Int, timeout: TimeInterval = 10) async throws {
+            fd = try await onOwnThread { try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout) }
             self.host = host
             self.port = port
         }
 
         deinit { close(fd) }
 
-        public func request(_ method: String = "GET", path: String) throws -> Response {
+        public func request(_ method: String = "GET", path: String) async throws -> Response {
+            try await onOwnThread { try self.blockingRequest(method, path: path) }
+        }
+
+        private func blockingRequest(_ method: String, path: String) throws -> Response {
             try RawHTTPClient.sendAll(fd, Array("\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: 0\r\n\r\n".utf8))
+            var buffered = pending.withLock { $0 }
             while true {
-                if let end = RawHTTPClient.find(Array("\r\n\r\n".utf8), in: pending) {
-                    let head = try RawHTTPClient.parse(Array(pending[..<(end + 4)]))
+                if let end = RawHTTPClient.find(Array("\r\n\r\n".utf8), in: buffered) {
+                    let head = try RawHTTPClient.parse(Array(buffered[..<(end + 4)]))
                     let length = head.header("Content-Length").flatMap(Int.init) ?? 0
-                    if pending.count >= end + 4 + length {
-                        let answer = try RawHTTPClient.parse(Array(pending[..<(end + 4 + length)]))
-                        pending.removeFirst(end + 4 + length)
+                    if buffered.count >= end + 4 + length {
+                        let answer = try RawHTTPClient.parse(Array(buffered[..<(end + 4 + length)]))
+                        buffered.removeFirst(end + 4 + length)
+                        pending.withLock { [buffered] in $0 = buffered }
                         return answer
                     }
                 }
-                pending += try RawHTTPClient.receive(fd)
+                buffered += try RawHTTPClient.receive(fd)
             }
         }
     }
@@ -154,5 +176,13 @@ public enum RawHTTPClient {
             return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
         }
         return Response(status: status, headers: headers, body: String(text[split.upperBound...]))
+    }
+}
+
+/// Runs blocking work (socket I/O, `waitpid`) on a thread of its own and awaits its result, so
+/// the awaiting task gives its cooperative thread back meanwhile.
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Swift.Result(catching: body)) }.start()
     }
 }

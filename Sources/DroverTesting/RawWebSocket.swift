@@ -1,11 +1,17 @@
 public import Foundation
 
-/// A minimal WebSocket client over a blocking socket: upgrade, send one masked text frame,
-/// read the echoed frame. Enough to prove a WebSocket works end to end through the proxy.
+/// A minimal WebSocket client over a blocking socket (run on a thread of its own, like
+/// ``RawHTTPClient``): upgrade, send one masked text frame, read the echoed frame. Enough to
+/// prove a WebSocket works end to end through the proxy.
 public enum RawWebSocket {
     /// Opens `path`, sends `message` and returns the text of the first frame that comes back.
     public static func echo(host: String, port: Int, path: String, headers: [(String, String)] = [], message: String,
-                            timeout: TimeInterval = 10) throws -> String {
+                            timeout: TimeInterval = 10) async throws -> String {
+        try await onOwnThread { try blockingEcho(host: host, port: port, path: path, headers: headers, message: message, timeout: timeout) }
+    }
+
+    static func blockingEcho(host: String, port: Int, path: String, headers: [(String, String)], message: String,
+                             timeout: TimeInterval) throws -> String {
         let fd = try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
         defer { close(fd) }
         let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()

@@ -65,7 +65,7 @@ public final class TestCluster: Sendable {
         let process = try RunningProcess("droverd", ["--config-dir", node.path], environment: environment)
         running.withLock { $0[index] = process }
         try await process.waitUntil(timeout: 60, "node \(index) health check") {
-            (try? RawHTTPClient.request(host: node.address, port: node.port, path: "/health-check").status) == 200
+            (try? await RawHTTPClient.request(host: node.address, port: node.port, path: "/health-check").status) == 200
         }
         return process
     }

@@ -86,7 +86,7 @@ import Testing
             var last = ""
             do {
                 try await cluster.eventually("session \(id.prefix(6)) answers", timeout: 30) {
-                    let answer = try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(id)/count", timeout: 15)
+                    let answer = try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(id)/count", timeout: 15)
                     last = "\(answer.status) \(answer.body.prefix(300).replacingOccurrences(of: "\n", with: " "))"
                     guard answer.status == 200, let value = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])?["count"] as? Int else { return false }
                     counts[id] = value
@@ -124,7 +124,7 @@ import Testing
 
         // Suspending everything now saves exactly the counts just read.
         for (id, _) in counts {
-            #expect(try RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions/\(id)/suspend").status == 202)
+            #expect(try await RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions/\(id)/suspend").status == 202)
         }
         try await cluster.eventually("every session suspended", timeout: 30) {
             try await sessionRows(database.server, name).allSatisfy { $0.state == "suspended" }

@@ -28,7 +28,7 @@ struct SessionModel: Sendable {
     var quitUnanswered = false
 }
 
-/// One signed-out (auth-none) visitor on their own thread, through random nodes: starts up to ten
+/// One signed-out (auth-none) visitor in a task of their own, through random nodes: starts up to ten
 /// sessions, increments their counters, suspends and quits some. Failed calls are expected
 /// while nodes and the database go down; only what the cluster confirmed is recorded.
 final class ChaosUser: Sendable {
@@ -43,8 +43,7 @@ final class ChaosUser: Sendable {
     /// Refusals by status (0: no answer, -1: a WebSocket echo that failed), for the summary.
     let refusals = Mutex<[Int: Int]>([:])
     let suspends = Atomic<Int>(0)
-    let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
-    let done = Atomic<Bool>(false)
+    let running = Mutex<Task<Void, Never>?>(nil)
 
     init(nodes: [ConfigDirectory], seed: UInt64) {
         self.nodes = nodes
@@ -69,34 +68,26 @@ final class ChaosUser: Sendable {
     }
 
     func start() {
-        Thread { [self] in
+        let task = Task { [self] in
             var random = SplitMix64(seed: seed)
             while !stopping.load(ordering: .relaxed) {
-                step(&random)
+                await step(&random)
             }
-            done.store(true, ordering: .relaxed)
-            finished.withLock { $0?.resume(); $0 = nil }
-        }.start()
+        }
+        running.withLock { $0 = task }
     }
 
     /// Stops after the current call; returns what the user knows.
     func stop() async -> [String: SessionModel] {
         stopping.store(true, ordering: .relaxed)
-        await withCheckedContinuation { continuation in
-            let resumeNow = finished.withLock { stored -> Bool in
-                if done.load(ordering: .relaxed) { return true }
-                stored = continuation
-                return false
-            }
-            if resumeNow { continuation.resume() }
-        }
+        await running.withLock { $0 }?.value
         return sessions.withLock { $0 }
     }
 
-    private func call(_ method: String, _ path: String, _ random: inout SplitMix64) -> RawHTTPClient.Response? {
+    private func call(_ method: String, _ path: String, _ random: inout SplitMix64) async -> RawHTTPClient.Response? {
         let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
         calls.add(1, ordering: .relaxed)
-        let response = try? RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: 10)
+        let response = try? await RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: 10)
         if response.map({ $0.status >= 300 }) ?? true {
             failures.add(1, ordering: .relaxed)
             refusals.withLock { $0[response?.status ?? 0, default: 0] += 1 }
@@ -104,11 +95,11 @@ final class ChaosUser: Sendable {
         return response
     }
 
-    private func step(_ random: inout SplitMix64) {
+    private func step(_ random: inout SplitMix64) async {
         let live = sessions.withLock { $0.filter { !$0.value.quit }.keys.sorted() }
         let roll = Int.random(in: 0..<100, using: &random)
         if live.count < 4 || (roll < 8 && sessions.withLock { $0.count } < 10) {
-            if let created = call("POST", "/api/sessions", &random), created.status == 201,
+            if let created = await call("POST", "/api/sessions", &random), created.status == 201,
                let id = (try? JSONSerialization.jsonObject(with: Data(created.body.utf8)) as? [String: Any])?["id"] as? String {
                 sessions.withLock { $0[id] = SessionModel() }
             }
@@ -117,13 +108,13 @@ final class ChaosUser: Sendable {
         let id = live[Int.random(in: 0..<live.count, using: &random)]
         if roll < 74 {
             sessions.withLock { $0[id]?.incrementsSent += 1 }
-            _ = call("POST", "/s/\(id)/count", &random)
+            _ = await call("POST", "/s/\(id)/count", &random)
         } else if roll < 80 {
             // A WebSocket echo through a random node: the tunnel must carry it, or fail cleanly.
             let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
             let message = "echo \(Int.random(in: 0..<1_000_000, using: &random))"
             calls.add(1, ordering: .relaxed)
-            let echoed = try? RawWebSocket.echo(host: node.address, port: node.port, path: "/s/\(id)/echo", message: message, timeout: 10)
+            let echoed = try? await RawWebSocket.echo(host: node.address, port: node.port, path: "/s/\(id)/echo", message: message, timeout: 10)
             if echoed == nil {
                 failures.add(1, ordering: .relaxed)
                 refusals.withLock { $0[-1, default: 0] += 1 }
@@ -131,11 +122,11 @@ final class ChaosUser: Sendable {
                 wrongEchoes.withLock { $0.append("\(message) came back as \(echoed!)") }
             }
         } else if roll < 97 {
-            guard call("POST", "/api/sessions/\(id)/suspend", &random)?.status == 202 else { return }
+            guard await call("POST", "/api/sessions/\(id)/suspend", &random)?.status == 202 else { return }
             // Confirmed once the registry says suspended; then the state file holds the count.
             let deadline = Date().addingTimeInterval(8)
             while Date() < deadline, !stopping.load(ordering: .relaxed) {
-                if let listed = call("GET", "/api/sessions", &random), listed.status == 200,
+                if let listed = await call("GET", "/api/sessions", &random), listed.status == 200,
                    let rows = try? JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]],
                    rows.first(where: { $0["id"] as? String == id })?["state"] as? String == "suspended" {
                     suspends.add(1, ordering: .relaxed)
@@ -146,10 +137,10 @@ final class ChaosUser: Sendable {
                     }
                     return
                 }
-                Thread.sleep(forTimeInterval: 0.2)
+                try? await Task.sleep(for: .milliseconds(200))
             }
         } else {
-            let answer = call("DELETE", "/api/sessions/\(id)", &random)
+            let answer = await call("DELETE", "/api/sessions/\(id)", &random)
             if answer?.status == 204 {
                 sessions.withLock { $0[id]?.quit = true }
             } else if answer == nil || answer!.status >= 500 {

@@ -30,15 +30,15 @@ import Testing
 
         // The status endpoint: the seed's format, to localhost and to nodes only.
         let node0 = cluster.nodes[0]
-        let status = try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status")
+        let status = try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status")
         #expect(status.status == 200)
         let lines = status.body.split(separator: "\n")
         #expect(lines.count == 3)
         for (line, node) in zip(lines, cluster.nodes) {
             #expect(line.range(of: #"^\#(node.address):\#(node.port) Load: [0-9.e+]+, [0-9.e+]+, [0-9.e+]+$"#, options: .regularExpression) != nil, "\(line)")
         }
-        #expect(try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status", localAddress: "127.0.0.2").status == 200)
-        let outsider = try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status", localAddress: "127.0.0.9")
+        #expect(try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status", localAddress: "127.0.0.2").status == 200)
+        let outsider = try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status", localAddress: "127.0.0.9")
         #expect(outsider.status == 403)
         let viaCLI = try await cluster.drover(0, ["status"])
         #expect(viaCLI.status == 0)
@@ -47,7 +47,7 @@ import Testing
         // Offline mode, applied live.
         #expect(try await cluster.drover(1, ["offline"]).status == 0)
         try await cluster.eventually("node 1 in offline mode", timeout: 5) { try await cluster.status(of: "127.0.0.2") == "Offline mode" }
-        #expect(try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status").body.contains("127.0.0.2:\(cluster.nodes[1].port) (offline)"))
+        #expect(try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status").body.contains("127.0.0.2:\(cluster.nodes[1].port) (offline)"))
         #expect(try await cluster.drover(1, ["online"]).status == 0)
         try await cluster.eventually("node 1 back online", timeout: 5) { try await cluster.status(of: "127.0.0.2") == "Online" }
 
@@ -63,7 +63,7 @@ import Testing
         try await cluster.eventually("a peer records why", timeout: 2) {
             (cluster.nodes[0].directory.read("diag.log") ?? "").contains("event=node-unreachable node=\(ids[2])")
         }
-        #expect(try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status").body.contains("127.0.0.3:\(cluster.nodes[2].port) (unreachable)"))
+        #expect(try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status").body.contains("127.0.0.3:\(cluster.nodes[2].port) (unreachable)"))
 
         // delete-node refuses a live node and removes a stopped one.
         let refused = try await cluster.drover(1, ["delete-node", String(ids[0])])
@@ -133,7 +133,7 @@ import Testing
             node.stderr.contains("reload refused, keeping the running settings") && node.stderr.contains("unknown balancer strategy 'fastest'")
         }
         #expect(cluster.nodes[0].directory.read("diag.log")?.contains("event=reload-failed") == true)
-        #expect(try RawHTTPClient.request(host: "127.0.0.1", port: cluster.nodes[0].port, path: "/health-check").status == 200)
+        #expect(try await RawHTTPClient.request(host: "127.0.0.1", port: cluster.nodes[0].port, path: "/health-check").status == 200)
         #expect(try await cluster.stop(0) == 0)
     }
 }

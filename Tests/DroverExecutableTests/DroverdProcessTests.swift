@@ -4,21 +4,21 @@ import Foundation
 import Testing
 
 @Suite struct DroverdProcessTests {
-    func healthy(_ config: ConfigDirectory) -> Bool {
-        (try? RawHTTPClient.request(host: config.address, port: config.port, path: "/health-check").status) == 200
+    func healthy(_ config: ConfigDirectory) async -> Bool {
+        (try? await RawHTTPClient.request(host: config.address, port: config.port, path: "/health-check").status) == 200
     }
 
     @Test(arguments: [SIGTERM, SIGINT])
     func servesHealthCheckAndStopsCleanlyOnSignal(signal: Int32) async throws {
         let config = try ConfigDirectory()
         let node = try RunningProcess("droverd", ["--config-dir", config.path])
-        try await node.waitUntil("health check") { healthy(config) }
-        let response = try RawHTTPClient.request(host: config.address, port: config.port, path: "/health-check")
+        try await node.waitUntil("health check") { await healthy(config) }
+        let response = try await RawHTTPClient.request(host: config.address, port: config.port, path: "/health-check")
         #expect(response.body == "ok\n")
-        #expect(try RawHTTPClient.request(host: config.address, port: config.port, path: "/nope").status == 404)
+        #expect(try await RawHTTPClient.request(host: config.address, port: config.port, path: "/nope").status == 404)
         node.signal(signal)
         #expect(try await node.wait(timeout: 15) == 0)
-        #expect(!healthy(config))
+        #expect(await !healthy(config))
     }
 
     /// Found by fuzzing the HTTP path: a client that half-closed after its request got no
@@ -26,16 +26,16 @@ import Testing
     @Test func aClientThatHalfClosesAfterItsRequestsStillGetsEveryAnswer() async throws {
         let config = try ConfigDirectory()
         let node = try RunningProcess("droverd", ["--config-dir", config.path])
-        try await node.waitUntil("health check") { healthy(config) }
-        let one = try RawHTTPClient.halfClosedExchange(host: config.address, port: config.port,
+        try await node.waitUntil("health check") { await healthy(config) }
+        let one = try await RawHTTPClient.halfClosedExchange(host: config.address, port: config.port,
                                                        raw: "GET /health-check HTTP/1.1\r\nHost: n\r\n\r\n")
         #expect(one.hasPrefix("HTTP/1.1 200 OK\r\n") && one.hasSuffix("\r\n\r\nok\n"), "\(one)")
-        let pipelined = try RawHTTPClient.halfClosedExchange(host: config.address, port: config.port,
+        let pipelined = try await RawHTTPClient.halfClosedExchange(host: config.address, port: config.port,
                                                              raw: "GET /health-check HTTP/1.1\r\nHost: n\r\n\r\nGET /nope HTTP/1.1\r\nHost: n\r\n\r\n")
         #expect(pipelined.hasPrefix("HTTP/1.1 200 OK\r\n") && pipelined.contains("HTTP/1.1 404 Not Found\r\n"), "\(pipelined)")
         // Nothing sent, or half a request: closed at once, never left open.
-        #expect(try RawHTTPClient.halfClosedExchange(host: config.address, port: config.port, raw: "", timeout: 5) == "")
-        let partial = try RawHTTPClient.halfClosedExchange(host: config.address, port: config.port, raw: "GET /health-check HTTP/1.1\r\nHo", timeout: 5)
+        #expect(try await RawHTTPClient.halfClosedExchange(host: config.address, port: config.port, raw: "", timeout: 5) == "")
+        let partial = try await RawHTTPClient.halfClosedExchange(host: config.address, port: config.port, raw: "GET /health-check HTTP/1.1\r\nHo", timeout: 5)
         #expect(!partial.contains("200 OK"), "\(partial)")
         node.signal(SIGTERM)
         #expect(try await node.wait(timeout: 15) == 0)
@@ -44,7 +44,7 @@ import Testing
     @Test func configDirectoryFromTheEnvironment() async throws {
         let config = try ConfigDirectory()
         let node = try RunningProcess("droverd", [], environment: ["DROVER_CONFIG_DIR": config.path])
-        try await node.waitUntil("health check") { healthy(config) }
+        try await node.waitUntil("health check") { await healthy(config) }
         node.signal(SIGTERM)
         #expect(try await node.wait(timeout: 15) == 0)
     }
@@ -82,7 +82,7 @@ import Testing
     @Test func singleNodeGeneratesItsKeyOnFirstRunButAClusterNodeDoesNot() async throws {
         let single = try ConfigDirectory(key: nil)
         let node = try RunningProcess("droverd", ["--config-dir", single.path])
-        try await node.waitUntil("health check") { healthy(single) }
+        try await node.waitUntil("health check") { await healthy(single) }
         node.signal(SIGTERM)
         #expect(try await node.wait(timeout: 15) == 0)
         var info = stat()
@@ -101,7 +101,7 @@ import Testing
     @Test func portInUseIsAClearError() async throws {
         let first = try ConfigDirectory()
         let node = try RunningProcess("droverd", ["--config-dir", first.path])
-        try await node.waitUntil("health check") { healthy(first) }
+        try await node.waitUntil("health check") { await healthy(first) }
         let second = try ConfigDirectory()
         try second.write("rserver.conf", "www-address=\(first.address)\nwww-port=\(first.port)\nserver-data-dir=data\n")
         let result = try await Executable.run("droverd", ["--config-dir", second.path])
@@ -115,7 +115,7 @@ import Testing
         let config = try ConfigDirectory()
         try config.write("load-balancer", "diagnostics=stderr\n")
         let node = try RunningProcess("droverd", ["--config-dir", config.path])
-        try await node.waitUntil("health check") { healthy(config) }
+        try await node.waitUntil("health check") { await healthy(config) }
         node.signal(SIGTERM)
         #expect(try await node.wait(timeout: 15) == 0)
         #expect(node.stderr.contains("pid=\(node.pid) event=node-starting address=\(config.address):\(config.port)"))
@@ -124,7 +124,7 @@ import Testing
         let tmp = try ConfigDirectory()
         try tmp.write("load-balancer", "diagnostics=tmp\ndiagnostics-file=diag.log\n")
         let other = try RunningProcess("droverd", ["--config-dir", tmp.path])
-        try await other.waitUntil("health check") { healthy(tmp) }
+        try await other.waitUntil("health check") { await healthy(tmp) }
         other.signal(SIGTERM)
         #expect(try await other.wait(timeout: 15) == 0)
         let events = try #require(tmp.directory.read("diag.log")).split(separator: "\n").map { line in

@@ -34,6 +34,7 @@ import Testing
             ssl-certificate-key=tls/key.pem
             session-command=/usr/bin/drover-demo-session --quiet
             session-response-timeout=600
+            max-starting-sessions=16
             auth-none=1
             auth-pam-service=login
             """)
@@ -47,6 +48,7 @@ import Testing
         #expect(config.sslCertificateKey == "/etc/drover/tls/key.pem")
         #expect(config.sessionCommand == "/usr/bin/drover-demo-session --quiet")
         #expect(config.sessionResponseTimeout == 600)
+        #expect(config.maxStartingSessions == 16)
         #expect(config.authNone)
         #expect(config.authPAMService == "login")
     }
@@ -57,9 +59,10 @@ import Testing
         ("www-port=80a", 1, "'www-port' must be a whole number, found '80a'"),
         ("auth-none=2", 1, "'auth-none' must be 0 or 1, found '2'"),
         ("session-response-timeout=0", 1, "'session-response-timeout' must be from 1 to 86400, found 0"),
+        ("max-starting-sessions=0", 1, "'max-starting-sessions' must be from 1 to 100000, found 0"),
         ("ssl-enabled=1\nssl-certificate-key=k.pem", 1, "ssl-enabled=1 needs ssl-certificate=PATH (a PEM certificate chain)"),
         ("ssl-enabled=1\nssl-certificate=c.pem", 1, "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)"),
-        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, auth-none, auth-pam-service"),
+        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service"),
     ])
     func rejectsBadInput(text: String, line: Int, message: String) {
         #expect(throws: ConfigurationError(file: "/etc/drover/rserver.conf", line: line, message)) { try parse(text) }

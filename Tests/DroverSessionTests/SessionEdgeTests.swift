@@ -9,10 +9,38 @@ import Testing
                                             rserver: "session-command=/bin/sh -c 'echo cannot find my notebook >&2; exit 3'\nauth-none=1\n")
         try await cluster.start(0)
         let node = cluster.nodes[0]
-        let failed = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
-        #expect(failed.status == 503)
+        let failed = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+        #expect(failed.status == 500, "a start that failed is not a node that is unavailable")
+        #expect(failed.header("Retry-After") == nil)
         #expect(failed.body.contains("the session command exited (status 3) before answering: cannot find my notebook"), "\(failed.body)")
-        #expect(try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    /// Past `max-starting-sessions`, a start is refused at once with 429 and `Retry-After`,
+    /// never a bare 503; every start within the limit succeeds.
+    @Test func startsPastTheNodesLimitAre429WithRetryAfter() async throws {
+        // A session that takes a second to start, so the starts overlap.
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=/bin/sh -c 'sleep 1; exec \(demoCommand)'\nauth-none=1\nmax-starting-sessions=2\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let answers = await concurrently(8) { _ in
+            try? await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60)
+        }
+        let statuses = answers.map { $0?.status ?? 0 }
+        #expect(statuses.allSatisfy { $0 == 201 || $0 == 429 }, "\(statuses)")
+        #expect(statuses.filter { $0 == 201 }.count >= 2, "\(statuses)")
+        let refused = answers.compactMap { $0 }.filter { $0.status == 429 }
+        #expect(!refused.isEmpty, "8 starts at once against a limit of 2: \(statuses)")
+        for answer in refused {
+            #expect(answer.header("Retry-After") == "1")
+            #expect(answer.body.contains("max-starting-sessions"), "\(answer.body)")
+        }
+        // Refused starts leave no row behind.
+        let listed = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions")
+        let rows = (try JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]]) ?? []
+        #expect(rows.count == statuses.filter { $0 == 201 }.count, "\(listed.body)")
         #expect(try await cluster.stop(0) == 0)
     }
 
@@ -27,26 +55,26 @@ import Testing
         func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
         var ids: [String] = []
         for _ in 0..<2 {
-            let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+            let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
             let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
-            #expect(count(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count")) == 1)
+            #expect(count(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count")) == 1)
             ids.append(id)
         }
         // The first is suspended: its count is saved, then quitting removes it.
-        #expect(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions/\(ids[0])/suspend").status == 202)
+        #expect(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions/\(ids[0])/suspend").status == 202)
         try await cluster.eventually("suspended and saved", timeout: 15) {
             FileManager.default.fileExists(atPath: stateDirectory(ids[0]) + "/count") && !SystemUsers.runningSessionIDs().contains(ids[0])
         }
         // Each quit goes through the node that is not the one it was created on.
         for id in ids {
             let other = cluster.nodes[1]
-            #expect(try RawHTTPClient.request("DELETE", host: other.address, port: other.port, path: "/api/sessions/\(id)").status == 204)
-            #expect(try RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count").status == 404)
+            #expect(try await RawHTTPClient.request("DELETE", host: other.address, port: other.port, path: "/api/sessions/\(id)").status == 204)
+            #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count").status == 404)
             #expect(!FileManager.default.fileExists(atPath: stateDirectory(id)), "saved state of \(id) removed")
             #expect(!SystemUsers.runningSessionIDs().contains(id))
-            #expect(try RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 404)
+            #expect(try await RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 404)
         }
-        #expect(try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
     }
 
@@ -62,14 +90,14 @@ import Testing
         let node = cluster.nodes[1]
         #expect(try await cluster.drover(1, ["offline"]).status == 0)
         try await cluster.eventually("node 1 in offline mode", timeout: 5) { try await cluster.status(of: "127.0.0.2") == "Offline mode" }
-        let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
         #expect((json(created)["node"] as? NSNumber)?.int64Value == ids["127.0.0.1"])
         #expect(try await cluster.drover(1, ["online"]).status == 0)
         #expect(try await cluster.stop(0, signal: SIGKILL) == 128 + SIGKILL)
         try await cluster.eventually("node 0 Unreachable", timeout: 10) { try await cluster.status(of: "127.0.0.1") == "Unreachable" }
-        #expect(try RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 204)
-        #expect(try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
+        #expect(try await RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 204)
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
         #expect(!SystemUsers.runningSessionIDs().contains(id))
         #expect(try await cluster.stop(1) == 0)
     }
@@ -82,24 +110,24 @@ import Testing
         for node in cluster.nodes { try node.write("file-locks", "refresh-rate=1\ntimeout-interval=3\n") }
         try await cluster.start(0)
         let node = cluster.nodes[0]
-        let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
-        #expect(count(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count")) == 1)
-        #expect(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions/\(id)/suspend").status == 202)
-        func state() throws -> String? {
-            let listed = try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions")
+        #expect(count(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count")) == 1)
+        #expect(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions/\(id)/suspend").status == 202)
+        func state() async throws -> String? {
+            let listed = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions")
             return ((try JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]])?.first { $0["id"] as? String == id })?["state"] as? String
         }
-        try await cluster.eventually("suspended", timeout: 15) { try state() == "suspended" }
-        #expect(count(try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30)) == 2, "resumed from 1")
-        #expect(try state() == "running")
+        try await cluster.eventually("suspended", timeout: 15) { try await state() == "suspended" }
+        #expect(count(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30)) == 2, "resumed from 1")
+        #expect(try await state() == "running")
         #expect(try await cluster.stop(0, signal: SIGKILL) == 128 + SIGKILL)
         try await cluster.start(0)
-        #expect(try state() == "suspended", "freed as the node started, not left running")
-        #expect(count(try RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30)) == 1,
+        #expect(try await state() == "suspended", "freed as the node started, not left running")
+        #expect(count(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30)) == 1,
                 "the unsaved increment died with the node; the saved count is back")
         #expect(SystemUsers.runningSessionIDs().filter { $0 == id }.count == 1)
-        #expect(try RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 204)
+        #expect(try await RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)").status == 204)
         #expect(try await cluster.stop(0) == 0)
     }
 
@@ -127,20 +155,20 @@ import Testing
                                             rserver: "session-command=\(scripts.url("slow-session"))\nauth-none=1\nsession-response-timeout=1\n")
         try await cluster.start(0)
         let node = cluster.nodes[0]
-        let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
         let started = Date()
-        let slow = try RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/x?ms=3000")
+        let slow = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/x?ms=3000")
         #expect(slow.status == 504)
         #expect(slow.body.contains("did not answer within 1 s (session-response-timeout)"), "\(slow.body)")
         #expect(Date().timeIntervalSince(started) < 2.5)
         // Keep-alive: a request sent 0.7 s after the first, answering after 0.6 s, is within its
         // own second even though the first request's second has passed.
-        let connection = try RawHTTPClient.KeepAlive(host: node.address, port: node.port)
-        #expect(try connection.request(path: "/s/\(id)/x").status == 200)
+        let connection = try await RawHTTPClient.KeepAlive(host: node.address, port: node.port)
+        #expect(try await connection.request(path: "/s/\(id)/x").status == 200)
         try await Task.sleep(for: .milliseconds(700))
-        #expect(try connection.request(path: "/s/\(id)/x?ms=600").status == 200)
-        #expect(try connection.request(path: "/s/\(id)/x?ms=2000").status == 504)
+        #expect(try await connection.request(path: "/s/\(id)/x?ms=600").status == 200)
+        #expect(try await connection.request(path: "/s/\(id)/x?ms=2000").status == 504)
         #expect(try await cluster.stop(0) == 0)
     }
 
@@ -167,10 +195,10 @@ import Testing
         try await cluster.start(0)
         try await cluster.start(1)
         let node = cluster.nodes[0]
-        let created = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", body: #"{"label":"hdr"}"#)
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", body: #"{"label":"hdr"}"#)
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
         for via in cluster.nodes {
-            let answer = try RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/x",
+            let answer = try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/x",
                                                    headers: [("X-Forwarded-For", "203.0.113.7")], localAddress: "127.0.0.9")
             let seen = json(answer)
             #expect(answer.status == 200)
@@ -178,11 +206,11 @@ import Testing
             #expect(seen["X-Forwarded-Proto"] as? String == "http")
             #expect(seen["X-Forwarded-Host"] as? String == "\(via.address):\(via.port)")
         }
-        let home = try RawHTTPClient.request(host: node.address, port: node.port, path: "/")
+        let home = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/")
         #expect(home.status == 200)
         #expect(home.body.contains("/s/\(id)/") && home.body.contains("hdr") && home.body.contains("name=\"csrf\""))
         #expect(home.header("Set-Cookie")?.hasPrefix("drover-auth=") == true, "auth-none visitors get a cookie for CSRF tokens")
-        let signOut = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/sign-out")
+        let signOut = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/sign-out")
         #expect(signOut.status == 303)
         #expect(signOut.header("Set-Cookie")?.hasPrefix("drover-auth=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0") == true)
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }

@@ -1,7 +1,6 @@
 import DroverKernel
 import DroverTesting
 import Foundation
-import Synchronization
 import Testing
 
 let demoCommand = Executable.path("drover-demo-session")
@@ -14,16 +13,16 @@ struct Visitor: Sendable {
 }
 
 /// Signs `user` in on `node` through PAM and fetches the CSRF token.
-func signIn(_ node: ConfigDirectory, user: String, password: String = SystemUsers.password) throws -> Visitor {
+func signIn(_ node: ConfigDirectory, user: String, password: String = SystemUsers.password) async throws -> Visitor {
     let body = "username=\(user)&password=\(password)"
-    let response = try RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/sign-in",
+    let response = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/sign-in",
                                              headers: [("Content-Type", "application/x-www-form-urlencoded")], body: body)
     guard response.status == 303, let setCookie = response.header("Set-Cookie"), setCookie.hasPrefix("drover-auth="),
           !setCookie.hasPrefix("drover-auth=;") else {
         throw TestFailure("sign-in of \(user) refused: \(response.status) \(response.headers)")
     }
     let cookie = String(setCookie.split(separator: ";")[0])
-    let me = try RawHTTPClient.request(host: node.address, port: node.port, path: "/api/me", headers: [("Cookie", cookie)])
+    let me = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/me", headers: [("Cookie", cookie)])
     guard let object = try JSONSerialization.jsonObject(with: Data(me.body.utf8)) as? [String: Any], let csrf = object["csrf"] as? String else {
         throw TestFailure("no CSRF token: \(me.body)")
     }
@@ -38,21 +37,12 @@ func count(_ response: RawHTTPClient.Response) -> Int? {
     json(response)["count"] as? Int
 }
 
-/// Starts `count` blocking calls at once on their own threads (not the cooperative pool).
-func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) -> T) async -> [T] {
-    await withCheckedContinuation { continuation in
-        let results = Mutex<[Int: T]>([:])
-        let group = DispatchGroup()
-        for index in 0..<count {
-            group.enter()
-            Thread {
-                let value = body(index)
-                results.withLock { $0[index] = value }
-                group.leave()
-            }.start()
-        }
-        group.notify(queue: .global()) {
-            continuation.resume(returning: results.withLock { stored in (0..<count).map { stored[$0]! } })
-        }
+/// Runs `count` calls of `body` at once and returns their results in order.
+func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) async -> T) async -> [T] {
+    await withTaskGroup(of: (Int, T).self) { group in
+        for index in 0..<count { group.addTask { (index, await body(index)) } }
+        var results: [Int: T] = [:]
+        for await (index, value) in group { results[index] = value }
+        return (0..<count).map { results[$0]! }
     }
 }

@@ -21,15 +21,15 @@ import Testing
 
         // Signed in on one node, the cookie works on every node.
         var visitors: [String: Visitor] = [:]
-        for (index, user) in users.enumerated() { visitors[user] = try signIn(cluster.nodes[index], user: user) }
-        #expect(throws: TestFailure.self) { try signIn(cluster.nodes[0], user: "drovertest1", password: "wrong") }
+        for (index, user) in users.enumerated() { visitors[user] = try await signIn(cluster.nodes[index], user: user) }
+        await #expect(throws: TestFailure.self) { try await signIn(cluster.nodes[0], user: "drovertest1", password: "wrong") }
 
         // 30 sessions, started through all three nodes.
         var sessions: [(id: String, user: String, owner: Int64)] = []
         for n in 0..<30 {
             let user = users[n % 3]
             let via = cluster.nodes[(n / 3) % 3]
-            let created = try RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions",
+            let created = try await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions",
                                                     headers: visitors[user]!.headers, body: #"{"label":"s\#(n)"}"#)
             #expect(created.status == 201, "\(created.body)")
             let object = json(created)
@@ -46,10 +46,10 @@ import Testing
             let headers = visitors[session.user]!.headers
             let first = cluster.nodes[others[0]]
             let second = cluster.nodes[others[1]]
-            let bumped = try RawHTTPClient.request("POST", host: first.address, port: first.port, path: "/s/\(session.id)/count", headers: headers)
+            let bumped = try await RawHTTPClient.request("POST", host: first.address, port: first.port, path: "/s/\(session.id)/count", headers: headers)
             #expect(count(bumped) == 1, "\(bumped.status) \(bumped.body)")
-            #expect(count(try RawHTTPClient.request(host: second.address, port: second.port, path: "/s/\(session.id)/count", headers: headers)) == 1)
-            let echoed = try RawWebSocket.echo(host: first.address, port: first.port, path: "/s/\(session.id)/echo",
+            #expect(count(try await RawHTTPClient.request(host: second.address, port: second.port, path: "/s/\(session.id)/count", headers: headers)) == 1)
+            let echoed = try await RawWebSocket.echo(host: first.address, port: first.port, path: "/s/\(session.id)/echo",
                                                headers: [("Cookie", visitors[session.user]!.cookie)], message: "hello \(session.id.prefix(6))")
             #expect(echoed == "hello \(session.id.prefix(6))")
         }
@@ -58,12 +58,12 @@ import Testing
         let mine = sessions[0]
         let stranger = visitors[users[1]]!
         let node0 = cluster.nodes[0]
-        #expect(try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(mine.id)/count", headers: stranger.headers).status == 404)
-        #expect(try RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions/\(mine.id)/suspend", headers: stranger.headers).status == 404)
-        #expect(try RawHTTPClient.request("DELETE", host: node0.address, port: node0.port, path: "/api/sessions/\(mine.id)", headers: stranger.headers).status == 404)
-        #expect(try RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions", headers: [("Cookie", stranger.cookie)]).status == 403,
+        #expect(try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(mine.id)/count", headers: stranger.headers).status == 404)
+        #expect(try await RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions/\(mine.id)/suspend", headers: stranger.headers).status == 404)
+        #expect(try await RawHTTPClient.request("DELETE", host: node0.address, port: node0.port, path: "/api/sessions/\(mine.id)", headers: stranger.headers).status == 404)
+        #expect(try await RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions", headers: [("Cookie", stranger.cookie)]).status == 403,
                 "no CSRF token")
-        let listed = try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/api/sessions", headers: [("Cookie", visitors[users[0]]!.cookie)])
+        let listed = try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/api/sessions", headers: [("Cookie", visitors[users[0]]!.cookie)])
         let listedIDs = Set(((try JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String })
         #expect(listedIDs == Set(sessions.filter { $0.user == users[0] }.map(\.id)))
 
@@ -74,7 +74,7 @@ import Testing
         #expect(suspended.stdout == "Suspended \(onZero.count) session(s).\n", "\(suspended.stderr)")
         for session in onZero {
             let via = cluster.nodes[1]
-            let resumed = try RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(session.id)/count", headers: visitors[session.user]!.headers)
+            let resumed = try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(session.id)/count", headers: visitors[session.user]!.headers)
             #expect(count(resumed) == 1, "state kept across the move: \(resumed.body)")
         }
         #expect(try await cluster.drover(0, ["active-sessions"]).stdout.split(separator: "\n").count == 1, "node 0 runs nothing now")
@@ -85,7 +85,7 @@ import Testing
         #expect(try await cluster.stop(2, signal: SIGKILL) == 128 + SIGKILL)
         for session in sessions {
             try await cluster.eventually("session \(session.id.prefix(6)) reachable again", timeout: 40) {
-                try RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(session.id)/count",
+                try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(session.id)/count",
                                           headers: visitors[session.user]!.headers).status == 200
             }
         }
@@ -105,7 +105,7 @@ import Testing
         let nodes = cluster.nodes
         let results = await concurrently(300) { n in
             let via = nodes[n % 3]
-            let created = try? RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions", timeout: 120)
+            let created = try? await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions", timeout: 120)
             return (created?.status, created.flatMap { (json($0)["node"] as? NSNumber)?.int64Value })
         }
         #expect(results.allSatisfy { $0.0 == 201 }, "\(results.filter { $0.0 != 201 }.prefix(3))")

@@ -4,13 +4,14 @@
 /// (`secure-cookie-key` in the configuration directory), `server-shared-storage-path` (none;
 /// required when clustering), `server-data-dir` (`/var/lib/drover`), `ssl-enabled` (0),
 /// `ssl-certificate`, `ssl-certificate-key` (both required with `ssl-enabled=1`),
-/// `session-command` (none), `session-response-timeout` (60), `auth-none` (0),
+/// `session-command` (none), `session-response-timeout` (60), `max-starting-sessions` (128),
+/// `auth-none` (0),
 /// `auth-pam-service` (`drover`).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
                        "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
-                       "session-command", "session-response-timeout", "auth-none", "auth-pam-service"]
+                       "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -33,6 +34,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `session-response-timeout`: seconds a session may take to start answering a proxied
     /// request before the client gets 504 (raise it for long-polling sessions).
     public var sessionResponseTimeout = 60
+    /// `max-starting-sessions`: sessions this node starts at once; one more start is answered
+    /// 429 with `Retry-After` until one of them is up.
+    public var maxStartingSessions = 128
     /// `auth-none`: every visitor is the daemon's own user (single-user machines only).
     public var authNone = false
     /// `auth-pam-service`: the PAM service that authenticates sign-ins.
@@ -57,6 +61,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         sslCertificateKey = try reader.path("ssl-certificate-key")
         sessionCommand = try reader.string("session-command")
         sessionResponseTimeout = try reader.integer("session-response-timeout", default: sessionResponseTimeout, in: 1...86_400)
+        maxStartingSessions = try reader.integer("max-starting-sessions", default: maxStartingSessions, in: 1...100_000)
         authNone = try reader.boolean("auth-none", default: false)
         authPAMService = try reader.string("auth-pam-service") ?? authPAMService
         if sslEnabled {

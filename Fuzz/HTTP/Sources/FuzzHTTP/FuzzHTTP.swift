@@ -43,7 +43,10 @@ final class FuzzNode: Sendable {
             let membership = ClusterMembership(runtime: runtime)
             _ = try await membership.join()
             let sessions = SessionManager(runtime: runtime, locks: InMemoryLockProvider())
-            return try await HTTPServer.node(membership: membership, sessions: sessions, logger: logger)
+            let server = try await HTTPServer.node(membership: membership, sessions: sessions, logger: logger)
+            // Serving starts with run(), as in droverd; it serves until the process ends.
+            Task { try? await server.run() }
+            return server
         }
     }
 
