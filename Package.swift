@@ -141,7 +141,7 @@ let package = Package(
 
         .testTarget(
             name: "DroverRegistryTests",
-            dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "drover-probe"],
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverRegistrySQL", "DroverTesting", "drover-probe"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverLockTests",

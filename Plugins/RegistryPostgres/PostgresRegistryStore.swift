@@ -13,22 +13,17 @@ final class PostgresSlot: Sendable {
 /// The registry in PostgreSQL (`provider=postgresql`), the store a cluster of several machines
 /// shares.
 ///
-/// Calls borrow one of `pool-size` connections (waiting when all are busy) and run on a thread
+/// Calls borrow one of `pool-size` connections (waiting when all are busy, the heartbeat ahead
+/// of the rest: ``SlotPool``) and run on a thread
 /// pool of the same size, never the cooperative pool. When the server restarts, a call retries
 /// with backoff (about 10 s in all) and reconnects, instead of failing until the node restarts.
 public final class PostgresRegistryStore: RegistryStore {
-    private struct PoolState {
-        var idle: [PostgresSlot]
-        var waiters: [CheckedContinuation<PostgresSlot, any Error>] = []
-        var closed = false
-    }
-
     private let parameters: [(String, String)]
     private let secret: String?
     /// `host:port/database`, for messages.
     public let target: String
     private let sql = SQLRegistry(dialect: .postgresql)
-    private let pool: Mutex<PoolState>
+    private let pool: SlotPool<PostgresSlot>
     private let threads: NIOThreadPool
     private let retryDelays: [Duration]
     private let logger: Logger
@@ -45,41 +40,19 @@ public final class PostgresRegistryStore: RegistryStore {
         self.secret = password
         self.target = target
         self.retryDelays = retryDelays
-        pool = Mutex(PoolState(idle: (0..<poolSize).map { _ in PostgresSlot() }))
+        pool = SlotPool((0..<poolSize).map { _ in PostgresSlot() })
         threads = NIOThreadPool(numberOfThreads: poolSize)
         threads.start()
     }
 
-    private func acquire() async throws -> PostgresSlot {
-        try await withCheckedThrowingContinuation { continuation in
-            let slot: Result<PostgresSlot, any Error>? = pool.withLock { state in
-                if state.closed { return .failure(RegistryError.closed) }
-                if let slot = state.idle.popLast() { return .success(slot) }
-                state.waiters.append(continuation)
-                return nil
-            }
-            if let slot { continuation.resume(with: slot) }
-        }
-    }
-
-    private func release(_ slot: PostgresSlot) {
-        let waiter = pool.withLock { state -> CheckedContinuation<PostgresSlot, any Error>? in
-            if state.waiters.isEmpty {
-                state.idle.append(slot)
-                return nil
-            }
-            return state.waiters.removeFirst()
-        }
-        waiter?.resume(returning: slot)
-    }
-
     /// Runs `body` on a pooled connection, reconnecting and retrying while the server is away.
     /// `body` learns whether this is a retry, to tell its own earlier success from a lost race.
-    private func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection, SQLRegistry, _ isRetry: Bool) throws -> T) async throws -> T {
+    /// An `urgent` call (the heartbeat) goes ahead of ordinary ones waiting for a connection.
+    private func withConnection<T: Sendable>(urgent: Bool = false, _ body: @escaping @Sendable (PostgresConnection, SQLRegistry, _ isRetry: Bool) throws -> T) async throws -> T {
         let (parameters, secret, target, sql) = (self.parameters, self.secret, self.target, self.sql)
         var attempt = 0
         while true {
-            let slot = try await acquire()
+            let slot = try await pool.acquire(urgent: urgent)
             do {
                 let isRetry = attempt > 0
                 let result = try await threads.runIfActive {
@@ -96,18 +69,18 @@ public final class PostgresRegistryStore: RegistryStore {
                         }
                     }
                 }
-                release(slot)
+                pool.release(slot)
                 return result
             } catch let error as PostgresError where error.isRetryable && attempt < retryDelays.count {
-                release(slot)
+                pool.release(slot)
                 logger.warning("PostgreSQL unavailable, retrying in \(retryDelays[attempt]) (\(error))")
                 try await Task.sleep(for: retryDelays[attempt])
                 attempt += 1
             } catch let error as PostgresError {
-                release(slot)
+                pool.release(slot)
                 throw RegistryError.unavailable("\(error)")
             } catch {
-                release(slot)
+                pool.release(slot)
                 throw error
             }
         }
@@ -128,7 +101,7 @@ public final class PostgresRegistryStore: RegistryStore {
     }
 
     public func heartbeat(node: Int64, load: LoadAverage) async throws -> Bool {
-        try await withConnection { db, sql, _ in try sql.heartbeat(node: node, load: load, db) }
+        try await withConnection(urgent: true) { db, sql, _ in try sql.heartbeat(node: node, load: load, db) }
     }
 
     public func markUnreachable(node: Int64, silentFor seconds: Double) async throws -> Bool {
@@ -221,12 +194,7 @@ public final class PostgresRegistryStore: RegistryStore {
     }
 
     public func close() async {
-        let waiters = pool.withLock { state -> [CheckedContinuation<PostgresSlot, any Error>] in
-            state.closed = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(throwing: RegistryError.closed) }
+        pool.close()
         try? await threads.shutdownGracefully()
     }
 }

@@ -15,6 +15,8 @@ public final class SQLiteRegistryStore: RegistryStore {
     private let sql = SQLRegistry(dialect: .sqlite)
     private let connection = Mutex<ConnectionState>(.notOpened)
     private let thread: NIOThreadPool
+    /// One call at a time goes to the thread, the heartbeat ahead of the rest.
+    private let turns = SlotPool([()])
 
     private enum ConnectionState {
         case notOpened
@@ -32,12 +34,16 @@ public final class SQLiteRegistryStore: RegistryStore {
         thread.start()
     }
 
-    private func withConnection<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection, SQLRegistry) throws -> T) async throws -> T {
+    /// Runs `body` on the store's thread; an `urgent` call (the heartbeat) goes ahead of
+    /// ordinary ones waiting their turn.
+    private func withConnection<T: Sendable>(urgent: Bool = false, _ body: @escaping @Sendable (SQLiteConnection, SQLRegistry) throws -> T) async throws -> T {
         let sql = self.sql
         let isClosed = connection.withLock { state in
             if case .closed = state { true } else { false }
         }
         guard !isClosed else { throw RegistryError.closed }
+        try await turns.acquire(urgent: urgent)
+        defer { turns.release(()) }
         return try await thread.runIfActive { [self] in
             try connection.withLock { state throws -> T in
                 switch state {
@@ -68,7 +74,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func heartbeat(node: Int64, load: LoadAverage) async throws -> Bool {
-        try await withConnection { try $1.heartbeat(node: node, load: load, $0) }
+        try await withConnection(urgent: true) { try $1.heartbeat(node: node, load: load, $0) }
     }
 
     public func markUnreachable(node: Int64, silentFor seconds: Double) async throws -> Bool {
@@ -122,6 +128,7 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     public func close() async {
         connection.withLock { $0 = .closed }
+        turns.close()
         try? await thread.shutdownGracefully()
     }
 }

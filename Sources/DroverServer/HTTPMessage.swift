@@ -52,5 +52,12 @@ func sessionFailure(_ error: any Error) -> (HTTPResponseStatus, HTTPHeaders) {
 
 /// Answers requests for the server's own endpoints.
 public protocol HTTPResponder: Sendable {
+    /// The answer to a request that needs no work (the health check), given at once on the
+    /// connection's event loop; nil sends the request to ``respond(to:)``.
+    func immediateResponse(to head: HTTPRequestHead) -> HTTPResponse?
     func respond(to request: HTTPRequest) async -> HTTPResponse
+}
+
+extension HTTPResponder {
+    public func immediateResponse(to head: HTTPRequestHead) -> HTTPResponse? { nil }
 }

@@ -3,7 +3,7 @@ import DroverKernel
 import Foundation
 import Logging
 import NIOCore
-import NIOHTTP1
+public import NIOHTTP1
 
 /// Routes requests to the node's own endpoints: the health check, the status endpoint and the
 /// signed internal API under `/load-balancer/`.
@@ -23,11 +23,19 @@ public struct NodeResponder: HTTPResponder {
 
     static let peerEvents: Set<String> = ["node-joined", "node-left", "node-deleted", "node-status"]
 
+    /// The health check is answered on the event loop, never behind the node's other async
+    /// work: a peer probing a busy node (say, one starting a hundred sessions) must find it
+    /// alive, not time out and mark it Unreachable.
+    public func immediateResponse(to head: HTTPRequestHead) -> HTTPResponse? {
+        guard head.method == .GET || head.method == .HEAD,
+              head.uri == "/health-check" || head.uri.hasPrefix("/health-check?") else { return nil }
+        return .text(.ok, "ok\n")
+    }
+
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
+        if let immediate = immediateResponse(to: request.head) { return immediate }
         let path = request.path
         switch (request.head.method, path) {
-        case (.GET, "/health-check"), (.HEAD, "/health-check"):
-            return .text(.ok, "ok\n")
         case (.GET, "/load-balancer/status"):
             return await status(request)
         default:

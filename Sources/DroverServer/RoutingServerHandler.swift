@@ -229,6 +229,10 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             writeResponse(.text(.payloadTooLarge, "request body over \(Self.maximumBodySize) bytes\n"), version: head.version)
             return
         }
+        if let immediate = responder.immediateResponse(to: head) {
+            writeResponse(immediate, version: head.version)
+            return
+        }
         let request = HTTPRequest(head: head, body: body, remoteAddress: context.remoteAddress)
         let responder = self.responder
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)

@@ -18,6 +18,13 @@ public final class TestCluster: Sendable {
 
     public static let defaultKey = "cluster-test-key-0123456789abcdef"
 
+    /// The operator's defaults (`heartbeat-interval=5`, `timeout=10`) scaled down by five,
+    /// together with ``scaledFileLocks``: a test cluster keeps production's proportions, so
+    /// a slow machine makes a healthy node look no more dead than it would in production.
+    public static let scaledLoadBalancer = "heartbeat-interval=1\ntimeout=2\n"
+    /// `refresh-rate=20`, `timeout-interval=30` scaled down by the same five.
+    public static let scaledFileLocks = "refresh-rate=4\ntimeout-interval=6\n"
+
     public let shared: TemporaryDirectory
     public let nodes: [ConfigDirectory]
     public let databaseName: String?
@@ -25,10 +32,12 @@ public final class TestCluster: Sendable {
 
     /// - Parameters:
     ///   - addresses: one 127.0.0.0/8 address per node.
-    ///   - loadBalancer: the `load-balancer` text every node gets.
+    ///   - loadBalancer: the `load-balancer` text every node gets (keep the proportions of
+    ///     ``scaledLoadBalancer`` when adding keys).
+    ///   - fileLocks: the `file-locks` text every node gets.
     ///   - rserver: extra `rserver.conf` lines for every node.
-    public init(addresses: [String], backend: Backend, loadBalancer: String = "heartbeat-interval=1\n",
-                rserver: String = "", key: String = TestCluster.defaultKey) async throws {
+    public init(addresses: [String], backend: Backend, loadBalancer: String = TestCluster.scaledLoadBalancer,
+                fileLocks: String = TestCluster.scaledFileLocks, rserver: String = "", key: String = TestCluster.defaultKey) async throws {
         let shared = TemporaryDirectory(prefix: "drover-shared")
         self.shared = shared
         let database: String
@@ -52,6 +61,7 @@ public final class TestCluster: Sendable {
                 \(rserver)
                 """)
             try node.write("load-balancer", loadBalancer)
+            try node.write("file-locks", fileLocks)
             try node.write("database.conf", database)
             made.append(node)
         }

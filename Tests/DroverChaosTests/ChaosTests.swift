@@ -17,9 +17,8 @@ import Testing
         var random = SplitMix64(seed: seed)
         let database = try await PrivatePostgres()
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: .postgresql(database.server),
-                                            loadBalancer: "heartbeat-interval=1\n",
+                                            loadBalancer: TestCluster.scaledLoadBalancer,
                                             rserver: "session-command=\(Executable.path("drover-demo-session"))\nauth-none=1\n")
-        for node in cluster.nodes { try node.write("file-locks", "refresh-rate=1\ntimeout-interval=3\n") }
         for index in 0..<3 { try await cluster.start(index) }
 
         let users = (0..<2).map { _ in ChaosUser(nodes: cluster.nodes, seed: random.next()) }

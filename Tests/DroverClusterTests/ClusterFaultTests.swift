@@ -69,7 +69,7 @@ struct ClusterFaultTests {
         let certificates = TemporaryDirectory()
         try await makeCertificate(in: certificates)
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
-                                      loadBalancer: "heartbeat-interval=1\nverify-ssl-certs=0\ndiagnostics=tmp\ndiagnostics-file=diag.log\n",
+                                      loadBalancer: TestCluster.scaledLoadBalancer + "verify-ssl-certs=0\ndiagnostics=tmp\ndiagnostics-file=diag.log\n",
                                       rserver: "ssl-enabled=1\nssl-certificate=\(certificates.url("cert.pem"))\nssl-certificate-key=\(certificates.url("key.pem"))\n")
         // Both nodes serve https; start them by hand since the plain-HTTP health check cannot see them.
         let first = try RunningProcess("droverd", ["--config-dir", cluster.nodes[0].path])

@@ -7,7 +7,7 @@ import Testing
     @Test(arguments: ClusterBackend.enabled)
     func threeNodesJoinReportFailAndAreDeleted(backend: ClusterBackend) async throws {
         let cluster = try await TestCluster(addresses: threeAddresses, backend: try backend.make(),
-                                      loadBalancer: "heartbeat-interval=1\ndiagnostics=tmp\ndiagnostics-file=diag.log\n")
+                                      loadBalancer: TestCluster.scaledLoadBalancer + "diagnostics=tmp\ndiagnostics-file=diag.log\n")
         // Node 2 drifts from the others: one more setting, and other launcher keys.
         try cluster.nodes[2].write("load-balancer", "heartbeat-interval=1\ndiagnostics=tmp\ndiagnostics-file=diag.log\ntimeout=7\n")
         for index in 0..<3 { try cluster.nodes[index].write("launcher.pub", index == 2 ? "other key" : "shared key") }
@@ -56,10 +56,10 @@ import Testing
         #expect(try await cluster.stop(1, signal: SIGTERM) == 0)
         #expect(try await cluster.status(of: "127.0.0.2") == "Offline")
         #expect(try await cluster.stop(2, signal: SIGKILL) == 128 + SIGKILL)
-        let killedAt = Date()
         #expect(try await cluster.status(of: "127.0.0.3") == "Online", "not yet stale")
         try await cluster.eventually("node 2 Unreachable", timeout: 6) { try await cluster.status(of: "127.0.0.3") == "Unreachable" }
-        #expect(Date().timeIntervalSince(killedAt) < 2 * 1 + 1 + 0.5, "0.5 s for polling with drover list-nodes")
+        // Found by a peer's probe, not only by its heartbeat going stale: the mark is recorded.
+        // (How fast is the failover benchmark's to measure: Benchmarks/failover.)
         try await cluster.eventually("a peer records why", timeout: 2) {
             (cluster.nodes[0].directory.read("diag.log") ?? "").contains("event=node-unreachable node=\(ids[2])")
         }

@@ -6,7 +6,7 @@ import Testing
 @Suite struct ClusterSecurityTests {
     @Test func internalCallsMustBeSignedFreshAndNew() async throws {
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
-                                      loadBalancer: "heartbeat-interval=1\ndiagnostics=tmp\ndiagnostics-file=diag.log\n")
+                                      loadBalancer: TestCluster.scaledLoadBalancer + "diagnostics=tmp\ndiagnostics-file=diag.log\n")
         try await cluster.start(0)
         let node = cluster.nodes[0]
         func call(_ headers: [(String, String)], path: String = "/load-balancer/ping", method: String = "GET", body: String = "") async throws -> Int {

@@ -107,7 +107,6 @@ import Testing
     @Test func aNodeRestartedAfterSIGKILLFreesTheSessionsOfItsPreviousRunAtOnce() async throws {
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")
-        for node in cluster.nodes { try node.write("file-locks", "refresh-rate=1\ntimeout-interval=3\n") }
         try await cluster.start(0)
         let node = cluster.nodes[0]
         let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")

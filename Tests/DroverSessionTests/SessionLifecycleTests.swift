@@ -14,7 +14,6 @@ import Testing
         try await SystemUsers.ensure(users)
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: try Self.backend,
                                             rserver: "session-command=\(demoCommand)\nauth-pam-service=\(SystemUsers.pamService)\n")
-        for node in cluster.nodes { try node.write("file-locks", "refresh-rate=1\ntimeout-interval=3\n") }
         for index in 0..<3 { try await cluster.start(index) }
         let ids = try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id }
         let nodeIndex = Dictionary(uniqueKeysWithValues: cluster.nodes.enumerated().map { (ids[$1.address]!, $0) })
@@ -106,9 +105,9 @@ import Testing
         let results = await concurrently(300) { n in
             let via = nodes[n % 3]
             let created = try? await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions", timeout: 120)
-            return (created?.status, created.flatMap { (json($0)["node"] as? NSNumber)?.int64Value })
+            return (created?.status, created.flatMap { (json($0)["node"] as? NSNumber)?.int64Value }, created?.body ?? "no answer")
         }
-        #expect(results.allSatisfy { $0.0 == 201 }, "\(results.filter { $0.0 != 201 }.prefix(3))")
+        #expect(results.allSatisfy { $0.0 == 201 }, "\(results.filter { $0.0 != 201 }.prefix(3).map { "\($0.0 ?? 0) \($0.2)" })")
         let spread = Dictionary(grouping: results.compactMap(\.1), by: { $0 }).mapValues(\.count)
         #expect(spread.values.reduce(0, +) == 300)
         #expect(spread.count == 3 && spread.values.max()! - spread.values.min()! <= 1, "\(spread)")
