@@ -33,6 +33,7 @@ let package = Package(
         .executable(name: "droverd", targets: ["droverd"]),
         .executable(name: "drover", targets: ["drover"]),
         .executable(name: "drover-demo-session", targets: ["drover-demo-session"]),
+        .executable(name: "drover-session-guard", targets: ["drover-session-guard"]),
         // For packages built on Drover's parts, such as the HTTP fuzz target in Fuzz/HTTP.
         .library(name: "DroverServer", targets: ["DroverServer", "DroverCluster", "DroverKernel", "DroverPlugins"]),
         .library(name: "DroverTesting", targets: ["DroverTesting"]),
@@ -121,6 +122,13 @@ let package = Package(
             ],
             swiftSettings: sharedSettings),
 
+        .executableTarget(
+            name: "drover-session-guard",
+            dependencies: [
+                "DroverKernel", "DroverPlugins", "CShims",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSettings),
         .executableTarget(
             name: "drover-demo-session",
             dependencies: [

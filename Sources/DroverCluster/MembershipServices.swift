@@ -82,6 +82,5 @@ public struct SessionService: Service {
         }
         let count = await sessions.suspendAll()
         if count > 0 { sessions.runtime.logger.notice("suspended \(count) session(s) before leaving") }
-        await sessions.shutdown()
     }
 }

@@ -13,21 +13,18 @@ public enum SessionRoute: Sendable, Equatable {
 
 /// Starts, suspends, resumes, moves and quits sessions; the node's side of DESIGN.md section 7.
 ///
-/// A session runs on at most one node: the owner takes the session's cross-node lock on shared
-/// storage and claims the row by compare-and-set before it starts the process, and releases the
-/// lock only once the process is gone.
+/// A session runs on at most one node: on the owner, a guard process
+/// (``SessionGuardHandle``, `drover-session-guard`) takes the session's cross-node lock on
+/// shared storage, keeps it fresh, and ends every process of the session before the lock
+/// could be judged stale anywhere; the row is claimed by compare-and-set.
 public final class SessionManager: Sendable {
     public let runtime: NodeRuntime
-    let locks: any LockProvider
     let sessionCommand: String?
     let lockDirectory: String
     /// Sessions whose process this node runs.
     private let local = Mutex<[String: LocalSession]>([:])
     /// Owners looked up recently, so the proxy does not read the registry for every request.
     private let routes = Mutex<[String: (route: SessionRoute, username: String, at: Date)]>([:])
-    /// The one thread session processes are spawned from: their parent-death signal is tied to
-    /// the spawning thread, which must live as long as the node.
-    private let spawner: NIOThreadPool
     /// Seconds a suspending session gets to save its state before it is killed.
     let suspendGrace: Double = 10
     /// Seconds a starting session gets to answer on its port.
@@ -36,10 +33,12 @@ public final class SessionManager: Sendable {
     private let starting = Mutex(0)
 
     struct LocalSession: Sendable {
+        /// The session's main process (the guard's child).
         var pid: pid_t
         var port: Int
         var username: String
-        var lock: any HeldLock
+        /// Holds the lease and every process of the session.
+        var guardian: SessionGuardHandle
         var stateDirectory: String
         /// Set while this node suspends or quits it, so its exit is not taken for a crash.
         var stopping = false
@@ -47,14 +46,11 @@ public final class SessionManager: Sendable {
         var launching = true
     }
 
-    public init(runtime: NodeRuntime, locks: any LockProvider) {
+    public init(runtime: NodeRuntime) {
         self.runtime = runtime
-        self.locks = locks
         let config = runtime.configuration
         sessionCommand = config.server.sessionCommand.map { Self.resolveCommand($0, against: config.directory) }
         lockDirectory = (config.server.sharedStoragePath ?? config.server.dataDirectory + "/shared") + "/sessions"
-        spawner = NIOThreadPool(numberOfThreads: 1)
-        spawner.start()
     }
 
     /// A command whose program is a relative path runs from the configuration directory.
@@ -156,56 +152,65 @@ public final class SessionManager: Sendable {
         if geteuid() != 0, account.uid != geteuid() {
             throw SessionError.launchFailed("droverd runs as \(SessionProcess.currentAccount?.name ?? "uid \(geteuid())") and can only start its own user's sessions; run it as root")
         }
-        let lock = try await acquireLock(id)
+        let stateDirectory = account.stateDirectory(id)
+        try prepareStateDirectory(stateDirectory, account: account)
+        let port = try SessionProcess.freeLoopbackPort()
+        let environment = [
+            "HOME": account.home, "USER": account.name, "LOGNAME": account.name,
+            "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": ProcessInfo.processInfo.environment["LANG"] ?? "C.UTF-8",
+            "DROVER_SESSION_ID": id, "DROVER_SESSION_PORT": String(port),
+            "DROVER_SESSION_STATE_DIR": stateDirectory, "DROVER_SESSION_BASE_PATH": "/s/\(id)/",
+        ]
+        let timeoutInterval = runtime.configuration.fileLocks.timeoutInterval
+        let spec = SessionGuardProtocol.Spec(
+            sessionID: id, configDirectory: runtime.configuration.directory, lockPath: lockDirectory + "/" + id + ".lock",
+            lockWait: Double(timeoutInterval) + 5, command: command, userName: account.name, uid: account.uid, gid: account.gid,
+            home: account.home, environment: environment, logFile: stateDirectory + "/session.log", stopGrace: suspendGrace,
+            droverdSilence: SessionGuardProtocol.droverdSilenceBound(timeoutInterval: timeoutInterval),
+            skipRefresh: ProcessInfo.processInfo.environment["DROVER_TEST_UNGUARDED_SESSIONS"] == "1")
+        let guardian = try await SessionGuardHandle.start(spec)
         do {
-            let stateDirectory = account.stateDirectory(id)
-            try prepareStateDirectory(stateDirectory, account: account)
-            let port = try SessionProcess.freeLoopbackPort()
-            let environment = [
-                "HOME": account.home, "USER": account.name, "LOGNAME": account.name,
-                "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": ProcessInfo.processInfo.environment["LANG"] ?? "C.UTF-8",
-                "DROVER_SESSION_ID": id, "DROVER_SESSION_PORT": String(port),
-                "DROVER_SESSION_STATE_DIR": stateDirectory, "DROVER_SESSION_BASE_PATH": "/s/\(id)/",
-            ]
-            let pid = try await spawner.runIfActive {
-                try SessionProcess.spawn(command: command, account: account, environment: environment, logFile: stateDirectory + "/session.log")
+            let started = await guardian.wait { $0.started != nil || $0.lockBusy != nil || $0.ended != nil }
+            guard let (pid, isolation) = started.started else {
+                throw SessionError.launchFailed(started.lockBusy ?? started.ended?.detail ?? "its guard exited before starting it")
             }
-            local.withLock { $0[id] = LocalSession(pid: pid, port: port, username: account.name, lock: lock, stateDirectory: stateDirectory) }
-            try await waitUntilAnswering(id: id, pid: pid, port: port, log: stateDirectory + "/session.log")
+            local.withLock { $0[id] = LocalSession(pid: pid, port: port, username: account.name, guardian: guardian, stateDirectory: stateDirectory) }
+            try await waitUntilAnswering(id: id, guardian: guardian, port: port, log: stateDirectory + "/session.log")
             let running = SessionOwnership(node: self_, state: .running, pid: pid, port: port)
             guard try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting), to: running) else {
                 throw SessionError.launchFailed("the session was moved while it started")
             }
             local.withLock { $0[id]?.launching = false }
             routes.withLock { $0[id] = (.local(port: port), account.name, Date()) }
-            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "port": "\(port)"])
+            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "port": "\(port)", "isolation": "\(isolation)"])
             runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)), ("port", String(port)))
             await announceMove(id)
             return try await store.session(id) ?? session
         } catch {
-            if let started = local.withLock({ $0.removeValue(forKey: id) }) {
-                kill(started.pid, SIGKILL)
-                _ = await waitForExit(started.pid, seconds: 5)
-            }
-            try? lock.release()
+            local.withLock { _ = $0.removeValue(forKey: id) }
+            await end(guardian)
             logger.warning("session failed to start", metadata: ["session": "\(id)", "error": "\(error)"])
             throw error
         }
     }
 
-    /// The session's cross-node lock. A node that died holding it lets it go stale after
-    /// `timeout-interval`, so a re-placement waits up to that long.
-    func acquireLock(_ id: String) async throws -> any HeldLock {
-        let path = lockDirectory + "/" + id + ".lock"
-        try? FileManager.default.createDirectory(atPath: lockDirectory, withIntermediateDirectories: true)
-        let deadline = Date().addingTimeInterval(Double(runtime.configuration.fileLocks.timeoutInterval) + 5)
-        while true {
-            if let lock = try locks.tryAcquire(path) { return lock }
-            guard Date() < deadline else {
-                throw SessionError.launchFailed("its lock \(path) is held elsewhere; the session may still run on another node")
+    /// Ends a session that is given up: quit through its guard (which releases the lock),
+    /// killed if the guard does not finish in time.
+    func end(_ guardian: SessionGuardHandle) async {
+        guard !guardian.current.closed else { return }
+        guardian.send(.quit)
+        let bound = suspendGrace + 5
+        let gone = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await guardian.wait { $0.closed }.closed }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(bound))
+                return false
             }
-            try await Task.sleep(for: .milliseconds(250))
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
         }
+        if !gone { guardian.kill() }
     }
 
     func prepareStateDirectory(_ path: String, account: SessionProcess.Account) throws {
@@ -224,29 +229,21 @@ public final class SessionManager: Sendable {
         }
     }
 
-    func waitUntilAnswering(id: String, pid: pid_t, port: Int, log: String) async throws {
+    func waitUntilAnswering(id: String, guardian: SessionGuardHandle, port: Int, log: String) async throws {
         let deadline = Date().addingTimeInterval(startTimeout)
         while !SessionProcess.answers(port: port) {
-            if let status = SessionProcess.reap(pid) {
+            let state = guardian.current
+            if let ended = state.ended ?? (state.closed ? (.failed, -1, "its guard exited") : nil) {
                 let tail = (try? String(contentsOfFile: log, encoding: .utf8)).map { String($0.suffix(300)).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
                 local.withLock { _ = $0.removeValue(forKey: id) }
-                throw SessionError.launchFailed("the session command exited (status \(status >> 8)) before answering" + (tail.isEmpty ? "" : ": \(tail)"))
+                let how = ended.reason == .exited ? "exited (status \(ended.status >> 8))" : "ended (\(ended.reason.rawValue): \(ended.detail))"
+                throw SessionError.launchFailed("the session command \(how) before answering" + (tail.isEmpty ? "" : ": \(tail)"))
             }
             guard Date() < deadline else {
                 throw SessionError.launchFailed("the session did not answer on its port within \(Int(startTimeout)) s")
             }
             try await Task.sleep(for: .milliseconds(40))
         }
-    }
-
-    /// Waits for our child `pid` to end; true when it did within `seconds`.
-    func waitForExit(_ pid: pid_t, seconds: Double) async -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if SessionProcess.reap(pid) != nil { return true }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return false
     }
 
     // MARK: suspending and quitting
@@ -320,11 +317,11 @@ public final class SessionManager: Sendable {
         local.withLock { $0[id] = entry }
         let running = SessionOwnership(node: self_, state: .running, pid: entry.pid, port: entry.port)
         _ = try await store.transitionSession(id, from: running, to: SessionOwnership(node: self_, state: .suspending, pid: entry.pid, port: entry.port))
-        kill(entry.pid, SIGUSR1)
-        if await !waitForExit(entry.pid, seconds: suspendGrace) {
+        // SIGUSR1, the grace to save, then every process of the session is ended.
+        entry.guardian.send(.suspend)
+        let ended = await entry.guardian.wait { $0.ended != nil }
+        if let ended = ended.ended, ended.reason == .suspended, !ended.detail.isEmpty {
             logger.warning("session did not save and exit in time; killed", metadata: ["session": "\(id)"])
-            kill(entry.pid, SIGKILL)
-            _ = await waitForExit(entry.pid, seconds: 5)
         }
         _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .suspending), to: SessionOwnership(node: nil, state: .suspended))
         await finish(id, entry, event: "session-suspended")
@@ -341,11 +338,8 @@ public final class SessionManager: Sendable {
         local.withLock { $0[id] = entry }
         _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
                                               to: SessionOwnership(node: self_, state: .quitting, pid: entry.pid, port: entry.port))
-        kill(entry.pid, SIGTERM)
-        if await !waitForExit(entry.pid, seconds: suspendGrace) {
-            kill(entry.pid, SIGKILL)
-            _ = await waitForExit(entry.pid, seconds: 5)
-        }
+        entry.guardian.send(.quit)
+        _ = await entry.guardian.wait { $0.ended != nil }
         _ = try await store.deleteSession(id)
         try? FileManager.default.removeItem(atPath: entry.stateDirectory)
         await finish(id, entry, event: "session-quit")
@@ -360,7 +354,6 @@ public final class SessionManager: Sendable {
     private func finish(_ id: String, _ entry: LocalSession, event: String) async {
         local.withLock { _ = $0.removeValue(forKey: id) }
         routes.withLock { _ = $0.removeValue(forKey: id) }
-        try? entry.lock.release()
         logger.info("\(event)", metadata: ["session": "\(id)"])
         runtime.diagnostics.record(event, ("session", id), ("user", entry.username))
         await announceMove(id)
@@ -425,15 +418,19 @@ public final class SessionManager: Sendable {
         return released
     }
 
-    /// Notices sessions whose process ended on its own: the row is freed (`suspended`), so the
-    /// next request starts it again from its saved state, and its lock is released.
+    /// Notices sessions that ended without being asked: their main process exited, or their
+    /// guard ended them (lease lost, droverd silent) or died. The row is freed (`suspended`), so
+    /// the next request starts it again from its saved state.
     public func reapExited() async {
         let exited = local.withLock { sessions in
-            sessions.filter { !$0.value.stopping && !$0.value.launching && SessionProcess.reap($0.value.pid) != nil }
+            sessions.filter { !$0.value.stopping && !$0.value.launching && ($0.value.guardian.current.ended != nil || $0.value.guardian.current.closed) }
         }
         guard let self_ = runtime.nodeID else { return }
         for (id, entry) in exited {
-            logger.warning("session process ended on its own", metadata: ["session": "\(id)", "pid": "\(entry.pid)"])
+            let ended = entry.guardian.current.ended
+            let reason = ended?.reason.rawValue ?? "guard-died"
+            logger.warning("session ended on its own", metadata: ["session": "\(id)", "pid": "\(entry.pid)", "reason": "\(reason)",
+                                                                   "detail": "\(ended?.detail ?? "")"])
             _ = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
                                                    to: SessionOwnership(node: nil, state: .suspended))
             await finish(id, entry, event: "session-exited")
@@ -537,8 +534,4 @@ public final class SessionManager: Sendable {
         }
     }
 
-    /// Stops the spawning thread; call after every session is suspended.
-    public func shutdown() async {
-        try? await spawner.shutdownGracefully()
-    }
 }

@@ -34,13 +34,18 @@ public enum Executable {
         return Result(status: status, stdout: process.stdout, stderr: process.stderr)
     }
 
-    /// The same, blocking the calling thread: only for places that cannot await (a `deinit`).
-    public static func runBlocking(_ name: String, _ arguments: [String], timeout: TimeInterval = 60) throws -> Result {
-        let process = try RunningProcess(name, arguments)
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(20_000) }
-        guard let status = process.status else { throw TestFailure("\(name) did not exit within \(timeout)s") }
-        return Result(status: status, stdout: process.stdout, stderr: process.stderr)
+    /// Starts `path` and does not wait for it: for clean-up in a `deinit`, which cannot await
+    /// and must not block. Its output is dropped.
+    public static func launchDetached(_ path: String, _ arguments: [String]) {
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        drover_spawn_close_from(&actions, 3)
+        var child: pid_t = 0
+        _ = posix_spawn(&child, path, &actions, nil, argv, environ)
     }
 }
 

@@ -112,9 +112,12 @@ public final class PrivatePostgres: Sendable {
         try await server.start()
     }
 
+    /// Stops the server and removes its files in a process of its own, never waited for: a
+    /// deinit runs on whatever thread let go last, often one of the cooperative pool's two,
+    /// which seconds of `pg_ctl` and `rm` would hold from every other suite.
     deinit {
         let (command, arguments) = server.asServerUser(server.binDirectory + "/pg_ctl", ["-D", server.dataDirectory, "stop", "-m", "immediate", "-w"])
-        _ = try? Executable.runBlocking(command, arguments)
-        try? FileManager.default.removeItem(atPath: root)
+        let quoted = ([command] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        Executable.launchDetached("/bin/sh", ["-c", "\(quoted) >/dev/null 2>&1; rm -rf '\(root)'"])
     }
 }

@@ -21,10 +21,11 @@ struct NodeAssembly {
         let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
                                     secureCookieKey: setup.key, logger: logger)
         let store: any RegistryStore
-        let locks: any LockProvider
         do {
             store = try setup.catalog.registryStore(for: config.database).make(config: config.database, context: context)
-            locks = try setup.catalog.lockProvider(for: config.fileLocks).make(config: config.fileLocks, context: context)
+            // The session guards hold the locks; building the provider here refuses a bad
+            // file-locks at start instead of at the first session.
+            _ = try setup.catalog.lockProvider(for: config.fileLocks).make(config: config.fileLocks, context: context)
         } catch {
             throw Failure(message: "\(error)", status: 2)
         }
@@ -40,7 +41,7 @@ struct NodeAssembly {
         } catch {
             throw Failure(message: "\(error)", status: 1)
         }
-        let sessions = SessionManager(runtime: membership.runtime, locks: locks)
+        let sessions = SessionManager(runtime: membership.runtime)
         if config.server.authNone {
             logger.warning("auth-none=1: every visitor is this daemon's own user; use it only on a single-user machine")
         }

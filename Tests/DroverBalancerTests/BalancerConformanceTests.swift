@@ -15,7 +15,9 @@ import Testing
         _ = try await store.setNodeStatus(.offlineMode, node: 2)
         _ = try await store.setNodeStatus(.deleting, node: 3)
         _ = try await store.setNodeStatus(.offline, node: 5)
-        let engine = PlacementEngine(store: store, strategy: strategy, heartbeatInterval: 5, diagnostics: .off)
+        // Exclusion by status is the point here, not by age: with a long interval the rows do not
+        // go stale while 20 placements run (a custom script each) on a busy machine.
+        let engine = PlacementEngine(store: store, strategy: strategy, heartbeatInterval: 3600, diagnostics: .off)
         let survey = try await engine.survey()
         #expect(survey.candidates.map(\.node.id) == [1, 4])
         #expect(survey.excluded.map(\.reason) == ["in offline mode", "Deleting", "Offline"])

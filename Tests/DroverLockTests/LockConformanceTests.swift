@@ -12,7 +12,7 @@ import Testing
         let path = harness.path()
         let winners = Mutex<[any HeldLock]>([])
         let failures = Mutex<[String]>([])
-        raceThreads(100) { _ in
+        await raceThreads(100) { _ in
             do {
                 if let lock = try harness.provider.tryAcquire(path) { winners.withLock { $0.append(lock) } }
             } catch {

@@ -66,8 +66,13 @@ extension LockHarness {
 }
 
 /// Starts `count` threads that call `body` at the same instant; returns when all are done. The
-/// threads sleep on a barrier until every one is ready, so waiting costs no CPU.
-func raceThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+/// threads sleep on a barrier until every one is ready, so waiting costs no CPU; the waiting is
+/// done on a thread of its own, never on the cooperative pool the other suites need.
+func raceThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) async {
+    _ = try? await onOwnThread { raceThreadsBlocking(count, body) }
+}
+
+private func raceThreadsBlocking(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     let ready = DispatchSemaphore(value: 0)
     let go = DispatchSemaphore(value: 0)
     let finished = DispatchGroup()

@@ -42,7 +42,7 @@ final class FuzzNode: Sendable {
             let runtime = try NodeRuntime(setup: setup, store: InMemoryRegistryStore(), address: address, logger: logger)
             let membership = ClusterMembership(runtime: runtime)
             _ = try await membership.join()
-            let sessions = SessionManager(runtime: runtime, locks: InMemoryLockProvider())
+            let sessions = SessionManager(runtime: runtime)
             let server = try await HTTPServer.node(membership: membership, sessions: sessions, logger: logger)
             // Serving starts with run(), as in droverd; it serves until the process ends.
             Task { try? await server.run() }

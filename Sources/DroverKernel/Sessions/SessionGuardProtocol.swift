@@ -1,0 +1,163 @@
+import Foundation
+
+/// What droverd and a session's guard (`drover-session-guard`) say to each other: the guard's
+/// whole contract, in one place.
+///
+/// The guard is a small process between droverd and the session command. It runs with
+/// droverd's rights (never as the user, who could stop or kill it), takes the session's
+/// cross-node lock and keeps it fresh, starts the command as the user in a cgroup of its own,
+/// and ends every process of the session when it can no longer refresh the lock in time, when
+/// droverd goes quiet, and on suspend or quit. droverd writes the spec as the first line of
+/// the guard's standard input, then commands; the guard answers with events on its standard
+/// output, one per line.
+public enum SessionGuardProtocol {
+    /// How a guard is to run its session.
+    public struct Spec: Codable, Sendable, Equatable {
+        public var sessionID: String
+        /// The configuration directory: the guard builds its lock provider from `file-locks`.
+        public var configDirectory: String
+        /// The session's lock file on shared storage.
+        public var lockPath: String
+        /// Seconds to wait for a lock held elsewhere (a dead holder's goes stale meanwhile).
+        public var lockWait: Double
+        /// The shell command to run (`session-command`).
+        public var command: String
+        public var userName: String
+        public var uid: UInt32
+        public var gid: UInt32
+        public var home: String
+        public var environment: [String: String]
+        /// Where the command's output goes.
+        public var logFile: String
+        /// Seconds the main process gets to save its state on suspend or quit.
+        public var stopGrace: Double
+        /// Seconds without a word from droverd after which the session is ended.
+        public var droverdSilence: Double
+        /// A test-only switch: never refresh the lock (the chaos test shows its check can fail).
+        public var skipRefresh: Bool
+
+        public init(sessionID: String, configDirectory: String, lockPath: String, lockWait: Double, command: String,
+                    userName: String, uid: UInt32, gid: UInt32, home: String, environment: [String: String], logFile: String,
+                    stopGrace: Double, droverdSilence: Double, skipRefresh: Bool = false) {
+            self.sessionID = sessionID
+            self.configDirectory = configDirectory
+            self.lockPath = lockPath
+            self.lockWait = lockWait
+            self.command = command
+            self.userName = userName
+            self.uid = uid
+            self.gid = gid
+            self.home = home
+            self.environment = environment
+            self.logFile = logFile
+            self.stopGrace = stopGrace
+            self.droverdSilence = droverdSilence
+            self.skipRefresh = skipRefresh
+        }
+
+        /// One line of JSON.
+        public var line: String {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self) + "\n"
+        }
+
+        public init(line: String) throws {
+            self = try JSONDecoder().decode(Spec.self, from: Data(line.utf8))
+        }
+    }
+
+    /// droverd to guard.
+    public enum Command: String, Sendable {
+        /// droverd is alive and serving; sent every second.
+        case alive
+        /// SIGUSR1 to the main process, its grace to save and exit, then the rest is ended.
+        case suspend
+        /// SIGTERM to the main process, its grace, then the rest is ended.
+        case quit
+
+        public var line: String { rawValue + "\n" }
+    }
+
+    /// Why a session ended.
+    public enum EndReason: String, Sendable {
+        /// Its main process exited on its own.
+        case exited
+        case suspended
+        case quit
+        /// The lock could not be refreshed in time, or was taken over: the session was ended
+        /// before any other node could judge the lock stale.
+        case leaseLost = "lease-lost"
+        /// droverd said nothing for `droverdSilence` seconds (paused, or gone).
+        case droverdSilent = "droverd-silent"
+        /// The command could not be started.
+        case failed
+    }
+
+    /// Guard to droverd.
+    public enum Event: Sendable, Equatable {
+        /// The lock is ours; the command starts next.
+        case locked
+        /// The lock stayed held elsewhere for `lockWait` seconds; nothing was started.
+        case lockBusy(String)
+        /// The command runs as `pid` (in a cgroup of its own, or only a process group: `isolation`).
+        case started(pid: Int32, isolation: String)
+        /// A refresh of the lock succeeded.
+        case refreshed
+        /// A refresh failed; the session ends if none succeeds before the lease bound.
+        case refreshFailed(String)
+        /// Every process of the session is gone; the guard exits next.
+        case ended(EndReason, status: Int32, detail: String)
+
+        public var line: String {
+            switch self {
+            case .locked: "locked\n"
+            case .lockBusy(let message): "lock-busy \(Self.oneLine(message))\n"
+            case .started(let pid, let isolation): "started \(pid) \(isolation)\n"
+            case .refreshed: "refreshed\n"
+            case .refreshFailed(let message): "refresh-failed \(Self.oneLine(message))\n"
+            case .ended(let reason, let status, let detail): "ended \(reason.rawValue) \(status) \(Self.oneLine(detail))\n"
+            }
+        }
+
+        /// Reads one line (without its newline); nil for a line that is not an event.
+        public init?(line: Substring) {
+            let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
+            let rest = parts.count > 1 ? String(parts[1]) : ""
+            switch parts.first {
+            case "locked": self = .locked
+            case "lock-busy": self = .lockBusy(rest)
+            case "refreshed": self = .refreshed
+            case "refresh-failed": self = .refreshFailed(rest)
+            case "started":
+                let fields = rest.split(separator: " ", maxSplits: 1)
+                guard let pid = fields.first.flatMap({ Int32($0) }) else { return nil }
+                self = .started(pid: pid, isolation: fields.count > 1 ? String(fields[1]) : "")
+            case "ended":
+                let fields = rest.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+                guard fields.count >= 2, let reason = EndReason(rawValue: String(fields[0])), let status = Int32(fields[1]) else { return nil }
+                self = .ended(reason, status: status, detail: fields.count > 2 ? String(fields[2]) : "")
+            default: return nil
+            }
+        }
+
+        static func oneLine(_ text: String) -> String {
+            text.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")
+        }
+    }
+
+    /// The lease bound: a guard ends its session when no refresh has succeeded for this many
+    /// seconds, which is `timeout-interval` less a margin (a tenth of it, at least half a
+    /// second) for ending the processes and for clock differences between the nodes and the
+    /// shared storage.
+    public static func leaseBound(timeoutInterval: Int) -> Double {
+        Double(timeoutInterval) - max(0.5, Double(timeoutInterval) / 10)
+    }
+
+    /// How long droverd may say nothing before its sessions are ended: half of
+    /// `timeout-interval`, so a paused node's sessions become movable well before a
+    /// contender's wait for the lock (`timeout-interval` and 5 s) runs out.
+    public static func droverdSilenceBound(timeoutInterval: Int) -> Double {
+        max(1, Double(timeoutInterval) / 2)
+    }
+}

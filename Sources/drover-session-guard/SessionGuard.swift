@@ -1,0 +1,259 @@
+import CShims
+import DroverKernel
+import DroverPlugins
+import Foundation
+import Logging
+import Synchronization
+
+/// `drover-session-guard`: holds one session's lease and ends every process of the session
+/// before that lease can be judged stale anywhere (``SessionGuardProtocol``).
+///
+/// Threads: the main one waits for the session's main process; one refreshes the lock every
+/// `refresh-rate`; one reads droverd's commands; and a watchdog that touches no file system
+/// (it reads the monotonic clock and sends signals) ends the session when the last good
+/// refresh is older than the lease bound, or droverd has said nothing for too long, even when a
+/// refresh hangs in a system call on a dead NFS mount.
+@main
+enum SessionGuardMain {
+    static func main() {
+        guard let line = readLine(strippingNewline: true), let spec = try? SessionGuardProtocol.Spec(line: line) else {
+            FileHandle.standardError.write(Data("drover-session-guard: expected the session's spec as the first line of standard input; droverd starts this program\n".utf8))
+            exit(2)
+        }
+        let guardian = SessionGuard(spec: spec)
+        guardian.run()
+    }
+}
+
+final class SessionGuard: Sendable {
+    let spec: SessionGuardProtocol.Spec
+    let events = EventWriter()
+    /// Monotonic nanoseconds of the last good refresh and of droverd's last word.
+    let lastRefresh = Atomic<UInt64>(monotonicNanoseconds())
+    let lastAlive = Atomic<UInt64>(monotonicNanoseconds())
+    let ending = Atomic<Bool>(false)
+    let stopping = Atomic<Bool>(false)
+    /// The main process's wait status once it ended (-1 until then).
+    let mainStatus = Atomic<Int32>(-1)
+    let held = Mutex<(any HeldLock)?>(nil)
+    let process = Mutex<SessionProcessGroup?>(nil)
+
+    init(spec: SessionGuardProtocol.Spec) {
+        self.spec = spec
+    }
+
+    func log(_ message: String) {
+        FileHandle.standardError.write(Data("drover-session-guard[\(spec.sessionID.prefix(8))]: \(message)\n".utf8))
+    }
+
+    func run() {
+        signal(SIGPIPE, SIG_IGN)
+        // droverd's word counts from the start, while the lock is awaited too.
+        Thread { self.readCommands() }.start()
+        let locks: any LockProvider
+        let fileLocks: FileLocksConfiguration
+        do {
+            fileLocks = try Self.fileLocks(in: spec.configDirectory)
+            var logger = Logger(label: "drover-session-guard")
+            logger.logLevel = .warning
+            let context = PluginContext(configDirectory: spec.configDirectory, dataDirectory: "", secureCookieKey: nil, logger: logger)
+            locks = try PluginCatalog.builtin.lockProvider(for: fileLocks).make(config: fileLocks, context: context)
+        } catch {
+            fail("cannot build the lock provider: \(error)")
+        }
+        guard let lock = acquire(locks) else {
+            events.send(.lockBusy("its lock \(spec.lockPath) stayed held for \(Int(spec.lockWait)) s; the session may still run on another node"))
+            exit(3)
+        }
+        held.withLock { $0 = lock }
+        lastRefresh.store(monotonicNanoseconds(), ordering: .sequentiallyConsistent)
+        events.send(.locked)
+        // The lease runs from the moment the lock is ours: refreshes (and the watchdog) start
+        // now, not once the command is up.
+        let leaseBound = SessionGuardProtocol.leaseBound(timeoutInterval: fileLocks.timeoutInterval)
+        if !spec.skipRefresh {
+            Thread { self.refreshLoop(lock, every: Double(locks.refreshInterval)) }.start()
+        }
+        Thread { self.watchdog(leaseBound: leaseBound) }.start()
+
+        let group: SessionProcessGroup
+        do {
+            group = try SessionProcessGroup.start(spec: spec)
+        } catch {
+            try? lock.release()
+            fail("\(error)")
+        }
+        process.withLock { $0 = group }
+        events.send(.started(pid: group.pid, isolation: group.isolation.description))
+
+        let status = group.waitForMain()
+        mainStatus.store(status, ordering: .sequentiallyConsistent)
+        if !stopping.load(ordering: .sequentiallyConsistent) {
+            end(.exited, status: status, detail: "the session's main process ended on its own", release: true)
+        }
+        // A suspend or quit under way finishes the session; wait for it.
+        while true { pause() }
+    }
+
+    static func fileLocks(in directory: String) throws -> FileLocksConfiguration {
+        let path = directory + "/" + FileLocksConfiguration.fileName
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return FileLocksConfiguration() }
+        return try FileLocksConfiguration(parsing: text, path: path, baseDirectory: directory)
+    }
+
+    /// Takes the lock, waiting up to `lockWait` for a holder elsewhere to release it or let it
+    /// go stale.
+    func acquire(_ locks: any LockProvider) -> (any HeldLock)? {
+        let directory = (spec.lockPath as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let deadline = Date().addingTimeInterval(spec.lockWait)
+        while true {
+            do {
+                if let lock = try locks.tryAcquire(spec.lockPath) { return lock }
+            } catch {
+                fail("cannot take the session's lock: \(error)")
+            }
+            if Date() >= deadline { return nil }
+            usleep(250_000)
+        }
+    }
+
+    /// Refreshes `seconds` after the last good refresh (not after the last attempt, so a slow
+    /// start or a slow refresh does not push the next one back), retrying a failed one soon.
+    func refreshLoop(_ lock: any HeldLock, every seconds: Double) {
+        let interval = UInt64(seconds * 1e9)
+        while !ending.load(ordering: .sequentiallyConsistent) {
+            let due = lastRefresh.load(ordering: .sequentiallyConsistent) &+ interval
+            let now = monotonicNanoseconds()
+            if now < due { sleepNanoseconds(min(due - now, 1_000_000_000)); continue }
+            if ending.load(ordering: .sequentiallyConsistent) { return }
+            do {
+                if try lock.refresh() {
+                    lastRefresh.store(monotonicNanoseconds(), ordering: .sequentiallyConsistent)
+                    events.send(.refreshed)
+                } else {
+                    end(.leaseLost, status: -1, detail: "the lock was taken over by another node", release: false)
+                }
+            } catch {
+                events.send(.refreshFailed("\(error)"))
+                log("cannot refresh the lock: \(error)")
+                sleepNanoseconds(250_000_000)
+            }
+        }
+    }
+
+    /// Touches no file system: a refresh stuck in a system call cannot delay it.
+    func watchdog(leaseBound: Double) {
+        let leaseNanos = UInt64(leaseBound * 1e9)
+        let silenceNanos = UInt64(spec.droverdSilence * 1e9)
+        while !ending.load(ordering: .sequentiallyConsistent) {
+            usleep(50_000)
+            let now = monotonicNanoseconds()
+            if !spec.skipRefresh, now &- lastRefresh.load(ordering: .sequentiallyConsistent) > leaseNanos {
+                end(.leaseLost, status: -1, detail: "no refresh of the lock succeeded for \(leaseBound) s (timeout-interval less its margin)", release: false)
+            }
+            if !spec.skipRefresh, now &- lastAlive.load(ordering: .sequentiallyConsistent) > silenceNanos {
+                end(.droverdSilent, status: -1, detail: "droverd said nothing for \(spec.droverdSilence) s", release: true)
+            }
+        }
+    }
+
+    func readCommands() {
+        while let line = readLine(strippingNewline: true) {
+            switch SessionGuardProtocol.Command(rawValue: line) {
+            case .alive:
+                lastAlive.store(monotonicNanoseconds(), ordering: .sequentiallyConsistent)
+            case .suspend:
+                stop(SIGUSR1, as: .suspended)
+            case .quit:
+                stop(SIGTERM, as: .quit)
+            case nil:
+                log("unknown command '\(line)' ignored")
+            }
+        }
+        // droverd is gone (its end of the pipe closed): nobody can serve this session.
+        end(.droverdSilent, status: -1, detail: "droverd went away", release: true)
+    }
+
+    /// Asks the main process to save and exit; after `stopGrace` every process is ended.
+    func stop(_ signalNumber: Int32, as reason: SessionGuardProtocol.EndReason) {
+        guard !stopping.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        Thread {
+            // Asked before the command started (a start given up): wait for it, briefly.
+            var waited = 0
+            while self.process.withLock({ $0 }) == nil, waited < 250 {
+                usleep(20_000)
+                waited += 1
+            }
+            guard let group = self.process.withLock({ $0 }) else {
+                self.end(reason, status: -1, detail: "", release: true)
+                return
+            }
+            kill(group.pid, signalNumber)
+            let deadline = monotonicNanoseconds() + UInt64(self.spec.stopGrace * 1e9)
+            while self.mainStatus.load(ordering: .sequentiallyConsistent) == -1, monotonicNanoseconds() < deadline {
+                usleep(20_000)
+            }
+            let status = self.mainStatus.load(ordering: .sequentiallyConsistent)
+            self.end(reason, status: status, detail: status == -1 ? "the main process did not exit within \(self.spec.stopGrace) s and was killed" : "", release: true)
+        }.start()
+    }
+
+    /// Ends every process of the session (once), gives the lock up when it is still ours, says
+    /// so, and exits.
+    func end(_ reason: SessionGuardProtocol.EndReason, status: Int32, detail: String, release: Bool) {
+        guard !ending.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        let group = process.withLock { $0 }
+        group?.killAll()
+        group?.waitUntilEmpty(seconds: 5)
+        if release, let lock = held.withLock({ $0 }) {
+            // Bounded: on a dead mount the release may hang; the lock then goes stale.
+            let released = Atomic<Bool>(false)
+            Thread {
+                try? lock.release()
+                released.store(true, ordering: .sequentiallyConsistent)
+            }.start()
+            let deadline = monotonicNanoseconds() + 2_000_000_000
+            while !released.load(ordering: .sequentiallyConsistent), monotonicNanoseconds() < deadline { usleep(10_000) }
+        }
+        group?.removeCgroup()
+        if reason == .leaseLost || reason == .droverdSilent { log("ended the session: \(reason.rawValue): \(detail)") }
+        events.send(.ended(reason, status: status, detail: detail))
+        exit(0)
+    }
+
+    func fail(_ message: String) -> Never {
+        log(message)
+        events.send(.ended(.failed, status: -1, detail: message))
+        exit(1)
+    }
+}
+
+/// Writes events to standard output, one whole line at a time.
+final class EventWriter: Sendable {
+    private let lock = Mutex(())
+
+    func send(_ event: SessionGuardProtocol.Event) {
+        let bytes = Array(event.line.utf8)
+        lock.withLock { _ in
+            var sent = 0
+            while sent < bytes.count {
+                let n = bytes.withUnsafeBytes { write(1, $0.baseAddress! + sent, $0.count - sent) }
+                if n <= 0 { return }
+                sent += n
+            }
+        }
+    }
+}
+
+func sleepNanoseconds(_ nanoseconds: UInt64) {
+    var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) != 0, errno == EINTR { request = remaining }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}

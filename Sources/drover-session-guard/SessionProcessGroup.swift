@@ -1,0 +1,174 @@
+import CShims
+import DroverKernel
+import Foundation
+
+/// Every process of one session: its main process and whatever it starts, in a cgroup of its
+/// own where the machine offers one, so even a process that left the process group (`setsid`)
+/// is ended with the rest.
+struct SessionProcessGroup: Sendable {
+    /// How the session's processes are held together.
+    enum Isolation: Sendable, CustomStringConvertible {
+        /// A cgroup v2 folder: `cgroup.kill` ends everything in it.
+        case cgroup2(String)
+        /// A cgroup v1 freezer folder: frozen, every process killed, thawed.
+        case freezer(String)
+        /// Only the process group (no cgroup could be made: not root, or none mounted);
+        /// a process that calls `setsid` escapes it.
+        case processGroup
+
+        var description: String {
+            switch self {
+            case .cgroup2(let path): "cgroup2:\(path)"
+            case .freezer(let path): "freezer:\(path)"
+            case .processGroup: "process-group"
+            }
+        }
+
+        var cgroupPath: String? {
+            switch self {
+            case .cgroup2(let path), .freezer(let path): path
+            case .processGroup: nil
+            }
+        }
+    }
+
+    /// The main process (also the process group's id).
+    let pid: pid_t
+    let isolation: Isolation
+
+    /// Makes the session's cgroup and starts the command in it as the user. The process puts
+    /// itself into the cgroup before it runs anything of the user's (a shell writes its own pid
+    /// into `cgroup.procs`, then execs), so nothing can start outside it.
+    static func start(spec: SessionGuardProtocol.Spec) throws -> SessionProcessGroup {
+        let isolation = makeCgroup(spec.sessionID)
+        var setpriv = ["/usr/bin/setpriv", "--pdeathsig", "KILL"]
+        if geteuid() == 0, spec.uid != 0 {
+            setpriv += ["--reuid=\(spec.uid)", "--regid=\(spec.gid)", "--init-groups"]
+        }
+        setpriv += ["--", "/bin/sh", "-c", "cd \"$HOME\" 2>/dev/null; exec " + spec.command]
+        var arguments = setpriv
+        if let cgroup = isolation.cgroupPath {
+            // The session id is hex, so the path needs no quoting beyond the single quotes.
+            arguments = ["/bin/sh", "-c", "echo $$ > '\(cgroup)/cgroup.procs' || exit 126; exec \"$@\"", "drover-session"] + setpriv
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, spec.logFile, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        drover_spawn_close_from(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = spec.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, envp)
+        guard status == 0 else {
+            if let cgroup = isolation.cgroupPath { rmdir(cgroup) }
+            throw LockError(path: spec.logFile, "cannot start the session command (\(String(cString: strerror(status))))")
+        }
+        return SessionProcessGroup(pid: pid, isolation: isolation)
+    }
+
+    /// A cgroup for the session below this process's own: v2 where mounted, else v1's freezer,
+    /// else none (the process group alone).
+    static func makeCgroup(_ id: String) -> Isolation {
+        let memberships = (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) ?? ""
+        func own(_ prefix: String) -> String? {
+            memberships.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
+        }
+        func make(_ mount: String, _ ownPath: String) -> String? {
+            let parent = mount + (ownPath == "/" ? "" : ownPath) + "/drover-sessions"
+            mkdir(parent, 0o755)
+            let path = parent + "/" + id
+            guard mkdir(path, 0o755) == 0 || errno == EEXIST, access(path + "/cgroup.procs", W_OK) == 0 else { return nil }
+            return path
+        }
+        for mount in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where access(mount + "/cgroup.procs", F_OK) == 0
+            && (access(mount + "/cgroup.controllers", F_OK) == 0) {
+            if let path = make(mount, own("0::") ?? "/") { return .cgroup2(path) }
+        }
+        if access("/sys/fs/cgroup/freezer/cgroup.procs", F_OK) == 0,
+           let ownPath = memberships.split(separator: "\n").compactMap({ line -> String? in
+               let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+               return fields.count == 3 && fields[1].split(separator: ",").contains("freezer") ? String(fields[2]) : nil
+           }).first,
+           let path = make("/sys/fs/cgroup/freezer", ownPath) {
+            return .freezer(path)
+        }
+        return .processGroup
+    }
+
+    /// Waits for the main process; its wait status.
+    func waitForMain() -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { return -1 }
+        }
+        return status
+    }
+
+    /// SIGKILL to every process of the session.
+    func killAll() {
+        kill(-pid, SIGKILL)
+        kill(pid, SIGKILL)
+        switch isolation {
+        case .cgroup2(let path):
+            if !write("1", to: path + "/cgroup.kill") {
+                // Before Linux 5.14: freeze, kill each, thaw.
+                _ = write("1", to: path + "/cgroup.freeze")
+                killEach(in: path)
+                _ = write("0", to: path + "/cgroup.freeze")
+            }
+        case .freezer(let path):
+            _ = write("FROZEN", to: path + "/freezer.state")
+            killEach(in: path)
+            _ = write("THAWED", to: path + "/freezer.state")
+        case .processGroup:
+            break
+        }
+    }
+
+    /// Waits (at most `seconds`) until no process of the session is left.
+    func waitUntilEmpty(seconds: Double) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let empty: Bool
+            if let path = isolation.cgroupPath {
+                empty = Self.members(of: path).isEmpty
+            } else {
+                empty = kill(-pid, 0) != 0 && errno == ESRCH
+            }
+            if empty { return }
+            killAll()
+            usleep(20_000)
+        }
+    }
+
+    func removeCgroup() {
+        if let path = isolation.cgroupPath { rmdir(path) }
+    }
+
+    private func killEach(in path: String) {
+        for member in Self.members(of: path) { kill(member, SIGKILL) }
+    }
+
+    static func members(of path: String) -> [pid_t] {
+        ((try? String(contentsOfFile: path + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    private func write(_ text: String, to path: String) -> Bool {
+        let fd = open(path, O_WRONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return text.withCString { Foundation.write(fd, $0, strlen($0)) } > 0
+    }
+}
