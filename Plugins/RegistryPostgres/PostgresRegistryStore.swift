@@ -114,6 +114,10 @@ public final class PostgresRegistryStore: RegistryStore {
 
     public func nodes() async throws -> [NodeRecord] { try await withConnection { db, sql, _ in try sql.nodes(db) } }
 
+    public func nodesWithClock() async throws -> NodesWithClock {
+        try await withConnection { db, sql, _ in NodesWithClock(nodes: try sql.nodes(db), now: try sql.now(db)) }
+    }
+
     public func deleteNode(_ id: Int64) async throws -> Bool {
         try await withConnection { db, sql, _ in try sql.deleteNode(id, db) }
     }

@@ -86,6 +86,10 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func nodes() async throws -> [NodeRecord] { try await withConnection { try $1.nodes($0) } }
+
+    public func nodesWithClock() async throws -> NodesWithClock {
+        try await withConnection { NodesWithClock(nodes: try $1.nodes($0), now: try $1.now($0)) }
+    }
     public func deleteNode(_ id: Int64) async throws -> Bool { try await withConnection { try $1.deleteNode(id, $0) } }
 
     public func createSession(_ session: SessionRecord) async throws {

@@ -38,9 +38,10 @@ public struct ClusterMembership: Sendable {
             runtime.diagnostics.record("clock-skew", ("seconds", String(format: "%.3f", skew)))
         }
         let interval = runtime.loadBalancer.heartbeatInterval
-        let others = try await store.nodes().filter {
+        let read = try await store.nodesWithClock()
+        let others = read.nodes.filter {
             !($0.host == address.host && $0.port == address.port) && $0.status == .online
-                && !$0.isUnreachable(now: dbNow, heartbeatInterval: interval)
+                && !$0.isUnreachable(now: read.now, heartbeatInterval: interval)
         }
         let cluster = try await store.cluster()
         let keyHash = runtime.key.clusterHash
@@ -82,8 +83,10 @@ public struct ClusterMembership: Sendable {
         }
         logger.info("joined the cluster", metadata: ["node": "\(node.id)", "address": "\(address.endpoint)", "status": "\(status.rawValue)"])
         runtime.diagnostics.record("node-joined", ("node", String(node.id)), ("address", address.endpoint), ("self", "1"))
-        // The first heartbeat now, so the row carries a real load from the start.
+        // The first heartbeat now, so the row carries a real load from the start; and the
+        // view, so the peers can be told.
         await heartbeat()
+        await refreshView()
         await notifyPeers("node-joined", ["id": node.id, "host": address.host, "port": address.port])
         return node
     }
@@ -116,8 +119,9 @@ public struct ClusterMembership: Sendable {
                 logger.warning("this node's row was removed while it ran; registering again")
                 _ = try await rejoinAfterRemoval()
             }
+            // Only what must be on time: reading the node list (the view) is the failure
+            // detector's, so a registry line full of ordinary calls cannot delay the next beat.
             await applyOfflineFlag()
-            await refreshView()
         } catch {
             logger.error("heartbeat failed, retrying next interval: \(error)")
             runtime.diagnostics.record("heartbeat-failed", ("node", String(id)), ("error", "\(error)"))
@@ -134,13 +138,18 @@ public struct ClusterMembership: Sendable {
         guard let selfID = runtime.nodeID else { return }
         let interval = runtime.loadBalancer.heartbeatInterval
         let silentFor = Double(interval) + 1
-        let nodes: [NodeRecord]
-        let now: Date
+        let read: NodesWithClock
         do {
-            nodes = try await runtime.store.nodes()
-            now = try await runtime.store.now()
+            read = try await runtime.store.nodesWithClock()
         } catch {
-            return  // the heartbeat reports a registry that cannot be read
+            logger.warning("cannot read the node list: \(error)")
+            return
+        }
+        let (nodes, now) = (read.nodes, read.now)
+        // The node's view of the cluster comes from this read, twice per interval.
+        runtime.update {
+            $0.view = nodes
+            $0.viewRefreshedAt = Date()
         }
         let late = nodes.filter {
             $0.id != selfID && $0.status == .online && $0.unreachableSince == nil && now.timeIntervalSince($0.lastSeen) > silentFor

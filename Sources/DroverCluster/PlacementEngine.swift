@@ -19,10 +19,9 @@ public struct PlacementEngine: Sendable {
 
     /// Every node, as a candidate or with the reason it is excluded.
     public func survey() async throws -> PlacementCandidates {
-        let nodes = try await store.nodes()
         let counts = try await store.activeSessionCounts()
-        let now = try await store.now()
-        return PlacementCandidates(nodes: nodes, activeSessions: counts, now: now, heartbeatInterval: heartbeatInterval)
+        let read = try await store.nodesWithClock()
+        return PlacementCandidates(nodes: read.nodes, activeSessions: counts, now: read.now, heartbeatInterval: heartbeatInterval)
     }
 
     /// What a placement for `username` would do now, without placing anything.

@@ -289,8 +289,9 @@ public final class SessionManager: Sendable {
     /// Whether the node owning a session is up (Online or in offline mode, and not
     /// Unreachable); false when the session has no owner or the owner is gone.
     private func ownerIsAlive(_ ownership: SessionOwnership) async throws -> Bool {
-        guard let owner = ownership.node, let node = try await store.nodes().first(where: { $0.id == owner }) else { return false }
-        return node.isServing(now: try await store.now(), heartbeatInterval: runtime.loadBalancer.heartbeatInterval)
+        let read = try await store.nodesWithClock()
+        guard let owner = ownership.node, let node = read.nodes.first(where: { $0.id == owner }) else { return false }
+        return node.isServing(now: read.now, heartbeatInterval: runtime.loadBalancer.heartbeatInterval)
     }
 
     /// Runs `body` if this node owns the session, else asks the owner by a signed call.
@@ -476,8 +477,8 @@ public final class SessionManager: Sendable {
 
     private func routeOrRecover(_ session: SessionRecord) async throws -> SessionRoute? {
         let ownership = session.ownership
-        let nodes = try await store.nodes()
-        let now = try await store.now()
+        let read = try await store.nodesWithClock()
+        let (nodes, now) = (read.nodes, read.now)
         let interval = runtime.loadBalancer.heartbeatInterval
         if let owner = ownership.node, let node = nodes.first(where: { $0.id == owner }) {
             if node.isServing(now: now, heartbeatInterval: interval) {

@@ -103,10 +103,9 @@ public struct NodeResponder: HTTPResponder {
             }
         }
         do {
-            let nodes = try await runtime.store.nodes()
             let sessions = try await runtime.store.sessions(matching: SessionFilter(states: [.running]))
-            let now = try await runtime.store.now()
-            return .text(.ok, StatusReport.render(nodes: nodes, sessions: sessions, now: now,
+            let read = try await runtime.store.nodesWithClock()
+            return .text(.ok, StatusReport.render(nodes: read.nodes, sessions: sessions, now: read.now,
                                                   heartbeatInterval: runtime.loadBalancer.heartbeatInterval))
         } catch {
             return .text(.serviceUnavailable, "the registry is unavailable: \(error)\n")

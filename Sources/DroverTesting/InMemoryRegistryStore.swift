@@ -93,6 +93,10 @@ public final class InMemoryRegistryStore: RegistryStore {
         try locked { $0.nodes.values.sorted { $0.id < $1.id } }
     }
 
+    public func nodesWithClock() async throws -> NodesWithClock {
+        try locked { NodesWithClock(nodes: $0.nodes.values.sorted { $0.id < $1.id }, now: clock()) }
+    }
+
     public func deleteNode(_ id: Int64) async throws -> Bool {
         try locked { $0.nodes.removeValue(forKey: id) != nil }
     }

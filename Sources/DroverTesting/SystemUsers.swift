@@ -21,17 +21,37 @@ public enum SystemUsers {
         guard result.status == 0 else { throw TestFailure("chpasswd failed: \(result.stderr)") }
     }
 
-    /// The ids of running session processes, one entry per process, from their environment.
-    public static func runningSessionIDs() -> [String] {
+    /// Every live process (not a zombie) started for session `id`, whatever its name: the
+    /// session's main process and anything it started, found by `DROVER_SESSION_ID` in their
+    /// environment.
+    public static func processes(ofSession id: String) -> [Int32] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { pid -> String? in
-            guard Int(pid) != nil, let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
-            let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
-            guard comm.hasPrefix("drover-demo") else { return nil }
+        let wanted = Array("DROVER_SESSION_ID=\(id)".utf8)
+        return entries.compactMap { name -> Int32? in
+            guard let pid = Int32(name), let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+            let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: ")").last?.split(separator: " ").first
+            guard state != "Z" else { return nil }
+            return data.split(separator: 0).contains { Array($0) == wanted } ? pid : nil
+        }
+    }
+
+    /// The main process of each running session: (session id, pid), one entry per process.
+    public static func runningSessions() -> [(id: String, pid: Int32)] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { name -> (String, Int32)? in
+            // The name first: reading another process's environment is far dearer (it takes
+            // that process's memory lock), and watchers call this ten times a second.
+            guard let pid = Int32(name), (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.hasPrefix("drover-demo") == true,
+                  let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
             for variable in data.split(separator: 0) where variable.starts(with: Array("DROVER_SESSION_ID=".utf8)) {
-                return String(decoding: variable.dropFirst(18), as: UTF8.self)
+                return (String(decoding: variable.dropFirst(18), as: UTF8.self), pid)
             }
             return nil
         }
+    }
+
+    /// The ids of running session processes, one entry per process, from their environment.
+    public static func runningSessionIDs() -> [String] {
+        runningSessions().map(\.id)
     }
 }

@@ -16,9 +16,9 @@ struct DeleteNode: AsyncParsableCommand {
         let access = await RegistryAccess.open(options)
         let store = access.store
         do {
-            let now = try await store.now()
             let interval = access.configuration.effectiveLoadBalancer.heartbeatInterval
-            let nodes = try await store.nodes()
+            let read = try await store.nodesWithClock()
+            let (nodes, now) = (read.nodes, read.now)
             guard let node = nodes.first(where: { $0.id == id }) else {
                 fail("no node with ID \(id); see drover list-nodes", status: 1)
             }

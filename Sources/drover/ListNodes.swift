@@ -18,8 +18,8 @@ struct ListNodes: AsyncParsableCommand {
         let now: Date
         do {
             cluster = try await access.store.cluster()
-            nodes = try await access.store.nodes()
-            now = try await access.store.now()
+            let read = try await access.store.nodesWithClock()
+            (nodes, now) = (read.nodes, read.now)
         } catch {
             fail("\(error)", status: 1)
         }

@@ -98,6 +98,10 @@ import Testing
     }
 
     @Test func threeHundredSessionsStartedAtOnceThroughThreeNodesEndWithinOneOfEven() async throws {
+        try await HeavyTests.oneAtATime { try await burstOfThreeHundred() }
+    }
+
+    func burstOfThreeHundred() async throws {
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: try Self.backend,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")
         for index in 0..<3 { try await cluster.start(index) }

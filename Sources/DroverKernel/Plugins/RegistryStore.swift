@@ -33,6 +33,10 @@ public protocol RegistryStore: Sendable {
     func setNodeStatus(_ status: NodeStatus, node: Int64) async throws -> Bool
     /// Every node row, by id.
     func nodes() async throws -> [NodeRecord]
+    /// Every node row with the database's clock, read together (one connection, no wait in
+    /// between), so a row's age is never inflated by time spent waiting for the registry: what
+    /// every judgement of a node's liveness reads.
+    func nodesWithClock() async throws -> NodesWithClock
     /// Removes a node row; false when there was none.
     func deleteNode(_ id: Int64) async throws -> Bool
 
@@ -123,4 +127,15 @@ public protocol RegistryStoreFactory: Sendable {
     static var name: String { get }
     /// Builds the store; reads only `database.conf`. Connecting may be deferred to the first call.
     static func make(config: DatabaseConfiguration, context: PluginContext) throws -> any RegistryStore
+}
+
+/// Every node row and the database's clock at the time they were read.
+public struct NodesWithClock: Sendable {
+    public var nodes: [NodeRecord]
+    public var now: Date
+
+    public init(nodes: [NodeRecord], now: Date) {
+        self.nodes = nodes
+        self.now = now
+    }
 }

@@ -1,0 +1,184 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Synchronization
+import Testing
+
+/// The session runtime's two promises, tested with real processes at the operator's default
+/// proportions (scaled down together: refresh-rate=4, timeout-interval=6, heartbeat 1 s):
+/// a session never runs twice, even when its node's droverd pauses, and every process of a
+/// session ends with it.
+@Suite struct SessionRuntimeTests {
+    /// Starts `count` sessions through node 0 and returns them with their owner's index.
+    func startSessions(_ cluster: TestCluster, count: Int) async throws -> [(id: String, owner: Int)] {
+        let ids = try await cluster.statuses().reduce(into: [Int64: Int]()) { map, row in
+            map[row.id] = cluster.nodes.firstIndex { $0.address == row.host }
+        }
+        var sessions: [(String, Int)] = []
+        let node = cluster.nodes[0]
+        for _ in 0..<count {
+            let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60)
+            #expect(created.status == 201, "\(created.body)")
+            let object = json(created)
+            let id = try #require(object["id"] as? String)
+            let owner = try #require((object["node"] as? NSNumber).flatMap { ids[$0.int64Value] })
+            sessions.append((id, owner))
+        }
+        return sessions
+    }
+
+    /// Samples /proc every 100 ms and remembers every session id of `ids` seen with two main
+    /// processes (other tests' sessions run on this machine too).
+    final class DoubleWatcher: Sendable {
+        let ids: Set<String>
+        let doubles = Mutex<Set<String>>([])
+        let task = Mutex<Task<Void, Never>?>(nil)
+
+        init(_ ids: [String]) {
+            self.ids = Set(ids)
+        }
+
+        func start() {
+            task.withLock {
+                $0 = Task { [self] in
+                    while !Task.isCancelled {
+                        let running = SystemUsers.runningSessions().map(\.id).filter { self.ids.contains($0) }
+                        let twice = Dictionary(grouping: running, by: { $0 }).filter { $0.value.count > 1 }.keys
+                        if !twice.isEmpty { self.doubles.withLock { $0.formUnion(twice) } }
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+            }
+        }
+
+        func stop() -> Set<String> {
+            task.withLock { $0?.cancel() }
+            return doubles.withLock { $0 }
+        }
+    }
+
+    /// The lease lives with the session: a session that runs ten times `timeout-interval` keeps
+    /// one process on one node, reached through both nodes all along.
+    @Test func aSessionOutlivingTenLockTimeoutsKeepsOneProcessOnOneNode() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        for index in 0..<2 { try await cluster.start(index) }
+        let session = try #require(try await startSessions(cluster, count: 1).first)
+        let first = SystemUsers.runningSessions().filter { $0.id == session.id }.map(\.pid)
+        #expect(first.count == 1)
+        let started = Date()
+        var requests = 0
+        // timeout-interval is 6 s: 60 s is ten of them.
+        while Date().timeIntervalSince(started) < 60 {
+            let via = cluster.nodes[requests % 2]
+            let answer = try await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/s/\(session.id)/count")
+            requests += 1
+            #expect(answer.status == 200 && count(answer) == requests, "request \(requests): \(answer.status) \(answer.body)")
+            #expect(SystemUsers.runningSessions().filter { $0.id == session.id }.map(\.pid) == first, "one process, the same one")
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
+
+    /// SIGSTOPs the droverd owning some sessions for three lock timeouts while a user keeps
+    /// asking for them through the other node, then SIGCONTs it. Returns the sessions seen
+    /// running twice.
+    func pauseOwner(unguarded: Bool) async throws -> (doubles: Set<String>, movedAnswers: Int, sessions: Int) {
+        try await HeavyTests.oneAtATime { try await pauseOwnerNow(unguarded: unguarded) }
+    }
+
+    func pauseOwnerNow(unguarded: Bool) async throws -> (doubles: Set<String>, movedAnswers: Int, sessions: Int) {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        let environment = unguarded ? ["DROVER_TEST_UNGUARDED_SESSIONS": "1"] : [:]
+        for index in 0..<2 { try await cluster.start(index, environment: environment) }
+        let sessions = try await startSessions(cluster, count: 6)
+        let paused = try #require(sessions.first?.owner)
+        let theirs = sessions.filter { $0.owner == paused }
+        let other = cluster.nodes[1 - paused]
+        let watcher = DoubleWatcher(sessions.map(\.id))
+        watcher.start()
+        let process = try #require(cluster.process(paused))
+        process.signal(SIGSTOP)
+        let stoppedAt = Date()
+        // Users keep asking through the other node; each session comes back there (moved).
+        var moved = 0
+        for session in theirs {
+            do {
+                try await cluster.eventually("session \(session.id.prefix(6)) answers through the other node", timeout: 30) {
+                    try await RawHTTPClient.request(host: other.address, port: other.port, path: "/s/\(session.id)/count", timeout: 20).status == 200
+                }
+                moved += 1
+            } catch {
+                if !unguarded { throw error }
+            }
+        }
+        let remaining = 18 - Date().timeIntervalSince(stoppedAt)
+        if remaining > 0 { try await Task.sleep(for: .seconds(remaining)) }
+        process.signal(SIGCONT)
+        // Afterwards every session answers through either node.
+        if !unguarded {
+            for session in sessions {
+                for node in cluster.nodes {
+                    try await cluster.eventually("session \(session.id.prefix(6)) answers through \(node.address)", timeout: 30) {
+                        try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(session.id)/count", timeout: 20).status == 200
+                    }
+                }
+            }
+        }
+        let doubles = watcher.stop()
+        for index in 0..<2 { _ = try await cluster.stop(index) }
+        return (doubles, moved, theirs.count)
+    }
+
+    @Test func aPausedOwnersSessionsMoveAndNeverRunTwice() async throws {
+        let outcome = try await pauseOwner(unguarded: false)
+        #expect(outcome.sessions > 0)
+        #expect(outcome.movedAnswers == outcome.sessions, "every session of the paused node answered through the other one")
+        #expect(outcome.doubles.isEmpty, "sessions ran twice: \(outcome.doubles)")
+    }
+
+    /// The never-twice check above can fail: with the guards' lease switched off (a test-only
+    /// switch: no refresh, no watchdog, droverd's silence ignored), pausing the owner lets the
+    /// lock go stale while the session runs, and another node starts it a second time.
+    @Test func withoutTheLeaseAPausedOwnersSessionsRunTwice() async throws {
+        let outcome = try await pauseOwner(unguarded: true)
+        #expect(!outcome.doubles.isEmpty, "the watcher must see a session running twice when the lease is off")
+    }
+
+    /// Suspend, quit and a node's stop end every process of a session: a child it forked and
+    /// one that left the process group with setsid.
+    @Test func suspendQuitAndStopLeaveNoProcessOfTheSession() async throws {
+        let scripts = TemporaryDirectory()
+        try scripts.write("forking-session", """
+            #!/bin/sh
+            sleep 1000 &
+            setsid sleep 1000 &
+            exec \(demoCommand)
+
+            """)
+        chmod(scripts.url("forking-session"), 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(scripts.url("forking-session"))\nauth-none=1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        func start() async throws -> String {
+            let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60)
+            let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+            try await cluster.eventually("the session's children run") { SystemUsers.processes(ofSession: id).count == 3 }
+            return id
+        }
+        let suspended = try await start()
+        #expect(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions/\(suspended)/suspend").status == 202)
+        try await cluster.eventually("nothing of the suspended session left", timeout: 20) { SystemUsers.processes(ofSession: suspended).isEmpty }
+
+        let quit = try await start()
+        #expect(try await RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(quit)").status == 204)
+        #expect(SystemUsers.processes(ofSession: quit).isEmpty, "quit answers once every process is gone")
+
+        let stopped = try await start()
+        #expect(try await cluster.stop(0) == 0)
+        #expect(SystemUsers.processes(ofSession: stopped).isEmpty, "the node stops once every process of its sessions is gone")
+        #expect(SystemUsers.processes(ofSession: suspended).isEmpty)
+    }
+}
