@@ -153,7 +153,6 @@ public final class SessionManager: Sendable {
             throw SessionError.launchFailed("droverd runs as \(SessionProcess.currentAccount?.name ?? "uid \(geteuid())") and can only start its own user's sessions; run it as root")
         }
         let stateDirectory = account.stateDirectory(id)
-        try prepareStateDirectory(stateDirectory, account: account)
         let port = try SessionProcess.freeLoopbackPort()
         let environment = [
             "HOME": account.home, "USER": account.name, "LOGNAME": account.name,
@@ -165,7 +164,7 @@ public final class SessionManager: Sendable {
         let spec = SessionGuardProtocol.Spec(
             sessionID: id, configDirectory: runtime.configuration.directory, lockPath: lockDirectory + "/" + id + ".lock",
             lockWait: Double(timeoutInterval) + 5, command: command, userName: account.name, uid: account.uid, gid: account.gid,
-            home: account.home, environment: environment, logFile: stateDirectory + "/session.log", stopGrace: suspendGrace,
+            home: account.home, environment: environment, stopGrace: suspendGrace,
             droverdSilence: SessionGuardProtocol.droverdSilenceBound(timeoutInterval: timeoutInterval),
             skipRefresh: ProcessInfo.processInfo.environment["DROVER_TEST_UNGUARDED_SESSIONS"] == "1")
         let guardian = try await SessionGuardHandle.start(spec)
@@ -175,7 +174,7 @@ public final class SessionManager: Sendable {
                 throw SessionError.launchFailed(started.lockBusy ?? started.ended?.detail ?? "its guard exited before starting it")
             }
             local.withLock { $0[id] = LocalSession(pid: pid, port: port, username: account.name, guardian: guardian, stateDirectory: stateDirectory) }
-            try await waitUntilAnswering(id: id, guardian: guardian, port: port, log: stateDirectory + "/session.log")
+            try await waitUntilAnswering(id: id, guardian: guardian, port: port, account: account, log: stateDirectory + "/session.log")
             let running = SessionOwnership(node: self_, state: .running, pid: pid, port: port)
             guard try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting), to: running) else {
                 throw SessionError.launchFailed("the session was moved while it started")
@@ -213,28 +212,14 @@ public final class SessionManager: Sendable {
         if !gone { guardian.kill() }
     }
 
-    func prepareStateDirectory(_ path: String, account: SessionProcess.Account) throws {
-        do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw SessionError.launchFailed("cannot create the state directory \(path) (\(error.localizedDescription))")
-        }
-        if geteuid() == 0 {
-            // Every level under the home that we created belongs to the user.
-            var directory = path
-            while directory.count > account.home.count {
-                chown(directory, account.uid, account.gid)
-                directory = (directory as NSString).deletingLastPathComponent
-            }
-        }
-    }
-
-    func waitUntilAnswering(id: String, guardian: SessionGuardHandle, port: Int, log: String) async throws {
+    func waitUntilAnswering(id: String, guardian: SessionGuardHandle, port: Int, account: SessionProcess.Account, log: String) async throws {
         let deadline = Date().addingTimeInterval(startTimeout)
         while !SessionProcess.answers(port: port) {
             let state = guardian.current
             if let ended = state.ended ?? (state.closed ? (.failed, -1, "its guard exited") : nil) {
-                let tail = (try? String(contentsOfFile: log, encoding: .utf8)).map { String($0.suffix(300)).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+                // The log's tail, read with the user's rights: what the user could read anyway.
+                let tail = await SessionProcess.runAsUser(account, ["/usr/bin/tail", "-c", "300", "--", log])
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
                 local.withLock { _ = $0.removeValue(forKey: id) }
                 let how = ended.reason == .exited ? "exited (status \(ended.status >> 8))" : "ended (\(ended.reason.rawValue): \(ended.detail))"
                 throw SessionError.launchFailed("the session command \(how) before answering" + (tail.isEmpty ? "" : ": \(tail)"))
@@ -269,7 +254,7 @@ public final class SessionManager: Sendable {
                 if ownership.state == .quitting && ownership.node == nil {
                     // Another quit holds it; wait for it to finish.
                 } else if try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: nil, state: .quitting)) {
-                    if try await store.deleteSession(id) { removeSavedState(session) }
+                    if try await store.deleteSession(id) { await removeSavedState(session) }
                     routes.withLock { _ = $0.removeValue(forKey: id) }
                     return
                 }
@@ -331,7 +316,7 @@ public final class SessionManager: Sendable {
     public func quitLocal(_ id: String) async throws {
         guard let self_ = runtime.nodeID, var entry = local.withLock({ $0[id] }) else {
             if let row = try await store.session(id), row.ownership.node == runtime.nodeID, try await store.deleteSession(id) {
-                removeSavedState(row)
+                await removeSavedState(row)
             }
             return
         }
@@ -342,14 +327,20 @@ public final class SessionManager: Sendable {
         entry.guardian.send(.quit)
         _ = await entry.guardian.wait { $0.ended != nil }
         _ = try await store.deleteSession(id)
-        try? FileManager.default.removeItem(atPath: entry.stateDirectory)
+        if let account = SessionProcess.account(entry.username) { await removeState(entry.stateDirectory, of: account) }
         await finish(id, entry, event: "session-quit")
     }
 
     /// A quit session's saved state goes with it.
-    private func removeSavedState(_ session: SessionRecord) {
+    private func removeSavedState(_ session: SessionRecord) async {
         guard let account = SessionProcess.account(session.username) else { return }
-        try? FileManager.default.removeItem(atPath: account.stateDirectory(session.id))
+        await removeState(account.stateDirectory(session.id), of: account)
+    }
+
+    /// Deletes a session's state folder as its user, never as root (the user controls every
+    /// name on the way there).
+    private func removeState(_ path: String, of account: SessionProcess.Account) async {
+        _ = await SessionProcess.runAsUser(account, ["/bin/rm", "-rf", "--", path])
     }
 
     private func finish(_ id: String, _ entry: LocalSession, event: String) async {
@@ -405,7 +396,7 @@ public final class SessionManager: Sendable {
             do {
                 if row.ownership.state == .quitting {
                     guard try await store.deleteSession(row.id) else { continue }
-                    removeSavedState(row)
+                    await removeSavedState(row)
                 } else {
                     guard try await store.transitionSession(row.id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended)) else { continue }
                 }

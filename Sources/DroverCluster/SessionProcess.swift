@@ -14,14 +14,72 @@ enum SessionProcess {
         func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
     }
 
+    /// The account `name` (`getpwnam_r`: safe beside other threads' look-ups).
     static func account(_ name: String) -> Account? {
-        guard let entry = getpwnam(name) else { return nil }
-        return Account(name: name, uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid, home: String(cString: entry.pointee.pw_dir))
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
+        return Account(name: name, uid: entry.pw_uid, gid: entry.pw_gid, home: String(cString: entry.pw_dir))
     }
 
     static var currentAccount: Account? {
-        guard let entry = getpwuid(geteuid()) else { return nil }
-        return account(String(cString: entry.pointee.pw_name))
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwuid_r(geteuid(), &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
+        return account(String(cString: entry.pw_name))
+    }
+
+    /// Runs `arguments` as `account` (its uid, gid and groups, when we are root) and returns
+    /// what it printed (at most 4 KiB). For everything droverd does inside a user's home:
+    /// root never opens, reads or deletes a path there, where the user's symlinks could lead it.
+    /// Waits on a thread of its own, never on the cooperative pool.
+    static func runAsUser(_ account: Account, _ arguments: [String]) async -> String {
+        var command = arguments
+        if geteuid() == 0, account.uid != geteuid() {
+            command = ["/usr/bin/setpriv", "--reuid=\(account.uid)", "--regid=\(account.gid)", "--init-groups", "--"] + arguments
+        }
+        let run = command
+        return await withCheckedContinuation { continuation in
+            Thread {
+                continuation.resume(returning: runAndCollect(run, home: account.home))
+            }.start()
+        }
+    }
+
+    private static func runAndCollect(_ command: [String], home: String) -> String {
+        var output: [Int32] = [0, 0]
+        guard pipe(&output) == 0 else { return "" }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        drover_spawn_close_from(&actions, 3)
+        let argv = command.map { strdup($0) } + [nil]
+        let envp = (["PATH=/usr/bin:/bin", "HOME=\(home)", "LANG=C.UTF-8"] as [String]).map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
+        close(output[1])
+        defer { close(output[0]) }
+        guard spawned == 0 else { return "" }
+        var collected: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while collected.count < 4096 {
+            let n = buffer.withUnsafeMutableBytes { read(output[0], $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            collected += buffer[0..<min(n, 4096 - collected.count)]
+        }
+        var status: Int32 = 0
+        kill(pid, SIGKILL)  // done reading (or it printed too much): it has nothing more to say
+        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        return String(decoding: collected, as: UTF8.self)
     }
 
     /// A TCP port free on 127.0.0.1 right now.

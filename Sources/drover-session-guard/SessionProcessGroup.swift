@@ -45,7 +45,12 @@ struct SessionProcessGroup: Sendable {
         if geteuid() == 0, spec.uid != 0 {
             setpriv += ["--reuid=\(spec.uid)", "--regid=\(spec.gid)", "--init-groups"]
         }
-        setpriv += ["--", "/bin/sh", "-c", "cd \"$HOME\" 2>/dev/null; exec " + spec.command]
+        // Everything inside the user's home is done by the user's own shell, after the drop of
+        // rights: making the state folder and opening session.log (a symlink planted there
+        // reaches only what the user could write anyway). Nothing here runs as root in it.
+        let asUser = "umask 077; mkdir -p \"$DROVER_SESSION_STATE_DIR\" || exit 125; "
+            + "exec >>\"$DROVER_SESSION_STATE_DIR/session.log\" 2>&1 || exit 125; cd \"$HOME\" 2>/dev/null; exec " + spec.command
+        setpriv += ["--", "/bin/sh", "-c", asUser]
         var arguments = setpriv
         if let cgroup = isolation.cgroupPath {
             // The session id is hex, so the path needs no quoting beyond the single quotes.
@@ -55,7 +60,7 @@ struct SessionProcessGroup: Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, spec.logFile, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         drover_spawn_close_from(&actions, 3)
         var attributes = posix_spawnattr_t()
@@ -73,7 +78,7 @@ struct SessionProcessGroup: Sendable {
         let status = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, envp)
         guard status == 0 else {
             if let cgroup = isolation.cgroupPath { rmdir(cgroup) }
-            throw LockError(path: spec.logFile, "cannot start the session command (\(String(cString: strerror(status))))")
+            throw LockError(path: spec.command, "cannot start the session command (\(String(cString: strerror(status))))")
         }
         return SessionProcessGroup(pid: pid, isolation: isolation)
     }

@@ -26,9 +26,9 @@ public enum SessionGuardProtocol {
         public var uid: UInt32
         public var gid: UInt32
         public var home: String
+        /// The session's environment; `DROVER_SESSION_STATE_DIR` is where the user's own shell
+        /// makes the state folder and appends the command's output to `session.log`.
         public var environment: [String: String]
-        /// Where the command's output goes.
-        public var logFile: String
         /// Seconds the main process gets to save its state on suspend or quit.
         public var stopGrace: Double
         /// Seconds without a word from droverd after which the session is ended.
@@ -37,7 +37,7 @@ public enum SessionGuardProtocol {
         public var skipRefresh: Bool
 
         public init(sessionID: String, configDirectory: String, lockPath: String, lockWait: Double, command: String,
-                    userName: String, uid: UInt32, gid: UInt32, home: String, environment: [String: String], logFile: String,
+                    userName: String, uid: UInt32, gid: UInt32, home: String, environment: [String: String],
                     stopGrace: Double, droverdSilence: Double, skipRefresh: Bool = false) {
             self.sessionID = sessionID
             self.configDirectory = configDirectory
@@ -49,7 +49,6 @@ public enum SessionGuardProtocol {
             self.gid = gid
             self.home = home
             self.environment = environment
-            self.logFile = logFile
             self.stopGrace = stopGrace
             self.droverdSilence = droverdSilence
             self.skipRefresh = skipRefresh
