@@ -51,18 +51,21 @@ if [ "$auth" = cookie ]; then
     sign_in=(-H "Cookie: drover-auth=$cookie")
 fi
 id=$(curl -sf -X POST "${sign_in[@]}" ${csrf:+-H "X-CSRF-Token: $csrf"} "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
-session_port=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select port from session where id=?',(sys.argv[2],)).fetchone()[0])" "$work/shared/drover.sqlite" "$id")
 owner=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select n.host from session s join node n on n.id=s.node_id where s.id=?',(sys.argv[2],)).fetchone()[0])" "$work/shared/drover.sqlite" "$id")
-other=127.0.0.2; [ "$owner" = 127.0.0.2 ] && other=127.0.0.1
+other=127.0.0.2; owner_dir=node1; [ "$owner" = 127.0.0.2 ] && { other=127.0.0.1; owner_dir=node2; }
+# The session listens only on its Unix socket, in a folder only droverd's user (root here) can
+# enter: nginx's worker runs as root too to reach it.
+session_socket="$work/$owner_dir/data/sessions/$id.sock"
 nginx_port=$(free_port)
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
+user root;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;
 events { worker_connections 4096; }
 http {
     access_log off;
-    upstream session { server 127.0.0.1:$session_port; keepalive 64; }
+    upstream session { server unix:$session_socket; keepalive 64; }
     server {
         listen 127.0.0.1:$nginx_port;
         location / {
@@ -93,7 +96,7 @@ if [ "${SKIP_WRK:-0}" = 1 ]; then
     python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" 1000 3
     exit 0
 fi
-run direct "http://127.0.0.1:$session_port$path"
+# No "direct" run: the session listens only on its Unix socket, which wrk cannot reach.
 run nginx "http://127.0.0.1:$nginx_port$path"
 run owning-node "http://$owner:$port$path"
 run non-owning-node "http://$other:$port$path"

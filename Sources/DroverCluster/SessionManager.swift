@@ -5,9 +5,9 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// Where a session can be reached: on this node at a loopback port, or through another node.
+/// Where a session can be reached: on this node at its Unix socket, or through another node.
 public enum SessionRoute: Sendable, Equatable {
-    case local(port: Int)
+    case local(socket: String)
     case remote(host: String, port: Int)
 }
 
@@ -27,7 +27,7 @@ public final class SessionManager: Sendable {
     private let routes = Mutex<[String: (route: SessionRoute, username: String, at: Date)]>([:])
     /// Seconds a suspending session gets to save its state before it is killed.
     let suspendGrace: Double = 10
-    /// Seconds a starting session gets to answer on its port.
+    /// Seconds a starting session gets to answer on its socket.
     let startTimeout: Double = 30
     /// Starts under way on this node, bounded by `max-starting-sessions`.
     private let starting = Mutex(0)
@@ -35,7 +35,8 @@ public final class SessionManager: Sendable {
     struct LocalSession: Sendable {
         /// The session's main process (the guard's child).
         var pid: pid_t
-        var port: Int
+        /// The session's Unix socket (only droverd's user can reach it).
+        var socket: String
         var username: String
         /// Holds the lease and every process of the session.
         var guardian: SessionGuardHandle
@@ -153,18 +154,18 @@ public final class SessionManager: Sendable {
             throw SessionError.launchFailed("droverd runs as \(SessionProcess.currentAccount?.name ?? "uid \(geteuid())") and can only start its own user's sessions; run it as root")
         }
         let stateDirectory = account.stateDirectory(id)
-        let port = try SessionProcess.freeLoopbackPort()
+        let socket = runtime.configuration.server.dataDirectory + "/sessions/" + id + ".sock"
         let environment = [
             "HOME": account.home, "USER": account.name, "LOGNAME": account.name,
             "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": ProcessInfo.processInfo.environment["LANG"] ?? "C.UTF-8",
-            "DROVER_SESSION_ID": id, "DROVER_SESSION_PORT": String(port),
+            "DROVER_SESSION_ID": id, "DROVER_SESSION_SOCKET": socket, "DROVER_SESSION_LISTEN_FD": "3",
             "DROVER_SESSION_STATE_DIR": stateDirectory, "DROVER_SESSION_BASE_PATH": "/s/\(id)/",
         ]
         let timeoutInterval = runtime.configuration.fileLocks.timeoutInterval
         let spec = SessionGuardProtocol.Spec(
             sessionID: id, configDirectory: runtime.configuration.directory, lockPath: lockDirectory + "/" + id + ".lock",
             lockWait: Double(timeoutInterval) + 5, command: command, userName: account.name, uid: account.uid, gid: account.gid,
-            home: account.home, environment: environment, stopGrace: suspendGrace,
+            home: account.home, socketPath: socket, environment: environment, stopGrace: suspendGrace,
             droverdSilence: SessionGuardProtocol.droverdSilenceBound(timeoutInterval: timeoutInterval),
             skipRefresh: ProcessInfo.processInfo.environment["DROVER_TEST_UNGUARDED_SESSIONS"] == "1")
         let guardian = try await SessionGuardHandle.start(spec)
@@ -173,16 +174,16 @@ public final class SessionManager: Sendable {
             guard let (pid, isolation) = started.started else {
                 throw SessionError.launchFailed(started.lockBusy ?? started.ended?.detail ?? "its guard exited before starting it")
             }
-            local.withLock { $0[id] = LocalSession(pid: pid, port: port, username: account.name, guardian: guardian, stateDirectory: stateDirectory) }
-            try await waitUntilAnswering(id: id, guardian: guardian, port: port, account: account, log: stateDirectory + "/session.log")
-            let running = SessionOwnership(node: self_, state: .running, pid: pid, port: port)
+            local.withLock { $0[id] = LocalSession(pid: pid, socket: socket, username: account.name, guardian: guardian, stateDirectory: stateDirectory) }
+            try await waitUntilAnswering(id: id, guardian: guardian, socket: socket, account: account, log: stateDirectory + "/session.log")
+            let running = SessionOwnership(node: self_, state: .running, pid: pid)
             guard try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting), to: running) else {
                 throw SessionError.launchFailed("the session was moved while it started")
             }
             local.withLock { $0[id]?.launching = false }
-            routes.withLock { $0[id] = (.local(port: port), account.name, Date()) }
-            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "port": "\(port)", "isolation": "\(isolation)"])
-            runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)), ("port", String(port)))
+            routes.withLock { $0[id] = (.local(socket: socket), account.name, Date()) }
+            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "isolation": "\(isolation)"])
+            runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)))
             await announceMove(id)
             return try await store.session(id) ?? session
         } catch {
@@ -212,9 +213,11 @@ public final class SessionManager: Sendable {
         if !gone { guardian.kill() }
     }
 
-    func waitUntilAnswering(id: String, guardian: SessionGuardHandle, port: Int, account: SessionProcess.Account, log: String) async throws {
+    /// Waits until the session answers an HTTP request on its socket (the socket accepts
+    /// connections from the start: being bound is not being up).
+    func waitUntilAnswering(id: String, guardian: SessionGuardHandle, socket: String, account: SessionProcess.Account, log: String) async throws {
         let deadline = Date().addingTimeInterval(startTimeout)
-        while !SessionProcess.answers(port: port) {
+        while await !SessionProcess.answers(socket: socket, path: "/s/\(id)/") {
             let state = guardian.current
             if let ended = state.ended ?? (state.closed ? (.failed, -1, "its guard exited") : nil) {
                 // The log's tail, read with the user's rights: what the user could read anyway.
@@ -225,7 +228,7 @@ public final class SessionManager: Sendable {
                 throw SessionError.launchFailed("the session command \(how) before answering" + (tail.isEmpty ? "" : ": \(tail)"))
             }
             guard Date() < deadline else {
-                throw SessionError.launchFailed("the session did not answer on its port within \(Int(startTimeout)) s")
+                throw SessionError.launchFailed("the session did not answer on its socket within \(Int(startTimeout)) s")
             }
             try await Task.sleep(for: .milliseconds(40))
         }
@@ -301,8 +304,8 @@ public final class SessionManager: Sendable {
         }
         entry.stopping = true
         local.withLock { $0[id] = entry }
-        let running = SessionOwnership(node: self_, state: .running, pid: entry.pid, port: entry.port)
-        _ = try await store.transitionSession(id, from: running, to: SessionOwnership(node: self_, state: .suspending, pid: entry.pid, port: entry.port))
+        let running = SessionOwnership(node: self_, state: .running, pid: entry.pid)
+        _ = try await store.transitionSession(id, from: running, to: SessionOwnership(node: self_, state: .suspending, pid: entry.pid))
         // SIGUSR1, the grace to save, then every process of the session is ended.
         entry.guardian.send(.suspend)
         let ended = await entry.guardian.wait { $0.ended != nil }
@@ -323,7 +326,7 @@ public final class SessionManager: Sendable {
         entry.stopping = true
         local.withLock { $0[id] = entry }
         _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
-                                              to: SessionOwnership(node: self_, state: .quitting, pid: entry.pid, port: entry.port))
+                                              to: SessionOwnership(node: self_, state: .quitting, pid: entry.pid))
         entry.guardian.send(.quit)
         _ = await entry.guardian.wait { $0.ended != nil }
         _ = try await store.deleteSession(id)
@@ -475,7 +478,7 @@ public final class SessionManager: Sendable {
             if node.isServing(now: now, heartbeatInterval: interval) {
                 switch ownership.state {
                 case .running:
-                    if owner == runtime.nodeID, let port = ownership.port, local.withLock({ $0[session.id] != nil }) { return .local(port: port) }
+                    if owner == runtime.nodeID, let socket = local.withLock({ $0[session.id]?.socket }) { return .local(socket: socket) }
                     if owner != runtime.nodeID { return .remote(host: node.ipv4 ?? node.host, port: node.port) }
                     // Ours in the registry but not running here (a previous life of this node).
                     _ = try await store.transitionSession(session.id, from: ownership, to: SessionOwnership(node: nil, state: .suspended))
@@ -506,8 +509,8 @@ public final class SessionManager: Sendable {
     private func resume(_ session: SessionRecord, from expected: SessionOwnership) async throws -> SessionRoute? {
         guard let (placed, _) = try await engine().placeExisting(session, from: expected) else { return nil }
         let running = try await launchOnOwnerOrFree(placed)
-        guard let port = running.ownership.port, let owner = running.ownership.node else { return nil }
-        if owner == runtime.nodeID { return .local(port: port) }
+        guard running.ownership.state == .running, let owner = running.ownership.node else { return nil }
+        if owner == runtime.nodeID { return local.withLock { $0[session.id]?.socket }.map { .local(socket: $0) } }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { return nil }
         return .remote(host: node.ipv4 ?? node.host, port: node.port)
     }

@@ -82,79 +82,37 @@ enum SessionProcess {
         return String(decoding: collected, as: UTF8.self)
     }
 
-    /// A TCP port free on 127.0.0.1 right now.
-    static func freeLoopbackPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    /// Whether the session answers an HTTP request on its Unix socket within half a second
+    /// (any status line counts). Blocking I/O, on a thread of its own.
+    static func answers(socket path: String, path uri: String) async -> Bool {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: probe(socket: path, uri: uri)) }.start()
+        }
+    }
+
+    private static func probe(socket path: String, uri: String) -> Bool {
+        let fd = Foundation.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
         }
-        guard ok else { throw SessionError.launchFailed("no free loopback port (\(String(cString: strerror(errno))))") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    /// Whether something accepts connections on 127.0.0.1:`port`.
-    static func answers(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-    }
-
-    /// Starts `command` through `/bin/sh` as `account`, in its home, with `environment`; its
-    /// output goes to `logFile`. `setpriv` gives it a parent-death signal (so it never outlives
-    /// a killed node, where it would run twice once re-placed) and, when we are root and the
-    /// account is not, the account's uid, gid and groups.
-    static func spawn(command: String, account: Account, environment: [String: String], logFile: String) throws -> pid_t {
-        var arguments = ["/usr/bin/setpriv", "--pdeathsig", "KILL"]
-        if geteuid() == 0, account.uid != 0 {
-            arguments += ["--reuid=\(account.uid)", "--regid=\(account.gid)", "--init-groups"]
-        }
-        // The shell starts it in the home directory ($HOME is in the environment).
-        arguments += ["--", "/bin/sh", "-c", "cd \"$HOME\" 2>/dev/null; exec " + command]
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // Nothing else of ours: an inherited client socket would stay open in the session
-        // after droverd closed it, and that client would wait for the close forever.
-        drover_spawn_close_from(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // A fresh process group, so signals meant for droverd's terminal do not reach it.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let status = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, envp)
-        guard status == 0 else { throw SessionError.launchFailed("cannot start the session command (\(String(cString: strerror(status))))") }
-        return pid
-    }
-
-    /// The exit status if `pid` (our child) has ended, reaping it.
-    static func reap(_ pid: pid_t) -> Int32? {
-        var status: Int32 = 0
-        let result = waitpid(pid, &status, WNOHANG)
-        if result == pid { return status }
-        if result < 0, errno == ECHILD { return -1 }
-        return nil
+        guard connected == 0 else { return false }
+        let request = Array("GET \(uri) HTTP/1.1\r\nHost: drover\r\nConnection: close\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return false }
+        var answer = [UInt8](repeating: 0, count: 5)
+        let received = answer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_WAITALL)) }
+        return received == 5 && answer == Array("HTTP/".utf8)
     }
 }
 

@@ -1,10 +1,23 @@
 public import NIOHTTP1
 public import NIOSSL
 
+/// Where a proxied request is sent: a session's Unix socket on this node, or another node.
+public enum Upstream: Sendable, Equatable, CustomStringConvertible {
+    case unix(path: String)
+    case tcp(host: String, port: Int)
+
+    public var description: String {
+        switch self {
+        case .unix(let path): "unix:\(path)"
+        case .tcp(let host, let port): "\(host):\(port)"
+        }
+    }
+}
+
 /// Where a proxied request goes, or the answer to give instead.
 public enum ProxyDecision: Sendable {
-    /// Forward to `host:port` (TLS when `tls` is set), adding `headers`.
-    case forward(host: String, port: Int, tls: NIOSSLContext?, headers: [(String, String)], onFailure: @Sendable () -> Void)
+    /// Forward to `upstream` (TLS when `tls` is set), adding `headers`.
+    case forward(Upstream, tls: NIOSSLContext?, headers: [(String, String)], onFailure: @Sendable () -> Void)
     case respond(HTTPResponse)
 }
 

@@ -280,7 +280,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             mode = .discarding
             setAutoRead(true)
             writeResponse(response, version: head.version)
-        case .forward(let host, let port, let tls, let extra, let onFailure):
+        case .forward(let target, let tls, let extra, let onFailure):
             onUpstreamFailure = onFailure
             var outgoing = head
             let client = clientAddress
@@ -290,26 +290,26 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             if !head.headers.contains(name: "X-Forwarded-Host"), let host = head.headers.first(name: "Host") { outgoing.headers.add(name: "X-Forwarded-Host", value: host) }
             for (name, value) in extra { outgoing.headers.replaceOrAdd(name: name, value: value) }
             if !upgradeRequested { outgoing.headers.remove(name: "Connection") }
-            let key = "\(host):\(port):\(tls != nil)"
+            let key = "\(target):\(tls != nil)"
             if let current = upstream, current.key == key, current.channel.isActive {
                 send(outgoing, on: current.channel)
             } else {
                 upstream?.channel.close(promise: nil)
                 upstream = nil
-                connect(host: host, port: port, tls: tls, key: key, then: outgoing)
+                connect(to: target, tls: tls, key: key, then: outgoing)
             }
         }
     }
 
-    private func connect(host: String, port: Int, tls: NIOSSLContext?, key: String, then head: HTTPRequestHead) {
+    private func connect(to target: Upstream, tls: NIOSSLContext?, key: String, then head: HTTPRequestHead) {
         guard let context else { return }
         let handler = UpstreamHandler()
         handler.owner = self
         let bound = NIOLoopBound(handler, eventLoop: context.eventLoop)
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
-        ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(Self.connectTimeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        var bootstrap = ClientBootstrap(group: context.eventLoop).connectTimeout(Self.connectTimeout)
+        if case .tcp = target { bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1) }
+        let connecting = bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
@@ -320,8 +320,12 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                     try channel.pipeline.syncOperations.addHandler(bound.value, name: "upstream")
                 }
             }
-            .connect(host: host, port: port)
-            .whenComplete { result in
+        let connected: EventLoopFuture<any Channel>
+        switch target {
+        case .unix(let path): connected = connecting.connect(unixDomainSocketPath: path)
+        case .tcp(let host, let port): connected = connecting.connect(host: host, port: port)
+        }
+        connected.whenComplete { result in
                 let this = me.value
                 switch result {
                 case .success(let channel):
@@ -330,8 +334,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                     this.send(head, on: channel)
                 case .failure(let error):
                     this.onUpstreamFailure?()
-                    this.logger.debug("proxy upstream unreachable", metadata: ["upstream": "\(host):\(port)", "error": "\(error)"])
-                    this.writeResponse(.text(.badGateway, "502 bad gateway: the session does not answer (\(host):\(port)); retry in a moment\n"),
+                    this.logger.debug("proxy upstream unreachable", metadata: ["upstream": "\(target)", "error": "\(error)"])
+                    this.writeResponse(.text(.badGateway, "502 bad gateway: the session does not answer; retry in a moment\n"),
                                        version: head.version)
                 }
             }

@@ -5,7 +5,7 @@ import NIOCore
 public import NIOHTTP1
 public import NIOSSL
 
-/// Sends `/s/<id>/…` to the session: to its loopback port on this node, or to the node that
+/// Sends `/s/<id>/…` to the session: to its Unix socket on this node, or to the node that
 /// owns it (which then does the same). Only the session's user gets through; anyone else gets
 /// 404, as if it did not exist.
 public struct SessionProxyResolver: ProxyResolver {
@@ -56,14 +56,14 @@ public struct SessionProxyResolver: ProxyResolver {
         let sessions = self.sessions
         let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
         switch route {
-        case .local(let port):
-            return .forward(host: "127.0.0.1", port: port, tls: nil, headers: [], onFailure: forget)
+        case .local(let socket):
+            return .forward(.unix(path: socket), tls: nil, headers: [], onFailure: forget)
         case .remote(let host, let port):
             if head.headers.contains(name: Self.hopHeader) {
                 forget()
                 return .respond(.text(.badGateway, "502 bad gateway: the session moved while the request was on its way; retry\n"))
             }
-            return .forward(host: host, port: port, tls: peerTLS, headers: [(Self.hopHeader, "1")], onFailure: forget)
+            return .forward(.tcp(host: host, port: port), tls: peerTLS, headers: [(Self.hopHeader, "1")], onFailure: forget)
         }
     }
 }

@@ -6,8 +6,10 @@ import NIOWebSocket
 import Synchronization
 
 /// The reference session program: a counter that survives suspend and resume, and a WebSocket
-/// echo. Drover starts it with `DROVER_SESSION_ID`, `DROVER_SESSION_PORT` (loopback),
-/// `DROVER_SESSION_STATE_DIR` and `DROVER_SESSION_BASE_PATH` (e.g. `/s/<id>/`).
+/// echo. Drover starts it with its listening Unix socket as descriptor
+/// `DROVER_SESSION_LISTEN_FD` (3; the socket's path is `DROVER_SESSION_SOCKET`, which only
+/// droverd can reach), `DROVER_SESSION_ID`, `DROVER_SESSION_STATE_DIR` and
+/// `DROVER_SESSION_BASE_PATH` (e.g. `/s/<id>/`).
 ///
 /// `GET <base>count` → `{"count": N}`; `POST <base>count` increments it; `<base>echo` is a
 /// WebSocket echo; `GET <base>` is a small HTML page. On SIGUSR1 or SIGTERM it saves the count
@@ -16,8 +18,8 @@ import Synchronization
 struct DemoSession {
     static func main() async throws {
         let env = ProcessInfo.processInfo.environment
-        guard let port = env["DROVER_SESSION_PORT"].flatMap(Int.init) else {
-            FileHandle.standardError.write(Data("drover-demo-session: DROVER_SESSION_PORT is not set; it is started by droverd\n".utf8))
+        guard let listener = env["DROVER_SESSION_LISTEN_FD"].flatMap(Int32.init) else {
+            FileHandle.standardError.write(Data("drover-demo-session: DROVER_SESSION_LISTEN_FD is not set; it is started by droverd\n".utf8))
             exit(2)
         }
         let given = env["DROVER_SESSION_BASE_PATH"] ?? "/"
@@ -37,9 +39,6 @@ struct DemoSession {
         }
 
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 let upgrader = NIOWebSocketServerUpgrader(
                     shouldUpgrade: { channel, head in
@@ -58,8 +57,8 @@ struct DemoSession {
                     try channel.pipeline.syncOperations.addHandler(handler, name: "demo")
                 }
             }
-            .bind(host: "127.0.0.1", port: port).get()
-        FileHandle.standardError.write(Data("drover-demo-session: serving \(base) on 127.0.0.1:\(port), count \(state.value)\n".utf8))
+            .withBoundSocket(listener).get()
+        FileHandle.standardError.write(Data("drover-demo-session: serving \(base) on \(env["DROVER_SESSION_SOCKET"] ?? "descriptor \(listener)"), count \(state.value)\n".utf8))
         try await channel.closeFuture.get()
         _ = sources
     }

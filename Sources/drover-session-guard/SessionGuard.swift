@@ -217,6 +217,7 @@ final class SessionGuard: Sendable {
             while !released.load(ordering: .sequentiallyConsistent), monotonicNanoseconds() < deadline { usleep(10_000) }
         }
         group?.removeCgroup()
+        unlink(spec.socketPath)
         if reason == .leaseLost || reason == .droverdSilent { log("ended the session: \(reason.rawValue): \(detail)") }
         events.send(.ended(reason, status: status, detail: detail))
         exit(0)

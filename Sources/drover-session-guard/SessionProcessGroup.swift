@@ -40,6 +40,8 @@ struct SessionProcessGroup: Sendable {
     /// itself into the cgroup before it runs anything of the user's (a shell writes its own pid
     /// into `cgroup.procs`, then execs), so nothing can start outside it.
     static func start(spec: SessionGuardProtocol.Spec) throws -> SessionProcessGroup {
+        let listener = try listen(at: spec.socketPath)
+        defer { close(listener) }
         let isolation = makeCgroup(spec.sessionID)
         var setpriv = ["/usr/bin/setpriv", "--pdeathsig", "KILL"]
         if geteuid() == 0, spec.uid != 0 {
@@ -62,7 +64,9 @@ struct SessionProcessGroup: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        drover_spawn_close_from(&actions, 3)
+        // The session's only endpoint: the listening socket, as descriptor 3.
+        posix_spawn_file_actions_adddup2(&actions, listener, 3)
+        drover_spawn_close_from(&actions, 4)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -81,6 +85,41 @@ struct SessionProcessGroup: Sendable {
             throw LockError(path: spec.command, "cannot start the session command (\(String(cString: strerror(status))))")
         }
         return SessionProcessGroup(pid: pid, isolation: isolation)
+    }
+
+    /// Binds and listens on the session's Unix socket. Its folder and the socket are droverd's
+    /// user's alone (0700 / 0600): no other local user, the session's own included, can
+    /// connect to it; only droverd reaches the session.
+    static func listen(at path: String) throws -> Int32 {
+        let folder = (path as NSString).deletingLastPathComponent
+        mkdir(folder, 0o700)
+        var info = stat()
+        guard lstat(folder, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == geteuid() else {
+            throw LockError(path: folder, "the sessions' socket folder must be a directory owned by droverd's user")
+        }
+        chmod(folder, 0o700)
+        unlink(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LockError(path: path, "socket: \(String(cString: strerror(errno)))") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(fd)
+            throw LockError(path: path, "the socket path is too long; use a shorter server-data-dir")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, chmod(path, 0o600) == 0, Foundation.listen(fd, 256) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw LockError(path: path, "cannot listen on the session's socket (\(reason))")
+        }
+        return fd
     }
 
     /// A cgroup for the session below this process's own: v2 where mounted, else v1's freezer,

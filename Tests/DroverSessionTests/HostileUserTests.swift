@@ -91,4 +91,37 @@ import Testing
         for answer in answers { #expect(!answer.contains("root-only-content"), "no answer reveals the file: \(answer)") }
         #expect(try await cluster.stop(0) == 0)
     }
+
+    /// Only droverd can reach a session: it listens on a Unix socket in a folder only droverd's
+    /// user can enter, not on a loopback port any local user could connect to.
+    @Test(.enabled(if: SystemUsers.available))
+    func noOtherLocalUserCanReachASessionAroundDroverd() async throws {
+        let (owner, stranger) = ("drovertest4", "drovertest5")
+        try await SystemUsers.ensure([owner, stranger])
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-pam-service=\(SystemUsers.pamService)\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let visitor = try await signIn(node, user: owner)
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", headers: visitor.headers, timeout: 60)
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        let pid = try #require(SystemUsers.runningSessions().first { $0.id == id }?.pid)
+        let environment = (FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data()).split(separator: 0)
+            .map { String(decoding: $0, as: UTF8.self) }
+        #expect(!environment.contains { $0.hasPrefix("DROVER_SESSION_PORT=") }, "no loopback port is offered")
+        let socketPath = try #require(environment.first { $0.hasPrefix("DROVER_SESSION_SOCKET=") }.map { String($0.dropFirst(22)) })
+        for user in [stranger, owner] {
+            let account = try #require(getpwnam(user)?.pointee)
+            let attempt = try await Executable.run("/usr/bin/setpriv", [
+                "--reuid=\(account.pw_uid)", "--regid=\(account.pw_gid)", "--init-groups", "--", "/usr/bin/python3", "-c",
+                "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print('connected')\nexcept OSError as e: print('refused', e.errno)",
+                socketPath])
+            #expect(attempt.stdout.hasPrefix("refused"), "\(user) reached the session directly: \(attempt.stdout) \(attempt.stderr)")
+        }
+        // Through droverd, its user gets in, and a stranger's cookie does not.
+        #expect(count(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count", headers: visitor.headers)) == 1)
+        let other = try await signIn(node, user: stranger)
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count", headers: other.headers).status == 404)
+        #expect(try await cluster.stop(0) == 0)
+    }
 }

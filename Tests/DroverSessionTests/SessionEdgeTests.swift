@@ -148,7 +148,8 @@ import Testing
                     self.wfile.write(b"ok\\n")
                 def log_message(self, *args):
                     pass
-            http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["DROVER_SESSION_PORT"])), Slow).serve_forever()
+            \(pythonServeOnListenFD)
+            serve(http.server.ThreadingHTTPServer, Slow)
             """, mode: 0o755)
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                             rserver: "session-command=\(scripts.url("slow-session"))\nauth-none=1\nsession-response-timeout=1\n")
@@ -187,7 +188,8 @@ import Testing
                     self.wfile.write(body)
                 def log_message(self, *args):
                     pass
-            http.server.HTTPServer(("127.0.0.1", int(os.environ["DROVER_SESSION_PORT"])), Echo).serve_forever()
+            \(pythonServeOnListenFD)
+            serve(http.server.HTTPServer, Echo)
             """, mode: 0o755)
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
                                             rserver: "session-command=\(scripts.url("headers-session"))\nauth-none=1\n")

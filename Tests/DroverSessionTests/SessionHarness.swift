@@ -5,6 +5,17 @@ import Testing
 
 let demoCommand = Executable.path("drover-demo-session")
 
+/// Python for a test session: `serve(ServerClass, Handler)` serves on the listening Unix socket
+/// droverd hands the session as `DROVER_SESSION_LISTEN_FD`.
+let pythonServeOnListenFD = """
+    import socket
+    def serve(server_class, handler):
+        server = server_class(("", 0), handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=int(os.environ["DROVER_SESSION_LISTEN_FD"]))
+        server.serve_forever()
+    """
+
 /// What a signed-in browser carries.
 struct Visitor: Sendable {
     var cookie: String

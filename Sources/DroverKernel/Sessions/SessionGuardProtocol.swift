@@ -26,6 +26,9 @@ public enum SessionGuardProtocol {
         public var uid: UInt32
         public var gid: UInt32
         public var home: String
+        /// Where the guard binds the session's Unix socket (in a folder only droverd's user can
+        /// enter); the session gets it listening as descriptor 3.
+        public var socketPath: String
         /// The session's environment; `DROVER_SESSION_STATE_DIR` is where the user's own shell
         /// makes the state folder and appends the command's output to `session.log`.
         public var environment: [String: String]
@@ -37,7 +40,7 @@ public enum SessionGuardProtocol {
         public var skipRefresh: Bool
 
         public init(sessionID: String, configDirectory: String, lockPath: String, lockWait: Double, command: String,
-                    userName: String, uid: UInt32, gid: UInt32, home: String, environment: [String: String],
+                    userName: String, uid: UInt32, gid: UInt32, home: String, socketPath: String, environment: [String: String],
                     stopGrace: Double, droverdSilence: Double, skipRefresh: Bool = false) {
             self.sessionID = sessionID
             self.configDirectory = configDirectory
@@ -48,6 +51,7 @@ public enum SessionGuardProtocol {
             self.uid = uid
             self.gid = gid
             self.home = home
+            self.socketPath = socketPath
             self.environment = environment
             self.stopGrace = stopGrace
             self.droverdSilence = droverdSilence
