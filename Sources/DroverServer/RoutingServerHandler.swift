@@ -1,3 +1,4 @@
+import DroverKernel
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -288,6 +289,13 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             outgoing.headers.replaceOrAdd(name: "X-Forwarded-For", value: forwardedFor)
             if !head.headers.contains(name: "X-Forwarded-Proto") { outgoing.headers.add(name: "X-Forwarded-Proto", value: isTLS ? "https" : "http") }
             if !head.headers.contains(name: "X-Forwarded-Host"), let host = head.headers.first(name: "Host") { outgoing.headers.add(name: "X-Forwarded-Host", value: host) }
+            // Hop headers count only as this node adds them; the sign-in cookie is Drover's
+            // alone and never reaches a session (the next node trusts the signed hop instead).
+            for name in SessionProxyResolver.hopHeaders where outgoing.headers.contains(name: name) { outgoing.headers.remove(name: name) }
+            if let cookie = outgoing.headers.first(name: "Cookie"), cookie.contains(SignInCookie.name) {
+                outgoing.headers.remove(name: "Cookie")
+                if let others = SignInCookie.removing(SignInCookie.name, fromHeader: cookie) { outgoing.headers.add(name: "Cookie", value: others) }
+            }
             for (name, value) in extra { outgoing.headers.replaceOrAdd(name: name, value: value) }
             if !upgradeRequested { outgoing.headers.remove(name: "Connection") }
             let key = "\(target):\(tls != nil)"

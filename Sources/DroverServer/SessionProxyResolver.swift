@@ -15,6 +15,38 @@ public struct SessionProxyResolver: ProxyResolver {
     let peerTLS: NIOSSLContext?
     /// Marks a request forwarded by another node, so it is never forwarded twice.
     static let hopHeader = "X-Drover-Hop"
+    /// The user the forwarding node authenticated; trusted only with a valid hop signature.
+    static let hopUserHeader = "X-Drover-Hop-User"
+    /// Every header of the hop: dropped from what a client sends, and before the session.
+    static let hopHeaders = [hopHeader, hopUserHeader, InternalRequestSignature.timestampHeader,
+                             InternalRequestSignature.nonceHeader, InternalRequestSignature.signatureHeader]
+
+    /// Who a proxied request is from.
+    enum Requester: Equatable {
+        case user(String)
+        case anonymous
+        /// Hop headers whose signature does not verify: refused.
+        case forgedHop(String)
+    }
+
+    /// A request forwarded by another node is trusted on the node-to-node signature over its
+    /// method, target and user (so the user's cookie need not travel, and is not trusted on
+    /// the second node); anything else on its sign-in cookie.
+    func requester(_ head: HTTPRequestHead) -> Requester {
+        guard head.headers.contains(name: Self.hopHeader) else {
+            return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
+        }
+        guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
+        do {
+            _ = try InternalRequestSignature.verify(method: head.method.rawValue, path: head.uri, body: Self.hopBody(user),
+                                                    header: { head.headers.first(name: $0) }, key: sessions.runtime.key)
+            return .user(user)
+        } catch {
+            return .forgedHop("\(error)")
+        }
+    }
+
+    static func hopBody(_ user: String) -> [UInt8] { Array("proxy-hop\n\(user)".utf8) }
 
     public init(sessions: SessionManager, authentication: Authentication, peerTLS: NIOSSLContext?) {
         self.sessions = sessions
@@ -34,25 +66,32 @@ public struct SessionProxyResolver: ProxyResolver {
     }
 
     public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {
-        guard let id = Self.sessionID(head), let user = auth.user(headers: head.headers),
+        guard let id = Self.sessionID(head), case .user(let user) = requester(head),
               let route = sessions.cachedRoute(id, username: user) else { return nil }
-        return decision(route, id: id, head: head)
+        return decision(route, id: id, user: user, head: head)
     }
 
     public func decision(for head: HTTPRequestHead) async -> ProxyDecision {
         guard let id = Self.sessionID(head) else { return .respond(.text(.notFound, "no such session\n")) }
-        guard let user = auth.user(headers: head.headers) else {
+        let user: String
+        switch requester(head) {
+        case .user(let name):
+            user = name
+        case .anonymous:
             return .respond(.text(.unauthorized, "sign in first: open / on this server\n"))
+        case .forgedHop(let reason):
+            sessions.runtime.logger.warning("refused a proxied request with a bad hop signature", metadata: ["reason": "\(reason)"])
+            return .respond(.text(.forbidden, "forbidden: a forwarded request whose node-to-node signature does not verify (\(reason))\n"))
         }
         do {
             guard let route = try await sessions.route(id, username: user) else { return .respond(.text(.notFound, "no such session\n")) }
-            return decision(route, id: id, head: head)
+            return decision(route, id: id, user: user, head: head)
         } catch {
             return .respond(.failure(error, prefix: "the session is not available: "))
         }
     }
 
-    func decision(_ route: SessionRoute, id: String, head: HTTPRequestHead) -> ProxyDecision {
+    func decision(_ route: SessionRoute, id: String, user: String, head: HTTPRequestHead) -> ProxyDecision {
         let sessions = self.sessions
         let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
         switch route {
@@ -63,7 +102,10 @@ public struct SessionProxyResolver: ProxyResolver {
                 forget()
                 return .respond(.text(.badGateway, "502 bad gateway: the session moved while the request was on its way; retry\n"))
             }
-            return .forward(.tcp(host: host, port: port), tls: peerTLS, headers: [(Self.hopHeader, "1")], onFailure: forget)
+            let signature = InternalRequestSignature.headers(method: head.method.rawValue, path: head.uri, body: Self.hopBody(user),
+                                                             key: sessions.runtime.key)
+            return .forward(.tcp(host: host, port: port), tls: peerTLS,
+                            headers: [(Self.hopHeader, "1"), (Self.hopUserHeader, user)] + signature, onFailure: forget)
         }
     }
 }

@@ -47,4 +47,16 @@ import Testing
     func theCookieIsFoundByItsExactName(header: String, value: String?) {
         #expect(SignInCookie.value(named: "drover-auth", inHeader: header) == value)
     }
+
+    @Test(arguments: [
+        ("drover-auth=x", nil),
+        ("a=1; drover-auth=x; b=2", "a=1; b=2"),
+        ("drover-auth=x;theme=dark", "theme=dark"),
+        ("theme=dark", "theme=dark"),
+        ("my-drover-auth=1; drover-auth-x=2", "my-drover-auth=1; drover-auth-x=2"),
+        (" drover-auth = x ; z=1", "z=1"),
+    ] as [(String, String?)])
+    func removingOneCookieKeepsTheOthers(header: String, expected: String?) {
+        #expect(SignInCookie.removing("drover-auth", fromHeader: header) == expected)
+    }
 }

@@ -200,12 +200,21 @@ import Testing
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
         for via in cluster.nodes {
             let answer = try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/x",
-                                                   headers: [("X-Forwarded-For", "203.0.113.7")], localAddress: "127.0.0.9")
+                                                   headers: [("X-Forwarded-For", "203.0.113.7"),
+                                                             ("Cookie", "theme=dark; drover-auth=not-for-the-session; lang=en")],
+                                                   localAddress: "127.0.0.9")
             let seen = json(answer)
             #expect(answer.status == 200)
             #expect((seen["X-Forwarded-For"] as? String)?.hasPrefix("203.0.113.7, 127.0.0.9") == true, "\(seen)")
             #expect(seen["X-Forwarded-Proto"] as? String == "http")
             #expect(seen["X-Forwarded-Host"] as? String == "\(via.address):\(via.port)")
+            // Drover's own cookie and the hop's headers never reach the session; other cookies do.
+            #expect(seen["Cookie"] as? String == "theme=dark; lang=en", "\(seen)")
+            #expect(!seen.keys.contains { $0.lowercased().hasPrefix("x-drover") }, "\(seen.keys.sorted())")
+            // A client cannot pose as a forwarding node: a hop without a valid signature is refused.
+            let forged = try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/x",
+                                                         headers: [("X-Drover-Hop", "1"), ("X-Drover-Hop-User", "root")])
+            #expect(forged.status == 403, "\(forged.status) \(forged.body)")
         }
         let home = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/")
         #expect(home.status == 200)

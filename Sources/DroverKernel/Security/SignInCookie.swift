@@ -61,6 +61,15 @@ public enum SignInCookie {
     ///
     /// Runs for every proxied request, so it scans the header in place (no Foundation trimming,
     /// no arrays of parts); spaces and tabs around names and values are ignored.
+    /// A `Cookie` header without the cookies named `name`; nil when none is left.
+    public static func removing(_ name: String, fromHeader header: String) -> String? {
+        let kept = header.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { pair in
+            guard let equals = pair.firstIndex(of: "=") else { return !pair.isEmpty }
+            return pair[..<equals].trimmingCharacters(in: .whitespaces) != name
+        }
+        return kept.isEmpty ? nil : kept.joined(separator: "; ")
+    }
+
     public static func value(named name: String, inHeader header: String?) -> String? {
         guard let header else { return nil }
         let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
