@@ -167,7 +167,7 @@ public final class SessionManager: Sendable {
             lockWait: Double(timeoutInterval) + 5, command: command, userName: account.name, uid: account.uid, gid: account.gid,
             home: account.home, socketPath: socket, environment: environment, stopGrace: suspendGrace,
             droverdSilence: SessionGuardProtocol.droverdSilenceBound(timeoutInterval: timeoutInterval),
-            skipRefresh: ProcessInfo.processInfo.environment["DROVER_TEST_UNGUARDED_SESSIONS"] == "1")
+            testMode: ProcessInfo.processInfo.environment["DROVER_TEST_SESSION_GUARD"].flatMap(SessionGuardProtocol.TestMode.init))
         let guardian = try await SessionGuardHandle.start(spec)
         do {
             let started = await guardian.wait { $0.started != nil || $0.lockBusy != nil || $0.ended != nil }

@@ -71,7 +71,7 @@ final class SessionGuard: Sendable {
         // The lease runs from the moment the lock is ours: refreshes (and the watchdog) start
         // now, not once the command is up.
         let leaseBound = SessionGuardProtocol.leaseBound(timeoutInterval: fileLocks.timeoutInterval)
-        if !spec.skipRefresh {
+        if spec.testMode != .unguarded {
             Thread { self.refreshLoop(lock, every: Double(locks.refreshInterval)) }.start()
         }
         Thread { self.watchdog(leaseBound: leaseBound) }.start()
@@ -127,6 +127,10 @@ final class SessionGuard: Sendable {
             let now = monotonicNanoseconds()
             if now < due { sleepNanoseconds(min(due - now, 1_000_000_000)); continue }
             if ending.load(ordering: .sequentiallyConsistent) { return }
+            if spec.testMode == .hangRefresh {
+                log("test mode: this refresh hangs for ever")
+                while true { pause() }
+            }
             do {
                 if try lock.refresh() {
                     lastRefresh.store(monotonicNanoseconds(), ordering: .sequentiallyConsistent)
@@ -149,10 +153,10 @@ final class SessionGuard: Sendable {
         while !ending.load(ordering: .sequentiallyConsistent) {
             usleep(50_000)
             let now = monotonicNanoseconds()
-            if !spec.skipRefresh, now &- lastRefresh.load(ordering: .sequentiallyConsistent) > leaseNanos {
+            if spec.testMode != .unguarded, now &- lastRefresh.load(ordering: .sequentiallyConsistent) > leaseNanos {
                 end(.leaseLost, status: -1, detail: "no refresh of the lock succeeded for \(leaseBound) s (timeout-interval less its margin)", release: false)
             }
-            if !spec.skipRefresh, now &- lastAlive.load(ordering: .sequentiallyConsistent) > silenceNanos {
+            if spec.testMode != .unguarded, now &- lastAlive.load(ordering: .sequentiallyConsistent) > silenceNanos {
                 end(.droverdSilent, status: -1, detail: "droverd said nothing for \(spec.droverdSilence) s", release: true)
             }
         }

@@ -90,7 +90,7 @@ import Testing
     func pauseOwnerNow(unguarded: Bool) async throws -> (doubles: Set<String>, movedAnswers: Int, sessions: Int) {
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")
-        let environment = unguarded ? ["DROVER_TEST_UNGUARDED_SESSIONS": "1"] : [:]
+        let environment = unguarded ? ["DROVER_TEST_SESSION_GUARD": "unguarded"] : [:]
         for index in 0..<2 { try await cluster.start(index, environment: environment) }
         let sessions = try await startSessions(cluster, count: 6)
         let paused = try #require(sessions.first?.owner)
@@ -180,5 +180,28 @@ import Testing
         #expect(try await cluster.stop(0) == 0)
         #expect(SystemUsers.processes(ofSession: stopped).isEmpty, "the node stops once every process of its sessions is gone")
         #expect(SystemUsers.processes(ofSession: suspended).isEmpty)
+    }
+
+    /// A refresh stuck in a system call (as on a dead NFS mount) cannot keep a session alive
+    /// past its lease: the guard's watchdog ends it before its lock goes stale (the lock file's
+    /// age reaching timeout-interval), and then another start may take the lock.
+    @Test func aHungRefreshEndsTheSessionBeforeItsLockGoesStale() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0, environment: ["DROVER_TEST_SESSION_GUARD": "hang-refresh"])
+        let node = cluster.nodes[0]
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60)
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        let lock = cluster.shared.path + "/sessions/\(id).lock"
+        var info = stat()
+        #expect(stat(lock, &info) == 0, "the session's lock is at \(lock)")
+        // The lock is never refreshed now: it goes stale timeout-interval (6 s) after its mtime.
+        let stale = Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9 + 6)
+        try await cluster.eventually("the session is ended", timeout: 10) { SystemUsers.processes(ofSession: id).isEmpty }
+        #expect(Date() < stale, "ended \(Date().timeIntervalSince(stale)) s after its lock went stale")
+        // It comes back on the next request (a fresh lease, whose refresh hangs again).
+        let again = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30)
+        #expect(again.status == 200, "\(again.body)")
+        #expect(try await cluster.stop(0) == 0)
     }
 }

@@ -36,12 +36,12 @@ public enum SessionGuardProtocol {
         public var stopGrace: Double
         /// Seconds without a word from droverd after which the session is ended.
         public var droverdSilence: Double
-        /// A test-only switch: never refresh the lock (the chaos test shows its check can fail).
-        public var skipRefresh: Bool
+        /// Test-only behaviour, from droverd's `DROVER_TEST_SESSION_GUARD`; nil in production.
+        public var testMode: TestMode?
 
         public init(sessionID: String, configDirectory: String, lockPath: String, lockWait: Double, command: String,
                     userName: String, uid: UInt32, gid: UInt32, home: String, socketPath: String, environment: [String: String],
-                    stopGrace: Double, droverdSilence: Double, skipRefresh: Bool = false) {
+                    stopGrace: Double, droverdSilence: Double, testMode: TestMode? = nil) {
             self.sessionID = sessionID
             self.configDirectory = configDirectory
             self.lockPath = lockPath
@@ -55,7 +55,7 @@ public enum SessionGuardProtocol {
             self.environment = environment
             self.stopGrace = stopGrace
             self.droverdSilence = droverdSilence
-            self.skipRefresh = skipRefresh
+            self.testMode = testMode
         }
 
         /// One line of JSON.
@@ -68,6 +68,15 @@ public enum SessionGuardProtocol {
         public init(line: String) throws {
             self = try JSONDecoder().decode(Spec.self, from: Data(line.utf8))
         }
+    }
+
+    /// What the tests make a guard do wrong on purpose, to show their checks can fail and the
+    /// watchdog holds.
+    public enum TestMode: String, Codable, Sendable {
+        /// No refresh, no watchdog, droverd's silence ignored: the runtime before guards.
+        case unguarded
+        /// The first refresh hangs for ever, as one stuck on a dead NFS mount would.
+        case hangRefresh = "hang-refresh"
     }
 
     /// droverd to guard.
