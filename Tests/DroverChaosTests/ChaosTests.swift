@@ -3,7 +3,8 @@ import Foundation
 import Synchronization
 import Testing
 
-/// Rounds of SIGKILL and restart of random nodes, and one PostgreSQL restart, while a user
+/// Rounds of SIGKILL and restart of random nodes, one PostgreSQL restart and one droverd paused
+/// for one and a half lock timeouts, while a user
 /// keeps starting, using, suspending and quitting sessions; then the cluster must settle into
 /// a consistent state with nothing run twice and no saved state lost.
 ///
@@ -43,11 +44,21 @@ import Testing
         // Eight rounds in the test command; DROVER_CHAOS_ROUNDS=N for a longer campaign.
         let rounds = max(2, ProcessInfo.processInfo.environment["DROVER_CHAOS_ROUNDS"].flatMap(Int.init) ?? 8)
         let databaseRound = Int.random(in: 1..<rounds, using: &random)
+        // One round pauses a node's droverd (SIGSTOP) for one and a half lock timeouts: its
+        // guards end its sessions, which move; when it runs again nothing may run twice.
+        let pauseRound = (databaseRound + Int.random(in: 1..<rounds, using: &random)) % rounds
         for round in 0..<rounds {
             try await Task.sleep(for: .milliseconds(Int.random(in: 1500...3500, using: &random)))
             if round == databaseRound {
                 print("chaos: round \(round): restarting PostgreSQL")
                 try await database.server.restart()
+                continue
+            }
+            if round == pauseRound, let paused = cluster.process(Int.random(in: 0..<3, using: &random)) {
+                print("chaos: round \(round): SIGSTOP droverd \(paused.pid) for 9 s")
+                paused.signal(SIGSTOP)
+                try await Task.sleep(for: .seconds(9))
+                paused.signal(SIGCONT)
                 continue
             }
             let victim = Int.random(in: 0..<3, using: &random)
