@@ -165,7 +165,8 @@ let package = Package(
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverSessionTests",
-            dependencies: ["DroverKernel", "DroverTesting", "droverd", "drover", "drover-demo-session"],
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "droverd", "drover", "drover-demo-session",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverChaosTests",

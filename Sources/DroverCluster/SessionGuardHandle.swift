@@ -26,19 +26,23 @@ final class SessionGuardHandle: Sendable {
     private let state = Mutex(State())
     private let waiters = Mutex<[UUID: (predicate: @Sendable (State) -> Bool, continuation: CheckedContinuation<State, Never>)]>([:])
 
-    /// Where `drover-session-guard` is: beside the running executable (droverd).
+    /// Where `drover-session-guard` is: beside the running executable (droverd), found by
+    /// `/proc/self/exe`, not by `argv[0]` (which is only a name when started from `PATH`).
     static var executable: String {
-        let own = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        return own.deletingLastPathComponent().appendingPathComponent("drover-session-guard").path
+        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: own).deletingLastPathComponent().appendingPathComponent("drover-session-guard").path
     }
 
     /// Starts a guard for `spec`.
     static func start(_ spec: SessionGuardProtocol.Spec) async throws -> SessionGuardHandle {
         var control: [Int32] = [0, 0]
         var events: [Int32] = [0, 0]
+        // Close-on-exec: no other child of droverd (a custom balancer's script, say) may hold
+        // a guard's pipe open, or the guard would not see droverd go away.
         guard pipe(&control) == 0, pipe(&events) == 0 else {
             throw SessionError.launchFailed("cannot make the pipes for the session's guard (\(String(cString: strerror(errno))))")
         }
+        for fd in control + events { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

@@ -448,7 +448,17 @@ public final class SessionManager: Sendable {
     /// A cached route confirmed less than 5 s ago.
     private func freshRoute(_ id: String) -> (route: SessionRoute, username: String)? {
         guard let cached = routes.withLock({ $0[id] }), Date().timeIntervalSince(cached.at) < 5 else { return nil }
+        if case .local = cached.route, hasEnded(id) { return nil }
         return (cached.route, cached.username)
+    }
+
+    /// Whether a session of this node has ended (its guard said so, or died) and is not yet
+    /// reaped: its socket answers no more.
+    private func hasEnded(_ id: String) -> Bool {
+        local.withLock { $0[id] }.map { entry in
+            let state = entry.guardian.current
+            return !entry.stopping && !entry.launching && (state.ended != nil || state.closed)
+        } ?? false
     }
 
     /// Where to send a request for session `id` of `username`, starting (or moving) the session
@@ -458,6 +468,9 @@ public final class SessionManager: Sendable {
         if let cached = freshRoute(id) {
             return cached.username == username ? cached.route : nil
         }
+        // Ended a moment ago (lease lost, exited): free its row now rather than at the next
+        // sweep, so this request starts it again instead of meeting a dead socket.
+        if hasEnded(id) { await reapExited() }
         for _ in 0..<3 {
             guard let session = try await store.session(id) else { return nil }
             guard session.username == username else { return nil }

@@ -1,4 +1,6 @@
 import DroverKernel
+import DroverPlugins
+import Logging
 import DroverTesting
 import Foundation
 import Synchronization
@@ -183,25 +185,34 @@ import Testing
     }
 
     /// A refresh stuck in a system call (as on a dead NFS mount) cannot keep a session alive
-    /// past its lease: the guard's watchdog ends it before its lock goes stale (the lock file's
-    /// age reaching timeout-interval), and then another start may take the lock.
-    @Test func aHungRefreshEndsTheSessionBeforeItsLockGoesStale() async throws {
+    /// past its lease: the guard's watchdog ends it before its lock can go stale, so a
+    /// contender that takes the lock the moment it may (as another node would) finds no process
+    /// of the session left; the session then starts again on the next request.
+    @Test func aHungRefreshEndsTheSessionBeforeAnotherMayTakeItsLock() async throws {
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")
         try await cluster.start(0, environment: ["DROVER_TEST_SESSION_GUARD": "hang-refresh"])
         let node = cluster.nodes[0]
         let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60)
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
-        let lock = cluster.shared.path + "/sessions/\(id).lock"
-        var info = stat()
-        #expect(stat(lock, &info) == 0, "the session's lock is at \(lock)")
-        // The lock is never refreshed now: it goes stale timeout-interval (6 s) after its mtime.
-        let stale = Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9 + 6)
-        try await cluster.eventually("the session is ended", timeout: 10) { SystemUsers.processes(ofSession: id).isEmpty }
-        #expect(Date() < stale, "ended \(Date().timeIntervalSince(stale)) s after its lock went stale")
-        // It comes back on the next request (a fresh lease, whose refresh hangs again).
-        let again = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30)
-        #expect(again.status == 200, "\(again.body)")
+        #expect(!SystemUsers.processes(ofSession: id).isEmpty)
+        let config = try FileLocksConfiguration(parsing: TestCluster.scaledFileLocks, path: "file-locks", baseDirectory: node.path)
+        let context = PluginContext(configDirectory: node.path, dataDirectory: node.path, secureCookieKey: nil, logger: Logger(label: "contender"))
+        let locks = try PluginCatalog.builtin.lockProvider(for: config).make(config: config, context: context)
+        let path = cluster.shared.path + "/sessions/\(id).lock"
+        // Never refreshed now: the lock may be broken timeout-interval (6 s) after it was taken.
+        var taken: (any HeldLock)?
+        let deadline = Date().addingTimeInterval(20)
+        while taken == nil, Date() < deadline {
+            taken = try await onOwnThread { try locks.tryAcquire(path) }
+            if taken == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let held = try #require(taken, "the unrefreshed lock went stale and was taken")
+        #expect(SystemUsers.processes(ofSession: id).isEmpty, "the session still ran when another took its lock")
+        try await onOwnThread { try held.release() }
+        try await cluster.eventually("the session answers again", timeout: 30) {
+            try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30).status == 200
+        }
         #expect(try await cluster.stop(0) == 0)
     }
 }
