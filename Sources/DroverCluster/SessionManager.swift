@@ -82,7 +82,8 @@ public final class SessionManager: Sendable {
                                    ownership: SessionOwnership(node: nil, state: .starting), createdAt: now, lastActive: now, label: label)
         let (placed, _) = try await engine().placeNew(record)
         do {
-            return try await launchOnOwner(placed)
+            // A new session: no node can have a route to it cached, so nobody is told it moved.
+            return try await launchOnOwner(placed, isNew: true)
         } catch {
             // No half-made session: a row whose process never ran goes.
             if let row = try? await store.session(placed.id), row.ownership.state == .starting {
@@ -93,13 +94,13 @@ public final class SessionManager: Sendable {
     }
 
     /// Starts a placed session on its owner: here, or by a signed call to the owning node.
-    func launchOnOwner(_ session: SessionRecord) async throws -> SessionRecord {
+    func launchOnOwner(_ session: SessionRecord, isNew: Bool = false) async throws -> SessionRecord {
         guard let owner = session.ownership.node else { throw SessionError.launchFailed("the session has no node") }
-        if owner == runtime.nodeID { return try await launch(session.id) }
+        if owner == runtime.nodeID { return try await launch(session.id, isNew: isNew) }
         var known = runtime.view.first { $0.id == owner }
         if known == nil { known = try await store.nodes().first { $0.id == owner } }
         guard let node = known else { throw SessionError.launchFailed("node \(owner) is gone") }
-        let body = Array(#"{"id":"\#(session.id)"}"#.utf8)
+        let body = Array((isNew ? #"{"id":"\#(session.id)","new":true}"# : #"{"id":"\#(session.id)"}"#).utf8)
         let response = try await runtime.client.send(.POST, "/load-balancer/launch", body: body, to: node.ipv4 ?? node.host, port: node.port,
                                                      answerWithin: launchBound)
         if response.status == 429 { throw SessionError.busy("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
@@ -125,7 +126,10 @@ public final class SessionManager: Sendable {
 
     /// Starts the process of a session placed on this node (state `starting`), unless the node
     /// already starts `max-starting-sessions` sessions.
-    public func launch(_ id: String) async throws -> SessionRecord {
+    /// - Parameters:
+    ///   - isNew: the session's first start: no peer can have a route to it, so none is told
+    ///     (under a burst of starts those calls were most of the node-to-node traffic).
+    public func launch(_ id: String, isNew: Bool = false) async throws -> SessionRecord {
         let limit = runtime.configuration.server.maxStartingSessions
         let admitted = starting.withLock { count in
             guard count < limit else { return false }
@@ -136,10 +140,10 @@ public final class SessionManager: Sendable {
             throw SessionError.busy("this node is starting \(limit) sessions already (max-starting-sessions in rserver.conf); retry shortly")
         }
         defer { starting.withLock { $0 -= 1 } }
-        return try await launchAdmitted(id)
+        return try await launchAdmitted(id, isNew: isNew)
     }
 
-    private func launchAdmitted(_ id: String) async throws -> SessionRecord {
+    private func launchAdmitted(_ id: String, isNew: Bool) async throws -> SessionRecord {
         guard let self_ = runtime.nodeID, let session = try await store.session(id),
               session.ownership.node == self_, session.ownership.state == .starting else {
             throw SessionError.launchFailed("session \(id) is not waiting to start on this node")
@@ -184,7 +188,7 @@ public final class SessionManager: Sendable {
             routes.withLock { $0[id] = (.local(socket: socket), account.name, Date()) }
             logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "isolation": "\(isolation)"])
             runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)))
-            await announceMove(id)
+            if !isNew { await announceMove(id) }
             return try await store.session(id) ?? session
         } catch {
             local.withLock { _ = $0.removeValue(forKey: id) }

@@ -63,7 +63,7 @@ public struct NodeResponder: HTTPResponder {
         do {
             switch name {
             case "launch":
-                let session = try await sessions.launch(id)
+                let session = try await sessions.launch(id, isNew: fields["new"] as? Bool ?? false)
                 return UserAPI.json(.ok, UserAPI.describe(session))
             case "suspend":
                 try await sessions.suspendLocal(id)
