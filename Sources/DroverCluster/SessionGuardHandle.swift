@@ -18,7 +18,6 @@ final class SessionGuardHandle: Sendable {
         var ended: (reason: SessionGuardProtocol.EndReason, status: Int32, detail: String)?
         /// The guard's output closed: it exited (or was killed).
         var closed = false
-        var refreshFailures = 0
     }
 
     let guardPID: pid_t
@@ -130,8 +129,7 @@ final class SessionGuardHandle: Sendable {
             case .locked: state.locked = true
             case .lockBusy(let message): state.lockBusy = message
             case .started(let pid, let isolation): state.started = (pid, isolation)
-            case .refreshed: break
-            case .refreshFailed: state.refreshFailures += 1
+            case .refreshed, .refreshFailed: break
             case .ended(let reason, let status, let detail): state.ended = (reason, status, detail)
             }
         }

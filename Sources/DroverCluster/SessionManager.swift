@@ -45,6 +45,12 @@ public final class SessionManager: Sendable {
         var stopping = false
         /// Set until the launch is complete: the launcher alone watches (and reaps) it then.
         var launching = true
+
+        /// Ended without being asked (its guard said so, or died), and not yet reaped.
+        var hasEnded: Bool {
+            let state = guardian.current
+            return !stopping && !launching && (state.ended != nil || state.closed)
+        }
     }
 
     public init(runtime: NodeRuntime) {
@@ -421,9 +427,7 @@ public final class SessionManager: Sendable {
     /// guard ended them (lease lost, droverd silent) or died. The row is freed (`suspended`), so
     /// the next request starts it again from its saved state.
     public func reapExited() async {
-        let exited = local.withLock { sessions in
-            sessions.filter { !$0.value.stopping && !$0.value.launching && ($0.value.guardian.current.ended != nil || $0.value.guardian.current.closed) }
-        }
+        let exited = local.withLock { sessions in sessions.filter { $0.value.hasEnded } }
         guard let self_ = runtime.nodeID else { return }
         for (id, entry) in exited {
             let ended = entry.guardian.current.ended
@@ -459,10 +463,7 @@ public final class SessionManager: Sendable {
     /// Whether a session of this node has ended (its guard said so, or died) and is not yet
     /// reaped: its socket answers no more.
     private func hasEnded(_ id: String) -> Bool {
-        local.withLock { $0[id] }.map { entry in
-            let state = entry.guardian.current
-            return !entry.stopping && !entry.launching && (state.ended != nil || state.closed)
-        } ?? false
+        local.withLock { $0[id]?.hasEnded } ?? false
     }
 
     /// Where to send a request for session `id` of `username`, starting (or moving) the session
