@@ -76,14 +76,25 @@ final class SessionGuard: Sendable {
         }
         Thread { self.watchdog(leaseBound: leaseBound) }.start()
 
-        let group: SessionProcessGroup
+        // Started under the same lock `end` reads the group with, and only while the session is
+        // not ending: an end that comes during the start (droverd killed meanwhile) then sees
+        // the new process and kills it, instead of exiting before the process could learn of
+        // its parent's death (setpriv sets the parent-death signal only later).
+        let group: SessionProcessGroup?
         do {
-            group = try SessionProcessGroup.start(spec: spec)
+            group = try process.withLock { current in
+                guard !ending.load(ordering: .sequentiallyConsistent) else { return nil }
+                current = try SessionProcessGroup.start(spec: spec)
+                return current
+            }
         } catch {
             try? lock.release()
             fail("\(error)")
         }
-        process.withLock { $0 = group }
+        guard let group else {
+            // Ending already: `end` exits the guard.
+            while true { pause() }
+        }
         events.send(.started(pid: group.pid, isolation: group.isolation.description))
 
         let status = group.waitForMain()
