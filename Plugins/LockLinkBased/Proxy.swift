@@ -39,9 +39,19 @@ final class Proxy: Sendable {
         return proxy
     }
 
+    /// Writes the holder's identity, then keeps only a read-only descriptor: refreshing (the
+    /// owner's `futimens`) needs no write access, and a holder that keeps no file open for
+    /// writing leaves the storage free to be remounted read-only under it — its refreshes then
+    /// fail, as they must, instead of the remount being refused.
     private func writeIdentity(mode: String, host: String) {
         let text = Array("\(mode) \(host) \(getpid())\n".utf8)
         _ = text.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
+        // The same inode again, by descriptor (no path to race for), read-only.
+        let readOnly = open("/proc/self/fd/\(descriptor)", O_RDONLY | O_CLOEXEC)
+        guard readOnly >= 0 else { return }
+        dup2(readOnly, descriptor)
+        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+        close(readOnly)
     }
 
     /// Exclusive-create fallback: creates the lock file itself, keeping the proxy's descriptor
