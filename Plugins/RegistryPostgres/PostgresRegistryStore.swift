@@ -223,7 +223,12 @@ public enum PostgresRegistryStoreFactory: RegistryStoreFactory {
             target = "\(config.host):\(config.port)/\(config.database)"
         }
         if let password { parameters.append(("password", password)) }
-        parameters += [("connect_timeout", String(config.connectionTimeoutSeconds)), ("application_name", "drover")]
+        parameters += [("connect_timeout", String(config.connectionTimeoutSeconds)), ("application_name", "drover"),
+                       // A registry cut off by the network fails the call within the timeout
+                       // instead of at TCP's retransmission limit (many minutes): unanswered
+                       // writes by tcp_user_timeout, a silent server by keepalives.
+                       ("tcp_user_timeout", String(config.connectionTimeoutSeconds * 1000)),
+                       ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3")]
         return PostgresRegistryStore(parameters: parameters, password: password, target: target, poolSize: config.poolSize,
                                      logger: context.logger)
     }

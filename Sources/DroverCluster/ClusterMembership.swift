@@ -119,6 +119,7 @@ public struct ClusterMembership: Sendable {
                 logger.warning("this node's row was removed while it ran; registering again")
                 _ = try await rejoinAfterRemoval()
             }
+            runtime.registryAnswered()
             // Only what must be on time: reading the node list (the view) is the failure
             // detector's, so a registry line full of ordinary calls cannot delay the next beat.
             await applyOfflineFlag()
@@ -145,6 +146,7 @@ public struct ClusterMembership: Sendable {
             logger.warning("cannot read the node list: \(error)")
             return
         }
+        runtime.registryAnswered()
         let (nodes, now) = (read.nodes, read.now)
         // The node's view of the cluster comes from this read, twice per interval.
         runtime.update {
@@ -183,6 +185,46 @@ public struct ClusterMembership: Sendable {
             return await group.contains(true)
         }
         if marked { await refreshView() }
+    }
+
+    /// Whether this node is cut off (``NodeRuntime/isCutOff``): while the registry has not
+    /// answered for a heartbeat interval, asks every peer of the last view for
+    /// `/health-check`, and records any answer; with no peer that could take its sessions the
+    /// node never counts itself cut off (a lone node keeps its sessions through a database
+    /// outage). Runs beside the failure detector, whose registry read may hang meanwhile.
+    /// Logs the moments the node is cut off and reaches the cluster again.
+    /// - Parameter wasCutOff: what the previous check found.
+    /// - Returns: what this check found.
+    public func checkReachability(wasCutOff: Bool) async -> Bool {
+        let interval = runtime.loadBalancer.heartbeatInterval
+        if runtime.registrySilence > Double(interval) {
+            let selfID = runtime.nodeID
+            let peers = runtime.view.filter { $0.id != selfID && ($0.status == .online || $0.status == .offlineMode) }
+            if peers.isEmpty {
+                runtime.peerAnswered()
+            } else {
+                let client = runtime.client.withTimeout(max(1, interval))
+                let answered = await withTaskGroup(of: Bool.self) { group in
+                    for peer in peers {
+                        group.addTask { (try? await client.send(.GET, "/health-check", to: peer.ipv4 ?? peer.host, port: peer.port)) != nil }
+                    }
+                    return await group.contains(true)
+                }
+                if answered { runtime.peerAnswered() }
+            }
+        } else {
+            runtime.peerAnswered()
+        }
+        let cutOff = runtime.isCutOff
+        if cutOff, !wasCutOff {
+            let silence = String(format: "%.1f", runtime.registrySilence)
+            logger.critical("this node reaches neither the registry nor any peer (\(silence) s): letting its sessions end so other nodes can take them")
+            runtime.diagnostics.record("node-cut-off", ("node", runtime.nodeID.map { String($0) } ?? "?"), ("silent", silence))
+        } else if !cutOff, wasCutOff {
+            logger.notice("this node reaches the cluster again")
+            runtime.diagnostics.record("node-reconnected", ("node", runtime.nodeID.map { String($0) } ?? "?"))
+        }
+        return cutOff
     }
 
     /// What this node says about itself when it registers.

@@ -31,7 +31,8 @@ public struct HeartbeatService: Service {
 }
 
 /// Looks for failed peers twice per heartbeat interval (``ClusterMembership/detectFailedPeers()``),
-/// so a node that dies is `Unreachable` everywhere within two intervals and a second.
+/// so a node that dies is `Unreachable` everywhere within two intervals and a second; and, as
+/// often, whether this node itself is cut off (``ClusterMembership/checkReachability(wasCutOff:)``).
 public struct FailureDetectorService: Service {
     let membership: ClusterMembership
 
@@ -40,8 +41,17 @@ public struct FailureDetectorService: Service {
     }
 
     public func run() async throws {
-        await repeatUntilShutdown(every: { max(0.25, Double(membership.runtime.loadBalancer.heartbeatInterval) / 2) }) {
-            await membership.detectFailedPeers()
+        let membership = self.membership
+        let every: @Sendable () -> Double = { max(0.25, Double(membership.runtime.loadBalancer.heartbeatInterval) / 2) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await repeatUntilShutdown(every: every) { await membership.detectFailedPeers() }
+            }
+            // Apart: a registry read that hangs in a partition must not stop this check.
+            group.addTask {
+                var cutOff = false
+                await repeatUntilShutdown(every: every) { cutOff = await membership.checkReachability(wasCutOff: cutOff) }
+            }
         }
     }
 }

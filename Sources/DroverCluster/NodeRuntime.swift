@@ -27,6 +27,10 @@ public final class NodeRuntime: Sendable {
         var nodeID: Int64?
         var view: [NodeRecord] = []
         var viewRefreshedAt = Date.distantPast
+        /// When the registry last answered this node, and when it last knew a peer could
+        /// be reached (or that it had none): see ``isCutOff``.
+        var registryAnsweredAt = ContinuousClock.now
+        var peerAnsweredAt = ContinuousClock.now
     }
 
     private let state: Mutex<State>
@@ -61,6 +65,42 @@ public final class NodeRuntime: Sendable {
     /// The node rows as last read from the registry.
     public var view: [NodeRecord] { state.withLock { $0.view } }
     var viewAge: TimeInterval { state.withLock { Date().timeIntervalSince($0.viewRefreshedAt) } }
+
+    /// How long this node may reach neither the registry nor any peer before it counts itself
+    /// cut off: two heartbeat intervals and a second (the peers find it unreachable after an
+    /// interval and a second).
+    static func cutOffBound(heartbeatInterval: Int) -> Double { Double(heartbeatInterval) * 2 + 1 }
+
+    /// Whether this node has reached neither the registry nor any peer for
+    /// ``cutOffBound(heartbeatInterval:)``:
+    /// the others will re-place its sessions, which it can no longer serve, so it stops
+    /// telling their guards it is alive and they end them (``SessionGuardHandle``). Computed
+    /// from the last contacts, so it holds even while the loops that record them are stuck.
+    public var isCutOff: Bool {
+        state.withLock { state in
+            let now = ContinuousClock.now
+            let bound = Duration.seconds(Self.cutOffBound(heartbeatInterval: state.loadBalancer.heartbeatInterval))
+            return now - state.registryAnsweredAt > bound && now - state.peerAnsweredAt > bound
+        }
+    }
+
+    /// The registry answered: the node is not cut off.
+    func registryAnswered() {
+        state.withLock { $0.registryAnsweredAt = .now }
+    }
+
+    /// A peer answered (or there is none that could take this node's sessions).
+    func peerAnswered() {
+        state.withLock { $0.peerAnsweredAt = .now }
+    }
+
+    /// Seconds since the registry last answered.
+    var registrySilence: Double {
+        state.withLock { state in
+            let elapsed = ContinuousClock.now - state.registryAnsweredAt
+            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        }
+    }
 
     func update(_ body: (inout State) -> Void) {
         state.withLock { body(&$0) }

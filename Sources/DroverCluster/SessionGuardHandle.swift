@@ -5,25 +5,26 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// droverd's side of one session's guard (``SessionGuardProtocol``): starts
-/// `drover-session-guard`, tells it `alive` every second from the event loop (so a paused
-/// droverd falls silent and its sessions end), sends it suspend and quit, and follows its
-/// events.
-final class SessionGuardHandle: Sendable {
-    /// What the guard has said so far.
-    struct State: Sendable {
-        var locked = false
-        var lockBusy: String?
-        var started: (pid: Int32, isolation: String)?
-        var ended: (reason: SessionGuardProtocol.EndReason, status: Int32, detail: String)?
-        /// The guard's output closed: it exited (or was killed).
-        var closed = false
+/// Starts sessions as droverd does: a `drover-session-guard` for each (``SessionGuardHandle``).
+struct GuardLauncher: SessionLauncher {
+    func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
+               report: @escaping @Sendable (SessionEvent) -> Void) async throws -> any SessionControl {
+        try await SessionGuardHandle.start(spec, serving: serving, report: report)
     }
 
+    func answers(socket: String, path: String) async -> Bool {
+        await SessionProcess.answers(socket: socket, path: path)
+    }
+}
+
+/// droverd's side of one session's guard (``SessionGuardProtocol``): starts
+/// `drover-session-guard`, tells it `alive` every second from the event loop (so a paused
+/// droverd falls silent and its sessions end; so does a node cut off from the registry and
+/// its peers, which stops saying it), sends it suspend and quit, and passes its reports on as
+/// ``SessionEvent``s.
+final class SessionGuardHandle: SessionControl {
     let guardPID: pid_t
     private let channel: any Channel
-    private let state = Mutex(State())
-    private let waiters = Mutex<[UUID: (predicate: @Sendable (State) -> Bool, continuation: CheckedContinuation<State, Never>)]>([:])
 
     /// Where `drover-session-guard` is: beside the running executable (droverd), found by
     /// `/proc/self/exe`, not by `argv[0]` (which is only a name when started from `PATH`).
@@ -33,7 +34,13 @@ final class SessionGuardHandle: Sendable {
     }
 
     /// Starts a guard for `spec`.
-    static func start(_ spec: SessionGuardProtocol.Spec) async throws -> SessionGuardHandle {
+    /// - Parameters:
+    ///   - serving: asked before each `alive`: false while the node cannot serve the session
+    ///     (``NodeRuntime/isCutOff``), so its guard ends it.
+    ///   - report: receives the guard's reports that change the session's state, in order;
+    ///     `.guardGone` last, once its output closes.
+    static func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
+                      report: @escaping @Sendable (SessionEvent) -> Void) async throws -> SessionGuardHandle {
         var control: [Int32] = [0, 0]
         var events: [Int32] = [0, 0]
         // Close-on-exec: no other child of droverd (a custom balancer's script, say) may hold
@@ -64,23 +71,33 @@ final class SessionGuardHandle: Sendable {
             close(events[0])
             throw SessionError.launchFailed("cannot start \(path) (\(String(cString: strerror(status)))); it is built beside droverd")
         }
-        let box = HandleBox()
+        let guardPID = pid
         let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(GuardEventReader { event in
-                        box.handle.withLock { $0 }?.receive(event)
+                        switch event {
+                        case .lockBusy(let message): report(.lockBusy(message))
+                        case .started(let pid, let isolation): report(.started(pid: pid, isolation: isolation))
+                        case .ended(let reason, let status, let detail): report(.ended(reason, status: status, detail: detail))
+                        case .locked, .refreshed, .refreshFailed: break
+                        }
                     } closed: {
-                        box.handle.withLock { $0 }?.receiveClose()
+                        report(.guardGone)
+                        // The guard is exiting: reap it off the event loop.
+                        Thread {
+                            var status: Int32 = 0
+                            while waitpid(guardPID, &status, 0) < 0, errno == EINTR {}
+                        }.start()
                     })
                 }
             }
             .takingOwnershipOfDescriptors(input: events[0], output: control[1]).get()
         let handle = SessionGuardHandle(guardPID: pid, channel: channel)
-        box.handle.withLock { $0 = handle }
         handle.send(spec.line)
         channel.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount.seconds(1), delay: TimeAmount.seconds(1)) { task in
             guard channel.isActive else { return task.cancel() }
+            guard serving() else { return }
             channel.writeAndFlush(ByteBuffer(string: SessionGuardProtocol.Command.alive.line), promise: nil)
         }
         return handle
@@ -91,30 +108,12 @@ final class SessionGuardHandle: Sendable {
         self.channel = channel
     }
 
-    var current: State { state.withLock { $0 } }
-
-    func send(_ command: SessionGuardProtocol.Command) { send(command.line) }
+    func stop(_ stop: SessionStop) {
+        send((stop == .suspend ? SessionGuardProtocol.Command.suspend : .quit).line)
+    }
 
     private func send(_ line: String) {
         channel.writeAndFlush(ByteBuffer(string: line), promise: nil)
-    }
-
-    /// Waits until `predicate` holds (or the guard is gone, whatever the predicate says).
-    func wait(until predicate: @escaping @Sendable (State) -> Bool) async -> State {
-        let id = UUID()
-        return await withCheckedContinuation { continuation in
-            let now = state.withLock { $0 }
-            if predicate(now) || now.closed {
-                continuation.resume(returning: now)
-                return
-            }
-            waiters.withLock { $0[id] = (predicate, continuation) }
-            // The state may have changed between the check and the registration.
-            let again = state.withLock { $0 }
-            if predicate(again) || again.closed, let waiter = waiters.withLock({ $0.removeValue(forKey: id) }) {
-                waiter.continuation.resume(returning: again)
-            }
-        }
     }
 
     /// Kills the guard at once (its session's processes die with it by their parent-death
@@ -122,46 +121,6 @@ final class SessionGuardHandle: Sendable {
     func kill() {
         Foundation.kill(guardPID, SIGKILL)
     }
-
-    private func receive(_ event: SessionGuardProtocol.Event) {
-        update { state in
-            switch event {
-            case .locked: state.locked = true
-            case .lockBusy(let message): state.lockBusy = message
-            case .started(let pid, let isolation): state.started = (pid, isolation)
-            case .refreshed, .refreshFailed: break
-            case .ended(let reason, let status, let detail): state.ended = (reason, status, detail)
-            }
-        }
-    }
-
-    private func receiveClose() {
-        guard !state.withLock({ $0.closed }) else { return }
-        update { $0.closed = true }
-        let pid = guardPID
-        // The guard is exiting: reap it off the event loop.
-        Thread {
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0, errno == EINTR {}
-        }.start()
-    }
-
-    private func update(_ change: (inout State) -> Void) {
-        let now = state.withLock { state -> State in
-            change(&state)
-            return state
-        }
-        let ready = waiters.withLock { waiters -> [CheckedContinuation<State, Never>] in
-            let ids = waiters.filter { $0.value.predicate(now) || now.closed }.map(\.key)
-            return ids.compactMap { waiters.removeValue(forKey: $0)?.continuation }
-        }
-        for continuation in ready { continuation.resume(returning: now) }
-    }
-}
-
-/// Lets the channel's handler reach the handle made after the channel.
-private final class HandleBox: Sendable {
-    let handle = Mutex<SessionGuardHandle?>(nil)
 }
 
 /// Splits the guard's output into lines and reads each as an event.
@@ -170,6 +129,8 @@ private final class GuardEventReader: ChannelInboundHandler {
     private var pending = ByteBuffer()
     private let onEvent: @Sendable (SessionGuardProtocol.Event) -> Void
     private let onClose: @Sendable () -> Void
+    /// The close is reported once (the input closes, then the channel goes inactive).
+    private var closeReported = false
 
     init(_ onEvent: @escaping @Sendable (SessionGuardProtocol.Event) -> Void, closed onClose: @escaping @Sendable () -> Void) {
         self.onEvent = onEvent
@@ -189,14 +150,20 @@ private final class GuardEventReader: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        onClose()
+        reportClose()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            onClose()
+            reportClose()
             context.close(promise: nil)
         }
+    }
+
+    private func reportClose() {
+        guard !closeReported else { return }
+        closeReported = true
+        onClose()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -12,19 +12,22 @@ public enum SessionRoute: Sendable, Equatable {
 }
 
 /// Starts, suspends, resumes, moves and quits sessions; the node's side of DESIGN.md section 7.
+/// It ties the parts together: the registry rows (claimed by compare-and-set), placement
+/// (``PlacementEngine``), this node's running sessions (``SessionSupervisor``), the proxy's
+/// routes (``RouteCache``) and the calls to other nodes.
 ///
 /// A session runs on at most one node: on the owner, a guard process
 /// (``SessionGuardHandle``, `drover-session-guard`) takes the session's cross-node lock on
 /// shared storage, keeps it fresh, and ends every process of the session before the lock
-/// could be judged stale anywhere; the row is claimed by compare-and-set.
+/// could be judged stale anywhere.
 public final class SessionManager: Sendable {
     public let runtime: NodeRuntime
     let sessionCommand: String?
     let lockDirectory: String
     /// Sessions whose process this node runs.
-    private let local = Mutex<[String: LocalSession]>([:])
+    let supervisor: SessionSupervisor
     /// Owners looked up recently, so the proxy does not read the registry for every request.
-    private let routes = Mutex<[String: (route: SessionRoute, username: String, at: Date)]>([:])
+    let routes = RouteCache()
     /// Seconds a suspending session gets to save its state before it is killed.
     let suspendGrace: Double = 10
     /// Seconds a starting session gets to answer on its socket.
@@ -32,29 +35,13 @@ public final class SessionManager: Sendable {
     /// Starts under way on this node, bounded by `max-starting-sessions`.
     private let starting = Mutex(0)
 
-    struct LocalSession: Sendable {
-        /// The session's main process (the guard's child).
-        var pid: pid_t
-        /// The session's Unix socket (only droverd's user can reach it).
-        var socket: String
-        var username: String
-        /// Holds the lease and every process of the session.
-        var guardian: SessionGuardHandle
-        var stateDirectory: String
-        /// Set while this node suspends or quits it, so its exit is not taken for a crash.
-        var stopping = false
-        /// Set until the launch is complete: the launcher alone watches (and reaps) it then.
-        var launching = true
-
-        /// Ended without being asked (its guard said so, or died), and not yet reaped.
-        var hasEnded: Bool {
-            let state = guardian.current
-            return !stopping && !launching && (state.ended != nil || state.closed)
-        }
+    public convenience init(runtime: NodeRuntime) {
+        self.init(runtime: runtime, launcher: GuardLauncher())
     }
 
-    public init(runtime: NodeRuntime) {
+    init(runtime: NodeRuntime, launcher: any SessionLauncher) {
         self.runtime = runtime
+        supervisor = SessionSupervisor(launcher: launcher)
         let config = runtime.configuration
         sessionCommand = config.server.sessionCommand.map { Self.resolveCommand($0, against: config.directory) }
         lockDirectory = (config.server.sharedStoragePath ?? config.server.dataDirectory + "/shared") + "/sessions"
@@ -76,8 +63,8 @@ public final class SessionManager: Sendable {
                         diagnostics: runtime.diagnostics)
     }
 
-    /// This node's sessions, as the registry records them.
-    public func localSessionIDs() -> [String] { local.withLock { Array($0.keys) } }
+    /// The sessions this node runs.
+    public func localSessionIDs() -> [String] { supervisor.ids }
 
     // MARK: creating and launching
 
@@ -110,6 +97,7 @@ public final class SessionManager: Sendable {
         let response = try await runtime.client.send(.POST, "/load-balancer/launch", body: body, to: node.ipv4 ?? node.host, port: node.port,
                                                      answerWithin: launchBound)
         if response.status == 429 { throw SessionError.busy("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        if response.status == 503 { throw SessionError.unavailable("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         guard response.status == 200 else {
             throw SessionError.launchFailed("node \(owner) (\(node.host):\(node.port)): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
@@ -157,7 +145,7 @@ public final class SessionManager: Sendable {
         guard let command = sessionCommand else {
             throw SessionError.launchFailed("no session-command is configured in rserver.conf")
         }
-        guard let account = SessionProcess.account(session.username) else {
+        guard let account = await SessionProcess.lookUp(session.username) else {
             throw SessionError.launchFailed("there is no system account '\(session.username)' on this node")
         }
         if geteuid() != 0, account.uid != geteuid() {
@@ -178,64 +166,36 @@ public final class SessionManager: Sendable {
             home: account.home, socketPath: socket, environment: environment, stopGrace: suspendGrace,
             droverdSilence: SessionGuardProtocol.droverdSilenceBound(timeoutInterval: timeoutInterval),
             testMode: ProcessInfo.processInfo.environment["DROVER_TEST_SESSION_GUARD"].flatMap(SessionGuardProtocol.TestMode.init))
-        let guardian = try await SessionGuardHandle.start(spec)
+        let pid = try await supervisor.start(id, spec: spec, username: account.name, stateDirectory: stateDirectory) { [runtime] in !runtime.isCutOff }
         do {
-            let started = await guardian.wait { $0.started != nil || $0.lockBusy != nil || $0.ended != nil }
-            guard let (pid, isolation) = started.started else {
-                throw SessionError.launchFailed(started.lockBusy ?? started.ended?.detail ?? "its guard exited before starting it")
-            }
-            local.withLock { $0[id] = LocalSession(pid: pid, socket: socket, username: account.name, guardian: guardian, stateDirectory: stateDirectory) }
-            try await waitUntilAnswering(id: id, guardian: guardian, socket: socket, account: account, log: stateDirectory + "/session.log")
+            try await waitUntilAnswering(id: id, socket: socket, account: account, log: stateDirectory + "/session.log")
             let running = SessionOwnership(node: self_, state: .running, pid: pid)
             guard try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting), to: running) else {
                 throw SessionError.launchFailed("the session was moved while it started")
             }
-            local.withLock { $0[id]?.launching = false }
-            routes.withLock { $0[id] = (.local(socket: socket), account.name, Date()) }
-            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)", "isolation": "\(isolation)"])
+            supervisor.apply(.answered, to: id)
+            routes.remember(id, .local(socket: socket), username: account.name)
+            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)"])
             runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)))
             if !isNew { await announceMove(id) }
             return try await store.session(id) ?? session
         } catch {
-            local.withLock { _ = $0.removeValue(forKey: id) }
-            await end(guardian)
+            await supervisor.abandon(id, within: suspendGrace + 5)
             logger.warning("session failed to start", metadata: ["session": "\(id)", "error": "\(error)"])
             throw error
         }
     }
 
-    /// Ends a session that is given up: quit through its guard (which releases the lock),
-    /// killed if the guard does not finish in time.
-    func end(_ guardian: SessionGuardHandle) async {
-        guard !guardian.current.closed else { return }
-        guardian.send(.quit)
-        let bound = suspendGrace + 5
-        let gone = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await guardian.wait { $0.closed }.closed }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(bound))
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
-        if !gone { guardian.kill() }
-    }
-
     /// Waits until the session answers an HTTP request on its socket (the socket accepts
     /// connections from the start: being bound is not being up).
-    func waitUntilAnswering(id: String, guardian: SessionGuardHandle, socket: String, account: SessionProcess.Account, log: String) async throws {
+    func waitUntilAnswering(id: String, socket: String, account: SessionProcess.Account, log: String) async throws {
         let deadline = Date().addingTimeInterval(startTimeout)
-        while await !SessionProcess.answers(socket: socket, path: "/s/\(id)/") {
-            let state = guardian.current
-            if let ended = state.ended ?? (state.closed ? (.failed, -1, "its guard exited") : nil) {
+        while await !supervisor.launcher.answers(socket: socket, path: "/s/\(id)/") {
+            if case .failedToStart(let why) = supervisor.state(id) ?? .failedToStart("it is gone") {
                 // The log's tail, read with the user's rights: what the user could read anyway.
                 let tail = await SessionProcess.runAsUser(account, ["/usr/bin/tail", "-c", "300", "--", log])
                     .trimmingCharacters(in: .whitespacesAndNewlines)
-                local.withLock { _ = $0.removeValue(forKey: id) }
-                let how = ended.reason == .exited ? "exited (status \(ended.status >> 8))" : "ended (\(ended.reason.rawValue): \(ended.detail))"
-                throw SessionError.launchFailed("the session command \(how) before answering" + (tail.isEmpty ? "" : ": \(tail)"))
+                throw SessionError.launchFailed("the session command \(why) before answering" + (tail.isEmpty ? "" : ": \(tail)"))
             }
             guard Date() < deadline else {
                 throw SessionError.launchFailed("the session did not answer on its socket within \(Int(startTimeout)) s")
@@ -268,14 +228,14 @@ public final class SessionManager: Sendable {
                     // Another quit holds it; wait for it to finish.
                 } else if try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: nil, state: .quitting)) {
                     if try await store.deleteSession(id) { await removeSavedState(session) }
-                    routes.withLock { _ = $0.removeValue(forKey: id) }
+                    routes.forget(id)
                     return
                 }
             } else {
                 try await onOwner(session, "quit") { try await self.quitLocal(id) }
             }
             guard let now = try await store.session(id) else {
-                routes.withLock { _ = $0.removeValue(forKey: id) }
+                routes.forget(id)
                 return
             }
             session = now
@@ -305,21 +265,20 @@ public final class SessionManager: Sendable {
     }
 
     public func suspendLocal(_ id: String) async throws {
-        guard let self_ = runtime.nodeID, var entry = local.withLock({ $0[id] }) else {
+        guard let self_ = runtime.nodeID, let entry = supervisor.session(id) else {
             // Not running here: a row left running by this node's previous life is simply freed.
             if let row = try await store.session(id), row.ownership.node == runtime.nodeID {
                 _ = try await store.transitionSession(id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended))
             }
             return
         }
-        entry.stopping = true
-        local.withLock { $0[id] = entry }
-        let running = SessionOwnership(node: self_, state: .running, pid: entry.pid)
-        _ = try await store.transitionSession(id, from: running, to: SessionOwnership(node: self_, state: .suspending, pid: entry.pid))
+        if let pid = entry.state.pid {
+            let running = SessionOwnership(node: self_, state: .running, pid: pid)
+            _ = try await store.transitionSession(id, from: running, to: SessionOwnership(node: self_, state: .suspending, pid: pid))
+        }
         // SIGUSR1, the grace to save, then every process of the session is ended.
-        entry.guardian.send(.suspend)
-        let ended = await entry.guardian.wait { $0.ended != nil }
-        if let ended = ended.ended, ended.reason == .suspended, !ended.detail.isEmpty {
+        await supervisor.stop(id, .suspend)
+        if case .ended(.suspended, _, let detail) = supervisor.session(id)?.end, !detail.isEmpty {
             logger.warning("session did not save and exit in time; killed", metadata: ["session": "\(id)"])
         }
         _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .suspending), to: SessionOwnership(node: nil, state: .suspended))
@@ -327,26 +286,25 @@ public final class SessionManager: Sendable {
     }
 
     public func quitLocal(_ id: String) async throws {
-        guard let self_ = runtime.nodeID, var entry = local.withLock({ $0[id] }) else {
+        guard let self_ = runtime.nodeID, let entry = supervisor.session(id) else {
             if let row = try await store.session(id), row.ownership.node == runtime.nodeID, try await store.deleteSession(id) {
                 await removeSavedState(row)
             }
             return
         }
-        entry.stopping = true
-        local.withLock { $0[id] = entry }
-        _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
-                                              to: SessionOwnership(node: self_, state: .quitting, pid: entry.pid))
-        entry.guardian.send(.quit)
-        _ = await entry.guardian.wait { $0.ended != nil }
+        if let pid = entry.state.pid {
+            _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
+                                                  to: SessionOwnership(node: self_, state: .quitting, pid: pid))
+        }
+        await supervisor.stop(id, .quit)
         _ = try await store.deleteSession(id)
-        if let account = SessionProcess.account(entry.username) { await removeState(entry.stateDirectory, of: account) }
+        if let account = await SessionProcess.lookUp(entry.username) { await removeState(entry.stateDirectory, of: account) }
         await finish(id, entry, event: "session-quit")
     }
 
     /// A quit session's saved state goes with it.
     private func removeSavedState(_ session: SessionRecord) async {
-        guard let account = SessionProcess.account(session.username) else { return }
+        guard let account = await SessionProcess.lookUp(session.username) else { return }
         await removeState(account.stateDirectory(session.id), of: account)
     }
 
@@ -356,9 +314,9 @@ public final class SessionManager: Sendable {
         _ = await SessionProcess.runAsUser(account, ["/bin/rm", "-rf", "--", path])
     }
 
-    private func finish(_ id: String, _ entry: LocalSession, event: String) async {
-        local.withLock { _ = $0.removeValue(forKey: id) }
-        routes.withLock { _ = $0.removeValue(forKey: id) }
+    private func finish(_ id: String, _ entry: SessionSupervisor.Supervised, event: String) async {
+        supervisor.forget(id)
+        routes.forget(id)
         logger.info("\(event)", metadata: ["session": "\(id)"])
         runtime.diagnostics.record(event, ("session", id), ("user", entry.username))
         await announceMove(id)
@@ -405,7 +363,7 @@ public final class SessionManager: Sendable {
             return 0
         }
         var released = 0
-        for row in rows where local.withLock({ $0[row.id] == nil }) {
+        for row in rows where supervisor.state(row.id) == nil {
             do {
                 if row.ownership.state == .quitting {
                     guard try await store.deleteSession(row.id) else { continue }
@@ -427,13 +385,10 @@ public final class SessionManager: Sendable {
     /// guard ended them (lease lost, droverd silent) or died. The row is freed (`suspended`), so
     /// the next request starts it again from its saved state.
     public func reapExited() async {
-        let exited = local.withLock { sessions in sessions.filter { $0.value.hasEnded } }
         guard let self_ = runtime.nodeID else { return }
-        for (id, entry) in exited {
-            let ended = entry.guardian.current.ended
-            let reason = ended?.reason.rawValue ?? "guard-died"
-            logger.warning("session ended on its own", metadata: ["session": "\(id)", "pid": "\(entry.pid)", "reason": "\(reason)",
-                                                                   "detail": "\(ended?.detail ?? "")"])
+        for (id, entry) in supervisor.ended() {
+            guard case .ended(let reason, let detail) = entry.state else { continue }
+            logger.warning("session ended on its own", metadata: ["session": "\(id)", "reason": "\(reason)", "detail": "\(detail)"])
             _ = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
                                                    to: SessionOwnership(node: nil, state: .suspended))
             await finish(id, entry, event: "session-exited")
@@ -444,7 +399,7 @@ public final class SessionManager: Sendable {
 
     /// Forgets a cached owner (after a failed forward, or a peer saying the session moved).
     public func invalidateRoute(_ id: String) {
-        routes.withLock { _ = $0.removeValue(forKey: id) }
+        routes.forget(id)
     }
 
     /// A recently confirmed route, without touching the registry: the proxy's fast path.
@@ -453,17 +408,12 @@ public final class SessionManager: Sendable {
         return cached.route
     }
 
-    /// A cached route confirmed less than 5 s ago.
-    private func freshRoute(_ id: String) -> (route: SessionRoute, username: String)? {
-        guard let cached = routes.withLock({ $0[id] }), Date().timeIntervalSince(cached.at) < 5 else { return nil }
-        if case .local = cached.route, hasEnded(id) { return nil }
-        return (cached.route, cached.username)
-    }
-
-    /// Whether a session of this node has ended (its guard said so, or died) and is not yet
-    /// reaped: its socket answers no more.
-    private func hasEnded(_ id: String) -> Bool {
-        local.withLock { $0[id]?.hasEnded } ?? false
+    /// A cached route still fresh, unless it is to a session of this node that has ended
+    /// (its socket answers no more).
+    private func freshRoute(_ id: String) -> RouteCache.Entry? {
+        guard let cached = routes.fresh(id) else { return nil }
+        if case .local = cached.route, supervisor.hasEnded(id) { return nil }
+        return cached
     }
 
     /// Where to send a request for session `id` of `username`, starting (or moving) the session
@@ -475,12 +425,12 @@ public final class SessionManager: Sendable {
         }
         // Ended a moment ago (lease lost, exited): free its row now rather than at the next
         // sweep, so this request starts it again instead of meeting a dead socket.
-        if hasEnded(id) { await reapExited() }
+        if supervisor.hasEnded(id) { await reapExited() }
         for _ in 0..<3 {
             guard let session = try await store.session(id) else { return nil }
             guard session.username == username else { return nil }
             if let route = try await routeOrRecover(session) {
-                routes.withLock { $0[id] = (route, username, Date()) }
+                routes.remember(id, route, username: username)
                 return route
             }
         }
@@ -496,7 +446,7 @@ public final class SessionManager: Sendable {
             if node.isServing(now: now, heartbeatInterval: interval) {
                 switch ownership.state {
                 case .running:
-                    if owner == runtime.nodeID, let socket = local.withLock({ $0[session.id]?.socket }) { return .local(socket: socket) }
+                    if owner == runtime.nodeID, let socket = liveSocket(session.id) { return .local(socket: socket) }
                     if owner != runtime.nodeID { return .remote(host: node.ipv4 ?? node.host, port: node.port) }
                     // Ours in the registry but not running here (a previous life of this node).
                     _ = try await store.transitionSession(session.id, from: ownership, to: SessionOwnership(node: nil, state: .suspended))
@@ -522,13 +472,18 @@ public final class SessionManager: Sendable {
         return try await resume(session, from: ownership)
     }
 
+    /// The socket of a session this node runs (or is finishing starting), unless it ended.
+    private func liveSocket(_ id: String) -> String? {
+        supervisor.session(id).flatMap { $0.state.isOver ? nil : $0.socket }
+    }
+
     /// Places a suspended (or orphaned) session again and starts it; nil when another node got
     /// there first (the caller looks again).
     private func resume(_ session: SessionRecord, from expected: SessionOwnership) async throws -> SessionRoute? {
         guard let (placed, _) = try await engine().placeExisting(session, from: expected) else { return nil }
         let running = try await launchOnOwnerOrFree(placed)
         guard running.ownership.state == .running, let owner = running.ownership.node else { return nil }
-        if owner == runtime.nodeID { return local.withLock { $0[session.id]?.socket }.map { .local(socket: $0) } }
+        if owner == runtime.nodeID { return liveSocket(session.id).map { .local(socket: $0) } }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { return nil }
         return .remote(host: node.ipv4 ?? node.host, port: node.port)
     }

@@ -1,5 +1,6 @@
 import CShims
 import Foundation
+import NIOPosix
 
 /// Starting and watching session processes.
 enum SessionProcess {
@@ -21,6 +22,12 @@ enum SessionProcess {
         var buffer = [CChar](repeating: 0, count: 16_384)
         guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
         return Account(name: name, uid: entry.pw_uid, gid: entry.pw_gid, home: String(cString: entry.pw_dir))
+    }
+
+    /// ``account(_:)`` on a thread of the blocking-work pool, never on the cooperative one: the
+    /// name service may be a directory server (LDAP, sssd) that answers slowly or not at all.
+    static func lookUp(_ name: String) async -> Account? {
+        (try? await NIOThreadPool.singleton.runIfActive { account(name) }) ?? nil
     }
 
     static var currentAccount: Account? {

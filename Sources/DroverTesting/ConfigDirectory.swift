@@ -10,16 +10,17 @@ public final class ConfigDirectory: Sendable {
     public var path: String { directory.path }
 
     /// - Parameters:
-    ///   - address: a 127.0.0.0/8 address to serve on.
+    ///   - address: a 127.0.0.0/8 address to serve on (or a ``NetworkLab`` host's).
+    ///   - port: the port to serve on; nil: a free one at `address`.
     ///   - key: the secure cookie key text, or nil to write none.
     ///   - rserver: extra `rserver.conf` lines.
-    public init(address: String = "127.0.0.1", key: String? = "0123456789abcdef0123456789abcdef", rserver: String = "") throws {
+    public init(address: String = "127.0.0.1", port: Int? = nil, key: String? = "0123456789abcdef0123456789abcdef", rserver: String = "") throws {
         directory = TemporaryDirectory(prefix: "drover-config")
         self.address = address
-        port = try FreePort.find(host: address)
+        self.port = try port ?? FreePort.find(host: address)
         try directory.write("rserver.conf", """
             www-address=\(address)
-            www-port=\(port)
+            www-port=\(self.port)
             server-data-dir=data
             server-shared-storage-path=shared
             \(rserver)

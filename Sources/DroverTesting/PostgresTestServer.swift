@@ -11,6 +11,11 @@ public struct PostgresTestServer: Sendable {
     public var dataDirectory: String
     /// The OS user to run pg_ctl as (`postgres` when tests run as root), or nil for ourselves.
     public var runAs: String?
+    /// The network namespace the server runs in (a ``NetworkLab`` host), nil for the machine's.
+    public var networkNamespace: String?
+    /// Where createdb and psql reach the server when not at `host`: its Unix socket folder,
+    /// for a server in a namespace the tests' own cannot reach.
+    public var adminHost: String?
 
     /// The server from the environment, or nil when the test command did not start one.
     public static var current: PostgresTestServer? {
@@ -40,7 +45,7 @@ public struct PostgresTestServer: Sendable {
     /// Creates a fresh, empty database and returns its name.
     public func createDatabase(prefix: String = "drover_test") async throws -> String {
         let name = "\(prefix)_\(UInt64.random(in: 0...UInt64.max) % 1_000_000_000_000)"
-        let result = try await Executable.run(binDirectory + "/createdb", ["-h", host, "-p", String(port), "-U", user, name])
+        let result = try await Executable.run(binDirectory + "/createdb", ["-h", adminHost ?? host, "-p", String(port), "-U", user, name])
         guard result.status == 0 else { throw TestFailure("createdb failed: \(result.stderr)") }
         return name
     }
@@ -48,7 +53,7 @@ public struct PostgresTestServer: Sendable {
     /// Runs SQL through psql in `database`; returns its unaligned output.
     @discardableResult
     public func psql(_ database: String, _ sql: String) async throws -> String {
-        let result = try await Executable.run(binDirectory + "/psql", ["-h", host, "-p", String(port), "-U", user, "-d", database,
+        let result = try await Executable.run(binDirectory + "/psql", ["-h", adminHost ?? host, "-p", String(port), "-U", user, "-d", database,
                                                                  "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
         guard result.status == 0 else { throw TestFailure("psql failed: \(result.stderr)") }
         return result.stdout
@@ -74,9 +79,11 @@ public struct PostgresTestServer: Sendable {
         try await run(binDirectory + "/pg_ctl", ["-D", dataDirectory] + arguments)
     }
 
-    /// The command line that runs a server program as the server's OS user.
+    /// The command line that runs a server program as the server's OS user (in its namespace).
     func asServerUser(_ program: String, _ arguments: [String]) -> (String, [String]) {
-        runAs.map { ("/usr/sbin/runuser", ["-u", $0, "--", program] + arguments) } ?? (program, arguments)
+        let (command, commandArguments) = runAs.map { ("/usr/sbin/runuser", ["-u", $0, "--", program] + arguments) } ?? (program, arguments)
+        guard let networkNamespace else { return (command, commandArguments) }
+        return ("/usr/bin/nsenter", ["--net=" + networkNamespace, "--", command] + commandArguments)
     }
 
     /// Runs a server program as the server's OS user.
@@ -93,7 +100,11 @@ public final class PrivatePostgres: Sendable {
     public let server: PostgresTestServer
     private let root: String
 
-    public init() async throws {
+    /// - Parameters:
+    ///   - listenAddress: the address it serves on.
+    ///   - networkNamespace: the ``NetworkLab`` host namespace it runs in (then createdb and
+    ///     psql reach it by its Unix socket).
+    public init(listenAddress: String = "127.0.0.1", networkNamespace: String? = nil) async throws {
         let shared = try PostgresTestServer.required()
         root = NSTemporaryDirectory() + "/drover-pg-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
@@ -101,14 +112,22 @@ public final class PrivatePostgres: Sendable {
             _ = try await Executable.run("/bin/chown", [runAs, root])
         }
         let port = try FreePort.find()
-        server = PostgresTestServer(host: "127.0.0.1", port: port, user: shared.user, binDirectory: shared.binDirectory,
-                                    dataDirectory: root + "/data", runAs: shared.runAs)
+        server = PostgresTestServer(host: listenAddress, port: port, user: shared.user, binDirectory: shared.binDirectory,
+                                    dataDirectory: root + "/data", runAs: shared.runAs, networkNamespace: networkNamespace,
+                                    adminHost: networkNamespace == nil ? nil : root)
         try await server.run(server.binDirectory + "/initdb", ["-D", server.dataDirectory, "-U", shared.user, "-A", "trust", "--no-sync"])
-        let settings = "listen_addresses = '127.0.0.1'\nport = \(port)\nunix_socket_directories = '\(root)'\nfsync = off\n"
+        let settings = "listen_addresses = '\(listenAddress)'\nport = \(port)\nunix_socket_directories = '\(root)'\nfsync = off\n"
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: server.dataDirectory + "/postgresql.conf"))
         handle.seekToEndOfFile()
         handle.write(Data(settings.utf8))
         try handle.close()
+        if networkNamespace != nil {
+            // The lab's private network reaches it from its other hosts.
+            let hba = try FileHandle(forWritingTo: URL(fileURLWithPath: server.dataDirectory + "/pg_hba.conf"))
+            hba.seekToEndOfFile()
+            hba.write(Data("host all all 10.231.0.0/24 trust\n".utf8))
+            try hba.close()
+        }
         try await server.start()
     }
 
@@ -116,7 +135,10 @@ public final class PrivatePostgres: Sendable {
     /// deinit runs on whatever thread let go last, often one of the cooperative pool's two,
     /// which seconds of `pg_ctl` and `rm` would hold from every other suite.
     deinit {
-        let (command, arguments) = server.asServerUser(server.binDirectory + "/pg_ctl", ["-D", server.dataDirectory, "stop", "-m", "immediate", "-w"])
+        // Outside any namespace (pg_ctl signals the server; its lab may be gone already).
+        var outside = server
+        outside.networkNamespace = nil
+        let (command, arguments) = outside.asServerUser(server.binDirectory + "/pg_ctl", ["-D", server.dataDirectory, "stop", "-m", "immediate", "-w"])
         let quoted = ([command] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
         Executable.launchDetached("/bin/sh", ["-c", "\(quoted) >/dev/null 2>&1; rm -rf '\(root)'"])
     }

@@ -21,11 +21,14 @@ public enum RawHTTPClient {
     /// Sends one request with `Connection: close` and reads the whole answer.
     /// - Parameters:
     ///   - localAddress: the source address to bind, e.g. `127.0.0.9`.
+    ///   - networkNamespace: a network namespace to send it from (`/run/netns/x`, see
+    ///     ``NetworkLab``); nil: the machine's own.
     public static func request(_ method: String = "GET", host: String, port: Int, path: String,
                                headers: [(String, String)] = [], body: String = "", localAddress: String? = nil,
-                               timeout: TimeInterval = 10) async throws -> Response {
+                               timeout: TimeInterval = 10, networkNamespace: String? = nil) async throws -> Response {
         try await onOwnThread {
-            try blockingRequest(method, host: host, port: port, path: path, headers: headers, body: body,
+            if let networkNamespace { try NetworkLab.enter(networkNamespace) }
+            return try blockingRequest(method, host: host, port: port, path: path, headers: headers, body: body,
                                 localAddress: localAddress, timeout: timeout)
         }
     }

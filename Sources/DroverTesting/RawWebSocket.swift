@@ -5,9 +5,13 @@ public import Foundation
 /// prove a WebSocket works end to end through the proxy.
 public enum RawWebSocket {
     /// Opens `path`, sends `message` and returns the text of the first frame that comes back.
+    /// - Parameter networkNamespace: a ``NetworkLab`` host to connect from; nil: this machine.
     public static func echo(host: String, port: Int, path: String, headers: [(String, String)] = [], message: String,
-                            timeout: TimeInterval = 10) async throws -> String {
-        try await onOwnThread { try blockingEcho(host: host, port: port, path: path, headers: headers, message: message, timeout: timeout) }
+                            timeout: TimeInterval = 10, networkNamespace: String? = nil) async throws -> String {
+        try await onOwnThread {
+            if let networkNamespace { try NetworkLab.enter(networkNamespace) }
+            return try blockingEcho(host: host, port: port, path: path, headers: headers, message: message, timeout: timeout)
+        }
     }
 
     static func blockingEcho(host: String, port: Int, path: String, headers: [(String, String)], message: String,

@@ -28,6 +28,11 @@ public final class TestCluster: Sendable {
     public let shared: TemporaryDirectory
     public let nodes: [ConfigDirectory]
     public let databaseName: String?
+    /// Where the test's own requests and `drover` commands come from: a ``NetworkLab`` host's
+    /// namespace when the nodes are lab hosts, nil for the machine's own.
+    public let clientNamespace: String?
+    /// For each node, the command that runs its droverd (``NetworkLab/launcher(_:)``).
+    private let launchers: [[String]]
     private let running = Mutex<[Int: RunningProcess]>([:])
 
     /// - Parameters:
@@ -36,10 +41,17 @@ public final class TestCluster: Sendable {
     ///     ``scaledLoadBalancer`` when adding keys).
     ///   - fileLocks: the `file-locks` text every node gets.
     ///   - rserver: extra `rserver.conf` lines for every node.
+    ///   - clientNamespace: for nodes that are ``NetworkLab`` hosts (`addresses` their lab
+    ///     addresses): the lab host the test speaks from.
+    ///   - launchers: for each node, a command that runs its droverd, such as its lab host's
+    ///     ``NetworkLab/launcher(_:)``; empty: run droverd itself.
     public init(addresses: [String], backend: Backend, loadBalancer: String = TestCluster.scaledLoadBalancer,
-                fileLocks: String = TestCluster.scaledFileLocks, rserver: String = "", key: String = TestCluster.defaultKey) async throws {
+                fileLocks: String = TestCluster.scaledFileLocks, rserver: String = "", key: String = TestCluster.defaultKey,
+                clientNamespace: String? = nil, launchers: [[String]] = []) async throws {
         let shared = TemporaryDirectory(prefix: "drover-shared")
         self.shared = shared
+        self.clientNamespace = clientNamespace
+        self.launchers = launchers
         let database: String
         switch backend {
         case .sqlite:
@@ -52,7 +64,8 @@ public final class TestCluster: Sendable {
         }
         var made: [ConfigDirectory] = []
         for address in addresses {
-            let node = try ConfigDirectory(address: address, key: key)
+            // A lab host's address is not on this machine's own network: any port is free there.
+            let node = try ConfigDirectory(address: address, port: clientNamespace == nil ? nil : FreePort.find(), key: key)
             try node.write("rserver.conf", """
                 www-address=\(address)
                 www-port=\(node.port)
@@ -69,13 +82,17 @@ public final class TestCluster: Sendable {
     }
 
     /// Starts node `index` and waits until it answers its health check.
+    /// - Parameter launcher: a command that runs droverd, which must end by exec'ing it (the
+    ///   process is droverd's to signal); nil: the node's launcher given at init, if any.
     @discardableResult
-    public func start(_ index: Int, environment: [String: String] = [:]) async throws -> RunningProcess {
+    public func start(_ index: Int, environment: [String: String] = [:], launcher: [String]? = nil) async throws -> RunningProcess {
         let node = nodes[index]
-        let process = try RunningProcess("droverd", ["--config-dir", node.path], environment: environment)
+        let command = (launcher ?? (index < launchers.count ? launchers[index] : [])) + [Executable.path("droverd"), "--config-dir", node.path]
+        let process = try RunningProcess(command[0], Array(command.dropFirst()), environment: environment)
         running.withLock { $0[index] = process }
         try await process.waitUntil(timeout: 60, "node \(index) health check") {
-            (try? await RawHTTPClient.request(host: node.address, port: node.port, path: "/health-check").status) == 200
+            (try? await RawHTTPClient.request(host: node.address, port: node.port, path: "/health-check",
+                                              networkNamespace: clientNamespace).status) == 200
         }
         return process
     }
@@ -92,7 +109,9 @@ public final class TestCluster: Sendable {
 
     /// Runs `drover` against node `index`'s configuration.
     public func drover(_ index: Int, _ arguments: [String], stdin: String? = nil) async throws -> Executable.Result {
-        try await Executable.run("drover", arguments + ["--config-dir", nodes[index].path], stdin: stdin, timeout: 120)
+        let command = (clientNamespace.map { ["/usr/bin/nsenter", "--net=" + $0, "--"] } ?? []) + [Executable.path("drover")]
+        return try await Executable.run(command[0], Array(command.dropFirst()) + arguments + ["--config-dir", nodes[index].path],
+                                        stdin: stdin, timeout: 120)
     }
 
     /// `drover list-nodes --json` through node `index`, as (host, status) pairs in id order.

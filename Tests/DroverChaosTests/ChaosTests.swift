@@ -3,10 +3,14 @@ import Foundation
 import Synchronization
 import Testing
 
-/// Rounds of SIGKILL and restart of random nodes, one PostgreSQL restart and one droverd paused
-/// for one and a half lock timeouts, while a user
-/// keeps starting, using, suspending and quitting sessions; then the cluster must settle into
-/// a consistent state with nothing run twice and no saved state lost.
+/// Rounds of SIGKILL and restart of random nodes, one PostgreSQL restart, one droverd paused
+/// and one node cut off from the database and its peers, each for one and a half lock
+/// timeouts, while two users keep starting, using, suspending and quitting sessions; then the
+/// cluster must settle into a consistent state with nothing run twice and no saved state lost.
+///
+/// The nodes, the database and the users are hosts of a ``NetworkLab`` (network namespaces),
+/// so a node can be cut off; where namespaces cannot be made (not root, outside CI) they run
+/// on loopback and the partition round is left out.
 ///
 /// Random choices come from a seed printed at the start; `DROVER_CHAOS_SEED=N` repeats a run,
 /// `DROVER_CHAOS_ROUNDS=N` runs N rounds instead of eight.
@@ -20,13 +24,21 @@ import Testing
         let seed = ProcessInfo.processInfo.environment["DROVER_CHAOS_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max)
         print("chaos: seed \(seed) (DROVER_CHAOS_SEED=\(seed) repeats these choices)")
         var random = SplitMix64(seed: seed)
-        let database = try await PrivatePostgres()
-        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: .postgresql(database.server),
-                                            loadBalancer: TestCluster.scaledLoadBalancer,
-                                            rserver: "session-command=\(Executable.path("drover-demo-session"))\nauth-none=1\n")
+        let hosts = ["n1", "n2", "n3"]
+        let lab = NetworkLab.shouldRun ? try await NetworkLab(hosts: ["db", "client"] + hosts) : nil
+        let database = if let lab {
+            try await PrivatePostgres(listenAddress: lab.address("db"), networkNamespace: lab.namespace("db"))
+        } else {
+            try await PrivatePostgres()
+        }
+        let client = lab?.namespace("client")
+        let cluster = try await TestCluster(addresses: lab.map { lab in hosts.map(lab.address) } ?? ["127.0.0.1", "127.0.0.2", "127.0.0.3"],
+                                            backend: .postgresql(database.server), loadBalancer: TestCluster.scaledLoadBalancer,
+                                            rserver: "session-command=\(Executable.path("drover-demo-session"))\nauth-none=1\n",
+                                            clientNamespace: client, launchers: lab.map { hosts.map($0.launcher) } ?? [])
         for index in 0..<3 { try await cluster.start(index) }
 
-        let users = (0..<2).map { _ in ChaosUser(nodes: cluster.nodes, seed: random.next()) }
+        let users = (0..<2).map { _ in ChaosUser(nodes: cluster.nodes, seed: random.next(), networkNamespace: client) }
         for user in users { user.start() }
         // Throughout: no session id may ever have two processes. Only this test's sessions are
         // judged (below): another test shows on purpose that the check can fail.
@@ -47,11 +59,24 @@ import Testing
         // One round pauses a node's droverd (SIGSTOP) for one and a half lock timeouts: its
         // guards end its sessions, which move; when it runs again nothing may run twice.
         let pauseRound = (databaseRound + Int.random(in: 1..<rounds, using: &random)) % rounds
+        // One round cuts a node off from the database and its peers (its shared storage stays):
+        // it lets its sessions end, which move; when it is back nothing may run twice.
+        var partitionRound = (pauseRound + Int.random(in: 1..<rounds, using: &random)) % rounds
+        if partitionRound == databaseRound { partitionRound = (partitionRound + 1) % rounds }
+        if partitionRound == pauseRound { partitionRound = (partitionRound + 1) % rounds }
         for round in 0..<rounds {
             try await Task.sleep(for: .milliseconds(Int.random(in: 1500...3500, using: &random)))
             if round == databaseRound {
                 print("chaos: round \(round): restarting PostgreSQL")
                 try await database.server.restart()
+                continue
+            }
+            if round == partitionRound, let lab, partitionRound != databaseRound, partitionRound != pauseRound {
+                let host = hosts[Int.random(in: 0..<3, using: &random)]
+                print("chaos: round \(round): cutting \(host) off for 9 s")
+                try await lab.cut(host)
+                try await Task.sleep(for: .seconds(9))
+                try await lab.heal(host)
                 continue
             }
             if round == pauseRound, let paused = cluster.process(Int.random(in: 0..<3, using: &random)) {
@@ -101,7 +126,8 @@ import Testing
             var last = ""
             do {
                 try await cluster.eventually("session \(id.prefix(6)) answers", timeout: 30) {
-                    let answer = try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(id)/count", timeout: 15)
+                    let answer = try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/s/\(id)/count", timeout: 15,
+                                                                 networkNamespace: client)
                     last = "\(answer.status) \(answer.body.prefix(300).replacingOccurrences(of: "\n", with: " "))"
                     guard answer.status == 200, let value = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])?["count"] as? Int else { return false }
                     counts[id] = value
@@ -139,7 +165,8 @@ import Testing
 
         // Suspending everything now saves exactly the counts just read.
         for (id, _) in counts {
-            #expect(try await RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions/\(id)/suspend").status == 202)
+            #expect(try await RawHTTPClient.request("POST", host: node0.address, port: node0.port, path: "/api/sessions/\(id)/suspend",
+                                                    networkNamespace: client).status == 202)
         }
         try await cluster.eventually("every session suspended", timeout: 30) {
             try await sessionRows(database.server, name).allSatisfy { $0.state == "suspended" }

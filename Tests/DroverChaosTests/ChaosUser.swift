@@ -44,10 +44,13 @@ final class ChaosUser: Sendable {
     let refusals = Mutex<[Int: Int]>([:])
     let suspends = Atomic<Int>(0)
     let running = Mutex<Task<Void, Never>?>(nil)
+    /// The ``NetworkLab`` host the user's calls come from (nil: this machine).
+    let networkNamespace: String?
 
-    init(nodes: [ConfigDirectory], seed: UInt64) {
+    init(nodes: [ConfigDirectory], seed: UInt64, networkNamespace: String? = nil) {
         self.nodes = nodes
         self.seed = seed
+        self.networkNamespace = networkNamespace
     }
 
     static func stateDirectory(_ id: String) -> String {
@@ -87,7 +90,8 @@ final class ChaosUser: Sendable {
     private func call(_ method: String, _ path: String, _ random: inout SplitMix64) async -> RawHTTPClient.Response? {
         let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
         calls.add(1, ordering: .relaxed)
-        let response = try? await RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: 10)
+        let response = try? await RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: 10,
+                                                        networkNamespace: networkNamespace)
         if response.map({ $0.status >= 300 }) ?? true {
             failures.add(1, ordering: .relaxed)
             refusals.withLock { $0[response?.status ?? 0, default: 0] += 1 }
@@ -114,7 +118,8 @@ final class ChaosUser: Sendable {
             let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
             let message = "echo \(Int.random(in: 0..<1_000_000, using: &random))"
             calls.add(1, ordering: .relaxed)
-            let echoed = try? await RawWebSocket.echo(host: node.address, port: node.port, path: "/s/\(id)/echo", message: message, timeout: 10)
+            let echoed = try? await RawWebSocket.echo(host: node.address, port: node.port, path: "/s/\(id)/echo", message: message, timeout: 10,
+                                                        networkNamespace: networkNamespace)
             if echoed == nil {
                 failures.add(1, ordering: .relaxed)
                 refusals.withLock { $0[-1, default: 0] += 1 }

@@ -1,6 +1,7 @@
 import DroverKernel
 import DroverTesting
 import Foundation
+import Synchronization
 import Testing
 
 let demoCommand = Executable.path("drover-demo-session")
@@ -55,5 +56,55 @@ func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) a
         var results: [Int: T] = [:]
         for await (index, value) in group { results[index] = value }
         return (0..<count).map { results[$0]! }
+    }
+}
+
+/// Starts `count` sessions through node 0 (from the cluster's client namespace, if any) and
+/// returns them with their owner's index.
+func startSessions(_ cluster: TestCluster, count: Int) async throws -> [(id: String, owner: Int)] {
+    let ids = try await cluster.statuses().reduce(into: [Int64: Int]()) { map, row in
+        map[row.id] = cluster.nodes.firstIndex { $0.address == row.host }
+    }
+    var sessions: [(String, Int)] = []
+    let node = cluster.nodes[0]
+    for _ in 0..<count {
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60,
+                                                      networkNamespace: cluster.clientNamespace)
+        #expect(created.status == 201, "\(created.body)")
+        let object = json(created)
+        let id = try #require(object["id"] as? String)
+        let owner = try #require((object["node"] as? NSNumber).flatMap { ids[$0.int64Value] })
+        sessions.append((id, owner))
+    }
+    return sessions
+}
+
+/// Samples /proc every 100 ms and remembers every session id of `ids` seen with two main
+/// processes (other tests' sessions run on this machine too).
+final class DoubleWatcher: Sendable {
+    let ids: Set<String>
+    let doubles = Mutex<Set<String>>([])
+    let task = Mutex<Task<Void, Never>?>(nil)
+
+    init(_ ids: [String]) {
+        self.ids = Set(ids)
+    }
+
+    func start() {
+        task.withLock {
+            $0 = Task { [self] in
+                while !Task.isCancelled {
+                    let running = SystemUsers.runningSessions().map(\.id).filter { self.ids.contains($0) }
+                    let twice = Dictionary(grouping: running, by: { $0 }).filter { $0.value.count > 1 }.keys
+                    if !twice.isEmpty { self.doubles.withLock { $0.formUnion(twice) } }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+            }
+        }
+    }
+
+    func stop() -> Set<String> {
+        task.withLock { $0?.cancel() }
+        return doubles.withLock { $0 }
     }
 }

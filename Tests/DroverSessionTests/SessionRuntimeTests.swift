@@ -11,54 +11,6 @@ import Testing
 /// a session never runs twice, even when its node's droverd pauses, and every process of a
 /// session ends with it.
 @Suite struct SessionRuntimeTests {
-    /// Starts `count` sessions through node 0 and returns them with their owner's index.
-    func startSessions(_ cluster: TestCluster, count: Int) async throws -> [(id: String, owner: Int)] {
-        let ids = try await cluster.statuses().reduce(into: [Int64: Int]()) { map, row in
-            map[row.id] = cluster.nodes.firstIndex { $0.address == row.host }
-        }
-        var sessions: [(String, Int)] = []
-        let node = cluster.nodes[0]
-        for _ in 0..<count {
-            let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60)
-            #expect(created.status == 201, "\(created.body)")
-            let object = json(created)
-            let id = try #require(object["id"] as? String)
-            let owner = try #require((object["node"] as? NSNumber).flatMap { ids[$0.int64Value] })
-            sessions.append((id, owner))
-        }
-        return sessions
-    }
-
-    /// Samples /proc every 100 ms and remembers every session id of `ids` seen with two main
-    /// processes (other tests' sessions run on this machine too).
-    final class DoubleWatcher: Sendable {
-        let ids: Set<String>
-        let doubles = Mutex<Set<String>>([])
-        let task = Mutex<Task<Void, Never>?>(nil)
-
-        init(_ ids: [String]) {
-            self.ids = Set(ids)
-        }
-
-        func start() {
-            task.withLock {
-                $0 = Task { [self] in
-                    while !Task.isCancelled {
-                        let running = SystemUsers.runningSessions().map(\.id).filter { self.ids.contains($0) }
-                        let twice = Dictionary(grouping: running, by: { $0 }).filter { $0.value.count > 1 }.keys
-                        if !twice.isEmpty { self.doubles.withLock { $0.formUnion(twice) } }
-                        try? await Task.sleep(for: .milliseconds(100))
-                    }
-                }
-            }
-        }
-
-        func stop() -> Set<String> {
-            task.withLock { $0?.cancel() }
-            return doubles.withLock { $0 }
-        }
-    }
-
     /// The lease lives with the session: a session that runs ten times `timeout-interval` keeps
     /// one process on one node, reached through both nodes all along.
     @Test func aSessionOutlivingTenLockTimeoutsKeepsOneProcessOnOneNode() async throws {
@@ -192,10 +144,55 @@ import Testing
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")
         try await cluster.start(0, environment: ["DROVER_TEST_SESSION_GUARD": "hang-refresh"])
+        let id = try await startOneSession(cluster)
+        try await expectEndedBeforeItsLockIsTaken(id, cluster: cluster)
+        try await cluster.eventually("the session answers again", timeout: 30) {
+            try await RawHTTPClient.request(host: cluster.nodes[0].address, port: cluster.nodes[0].port, path: "/s/\(id)/count", timeout: 30).status == 200
+        }
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    /// Refreshes that fail (the lock folder read-only on this node: a bind mount in droverd's
+    /// own mount namespace, remounted read-only once the session runs) end the session before
+    /// its lock may be taken; once the folder is writable again the session starts again.
+    @Test func failingRefreshesEndTheSessionBeforeAnotherMayTakeItsLock() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        let locks = cluster.shared.path + "/sessions"
+        try FileManager.default.createDirectory(atPath: locks, withIntermediateDirectories: true)
+        // droverd in a mount namespace of its own, where the lock folder is a bind mount of
+        // itself: remounting that read-only touches no other process's view.
+        let process = try await cluster.start(0, launcher: ["/usr/bin/unshare", "--mount", "--propagation", "private", "--",
+                                                            "/bin/sh", "-c", #"mount --bind "$0" "$0" && exec "$@""#, locks])
+        let id = try await startOneSession(cluster)
+        func remount(_ mode: String) async throws {
+            let result = try await Executable.run("/usr/bin/nsenter", ["--mount=/proc/\(process.pid)/ns/mnt", "--",
+                                                                       "/bin/mount", "-o", "remount,bind,\(mode)", locks])
+            #expect(result.status == 0, "remount \(mode): \(result.stderr)")
+        }
+        try await remount("ro")
+        try await expectEndedBeforeItsLockIsTaken(id, cluster: cluster)
+        #expect(process.stderr.contains("cannot refresh the lock"), "the guard said why")
+        try await remount("rw")
+        try await cluster.eventually("the session answers again", timeout: 30) {
+            try await RawHTTPClient.request(host: cluster.nodes[0].address, port: cluster.nodes[0].port, path: "/s/\(id)/count", timeout: 30).status == 200
+        }
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    func startOneSession(_ cluster: TestCluster) async throws -> String {
         let node = cluster.nodes[0]
         let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60)
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
         #expect(!SystemUsers.processes(ofSession: id).isEmpty)
+        return id
+    }
+
+    /// Takes session `id`'s lock the moment its holder lets it go stale, as another node
+    /// would (from this process, outside any namespace of droverd's), and expects no process
+    /// of the session left by then. Releases it again.
+    func expectEndedBeforeItsLockIsTaken(_ id: String, cluster: TestCluster) async throws {
+        let node = cluster.nodes[0]
         let config = try FileLocksConfiguration(parsing: TestCluster.scaledFileLocks, path: "file-locks", baseDirectory: node.path)
         let context = PluginContext(configDirectory: node.path, dataDirectory: node.path, secureCookieKey: nil, logger: Logger(label: "contender"))
         let locks = try PluginCatalog.builtin.lockProvider(for: config).make(config: config, context: context)
@@ -210,9 +207,5 @@ import Testing
         let held = try #require(taken, "the unrefreshed lock went stale and was taken")
         #expect(SystemUsers.processes(ofSession: id).isEmpty, "the session still ran when another took its lock")
         try await onOwnThread { try held.release() }
-        try await cluster.eventually("the session answers again", timeout: 30) {
-            try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count", timeout: 30).status == 200
-        }
-        #expect(try await cluster.stop(0) == 0)
     }
 }

@@ -8,4 +8,8 @@ int drover_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
 /// Returns freed heap in every malloc arena to the system (glibc `malloc_trim(0)`).
 void drover_malloc_trim(void);
+
+/// Moves the calling thread (only it) into the network namespace at `path` (`/run/netns/x`);
+/// 0, or minus the errno.
+int drover_enter_network_namespace(const char *path);
 #endif

@@ -1,0 +1,161 @@
+import DroverKernel
+import Foundation
+import Synchronization
+
+/// Starts the processes of a session and reaches them: in droverd a `drover-session-guard`
+/// per session (``GuardLauncher``); in unit tests a fake that reports what the test says.
+protocol SessionLauncher: Sendable {
+    /// Starts a session for `spec`; its reports go to `report`, in order, ending with
+    /// `.ended` and/or `.guardGone`.
+    /// - Parameter serving: asked before each sign of life droverd gives the guard; false
+    ///   lets the guard end the session (the node is cut off).
+    func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
+               report: @escaping @Sendable (SessionEvent) -> Void) async throws -> any SessionControl
+    /// Whether the session answers an HTTP request for `path` on its socket.
+    func answers(socket: String, path: String) async -> Bool
+}
+
+/// droverd's hold on one started session.
+protocol SessionControl: Sendable {
+    /// Asks for a suspend or quit (the grace to save, then every process ended).
+    func stop(_ stop: SessionStop)
+    /// Ends it at once, without a grace: for a launch given up or a stop that hung.
+    func kill()
+}
+
+/// The sessions running on this node, each a ``SessionLifecycle`` driven by its events: the
+/// supervisor applies them, wakes whoever waits for a state, and tells the node which
+/// sessions ended on their own. It knows nothing of the registry or of other nodes.
+final class SessionSupervisor: Sendable {
+    struct Supervised: Sendable {
+        var state: SessionLifecycle = .launching
+        var username: String
+        /// Its Unix socket (only droverd's user can reach it).
+        var socket: String
+        var stateDirectory: String
+        var control: (any SessionControl)?
+        /// The guard's report of its end (`.ended`), kept for the log.
+        var end: SessionEvent?
+        /// Its lock stayed held elsewhere: the start may succeed once that holder lets go.
+        var lockWasBusy = false
+    }
+
+    let launcher: any SessionLauncher
+    private let sessions = Mutex<[String: Supervised]>([:])
+    private let waiters = Mutex<[UUID: (id: String, until: @Sendable (SessionLifecycle) -> Bool, continuation: CheckedContinuation<SessionLifecycle, Never>)]>([:])
+
+    init(launcher: any SessionLauncher) {
+        self.launcher = launcher
+    }
+
+    /// Starts session `id` and waits until its process runs (`.starting`) or it failed.
+    /// - Returns: the pid of its main process.
+    /// - Throws: ``SessionError/launchFailed(_:)`` with the reason it did not start, or
+    ///   ``SessionError/unavailable(_:)`` when its lock stayed held elsewhere.
+    func start(_ id: String, spec: SessionGuardProtocol.Spec, username: String, stateDirectory: String,
+               serving: @escaping @Sendable () -> Bool) async throws -> Int32 {
+        sessions.withLock { $0[id] = Supervised(username: username, socket: spec.socketPath, stateDirectory: stateDirectory) }
+        let control: any SessionControl
+        do {
+            control = try await launcher.start(spec, serving: serving) { [weak self] event in self?.apply(event, to: id) }
+        } catch {
+            sessions.withLock { _ = $0.removeValue(forKey: id) }
+            throw error
+        }
+        sessions.withLock { $0[id]?.control = control }
+        let state = await wait(id) { $0 != .launching }
+        guard case .starting(let pid) = state else {
+            let lockWasBusy = session(id)?.lockWasBusy ?? false
+            forget(id)
+            // A lock still held elsewhere is a moment's wait (503 and Retry-After), not a fault.
+            if case .failedToStart(let why) = state { throw lockWasBusy ? SessionError.unavailable(why) : SessionError.launchFailed(why) }
+            throw SessionError.launchFailed("it stopped while it started")
+        }
+        return pid
+    }
+
+    /// Applies `event` to session `id` and wakes the waiters it satisfies.
+    func apply(_ event: SessionEvent, to id: String) {
+        guard let state = sessions.withLock({ sessions -> SessionLifecycle? in
+            guard let old = sessions[id]?.state else { return nil }
+            let new = old.next(on: event)
+            sessions[id]?.state = new
+            if case .ended = event { sessions[id]?.end = event }
+            if case .lockBusy = event { sessions[id]?.lockWasBusy = true }
+            return new
+        }) else { return }
+        let ready = waiters.withLock { waiters -> [CheckedContinuation<SessionLifecycle, Never>] in
+            let ids = waiters.filter { $0.value.id == id && ($0.value.until(state) || state.isOver) }.map(\.key)
+            return ids.compactMap { waiters.removeValue(forKey: $0)?.continuation }
+        }
+        for continuation in ready { continuation.resume(returning: state) }
+    }
+
+    /// Waits until session `id`'s state satisfies `until`, or it is over (whatever `until`
+    /// says), or it is not supervised (`.finished`).
+    func wait(_ id: String, until: @escaping @Sendable (SessionLifecycle) -> Bool) async -> SessionLifecycle {
+        let key = UUID()
+        return await withCheckedContinuation { continuation in
+            let now = state(id) ?? .finished
+            if until(now) || now.isOver {
+                continuation.resume(returning: now)
+                return
+            }
+            waiters.withLock { $0[key] = (id, until, continuation) }
+            // The state may have changed between the check and the registration.
+            let again = state(id) ?? .finished
+            if until(again) || again.isOver, let waiter = waiters.withLock({ $0.removeValue(forKey: key) }) {
+                waiter.continuation.resume(returning: again)
+            }
+        }
+    }
+
+    func state(_ id: String) -> SessionLifecycle? { sessions.withLock { $0[id]?.state } }
+    func session(_ id: String) -> Supervised? { sessions.withLock { $0[id] } }
+    var ids: [String] { sessions.withLock { Array($0.keys) } }
+
+    /// The socket of session `id` while it runs.
+    func runningSocket(_ id: String) -> String? {
+        sessions.withLock { $0[id].flatMap { $0.state.isRunning ? $0.socket : nil } }
+    }
+
+    /// Whether session `id` is supervised here and ended without being asked.
+    func hasEnded(_ id: String) -> Bool { state(id)?.needsReaping ?? false }
+
+    /// Sessions that ended without being asked, for the sweep.
+    func ended() -> [(id: String, session: Supervised)] {
+        sessions.withLock { $0.filter { $0.value.state.needsReaping }.map { ($0.key, $0.value) } }
+    }
+
+    /// Asks session `id` to stop and waits until nothing of it is left.
+    /// - Returns: its state before the stop (nil if it is not supervised here).
+    @discardableResult
+    func stop(_ id: String, _ stop: SessionStop) async -> SessionLifecycle? {
+        guard let before = state(id) else { return nil }
+        apply(.stopRequested(stop), to: id)
+        // Told even when it looks over: a guard still starting it ends the start.
+        session(id)?.control?.stop(stop)
+        _ = await wait(id) { $0.isOver }
+        return before
+    }
+
+    /// Ends a launch given up: a quit through its guard, a kill if that takes longer than
+    /// `bound` seconds; then the session is no longer supervised.
+    func abandon(_ id: String, within bound: Double) async {
+        let control = session(id)?.control
+        apply(.stopRequested(.quit), to: id)
+        control?.stop(.quit)
+        let killer = Task {
+            try await Task.sleep(for: .seconds(bound))
+            control?.kill()
+        }
+        _ = await wait(id) { $0.isOver }
+        killer.cancel()
+        forget(id)
+    }
+
+    /// Stops supervising session `id` (its end was handled).
+    func forget(_ id: String) {
+        sessions.withLock { _ = $0.removeValue(forKey: id) }
+    }
+}
