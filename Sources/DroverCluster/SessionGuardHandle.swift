@@ -80,7 +80,9 @@ final class SessionGuardHandle: SessionControl {
                         case .lockBusy(let message): report(.lockBusy(message))
                         case .started(let pid, let isolation): report(.started(pid: pid, isolation: isolation))
                         case .ended(let reason, let status, let detail): report(.ended(reason, status: status, detail: detail))
-                        case .locked, .refreshed, .refreshFailed: break
+                        case .refreshed: report(.lockRefreshed)
+                        case .refreshFailed(let message): report(.lockRefreshFailed(message))
+                        case .locked: break
                         }
                     } closed: {
                         report(.guardGone)

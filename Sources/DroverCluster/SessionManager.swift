@@ -41,7 +41,18 @@ public final class SessionManager: Sendable {
 
     init(runtime: NodeRuntime, launcher: any SessionLauncher) {
         self.runtime = runtime
-        supervisor = SessionSupervisor(launcher: launcher)
+        supervisor = SessionSupervisor(launcher: launcher) { [runtime] id, event, _ in
+            // What the guards say of the leases reaches the node's log and diagnostics.
+            switch event {
+            case .lockRefreshFailed(let message):
+                runtime.logger.warning("a refresh of a session's lock failed", metadata: ["session": "\(id)", "error": "\(message)"])
+                runtime.diagnostics.record("session-lock-refresh-failed", ("session", id), ("error", message))
+            case .ended(let reason, _, let detail) where reason == .leaseLost || reason == .droverdSilent:
+                runtime.diagnostics.record("session-lease-ended", ("session", id), ("reason", reason.rawValue), ("detail", detail))
+            default:
+                break
+            }
+        }
         let config = runtime.configuration
         sessionCommand = config.server.sessionCommand.map { Self.resolveCommand($0, against: config.directory) }
         lockDirectory = (config.server.sharedStoragePath ?? config.server.dataDirectory + "/shared") + "/sessions"

@@ -1,3 +1,4 @@
+import DroverKernel
 public import Foundation
 import Synchronization
 
@@ -182,10 +183,3 @@ public enum RawHTTPClient {
     }
 }
 
-/// Runs blocking work (socket I/O, `waitpid`) on a thread of its own and awaits its result, so
-/// the awaiting task gives its cooperative thread back meanwhile.
-public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Swift.Result(catching: body)) }.start()
-    }
-}

@@ -1,3 +1,4 @@
+import DroverKernel
 public import Foundation
 
 /// A minimal WebSocket client over a blocking socket (run on a thread of its own, like

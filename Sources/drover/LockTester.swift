@@ -69,7 +69,7 @@ struct LockTester: AsyncParsableCommand {
         var held: [(String, any HeldLock)] = []
         for attempt in attempts {
             do {
-                if let lock = try attempt.provider.tryAcquire(attempt.path) {
+                if let lock = try await attempt.provider.tryAcquireOnOwnThread(attempt.path) {
                     held.append((attempt.label, lock))
                     say("* Acquired \(attempt.label) lock")
                 } else {
@@ -88,7 +88,7 @@ struct LockTester: AsyncParsableCommand {
                 say("Your filesystem appears to support \(attempt.label) locks.")
             }
         }
-        for (_, lock) in held { try? lock.release() }
+        for (_, lock) in held { try? await lock.releaseOnOwnThread() }
     }
 
     /// Refreshes the locks until SIGINT or SIGTERM.
@@ -112,7 +112,7 @@ struct LockTester: AsyncParsableCommand {
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(seconds))
-                    for lock in locks { _ = try? lock.refresh() }
+                    for lock in locks { _ = try? await lock.refreshOnOwnThread() }
                 }
             }
             await group.next()

@@ -173,6 +173,17 @@ func spec(_ id: String) -> SessionGuardProtocol.Spec {
         #expect(supervisor.state("s1") == nil)
     }
 
+    @Test func leaseReportsAreCountedAndObservedWithoutChangingTheState() async throws {
+        let seen = Mutex<[SessionEvent]>([])
+        let supervisor = SessionSupervisor(launcher: FakeLauncher()) { _, event, _ in seen.withLock { $0.append(event) } }
+        _ = try await supervisor.start("s1", spec: spec("s1"), username: "alice", stateDirectory: "/x") { true }
+        supervisor.apply(.answered, to: "s1")
+        for event in [SessionEvent.lockRefreshed, .lockRefreshed, .lockRefreshFailed("EROFS")] { supervisor.apply(event, to: "s1") }
+        #expect(supervisor.state("s1") == .running(pid: 42))
+        #expect(supervisor.lockRefreshes == (2, 1))
+        #expect(seen.withLock { $0 }.suffix(3) == [.lockRefreshed, .lockRefreshed, .lockRefreshFailed("EROFS")])
+    }
+
     @Test func waitersWakeOnTheStateTheyWaitFor() async throws {
         let launcher = FakeLauncher(onStart: nil)
         let supervisor = SessionSupervisor(launcher: launcher)

@@ -201,11 +201,11 @@ import Testing
         var taken: (any HeldLock)?
         let deadline = Date().addingTimeInterval(20)
         while taken == nil, Date() < deadline {
-            taken = try await onOwnThread { try locks.tryAcquire(path) }
+            taken = try await locks.tryAcquireOnOwnThread(path)
             if taken == nil { try await Task.sleep(for: .milliseconds(50)) }
         }
         let held = try #require(taken, "the unrefreshed lock went stale and was taken")
         #expect(SystemUsers.processes(ofSession: id).isEmpty, "the session still ran when another took its lock")
-        try await onOwnThread { try held.release() }
+        try await held.releaseOnOwnThread()
     }
 }

@@ -16,6 +16,10 @@ enum SessionEvent: Sendable, Equatable {
     case ended(SessionGuardProtocol.EndReason, status: Int32, detail: String)
     /// Its guard exited (or was killed) without saying the session ended first.
     case guardGone
+    /// Its guard refreshed the session's lock (the state does not change: lock metrics).
+    case lockRefreshed
+    /// A refresh of its lock failed; the guard ends the session if none succeeds in time.
+    case lockRefreshFailed(String)
 }
 
 /// The two ways droverd stops a session.

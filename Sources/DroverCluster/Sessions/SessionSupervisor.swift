@@ -41,12 +41,21 @@ final class SessionSupervisor: Sendable {
     }
 
     let launcher: any SessionLauncher
+    /// Told of every event, after it was applied (the node's log and diagnostics).
+    private let observer: @Sendable (_ id: String, _ event: SessionEvent, _ state: SessionLifecycle) -> Void
+    /// Lock refreshes by this node's guards, and those that failed, since the node started.
+    private let lockCounts = Mutex((refreshed: 0, failed: 0))
     private let sessions = Mutex<[String: Supervised]>([:])
     private let waiters = Mutex<[UUID: (id: String, until: @Sendable (SessionLifecycle) -> Bool, continuation: CheckedContinuation<SessionLifecycle, Never>)]>([:])
 
-    init(launcher: any SessionLauncher) {
+    init(launcher: any SessionLauncher,
+         observer: @escaping @Sendable (_ id: String, _ event: SessionEvent, _ state: SessionLifecycle) -> Void = { _, _, _ in }) {
         self.launcher = launcher
+        self.observer = observer
     }
+
+    /// Lock refreshes by this node's guards, and failed ones, since the node started.
+    var lockRefreshes: (refreshed: Int, failed: Int) { lockCounts.withLock { $0 } }
 
     /// Starts session `id` and waits until its process runs (`.starting`) or it failed.
     /// - Returns: the pid of its main process.
@@ -76,6 +85,11 @@ final class SessionSupervisor: Sendable {
 
     /// Applies `event` to session `id` and wakes the waiters it satisfies.
     func apply(_ event: SessionEvent, to id: String) {
+        switch event {
+        case .lockRefreshed: lockCounts.withLock { $0.refreshed += 1 }
+        case .lockRefreshFailed: lockCounts.withLock { $0.failed += 1 }
+        default: break
+        }
         guard let state = sessions.withLock({ sessions -> SessionLifecycle? in
             guard let old = sessions[id]?.state else { return nil }
             let new = old.next(on: event)
@@ -84,6 +98,7 @@ final class SessionSupervisor: Sendable {
             if case .lockBusy = event { sessions[id]?.lockWasBusy = true }
             return new
         }) else { return }
+        observer(id, event, state)
         let ready = waiters.withLock { waiters -> [CheckedContinuation<SessionLifecycle, Never>] in
             let ids = waiters.filter { $0.value.id == id && ($0.value.until(state) || state.isOver) }.map(\.key)
             return ids.compactMap { waiters.removeValue(forKey: $0)?.continuation }

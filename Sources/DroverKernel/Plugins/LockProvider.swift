@@ -1,7 +1,8 @@
 /// Cross-node locks on shared storage (`lock-type=` in `file-locks`).
 ///
-/// The calls block on file-system I/O: run them on a dedicated thread or thread pool, never on
-/// the cooperative pool.
+/// The calls block on file-system I/O. Code on plain threads (the session guard's refresh
+/// thread) calls them as they are; async code calls their `…OnOwnThread` forms (below), which
+/// run each call on a thread of its own, never on the cooperative pool.
 public protocol LockProvider: Sendable {
     /// The name that selected this provider.
     var name: String { get }
@@ -47,4 +48,27 @@ public protocol LockProviderFactory: Sendable {
     static var name: String { get }
     /// Builds the provider; reads only `file-locks`.
     static func make(config: FileLocksConfiguration, context: PluginContext) throws -> any LockProvider
+}
+
+/// The async forms: each call on a thread of its own (``onOwnThread(_:)``), for async code (the blocking forms
+/// stay for plain threads, such as the guard's refresh thread), so a lock call
+/// stuck on a dead mount holds that thread only, never one of the cooperative pool's.
+extension LockProvider {
+    public func tryAcquireOnOwnThread(_ path: String) async throws -> (any HeldLock)? {
+        try await onOwnThread { try self.tryAcquire(path) }
+    }
+
+    public func isLockedOnOwnThread(_ path: String) async throws -> Bool {
+        try await onOwnThread { try self.isLocked(path) }
+    }
+}
+
+extension HeldLock {
+    public func refreshOnOwnThread() async throws -> Bool {
+        try await onOwnThread { try self.refresh() }
+    }
+
+    public func releaseOnOwnThread() async throws {
+        try await onOwnThread { try self.release() }
+    }
 }
