@@ -107,7 +107,7 @@ public struct NodeClient: Sendable {
         let collector = NIOLoopBoundBox<ResponseCollector?>.makeEmptyBox(eventLoop: MultiThreadedEventLoopGroup.singleton.any())
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: collector.eventLoop)
+            let bootstrap = ClientBootstrap(group: collector.eventLoop)
                 .connectTimeout(.seconds(Int64(timeoutSeconds > 0 ? timeoutSeconds : 75)))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -121,7 +121,14 @@ public struct NodeClient: Sendable {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
-                .connect(host: host, port: port).get()
+            // A peer's IPv4 address (the usual case) needs no resolver: getaddrinfo runs on a
+            // dispatch queue per event loop, and under a burst of calls (a hundred forwarded
+            // session starts) they queue behind each other into the connect timeout.
+            if let address = try? SocketAddress(ipAddress: host, port: port) {
+                channel = try await bootstrap.connect(to: address).get()
+            } else {
+                channel = try await bootstrap.connect(host: host, port: port).get()
+            }
         } catch {
             throw Failure.unreachable(peer, reason: "\(error)")
         }
