@@ -178,7 +178,7 @@ let package = Package(
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverPluginsTests",
-            dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting"],
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "drover-probe"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverExecutableTests",

@@ -97,10 +97,7 @@ public struct ClusterMembership: Sendable {
     public func refreshView() async {
         do {
             let nodes = try await runtime.store.nodes()
-            runtime.update {
-                $0.view = nodes
-                $0.viewRefreshedAt = Date()
-            }
+            runtime.update { $0.view = nodes }
         } catch {
             logger.warning("cannot read the node list: \(error)")
         }
@@ -149,10 +146,7 @@ public struct ClusterMembership: Sendable {
         runtime.registryAnswered()
         let (nodes, now) = (read.nodes, read.now)
         // The node's view of the cluster comes from this read, twice per interval.
-        runtime.update {
-            $0.view = nodes
-            $0.viewRefreshedAt = Date()
-        }
+        runtime.update { $0.view = nodes }
         let late = nodes.filter {
             $0.id != selfID && $0.status == .online && $0.unreachableSince == nil && now.timeIntervalSince($0.lastSeen) > silentFor
         }

@@ -26,7 +26,6 @@ public final class NodeRuntime: Sendable {
         var offlineMode: Bool
         var nodeID: Int64?
         var view: [NodeRecord] = []
-        var viewRefreshedAt = Date.distantPast
         /// When the registry last answered this node, and when it last knew a peer could
         /// be reached (or that it had none): see ``isCutOff``.
         var registryAnsweredAt = ContinuousClock.now
@@ -51,8 +50,7 @@ public final class NodeRuntime: Sendable {
     }
 
     static func context(_ configuration: DroverConfiguration, _ key: SecureCookieKey, _ logger: Logger) -> PluginContext {
-        PluginContext(configDirectory: configuration.directory, dataDirectory: configuration.server.dataDirectory,
-                      secureCookieKey: key, logger: logger)
+        PluginContext(configuration, key: key, logger: logger)
     }
 
     public var loadBalancer: LoadBalancerConfiguration { state.withLock { $0.loadBalancer } }
@@ -64,7 +62,6 @@ public final class NodeRuntime: Sendable {
     public var nodeID: Int64? { state.withLock { $0.nodeID } }
     /// The node rows as last read from the registry.
     public var view: [NodeRecord] { state.withLock { $0.view } }
-    var viewAge: TimeInterval { state.withLock { Date().timeIntervalSince($0.viewRefreshedAt) } }
 
     /// How long this node may reach neither the registry nor any peer before it counts itself
     /// cut off: two heartbeat intervals and a second (the peers find it unreachable after an

@@ -8,17 +8,17 @@ public import NIOHTTP1
 /// Routes requests to the node's own endpoints: the health check, the status endpoint and the
 /// signed internal API under `/load-balancer/`.
 public struct NodeResponder: HTTPResponder {
-    let membership: ClusterMembership?
-    let sessions: SessionManager?
-    let userAPI: UserAPI?
+    let membership: ClusterMembership
+    let sessions: SessionManager
+    let userAPI: UserAPI
 
     /// - Parameters:
     ///   - membership: the cluster this node belongs to.
     ///   - sessions: the node's sessions, with how users authenticate.
-    public init(membership: ClusterMembership?, sessions: SessionManager? = nil, authentication: Authentication? = nil) {
+    public init(membership: ClusterMembership, sessions: SessionManager, authentication: Authentication) {
         self.membership = membership
         self.sessions = sessions
-        userAPI = sessions.flatMap { manager in authentication.map { UserAPI(sessions: manager, auth: $0) } }
+        userAPI = UserAPI(sessions: sessions, auth: authentication)
     }
 
     static let peerEvents: Set<String> = ["node-joined", "node-left", "node-deleted", "node-status"]
@@ -41,10 +41,10 @@ public struct NodeResponder: HTTPResponder {
         default:
             break
         }
-        if path.hasPrefix("/load-balancer/"), let membership {
-            return await internalCall(request, membership: membership)
+        if path.hasPrefix("/load-balancer/") {
+            return await internalCall(request)
         }
-        if let userAPI, let response = await userAPI.respond(to: request) {
+        if let response = await userAPI.respond(to: request) {
             return response
         }
         return .text(.notFound, "not found\n")
@@ -52,7 +52,6 @@ public struct NodeResponder: HTTPResponder {
 
     /// The signed session calls one node makes on another (or `drover suspend-all` on its own).
     func sessionCall(_ name: String, body: [UInt8]) async -> HTTPResponse {
-        guard let sessions else { return .text(.notFound, "this node runs no sessions\n") }
         if name == "suspend-all" {
             let count = await sessions.suspendAll()
             return UserAPI.json(.ok, ["suspended": count])
@@ -85,9 +84,6 @@ public struct NodeResponder: HTTPResponder {
 
     /// Served only to this machine's loopback (127.0.0.1, ::1) and to the cluster's nodes.
     func status(_ request: HTTPRequest) async -> HTTPResponse {
-        guard let membership else {
-            return .text(.notFound, "this node keeps no registry\n")
-        }
         let runtime = membership.runtime
         let remote = Self.remoteIP(request) ?? ""
         func allowed() -> Bool {
@@ -113,7 +109,7 @@ public struct NodeResponder: HTTPResponder {
     }
 
     /// Verifies the signature (and refuses replays) before any internal handler runs.
-    func internalCall(_ request: HTTPRequest, membership: ClusterMembership) async -> HTTPResponse {
+    func internalCall(_ request: HTTPRequest) async -> HTTPResponse {
         let runtime = membership.runtime
         let body = Array(request.body.readableBytesView)
         let remote = Self.remoteIP(request) ?? "?"

@@ -122,14 +122,8 @@ public final class RunningProcess: Sendable {
 
     /// Polls `check` until it returns true, or throws after `timeout` or if the process exits.
     public func waitUntil(timeout: TimeInterval = 30, _ what: String, _ check: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while try await !check() {
-            if let status {
-                throw TestFailure("process exited (\(status)) while waiting for \(what); stderr: \(stderr)")
-            }
-            if Date() > deadline { throw TestFailure("timed out waiting for \(what); stderr: \(stderr)") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await eventually(what, timeout: timeout, every: .milliseconds(50),
+                             stop: { status.map { "process exited (\($0)); stderr: \(stderr)" } }, check)
     }
 
     deinit {

@@ -98,31 +98,17 @@ public enum RawHTTPClient {
     /// A blocking TCP connection to `host:port`, with send and receive timeouts, optionally
     /// from a chosen local address. The caller closes it.
     static func connectedSocket(host: String, port: Int, localAddress: String?, timeout: TimeInterval) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+        let fd: Int32
+        if let localAddress {
+            fd = try IPv4Socket.bound(localAddress).fd
+        } else {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+        }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        if let localAddress {
-            var local = sockaddr_in()
-            local.sin_family = sa_family_t(AF_INET)
-            inet_pton(AF_INET, localAddress, &local.sin_addr)
-            let ok = withUnsafePointer(to: &local) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard ok == 0 else {
-                close(fd)
-                throw TestFailure("bind \(localAddress): \(String(cString: strerror(errno)))")
-            }
-        }
-        var remote = sockaddr_in()
-        remote.sin_family = sa_family_t(AF_INET)
-        remote.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, host, &remote.sin_addr)
-        let connected = withUnsafePointer(to: &remote) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
+        guard IPv4Socket.connect(fd, to: host, port: port) == 0 else {
             close(fd)
             throw TestFailure("connect \(host):\(port): \(String(cString: strerror(errno)))")
         }

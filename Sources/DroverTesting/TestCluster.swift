@@ -130,19 +130,9 @@ public final class TestCluster: Sendable {
         try await statuses(via: index).first { $0.host == address }?.status
     }
 
-    /// Polls until `check` holds, or throws after `timeout` seconds.
+    /// Polls until `check` holds, or throws after `timeout` seconds (``eventually(_:timeout:every:stop:_:)``).
     public func eventually(_ what: String, timeout: TimeInterval = 20, _ check: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        var lastError: (any Error)?
-        while Date() < deadline {
-            do {
-                if try await check() { return }
-            } catch {
-                lastError = error
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw TestFailure("timed out waiting for \(what)" + (lastError.map { " (last error: \($0))" } ?? ""))
+        try await DroverTesting.eventually(what, timeout: timeout, check)
     }
 
     deinit {

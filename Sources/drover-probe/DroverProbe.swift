@@ -12,15 +12,14 @@ struct DroverProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drover-probe",
         abstract: "Test helper: act as one contending process against the configured plugins.",
-        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self, RegistryLoad.self, Cookie.self])
+        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self, RegistryLoad.self, Cookie.self, DiagnosticsWrite.self])
 }
 
 /// The configuration in `directory` and the context its plugins are built with.
 func loadConfiguration(_ directory: String) throws -> (DroverConfiguration, PluginContext) {
     let config = try DroverConfiguration.load(directory: directory, pluginKeys: PluginCatalog.builtin.loadBalancerPluginKeys)
     let key = try? SecureCookieKey.load(from: config.secureCookieKeyPath)
-    let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
-                                secureCookieKey: key, logger: Logger(label: "drover-probe"))
+    let context = PluginContext(config, key: key, logger: Logger(label: "drover-probe"))
     return (config, context)
 }
 
@@ -277,5 +276,40 @@ struct Cookie: AsyncParsableCommand {
         let cookie = SignInCookie.issue(username: user, lifetime: 3600, key: key)
         say(cookie)
         say(SignInCookie.csrfToken(for: cookie, key: key))
+    }
+}
+
+struct DiagnosticsWrite: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diagnostics",
+        abstract: "Record events through the configured diagnostics sink from several threads at once: WRITERS x EVENTS events `w writer=W n=N pad=...`.")
+
+    @Option var configDir: String
+    @Option var writers: Int = 4
+    @Option var events: Int = 100
+
+    func run() async throws {
+        let (config, context) = try loadConfiguration(configDir)
+        let lb = config.effectiveLoadBalancer
+        guard let factory = try PluginCatalog.builtin.diagnosticsSink(for: lb) else {
+            throw ValidationError("diagnostics= is not set in load-balancer")
+        }
+        let sink = try factory.make(config: lb, context: context)
+        let (writers, events) = (writers, events)
+        let padding = String(repeating: "x", count: 300)
+        _ = try await onOwnThread {
+            let group = DispatchGroup()
+            for writer in 0..<writers {
+                group.enter()
+                Thread {
+                    for n in 0..<events {
+                        sink.record(DiagnosticsEvent("w", fields: [.init("writer", "\(writer)"), .init("n", "\(n)"), .init("pad", padding)]))
+                    }
+                    group.leave()
+                }.start()
+            }
+            group.wait()
+        }
+        say("recorded \(writers * events)")
     }
 }

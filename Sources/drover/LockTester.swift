@@ -49,8 +49,7 @@ struct LockTester: AsyncParsableCommand {
     func provider(_ name: String, _ config: DroverConfiguration) -> any LockProvider {
         var locks = config.fileLocks
         locks.lockType = name
-        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
-                                    secureCookieKey: nil, logger: Logger(label: "locktester"))
+        let context = PluginContext(config, key: nil, logger: Logger(label: "locktester"))
         do {
             return try PluginCatalog.builtin.lockProvider(for: locks).make(config: locks, context: context)
         } catch {

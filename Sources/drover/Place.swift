@@ -19,8 +19,7 @@ struct Place: AsyncParsableCommand {
         let lb = access.configuration.effectiveLoadBalancer
         let strategy: any BalancerStrategy
         do {
-            let context = PluginContext(configDirectory: access.configuration.directory, dataDirectory: access.configuration.server.dataDirectory,
-                                        secureCookieKey: access.key, logger: Logger(label: "drover"))
+            let context = PluginContext(access.configuration, key: access.key, logger: Logger(label: "drover"))
             strategy = try PluginCatalog.builtin.balancerStrategy(for: lb).make(config: lb, context: context)
         } catch {
             fail("\(error)", status: 2)

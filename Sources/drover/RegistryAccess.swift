@@ -22,8 +22,7 @@ struct RegistryAccess {
         }
         let store: any RegistryStore
         do {
-            let context = PluginContext(configDirectory: configuration.directory, dataDirectory: configuration.server.dataDirectory,
-                                        secureCookieKey: key, logger: Logger(label: "drover"))
+            let context = PluginContext(configuration, key: key, logger: Logger(label: "drover"))
             store = try PluginCatalog.builtin.registryStore(for: configuration.database).make(config: configuration.database, context: context)
         } catch {
             fail("\(error)", status: 2)

@@ -18,8 +18,7 @@ struct NodeAssembly {
 
     static func make(setup: NodeSetup, logger: Logger) async throws -> NodeAssembly {
         let config = setup.configuration
-        let context = PluginContext(configDirectory: config.directory, dataDirectory: config.server.dataDirectory,
-                                    secureCookieKey: setup.key, logger: logger)
+        let context = PluginContext(config, key: setup.key, logger: logger)
         let store: any RegistryStore
         do {
             store = try setup.catalog.registryStore(for: config.database).make(config: config.database, context: context)

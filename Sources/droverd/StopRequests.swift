@@ -25,9 +25,6 @@ final class StopRequests: Sendable {
         }
     }
 
-    /// True once a stop was asked for.
-    var isRequested: Bool { state.withLock { $0.requested } }
-
     func request() {
         let group = state.withLock { state -> ServiceGroup? in
             state.requested = true

@@ -1,5 +1,6 @@
 import DroverCluster
 import DroverKernel
+import DroverPlugins
 import DroverTesting
 import Foundation
 import Synchronization
@@ -7,6 +8,12 @@ import Testing
 
 /// What every balancer strategy must do, through the placement engine and a registry.
 @Suite struct BalancerConformanceTests {
+    /// README promises that every strategy of the catalog runs through this suite.
+    @Test func everyCatalogStrategyIsCovered() {
+        let catalog = Set(PluginCatalog.builtin.balancerStrategies.map { $0.name })
+        #expect(catalog == Set(StrategyCase.allCases.map(\.strategyName)), "add a StrategyCase for each new strategy")
+    }
+
     @Test(arguments: StrategyCase.allCases)
     func returnsACandidateAndHonoursExclusions(strategyCase: StrategyCase) async throws {
         let scripts = TemporaryDirectory()

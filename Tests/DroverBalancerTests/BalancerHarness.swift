@@ -42,6 +42,9 @@ enum StrategyCase: String, CaseIterable, CustomTestStringConvertible, Sendable {
 
     var testDescription: String { rawValue }
 
+    /// The `balancer=` value it selects.
+    var strategyName: String { self == .boundedUserHash ? "user-hash" : rawValue }
+
     func make(_ scripts: TemporaryDirectory) throws -> any BalancerStrategy {
         switch self {
         case .sessions: return try makeStrategy("balancer=sessions\n")

@@ -99,16 +99,9 @@ import Testing
 @Suite struct NodeClientTests {
     @Test func aPeerThatNeverAnswersIsCutOffAtTheTimeout() async throws {
         // A socket that accepts connections (the kernel does, from the backlog) but never reads.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (fd, port) = try IPv4Socket.bound("127.0.0.1")
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         listen(fd, 8)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        let port = Int(UInt16(bigEndian: address.sin_port))
 
         let client = try NodeClient(key: SecureCookieKey(bytes: Array("0123456789abcdef".utf8)), protocol: .http, timeoutSeconds: 1)
         // The peer never answers: without the timeout the call would hang, which the guard catches.

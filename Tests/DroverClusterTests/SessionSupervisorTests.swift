@@ -1,6 +1,7 @@
 @testable import DroverCluster
 import DroverKernel
 import Foundation
+import DroverTesting
 import Synchronization
 import Testing
 
@@ -200,12 +201,8 @@ func spec(_ id: String) -> SessionGuardProtocol.Spec {
         #expect(await never == .ended(reason: "guard-died", detail: "its guard exited"))
     }
 
-    func waitFor(_ condition: @Sendable () -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(5)
-        while !condition() {
-            guard Date() < deadline else { throw CancellationError() }
-            try await Task.sleep(for: .milliseconds(5))
-        }
+    func waitFor(_ condition: () -> Bool) async throws {
+        try await eventually("the supervisor's state", timeout: 5, every: .milliseconds(5)) { condition() }
     }
 }
 

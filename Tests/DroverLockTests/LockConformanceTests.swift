@@ -1,4 +1,5 @@
 import DroverKernel
+import DroverPlugins
 import DroverTesting
 import Foundation
 import Synchronization
@@ -6,6 +7,12 @@ import Testing
 
 /// What every lock provider must do.
 @Suite struct LockConformanceTests {
+    /// README promises that every lock provider of the catalog runs through this suite.
+    @Test func everyCatalogProviderIsCovered() {
+        let catalog = Set(PluginCatalog.builtin.lockProviders.map { $0.name })
+        #expect(catalog == Set(LockKind.allCases.filter { $0 != .memory }.map(\.rawValue)), "add a LockKind for each new provider")
+    }
+
     @Test(arguments: LockKind.allCases)
     func exactlyOneOfAHundredThreadsAcquires(kind: LockKind) async throws {
         let harness = try LockHarness(kind)

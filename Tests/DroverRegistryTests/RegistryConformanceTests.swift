@@ -1,10 +1,17 @@
 import DroverKernel
+import DroverPlugins
 import DroverTesting
 import Foundation
 import Testing
 
 /// Every registry store, one suite: the same operations must mean the same thing in each.
 @Suite struct RegistryConformanceTests {
+    /// README promises that every registry store of the catalog runs through this suite.
+    @Test func everyCatalogStoreIsCovered() {
+        let catalog = Set(PluginCatalog.builtin.registryStores.map { $0.name })
+        #expect(catalog == Set(StoreKind.allCases.filter { $0 != .memory }.map(\.rawValue)), "add a StoreKind for each new store")
+    }
+
     @Test(arguments: StoreKind.enabled)
     func migrationIsIdempotentAndSafeWhenConcurrent(kind: StoreKind) async throws {
         let harness = try await Harness(kind)

@@ -27,8 +27,7 @@ public struct NodeSetup: Sendable {
         } else {
             key = try SecureCookieKey.load(from: keyPath)
         }
-        let context = PluginContext(configDirectory: configuration.directory, dataDirectory: configuration.server.dataDirectory,
-                                    secureCookieKey: key, logger: logger)
+        let context = PluginContext(configuration, key: key, logger: logger)
         let lb = configuration.effectiveLoadBalancer
         _ = try catalog.balancerStrategy(for: lb)
         if let sinkFactory = try catalog.diagnosticsSink(for: lb) {

@@ -16,4 +16,11 @@ public struct PluginContext: Sendable {
         self.secureCookieKey = secureCookieKey
         self.logger = logger
     }
+
+    /// The context for plugins of `configuration`: its directory and `server-data-dir`. The one
+    /// place a context is made from a configuration.
+    public init(_ configuration: DroverConfiguration, key: SecureCookieKey?, logger: Logger) {
+        self.init(configDirectory: configuration.directory, dataDirectory: configuration.server.dataDirectory,
+                  secureCookieKey: key, logger: logger)
+    }
 }
