@@ -17,12 +17,14 @@ public struct NodeClient: Sendable {
     public enum Failure: Error, CustomStringConvertible {
         case timedOut(String, seconds: Int, setting: String)
         case unreachable(String, reason: String)
+        /// No connection was made, so the request was never sent: safe to try again.
+        case notConnected(String, reason: String)
         case badResponse(String)
 
         public var description: String {
             switch self {
             case .timedOut(let peer, let seconds, let setting): "\(peer) did not answer within \(seconds) s (\(setting))"
-            case .unreachable(let peer, let reason): "cannot reach \(peer) (\(reason))"
+            case .unreachable(let peer, let reason), .notConnected(let peer, let reason): "cannot reach \(peer) (\(reason))"
             case .badResponse(let peer): "\(peer) sent a malformed response"
             }
         }
@@ -130,7 +132,7 @@ public struct NodeClient: Sendable {
                 channel = try await bootstrap.connect(host: host, port: port).get()
             }
         } catch {
-            throw Failure.unreachable(peer, reason: "\(error)")
+            throw Failure.notConnected(peer, reason: "\(error)")
         }
         let done: EventLoopFuture<Response> = channel.eventLoop.flatSubmit {
             guard let handler = collector.value else { return channel.eventLoop.makeFailedFuture(Failure.badResponse(peer)) }

@@ -105,8 +105,7 @@ public final class SessionManager: Sendable {
         if known == nil { known = try await store.nodes().first { $0.id == owner } }
         guard let node = known else { throw SessionError.launchFailed("node \(owner) is gone") }
         let body = Array((isNew ? #"{"id":"\#(session.id)","new":true}"# : #"{"id":"\#(session.id)"}"#).utf8)
-        let response = try await runtime.client.send(.POST, "/load-balancer/launch", body: body, to: node.ipv4 ?? node.host, port: node.port,
-                                                     answerWithin: launchBound)
+        let response = try await sendRetryingConnects(.POST, "/load-balancer/launch", body: body, to: node)
         if response.status == 429 { throw SessionError.busy("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         if response.status == 503 { throw SessionError.unavailable("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         guard response.status == 200 else {
@@ -114,6 +113,21 @@ public final class SessionManager: Sendable {
         }
         guard let stored = try await store.session(session.id) else { throw SessionError.notFound }
         return stored
+    }
+
+    /// Sends a call to `node`, trying again (twice, briefly) when no connection could be made:
+    /// the request was not sent then, so a start cannot run twice, and a node that is busy (a
+    /// burst of starts on a loaded machine) is not taken for one that is gone.
+    private func sendRetryingConnects(_ method: HTTPMethod, _ path: String, body: [UInt8], to node: NodeRecord) async throws -> NodeClient.Response {
+        for attempt in 1... {
+            do {
+                return try await runtime.client.send(method, path, body: body, to: node.ipv4 ?? node.host, port: node.port, answerWithin: launchBound)
+            } catch NodeClient.Failure.notConnected(let peer, let reason) where attempt < 3 {
+                logger.notice("could not connect to \(peer) to start a session (\(reason)); trying again")
+                try await Task.sleep(for: .milliseconds(250 * attempt))
+            }
+        }
+        preconditionFailure("unreachable")
     }
 
     /// How long a start forwarded to the owner may take: the owner may wait for the session's
@@ -145,7 +159,26 @@ public final class SessionManager: Sendable {
             throw SessionError.busy("this node is starting \(limit) sessions already (max-starting-sessions in rserver.conf); retry shortly")
         }
         defer { starting.withLock { $0 -= 1 } }
-        return try await launchAdmitted(id, isNew: isNew)
+        do {
+            return try await launchAdmitted(id, isNew: isNew)
+        } catch {
+            await freeFailedStart(id, isNew: isNew)
+            throw error
+        }
+    }
+
+    /// A start that failed here leaves no row behind in `starting` (where every request would
+    /// wait for it): a new session's row goes, a resumed one's is `suspended` again, so its next
+    /// request starts it anew. Done by the owner itself, since the node that asked for the start
+    /// may be gone (killed meanwhile); its own clean-up then finds nothing to do.
+    private func freeFailedStart(_ id: String, isNew: Bool) async {
+        guard let self_ = runtime.nodeID, supervisor.state(id) == nil,
+              let row = try? await store.session(id), row.ownership == SessionOwnership(node: self_, state: .starting) else { return }
+        if isNew {
+            _ = try? await store.deleteSession(id)
+        } else {
+            _ = try? await store.transitionSession(id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended))
+        }
     }
 
     private func launchAdmitted(_ id: String, isNew: Bool) async throws -> SessionRecord {

@@ -137,6 +137,17 @@ func spec(_ id: String) -> SessionGuardProtocol.Spec {
         #expect(supervisor.ended().isEmpty)
     }
 
+    @Test func aSecondStartOfARunningSessionIsRefusedAndLosesNothing() async throws {
+        let launcher = FakeLauncher()
+        let (supervisor, _) = try await supervised(launcher, "s1")
+        supervisor.apply(.answered, to: "s1")
+        await #expect(throws: SessionError.unavailable("session s1 is already being started or run on this node")) {
+            try await supervisor.start("s1", spec: spec("s1"), username: "alice", stateDirectory: "/x") { true }
+        }
+        #expect(supervisor.state("s1") == .running(pid: 42), "the first one is still supervised")
+        #expect(supervisor.runningSocket("s1") == "/nonexistent/s1.sock")
+    }
+
     @Test func aBusyLockFailsTheStartWithItsReasonAsWorthRetrying() async throws {
         let launcher = FakeLauncher(onStart: .lockBusy("its lock stayed held for 11 s"))
         let supervisor = SessionSupervisor(launcher: launcher)

@@ -63,7 +63,13 @@ final class SessionSupervisor: Sendable {
     ///   ``SessionError/unavailable(_:)`` when its lock stayed held elsewhere.
     func start(_ id: String, spec: SessionGuardProtocol.Spec, username: String, stateDirectory: String,
                serving: @escaping @Sendable () -> Bool) async throws -> Int32 {
-        sessions.withLock { $0[id] = Supervised(username: username, socket: spec.socketPath, stateDirectory: stateDirectory) }
+        let added = sessions.withLock { sessions -> Bool in
+            // One start at a time: a second would replace the first one's entry and lose it.
+            if let existing = sessions[id], !existing.state.isOver { return false }
+            sessions[id] = Supervised(username: username, socket: spec.socketPath, stateDirectory: stateDirectory)
+            return true
+        }
+        guard added else { throw SessionError.unavailable("session \(id) is already being started or run on this node") }
         let control: any SessionControl
         do {
             control = try await launcher.start(spec, serving: serving) { [weak self] event in self?.apply(event, to: id) }
