@@ -34,6 +34,8 @@ public final class SessionManager: Sendable {
     let startTimeout: Double = 30
     /// Starts under way on this node, bounded by `max-starting-sessions`.
     private let starting = Mutex(0)
+    /// When the sweep last looked for stops left half done (``completeInterruptedStops()``).
+    private let lastStopSweep = Mutex(ContinuousClock.now)
 
     public convenience init(runtime: NodeRuntime) {
         self.init(runtime: runtime, launcher: GuardLauncher())
@@ -425,10 +427,39 @@ public final class SessionManager: Sendable {
         return released
     }
 
+    /// Finishes the suspends and quits of this node that ended half done: the session's
+    /// processes are gone but the row still says `suspending` or `quitting`, because the
+    /// registry could not be written at the end (the node was cut off, the database restarted).
+    /// Every request for such a session would wait on it for ever. A suspend becomes
+    /// `suspended`; a quit is completed (row and saved state removed). Sessions still stopping
+    /// here are left to their stop. Every two seconds at most, from the sweep.
+    func completeInterruptedStops() async {
+        let due = lastStopSweep.withLock { last -> Bool in
+            guard ContinuousClock.now - last >= .seconds(2) else { return false }
+            last = .now
+            return true
+        }
+        guard due, let self_ = runtime.nodeID,
+              let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.suspending, .quitting])) else { return }
+        for row in rows where supervisor.state(row.id)?.isOver ?? true {
+            if row.ownership.state == .quitting {
+                if (try? await store.deleteSession(row.id)) == true { await removeSavedState(row) }
+            } else {
+                _ = try? await store.transitionSession(row.id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended))
+            }
+            supervisor.forget(row.id)
+            routes.forget(row.id)
+            logger.notice("finished a stop left half done", metadata: ["session": "\(row.id)", "was": "\(row.ownership.state.rawValue)"])
+            runtime.diagnostics.record("session-stop-completed", ("session", row.id), ("was", row.ownership.state.rawValue))
+        }
+    }
+
     /// Notices sessions that ended without being asked: their main process exited, or their
     /// guard ended them (lease lost, droverd silent) or died. The row is freed (`suspended`), so
-    /// the next request starts it again from its saved state.
+    /// the next request starts it again from its saved state. Also finishes stops left half
+    /// done (``completeInterruptedStops()``).
     public func reapExited() async {
+        await completeInterruptedStops()
         guard let self_ = runtime.nodeID else { return }
         for (id, entry) in supervisor.ended() {
             guard case .ended(let reason, let detail) = entry.state else { continue }

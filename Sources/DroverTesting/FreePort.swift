@@ -2,8 +2,25 @@ import Foundation
 
 /// Finds TCP ports nobody listens on.
 public enum FreePort {
-    /// A port the kernel just handed out for `host`; free unless someone grabs it in between.
+    /// A free port for `host`, below the kernel's ephemeral range
+    /// (`/proc/sys/net/ipv4/ip_local_port_range`): a port the kernel hands out for port 0 may be
+    /// taken again, between the check and the server's bind, as the source port of any of the
+    /// many outgoing connections the tests make (nodes calling each other and PostgreSQL), and
+    /// the server then fails with "Address already in use". Ports below that range are never
+    /// handed out that way; a random one of them is free unless another test picked the same.
     public static func find(host: String = "127.0.0.1") throws -> Int {
+        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+            .split(whereSeparator: \.isWhitespace).compactMap { Int($0) } ?? []
+        let ephemeralStart = range.first ?? 32768
+        if ephemeralStart > 12_000 {
+            for _ in 0..<200 {
+                let candidate = Int.random(in: 10_000..<ephemeralStart)
+                if let (fd, port) = try? IPv4Socket.bound(host, port: candidate) {
+                    close(fd)
+                    return port
+                }
+            }
+        }
         let (fd, port) = try IPv4Socket.bound(host)
         close(fd)
         return port
