@@ -151,19 +151,11 @@ public struct ClusterMembership: Sendable {
             $0.id != selfID && $0.status == .online && $0.unreachableSince == nil && now.timeIntervalSince($0.lastSeen) > silentFor
         }
         guard !late.isEmpty else { return }
-        // Bounded by the heartbeat interval whatever `timeout` says (0 would wait forever on a
-        // node that is stopped but still accepts connections).
-        let client = runtime.client.withTimeout(max(1, interval))
         let marked = await withTaskGroup(of: Bool.self) { group in
             for peer in late {
                 group.addTask {
-                    let failure: String
-                    do {
-                        _ = try await client.send(.GET, "/health-check", to: peer.ipv4 ?? peer.host, port: peer.port)
-                        return false  // any answer: alive, only late writing its heartbeat
-                    } catch {
-                        failure = "\(error)"
-                    }
+                    // Any answer: alive, only late writing its heartbeat.
+                    guard let failure = await probe(peer) else { return false }
                     do {
                         guard try await runtime.store.markUnreachable(node: peer.id, silentFor: silentFor) else { return false }
                     } catch {
@@ -197,10 +189,9 @@ public struct ClusterMembership: Sendable {
             if peers.isEmpty {
                 runtime.peerAnswered()
             } else {
-                let client = runtime.client.withTimeout(max(1, interval))
                 let answered = await withTaskGroup(of: Bool.self) { group in
                     for peer in peers {
-                        group.addTask { (try? await client.send(.GET, "/health-check", to: peer.ipv4 ?? peer.host, port: peer.port)) != nil }
+                        group.addTask { await probe(peer) == nil }
                     }
                     return await group.contains(true)
                 }
@@ -219,6 +210,19 @@ public struct ClusterMembership: Sendable {
             runtime.diagnostics.record("node-reconnected", ("node", runtime.nodeID.map { String($0) } ?? "?"))
         }
         return cutOff
+    }
+
+    /// Asks `peer` for `/health-check`, bounded by the heartbeat interval whatever `timeout`
+    /// says (0 would wait for ever on a node that is stopped but still accepts connections).
+    /// - Returns: nil when it answered (with anything), else why not.
+    func probe(_ peer: NodeRecord) async -> String? {
+        let client = runtime.client.withTimeout(max(1, runtime.loadBalancer.heartbeatInterval))
+        do {
+            _ = try await client.send(.GET, "/health-check", to: peer.ipv4 ?? peer.host, port: peer.port)
+            return nil
+        } catch {
+            return "\(error)"
+        }
     }
 
     /// What this node says about itself when it registers.

@@ -91,8 +91,9 @@ public struct ReloadService: Service {
     }
 }
 
-/// Watches this node's session processes; on graceful shutdown (SIGTERM), suspends every
-/// session before the node leaves the cluster, so they resume elsewhere with their state.
+/// Watches this node's session processes (and finishes stops left half done); on graceful
+/// shutdown (SIGTERM), suspends every session before the node leaves the cluster, so they
+/// resume elsewhere with their state.
 public struct SessionService: Service {
     let sessions: SessionManager
 
@@ -101,8 +102,11 @@ public struct SessionService: Service {
     }
 
     public func run() async throws {
-        await repeatUntilShutdown(every: { 0.5 }) {
-            await sessions.reapExited()
+        let sessions = self.sessions
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await repeatUntilShutdown(every: { 0.5 }) { await sessions.reapExited() } }
+            // A registry read each time: less often.
+            group.addTask { await repeatUntilShutdown(every: { 2 }) { await sessions.completeInterruptedStops() } }
         }
         let count = await sessions.suspendAll()
         if count > 0 { sessions.runtime.logger.notice("suspended \(count) session(s) before leaving") }

@@ -1,8 +1,8 @@
 public import DroverKernel
 import Foundation
-import NIOCore
+public import NIOCore
 public import NIOHTTP1
-import NIOPosix
+public import NIOPosix
 public import NIOSSL
 
 /// Makes signed node-to-node calls over http or https, each bounded by the `timeout` setting.
@@ -123,14 +123,7 @@ public struct NodeClient: Sendable {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
-            // A peer's IPv4 address (the usual case) needs no resolver: getaddrinfo runs on a
-            // dispatch queue per event loop, and under a burst of calls (a hundred forwarded
-            // session starts) they queue behind each other into the connect timeout.
-            if let address = try? SocketAddress(ipAddress: host, port: port) {
-                channel = try await bootstrap.connect(to: address).get()
-            } else {
-                channel = try await bootstrap.connect(host: host, port: port).get()
-            }
+            channel = try await bootstrap.connect(peer: host, port: port).get()
         } catch {
             throw Failure.notConnected(peer, reason: "\(error)")
         }
@@ -205,5 +198,15 @@ private final class ResponseCollector: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         promise.fail(error)
         context.close(promise: nil)
+    }
+}
+
+extension ClientBootstrap {
+    /// Connects to a node (or a session on one) at `host`: an IPv4 address, the usual case,
+    /// directly; a name through NIO's resolver (getaddrinfo on a dispatch queue per event loop,
+    /// where a burst of calls queues up behind each other).
+    public func connect(peer host: String, port: Int) -> EventLoopFuture<any Channel> {
+        if let address = try? SocketAddress(ipAddress: host, port: port) { return connect(to: address) }
+        return connect(host: host, port: port)
     }
 }

@@ -93,10 +93,7 @@ public final class NodeRuntime: Sendable {
 
     /// Seconds since the registry last answered.
     var registrySilence: Double {
-        state.withLock { state in
-            let elapsed = ContinuousClock.now - state.registryAnsweredAt
-            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        }
+        state.withLock { (ContinuousClock.now - $0.registryAnsweredAt) / .seconds(1) }
     }
 
     func update(_ body: (inout State) -> Void) {

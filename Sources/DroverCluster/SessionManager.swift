@@ -34,8 +34,6 @@ public final class SessionManager: Sendable {
     let startTimeout: Double = 30
     /// Starts under way on this node, bounded by `max-starting-sessions`.
     private let starting = Mutex(0)
-    /// When the sweep last looked for stops left half done (``completeInterruptedStops()``).
-    private let lastStopSweep = Mutex(ContinuousClock.now)
 
     public convenience init(runtime: NodeRuntime) {
         self.init(runtime: runtime, launcher: GuardLauncher())
@@ -221,7 +219,8 @@ public final class SessionManager: Sendable {
             }
             supervisor.apply(.answered, to: id)
             routes.remember(id, .local(socket: socket), username: account.name)
-            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)"])
+            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)",
+                                                      "isolation": "\(supervisor.session(id)?.isolation ?? "?")"])
             runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)))
             if !isNew { await announceMove(id) }
             return try await store.session(id) ?? session
@@ -411,12 +410,7 @@ public final class SessionManager: Sendable {
         var released = 0
         for row in rows where supervisor.state(row.id) == nil {
             do {
-                if row.ownership.state == .quitting {
-                    guard try await store.deleteSession(row.id) else { continue }
-                    await removeSavedState(row)
-                } else {
-                    guard try await store.transitionSession(row.id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended)) else { continue }
-                }
+                guard try await release(row) else { continue }
                 released += 1
                 runtime.diagnostics.record("session-released", ("session", row.id), ("was", row.ownership.state.rawValue))
             } catch {
@@ -427,26 +421,28 @@ public final class SessionManager: Sendable {
         return released
     }
 
+    /// Frees a row of this node whose session runs nowhere: a quit under way is completed (row
+    /// and saved state removed), anything else becomes `suspended`, by compare-and-set.
+    /// - Returns: whether the row was freed (false: it changed meanwhile).
+    private func release(_ row: SessionRecord) async throws -> Bool {
+        if row.ownership.state == .quitting {
+            guard try await store.deleteSession(row.id) else { return false }
+            await removeSavedState(row)
+            return true
+        }
+        return try await store.transitionSession(row.id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended))
+    }
+
     /// Finishes the suspends and quits of this node that ended half done: the session's
     /// processes are gone but the row still says `suspending` or `quitting`, because the
     /// registry could not be written at the end (the node was cut off, the database restarted).
-    /// Every request for such a session would wait on it for ever. A suspend becomes
-    /// `suspended`; a quit is completed (row and saved state removed). Sessions still stopping
-    /// here are left to their stop. Every two seconds at most, from the sweep.
-    func completeInterruptedStops() async {
-        let due = lastStopSweep.withLock { last -> Bool in
-            guard ContinuousClock.now - last >= .seconds(2) else { return false }
-            last = .now
-            return true
-        }
-        guard due, let self_ = runtime.nodeID,
+    /// Every request for such a session would wait on it for ever. Sessions still stopping here
+    /// are left to their stop. Run every two seconds by ``SessionService``.
+    public func completeInterruptedStops() async {
+        guard let self_ = runtime.nodeID,
               let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.suspending, .quitting])) else { return }
         for row in rows where supervisor.state(row.id)?.isOver ?? true {
-            if row.ownership.state == .quitting {
-                if (try? await store.deleteSession(row.id)) == true { await removeSavedState(row) }
-            } else {
-                _ = try? await store.transitionSession(row.id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended))
-            }
+            _ = try? await release(row)
             supervisor.forget(row.id)
             routes.forget(row.id)
             logger.notice("finished a stop left half done", metadata: ["session": "\(row.id)", "was": "\(row.ownership.state.rawValue)"])
@@ -456,10 +452,8 @@ public final class SessionManager: Sendable {
 
     /// Notices sessions that ended without being asked: their main process exited, or their
     /// guard ended them (lease lost, droverd silent) or died. The row is freed (`suspended`), so
-    /// the next request starts it again from its saved state. Also finishes stops left half
-    /// done (``completeInterruptedStops()``).
+    /// the next request starts it again from its saved state.
     public func reapExited() async {
-        await completeInterruptedStops()
         guard let self_ = runtime.nodeID else { return }
         for (id, entry) in supervisor.ended() {
             guard case .ended(let reason, let detail) = entry.state else { continue }

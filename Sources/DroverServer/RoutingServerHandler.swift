@@ -331,14 +331,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         let connected: EventLoopFuture<any Channel>
         switch target {
         case .unix(let path): connected = connecting.connect(unixDomainSocketPath: path)
-        case .tcp(let host, let port):
-            // A node's IPv4 address needs no resolver (getaddrinfo on a dispatch queue, which a
-            // burst of calls queues up behind each other).
-            if let address = try? SocketAddress(ipAddress: host, port: port) {
-                connected = connecting.connect(to: address)
-            } else {
-                connected = connecting.connect(host: host, port: port)
-            }
+        case .tcp(let host, let port): connected = connecting.connect(peer: host, port: port)
         }
         connected.whenComplete { result in
                 let this = me.value

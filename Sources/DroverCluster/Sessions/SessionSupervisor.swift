@@ -38,6 +38,8 @@ final class SessionSupervisor: Sendable {
         var end: SessionEvent?
         /// Its lock stayed held elsewhere: the start may succeed once that holder lets go.
         var lockWasBusy = false
+        /// How its processes are held together (`cgroup2`, `freezer`, `process-group`), once started.
+        var isolation: String?
     }
 
     let launcher: any SessionLauncher
@@ -102,6 +104,7 @@ final class SessionSupervisor: Sendable {
             sessions[id]?.state = new
             if case .ended = event { sessions[id]?.end = event }
             if case .lockBusy = event { sessions[id]?.lockWasBusy = true }
+            if case .started(_, let isolation) = event { sessions[id]?.isolation = isolation }
             return new
         }) else { return }
         observer(id, event, state)
