@@ -63,7 +63,7 @@ let package = Package(
         .target(
             name: "DroverKernel",
             dependencies: [
-                "COpenSSL",
+                "COpenSSL", "CShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings),
@@ -102,7 +102,9 @@ let package = Package(
             swiftSettings: sharedSettings),
         .target(
             name: "DroverTesting",
-            dependencies: ["DroverKernel", "CShims"],
+            dependencies: ["DroverKernel", "DroverCluster", "DroverServer", "DroverPlugins", "CShims",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: sharedSettings),
 
         .executableTarget(
@@ -112,6 +114,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: sharedSettings),
         .executableTarget(
@@ -141,7 +144,7 @@ let package = Package(
         .executableTarget(
             name: "drover-probe",
             dependencies: [
-                "DroverKernel", "DroverPlugins", "DroverCluster",
+                "DroverKernel", "DroverPlugins", "DroverCluster", "DroverTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -183,7 +186,9 @@ let package = Package(
         .testTarget(
             name: "DroverExecutableTests",
             dependencies: ["DroverKernel", "DroverServer", "DroverTesting", "droverd", "drover",
-                           .product(name: "NIOHTTP1", package: "swift-nio")],
+                           .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "NIOEmbedded", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: sharedSettings),
     ] + runtimePlugins.map { plugin in
         .target(

@@ -36,7 +36,8 @@ public struct CustomBalancerStrategy: BalancerStrategy {
             failure = reason
         }
         let note = "custom balancer script \(script) failed: \(failure); placed by sessions instead"
-        logger.warning("\(note)", metadata: ["user": "\(username)"])
+        logger.warning("custom balancer script failed; placed by sessions instead",
+                       metadata: ["script": "\(script)", "reason": "\(failure)", "user": "\(username)"])
         return PlacementPreparation(preferred: nil, note: note)
     }
 

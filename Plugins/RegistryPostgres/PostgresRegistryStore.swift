@@ -73,7 +73,7 @@ public final class PostgresRegistryStore: RegistryStore {
                 return result
             } catch let error as PostgresError where error.isRetryable && attempt < retryDelays.count {
                 pool.release(slot)
-                logger.warning("PostgreSQL unavailable, retrying in \(retryDelays[attempt]) (\(error))")
+                logger.warning("PostgreSQL unavailable, retrying", metadata: ["in": "\(retryDelays[attempt])", "error": "\(error)"])
                 try await Task.sleep(for: retryDelays[attempt])
                 attempt += 1
             } catch let error as PostgresError {

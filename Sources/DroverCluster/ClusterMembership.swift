@@ -34,8 +34,7 @@ public struct ClusterMembership: Sendable {
         let dbNow = try await store.now()
         let skew = Date().timeIntervalSince(dbNow)
         if abs(skew) > 1 {
-            logger.warning("this machine's clock is \(String(format: "%.1f", skew)) s away from the database's; synchronise clocks (e.g. chrony), cross-node locks depend on it")
-            runtime.diagnostics.record("clock-skew", ("seconds", String(format: "%.3f", skew)))
+            runtime.events.emit(.clockSkew(seconds: skew))
         }
         let interval = runtime.loadBalancer.heartbeatInterval
         let read = try await store.nodesWithClock()
@@ -57,7 +56,7 @@ public struct ClusterMembership: Sendable {
             if !(keyMatches && protocolMatches) {
                 if others.isEmpty {
                     define = true
-                    logger.notice("redefining the cluster: no node is online and this node's \(keyMatches ? "protocol" : "secure cookie key") differs")
+                    runtime.events.emit(.clusterRedefined(differs: keyMatches ? "protocol" : "secure cookie key"))
                 } else if !keyMatches {
                     status = .invalidSecureCookieKey
                     refusal = "this node's secure cookie key (\(config.secureCookieKeyPath)) differs from the cluster's, which \(others.count) online node(s) use "
@@ -74,20 +73,19 @@ public struct ClusterMembership: Sendable {
         let node = try await store.registerNode(registration(status: status))
         runtime.update { $0.nodeID = node.id }
         if let refusal {
-            runtime.diagnostics.record("node-refused", ("node", String(node.id)), ("status", status.rawValue))
+            runtime.events.emit(.nodeRefused(node: node.id, status: status.rawValue))
             throw MembershipError(description: refusal, exitStatus: 1)
         }
         if define {
             try await store.defineCluster(ClusterRecord(keyHash: keyHash, protocol: runtime.clusterProtocol, definedAt: try await store.now(), definedByNode: node.id))
-            runtime.diagnostics.record("cluster-defined", ("node", String(node.id)), ("protocol", runtime.clusterProtocol.rawValue))
+            runtime.events.emit(.clusterDefined(node: node.id, protocol: runtime.clusterProtocol.rawValue))
         }
-        logger.info("joined the cluster", metadata: ["node": "\(node.id)", "address": "\(address.endpoint)", "status": "\(status.rawValue)"])
-        runtime.diagnostics.record("node-joined", ("node", String(node.id)), ("address", address.endpoint), ("self", "1"))
+        runtime.events.emit(.joined(node: node.id, address: address.endpoint, status: status.rawValue))
         // The first heartbeat now, so the row carries a real load from the start; and the
         // view, so the peers can be told.
         await heartbeat()
         await refreshView()
-        await notifyPeers("node-joined", ["id": node.id, "host": address.host, "port": address.port])
+        await notifyPeers(.nodeJoined(.init(id: node.id, host: address.host, port: address.port)))
         return node
     }
 
@@ -99,7 +97,7 @@ public struct ClusterMembership: Sendable {
             let nodes = try await runtime.store.nodes()
             runtime.update { $0.view = nodes }
         } catch {
-            logger.warning("cannot read the node list: \(error)")
+            runtime.events.emit(.nodeListUnreadable(error: "\(error)"))
         }
     }
 
@@ -113,7 +111,7 @@ public struct ClusterMembership: Sendable {
             if getloadavg(&loads, 3) != 3 { loads = [0, 0, 0] }
             let load = LoadAverage(one: loads[0] / cpus, five: loads[1] / cpus, fifteen: loads[2] / cpus)
             if try await !runtime.store.heartbeat(node: id, load: load) {
-                logger.warning("this node's row was removed while it ran; registering again")
+                runtime.events.emit(.rowRemoved)
                 _ = try await rejoinAfterRemoval()
             }
             runtime.registryAnswered()
@@ -121,8 +119,7 @@ public struct ClusterMembership: Sendable {
             // detector's, so a registry line full of ordinary calls cannot delay the next beat.
             await applyOfflineFlag()
         } catch {
-            logger.error("heartbeat failed, retrying next interval: \(error)")
-            runtime.diagnostics.record("heartbeat-failed", ("node", String(id)), ("error", "\(error)"))
+            runtime.events.emit(.heartbeatFailed(node: id, error: "\(error)"))
         }
     }
 
@@ -140,7 +137,7 @@ public struct ClusterMembership: Sendable {
         do {
             read = try await runtime.store.nodesWithClock()
         } catch {
-            logger.warning("cannot read the node list: \(error)")
+            runtime.events.emit(.nodeListUnreadable(error: "\(error)"))
             return
         }
         runtime.registryAnswered()
@@ -159,12 +156,11 @@ public struct ClusterMembership: Sendable {
                     do {
                         guard try await runtime.store.markUnreachable(node: peer.id, silentFor: silentFor) else { return false }
                     } catch {
-                        logger.warning("cannot mark node \(peer.id) unreachable: \(error)")
+                        runtime.events.emit(.markUnreachableFailed(node: peer.id, error: "\(error)"))
                         return false
                     }
-                    let silence = String(format: "%.1f", now.timeIntervalSince(peer.lastSeen))
-                    logger.warning("node \(peer.id) (\(peer.host):\(peer.port)) is unreachable: no heartbeat for \(silence) s and \(failure)")
-                    runtime.diagnostics.record("node-unreachable", ("node", String(peer.id)), ("silent", silence), ("error", failure))
+                    runtime.events.emit(.peerUnreachable(node: peer.id, silentSeconds: now.timeIntervalSince(peer.lastSeen), error: failure,
+                                                         address: "\(peer.host):\(peer.port)"))
                     return true
                 }
             }
@@ -202,12 +198,9 @@ public struct ClusterMembership: Sendable {
         }
         let cutOff = runtime.isCutOff
         if cutOff, !wasCutOff {
-            let silence = String(format: "%.1f", runtime.registrySilence)
-            logger.critical("this node reaches neither the registry nor any peer (\(silence) s): letting its sessions end so other nodes can take them")
-            runtime.diagnostics.record("node-cut-off", ("node", runtime.nodeID.map { String($0) } ?? "?"), ("silent", silence))
+            runtime.events.emit(.cutOff(node: runtime.nodeID, silentSeconds: runtime.registrySilence))
         } else if !cutOff, wasCutOff {
-            logger.notice("this node reaches the cluster again")
-            runtime.diagnostics.record("node-reconnected", ("node", runtime.nodeID.map { String($0) } ?? "?"))
+            runtime.events.emit(.reconnected(node: runtime.nodeID))
         }
         return cutOff
     }
@@ -218,7 +211,7 @@ public struct ClusterMembership: Sendable {
     func probe(_ peer: NodeRecord) async -> String? {
         let client = runtime.client.withTimeout(max(1, runtime.loadBalancer.heartbeatInterval))
         do {
-            _ = try await client.send(.GET, "/health-check", to: peer.ipv4 ?? peer.host, port: peer.port)
+            _ = try await client.send(.GET, NodeEndpoint.healthCheck, to: peer.ipv4 ?? peer.host, port: peer.port)
             return nil
         } catch {
             return "\(error)"
@@ -250,11 +243,10 @@ public struct ClusterMembership: Sendable {
         guard changed || (stored != nil && stored != wanted && (stored == .online || stored == .offlineMode)) else { return }
         do {
             _ = try await runtime.store.setNodeStatus(wanted, node: id)
-            logger.notice(flagged ? "offline mode: serving existing sessions, taking no new ones" : "back online: taking new sessions")
-            runtime.diagnostics.record("node-status", ("node", String(id)), ("status", wanted.rawValue))
-            await notifyPeers("node-status", ["id": id, "status": wanted.rawValue])
+            runtime.events.emit(.statusChanged(node: id, offlineMode: flagged))
+            await notifyPeers(.nodeStatus(.init(id: id, status: wanted)))
         } catch {
-            logger.error("cannot record status \(wanted.rawValue): \(error)")
+            runtime.events.emit(.statusWriteFailed(status: wanted.rawValue, error: "\(error)"))
         }
     }
 
@@ -266,15 +258,14 @@ public struct ClusterMembership: Sendable {
         do {
             config = try DroverConfiguration.load(directory: runtime.configuration.directory, pluginKeys: runtime.catalog.loadBalancerPluginKeys)
         } catch {
-            logger.error("reload refused, keeping the running settings: \(error)")
-            runtime.diagnostics.record("reload-failed", ("error", "\(error)"))
+            runtime.events.emit(.reloadRefused(error: "\(error)"))
             return
         }
         let lb = config.effectiveLoadBalancer
         do {
-            let context = NodeRuntime.context(config, runtime.key, logger)
-            let balancer = try runtime.catalog.balancerStrategy(for: lb).make(config: lb, context: context)
-            let diagnostics = try runtime.catalog.diagnosticsSink(for: lb).map { Diagnostics(sink: try $0.make(config: lb, context: context)) } ?? .off
+            let context = PluginContext(config, key: runtime.key, logger: logger)
+            let balancer = try runtime.catalog.makeBalancer(lb, context: context)
+            let diagnostics = try runtime.catalog.makeDiagnostics(lb, context: context)
             let client = try NodeClient(key: runtime.key, protocol: runtime.clusterProtocol, timeoutSeconds: lb.timeout)
             runtime.update {
                 $0.loadBalancer = lb
@@ -283,21 +274,19 @@ public struct ClusterMembership: Sendable {
                 $0.client = client
             }
         } catch {
-            logger.error("reload refused, keeping the running settings: \(error)")
-            runtime.diagnostics.record("reload-failed", ("error", "\(error)"))
+            runtime.events.emit(.reloadRefused(error: "\(error)"))
             return
         }
-        logger.notice("reloaded load-balancer", metadata: ["balancer": "\(lb.balancer)", "timeout": "\(lb.timeout)", "diagnostics": "\(lb.diagnostics ?? "off")"])
-        runtime.diagnostics.record("reload", ("balancer", lb.balancer), ("timeout", String(lb.timeout)), ("diagnostics", lb.diagnostics ?? "off"))
+        runtime.events.emit(.reloaded(balancer: lb.balancer, timeout: lb.timeout, diagnostics: lb.diagnostics ?? "off"))
         await applyOfflineFlag()
         do {
             if try await runtime.store.cluster() == nil, let id = runtime.nodeID {
                 try await runtime.store.defineCluster(ClusterRecord(keyHash: runtime.key.clusterHash, protocol: runtime.clusterProtocol,
                                                                     definedAt: try await runtime.store.now(), definedByNode: id))
-                runtime.diagnostics.record("cluster-defined", ("node", String(id)), ("protocol", runtime.clusterProtocol.rawValue))
+                runtime.events.emit(.clusterDefined(node: id, protocol: runtime.clusterProtocol.rawValue))
             }
         } catch {
-            logger.error("cannot check the cluster definition: \(error)")
+            runtime.events.emit(.clusterCheckFailed(error: "\(error)"))
         }
     }
 
@@ -307,50 +296,28 @@ public struct ClusterMembership: Sendable {
         do {
             _ = try await runtime.store.setNodeStatus(.offline, node: id)
         } catch {
-            logger.error("cannot mark this node Offline: \(error)")
+            runtime.events.emit(.leaveFailed(error: "\(error)"))
         }
-        runtime.diagnostics.record("node-left", ("node", String(id)), ("self", "1"))
-        await notifyPeers("node-left", ["id": id])
-        logger.info("left the cluster", metadata: ["node": "\(id)"])
+        runtime.events.emit(.left(node: id))
+        await notifyPeers(.nodeLeft(.init(id: id)))
     }
 
     // MARK: peers
 
-    /// Sends a signed `POST /load-balancer/<event>` to every other online, reachable node.
-    public func notifyPeers(_ event: String, _ body: [String: any Sendable]) async {
+    /// Tells every other node that is up (Online or in offline mode, not Unreachable).
+    public func notifyPeers(_ notice: PeerNotice) async {
         let selfID = runtime.nodeID
         let now = Date()
         let interval = runtime.loadBalancer.heartbeatInterval
-        let peers = runtime.view.filter {
-            $0.id != selfID && $0.isServing(now: now, heartbeatInterval: interval)
-        }
-        let payload = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])).map(Array.init) ?? []
-        let client = runtime.client
-        await withTaskGroup(of: Void.self) { group in
-            for peer in peers {
-                group.addTask {
-                    do {
-                        let response = try await client.send(.POST, "/load-balancer/\(event)", body: payload, to: peer.ipv4 ?? peer.host, port: peer.port)
-                        if response.status != 204 {
-                            logger.warning("peer \(peer.id) answered \(response.status) to \(event): \(response.text)")
-                        }
-                    } catch {
-                        logger.warning("cannot tell peer \(peer.id) (\(peer.host):\(peer.port)) about \(event): \(error)")
-                        runtime.diagnostics.record("peer-call-failed", ("peer", String(peer.id)), ("event", event), ("error", "\(error)"))
-                    }
-                }
-            }
+        let peers = runtime.view.filter { $0.id != selfID && $0.isServing(now: now, heartbeatInterval: interval) }
+        for (peer, reason) in await runtime.client.tell(peers, notice) {
+            runtime.events.emit(.peerCallFailed(peer: peer.id, call: notice.name, error: reason, address: "\(peer.host):\(peer.port)"))
         }
     }
 
     /// A peer told us about a change: re-read the node list at once.
-    public func received(_ event: String, body: [UInt8], from remote: String) async {
-        let fields = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
-        let node = fields["id"].map { "\($0)" } ?? "?"
-        var details: [(String, String)] = [("node", node), ("from", remote)]
-        if let status = fields["status"] as? String { details.append(("status", status)) }
-        runtime.diagnostics.record(event, fields: details)
-        logger.info("peer event", metadata: ["event": "\(event)", "node": "\(node)"])
+    public func received(_ notice: PeerNotice, from remote: String) async {
+        runtime.events.emit(.peerNotice(name: notice.name, details: notice.details, from: remote))
         await refreshView()
     }
 }

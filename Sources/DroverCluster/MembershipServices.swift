@@ -109,6 +109,6 @@ public struct SessionService: Service {
             group.addTask { await repeatUntilShutdown(every: { 2 }) { await sessions.completeInterruptedStops() } }
         }
         let count = await sessions.suspendAll()
-        if count > 0 { sessions.runtime.logger.notice("suspended \(count) session(s) before leaving") }
+        if count > 0 { sessions.runtime.events.emit(.sessionsSuspendedBeforeLeaving(count: count)) }
     }
 }

@@ -14,7 +14,11 @@ public struct NodeClient: Sendable {
         public var text: String { String(decoding: body, as: UTF8.self) }
     }
 
-    public enum Failure: Error, CustomStringConvertible {
+    /// A peer call that failed: the peer is not available right now (503, retry).
+    public enum Failure: CodedError, CustomStringConvertible {
+        public var httpStatus: Int { 503 }
+        public var retryAfterSeconds: Int? { 5 }
+
         case timedOut(String, seconds: Int, setting: String)
         case unreachable(String, reason: String)
         /// No connection was made, so the request was never sent: safe to try again.

@@ -43,18 +43,16 @@ public final class NodeRuntime: Sendable {
         self.logger = logger
         let lb = setup.configuration.effectiveLoadBalancer
         clusterProtocol = ClusterProtocol(sslEnabled: setup.configuration.server.sslEnabled, verifySSLCerts: lb.verifySSLCerts)
-        let balancer = try setup.catalog.balancerStrategy(for: lb).make(config: lb, context: Self.context(setup.configuration, setup.key, logger))
+        let balancer = try setup.catalog.makeBalancer(lb, context: PluginContext(setup.configuration, key: setup.key, logger: logger))
         state = Mutex(State(loadBalancer: lb, diagnostics: setup.diagnostics, balancer: balancer,
                             client: try NodeClient(key: setup.key, protocol: clusterProtocol, timeoutSeconds: lb.timeout),
                             offlineMode: FileManager.default.fileExists(atPath: setup.configuration.offlineFlagFile)))
     }
 
-    static func context(_ configuration: DroverConfiguration, _ key: SecureCookieKey, _ logger: Logger) -> PluginContext {
-        PluginContext(configuration, key: key, logger: logger)
-    }
-
     public var loadBalancer: LoadBalancerConfiguration { state.withLock { $0.loadBalancer } }
     public var diagnostics: Diagnostics { state.withLock { $0.diagnostics } }
+    /// Where the node's events go: its log, and its diagnostics as configured now.
+    public var events: EventLog { EventLog(logger: logger, diagnostics: diagnostics) }
     public var balancer: any BalancerStrategy { state.withLock { $0.balancer } }
     public var client: NodeClient { state.withLock { $0.client } }
     public var offlineMode: Bool { state.withLock { $0.offlineMode } }

@@ -78,7 +78,7 @@ public struct PlacementEngine: Sendable {
         if let note = decision.note { fields.append(("note", note)) }
         let (seconds, attoseconds) = took.components
         fields.append(("ms", String(format: "%.3f", Double(seconds) * 1000 + Double(attoseconds) / 1e15)))
-        diagnostics.record("placement", fields: fields)
+        diagnostics.record(.placement(fields: fields))
     }
 }
 

@@ -49,29 +49,18 @@ final class SessionGuardHandle: SessionControl {
             throw SessionError.launchFailed("cannot make the pipes for the session's guard (\(String(cString: strerror(errno))))")
         }
         for fd in control + events { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, control[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, events[1], 1)
-        drover_spawn_close_from(&actions, 3)
         let path = executable
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(path), nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = (["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"] as [String]).map { strdup($0) } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+        // Standard error stays droverd's: what the guard says of itself lands in droverd's log.
+        let guardPID: pid_t
+        do {
+            guardPID = try Spawn.start([path], environment: ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"],
+                                       descriptors: [(0, .inherited(control[0])), (1, .inherited(events[1]))])
+        } catch {
+            for fd in control + events { close(fd) }
+            throw SessionError.launchFailed("cannot start \(path) (\(error)); it is built beside droverd")
         }
-        var pid: pid_t = 0
-        let status = posix_spawn(&pid, path, &actions, nil, argv, envp)
         close(control[0])
         close(events[1])
-        guard status == 0 else {
-            close(control[1])
-            close(events[0])
-            throw SessionError.launchFailed("cannot start \(path) (\(String(cString: strerror(status)))); it is built beside droverd")
-        }
-        let guardPID = pid
         let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -95,7 +84,7 @@ final class SessionGuardHandle: SessionControl {
                 }
             }
             .takingOwnershipOfDescriptors(input: events[0], output: control[1]).get()
-        let handle = SessionGuardHandle(guardPID: pid, channel: channel)
+        let handle = SessionGuardHandle(guardPID: guardPID, channel: channel)
         handle.send(spec.line)
         channel.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount.seconds(1), delay: TimeAmount.seconds(1)) { task in
             guard channel.isActive else { return task.cancel() }

@@ -45,10 +45,9 @@ public final class SessionManager: Sendable {
             // What the guards say of the leases reaches the node's log and diagnostics.
             switch event {
             case .lockRefreshFailed(let message):
-                runtime.logger.warning("a refresh of a session's lock failed", metadata: ["session": "\(id)", "error": "\(message)"])
-                runtime.diagnostics.record("session-lock-refresh-failed", ("session", id), ("error", message))
+                runtime.events.emit(.sessionLockRefreshFailed(session: id, error: message))
             case .ended(let reason, _, let detail) where reason == .leaseLost || reason == .droverdSilent:
-                runtime.diagnostics.record("session-lease-ended", ("session", id), ("reason", reason.rawValue), ("detail", detail))
+                runtime.events.emit(.sessionLeaseEnded(session: id, reason: reason.rawValue, detail: detail))
             default:
                 break
             }
@@ -104,8 +103,7 @@ public final class SessionManager: Sendable {
         var known = runtime.view.first { $0.id == owner }
         if known == nil { known = try await store.nodes().first { $0.id == owner } }
         guard let node = known else { throw SessionError.launchFailed("node \(owner) is gone") }
-        let body = Array((isNew ? #"{"id":"\#(session.id)","new":true}"# : #"{"id":"\#(session.id)"}"#).utf8)
-        let response = try await sendRetryingConnects(.POST, "/load-balancer/launch", body: body, to: node)
+        let response = try await callRetryingConnects(.launch(.init(id: session.id), isNew: isNew), on: node)
         if response.status == 429 { throw SessionError.busy("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         if response.status == 503 { throw SessionError.unavailable("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         guard response.status == 200 else {
@@ -118,12 +116,12 @@ public final class SessionManager: Sendable {
     /// Sends a call to `node`, trying again (twice, briefly) when no connection could be made:
     /// the request was not sent then, so a start cannot run twice, and a node that is busy (a
     /// burst of starts on a loaded machine) is not taken for one that is gone.
-    private func sendRetryingConnects(_ method: HTTPMethod, _ path: String, body: [UInt8], to node: NodeRecord) async throws -> NodeClient.Response {
+    private func callRetryingConnects(_ call: InternalCall, on node: NodeRecord) async throws -> NodeClient.Response {
         for attempt in 1... {
             do {
-                return try await runtime.client.send(method, path, body: body, to: node.ipv4 ?? node.host, port: node.port, answerWithin: launchBound)
+                return try await runtime.client.call(call, on: node, answerWithin: launchBound)
             } catch NodeClient.Failure.notConnected(let peer, let reason) where attempt < 3 {
-                logger.notice("could not connect to \(peer) to start a session (\(reason)); trying again")
+                runtime.events.emit(.startConnectRetry(peer: peer, reason: reason))
                 try await Task.sleep(for: .milliseconds(250 * attempt))
             }
         }
@@ -219,14 +217,12 @@ public final class SessionManager: Sendable {
             }
             supervisor.apply(.answered, to: id)
             routes.remember(id, .local(socket: socket), username: account.name)
-            logger.info("session started", metadata: ["session": "\(id)", "user": "\(account.name)", "pid": "\(pid)",
-                                                      "isolation": "\(supervisor.session(id)?.isolation ?? "?")"])
-            runtime.diagnostics.record("session-started", ("session", id), ("user", account.name), ("pid", String(pid)))
+            runtime.events.emit(.sessionStarted(session: id, user: account.name, pid: pid, isolation: supervisor.session(id)?.isolation ?? "?"))
             if !isNew { await announceMove(id) }
             return try await store.session(id) ?? session
         } catch {
             await supervisor.abandon(id, within: suspendGrace + 5)
-            logger.warning("session failed to start", metadata: ["session": "\(id)", "error": "\(error)"])
+            runtime.events.emit(.sessionStartFailed(session: id, error: "\(error)"))
             throw error
         }
     }
@@ -255,7 +251,7 @@ public final class SessionManager: Sendable {
     /// SIGKILL; the row becomes `suspended` with no node.
     public func suspend(_ id: String) async throws {
         guard let session = try await store.session(id) else { throw SessionError.notFound }
-        try await onOwner(session, "suspend") { try await self.suspendLocal(id) }
+        try await onOwner(session, .suspend(.init(id: id))) { try await self.suspendLocal(id) }
     }
 
     /// Ends a session wherever it runs and removes it; returns only once its row is gone. The
@@ -277,7 +273,7 @@ public final class SessionManager: Sendable {
                     return
                 }
             } else {
-                try await onOwner(session, "quit") { try await self.quitLocal(id) }
+                try await onOwner(session, .quit(.init(id: id))) { try await self.quitLocal(id) }
             }
             guard let now = try await store.session(id) else {
                 routes.forget(id)
@@ -298,14 +294,13 @@ public final class SessionManager: Sendable {
     }
 
     /// Runs `body` if this node owns the session, else asks the owner by a signed call.
-    func onOwner(_ session: SessionRecord, _ action: String, _ body: () async throws -> Void) async throws {
+    func onOwner(_ session: SessionRecord, _ call: InternalCall, _ body: () async throws -> Void) async throws {
         guard let owner = session.ownership.node else { return }
         if owner == runtime.nodeID { return try await body() }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { throw SessionError.unavailable("its node \(owner) is gone") }
-        let response = try await runtime.client.send(.POST, "/load-balancer/\(action)", body: Array(#"{"id":"\#(session.id)"}"#.utf8),
-                                                     to: node.ipv4 ?? node.host, port: node.port, answerWithin: stopBound)
+        let response = try await runtime.client.call(call, on: node, answerWithin: stopBound)
         guard response.status == 204 else {
-            throw SessionError.unavailable("node \(owner) could not \(action) the session: \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw SessionError.unavailable("node \(owner) could not \(call.name) the session: \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }
 
@@ -324,10 +319,10 @@ public final class SessionManager: Sendable {
         // SIGUSR1, the grace to save, then every process of the session is ended.
         await supervisor.stop(id, .suspend)
         if case .ended(.suspended, _, let detail) = supervisor.session(id)?.end, !detail.isEmpty {
-            logger.warning("session did not save and exit in time; killed", metadata: ["session": "\(id)"])
+            runtime.events.emit(.sessionKilledAfterGrace(session: id))
         }
         _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .suspending), to: SessionOwnership(node: nil, state: .suspended))
-        await finish(id, entry, event: "session-suspended")
+        await finish(id, entry, .suspended)
     }
 
     public func quitLocal(_ id: String) async throws {
@@ -344,7 +339,7 @@ public final class SessionManager: Sendable {
         await supervisor.stop(id, .quit)
         _ = try await store.deleteSession(id)
         if let account = await SessionProcess.lookUp(entry.username) { await removeState(entry.stateDirectory, of: account) }
-        await finish(id, entry, event: "session-quit")
+        await finish(id, entry, .quit)
     }
 
     /// A quit session's saved state goes with it.
@@ -359,18 +354,17 @@ public final class SessionManager: Sendable {
         _ = await SessionProcess.runAsUser(account, ["/bin/rm", "-rf", "--", path])
     }
 
-    private func finish(_ id: String, _ entry: SessionSupervisor.Supervised, event: String) async {
+    private func finish(_ id: String, _ entry: SessionSupervisor.Supervised, _ how: NodeEvent.SessionStop) async {
         supervisor.forget(id)
         routes.forget(id)
-        logger.info("\(event)", metadata: ["session": "\(id)"])
-        runtime.diagnostics.record(event, ("session", id), ("user", entry.username))
+        runtime.events.emit(.sessionStopped(session: id, user: entry.username, how: how))
         await announceMove(id)
     }
 
     /// Tells the other nodes that a session changed owner, so their proxies forget the old
     /// route at once instead of after its time to live.
     func announceMove(_ id: String) async {
-        await membership.notifyPeers("session-moved", ["id": id])
+        await membership.notifyPeers(.sessionMoved(.init(id: id)))
     }
 
     /// Suspends every session of this node (`drover suspend-all`, and SIGTERM before the node
@@ -383,7 +377,7 @@ public final class SessionManager: Sendable {
                     do {
                         try await self.suspendLocal(id)
                     } catch {
-                        self.logger.error("cannot suspend session \(id): \(error)")
+                        self.runtime.events.emit(.sessionSuspendFailed(session: id, error: "\(error)"))
                     }
                 }
             }
@@ -404,7 +398,7 @@ public final class SessionManager: Sendable {
         do {
             rows = try await store.sessions(matching: SessionFilter(node: self_, states: [.starting, .running, .suspending, .quitting]))
         } catch {
-            logger.error("cannot read the sessions this node owned before it restarted: \(error)")
+            runtime.events.emit(.previousRunUnreadable(error: "\(error)"))
             return 0
         }
         var released = 0
@@ -412,12 +406,12 @@ public final class SessionManager: Sendable {
             do {
                 guard try await release(row) else { continue }
                 released += 1
-                runtime.diagnostics.record("session-released", ("session", row.id), ("was", row.ownership.state.rawValue))
+                runtime.events.emit(.sessionReleased(session: row.id, was: row.ownership.state.rawValue))
             } catch {
-                logger.error("cannot free session \(row.id) left by this node's previous run: \(error)")
+                runtime.events.emit(.sessionReleaseFailed(session: row.id, error: "\(error)"))
             }
         }
-        if released > 0 { logger.notice("freed \(released) session(s) left by this node's previous run") }
+        if released > 0 { runtime.events.emit(.sessionsReleased(count: released)) }
         return released
     }
 
@@ -445,8 +439,7 @@ public final class SessionManager: Sendable {
             _ = try? await release(row)
             supervisor.forget(row.id)
             routes.forget(row.id)
-            logger.notice("finished a stop left half done", metadata: ["session": "\(row.id)", "was": "\(row.ownership.state.rawValue)"])
-            runtime.diagnostics.record("session-stop-completed", ("session", row.id), ("was", row.ownership.state.rawValue))
+            runtime.events.emit(.sessionStopCompleted(session: row.id, was: row.ownership.state.rawValue))
         }
     }
 
@@ -457,10 +450,10 @@ public final class SessionManager: Sendable {
         guard let self_ = runtime.nodeID else { return }
         for (id, entry) in supervisor.ended() {
             guard case .ended(let reason, let detail) = entry.state else { continue }
-            logger.warning("session ended on its own", metadata: ["session": "\(id)", "reason": "\(reason)", "detail": "\(detail)"])
+            runtime.events.emit(.sessionEnded(session: id, reason: "\(reason)", detail: detail))
             _ = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
                                                    to: SessionOwnership(node: nil, state: .suspended))
-            await finish(id, entry, event: "session-exited")
+            await finish(id, entry, .exited)
         }
     }
 
@@ -530,7 +523,7 @@ public final class SessionManager: Sendable {
                 return try await resume(session, from: ownership)
             }
             // Its node is gone: move it.
-            logger.notice("re-placing a session whose node is \(node.displayStatus(now: now, heartbeatInterval: interval))", metadata: ["session": "\(session.id)"])
+            runtime.events.emit(.sessionRePlaced(session: session.id, nodeStatus: node.displayStatus(now: now, heartbeatInterval: interval)))
             return try await resume(session, from: ownership)
         }
         if ownership.node != nil {

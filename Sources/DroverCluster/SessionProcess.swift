@@ -1,5 +1,5 @@
 import CShims
-import DroverKernel
+public import DroverKernel
 import Foundation
 import NIOPosix
 
@@ -59,24 +59,11 @@ enum SessionProcess {
     private static func runAndCollect(_ command: [String], home: String) -> String {
         var output: [Int32] = [0, 0]
         guard pipe(&output) == 0 else { return "" }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        drover_spawn_close_from(&actions, 3)
-        let argv = command.map { strdup($0) } + [nil]
-        let envp = (["PATH=/usr/bin:/bin", "HOME=\(home)", "LANG=C.UTF-8"] as [String]).map { strdup($0) } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
+        let spawned = try? Spawn.start(command, environment: ["PATH=/usr/bin:/bin", "HOME=\(home)", "LANG=C.UTF-8"],
+                                       descriptors: [(0, .null), (1, .inherited(output[1])), (2, .null)])
         close(output[1])
         defer { close(output[0]) }
-        guard spawned == 0 else { return "" }
+        guard let pid = spawned else { return "" }
         var collected: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while collected.count < 4096 {
@@ -116,7 +103,7 @@ enum SessionProcess {
 
 /// A session operation that failed, with the message a user or operator sees and the HTTP
 /// status it is answered with.
-public enum SessionError: Error, Equatable, CustomStringConvertible {
+public enum SessionError: CodedError, Equatable, CustomStringConvertible {
     case notFound
     case launchFailed(String)
     case unavailable(String)

@@ -1,4 +1,5 @@
 import DroverCluster
+import DroverKernel
 public import NIOCore
 public import NIOHTTP1
 
@@ -41,13 +42,14 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-/// The status of a failed session operation (``SessionError/httpStatus``), with `Retry-After`
-/// where a retry may succeed; any other error comes from the registry and is 503, retried.
+/// The status of a failed operation (``CodedError/httpStatus``), with `Retry-After` where a
+/// retry may succeed; a cancelled one is 503 (the node is stopping), anything else 500.
 func sessionFailure(_ error: any Error) -> (HTTPResponseStatus, HTTPHeaders) {
-    let failure = error as? SessionError
-    let status = HTTPResponseStatus(statusCode: failure?.httpStatus ?? 503)
-    guard let retry = failure.map(\.retryAfterSeconds) ?? 5 else { return (status, [:]) }
-    return (status, ["Retry-After": String(retry)])
+    let coded = error as? any CodedError
+    let status = coded?.httpStatus ?? (error is CancellationError ? 503 : 500)
+    let retry = coded.map(\.retryAfterSeconds) ?? (error is CancellationError ? 5 : nil)
+    guard let retry else { return (HTTPResponseStatus(statusCode: status), [:]) }
+    return (HTTPResponseStatus(statusCode: status), ["Retry-After": String(retry)])
 }
 
 /// Answers requests for the server's own endpoints.

@@ -66,11 +66,11 @@ public struct HTTPServer: Service {
                     channel.eventLoop.makeCompletedFuture {
                         let pipeline = channel.pipeline.syncOperations
                         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
-                        try pipeline.addHandler(HTTPResponseEncoder(), name: "http-encoder")
-                        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: "http-decoder")
-                        try pipeline.addHandler(HTTPServerProtocolErrorHandler(), name: "http-errors")
+                        try pipeline.addHandler(HTTPResponseEncoder(), name: PipelineHandlerName.encoder)
+                        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: PipelineHandlerName.decoder)
+                        try pipeline.addHandler(HTTPServerProtocolErrorHandler(), name: PipelineHandlerName.protocolErrors)
                         try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
-                                                                         responseTimeout: responseTimeout, logger: logger), name: "router")
+                                                                         responseTimeout: responseTimeout, logger: logger), name: PipelineHandlerName.router)
                     }
                 }
                 .bind(host: host, port: port).get()

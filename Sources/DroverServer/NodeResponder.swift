@@ -21,60 +21,28 @@ public struct NodeResponder: HTTPResponder {
         userAPI = UserAPI(sessions: sessions, auth: authentication)
     }
 
-    static let peerEvents: Set<String> = ["node-joined", "node-left", "node-deleted", "node-status"]
-
     /// The health check is answered on the event loop, never behind the node's other async
     /// work: a peer probing a busy node (say, one starting a hundred sessions) must find it
     /// alive, not time out and mark it Unreachable.
     public func immediateResponse(to head: HTTPRequestHead) -> HTTPResponse? {
         guard head.method == .GET || head.method == .HEAD,
-              head.uri == "/health-check" || head.uri.hasPrefix("/health-check?") else { return nil }
+              head.uri == NodeEndpoint.healthCheck || head.uri.hasPrefix(NodeEndpoint.healthCheck + "?") else { return nil }
         return .text(.ok, "ok\n")
     }
 
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
         if let immediate = immediateResponse(to: request.head) { return immediate }
         let path = request.path
-        switch (request.head.method, path) {
-        case (.GET, "/load-balancer/status"):
+        if request.head.method == .GET, path == NodeEndpoint.status {
             return await status(request)
-        default:
-            break
         }
-        if path.hasPrefix("/load-balancer/") {
+        if path.hasPrefix(NodeEndpoint.internalPrefix) {
             return await internalCall(request)
         }
         if let response = await userAPI.respond(to: request) {
             return response
         }
         return .text(.notFound, "not found\n")
-    }
-
-    /// The signed session calls one node makes on another (or `drover suspend-all` on its own).
-    func sessionCall(_ name: String, body: [UInt8]) async -> HTTPResponse {
-        if name == "suspend-all" {
-            let count = await sessions.suspendAll()
-            return UserAPI.json(.ok, ["suspended": count])
-        }
-        guard let fields = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any], let id = fields["id"] as? String else {
-            return .text(.badRequest, "expected {\"id\": \"...\"}\n")
-        }
-        do {
-            switch name {
-            case "launch":
-                let session = try await sessions.launch(id, isNew: fields["new"] as? Bool ?? false)
-                return UserAPI.json(.ok, UserAPI.describe(session))
-            case "suspend":
-                try await sessions.suspendLocal(id)
-            case "quit":
-                try await sessions.quitLocal(id)
-            default:
-                sessions.invalidateRoute(id)
-            }
-            return HTTPResponse(status: .noContent)
-        } catch {
-            return .failure(error)
-        }
     }
 
     /// The remote's address as text, without the port.
@@ -93,8 +61,7 @@ public struct NodeResponder: HTTPResponder {
         if !allowed() {
             await membership.refreshView()
             guard allowed() else {
-                runtime.logger.warning("refused /load-balancer/status to \(remote): not loopback and not a cluster node")
-                runtime.diagnostics.record("status-refused", ("remote", remote))
+                runtime.events.emit(.statusRefused(remote: remote))
                 return .text(.forbidden, "forbidden: the status endpoint answers only this machine and the cluster's nodes\n")
             }
         }
@@ -121,21 +88,41 @@ public struct NodeResponder: HTTPResponder {
                 throw InternalRequestSignature.Refusal.replayed
             }
         } catch {
-            runtime.logger.warning("refused internal call", metadata: ["path": "\(path)", "remote": "\(remote)", "reason": "\(error)"])
-            runtime.diagnostics.record("internal-call-refused", ("path", path), ("remote", remote), ("reason", "\(error)"))
+            runtime.events.emit(.internalCallRefused(path: path, remote: remote, reason: "\(error)"))
             return .text(.forbidden, "forbidden: \(error)\n")
         }
-        let name = String(path.dropFirst("/load-balancer/".count))
-        switch (request.head.method, name) {
-        case (.GET, "ping"):
-            return .text(.ok, "pong\n")
-        case (.POST, let event) where Self.peerEvents.contains(event):
-            await membership.received(event, body: body, from: remote)
+        let call: InternalCall
+        do {
+            call = try InternalCall(method: request.head.method, path: path, body: body)
+        } catch {
+            let status: HTTPResponseStatus = if case .unknown = error { .notFound } else { .badRequest }
+            return .text(status, "\(error)\n")
+        }
+        return await answer(call, from: remote)
+    }
+
+    /// Carries out a verified internal call.
+    func answer(_ call: InternalCall, from remote: String) async -> HTTPResponse {
+        do {
+            switch call {
+            case .ping:
+                return .text(.ok, "pong\n")
+            case .notice(.sessionMoved(let session)):
+                sessions.invalidateRoute(session.id)
+            case .notice(let notice):
+                await membership.received(notice, from: remote)
+            case .launch(let session, let isNew):
+                return UserAPI.json(.ok, SessionDescription(try await sessions.launch(session.id, isNew: isNew)))
+            case .suspend(let session):
+                try await sessions.suspendLocal(session.id)
+            case .quit(let session):
+                try await sessions.quitLocal(session.id)
+            case .suspendAll:
+                return UserAPI.json(.ok, InternalCall.SuspendAllAnswer(suspended: await sessions.suspendAll()))
+            }
             return HTTPResponse(status: .noContent)
-        case (.POST, "launch"), (.POST, "suspend"), (.POST, "quit"), (.POST, "suspend-all"), (.POST, "session-moved"):
-            return await sessionCall(name, body: body)
-        default:
-            return .text(.notFound, "no internal endpoint \(path)\n")
+        } catch {
+            return .failure(error)
         }
     }
 }

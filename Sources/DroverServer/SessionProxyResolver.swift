@@ -80,7 +80,7 @@ public struct SessionProxyResolver: ProxyResolver {
         case .anonymous:
             return .respond(.text(.unauthorized, "sign in first: open / on this server\n"))
         case .forgedHop(let reason):
-            sessions.runtime.logger.warning("refused a proxied request with a bad hop signature", metadata: ["reason": "\(reason)"])
+            sessions.runtime.events.emit(.hopRefused(reason: "\(reason)"))
             return .respond(.text(.forbidden, "forbidden: a forwarded request whose node-to-node signature does not verify (\(reason))\n"))
         }
         do {

@@ -9,21 +9,24 @@ struct UserAPI: Sendable {
     let sessions: SessionManager
     let auth: Authentication
 
-    static func json(_ status: HTTPResponseStatus, _ object: Any, headers: HTTPHeaders = [:]) -> HTTPResponse {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+    static func json(_ status: HTTPResponseStatus, _ value: some Encodable, headers: HTTPHeaders = [:]) -> HTTPResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // The API's types are plain structs of strings and numbers: encoding cannot fail.
+        let data = (try? encoder.encode(value)) ?? Data()
         var all = headers
         all.add(name: "Content-Type", value: "application/json")
         return HTTPResponse(status: status, headers: all, body: ByteBuffer(bytes: data))
     }
 
     static func error(_ status: HTTPResponseStatus, _ message: String) -> HTTPResponse {
-        json(status, ["error": message])
+        json(status, APIError(error: message))
     }
 
     /// The answer to a failed session operation, as JSON (``sessionFailure(_:)``).
     static func failure(_ error: any Error) -> HTTPResponse {
         let (status, headers) = sessionFailure(error)
-        return json(status, ["error": "\(error)"], headers: headers)
+        return json(status, APIError(error: "\(error)"), headers: headers)
     }
 
     static func redirect(_ location: String, cookie: String? = nil) -> HTTPResponse {
@@ -57,7 +60,7 @@ struct UserAPI: Sendable {
             return Self.redirect("/", cookie: auth.signOutCookie)
         case (.GET, "/api/me"):
             guard let user = auth.user(request) else { return Self.error(.unauthorized, "sign in first (POST /sign-in)") }
-            return Self.json(.ok, ["user": user, "csrf": auth.csrfToken(request) as Any? ?? NSNull()])
+            return Self.json(.ok, Me(user: user, csrf: auth.csrfToken(request)))
         default:
             break
         }
@@ -75,13 +78,16 @@ struct UserAPI: Sendable {
         do {
             switch (method, isAPI, parts.count) {
             case (.GET, true, 2):
-                return Self.json(.ok, try await list(user).map(Self.describe))
+                return Self.json(.ok, try await list(user).map(SessionDescription.init))
             case (.POST, true, 2):
-                let bytes = Data(request.body.readableBytesView)
-                let body = bytes.isEmpty ? nil : (try? JSONSerialization.jsonObject(with: bytes)) as? [String: Any]
-                let label = body?["label"] as? String
-                let session = try await sessions.create(username: user, label: label)
-                return Self.json(.created, ["id": session.id, "node": session.ownership.node as Any? ?? NSNull(), "url": "/s/\(session.id)/"])
+                let asked: NewSession
+                do {
+                    asked = request.body.readableBytes == 0 ? NewSession() : try JSONDecoder().decode(NewSession.self, from: Data(request.body.readableBytesView))
+                } catch {
+                    return Self.error(.badRequest, #"the body must be empty or JSON like {"label": "my analysis"}"#)
+                }
+                let session = try await sessions.create(username: user, label: asked.label)
+                return Self.json(.created, CreatedSession(id: session.id, node: session.ownership.node, url: "/s/\(session.id)/"))
             case (.POST, true, 4) where parts[3] == "suspend":
                 try await owned(parts[2], by: user)
                 try await sessions.suspend(parts[2])
@@ -118,11 +124,6 @@ struct UserAPI: Sendable {
         try await sessions.runtime.store.sessions(matching: SessionFilter(username: user))
     }
 
-    static func describe(_ session: SessionRecord) -> [String: Any] {
-        ["id": session.id, "state": session.ownership.state.rawValue, "node": session.ownership.node as Any? ?? NSNull(),
-         "label": session.label as Any? ?? NSNull(), "created": session.createdAt.formatted(.iso8601)]
-    }
-
     func signIn(_ request: HTTPRequest) async -> HTTPResponse {
         let form = Self.form(request)
         guard let user = form["username"], !user.isEmpty, let password = form["password"] else {
@@ -132,7 +133,7 @@ struct UserAPI: Sendable {
             return Self.redirect("/")
         }
         guard await auth.pam.authenticate(username: user, password: password) else {
-            sessions.runtime.logger.notice("sign-in refused", metadata: ["user": "\(user)"])
+            sessions.runtime.events.emit(.signInRefused(user: user))
             return Self.redirect("/?error=refused")
         }
         return Self.redirect("/", cookie: auth.issueCookie(for: user).header)
@@ -187,4 +188,75 @@ struct UserAPI: Sendable {
         body += "</body></html>"
         return HTTPResponse(status: .ok, headers: headers, body: ByteBuffer(string: body))
     }
+}
+
+// MARK: the API's bodies (DESIGN.md section 7)
+
+/// A session as the API and a launch call describe it.
+struct SessionDescription: Encodable, Equatable {
+    var id: String
+    var state: String
+    var node: Int64?
+    var label: String?
+    var created: String
+
+    init(_ session: SessionRecord) {
+        id = session.id
+        state = session.ownership.state.rawValue
+        node = session.ownership.node
+        label = session.label
+        created = session.createdAt.formatted(.iso8601)
+    }
+
+    /// Absent values are `null`, not left out: clients see every field.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(state, forKey: .state)
+        try container.encode(node, forKey: .node)
+        try container.encode(label, forKey: .label)
+        try container.encode(created, forKey: .created)
+    }
+
+    enum CodingKeys: String, CodingKey { case id, state, node, label, created }
+}
+
+/// `POST /api/sessions`'s body (optional).
+struct NewSession: Decodable {
+    var label: String?
+}
+
+/// `POST /api/sessions`'s answer.
+struct CreatedSession: Encodable {
+    var id: String
+    var node: Int64?
+    var url: String
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(node, forKey: .node)
+        try container.encode(url, forKey: .url)
+    }
+
+    enum CodingKeys: String, CodingKey { case id, node, url }
+}
+
+/// `GET /api/me`'s answer; `csrf` is null for a user signed in without a cookie.
+struct Me: Encodable {
+    var user: String
+    var csrf: String?
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(user, forKey: .user)
+        try container.encode(csrf, forKey: .csrf)
+    }
+
+    enum CodingKeys: String, CodingKey { case user, csrf }
+}
+
+/// Every error the API answers with.
+struct APIError: Encodable {
+    var error: String
 }

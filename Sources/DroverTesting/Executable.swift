@@ -1,4 +1,5 @@
 import CShims
+import DroverKernel
 public import Foundation
 import Synchronization
 
@@ -37,15 +38,8 @@ public enum Executable {
     /// Starts `path` and does not wait for it: for clean-up in a `deinit`, which cannot await
     /// and must not block. Its output is dropped.
     public static func launchDetached(_ path: String, _ arguments: [String]) {
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        drover_spawn_close_from(&actions, 3)
-        var child: pid_t = 0
-        _ = posix_spawn(&child, path, &actions, nil, argv, environ)
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        _ = try? Spawn.start([path] + arguments, environment: environment, descriptors: [(0, .null)])
     }
 }
 
@@ -66,38 +60,42 @@ public final class RunningProcess: Sendable {
         env.removeValue(forKey: "DROVER_CONFIG_DIR")
         for (key, value) in environment { env[key] = value }
         let executable = Executable.path(name)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, output.url("in"), O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output.url("out"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, output.url("err"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        drover_spawn_close_from(&actions, 3)
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+        do {
+            pid = try Spawn.start([executable] + arguments, environment: env.map { "\($0.key)=\($0.value)" }, descriptors: [
+                (0, .file(output.url("in"), flags: O_RDONLY)),
+                (1, .file(output.url("out"), flags: O_WRONLY | O_CREAT | O_TRUNC)),
+                (2, .file(output.url("err"), flags: O_WRONLY | O_CREAT | O_TRUNC)),
+            ])
+        } catch {
+            throw TestFailure("cannot start \(executable): \(error)")
         }
-        var child: pid_t = 0
-        let result = posix_spawn(&child, executable, &actions, nil, argv, envp)
-        guard result == 0 else {
-            throw TestFailure("cannot start \(executable): \(String(cString: strerror(result)))")
-        }
-        pid = child
     }
 
     public var stdout: String { output.read("out") ?? "" }
     public var stderr: String { output.read("err") ?? "" }
 
-    public func signal(_ signal: Int32) { kill(pid, signal) }
+    /// Sends `signal`, unless the process has ended and been reaped: its pid may belong to
+    /// another process by now (pids wrap quickly under this suite's churn; `pid_max` is often
+    /// 32768), and a late SIGKILL would hit that one. A child not yet reaped keeps its pid, so
+    /// checking and signalling under one lock is safe.
+    public func signal(_ signal: Int32) {
+        exitStatus.withLock { stored in
+            if stored == nil { kill(pid, signal) }
+        }
+    }
 
     /// The exit status once the process has ended (128 + signal number when a signal ended it).
     public var status: Int32? {
         exitStatus.withLock { stored in
             if let stored { return stored }
             var raw: Int32 = 0
-            guard waitpid(pid, &raw, WNOHANG) == pid else { return nil }
+            let waited = waitpid(pid, &raw, WNOHANG)
+            if waited == -1, errno == ECHILD {
+                // Reaped elsewhere: gone, and its pid no longer ours to signal.
+                stored = -1
+                return stored
+            }
+            guard waited == pid else { return nil }
             let signal = raw & 0x7f
             stored = signal == 0 ? (raw >> 8) & 0xff : 128 + signal
             return stored
@@ -112,7 +110,7 @@ public final class RunningProcess: Sendable {
         while true {
             if let status { return status }
             if Date() > deadline {
-                kill(pid, SIGKILL)
+                signal(SIGKILL)
                 _ = try? await wait(timeout: 5)
                 throw TestFailure("process did not exit within \(timeout)s; stderr: \(stderr)")
             }
@@ -128,7 +126,7 @@ public final class RunningProcess: Sendable {
 
     deinit {
         if status == nil {
-            kill(pid, SIGKILL)
+            signal(SIGKILL)
             var raw: Int32 = 0
             waitpid(pid, &raw, 0)
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import DroverCluster
 import DroverKernel
 import DroverPlugins
+import DroverTesting
 import Foundation
 import Logging
 
@@ -45,7 +46,7 @@ struct Claim: AsyncParsableCommand {
 
     func run() async throws {
         let (config, context) = try loadConfiguration(configDir)
-        let store = try PluginCatalog.builtin.registryStore(for: config.database).make(config: config.database, context: context)
+        let store = try PluginCatalog.builtin.makeRegistryStore(config.database, context: context)
         try await waitUntil(epoch: at)
         let won = try await store.transitionSession(session, from: SessionOwnership(node: nil, state: .suspended),
                                                     to: SessionOwnership(node: node, state: .starting))
@@ -68,7 +69,7 @@ struct Lock: AsyncParsableCommand {
     func run() async throws {
         if let umask, let mask = UInt32(umask, radix: 8) { _ = Foundation.umask(mode_t(mask)) }
         let (config, context) = try loadConfiguration(configDir)
-        let provider = try PluginCatalog.builtin.lockProvider(for: config.fileLocks).make(config: config.fileLocks, context: context)
+        let provider = try PluginCatalog.builtin.makeLockProvider(config.fileLocks, context: context)
         try await waitUntil(epoch: at)
         guard let lock = try await provider.tryAcquireOnOwnThread(path) else {
             say("busy")
@@ -103,7 +104,7 @@ struct LockBench: AsyncParsableCommand {
         let (config, context) = try loadConfiguration(configDir)
         var locks = config.fileLocks
         locks.lockType = lockType
-        let provider = try PluginCatalog.builtin.lockProvider(for: locks).make(config: locks, context: context)
+        let provider = try PluginCatalog.builtin.makeLockProvider(locks, context: context)
         try await waitUntil(epoch: at)
         // The blocking calls themselves, in a loop of their own on a thread of its own: what
         // is measured is the lock, not a thread hop per call.
@@ -142,9 +143,9 @@ struct Place: AsyncParsableCommand {
 
     func run() async throws {
         let (config, context) = try loadConfiguration(configDir)
-        let store = try PluginCatalog.builtin.registryStore(for: config.database).make(config: config.database, context: context)
+        let store = try PluginCatalog.builtin.makeRegistryStore(config.database, context: context)
         let lb = config.effectiveLoadBalancer
-        let strategy = try PluginCatalog.builtin.balancerStrategy(for: lb).make(config: lb, context: context)
+        let strategy = try PluginCatalog.builtin.makeBalancer(lb, context: context)
         let engine = PlacementEngine(store: store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off)
         try await store.migrate()
         try await waitUntil(epoch: at)
@@ -185,7 +186,7 @@ struct RegistryLoad: AsyncParsableCommand {
 
     func run() async throws {
         let (config, context) = try loadConfiguration(configDir)
-        let store = try PluginCatalog.builtin.registryStore(for: config.database).make(config: config.database, context: context)
+        let store = try PluginCatalog.builtin.makeRegistryStore(config.database, context: context)
         try await store.migrate()
         let started = Date()
         let ids = try await withThrowingTaskGroup(of: Int64.self) { group in
@@ -295,21 +296,7 @@ struct DiagnosticsWrite: AsyncParsableCommand {
             throw ValidationError("diagnostics= is not set in load-balancer")
         }
         let sink = try factory.make(config: lb, context: context)
-        let (writers, events) = (writers, events)
-        let padding = String(repeating: "x", count: 300)
-        _ = try await onOwnThread {
-            let group = DispatchGroup()
-            for writer in 0..<writers {
-                group.enter()
-                Thread {
-                    for n in 0..<events {
-                        sink.record(DiagnosticsEvent("w", fields: [.init("writer", "\(writer)"), .init("n", "\(n)"), .init("pad", padding)]))
-                    }
-                    group.leave()
-                }.start()
-            }
-            group.wait()
-        }
+        await DiagnosticsConformance.recordConcurrently(into: sink, writers: writers, events: events)
         say("recorded \(writers * events)")
     }
 }

@@ -57,7 +57,7 @@ final class SessionGuard: Sendable {
             var logger = Logger(label: "drover-session-guard")
             logger.logLevel = .warning
             let context = PluginContext(configDirectory: spec.configDirectory, dataDirectory: "", secureCookieKey: nil, logger: logger)
-            locks = try PluginCatalog.builtin.lockProvider(for: fileLocks).make(config: fileLocks, context: context)
+            locks = try PluginCatalog.builtin.makeLockProvider(fileLocks, context: context)
         } catch {
             fail("cannot build the lock provider: \(error)")
         }
@@ -232,6 +232,8 @@ final class SessionGuard: Sendable {
             while !released.load(ordering: .sequentiallyConsistent), monotonicNanoseconds() < deadline { usleep(10_000) }
         }
         group?.removeCgroup()
+        // Only now may the main process's pid go back to the system: nothing signals it again.
+        group?.reapMain()
         unlink(spec.socketPath)
         if reason == .leaseLost || reason == .droverdSilent { log("ended the session: \(reason.rawValue): \(detail)") }
         events.send(.ended(reason, status: status, detail: detail))

@@ -58,31 +58,14 @@ struct SessionProcessGroup: Sendable {
             // The session id is hex, so the path needs no quoting beyond the single quotes.
             arguments = ["/bin/sh", "-c", "echo $$ > '\(cgroup)/cgroup.procs' || exit 126; exec \"$@\"", "drover-session"] + setpriv
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // The session's only endpoint: the listening socket, as descriptor 3.
-        posix_spawn_file_actions_adddup2(&actions, listener, 3)
-        drover_spawn_close_from(&actions, 4)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = spec.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let status = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, envp)
-        guard status == 0 else {
+        let pid: pid_t
+        do {
+            // The session's only endpoint: the listening socket, as descriptor 3.
+            pid = try Spawn.start(arguments, environment: spec.environment.map { "\($0.key)=\($0.value)" },
+                                  descriptors: [(0, .null), (1, .null), (2, .null), (3, .inherited(listener))], newProcessGroup: true)
+        } catch {
             if let cgroup = isolation.cgroupPath { rmdir(cgroup) }
-            throw LockError(path: spec.command, "cannot start the session command (\(String(cString: strerror(status))))")
+            throw LockError(path: spec.command, "cannot start the session command (\(error))")
         }
         return SessionProcessGroup(pid: pid, isolation: isolation)
     }
@@ -142,13 +125,25 @@ struct SessionProcessGroup: Sendable {
         return .processGroup
     }
 
-    /// Waits for the main process; its wait status.
+    /// Waits for the main process to end; its wait status. The process is left a zombie, not
+    /// reaped: until ``reapMain()`` its pid, and the process group's id, stay the session's, so
+    /// a SIGKILL sent to them meanwhile cannot reach a process that took the number over (pids
+    /// wrap within minutes on a busy machine, and the guard runs as root).
     func waitForMain() -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 {
             if errno != EINTR { return -1 }
         }
-        return status
+        let code = info.si_code
+        let value = info._sifields._sigchld.si_status
+        // As waitpid encodes it: exit status in the high byte, or the signal number.
+        return code == CLD_EXITED ? (value & 0xff) << 8 : value & 0x7f
+    }
+
+    /// Reaps the main process once nothing will signal it again (the guard's very end).
+    func reapMain() {
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) < 0, errno == EINTR {}
     }
 
     /// SIGKILL to every process of the session.
@@ -178,9 +173,10 @@ struct SessionProcessGroup: Sendable {
         while Date() < deadline {
             let empty: Bool
             if let path = isolation.cgroupPath {
-                empty = Self.members(of: path).isEmpty
+                empty = Self.members(of: path).allSatisfy { $0 == pid && Self.isZombie($0) }
             } else {
-                empty = kill(-pid, 0) != 0 && errno == ESRCH
+                // The main process stays in the group as a zombie until reaped.
+                empty = Self.groupMembers(pid).allSatisfy { $0 == pid && Self.isZombie($0) }
             }
             if empty { return }
             killAll()
@@ -190,6 +186,27 @@ struct SessionProcessGroup: Sendable {
 
     func removeCgroup() {
         if let path = isolation.cgroupPath { rmdir(path) }
+    }
+
+    /// The processes whose process group is `group`, from `/proc`.
+    static func groupMembers(_ group: pid_t) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(pid_t.init).filter { processGroup(of: $0) == group }
+    }
+
+    /// Field 5 of `/proc/PID/stat` (after the parenthesised command name, which may hold
+    /// spaces and parentheses itself).
+    static func processGroup(of pid: pid_t) -> pid_t? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 2 ? pid_t(fields[2]) : nil
+    }
+
+    static func isZombie(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
     }
 
     private func killEach(in path: String) {

@@ -13,26 +13,23 @@ struct DeleteNode: AsyncParsableCommand {
     @Argument(help: "The node's ID, from list-nodes.") var id: Int64
 
     func run() async throws {
-        let access = await RegistryAccess.open(options)
-        let store = access.store
-        do {
+        let id = id
+        try await RegistryAccess.using(options) { access in
+            let store = access.store
             let interval = access.configuration.effectiveLoadBalancer.heartbeatInterval
             let read = try await store.nodesWithClock()
             let (nodes, now) = (read.nodes, read.now)
             guard let node = nodes.first(where: { $0.id == id }) else {
-                fail("no node with ID \(id); see drover list-nodes", status: 1)
+                throw CommandFailure("no node with ID \(id); see drover list-nodes", status: 1)
             }
             if node.isServing(now: now, heartbeatInterval: interval) {
-                fail("node \(id) (\(node.host):\(node.port)) is \(node.status.rawValue), last seen \(Int(now.timeIntervalSince(node.lastSeen))) s ago; "
+                throw CommandFailure("node \(id) (\(node.host):\(node.port)) is \(node.status.rawValue), last seen \(Int(now.timeIntervalSince(node.lastSeen))) s ago; "
                      + "stop droverd on it first, or wait until it shows Unreachable", status: 1)
             }
             _ = try await store.setNodeStatus(.deleting, node: id)
-            await PeerNotice.send("node-deleted", ["id": id], access: access, nodes: nodes.filter { $0.id != id }, now: now)
+            await tellPeers(.nodeDeleted(.init(id: id)), access: access, nodes: nodes.filter { $0.id != id }, now: now)
             _ = try await store.deleteNode(id)
-        } catch {
-            fail("\(error)", status: 1)
         }
-        await store.close()
         print("Node \(id) deleted.")
     }
 }
@@ -45,33 +42,24 @@ struct ResetCluster: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let access = await RegistryAccess.open(options)
-        do {
+        try await RegistryAccess.using(options) { access in
             try await access.store.resetCluster()
-        } catch {
-            fail("\(error)", status: 1)
         }
-        await access.store.close()
         print("Cluster definition cleared. The next node that starts or reloads defines it again.")
     }
 }
 
-/// Tells online peers about a change made from the command line, with the cluster's key.
-enum PeerNotice {
-    static func send(_ event: String, _ body: [String: any Sendable], access: RegistryAccess, nodes: [NodeRecord], now: Date) async {
-        guard let key = access.key else { return }
-        let lb = access.configuration.effectiveLoadBalancer
-        let clusterProtocol = (try? await access.store.cluster())?.protocol
-            ?? ClusterProtocol(sslEnabled: access.configuration.server.sslEnabled, verifySSLCerts: lb.verifySSLCerts)
-        guard let client = try? NodeClient(key: key, protocol: clusterProtocol, timeoutSeconds: lb.timeout) else { return }
-        let payload = (try? JSONSerialization.data(withJSONObject: body)).map(Array.init) ?? []
-        for node in nodes where node.status == .online && !node.isUnreachable(now: now, heartbeatInterval: lb.heartbeatInterval) {
-            do {
-                _ = try await client.send(.POST, "/load-balancer/\(event)", body: payload, to: node.ipv4 ?? node.host, port: node.port)
-            } catch {
-                FileHandle.standardError.write(Data("drover: warning: could not tell node \(node.id) (\(error)); it will notice at its next heartbeat\n".utf8))
-            }
-        }
+/// Tells the nodes that are up about a change made from the command line, with the cluster's
+/// key; a node that cannot be told notices at its next heartbeat.
+func tellPeers(_ notice: PeerNotice, access: RegistryAccess, nodes: [NodeRecord], now: Date) async {
+    guard let key = access.key else { return }
+    let lb = access.configuration.effectiveLoadBalancer
+    let clusterProtocol = (try? await access.store.cluster())?.protocol
+        ?? ClusterProtocol(sslEnabled: access.configuration.server.sslEnabled, verifySSLCerts: lb.verifySSLCerts)
+    guard let client = try? NodeClient(key: key, protocol: clusterProtocol, timeoutSeconds: lb.timeout) else { return }
+    let peers = nodes.filter { $0.isServing(now: now, heartbeatInterval: lb.heartbeatInterval) }
+    for (node, reason) in await client.tell(peers, notice) {
+        FileHandle.standardError.write(Data("drover: warning: could not tell node \(node.id) (\(reason)); it will notice at its next heartbeat\n".utf8))
     }
 }
 
@@ -99,9 +87,9 @@ struct Reload: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
-        let config = options.load()
+        let config = try options.load()
         guard LocalDaemon.reload(config) else {
-            fail("no droverd is running with \(config.directory) (no live pid in \(config.pidFile))", status: 1)
+            throw CommandFailure("no droverd is running with \(config.directory) (no live pid in \(config.pidFile))", status: 1)
         }
         print("Asked droverd to reload \(config.directory)/load-balancer.")
     }
@@ -114,12 +102,12 @@ struct Offline: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
-        let config = options.load()
+        let config = try options.load()
         do {
             try FileManager.default.createDirectory(atPath: config.server.dataDirectory, withIntermediateDirectories: true)
             try Data("offline\n".utf8).write(to: URL(fileURLWithPath: config.offlineFlagFile))
         } catch {
-            fail("cannot write \(config.offlineFlagFile) (\(error.localizedDescription))", status: 1)
+            throw CommandFailure("cannot write \(config.offlineFlagFile) (\(error.localizedDescription))", status: 1)
         }
         let applied = LocalDaemon.reload(config)
         print("This node is in offline mode: it serves its sessions but takes no new ones."
@@ -133,9 +121,9 @@ struct Online: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
-        let config = options.load()
+        let config = try options.load()
         if unlink(config.offlineFlagFile) != 0, errno != ENOENT {
-            fail("cannot remove \(config.offlineFlagFile) (\(String(cString: strerror(errno))))", status: 1)
+            throw CommandFailure("cannot remove \(config.offlineFlagFile) (\(String(cString: strerror(errno))))", status: 1)
         }
         let applied = LocalDaemon.reload(config)
         print("This node takes new sessions again." + (applied ? "" : " (droverd is not running; this applies when it starts.)"))
@@ -148,10 +136,10 @@ struct Status: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let node = LocalNode(options.load())
-        let response = await node.send(.get, "/load-balancer/status")
+        let node = try LocalNode(try options.load())
+        let response = try await node.get(NodeEndpoint.status)
         guard response.status == 200 else {
-            fail("the node at \(node.host):\(node.config.server.wwwPort) answered \(response.status): \(response.text)", status: 1)
+            throw CommandFailure("the node at \(node.host):\(node.config.server.wwwPort) answered \(response.status): \(response.text)", status: 1)
         }
         print(response.text, terminator: "")
     }

@@ -35,15 +35,28 @@ struct Drover: AsyncParsableCommand {
         } else {
             arguments = leading + arguments
         }
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot(arguments)
+            command = try parseAsRoot(arguments)
+        } catch {
+            exitMappingUsageErrors(error)
+        }
+        do {
             if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {
                 try command.run()
             }
-        } catch {
+        } catch let failure as CommandFailure {
+            FileHandle.standardError.write(Data("drover: \(failure.message)\n".utf8))
+            Foundation.exit(failure.status)
+        } catch where String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+            // Help, a validation error, an exit code: ArgumentParser's own way.
             exitMappingUsageErrors(error)
+        } catch {
+            // Anything else a command let through failed the operation (a registry error, say).
+            FileHandle.standardError.write(Data("drover: \(error)\n".utf8))
+            Foundation.exit(1)
         }
     }
 
@@ -64,20 +77,30 @@ struct ConfigOptions: ParsableArguments {
 
     var directory: String { DroverConfiguration.directory(option: configDir) }
 
-    /// The configuration, or exit 2 with the one-line error.
-    func load() -> DroverConfiguration {
+    /// The configuration.
+    /// - Throws: ``CommandFailure`` (exit 2) with the one-line error.
+    func load() throws -> DroverConfiguration {
         do {
             return try DroverConfiguration.load(directory: directory, pluginKeys: PluginCatalog.builtin.loadBalancerPluginKeys)
         } catch {
-            fail("\(error)", status: 2)
+            throw CommandFailure("\(error)", status: 2)
         }
     }
 }
 
-/// Prints `drover: message` to standard error and exits.
-func fail(_ message: String, status: Int32) -> Never {
-    FileHandle.standardError.write(Data("drover: \(message)\n".utf8))
-    Foundation.exit(status)
+/// Why a command failed, and its exit status: 1 the operation failed, 2 bad usage or bad
+/// configuration. Commands throw it; `main` alone prints it (`drover: message`) and exits, so
+/// every command closes what it opened on the way out.
+struct CommandFailure: Error, CustomStringConvertible {
+    var message: String
+    var status: Int32
+
+    init(_ message: String, status: Int32) {
+        self.message = message
+        self.status = status
+    }
+
+    var description: String { message }
 }
 
 /// Writes a line to standard output at once, even when it is a pipe or a file, for commands

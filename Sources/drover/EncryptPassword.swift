@@ -15,12 +15,12 @@ struct EncryptPassword: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
-        let configuration = options.load()
+        let configuration = try options.load()
         let key: SecureCookieKey
         do {
             key = try SecureCookieKey.load(from: configuration.secureCookieKeyPath)
         } catch {
-            fail("\(error)", status: 2)
+            throw CommandFailure("\(error)", status: 2)
         }
         let password: String
         if isatty(STDIN_FILENO) == 1, let typed = getpass("Password: ") {
@@ -31,7 +31,7 @@ struct EncryptPassword: ParsableCommand {
             if text.hasSuffix("\r") { text.removeLast() }
             password = text
         }
-        guard !password.isEmpty else { fail("no password on standard input", status: 2) }
+        guard !password.isEmpty else { throw CommandFailure("no password on standard input", status: 2) }
         print(DatabasePassword.encrypt(password, key: key))
     }
 }

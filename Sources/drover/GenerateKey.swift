@@ -16,12 +16,12 @@ struct GenerateKey: ParsableCommand {
     var force = false
 
     func run() throws {
-        let path = output ?? options.load().secureCookieKeyPath
+        let path = try output ?? options.load().secureCookieKeyPath
         do {
             let key = try SecureCookieKey.generate(at: path, force: force)
             print("Wrote a new secure cookie key to \(key.path) (mode 0600). Copy this file to every node.")
         } catch {
-            fail("\(error)", status: 1)
+            throw CommandFailure("\(error)", status: 1)
         }
     }
 }

@@ -12,19 +12,10 @@ struct ListNodes: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let access = await RegistryAccess.open(options)
-        let cluster: ClusterRecord?
-        let nodes: [NodeRecord]
-        let now: Date
-        do {
-            cluster = try await access.store.cluster()
-            let read = try await access.store.nodesWithClock()
-            (nodes, now) = (read.nodes, read.now)
-        } catch {
-            fail("\(error)", status: 1)
+        let (cluster, read, interval) = try await RegistryAccess.using(options) { access in
+            (try await access.store.cluster(), try await access.store.nodesWithClock(), access.configuration.effectiveLoadBalancer.heartbeatInterval)
         }
-        await access.store.close()
-        let interval = access.configuration.effectiveLoadBalancer.heartbeatInterval
+        let (nodes, now) = (read.nodes, read.now)
         print(json ? NodeListing.json(cluster: cluster, nodes: nodes, now: now, heartbeatInterval: interval)
                    : NodeListing.table(cluster: cluster, nodes: nodes, now: now, heartbeatInterval: interval, timeZone: .current),
               terminator: "")

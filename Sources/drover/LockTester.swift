@@ -29,13 +29,13 @@ struct LockTester: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let config = options.load()
+        let config = try options.load()
         guard let directory = dir ?? config.server.sharedStoragePath else {
-            fail("no directory to test: pass --dir DIR or set server-shared-storage-path in rserver.conf", status: 2)
+            throw CommandFailure("no directory to test: pass --dir DIR or set server-shared-storage-path in rserver.conf", status: 2)
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            fail("\(directory) is not a directory; create it on the shared storage first", status: 2)
+            throw CommandFailure("\(directory) is not a directory; create it on the shared storage first", status: 2)
         }
         if stressWorker {
             try runStressWorker(config: config, directory: directory)
@@ -46,14 +46,14 @@ struct LockTester: AsyncParsableCommand {
         }
     }
 
-    func provider(_ name: String, _ config: DroverConfiguration) -> any LockProvider {
+    func provider(_ name: String, _ config: DroverConfiguration) throws -> any LockProvider {
         var locks = config.fileLocks
         locks.lockType = name
         let context = PluginContext(config, key: nil, logger: Logger(label: "locktester"))
         do {
-            return try PluginCatalog.builtin.lockProvider(for: locks).make(config: locks, context: context)
+            return try PluginCatalog.builtin.makeLockProvider(locks, context: context)
         } catch {
-            fail("\(error)", status: 2)
+            throw CommandFailure("\(error)", status: 2)
         }
     }
 
@@ -62,8 +62,8 @@ struct LockTester: AsyncParsableCommand {
     func runTwoNodeCheck(config: DroverConfiguration, directory: String) async throws {
         let path = directory + "/drover-locktester"
         let attempts: [(label: String, provider: any LockProvider, path: String)] = [
-            ("advisory", provider("advisory", config), path),
-            ("link-based", provider("linkbased", config), path + ".link"),
+            ("advisory", try provider("advisory", config), path),
+            ("link-based", try provider("linkbased", config), path + ".link"),
         ]
         var held: [(String, any HeldLock)] = []
         for attempt in attempts {
@@ -134,7 +134,7 @@ struct LockTester: AsyncParsableCommand {
 
     func runStress(config: DroverConfiguration, directory: String) throws {
         let type = lockType ?? config.fileLocks.lockType
-        _ = provider(type, config)
+        _ = try provider(type, config)
         let paths = (directory + "/drover-stress.lock", directory + "/drover-stress.counter", directory + "/drover-stress.inside")
         try Data("0".utf8).write(to: URL(fileURLWithPath: paths.1))
         unlink(paths.2)
@@ -155,7 +155,7 @@ struct LockTester: AsyncParsableCommand {
             let output = pipe.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             guard process.terminationStatus == 0, let report = try? JSONDecoder().decode(WorkerReport.self, from: output) else {
-                fail("a stress worker failed (exit \(process.terminationStatus))", status: 1)
+                throw CommandFailure("a stress worker failed (exit \(process.terminationStatus))", status: 1)
             }
             total.acquisitions += report.acquisitions
             total.violations += report.violations
@@ -184,7 +184,7 @@ struct LockTester: AsyncParsableCommand {
     }
 
     func runStressWorker(config: DroverConfiguration, directory: String) throws {
-        let locks = provider(lockType ?? config.fileLocks.lockType, config)
+        let locks = try provider(lockType ?? config.fileLocks.lockType, config)
         let lockPath = directory + "/drover-stress.lock"
         let counterPath = directory + "/drover-stress.counter"
         let insidePath = directory + "/drover-stress.inside"

@@ -15,27 +15,31 @@ struct MigrateDB: AsyncParsableCommand {
     @Flag(help: "Replace the rows of a target that is not empty.") var force = false
 
     func run() async throws {
-        let access = await RegistryAccess.open(options)
-        guard access.configuration.database.provider == "postgresql" else {
-            fail("\(access.configuration.directory)/database.conf: migrate-db copies into PostgreSQL; set provider=postgresql there first", status: 2)
+        let config = try options.load()
+        guard config.database.provider == "postgresql" else {
+            throw CommandFailure("\(config.directory)/database.conf: migrate-db copies into PostgreSQL; set provider=postgresql there first", status: 2)
         }
         guard FileManager.default.fileExists(atPath: sqlitePath) else {
-            fail("\(sqlitePath): no such SQLite registry file", status: 1)
+            throw CommandFailure("\(sqlitePath): no such SQLite registry file", status: 1)
         }
-        let source = SQLiteRegistryStore(path: sqlitePath, busyTimeout: .seconds(access.configuration.database.connectionTimeoutSeconds))
-        do {
-            try await source.migrate()
-            let snapshot = try await source.snapshot()
+        let (sqlitePath, force) = (sqlitePath, force)
+        try await RegistryAccess.using(options) { access in
+            let source = SQLiteRegistryStore(path: sqlitePath, busyTimeout: .seconds(config.database.connectionTimeoutSeconds))
+            let snapshot: RegistrySnapshot
+            do {
+                try await source.migrate()
+                snapshot = try await source.snapshot()
+                await source.close()
+            } catch {
+                await source.close()
+                throw error
+            }
             try await access.store.restore(snapshot, replacing: force)
             let copied = try await access.store.snapshot()
             guard copied == snapshot else {
-                fail("the rows read back from PostgreSQL differ from the source (\(copied.counts) vs \(snapshot.counts)); nothing else was changed", status: 1)
+                throw CommandFailure("the rows read back from PostgreSQL differ from the source (\(copied.counts) vs \(snapshot.counts)); nothing else was changed", status: 1)
             }
             print("Copied \(snapshot.counts); verified \(copied.counts) in PostgreSQL.")
-        } catch {
-            fail("\(error)", status: 1)
         }
-        await source.close()
-        await access.store.close()
     }
 }

@@ -15,30 +15,24 @@ struct Place: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let access = await RegistryAccess.open(options)
-        let lb = access.configuration.effectiveLoadBalancer
-        let strategy: any BalancerStrategy
-        do {
-            let context = PluginContext(access.configuration, key: access.key, logger: Logger(label: "drover"))
-            strategy = try PluginCatalog.builtin.balancerStrategy(for: lb).make(config: lb, context: context)
-        } catch {
-            fail("\(error)", status: 2)
+        let user = user
+        let (strategy, survey, decision, failure) = try await RegistryAccess.using(options) { access in
+            let lb = access.configuration.effectiveLoadBalancer
+            let strategy: any BalancerStrategy
+            do {
+                let context = PluginContext(access.configuration, key: access.key, logger: Logger(label: "drover"))
+                strategy = try PluginCatalog.builtin.makeBalancer(lb, context: context)
+            } catch {
+                throw CommandFailure("\(error)", status: 2)
+            }
+            let engine = PlacementEngine(store: access.store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off)
+            do {
+                let (survey, decision) = try await engine.dryRun(username: user)
+                return (strategy, survey, decision as PlacementDecision?, nil as String?)
+            } catch let error as PlacementError {
+                return (strategy, try await engine.survey(), nil, error.description)
+            }
         }
-        let engine = PlacementEngine(store: access.store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off)
-        let survey: PlacementCandidates
-        let decision: PlacementDecision?
-        let failure: String?
-        do {
-            (survey, decision) = try await engine.dryRun(username: user)
-            failure = nil
-        } catch let error as PlacementError {
-            survey = try await engine.survey()
-            decision = nil
-            failure = error.description
-        } catch {
-            fail("\(error)", status: 1)
-        }
-        await access.store.close()
         if json {
             printJSON(strategy: strategy.name, survey: survey, decision: decision, failure: failure)
         } else {

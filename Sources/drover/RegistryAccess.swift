@@ -10,27 +10,42 @@ struct RegistryAccess {
     let key: SecureCookieKey?
     let store: any RegistryStore
 
-    /// Opens the configured store, or exits 2 (bad configuration) / 1 (database unreachable).
-    static func open(_ options: ConfigOptions) async -> RegistryAccess {
-        let configuration = options.load()
+    /// Opens the configured store, runs `body` with it, and closes it whatever `body` does.
+    /// - Throws: ``CommandFailure`` with status 2 (bad configuration) or 1 (database
+    ///   unreachable), or what `body` throws.
+    static func using<T>(_ options: ConfigOptions, _ body: (RegistryAccess) async throws -> T) async throws -> T {
+        let access = try await open(options)
+        do {
+            let result = try await body(access)
+            await access.store.close()
+            return result
+        } catch {
+            await access.store.close()
+            throw error
+        }
+    }
+
+    private static func open(_ options: ConfigOptions) async throws -> RegistryAccess {
+        let configuration = try options.load()
         let key: SecureCookieKey?
         do {
             key = FileManager.default.fileExists(atPath: configuration.secureCookieKeyPath)
                 ? try SecureCookieKey.load(from: configuration.secureCookieKeyPath) : nil
         } catch {
-            fail("\(error)", status: 2)
+            throw CommandFailure("\(error)", status: 2)
         }
         let store: any RegistryStore
         do {
             let context = PluginContext(configuration, key: key, logger: Logger(label: "drover"))
-            store = try PluginCatalog.builtin.registryStore(for: configuration.database).make(config: configuration.database, context: context)
+            store = try PluginCatalog.builtin.makeRegistryStore(configuration.database, context: context)
         } catch {
-            fail("\(error)", status: 2)
+            throw CommandFailure("\(error)", status: 2)
         }
         do {
             try await store.migrate()
         } catch {
-            fail("\(error)", status: 1)
+            await store.close()
+            throw CommandFailure("\(error)", status: 1)
         }
         return RegistryAccess(configuration: configuration, key: key, store: store)
     }

@@ -9,7 +9,7 @@ struct LocalNode {
     let host: String
     let client: NodeClient
 
-    init(_ config: DroverConfiguration) {
+    init(_ config: DroverConfiguration) throws {
         self.config = config
         let server = config.server
         host = ["0.0.0.0", "::", ""].contains(server.wwwAddress) ? "127.0.0.1" : server.wwwAddress
@@ -19,19 +19,25 @@ struct LocalNode {
             client = try NodeClient(key: key, protocol: server.sslEnabled ? .httpsNoVerify : .http,
                                     timeoutSeconds: max(config.effectiveLoadBalancer.timeout, 60))
         } catch {
-            fail("\(error)", status: 1)
+            throw CommandFailure("\(error)", status: 1)
         }
     }
 
-    func send(_ method: HTTPMethodName, _ path: String) async -> NodeClient.Response {
+    func call(_ call: InternalCall) async throws -> NodeClient.Response {
         do {
-            return try await client.send(method == .get ? .GET : .POST, path, to: host, port: config.server.wwwPort)
+            return try await client.call(call, host: host, port: config.server.wwwPort)
         } catch {
-            fail("\(error); is droverd running with \(config.directory)?", status: 1)
+            throw CommandFailure("\(error); is droverd running with \(config.directory)?", status: 1)
         }
     }
 
-    enum HTTPMethodName { case get, post }
+    func get(_ path: String) async throws -> NodeClient.Response {
+        do {
+            return try await client.send(.GET, path, to: host, port: config.server.wwwPort)
+        } catch {
+            throw CommandFailure("\(error); is droverd running with \(config.directory)?", status: 1)
+        }
+    }
 }
 
 struct SuspendAll: AsyncParsableCommand {
@@ -42,13 +48,11 @@ struct SuspendAll: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let response = await LocalNode(options.load()).send(.post, "/load-balancer/suspend-all")
-        guard response.status == 200,
-              let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
-              let count = object["suspended"] as? Int else {
-            fail("the node answered \(response.status): \(response.text)", status: 1)
+        let response = try await LocalNode(try options.load()).call(.suspendAll)
+        guard response.status == 200, let answer = try? response.decode(InternalCall.SuspendAllAnswer.self) else {
+            throw CommandFailure("the node answered \(response.status): \(response.text)", status: 1)
         }
-        print("Suspended \(count) session(s).")
+        print("Suspended \(answer.suspended) session(s).")
     }
 }
 
@@ -60,20 +64,14 @@ struct ActiveSessions: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let access = await RegistryAccess.open(options)
-        guard let text = try? String(contentsOfFile: access.configuration.nodeIDFile, encoding: .utf8),
+        let config = try options.load()
+        guard let text = try? String(contentsOfFile: config.nodeIDFile, encoding: .utf8),
               let node = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            fail("this node has not joined yet (no \(access.configuration.nodeIDFile)); start droverd first", status: 1)
+            throw CommandFailure("this node has not joined yet (no \(config.nodeIDFile)); start droverd first", status: 1)
         }
-        let sessions: [SessionRecord]
-        let now: Date
-        do {
-            sessions = try await access.store.sessions(matching: SessionFilter(node: node, states: [.starting, .running, .suspending]))
-            now = try await access.store.now()
-        } catch {
-            fail("\(error)", status: 1)
+        let (sessions, now) = try await RegistryAccess.using(options) { access in
+            (try await access.store.sessions(matching: SessionFilter(node: node, states: [.starting, .running, .suspending])), try await access.store.now())
         }
-        await access.store.close()
         print("PID".padding(toLength: 8, withPad: " ", startingAt: 0) + "USER".padding(toLength: 16, withPad: " ", startingAt: 0)
               + "SESSION".padding(toLength: 34, withPad: " ", startingAt: 0) + "AGE")
         for session in sessions {

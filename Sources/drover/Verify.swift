@@ -13,16 +13,17 @@ struct Verify: AsyncParsableCommand {
 
     func run() async throws {
         func pass(_ what: String) { print("ok    \(what)") }
-        func failed(_ what: String, _ error: any Error) -> Never {
+        /// Prints the FAIL line; the command then exits 2.
+        func failed(_ what: String, _ error: any Error) -> ExitCode {
             print("FAIL  \(what): \(error)")
-            Foundation.exit(2)
+            return ExitCode(2)
         }
         let catalog = PluginCatalog.builtin
         let config: DroverConfiguration
         do {
             config = try DroverConfiguration.load(directory: options.directory, pluginKeys: catalog.loadBalancerPluginKeys)
         } catch {
-            failed("configuration", error)
+            throw failed("configuration", error)
         }
         pass("configuration directory \(config.directory)")
         for name in [ServerConfiguration.fileName, LoadBalancerConfiguration.fileName, FileLocksConfiguration.fileName, DatabaseConfiguration.fileName] {
@@ -35,7 +36,7 @@ struct Verify: AsyncParsableCommand {
         do {
             key = try SecureCookieKey.load(from: config.secureCookieKeyPath)
         } catch {
-            failed("secure cookie key", error)
+            throw failed("secure cookie key", error)
         }
         pass("secure cookie key \(key.path) (mode 0600, cluster hash \(key.clusterHash.prefix(12))…)")
         let lb = config.effectiveLoadBalancer
@@ -48,13 +49,13 @@ struct Verify: AsyncParsableCommand {
                 pass("diagnostics off")
             }
         } catch {
-            failed("plugins", error)
+            throw failed("plugins", error)
         }
         do {
             let locks = try catalog.lockProvider(for: config.fileLocks)
             pass("lock type '\(locks.name)' (refresh \(config.fileLocks.refreshRate) s, timeout \(config.fileLocks.timeoutInterval) s)")
         } catch {
-            failed("plugins", error)
+            throw failed("plugins", error)
         }
         if config.isClustered {
             await checkCluster(config)
@@ -64,19 +65,20 @@ struct Verify: AsyncParsableCommand {
                 _ = try config.database.password?.reveal(key: key, source: config.database.source)
                 pass("database password decrypts with this key")
             } catch {
-                failed("database password", error)
+                throw failed("database password", error)
             }
         }
     }
 
     /// Compares this node's configuration with the cluster's rows; differences are warnings.
     func checkCluster(_ config: DroverConfiguration) async {
-        let access = await RegistryAccess.open(options)
-        guard let nodes = try? await access.store.nodes() else {
-            print("warn  registry: cannot read the node list")
+        let nodes: [NodeRecord]
+        do {
+            nodes = try await RegistryAccess.using(options) { try await $0.store.nodes() }
+        } catch {
+            print("warn  registry: cannot read the node list (\(error))")
             return
         }
-        await access.store.close()
         print("ok    registry reachable (\(nodes.count) node rows)")
         if let majority = nodes.majorityConfigHash, majority != config.fingerprint {
             print("warn  this node's configuration (\(config.fingerprint)) differs from most nodes' (\(majority)); keep the configuration directory identical on every node")

@@ -41,8 +41,8 @@ struct Droverd: AsyncParsableCommand {
         }
         let logger = Logger(label: "droverd")
         let stops = StopRequests()
-        let signalSources = stops.install()
-        defer { signalSources.forEach { $0.cancel() } }
+        let signals = await stops.install()
+        defer { signals.cancel() }
         let setup: NodeSetup
         do {
             setup = try NodeSetup(configDirectory: DroverConfiguration.directory(option: configDir),
@@ -52,10 +52,9 @@ struct Droverd: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let config = setup.configuration
-        for warning in config.warnings { logger.warning("\(warning)") }
-        if setup.generatedKey {
-            logger.notice("generated a new secure cookie key", metadata: ["file": "\(setup.key.path)"])
-        }
+        let events = EventLog(logger: logger, diagnostics: setup.diagnostics)
+        for warning in config.warnings { events.emit(.configurationWarning("\(warning)")) }
+        if setup.generatedKey { events.emit(.keyGenerated(file: setup.key.path)) }
         do {
             try FileManager.default.createDirectory(atPath: config.server.dataDirectory, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o750])
@@ -76,7 +75,7 @@ struct Droverd: AsyncParsableCommand {
         let services: [ServiceGroupConfiguration.ServiceConfiguration] = node.services.map { .init(service: $0) }
         let group = ServiceGroup(configuration: .init(services: services, logger: logger))
         stops.attach(group)
-        setup.diagnostics.record("node-starting", ("address", "\(config.server.wwwAddress):\(config.server.wwwPort)"))
+        events.emit(.nodeStarting(address: "\(config.server.wwwAddress):\(config.server.wwwPort)"))
         do {
             try await group.run()
         } catch {
@@ -85,7 +84,6 @@ struct Droverd: AsyncParsableCommand {
             throw ExitCode(1)
         }
         node.removePidFile()
-        setup.diagnostics.record("node-stopped")
-        logger.info("stopped")
+        events.emit(.nodeStopped)
     }
 }

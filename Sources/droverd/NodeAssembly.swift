@@ -21,10 +21,10 @@ struct NodeAssembly {
         let context = PluginContext(config, key: setup.key, logger: logger)
         let store: any RegistryStore
         do {
-            store = try setup.catalog.registryStore(for: config.database).make(config: config.database, context: context)
+            store = try setup.catalog.makeRegistryStore(config.database, context: context)
             // The session guards hold the locks; building the provider here refuses a bad
             // file-locks at start instead of at the first session.
-            _ = try setup.catalog.lockProvider(for: config.fileLocks).make(config: config.fileLocks, context: context)
+            _ = try setup.catalog.makeLockProvider(config.fileLocks, context: context)
         } catch {
             throw Failure(message: "\(error)", status: 2)
         }
@@ -42,7 +42,7 @@ struct NodeAssembly {
         }
         let sessions = SessionManager(runtime: membership.runtime)
         if config.server.authNone {
-            logger.warning("auth-none=1: every visitor is this daemon's own user; use it only on a single-user machine")
+            membership.runtime.events.emit(.authNoneInForce)
         }
         let server: HTTPServer
         do {

@@ -1,7 +1,7 @@
-import Dispatch
 import Foundation
 import ServiceLifecycle
 import Synchronization
+import UnixSignals
 
 /// Catches SIGTERM and SIGINT from the first moment, before the service group exists: the node
 /// answers on its port (and may be told to stop) while it is still joining. A stop requested
@@ -14,14 +14,12 @@ final class StopRequests: Sendable {
 
     private let state = Mutex(State())
 
-    /// Starts catching the signals; keep the returned sources alive as long as the node runs.
-    func install() -> [any DispatchSourceSignal] {
-        [SIGTERM, SIGINT].map { signalNumber -> any DispatchSourceSignal in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { [self] in request() }
-            source.resume()
-            return source
+    /// Starts catching the signals, through UnixSignals as the reload service catches SIGHUP:
+    /// they are trapped once this returns. Cancel the returned task when the node has stopped.
+    func install() async -> Task<Void, Never> {
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        return Task { [self] in
+            for await _ in signals { request() }
         }
     }
 

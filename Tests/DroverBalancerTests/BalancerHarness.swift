@@ -10,7 +10,7 @@ func makeStrategy(_ loadBalancer: String, configDirectory: String = "/tmp") thro
     let config = try LoadBalancerConfiguration(parsing: loadBalancer, path: "load-balancer", baseDirectory: configDirectory,
                                                pluginKeys: PluginCatalog.builtin.loadBalancerPluginKeys)
     let context = PluginContext(configDirectory: configDirectory, dataDirectory: configDirectory, secureCookieKey: nil, logger: Logger(label: "t"))
-    return try PluginCatalog.builtin.balancerStrategy(for: config).make(config: config, context: context)
+    return try PluginCatalog.builtin.makeBalancer(config, context: context)
 }
 
 func candidateNode(_ id: Int64, load: Double = 0, host: String? = nil) -> NodeRecord {
@@ -19,28 +19,17 @@ func candidateNode(_ id: Int64, load: Double = 0, host: String? = nil) -> NodeRe
                configHash: "h", launcherFingerprint: nil)
 }
 
-func newRecord(_ user: String) -> SessionRecord {
-    let now = Date()
-    return SessionRecord(id: Crypto.randomBytes(16).hexString, username: user, ownership: SessionOwnership(node: nil, state: .starting),
-                         createdAt: now, lastActive: now, label: nil)
-}
-
-/// An in-memory registry with `count` fresh, online nodes (ids 1...count).
-func registryWithNodes(_ count: Int) async throws -> InMemoryRegistryStore {
-    let store = InMemoryRegistryStore()
-    for n in 1...count {
-        _ = try await store.registerNode(NodeRegistration(host: "127.0.0.\(n)", ipv4: "127.0.0.\(n)", port: 8787, status: .online,
-                                                          cpus: 2, version: "t", configHash: "h", launcherFingerprint: nil))
-    }
-    return store
-}
-
 /// The built-in strategies a conformance suite runs against (custom with a script that picks
 /// the last node it is offered).
 enum StrategyCase: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case sessions, systemLoad = "system-load", userHash = "user-hash", boundedUserHash = "user-hash (1.25)", custom, randomTwo = "random-two"
 
     var testDescription: String { rawValue }
+
+    /// The cases of the catalog's strategies, in the catalog's order: the suite's arguments.
+    static var ofCatalog: [StrategyCase] {
+        PluginCatalog.builtin.balancerStrategies.flatMap { factory in allCases.filter { $0.strategyName == factory.name } }
+    }
 
     /// The `balancer=` value it selects.
     var strategyName: String { self == .boundedUserHash ? "user-hash" : rawValue }

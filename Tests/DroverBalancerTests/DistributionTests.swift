@@ -6,19 +6,19 @@ import Testing
 
 @Suite struct DistributionTests {
     @Test func sessionsSpreadsNineHundredNinetyNinePlacementsEvenly() async throws {
-        let store = try await registryWithNodes(3)
+        let store = try await BalancerConformance.registryWithNodes(3)
         let engine = PlacementEngine(store: store, strategy: try makeStrategy("balancer=sessions\n"), heartbeatInterval: 5, diagnostics: .off)
-        for n in 0..<999 { _ = try await engine.placeNew(newRecord("user\(n)")) }
+        for n in 0..<999 { _ = try await engine.placeNew(BalancerConformance.newSessionRecord(user: "user\(n)")) }
         let counts = try await store.activeSessionCounts()
         #expect(counts.values.max()! - counts.values.min()! <= 1, "\(counts)")
         #expect(counts.values.reduce(0, +) == 999)
     }
 
     @Test func concurrentPlacementsInOneProcessDoNotHerd() async throws {
-        let store = try await registryWithNodes(3)
+        let store = try await BalancerConformance.registryWithNodes(3)
         let engine = PlacementEngine(store: store, strategy: try makeStrategy(""), heartbeatInterval: 5, diagnostics: .off)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for n in 0..<300 { group.addTask { _ = try await engine.placeNew(newRecord("user\(n)")) } }
+            for n in 0..<300 { group.addTask { _ = try await engine.placeNew(BalancerConformance.newSessionRecord(user: "user\(n)")) } }
             try await group.waitForAll()
         }
         let counts = try await store.activeSessionCounts()
@@ -75,9 +75,9 @@ import Testing
     }
 
     @Test func randomTwoStaysNearlyEven() async throws {
-        let store = try await registryWithNodes(3)
+        let store = try await BalancerConformance.registryWithNodes(3)
         let engine = PlacementEngine(store: store, strategy: try makeStrategy("balancer=random-two\n"), heartbeatInterval: 5, diagnostics: .off)
-        for n in 0..<300 { _ = try await engine.placeNew(newRecord("user\(n)")) }
+        for n in 0..<300 { _ = try await engine.placeNew(BalancerConformance.newSessionRecord(user: "user\(n)")) }
         let counts = try await store.activeSessionCounts()
         #expect(counts.values.max()! - counts.values.min()! <= 10, "\(counts)")
     }

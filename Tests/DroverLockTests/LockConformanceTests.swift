@@ -2,50 +2,27 @@ import DroverKernel
 import DroverPlugins
 import DroverTesting
 import Foundation
-import Synchronization
 import Testing
 
-/// What every lock provider must do.
+/// Every lock provider of the catalog (and the in-memory double) through the conformance suite
+/// in `DroverTesting`, plus the check that needs separate processes.
 @Suite struct LockConformanceTests {
-    /// README promises that every lock provider of the catalog runs through this suite.
-    @Test func everyCatalogProviderIsCovered() {
-        let catalog = Set(PluginCatalog.builtin.lockProviders.map { $0.name })
-        #expect(catalog == Set(LockKind.allCases.filter { $0 != .memory }.map(\.rawValue)), "add a LockKind for each new provider")
-    }
+    /// Every provider of the catalog by name, and the in-memory double the other suites use.
+    static var providers: [String] { PluginCatalog.builtin.lockProviders.map { $0.name } + [LockKind.memory.rawValue] }
 
-    @Test(arguments: LockKind.allCases)
-    func exactlyOneOfAHundredThreadsAcquires(kind: LockKind) async throws {
-        let harness = try LockHarness(kind)
-        let path = harness.path()
-        let winners = Mutex<[any HeldLock]>([])
-        let failures = Mutex<[String]>([])
-        await raceThreads(100) { _ in
-            do {
-                if let lock = try harness.provider.tryAcquire(path) { winners.withLock { $0.append(lock) } }
-            } catch {
-                failures.withLock { $0.append("\(error)") }
-            }
+    /// README promises that every lock provider of the catalog runs through the suite: the
+    /// arguments come from the catalog, and the harness must be able to build each of them.
+    @Test func everyCatalogProviderIsCovered() throws {
+        for name in Self.providers {
+            #expect(LockKind(rawValue: name) != nil, "the lock harness cannot build '\(name)': add a LockKind for it")
         }
-        #expect(failures.withLock { $0 }.isEmpty)
-        #expect(winners.withLock { $0.count } == 1)
-        try winners.withLock { try $0.forEach { try $0.release() } }
     }
 
-    @Test(arguments: LockKind.allCases)
-    func aSecondAcquireInTheSameProcessFailsUntilRelease(kind: LockKind) async throws {
-        let harness = try LockHarness(kind)
-        let path = harness.path()
-        #expect(try harness.provider.isLocked(path) == false)
-        let first = try #require(try harness.provider.tryAcquire(path))
-        #expect(try harness.provider.tryAcquire(path) == nil)
-        #expect(try harness.provider.isLocked(path))
-        #expect(try first.refresh())
-        try first.release()
-        try first.release()
-        #expect(try first.refresh() == false)
-        #expect(try harness.provider.isLocked(path) == false)
-        let second = try #require(try harness.provider.tryAcquire(path))
-        try second.release()
+    @Test(arguments: providers, LockConformance.Check.allCases)
+    func conforms(provider: String, check: LockConformance.Check) async throws {
+        let harness = try LockHarness(try #require(LockKind(rawValue: provider)))
+        guard harness.kind != .memory || !check.needsStorage else { return }
+        try await LockConformance.run(check, provider: harness.provider, directory: harness.config.url("shared"))
     }
 
     @Test(arguments: LockKind.onDisk)
@@ -54,28 +31,5 @@ import Testing
         let outcomes = try await harness.race(20)
         #expect(outcomes.filter { $0 == "acquired" }.count == 1, "\(outcomes)")
         #expect(outcomes.filter { $0 == "busy" }.count == 19)
-    }
-
-    @Test(arguments: LockKind.onDisk)
-    func aForkedChildsExitDoesNotReleaseTheParentsLock(kind: LockKind) async throws {
-        let harness = try LockHarness(kind)
-        let path = harness.path()
-        let lock = try #require(try harness.provider.tryAcquire(path))
-        let child = fork()
-        if child == 0 { _exit(0) }
-        var status: Int32 = 0
-        waitpid(child, &status, 0)
-        #expect(try harness.provider.isLocked(path))
-        #expect(try harness.provider.tryAcquire(path) == nil)
-        #expect(try lock.refresh())
-        try lock.release()
-    }
-
-    @Test(arguments: LockKind.onDisk)
-    func aNonContentionFailureIsAnErrorNotLockHeld(kind: LockKind) async throws {
-        let harness = try LockHarness(kind)
-        let tooLong = harness.path(String(repeating: "x", count: 300))
-        #expect(throws: LockError.self) { try harness.provider.tryAcquire(tooLong) }
-        #expect(throws: LockError.self) { try harness.provider.tryAcquire(harness.config.url("no/such/dir/lock")) }
     }
 }

@@ -34,7 +34,7 @@ struct LockHarness: Sendable {
         } else {
             let loaded = try DroverConfiguration.load(directory: config.path)
             let context = PluginContext(configDirectory: config.path, dataDirectory: config.path, secureCookieKey: nil, logger: Logger(label: "t"))
-            provider = try PluginCatalog.builtin.lockProvider(for: loaded.fileLocks).make(config: loaded.fileLocks, context: context)
+            provider = try PluginCatalog.builtin.makeLockProvider(loaded.fileLocks, context: context)
         }
     }
 
@@ -63,30 +63,4 @@ extension LockHarness {
         }
         return outcomes
     }
-}
-
-/// Starts `count` threads that call `body` at the same instant; returns when all are done. The
-/// threads sleep on a barrier until every one is ready, so waiting costs no CPU; the waiting is
-/// done on a thread of its own, never on the cooperative pool the other suites need.
-func raceThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) async {
-    _ = try? await onOwnThread { raceThreadsBlocking(count, body) }
-}
-
-private func raceThreadsBlocking(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    let ready = DispatchSemaphore(value: 0)
-    let go = DispatchSemaphore(value: 0)
-    let finished = DispatchGroup()
-    for index in 0..<count {
-        finished.enter()
-        let thread = Thread {
-            ready.signal()
-            go.wait()
-            body(index)
-            finished.leave()
-        }
-        thread.start()
-    }
-    for _ in 0..<count { ready.wait() }
-    for _ in 0..<count { go.signal() }
-    finished.wait()
 }

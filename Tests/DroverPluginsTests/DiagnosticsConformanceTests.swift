@@ -2,11 +2,11 @@ import DroverKernel
 import DroverPlugins
 import DroverTesting
 import Foundation
+import Logging
 import Testing
 
-/// What every diagnostics sink of the catalog must do, in a process of its own (the stderr sink
-/// writes to the process's standard error): several threads recording at once give one whole
-/// line per event, each ending in the event's fields, none lost and none interleaved.
+/// Every diagnostics sink of the catalog through the conformance suite in `DroverTesting`, each
+/// in a process of its own (the stderr sink writes to the process's standard error).
 @Suite struct DiagnosticsConformanceTests {
     /// Where each sink's lines land, read after the probe exits. A sink added to the catalog
     /// must be added here (``everyCatalogSinkIsCovered()`` fails until it is).
@@ -21,19 +21,31 @@ import Testing
         #expect(Set(Self.sinkNames) == Set(Self.readers.keys), "add a reader for each new sink to DiagnosticsConformanceTests.readers")
     }
 
-    @Test(arguments: sinkNames)
-    func concurrentEventsGiveOneWholeLineEach(sink: String) async throws {
+    static func configured(_ sink: String) throws -> TemporaryDirectory {
         let directory = TemporaryDirectory(prefix: "drover-diagnostics")
         try directory.write("rserver.conf", "server-data-dir=data\nserver-shared-storage-path=shared\n")
         try directory.write("load-balancer", "diagnostics=\(sink)\ndiagnostics-file=\(directory.url("diagnostics.log"))\n")
-        let probe = try RunningProcess("drover-probe", ["diagnostics", "--config-dir", directory.path, "--writers", "4", "--events", "100"])
+        return directory
+    }
+
+    @Test(arguments: sinkNames)
+    func concurrentEventsGiveOneWholeLineEach(sink: String) async throws {
+        let directory = try Self.configured(sink)
+        let probe = try RunningProcess("drover-probe", ["diagnostics", "--config-dir", directory.path,
+                                                        "--writers", String(DiagnosticsConformance.writers),
+                                                        "--events", String(DiagnosticsConformance.events)])
         #expect(try await probe.wait(timeout: 60) == 0, "\(probe.stderr)")
         let read = try #require(Self.readers[sink])
-        let lines = read(probe, directory).split(separator: "\n").filter { $0.contains("event=w ") }
-        #expect(lines.count == 400, "one line per event")
-        let padding = String(repeating: "x", count: 300)
-        #expect(lines.allSatisfy { $0.contains("pid=\(probe.pid) event=w writer=") && $0.hasSuffix(" pad=\(padding)") }, "whole lines")
-        let seen = Set(lines.compactMap { line in line.split(separator: " ").first { $0.hasPrefix("writer=") }.map { "\($0) \(line.split(separator: " ").first { $0.hasPrefix("n=") } ?? "")" } })
-        #expect(seen.count == 400, "every event once")
+        DiagnosticsConformance.expectWholeLines(read(probe, directory), pid: probe.pid)
+    }
+
+    /// The suite as an in-house sink writing to a file would run it, in process.
+    @Test func theFileSinkPassesTheSuiteInProcess() async throws {
+        let directory = try Self.configured("tmp")
+        let config = try DroverConfiguration.load(directory: directory.path)
+        let context = PluginContext(config, key: nil, logger: Logger(label: "test"))
+        let diagnostics = try PluginCatalog.builtin.makeDiagnostics(config.effectiveLoadBalancer, context: context)
+        let sink = try #require(diagnostics.sink)
+        await DiagnosticsConformance.run(sink) { directory.read("diagnostics.log") ?? "" }
     }
 }

@@ -22,7 +22,7 @@ struct PostgresStoreTests {
         let name = try await server.createDatabase()
         let live = try store(server.databaseConf(name, extra: "pool-size=2\n"))
         try await live.migrate()
-        let node = try await live.registerNode(registration("restart"))
+        let node = try await live.registerNode(RegistryConformance.registration("restart"))
         try await server.restart()
         // Every pooled connection is now dead; the next calls reconnect rather than fail.
         #expect(try await live.heartbeat(node: node.id, load: LoadAverage(one: 1, five: 1, fifteen: 1)))
@@ -99,7 +99,7 @@ struct PostgresStoreTests {
         let harness = try await Harness(.sqlite)
         #expect(!harness.config.exists("data"))
         let store = try await harness.store()
-        _ = try await store.registerNode(registration("w"))
+        _ = try await store.registerNode(RegistryConformance.registration("w"))
         #expect(harness.config.exists("data/drover.sqlite"))
         let mode = try await Executable.run("/usr/bin/env", ["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode').fetchone()[0])", harness.sqlitePath])
         #expect(mode.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "wal")

@@ -13,10 +13,10 @@ import Testing
         #expect(empty.stdout.hasPrefix("Cluster\n-------\nProtocol\n(not defined"))
 
         try await store.defineCluster(ClusterRecord(keyHash: harness.key.clusterHash, protocol: .http, definedAt: Date(), definedByNode: 1))
-        var primary = registration("rsw-primary", port: 80)
+        var primary = RegistryConformance.registration("rsw-primary", port: 80)
         primary.ipv4 = "172.98.8.241"
         let first = try await store.registerNode(primary)
-        var stale = registration("rsw-secondary")
+        var stale = RegistryConformance.registration("rsw-secondary")
         stale.ipv4 = nil
         let second = try await store.registerNode(stale)
         _ = try await store.setNodeStatus(.invalidSecureCookieKey, node: second.id)
@@ -57,7 +57,7 @@ import Testing
         try harness.config.write("load-balancer", "heartbeat-interval=1\n")
         try harness.config.write("rserver.conf", "server-data-dir=data\nserver-shared-storage-path=shared\n")
         let store = try await harness.store()
-        _ = try await store.registerNode(registration("gone"))
+        _ = try await store.registerNode(RegistryConformance.registration("gone"))
         await store.close()
         try await Task.sleep(for: .milliseconds(3300))
         let result = try await Executable.run("drover", ["list-nodes", "--config-dir", harness.config.path])
@@ -89,11 +89,11 @@ import Testing
     func migrateDBCopiesVerifiesAndRefusesANonEmptyTargetWithoutForce() async throws {
         let sqlite = try await Harness(.sqlite)
         let source = try await sqlite.store()
-        let a = try await source.registerNode(registration("a"))
-        let b = try await source.registerNode(registration("b"))
+        let a = try await source.registerNode(RegistryConformance.registration("a"))
+        let b = try await source.registerNode(RegistryConformance.registration("b"))
         _ = try await source.deleteNode(a.id)
         try await source.defineCluster(ClusterRecord(keyHash: "h", protocol: .https, definedAt: Date(), definedByNode: b.id))
-        for n in 0..<5 { try await source.createSession(newSession("s\(n)", node: b.id, state: .running)) }
+        for n in 0..<5 { try await source.createSession(RegistryConformance.newSession("s\(n)", node: b.id, state: .running)) }
         await source.close()
 
         let pg = try await Harness(.postgresql)
@@ -102,7 +102,7 @@ import Testing
         #expect(copy.stdout == "Copied 1 cluster, 1 nodes, 5 sessions; verified 1 cluster, 1 nodes, 5 sessions in PostgreSQL.\n")
         let target = try await pg.store()
         #expect(try await target.nodes().map(\.id) == [b.id])
-        #expect(try await target.registerNode(registration("c")).id > b.id)
+        #expect(try await target.registerNode(RegistryConformance.registration("c")).id > b.id)
         await target.close()
 
         let again = try await Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", sqlite.sqlitePath])

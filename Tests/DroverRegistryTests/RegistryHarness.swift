@@ -26,6 +26,8 @@ struct Harness: Sendable {
     let config: TemporaryDirectory
     let key: SecureCookieKey
     let databaseName: String?
+    /// The in-memory store's one instance: every "new store" on its storage is this one.
+    let memory = InMemoryRegistryStore()
 
     init(_ kind: StoreKind) async throws {
         self.kind = kind
@@ -48,11 +50,11 @@ struct Harness: Sendable {
     var sqlitePath: String { config.url("data/drover.sqlite") }
 
     func makeStore() throws -> any RegistryStore {
-        if kind == .memory { return InMemoryRegistryStore() }
+        if kind == .memory { return memory }
         let configuration = try DroverConfiguration.load(directory: config.path)
         let context = PluginContext(configDirectory: config.path, dataDirectory: configuration.server.dataDirectory,
                                     secureCookieKey: key, logger: Logger(label: "test"))
-        return try PluginCatalog.builtin.registryStore(for: configuration.database).make(config: configuration.database, context: context)
+        return try PluginCatalog.builtin.makeRegistryStore(configuration.database, context: context)
     }
 
     /// A migrated store.
@@ -75,14 +77,4 @@ struct Harness: Sendable {
             try await PostgresTestServer.required().psql(databaseName!, sql)
         }
     }
-}
-
-func registration(_ host: String, port: Int = 8787, status: NodeStatus = .online) -> NodeRegistration {
-    NodeRegistration(host: host, ipv4: "127.0.0.9", port: port, status: status, cpus: 2, version: "1.0", configHash: "cfg", launcherFingerprint: nil)
-}
-
-func newSession(_ id: String, user: String = "alice", node: Int64? = nil, state: SessionState = .suspended,
-                created: Date = Date(timeIntervalSince1970: 1_700_000_000)) -> SessionRecord {
-    SessionRecord(id: id, username: user, ownership: SessionOwnership(node: node, state: state), createdAt: created,
-                  lastActive: created, label: "lab \(id)")
 }

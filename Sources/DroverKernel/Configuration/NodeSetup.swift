@@ -30,17 +30,7 @@ public struct NodeSetup: Sendable {
         let context = PluginContext(configuration, key: key, logger: logger)
         let lb = configuration.effectiveLoadBalancer
         _ = try catalog.balancerStrategy(for: lb)
-        if let sinkFactory = try catalog.diagnosticsSink(for: lb) {
-            do {
-                diagnostics = Diagnostics(sink: try sinkFactory.make(config: lb, context: context))
-            } catch let error as ConfigurationError {
-                throw error
-            } catch {
-                throw lb.source.error("diagnostics", "cannot start diagnostics sink '\(sinkFactory.name)': \(error)")
-            }
-        } else {
-            diagnostics = .off
-        }
+        diagnostics = try catalog.makeDiagnostics(lb, context: context)
         self.configuration = configuration
         self.generatedKey = generated
         self.catalog = catalog

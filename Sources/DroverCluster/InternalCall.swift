@@ -1,0 +1,255 @@
+public import DroverKernel
+import Foundation
+public import NIOHTTP1
+
+/// The paths a node serves besides its users' API, in one place.
+public enum NodeEndpoint {
+    /// Liveness, answered on the event loop (`GET`, unsigned).
+    public static let healthCheck = "/health-check"
+    /// The seed's status report (`GET`, unsigned; loopback and cluster nodes only).
+    public static let status = "/load-balancer/status"
+    /// Every signed internal call's path starts with this.
+    public static let internalPrefix = "/load-balancer/"
+}
+
+/// Every call one node (or `drover` on the node's own machine) makes on another's signed
+/// internal API (`/load-balancer/<name>`), with its payload. The client builds requests from
+/// it, the server decodes requests into it and answers with an exhaustive `switch`, and the
+/// command line uses it too: a call that one side sends and the other does not understand
+/// cannot compile.
+public enum InternalCall: Sendable, Equatable {
+    /// Answers `pong`: the key and the clocks agree.
+    case ping
+    /// A change the peers should hear of at once (they re-read the node list, or forget a route).
+    case notice(PeerNotice)
+    /// Start a session placed on the receiving node; answers 200 with the session.
+    case launch(SessionCall, isNew: Bool)
+    /// Suspend (save, then stop) a session running on the receiving node; answers 204.
+    case suspend(SessionCall)
+    /// Quit a session running on the receiving node; answers 204.
+    case quit(SessionCall)
+    /// Suspend every session of the receiving node; answers ``SuspendAllAnswer``.
+    case suspendAll
+
+    /// A session named in a call.
+    public struct SessionCall: Codable, Sendable, Equatable {
+        public var id: String
+        public init(id: String) { self.id = id }
+    }
+
+    /// The answer to ``suspendAll``.
+    public struct SuspendAllAnswer: Codable, Sendable, Equatable {
+        public var suspended: Int
+        public init(suspended: Int) { self.suspended = suspended }
+    }
+
+    /// What a launch call carries: the session, and whether this is its first start.
+    struct LaunchBody: Codable {
+        var id: String
+        var new: Bool?
+    }
+
+    public var method: HTTPMethod {
+        if case .ping = self { .GET } else { .POST }
+    }
+
+    /// The call's name, the last part of its path.
+    public var name: String {
+        switch self {
+        case .ping: "ping"
+        case .notice(let notice): notice.name
+        case .launch: "launch"
+        case .suspend: "suspend"
+        case .quit: "quit"
+        case .suspendAll: "suspend-all"
+        }
+    }
+
+    public var path: String { NodeEndpoint.internalPrefix + name }
+
+    /// The JSON body (empty for calls without one).
+    public var body: [UInt8] {
+        switch self {
+        case .ping, .suspendAll: []
+        case .notice(let notice): notice.body
+        case .launch(let session, let isNew): Self.encode(LaunchBody(id: session.id, new: isNew ? true : nil))
+        case .suspend(let session), .quit(let session): Self.encode(session)
+        }
+    }
+
+    static func encode(_ value: some Encodable) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        // Encoding these plain structs cannot fail.
+        return (try? encoder.encode(value)).map(Array.init) ?? []
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], call name: String) throws -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(body))
+        } catch {
+            throw Refusal.badBody(name, expected: String(describing: type))
+        }
+    }
+
+    /// Why a request is not a call this node knows.
+    public enum Refusal: Error, Equatable, CustomStringConvertible {
+        case unknown(method: String, path: String)
+        case badBody(String, expected: String)
+
+        public var description: String {
+            switch self {
+            case .unknown(let method, let path): "no internal call \(method) \(path); are all nodes running the same Drover version?"
+            case .badBody(let name, let expected): "the body of \(name) is not the JSON of \(expected)"
+            }
+        }
+    }
+
+    /// The call a request makes (its signature already checked).
+    public init(method: HTTPMethod, path: String, body: [UInt8]) throws(Refusal) {
+        guard path.hasPrefix(NodeEndpoint.internalPrefix) else { throw .unknown(method: method.rawValue, path: path) }
+        let name = String(path.dropFirst(NodeEndpoint.internalPrefix.count))
+        do {
+            switch (method, name) {
+            case (.GET, "ping"):
+                self = .ping
+            case (.POST, "launch"):
+                let launch = try Self.decode(LaunchBody.self, body, call: name)
+                self = .launch(SessionCall(id: launch.id), isNew: launch.new ?? false)
+            case (.POST, "suspend"):
+                self = .suspend(try Self.decode(SessionCall.self, body, call: name))
+            case (.POST, "quit"):
+                self = .quit(try Self.decode(SessionCall.self, body, call: name))
+            case (.POST, "suspend-all"):
+                self = .suspendAll
+            case (.POST, _):
+                guard let notice = try PeerNotice(name: name, body: body) else { throw Refusal.unknown(method: method.rawValue, path: path) }
+                self = .notice(notice)
+            default:
+                throw Refusal.unknown(method: method.rawValue, path: path)
+            }
+        } catch let refusal as Refusal {
+            throw refusal
+        } catch {
+            throw .badBody(name, expected: "its payload")
+        }
+    }
+}
+
+/// A change the other nodes hear of at once, sent by the node it concerns (or by `drover` for
+/// a deleted node); without it they would notice at their next heartbeat.
+public enum PeerNotice: Sendable, Equatable {
+    case nodeJoined(NodeJoined)
+    case nodeLeft(NodeRef)
+    case nodeDeleted(NodeRef)
+    case nodeStatus(NodeStatusChange)
+    /// A session changed owner: forget its route.
+    case sessionMoved(InternalCall.SessionCall)
+
+    public struct NodeRef: Codable, Sendable, Equatable {
+        public var id: Int64
+        public init(id: Int64) { self.id = id }
+    }
+
+    public struct NodeJoined: Codable, Sendable, Equatable {
+        public var id: Int64
+        public var host: String
+        public var port: Int
+        public init(id: Int64, host: String, port: Int) {
+            self.id = id
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public struct NodeStatusChange: Codable, Sendable, Equatable {
+        public var id: Int64
+        public var status: String
+        public init(id: Int64, status: NodeStatus) {
+            self.id = id
+            self.status = status.rawValue
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .nodeJoined: "node-joined"
+        case .nodeLeft: "node-left"
+        case .nodeDeleted: "node-deleted"
+        case .nodeStatus: "node-status"
+        case .sessionMoved: "session-moved"
+        }
+    }
+
+    var body: [UInt8] {
+        switch self {
+        case .nodeJoined(let joined): InternalCall.encode(joined)
+        case .nodeLeft(let node), .nodeDeleted(let node): InternalCall.encode(node)
+        case .nodeStatus(let change): InternalCall.encode(change)
+        case .sessionMoved(let session): InternalCall.encode(session)
+        }
+    }
+
+    /// The notice named `name`, or nil when there is none of that name.
+    init?(name: String, body: [UInt8]) throws {
+        switch name {
+        case "node-joined": self = .nodeJoined(try InternalCall.decode(NodeJoined.self, body, call: name))
+        case "node-left": self = .nodeLeft(try InternalCall.decode(NodeRef.self, body, call: name))
+        case "node-deleted": self = .nodeDeleted(try InternalCall.decode(NodeRef.self, body, call: name))
+        case "node-status": self = .nodeStatus(try InternalCall.decode(NodeStatusChange.self, body, call: name))
+        case "session-moved": self = .sessionMoved(try InternalCall.decode(InternalCall.SessionCall.self, body, call: name))
+        default: return nil
+        }
+    }
+
+    /// The fields a diagnostics record of the notice carries.
+    public var details: [(String, String)] {
+        switch self {
+        case .nodeJoined(let joined): [("node", String(joined.id))]
+        case .nodeLeft(let node), .nodeDeleted(let node): [("node", String(node.id))]
+        case .nodeStatus(let change): [("node", String(change.id)), ("status", change.status)]
+        case .sessionMoved(let session): [("session", session.id)]
+        }
+    }
+}
+
+extension NodeClient {
+    /// Makes `call` on `node` and returns its answer, whatever its status.
+    public func call(_ call: InternalCall, on node: NodeRecord, answerWithin: AnswerBound? = nil) async throws -> Response {
+        try await send(call.method, call.path, body: call.body, to: node.ipv4 ?? node.host, port: node.port, answerWithin: answerWithin)
+    }
+
+    /// Makes `call` on the node at `host:port` (the command line's own node).
+    public func call(_ call: InternalCall, host: String, port: Int) async throws -> Response {
+        try await send(call.method, call.path, body: call.body, to: host, port: port)
+    }
+
+    /// Tells every node of `peers` about `notice`, all at once; the nodes that could not be
+    /// told, with why, are returned (they will notice at their next heartbeat).
+    public func tell(_ peers: [NodeRecord], _ notice: PeerNotice) async -> [(node: NodeRecord, reason: String)] {
+        await withTaskGroup(of: (NodeRecord, String)?.self) { group in
+            for peer in peers {
+                group.addTask {
+                    do {
+                        let response = try await self.call(.notice(notice), on: peer)
+                        return response.status == 204 ? nil : (peer, "answered \(response.status): \(response.text)")
+                    } catch {
+                        return (peer, "\(error)")
+                    }
+                }
+            }
+            var failed: [(node: NodeRecord, reason: String)] = []
+            for await failure in group {
+                if let failure { failed.append((failure.0, failure.1)) }
+            }
+            return failed
+        }
+    }
+}
+
+extension NodeClient.Response {
+    /// The body as `T`, from JSON.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try JSONDecoder().decode(type, from: Data(body))
+    }
+}

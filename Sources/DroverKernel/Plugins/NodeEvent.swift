@@ -1,0 +1,314 @@
+public import Logging
+
+/// Everything a node reports, each defined once: its name (the diagnostics record's), its log
+/// level, a constant log message, and its values as fields. ``EventLog/emit(_:)`` writes the
+/// structured log line (the values as metadata, never in the message) and the diagnostics
+/// record together, so the two cannot drift apart.
+public enum NodeEvent: Sendable {
+    // MARK: the daemon
+    case nodeStarting(address: String)
+    case nodeStopped
+    case configurationWarning(String)
+    case keyGenerated(file: String)
+    case authNoneInForce
+    case listening(address: String, tls: Bool)
+
+    // MARK: joining and leaving
+    case clockSkew(seconds: Double)
+    case clusterRedefined(differs: String)
+    case nodeRefused(node: Int64, status: String)
+    case clusterDefined(node: Int64, protocol: String)
+    case joined(node: Int64, address: String, status: String)
+    case left(node: Int64)
+    case leaveFailed(error: String)
+    case rowRemoved
+    case statusChanged(node: Int64, offlineMode: Bool)
+    case statusWriteFailed(status: String, error: String)
+    case reloaded(balancer: String, timeout: Int, diagnostics: String)
+    case reloadRefused(error: String)
+    case clusterCheckFailed(error: String)
+
+    // MARK: watching the cluster
+    case heartbeatFailed(node: Int64, error: String)
+    case nodeListUnreadable(error: String)
+    case peerUnreachable(node: Int64, silentSeconds: Double, error: String, address: String)
+    case markUnreachableFailed(node: Int64, error: String)
+    case cutOff(node: Int64?, silentSeconds: Double)
+    case reconnected(node: Int64?)
+    case peerCallFailed(peer: Int64, call: String, error: String, address: String)
+    /// A peer's notice (named as the notice is), with its details.
+    case peerNotice(name: String, details: [(String, String)], from: String)
+
+    // MARK: requests refused
+    case statusRefused(remote: String)
+    case internalCallRefused(path: String, remote: String, reason: String)
+    case hopRefused(reason: String)
+    case signInRefused(user: String)
+
+    // MARK: sessions
+    case placement(fields: [(String, String)])
+    case startConnectRetry(peer: String, reason: String)
+    case sessionStarted(session: String, user: String, pid: Int32, isolation: String)
+    case sessionStartFailed(session: String, error: String)
+    case sessionKilledAfterGrace(session: String)
+    case sessionStopped(session: String, user: String, how: SessionStop)
+    case sessionSuspendFailed(session: String, error: String)
+    case sessionEnded(session: String, reason: String, detail: String)
+    case sessionLockRefreshFailed(session: String, error: String)
+    case sessionLeaseEnded(session: String, reason: String, detail: String)
+    case sessionRePlaced(session: String, nodeStatus: String)
+    case previousRunUnreadable(error: String)
+    case sessionReleased(session: String, was: String)
+    case sessionReleaseFailed(session: String, error: String)
+    case sessionsReleased(count: Int)
+    case sessionStopCompleted(session: String, was: String)
+    case sessionsSuspendedBeforeLeaving(count: Int)
+
+    /// How a session of this node stopped.
+    public enum SessionStop: String, Sendable {
+        case suspended, quit, exited
+    }
+
+    /// The diagnostics record's name (`event=` in its line).
+    public var name: String {
+        switch self {
+        case .nodeStarting: "node-starting"
+        case .nodeStopped: "node-stopped"
+        case .configurationWarning: "configuration-warning"
+        case .keyGenerated: "key-generated"
+        case .authNoneInForce: "auth-none"
+        case .listening: "listening"
+        case .clockSkew: "clock-skew"
+        case .clusterRedefined: "cluster-redefined"
+        case .nodeRefused: "node-refused"
+        case .clusterDefined: "cluster-defined"
+        case .joined: "node-joined"
+        case .left: "node-left"
+        case .leaveFailed: "leave-failed"
+        case .rowRemoved: "node-row-removed"
+        case .statusChanged: "node-status"
+        case .statusWriteFailed: "node-status-failed"
+        case .reloaded: "reload"
+        case .reloadRefused: "reload-failed"
+        case .clusterCheckFailed: "cluster-check-failed"
+        case .heartbeatFailed: "heartbeat-failed"
+        case .nodeListUnreadable: "node-list-unreadable"
+        case .peerUnreachable: "node-unreachable"
+        case .markUnreachableFailed: "mark-unreachable-failed"
+        case .cutOff: "node-cut-off"
+        case .reconnected: "node-reconnected"
+        case .peerCallFailed: "peer-call-failed"
+        case .peerNotice(let name, _, _): name
+        case .statusRefused: "status-refused"
+        case .internalCallRefused: "internal-call-refused"
+        case .hopRefused: "hop-refused"
+        case .signInRefused: "sign-in-refused"
+        case .placement: "placement"
+        case .startConnectRetry: "start-connect-retry"
+        case .sessionStarted: "session-started"
+        case .sessionStartFailed: "session-start-failed"
+        case .sessionKilledAfterGrace: "session-killed"
+        case .sessionStopped(_, _, let how): "session-\(how == .suspended ? "suspended" : how == .quit ? "quit" : "exited")"
+        case .sessionSuspendFailed: "session-suspend-failed"
+        case .sessionEnded: "session-ended"
+        case .sessionLockRefreshFailed: "session-lock-refresh-failed"
+        case .sessionLeaseEnded: "session-lease-ended"
+        case .sessionRePlaced: "session-re-placed"
+        case .previousRunUnreadable: "previous-sessions-unreadable"
+        case .sessionReleased: "session-released"
+        case .sessionReleaseFailed: "session-release-failed"
+        case .sessionsReleased: "sessions-released"
+        case .sessionStopCompleted: "session-stop-completed"
+        case .sessionsSuspendedBeforeLeaving: "sessions-suspended-before-leaving"
+        }
+    }
+
+    public var level: Logger.Level {
+        switch self {
+        case .placement: .debug
+        case .nodeStarting, .nodeStopped, .listening, .joined, .left, .peerNotice, .clusterDefined, .sessionStarted, .sessionStopped,
+             .sessionReleased:
+            .info
+        case .keyGenerated, .clusterRedefined, .statusChanged, .reloaded, .reconnected, .signInRefused, .startConnectRetry,
+             .sessionRePlaced, .sessionsReleased, .sessionStopCompleted, .sessionsSuspendedBeforeLeaving:
+            .notice
+        case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
+             .markUnreachableFailed, .peerCallFailed, .statusRefused, .internalCallRefused, .hopRefused, .sessionStartFailed,
+             .sessionKilledAfterGrace, .sessionEnded, .sessionLockRefreshFailed, .sessionLeaseEnded:
+            .warning
+        case .leaveFailed, .statusWriteFailed, .reloadRefused, .clusterCheckFailed, .heartbeatFailed, .sessionSuspendFailed,
+             .previousRunUnreadable, .sessionReleaseFailed:
+            .error
+        case .cutOff:
+            .critical
+        }
+    }
+
+    /// The log line's text: constant for each event (and each variant of it).
+    public var message: String {
+        switch self {
+        case .nodeStarting: "starting"
+        case .nodeStopped: "stopped"
+        case .configurationWarning: "configuration warning"
+        case .keyGenerated: "generated a new secure cookie key"
+        case .authNoneInForce: "auth-none=1: every visitor is this daemon's own user; use it only on a single-user machine"
+        case .listening: "listening"
+        case .clockSkew: "this machine's clock is away from the database's; synchronise clocks (e.g. chrony), cross-node locks depend on it"
+        case .clusterRedefined: "redefining the cluster: no node is online and this node's settings differ"
+        case .nodeRefused: "the cluster refused this node"
+        case .clusterDefined: "defined the cluster"
+        case .joined: "joined the cluster"
+        case .left: "left the cluster"
+        case .leaveFailed: "cannot mark this node Offline"
+        case .rowRemoved: "this node's row was removed while it ran; registering again"
+        case .statusChanged(_, let offlineMode):
+            offlineMode ? "offline mode: serving existing sessions, taking no new ones" : "back online: taking new sessions"
+        case .statusWriteFailed: "cannot record this node's status"
+        case .reloaded: "reloaded load-balancer"
+        case .reloadRefused: "reload refused, keeping the running settings"
+        case .clusterCheckFailed: "cannot check the cluster definition"
+        case .heartbeatFailed: "heartbeat failed, retrying next interval"
+        case .nodeListUnreadable: "cannot read the node list"
+        case .peerUnreachable: "a node is unreachable: no heartbeat and no answer"
+        case .markUnreachableFailed: "cannot mark a node unreachable"
+        case .cutOff: "this node reaches neither the registry nor any peer: letting its sessions end so other nodes can take them"
+        case .reconnected: "this node reaches the cluster again"
+        case .peerCallFailed: "cannot tell a peer"
+        case .peerNotice: "peer event"
+        case .statusRefused: "refused the status endpoint: not loopback and not a cluster node"
+        case .internalCallRefused: "refused internal call"
+        case .hopRefused: "refused a proxied request with a bad hop signature"
+        case .signInRefused: "sign-in refused"
+        case .placement: "placed a session"
+        case .startConnectRetry: "could not connect to the session's node to start it; trying again"
+        case .sessionStarted: "session started"
+        case .sessionStartFailed: "session failed to start"
+        case .sessionKilledAfterGrace: "session did not save and exit in time; killed"
+        case .sessionStopped(_, _, let how): "session \(how.rawValue)"
+        case .sessionSuspendFailed: "cannot suspend a session"
+        case .sessionEnded: "session ended on its own"
+        case .sessionLockRefreshFailed: "a refresh of a session's lock failed"
+        case .sessionLeaseEnded: "a session's guard ended it: its lease is gone"
+        case .sessionRePlaced: "re-placing a session whose node is not serving"
+        case .previousRunUnreadable: "cannot read the sessions this node owned before it restarted"
+        case .sessionReleased: "freed a session left by this node's previous run"
+        case .sessionReleaseFailed: "cannot free a session left by this node's previous run"
+        case .sessionsReleased: "freed the sessions left by this node's previous run"
+        case .sessionStopCompleted: "finished a stop left half done"
+        case .sessionsSuspendedBeforeLeaving: "suspended this node's sessions before leaving"
+        }
+    }
+
+    /// The event's values, in the order its diagnostics line shows them.
+    public var fields: [(String, String)] {
+        switch self {
+        case .nodeStopped, .authNoneInForce, .rowRemoved:
+            []
+        case .nodeStarting(let address):
+            [("address", address)]
+        case .configurationWarning(let text):
+            [("warning", text)]
+        case .keyGenerated(let file):
+            [("file", file)]
+        case .listening(let address, let tls):
+            [("address", address), ("tls", tls ? "1" : "0")]
+        case .clockSkew(let seconds):
+            [("seconds", Self.decimal(seconds, places: 3))]
+        case .clusterRedefined(let differs):
+            [("differs", differs)]
+        case .nodeRefused(let node, let status):
+            [("node", String(node)), ("status", status)]
+        case .clusterDefined(let node, let clusterProtocol):
+            [("node", String(node)), ("protocol", clusterProtocol)]
+        case .joined(let node, let address, let status):
+            [("node", String(node)), ("address", address), ("self", "1"), ("status", status)]
+        case .left(let node):
+            [("node", String(node)), ("self", "1")]
+        case .leaveFailed(let error), .reloadRefused(let error), .clusterCheckFailed(let error), .nodeListUnreadable(let error),
+             .previousRunUnreadable(let error):
+            [("error", error)]
+        case .statusChanged(let node, let offlineMode):
+            [("node", String(node)), ("status", offlineMode ? "OfflineMode" : "Online")]
+        case .statusWriteFailed(let status, let error):
+            [("status", status), ("error", error)]
+        case .reloaded(let balancer, let timeout, let diagnostics):
+            [("balancer", balancer), ("timeout", String(timeout)), ("diagnostics", diagnostics)]
+        case .heartbeatFailed(let node, let error), .markUnreachableFailed(let node, let error):
+            [("node", String(node)), ("error", error)]
+        case .peerUnreachable(let node, let silentSeconds, let error, let address):
+            [("node", String(node)), ("silent", Self.decimal(silentSeconds, places: 1)), ("error", error), ("address", address)]
+        case .cutOff(let node, let silentSeconds):
+            [("node", node.map { String($0) } ?? "?"), ("silent", Self.decimal(silentSeconds, places: 1))]
+        case .reconnected(let node):
+            [("node", node.map { String($0) } ?? "?")]
+        case .peerCallFailed(let peer, let call, let error, let address):
+            [("peer", String(peer)), ("event", call), ("error", error), ("address", address)]
+        case .peerNotice(_, let details, let from):
+            details + [("from", from)]
+        case .statusRefused(let remote):
+            [("remote", remote)]
+        case .internalCallRefused(let path, let remote, let reason):
+            [("path", path), ("remote", remote), ("reason", reason)]
+        case .hopRefused(let reason):
+            [("reason", reason)]
+        case .signInRefused(let user):
+            [("user", user)]
+        case .placement(let fields):
+            fields
+        case .startConnectRetry(let peer, let reason):
+            [("peer", peer), ("reason", reason)]
+        case .sessionStarted(let session, let user, let pid, let isolation):
+            [("session", session), ("user", user), ("pid", String(pid)), ("isolation", isolation)]
+        case .sessionStartFailed(let session, let error), .sessionSuspendFailed(let session, let error),
+             .sessionLockRefreshFailed(let session, let error), .sessionReleaseFailed(let session, let error):
+            [("session", session), ("error", error)]
+        case .sessionKilledAfterGrace(let session):
+            [("session", session)]
+        case .sessionStopped(let session, let user, _):
+            [("session", session), ("user", user)]
+        case .sessionEnded(let session, let reason, let detail), .sessionLeaseEnded(let session, let reason, let detail):
+            [("session", session), ("reason", reason), ("detail", detail)]
+        case .sessionRePlaced(let session, let nodeStatus):
+            [("session", session), ("node-status", nodeStatus)]
+        case .sessionReleased(let session, let was), .sessionStopCompleted(let session, let was):
+            [("session", session), ("was", was)]
+        case .sessionsReleased(let count), .sessionsSuspendedBeforeLeaving(let count):
+            [("count", String(count))]
+        }
+    }
+
+    /// `value` with `places` decimals, never in exponent form.
+    static func decimal(_ value: Double, places: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<places { scale *= 10 }
+        let scaled = (abs(value) * scale).rounded()
+        let whole = Int(scaled / scale)
+        let fraction = Int(scaled) - whole * Int(scale)
+        let digits = String(fraction)
+        let padded = String(repeating: "0", count: max(0, places - digits.count)) + digits
+        return (value < 0 && scaled > 0 ? "-" : "") + String(whole) + (places > 0 ? "." + padded : "")
+    }
+}
+
+/// Where a node's events go: its log and its diagnostics sink (when one is configured).
+public struct EventLog: Sendable {
+    public let logger: Logger
+    public let diagnostics: Diagnostics
+
+    public init(logger: Logger, diagnostics: Diagnostics) {
+        self.logger = logger
+        self.diagnostics = diagnostics
+    }
+
+    /// Writes `event`'s log line and its diagnostics record.
+    public func emit(_ event: NodeEvent) {
+        let fields = event.fields
+        if logger.logLevel <= event.level {
+            var metadata = Logger.Metadata()
+            metadata["event"] = .string(event.name)
+            for (name, value) in fields { metadata[name] = .string(value) }
+            logger.log(level: event.level, Logger.Message(stringLiteral: event.message), metadata: metadata)
+        }
+        diagnostics.record(event.name, fields: fields)
+    }
+}

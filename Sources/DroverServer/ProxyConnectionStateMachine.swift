@@ -1,0 +1,449 @@
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+
+/// The life of one client connection of a node's HTTP server, as a value: every event (a part
+/// of the client's request, the destination decided, the upstream connected, failed, answering
+/// or closed, the response timer) goes in, and the one thing to do comes out as an ``Action``.
+/// ``RoutingServerHandler`` only carries actions out, so every state and transition is here,
+/// testable without sockets.
+///
+/// A connection serves one exchange (request and response) at a time: the node's own endpoints
+/// from a bounded, buffered request; session traffic (`/s/<id>/…`) streamed to and from the
+/// session through an upstream connection reused while it goes to the same place. A pipelined
+/// request waits, in order, until the exchange before it has finished. A `101 Switching
+/// Protocols` from the session turns the connection into a byte tunnel.
+struct ProxyConnectionStateMachine {
+    /// Bodies of the node's own endpoints are small; anything larger is refused with 413.
+    static let maximumBodySize = 1 << 20
+
+    enum Phase {
+        /// Between exchanges.
+        case idle
+        /// A request for the node itself, its body being collected.
+        case local(head: HTTPRequestHead, body: ByteBuffer, tooLarge: Bool)
+        /// The node's own response is being produced; the request has ended.
+        case respondingLocally
+        /// A proxied request whose destination is being decided; its parts wait.
+        case resolving(head: HTTPRequestHead, parts: [HTTPServerRequestPart])
+        /// The upstream is being connected; `head` goes first once it is, then `parts`.
+        case connecting(head: HTTPRequestHead, parts: [HTTPServerRequestPart])
+        /// The request streams to the upstream and the response back.
+        case streaming
+        /// The request was answered without the session; the rest of its body is dropped.
+        case discarding
+        /// The session switched protocols; its `101` is being written before the tunnel opens.
+        case switchingProtocols
+        /// Bytes pass through; HTTP is over on this connection.
+        case tunnel
+    }
+
+    /// What the connection does after a response was written in full.
+    enum Next: Equatable {
+        /// The request is still arriving: keep reading it (and drop it, when not forwarded).
+        case awaitRequestEnd
+        /// Close the connection.
+        case close
+        /// Start on the next request: feed `replay` (the parts that waited) back in, in order.
+        case nextRequest(replay: [HTTPServerRequestPart])
+    }
+
+    /// A response of the node's own, complete, with what follows it.
+    struct OwnResponse {
+        var head: HTTPResponseHead
+        var body: ByteBuffer
+        var next: Next
+    }
+
+    enum Action {
+        case none
+        /// Decide where the proxied request goes (``ProxyResolver``): feed ``decided(_:)`` or
+        /// ``forward(_:to:tls:upstreamActive:now:)`` back.
+        case resolve(HTTPRequestHead)
+        /// Produce the node's own response and feed it back with ``localResponse(_:)``.
+        case respondLocally(HTTPRequestHead, body: ByteBuffer)
+        /// Write a response of the node's own.
+        case respond(OwnResponse)
+        /// Tell the resolver the upstream did not answer, then write the response.
+        case reportUpstreamFailure(OwnResponse)
+        /// Drop the upstream (its closing is not the session hanging up), then respond: 504.
+        case abandonUpstream(OwnResponse)
+        /// Close the current upstream if `closingCurrent`, connect to `upstream` and feed
+        /// ``upstreamConnected(now:)`` or ``upstreamConnectFailed()`` back.
+        case connect(Upstream, tls: NIOSSLContext?, closingCurrent: Bool)
+        /// Send the request head and the parts that waited on the upstream, flush, and arm the
+        /// response timer for `timerDeadline` unless one is armed already (nil).
+        case send(HTTPRequestHead, parts: [HTTPServerRequestPart], timerDeadline: NIODeadline?)
+        /// The upstream connected after the exchange was over: close it.
+        case closeNewUpstream
+        case forwardBody(ByteBuffer)
+        /// Forward the request's end and flush; `next` when the response had already ended.
+        case forwardEnd(HTTPHeaders?, next: Next?)
+        case writeHead(HTTPResponseHead)
+        case writeBody(ByteBuffer)
+        case writeEnd(HTTPHeaders?, next: Next)
+        /// Write the `101`'s end, then feed ``tunnelReady()`` back.
+        case writeEndThenOpenTunnel
+        /// Replace both connections' HTTP handlers by the byte tunnel.
+        case openTunnel
+        /// The response timer fired early (it is moved on lazily): arm it again.
+        case scheduleTimer(NIODeadline)
+        case close
+        /// The client is gone: close the upstream and stop the timer.
+        case closeUpstream
+        /// Apply `next` (after a response the handler produced was written).
+        case finish(Next)
+    }
+
+    /// How long a session may take to start answering a request (`session-response-timeout`).
+    let responseTimeout: TimeAmount
+
+    private(set) var phase = Phase.idle
+    /// Parts of pipelined requests, waiting for the exchange in progress to finish.
+    private var queued: [HTTPServerRequestPart] = []
+    /// The exchange in progress.
+    private var version = HTTPVersion.http1_1
+    private var keepAlive = true
+    private(set) var upgradeRequested = false
+    private var requestEnded = false
+    private var responseStarted = false
+    private var responseEnded = false
+    /// The client half-closed: it sends nothing more, but still reads what it asked for.
+    private var inputClosed = false
+    /// Where the connected upstream goes (`target:tls`), nil when there is none.
+    private(set) var upstreamKey: String?
+    /// The upstream stopped taking the request's bytes.
+    private var upstreamFull = false
+    /// The request waits for its destination (or for its upstream to connect).
+    private var awaitingUpstream = false
+    /// When the session must have started answering; nil when no answer is awaited.
+    private(set) var responseDeadline: NIODeadline?
+    /// At most one timer per connection, moved on lazily: keep-alive traffic does not schedule
+    /// and cancel a timer for every request.
+    private var timerArmed = false
+
+    init(responseTimeout: TimeAmount) {
+        self.responseTimeout = responseTimeout
+    }
+
+    /// Whether the client's bytes should be read now: not while a pipelined request waits, the
+    /// destination is being decided or connected, or the upstream is full.
+    var wantsReads: Bool { queued.isEmpty && !awaitingUpstream && !upstreamFull }
+
+    /// Whether request bytes are being forwarded (so a read burst ends with a flush upstream).
+    var isStreaming: Bool {
+        if case .streaming = phase { true } else { false }
+    }
+
+    var isTunnel: Bool {
+        if case .tunnel = phase { true } else { false }
+    }
+
+    // MARK: the client's request
+
+    /// - Parameter proxied: whether the request goes to a session (`/s/…` with a resolver).
+    mutating func requestHead(_ head: HTTPRequestHead, proxied: Bool) -> Action {
+        guard queued.isEmpty else { return queue(.head(head)) }
+        switch phase {
+        case .idle:
+            break
+        case .tunnel:
+            return .none
+        default:
+            return queue(.head(head))
+        }
+        version = head.version
+        keepAlive = head.isKeepAlive
+        requestEnded = false
+        responseStarted = false
+        responseEnded = false
+        guard proxied else {
+            phase = .local(head: head, body: ByteBuffer(), tooLarge: false)
+            return .none
+        }
+        upgradeRequested = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+            && head.headers.contains(name: "upgrade")
+        phase = .resolving(head: head, parts: [])
+        return .resolve(head)
+    }
+
+    mutating func requestBody(_ chunk: ByteBuffer) -> Action {
+        guard queued.isEmpty else { return queue(.body(chunk)) }
+        switch phase {
+        case .local(let head, var body, var tooLarge):
+            phase = .idle  // lets `body` be appended to without a copy
+            if body.readableBytes + chunk.readableBytes > Self.maximumBodySize {
+                tooLarge = true
+            } else {
+                var chunk = chunk
+                body.writeBuffer(&chunk)
+            }
+            phase = .local(head: head, body: body, tooLarge: tooLarge)
+            return .none
+        case .resolving(let head, var parts):
+            phase = .idle
+            parts.append(.body(chunk))
+            phase = .resolving(head: head, parts: parts)
+            return .none
+        case .connecting(let head, var parts):
+            phase = .idle
+            parts.append(.body(chunk))
+            phase = .connecting(head: head, parts: parts)
+            return .none
+        case .streaming:
+            return .forwardBody(chunk)
+        default:
+            return .none
+        }
+    }
+
+    mutating func requestEnd(_ trailers: HTTPHeaders?) -> Action {
+        guard queued.isEmpty else { return queue(.end(trailers)) }
+        switch phase {
+        case .idle, .tunnel:
+            return .none
+        case .local(let head, let body, let tooLarge):
+            requestEnded = true
+            phase = .respondingLocally
+            guard !tooLarge else {
+                return .respond(ownResponse(.text(.payloadTooLarge, "request body over \(Self.maximumBodySize) bytes\n")))
+            }
+            return .respondLocally(head, body: body)
+        case .resolving(let head, var parts):
+            requestEnded = true
+            phase = .idle
+            parts.append(.end(trailers))
+            phase = .resolving(head: head, parts: parts)
+            return .none
+        case .connecting(let head, var parts):
+            requestEnded = true
+            phase = .idle
+            parts.append(.end(trailers))
+            phase = .connecting(head: head, parts: parts)
+            return .none
+        case .streaming:
+            requestEnded = true
+            return .forwardEnd(trailers, next: finishIfDone())
+        case .discarding:
+            requestEnded = true
+            return finishIfDone().map { .finish($0) } ?? .none
+        case .respondingLocally, .switchingProtocols:
+            requestEnded = true
+            return .none
+        }
+    }
+
+    /// The client shut down its sending side (`shutdown(SHUT_WR)`, as some scripts and
+    /// HTTP/1.0 tools do): it still gets its answers, then the connection closes.
+    mutating func clientInputClosed() -> Action {
+        inputClosed = true
+        if case .idle = phase, queued.isEmpty { return .close }
+        return .none
+    }
+
+    /// The client's connection is gone.
+    mutating func clientClosed() -> Action {
+        if case .tunnel = phase { return .none }
+        upstreamKey = nil
+        responseDeadline = nil
+        return .closeUpstream
+    }
+
+    private mutating func queue(_ part: HTTPServerRequestPart) -> Action {
+        if case .tunnel = phase { return .none }
+        queued.append(part)
+        return .none
+    }
+
+    // MARK: the node's own answer
+
+    /// The node's own response to the request of ``Action/respondLocally(_:body:)``.
+    mutating func localResponse(_ response: HTTPResponse) -> Action {
+        guard case .respondingLocally = phase else { return .none }
+        return .respond(ownResponse(response))
+    }
+
+    // MARK: the destination
+
+    /// The destination is being decided off the event loop: the request's further parts wait.
+    mutating func resolutionDeferred() {
+        if case .resolving = phase { awaitingUpstream = true }
+    }
+
+    /// The request is answered without the session.
+    mutating func decided(_ response: HTTPResponse) -> Action {
+        guard case .resolving = phase else { return .none }
+        awaitingUpstream = false
+        return .respond(ownResponse(response))
+    }
+
+    /// The request goes to `upstream` as `head` (the client's, with the proxy's headers).
+    /// - Parameter upstreamActive: whether the connection to the current upstream is open.
+    mutating func forward(_ head: HTTPRequestHead, to upstream: Upstream, tls: NIOSSLContext?, upstreamActive: Bool,
+                          now: NIODeadline) -> Action {
+        guard case .resolving(_, let parts) = phase else { return .none }
+        let key = "\(upstream):\(tls != nil)"
+        if upstreamKey == key, upstreamActive {
+            return send(head, parts: parts, now: now)
+        }
+        let closingCurrent = upstreamKey != nil
+        upstreamKey = nil
+        phase = .connecting(head: head, parts: parts)
+        awaitingUpstream = true
+        pendingKey = key
+        return .connect(upstream, tls: tls, closingCurrent: closingCurrent)
+    }
+
+    /// The key of the upstream being connected.
+    private var pendingKey: String?
+
+    mutating func upstreamConnected(now: NIODeadline) -> Action {
+        guard case .connecting(let head, let parts) = phase else { return .closeNewUpstream }
+        upstreamKey = pendingKey
+        pendingKey = nil
+        return send(head, parts: parts, now: now)
+    }
+
+    mutating func upstreamConnectFailed() -> Action {
+        guard case .connecting = phase else { return .none }
+        pendingKey = nil
+        awaitingUpstream = false
+        return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session does not answer; retry in a moment\n")))
+    }
+
+    private mutating func send(_ head: HTTPRequestHead, parts: [HTTPServerRequestPart], now: NIODeadline) -> Action {
+        phase = .streaming
+        awaitingUpstream = false
+        upstreamFull = false
+        let deadline = now + responseTimeout
+        responseDeadline = deadline
+        let arm = !timerArmed
+        timerArmed = true
+        return .send(head, parts: parts, timerDeadline: arm ? deadline : nil)
+    }
+
+    // MARK: the upstream's answer
+
+    mutating func upstreamHead(_ head: HTTPResponseHead) -> Action {
+        guard case .streaming = phase else { return .none }
+        responseStarted = true
+        responseDeadline = nil
+        var head = head
+        if head.status == .switchingProtocols, upgradeRequested {
+            phase = .switchingProtocols
+        } else if !keepAlive {
+            head.headers.replaceOrAdd(name: "Connection", value: "close")
+        }
+        return .writeHead(head)
+    }
+
+    mutating func upstreamBody(_ chunk: ByteBuffer) -> Action {
+        switch phase {
+        case .streaming, .switchingProtocols: .writeBody(chunk)
+        default: .none
+        }
+    }
+
+    mutating func upstreamEnd(_ trailers: HTTPHeaders?) -> Action {
+        switch phase {
+        case .switchingProtocols:
+            return .writeEndThenOpenTunnel
+        case .streaming:
+            responseEnded = true
+            return .writeEnd(trailers, next: finishIfDone() ?? .awaitRequestEnd)
+        default:
+            return .none
+        }
+    }
+
+    /// The `101`'s end is written.
+    mutating func tunnelReady() -> Action {
+        guard case .switchingProtocols = phase, upstreamKey != nil else { return .none }
+        phase = .tunnel
+        upstreamKey = nil
+        responseDeadline = nil
+        return .openTunnel
+    }
+
+    /// Whether the upstream takes more of the request's bytes.
+    mutating func upstreamWritabilityChanged(_ writable: Bool) {
+        upstreamFull = !writable
+    }
+
+    /// The connected upstream closed.
+    mutating func upstreamClosed() -> Action {
+        guard upstreamKey != nil else { return .none }
+        upstreamKey = nil
+        upstreamFull = false
+        guard case .streaming = phase else { return .none }
+        if !responseStarted {
+            return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session closed the connection\n")))
+        }
+        return responseEnded ? .none : .close
+    }
+
+    // MARK: the response timer
+
+    mutating func timerFired(now: NIODeadline) -> Action {
+        timerArmed = false
+        guard let deadline = responseDeadline else { return .none }
+        guard deadline <= now else {
+            timerArmed = true
+            return .scheduleTimer(deadline)
+        }
+        responseDeadline = nil
+        guard case .streaming = phase, !responseStarted else { return .none }
+        upstreamKey = nil
+        let seconds = responseTimeout.nanoseconds / 1_000_000_000
+        return .abandonUpstream(ownResponse(.text(
+            .gatewayTimeout, "504 gateway timeout: the session did not answer within \(seconds) s (session-response-timeout)\n")))
+    }
+
+    // MARK: finishing an exchange
+
+    /// Completes `response` for the exchange in progress (its length, and `Connection: close`
+    /// when the client asked for it) and marks the response written.
+    private mutating func ownResponse(_ response: HTTPResponse) -> OwnResponse {
+        var headers = response.headers
+        headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
+        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        responseStarted = true
+        responseEnded = true
+        responseDeadline = nil
+        switch phase {
+        case .resolving, .connecting, .streaming: phase = .discarding
+        default: break
+        }
+        return OwnResponse(head: HTTPResponseHead(version: version, status: response.status, headers: headers),
+                           body: response.body, next: finishIfDone() ?? .awaitRequestEnd)
+    }
+
+    /// Once both the request and its response are complete: what comes next, or nil.
+    private mutating func finishIfDone() -> Next? {
+        guard requestEnded, responseEnded else { return nil }
+        responseDeadline = nil
+        phase = .idle
+        if !keepAlive || (inputClosed && queued.isEmpty) { return .close }
+        let replay = queued
+        queued = []
+        return .nextRequest(replay: replay)
+    }
+}
+
+extension ProxyConnectionStateMachine.OwnResponse: Equatable {
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.head == rhs.head && lhs.body == rhs.body && lhs.next == rhs.next
+    }
+}
+
+/// The names of the handlers in a node's connection pipelines, shared by the code that adds
+/// them and the code that takes them out when a connection becomes a tunnel.
+enum PipelineHandlerName {
+    static let encoder = "http-encoder"
+    static let decoder = "http-decoder"
+    static let protocolErrors = "http-errors"
+    static let router = "router"
+    static let upstreamEncoder = "upstream-encoder"
+    static let upstreamDecoder = "upstream-decoder"
+    static let upstream = "upstream"
+}

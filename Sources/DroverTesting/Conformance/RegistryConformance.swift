@@ -1,0 +1,219 @@
+public import DroverKernel
+public import Foundation
+public import Testing
+
+/// What every registry store must do: the same operations mean the same thing in each. Any test
+/// target can run it against a store it builds (an in-house store's own tests included; see
+/// README, "Adding an in-house plugin"):
+///
+/// ```swift
+/// @Test(arguments: RegistryConformance.Check.allCases)
+/// func conforms(check: RegistryConformance.Check) async throws {
+///     let database = try await freshEmptyDatabase()
+///     try await RegistryConformance.run(check) { try MyStore(database) }
+/// }
+/// ```
+public enum RegistryConformance {
+    public enum Check: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        case migrationIsIdempotentAndSafeWhenConcurrent
+        case clusterIsDefinedReplacedAndReset
+        case nodesAreUpsertedByHostAndPortWithTheDatabaseClock
+        case heartbeatStatusAndDelete
+        case aPeerMarksOnlyASilentOnlineNodeUnreachableAndItsHeartbeatClearsTheMark
+        case sessionsAreCreatedOnceFilteredTouchedAndDeleted
+        case transitionsAreCompareAndSet
+        case thirtyTwoConcurrentClaimersExactlyOneWins
+        case snapshotRestoresIntoAnEmptyStoreOnlyUnlessReplacing
+        case aClosedStoreRefusesCalls
+
+        public var testDescription: String { rawValue }
+    }
+
+    /// Runs `check`. `makeStore` returns a new, unmigrated store on the same fresh, empty
+    /// storage each time it is called (so several of them meet over separate connections).
+    public static func run(_ check: Check, makeStore: @Sendable () throws -> any RegistryStore) async throws {
+        switch check {
+        case .migrationIsIdempotentAndSafeWhenConcurrent:
+                    let stores = try (0..<4).map { _ in try makeStore() }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for store in stores { group.addTask { try await store.migrate() } }
+                try await group.waitForAll()
+            }
+            try await stores[0].migrate()
+            #expect(try await stores[0].nodes().isEmpty)
+            for store in stores { await store.close() }
+        case .clusterIsDefinedReplacedAndReset:
+            let store = try await migrated(makeStore)
+            #expect(try await store.cluster() == nil)
+            let first = ClusterRecord(keyHash: "aa", protocol: .http, definedAt: Date(timeIntervalSince1970: 1_700_000_000.5), definedByNode: 1)
+            try await store.defineCluster(first)
+            #expect(try await store.cluster() == first)
+            let second = ClusterRecord(keyHash: "bb", protocol: .httpsNoVerify, definedAt: Date(timeIntervalSince1970: 1_700_000_100), definedByNode: nil)
+            try await store.defineCluster(second)
+            #expect(try await store.cluster() == second)
+            try await store.resetCluster()
+            #expect(try await store.cluster() == nil)
+            await store.close()
+        case .nodesAreUpsertedByHostAndPortWithTheDatabaseClock:
+            let store = try await migrated(makeStore)
+            let before = try await store.now()
+            let a = try await store.registerNode(registration("a"))
+            let b = try await store.registerNode(registration("b"))
+            let after = try await store.now()
+            let a2 = try await store.registerNode(registration("a", port: 9000))
+            #expect(Set([a.id, b.id, a2.id]).count == 3)
+            #expect(a.lastSeen >= before && a.lastSeen <= after, "last_seen comes from the database clock")
+            #expect(a.status == .online && a.cpus == 2 && a.load == .zero && a.ipv4 == "127.0.0.9")
+
+            var changed = registration("a")
+            changed.status = .offline
+            changed.ipv4 = nil
+            changed.configHash = "new"
+            changed.launcherFingerprint = "fp"
+            let again = try await store.registerNode(changed)
+            #expect(again.id == a.id)
+            #expect(again.status == .offline && again.ipv4 == nil && again.configHash == "new" && again.launcherFingerprint == "fp")
+            #expect(try await store.nodes().map(\.id) == [a.id, b.id, a2.id].sorted())
+            await store.close()
+        case .heartbeatStatusAndDelete:
+            let store = try await migrated(makeStore)
+            let node = try await store.registerNode(registration("h"))
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(try await store.heartbeat(node: node.id, load: LoadAverage(one: 0.5, five: 0.25, fifteen: 0.125)))
+            let beaten = try #require(try await store.nodes().first)
+            #expect(beaten.load == LoadAverage(one: 0.5, five: 0.25, fifteen: 0.125))
+            #expect(beaten.lastSeen > node.lastSeen)
+            #expect(try await store.setNodeStatus(.offlineMode, node: node.id))
+            #expect(try await store.nodes().first?.status == .offlineMode)
+            #expect(try await store.heartbeat(node: 999, load: .zero) == false)
+            #expect(try await store.setNodeStatus(.online, node: 999) == false)
+            #expect(try await store.deleteNode(node.id))
+            #expect(try await store.deleteNode(node.id) == false)
+            #expect(try await store.nodes().isEmpty)
+            await store.close()
+        case .aPeerMarksOnlyASilentOnlineNodeUnreachableAndItsHeartbeatClearsTheMark:
+            let store = try await migrated(makeStore)
+            let node = try await store.registerNode(registration("h"))
+            #expect(try await store.markUnreachable(node: node.id, silentFor: 60) == false, "heard from just now")
+            try await Task.sleep(for: .milliseconds(30))
+            #expect(try await store.markUnreachable(node: node.id, silentFor: 0.01))
+            #expect(try await store.markUnreachable(node: node.id, silentFor: 0.01) == false, "already marked")
+            let marked = try #require(try await store.nodes().first)
+            #expect(marked.unreachableSince != nil)
+            #expect(marked.isUnreachable(now: try await store.now(), heartbeatInterval: 60))
+            #expect(try await store.heartbeat(node: node.id, load: .zero))
+            let beaten = try #require(try await store.nodes().first)
+            #expect(beaten.unreachableSince == nil)
+            #expect(!beaten.isUnreachable(now: try await store.now(), heartbeatInterval: 60))
+            // Only Online rows: a node that left or is in offline mode is never marked.
+            #expect(try await store.setNodeStatus(.offline, node: node.id))
+            try await Task.sleep(for: .milliseconds(30))
+            #expect(try await store.markUnreachable(node: node.id, silentFor: 0.01) == false)
+            // Registering again clears a mark too.
+            #expect(try await store.setNodeStatus(.online, node: node.id))
+            #expect(try await store.markUnreachable(node: node.id, silentFor: 0.01))
+            #expect(try await store.registerNode(registration("h")).unreachableSince == nil)
+            #expect(try await store.markUnreachable(node: 999, silentFor: 0) == false)
+            await store.close()
+        case .sessionsAreCreatedOnceFilteredTouchedAndDeleted:
+            let store = try await migrated(makeStore)
+            let s1 = newSession("s1", user: "alice", node: 1, state: .running, created: Date(timeIntervalSince1970: 1_700_000_001))
+            let s2 = newSession("s2", user: "bob", node: 2, state: .running, created: Date(timeIntervalSince1970: 1_700_000_002))
+            let s3 = newSession("s3", user: "alice", created: Date(timeIntervalSince1970: 1_700_000_000))
+            for s in [s1, s2, s3] { try await store.createSession(s) }
+            await #expect(throws: RegistryError.duplicateSession("s1")) { try await store.createSession(s1) }
+            #expect(try await store.session("s1") == s1)
+            #expect(try await store.session("nope") == nil)
+            #expect(try await store.sessions(matching: .all).map(\.id) == ["s3", "s1", "s2"])
+            #expect(try await store.sessions(matching: SessionFilter(username: "alice")).map(\.id) == ["s3", "s1"])
+            #expect(try await store.sessions(matching: SessionFilter(node: 2)).map(\.id) == ["s2"])
+            #expect(try await store.sessions(matching: SessionFilter(states: [.suspended])).map(\.id) == ["s3"])
+            #expect(try await store.sessions(matching: SessionFilter(username: "alice", states: [.running, .starting])).map(\.id) == ["s1"])
+            #expect(try await store.sessions(matching: SessionFilter(states: [])).isEmpty)
+            let later = Date(timeIntervalSince1970: 1_700_000_500.25)
+            try await store.touchSession("s2", at: later)
+            #expect(try await store.session("s2")?.lastActive == later)
+            #expect(try await store.deleteSession("s2"))
+            #expect(try await store.deleteSession("s2") == false)
+            #expect(try await store.session("s2") == nil)
+            await store.close()
+        case .transitionsAreCompareAndSet:
+            let store = try await migrated(makeStore)
+            try await store.createSession(newSession("s"))
+            let suspended = SessionOwnership(node: nil, state: .suspended)
+            let startingOn3 = SessionOwnership(node: 3, state: .starting)
+            #expect(try await store.transitionSession("s", from: suspended, to: startingOn3))
+            #expect(try await store.transitionSession("s", from: suspended, to: SessionOwnership(node: 4, state: .starting)) == false)
+            #expect(try await store.transitionSession("s", from: SessionOwnership(node: 4, state: .starting), to: suspended) == false)
+            let running = SessionOwnership(node: 3, state: .running, pid: 4242, port: 41000)
+            #expect(try await store.transitionSession("s", from: startingOn3, to: running))
+            #expect(try await store.session("s")?.ownership == running)
+            #expect(try await store.transitionSession("s", from: SessionOwnership(node: 3, state: .running), to: suspended))
+            #expect(try await store.session("s")?.ownership == suspended)
+            #expect(try await store.transitionSession("missing", from: suspended, to: startingOn3) == false)
+            await store.close()
+        case .thirtyTwoConcurrentClaimersExactlyOneWins:
+                    let setup = try await migrated(makeStore)
+            try await setup.createSession(newSession("contested"))
+            // Several store instances, so claims travel over separate connections at once.
+            let stores = try (0..<4).map { _ in try makeStore() }
+            let wins = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for claimer in 0..<32 {
+                    let store = stores[claimer % stores.count]
+                    group.addTask {
+                        try await store.transitionSession("contested", from: SessionOwnership(node: nil, state: .suspended),
+                                                          to: SessionOwnership(node: Int64(claimer + 1), state: .starting))
+                    }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(wins == 1)
+            let owner = try #require(try await setup.session("contested")?.ownership)
+            #expect(owner.state == .starting && owner.node != nil)
+            await setup.close()
+            for store in stores { await store.close() }
+        case .snapshotRestoresIntoAnEmptyStoreOnlyUnlessReplacing:
+            let source = InMemoryRegistryStore()
+            let a = try await source.registerNode(registration("a"))
+            _ = try await source.registerNode(registration("b"))
+            _ = try await source.deleteNode(a.id)
+            let c = try await source.registerNode(registration("c"))
+            try await source.defineCluster(ClusterRecord(keyHash: "k", protocol: .https, definedAt: Date(timeIntervalSince1970: 1_700_000_000), definedByNode: c.id))
+            try await source.createSession(newSession("x", node: c.id, state: .running))
+            try await source.createSession(newSession("y"))
+            let snapshot = try await source.snapshot()
+
+            let target = try await migrated(makeStore)
+            try await target.restore(snapshot, replacing: false)
+            #expect(try await target.snapshot() == snapshot)
+            await #expect(throws: RegistryError.notEmpty("1 cluster, 2 nodes, 2 sessions")) { try await target.restore(snapshot, replacing: false) }
+            try await target.restore(snapshot, replacing: true)
+            #expect(try await target.snapshot() == snapshot)
+            let next = try await target.registerNode(registration("d"))
+            #expect(next.id > c.id)
+            await target.close()
+        case .aClosedStoreRefusesCalls:
+            let store = try await migrated(makeStore)
+            await store.close()
+            await #expect(throws: RegistryError.closed) { try await store.nodes() }
+        }
+    }
+
+    static func migrated(_ makeStore: () throws -> any RegistryStore) async throws -> any RegistryStore {
+        let store = try makeStore()
+        try await store.migrate()
+        return store
+    }
+
+    /// A node's registration at `host:port`.
+    public static func registration(_ host: String, port: Int = 8787, status: NodeStatus = .online) -> NodeRegistration {
+        NodeRegistration(host: host, ipv4: "127.0.0.9", port: port, status: status, cpus: 2, version: "1.0", configHash: "cfg", launcherFingerprint: nil)
+    }
+
+    /// A session row `id` of `user`.
+    public static func newSession(_ id: String, user: String = "alice", node: Int64? = nil, state: SessionState = .suspended,
+                                  created: Date = Date(timeIntervalSince1970: 1_700_000_000)) -> SessionRecord {
+        SessionRecord(id: id, username: user, ownership: SessionOwnership(node: node, state: state), createdAt: created,
+                      lastActive: created, label: "lab \(id)")
+    }
+}

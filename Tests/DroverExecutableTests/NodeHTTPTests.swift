@@ -1,0 +1,115 @@
+import DroverCluster
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+/// A node's HTTP layer in process (``InProcessNode``): its own endpoints, the signed internal
+/// API, the user API and the proxy's answers without a session, over real HTTP on loopback,
+/// on an in-memory registry whose clock the test moves.
+@Suite struct NodeHTTPTests {
+    static let diagnostics = TestCluster.scaledLoadBalancer + "diagnostics=tmp\ndiagnostics-file=diag.log\n"
+
+    @Test func internalCallsMustBeSignedFreshAndNew() async throws {
+        let node = try await InProcessNode(loadBalancer: Self.diagnostics)
+        func call(_ headers: [(String, String)], path: String = "/load-balancer/ping", method: String = "GET", body: String = "") async throws -> Int {
+            try await node.request(method, path, headers: headers, body: body).status
+        }
+        #expect(try await call([]) == 403, "unsigned")
+        let good = node.signedHeaders("GET", "/load-balancer/ping")
+        #expect(try await call(good) == 200)
+        #expect(try await call(good) == 403, "replayed")
+        #expect(try await call(node.signedHeaders("GET", "/load-balancer/status-not")) == 403, "signed for another path")
+        #expect(try await call(node.signedHeaders("GET", "/load-balancer/ping", key: "someone-elses-key-0123456789")) == 403, "another key")
+        #expect(try await call(node.signedHeaders("GET", "/load-balancer/ping", now: Date().addingTimeInterval(-120))) == 403, "too old")
+        #expect(try await call(node.signedHeaders("GET", "/load-balancer/ping", now: Date().addingTimeInterval(120))) == 403, "from the future")
+        let event = String(decoding: InternalCall.notice(.nodeStatus(.init(id: 1, status: .online))).body, as: UTF8.self)
+        let other = String(decoding: InternalCall.notice(.nodeStatus(.init(id: 2, status: .online))).body, as: UTF8.self)
+        #expect(try await call(node.signedHeaders("POST", "/load-balancer/node-status", body: event), path: "/load-balancer/node-status",
+                               method: "POST", body: other) == 403, "tampered body")
+        #expect(try await call(node.signedHeaders("POST", "/load-balancer/node-status", body: event), path: "/load-balancer/node-status",
+                               method: "POST", body: event) == 204)
+        var forged = node.signedHeaders("GET", "/load-balancer/ping")
+        forged[2].1 = String(forged[2].1.reversed())
+        #expect(try await call(forged) == 403, "forged signature")
+        let log = try #require(node.config.directory.read("diag.log"))
+        #expect(log.components(separatedBy: "event=internal-call-refused").count - 1 == 8)
+        #expect(log.contains("reason=\"replayed request (nonce already used)\""))
+        await node.stop()
+    }
+
+    @Test func anUnknownOrMalformedInternalCallIsRefusedSayingWhat() async throws {
+        let node = try await InProcessNode()
+        let unknown = try await node.request("POST", "/load-balancer/reboot", headers: node.signedHeaders("POST", "/load-balancer/reboot"))
+        #expect(unknown.status == 404)
+        #expect(unknown.body.contains("no internal call POST /load-balancer/reboot; are all nodes running the same Drover version?"))
+        let body = #"{"session":"abc"}"#
+        let malformed = try await node.request("POST", "/load-balancer/suspend", headers: node.signedHeaders("POST", "/load-balancer/suspend", body: body),
+                                               body: body)
+        #expect(malformed.status == 400)
+        #expect(malformed.body.contains("the body of suspend is not the JSON of SessionCall"), "\(malformed.body)")
+        await node.stop()
+    }
+
+    @Test func theStatusEndpointAnswersLoopbackOnlyAndShowsASilentNodeUnreachable() async throws {
+        let node = try await InProcessNode(loadBalancer: Self.diagnostics)
+        let fresh = try await node.request(NodeEndpoint.status)
+        #expect(fresh.status == 200)
+        #expect(fresh.body.hasPrefix("127.0.0.1:\(node.port) Load: "), "\(fresh.body)")
+        // No heartbeat runs in process: three intervals of the registry's clock make the row stale.
+        node.clock.advance(4)
+        #expect(try await node.request(NodeEndpoint.status).body.hasPrefix("127.0.0.1:\(node.port) (unreachable) Load: "))
+        let refused = try await node.request(NodeEndpoint.status, from: "127.0.0.9")
+        #expect(refused.status == 403)
+        #expect(node.config.directory.read("diag.log")?.contains("event=status-refused remote=127.0.0.9") == true)
+        await node.stop()
+    }
+
+    @Test func theUserAPIAsksForSignInAndCSRFAndSaysWhatIsWrongInJSON() async throws {
+        let signedIn = try await InProcessNode(rserver: "auth-none=1\n")
+        let me = try await signedIn.request("/api/me")
+        #expect(me.status == 200)
+        let fields = try #require(try JSONSerialization.jsonObject(with: Data(me.body.utf8)) as? [String: Any])
+        #expect(fields["user"] as? String == getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) })
+        #expect(fields.keys.contains("csrf"), "csrf is always there, null without a cookie: \(me.body)")
+        #expect(try await signedIn.request("/api/sessions").body == "[]")
+        #expect(try await signedIn.request("/s/0123456789abcdef/").status == 404, "no such session")
+        // auth-none without a cookie: a page of another origin may not change anything.
+        let crossSite = try await signedIn.request("POST", "/api/sessions", headers: [("Origin", "http://evil.example")], body: "{}")
+        #expect(crossSite.status == 403)
+        #expect(crossSite.body == #"{"error":"missing or wrong CSRF token: send the X-CSRF-Token header from GET /api/me"}"#)
+        let badBody = try await signedIn.request("POST", "/api/sessions", body: "label=x")
+        #expect(badBody.status == 400)
+        #expect(badBody.body == #"{"error":"the body must be empty or JSON like {\"label\": \"my analysis\"}"}"#)
+        // A start that cannot happen is the node's fault, 500, with the reason.
+        let noCommand = try await signedIn.request("POST", "/api/sessions", body: #"{"label":"x"}"#)
+        #expect(noCommand.status == 500)
+        #expect(noCommand.body == #"{"error":"the session could not start: no session-command is configured in rserver.conf"}"#)
+        await signedIn.stop()
+
+        let anonymous = try await InProcessNode()
+        let refused = try await anonymous.request("/api/me")
+        #expect(refused.status == 401)
+        #expect(refused.body == #"{"error":"sign in first (POST /sign-in)"}"#)
+        #expect(try await anonymous.request("/s/0123456789abcdef/").status == 401)
+        #expect(try await anonymous.request(NodeEndpoint.healthCheck).body == "ok\n")
+        await anonymous.stop()
+    }
+
+    @Test func theHomePageListsTheUsersSessionsWithCSRFTokensAndSignOutClearsTheCookie() async throws {
+        let node = try await InProcessNode(rserver: "auth-none=1\n")
+        let user = try #require(getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) })
+        let now = node.clock.now
+        try await node.store.createSession(SessionRecord(id: "0123456789abcdef0123456789abcdef", username: user,
+                                                         ownership: SessionOwnership(node: nil, state: .suspended),
+                                                         createdAt: now, lastActive: now, label: "hdr"))
+        let home = try await node.request("/")
+        #expect(home.status == 200)
+        #expect(home.body.contains("/s/0123456789abcdef0123456789abcdef/") && home.body.contains("hdr") && home.body.contains("name=\"csrf\""))
+        #expect(home.header("Set-Cookie")?.hasPrefix("drover-auth=") == true, "auth-none visitors get a cookie for CSRF tokens")
+        let signOut = try await node.request("POST", "/sign-out")
+        #expect(signOut.status == 303)
+        #expect(signOut.header("Set-Cookie")?.hasPrefix("drover-auth=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0") == true)
+        await node.stop()
+    }
+}

@@ -1,0 +1,365 @@
+import DroverKernel
+@testable import DroverServer
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// Every state and transition of a client connection, without sockets: events in, actions out.
+@Suite struct ProxyConnectionStateMachineTests {
+    typealias Machine = ProxyConnectionStateMachine
+    typealias Action = ProxyConnectionStateMachine.Action
+
+    static let timeout = TimeAmount.seconds(60)
+    static let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+    static let session = Upstream.unix(path: "/run/drover/s/abc.sock")
+    static let otherNode = Upstream.tcp(host: "127.0.0.2", port: 8787)
+
+    static func head(_ uri: String, keepAlive: Bool = true, headers: HTTPHeaders = [:]) -> HTTPRequestHead {
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: headers)
+        if !keepAlive { head.headers.add(name: "Connection", value: "close") }
+        return head
+    }
+
+    static func body(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+
+    /// A machine with a proxied request of `uri` sent to `upstream` over a new connection.
+    static func streaming(_ uri: String = "/s/abc/x", to upstream: Upstream = session, headers: HTTPHeaders = [:],
+                          end: Bool = true) -> Machine {
+        var machine = Machine(responseTimeout: timeout)
+        _ = machine.requestHead(head(uri, headers: headers), proxied: true)
+        if end { _ = machine.requestEnd(nil) }
+        _ = machine.forward(head(uri, headers: headers), to: upstream, tls: nil, upstreamActive: false, now: start)
+        _ = machine.upstreamConnected(now: start)
+        return machine
+    }
+
+    static func ownResponse(_ action: Action) -> Machine.OwnResponse? {
+        switch action {
+        case .respond(let response), .reportUpstreamFailure(let response), .abandonUpstream(let response): response
+        default: nil
+        }
+    }
+
+    // MARK: the node's own endpoints
+
+    @Test func aLocalRequestIsCollectedThenAnsweredWithItsLength() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        let head = Self.head("/api/sessions")
+        guard case .none = machine.requestHead(head, proxied: false) else { Issue.record("head"); return }
+        guard case .none = machine.requestBody(Self.body("ab")) else { Issue.record("body"); return }
+        guard case .none = machine.requestBody(Self.body("cd")) else { Issue.record("body"); return }
+        guard case .respondLocally(let asked, let body) = machine.requestEnd(nil) else { Issue.record("end"); return }
+        #expect(asked == head)
+        #expect(body == Self.body("abcd"))
+        let response = try #require(Self.ownResponse(machine.localResponse(.text(.ok, "fine\n"))))
+        #expect(response.head.status == .ok)
+        #expect(response.head.headers["Content-Length"] == ["5"])
+        #expect(!response.head.headers.contains(name: "Connection"))
+        #expect(response.next == .nextRequest(replay: []))
+        guard case .idle = machine.phase else { Issue.record("not idle: \(machine.phase)"); return }
+    }
+
+    @Test func aBodyOverTheLimitIsRefusedWith413WithoutKeepingIt() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/api/sessions"), proxied: false)
+        _ = machine.requestBody(ByteBuffer(repeating: 0x61, count: Machine.maximumBodySize))
+        _ = machine.requestBody(Self.body("x"))
+        guard case .local(_, let kept, let tooLarge) = machine.phase else { Issue.record("phase \(machine.phase)"); return }
+        #expect(tooLarge)
+        #expect(kept.readableBytes == Machine.maximumBodySize)
+        let response = try #require(Self.ownResponse(machine.requestEnd(nil)))
+        #expect(response.head.status == .payloadTooLarge)
+        #expect(machine.localResponse(.text(.ok, "late")).isNone)
+    }
+
+    @Test func aClientThatAsksToCloseIsClosedAfterItsAnswer() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/health-check", keepAlive: false), proxied: false)
+        _ = machine.requestEnd(nil)
+        let response = try #require(Self.ownResponse(machine.localResponse(.text(.ok, "ok"))))
+        #expect(response.head.headers["Connection"] == ["close"])
+        #expect(response.next == .close)
+    }
+
+    @Test func aPipelinedRequestWaitsWithReadsPausedThenIsReplayedInOrder() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/one"), proxied: false)
+        _ = machine.requestEnd(nil)
+        #expect(machine.wantsReads)
+        let second = Self.head("/two")
+        #expect(machine.requestHead(second, proxied: false).isNone)
+        #expect(!machine.wantsReads)
+        #expect(machine.requestBody(Self.body("2")).isNone)
+        #expect(machine.requestEnd(nil).isNone)
+        let response = try #require(Self.ownResponse(machine.localResponse(.text(.ok, "one"))))
+        #expect(response.next == .nextRequest(replay: [.head(second), .body(Self.body("2")), .end(nil)]))
+        #expect(machine.wantsReads)
+    }
+
+    @Test func aHalfClosedClientGetsItsAnswerThenTheConnectionCloses() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        guard case .close = machine.clientInputClosed() else { Issue.record("an idle half-closed connection stays open"); return }
+        machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/one"), proxied: false)
+        _ = machine.requestEnd(nil)
+        #expect(machine.clientInputClosed().isNone)
+        let response = try #require(Self.ownResponse(machine.localResponse(.text(.ok, "one"))))
+        #expect(response.next == .close)
+    }
+
+    // MARK: deciding and connecting
+
+    @Test func aProxiedRequestWaitsForItsDestinationThenForItsUpstream() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        let head = Self.head("/s/abc/x")
+        guard case .resolve(let asked) = machine.requestHead(head, proxied: true) else { Issue.record("no resolve"); return }
+        #expect(asked == head)
+        machine.resolutionDeferred()
+        #expect(!machine.wantsReads)
+        #expect(machine.requestBody(Self.body("early")).isNone)
+        guard case .connect(let target, let tls, let closingCurrent) =
+                machine.forward(head, to: Self.session, tls: nil, upstreamActive: false, now: Self.start) else {
+            Issue.record("no connect"); return
+        }
+        #expect(target == Self.session)
+        #expect(tls == nil)
+        #expect(!closingCurrent)
+        #expect(!machine.wantsReads, "reads stay paused while the upstream connects")
+        #expect(machine.requestEnd(nil).isNone)
+        guard case .send(let sent, let parts, let deadline) = machine.upstreamConnected(now: Self.start) else {
+            Issue.record("no send"); return
+        }
+        #expect(sent == head)
+        #expect(parts == [.body(Self.body("early")), .end(nil)])
+        #expect(deadline == Self.start + Self.timeout)
+        #expect(machine.wantsReads)
+        #expect(machine.isStreaming)
+    }
+
+    @Test func theSameUpstreamIsReusedAndAnotherOneReplacesIt() throws {
+        var machine = Self.streaming()
+        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        guard case .writeEnd(_, .nextRequest([])) = machine.upstreamEnd(nil) else { Issue.record("no end"); return }
+
+        _ = machine.requestHead(Self.head("/s/abc/y"), proxied: true)
+        guard case .send(_, _, let deadline) = machine.forward(Self.head("/s/abc/y"), to: Self.session, tls: nil,
+                                                                upstreamActive: true, now: Self.start) else {
+            Issue.record("the open upstream was not reused"); return
+        }
+        #expect(deadline == nil, "the armed timer is moved on lazily, not scheduled again")
+        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        _ = machine.requestEnd(nil)
+        _ = machine.upstreamEnd(nil)
+
+        _ = machine.requestHead(Self.head("/s/def/y"), proxied: true)
+        guard case .connect(let target, _, let closingCurrent) = machine.forward(Self.head("/s/def/y"), to: Self.otherNode, tls: nil,
+                                                                               upstreamActive: true, now: Self.start) else {
+            Issue.record("another destination did not connect"); return
+        }
+        #expect(target == Self.otherNode)
+        #expect(closingCurrent)
+
+        var closed = Self.streaming()
+        _ = closed.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        _ = closed.upstreamEnd(nil)
+        _ = closed.requestHead(Self.head("/s/abc/y"), proxied: true)
+        guard case .connect = closed.forward(Self.head("/s/abc/y"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start) else {
+            Issue.record("a closed upstream was reused"); return
+        }
+    }
+
+    @Test func aDecisionToAnswerDropsTheRestOfTheRequest() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/s/gone/x"), proxied: true)
+        machine.resolutionDeferred()
+        let response = try #require(Self.ownResponse(machine.decided(.text(.notFound, "no such session\n"))))
+        #expect(response.head.status == .notFound)
+        #expect(response.next == .awaitRequestEnd)
+        #expect(machine.wantsReads, "the rest of the body is read to be dropped")
+        #expect(machine.requestBody(Self.body("dropped")).isNone)
+        guard case .finish(.nextRequest([])) = machine.requestEnd(nil) else { Issue.record("not finished"); return }
+    }
+
+    @Test func anUpstreamThatCannotBeReachedIsReportedAnd502() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/s/abc/x"), proxied: true)
+        _ = machine.requestEnd(nil)
+        _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        guard case .reportUpstreamFailure(let response) = machine.upstreamConnectFailed() else { Issue.record("not reported"); return }
+        #expect(response.head.status == .badGateway)
+        #expect(response.next == .nextRequest(replay: []))
+        #expect(machine.upstreamKey == nil)
+        #expect(machine.timerFired(now: Self.start + .seconds(120)).isNone)
+    }
+
+    @Test func anUpstreamConnectedAfterTheClientWasAnsweredIsClosed() {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/s/abc/x"), proxied: true)
+        _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        _ = machine.upstreamConnectFailed()
+        guard case .closeNewUpstream = machine.upstreamConnected(now: Self.start) else { Issue.record("kept"); return }
+    }
+
+    // MARK: the session's answer
+
+    @Test func theResponseStreamsBackAndKeepsTheConnectionOpen() throws {
+        var machine = Self.streaming(end: false)
+        guard case .forwardBody(let chunk) = machine.requestBody(Self.body("up")) else { Issue.record("not forwarded"); return }
+        #expect(chunk == Self.body("up"))
+        guard case .writeHead(let head) = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok)) else {
+            Issue.record("head"); return
+        }
+        #expect(head.status == .ok)
+        guard case .writeBody = machine.upstreamBody(Self.body("down")) else { Issue.record("body"); return }
+        guard case .writeEnd(_, .awaitRequestEnd) = machine.upstreamEnd(nil) else { Issue.record("end before request end"); return }
+        guard case .forwardEnd(nil, .nextRequest([])?) = machine.requestEnd(nil) else { Issue.record("request end"); return }
+    }
+
+    @Test func aClientThatAsksToCloseGetsConnectionCloseOnTheSessionsAnswer() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/s/abc/x", keepAlive: false), proxied: true)
+        _ = machine.requestEnd(nil)
+        _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        _ = machine.upstreamConnected(now: Self.start)
+        guard case .writeHead(let head) = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok)) else {
+            Issue.record("head"); return
+        }
+        #expect(head.headers["Connection"] == ["close"])
+        guard case .writeEnd(_, .close) = machine.upstreamEnd(nil) else { Issue.record("not closed"); return }
+    }
+
+    @Test func aSessionThatHangsUpBeforeAnsweringIs502AndMidAnswerClosesTheClient() throws {
+        var before = Self.streaming()
+        guard case .reportUpstreamFailure(let response) = before.upstreamClosed() else { Issue.record("not reported"); return }
+        #expect(response.head.status == .badGateway)
+        #expect(response.next == .nextRequest(replay: []))
+
+        // Answered 502 while its body still arrives: the timer must not answer again (504).
+        var midBody = Self.streaming(end: false)
+        guard case .reportUpstreamFailure(let early) = midBody.upstreamClosed() else { Issue.record("not reported"); return }
+        #expect(early.next == .awaitRequestEnd)
+        #expect(midBody.timerFired(now: Self.start + .seconds(120)).isNone, "a request answered 502 gets no second answer, 504")
+        guard case .finish(.nextRequest([])) = midBody.requestEnd(nil) else { Issue.record("the dropped body did not end the exchange"); return }
+
+        var during = Self.streaming()
+        _ = during.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        guard case .close = during.upstreamClosed() else { Issue.record("a cut answer left the client waiting"); return }
+
+        var after = Self.streaming()
+        _ = after.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        _ = after.upstreamEnd(nil)
+        #expect(after.upstreamClosed().isNone, "an idle upstream closing is no one's business")
+    }
+
+    @Test func theUpstreamFillingUpPausesTheClientsReads() {
+        var machine = Self.streaming(end: false)
+        machine.upstreamWritabilityChanged(false)
+        #expect(!machine.wantsReads)
+        machine.upstreamWritabilityChanged(true)
+        #expect(machine.wantsReads)
+    }
+
+    // MARK: the response timer
+
+    @Test func aSessionSilentPastTheResponseTimeoutGets504AndItsUpstreamDropped() throws {
+        var machine = Self.streaming()
+        guard case .scheduleTimer(let deadline) = machine.timerFired(now: Self.start + .seconds(30)) else {
+            Issue.record("an early timer was not moved on"); return
+        }
+        #expect(deadline == Self.start + Self.timeout)
+        guard case .abandonUpstream(let response) = machine.timerFired(now: Self.start + Self.timeout) else {
+            Issue.record("no 504"); return
+        }
+        #expect(response.head.status == .gatewayTimeout)
+        #expect(String(buffer: response.body).contains("session-response-timeout"))
+        #expect(machine.upstreamKey == nil)
+        #expect(machine.upstreamClosed().isNone, "the dropped upstream's closing is not a second answer")
+    }
+
+    @Test func aSessionThatStartedAnsweringIsNotCutOffByTheTimer() {
+        var machine = Self.streaming()
+        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        #expect(machine.responseDeadline == nil)
+        #expect(machine.timerFired(now: Self.start + .seconds(600)).isNone)
+        guard case .writeBody = machine.upstreamBody(Self.body("slow but sure")) else { Issue.record("body"); return }
+    }
+
+    @Test func theTimerIsMovedOnForTheNextRequestOnTheSameConnection() {
+        var machine = Self.streaming()
+        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        _ = machine.upstreamEnd(nil)
+        let later = Self.start + .seconds(50)
+        _ = machine.requestHead(Self.head("/s/abc/y"), proxied: true)
+        _ = machine.requestEnd(nil)
+        _ = machine.forward(Self.head("/s/abc/y"), to: Self.session, tls: nil, upstreamActive: true, now: later)
+        guard case .scheduleTimer(let deadline) = machine.timerFired(now: Self.start + Self.timeout) else {
+            Issue.record("the first request's deadline cut the second off"); return
+        }
+        #expect(deadline == later + Self.timeout)
+    }
+
+    // MARK: upgrades
+
+    static let upgradeHeaders: HTTPHeaders = ["Connection": "Upgrade", "Upgrade": "websocket"]
+
+    @Test func aSwitchingProtocolsAnswerToAnUpgradeOpensTheTunnel() throws {
+        var machine = Self.streaming(headers: Self.upgradeHeaders)
+        #expect(machine.upgradeRequested)
+        guard case .writeHead(let head) = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .switchingProtocols)) else {
+            Issue.record("head"); return
+        }
+        #expect(head.status == .switchingProtocols)
+        guard case .writeEndThenOpenTunnel = machine.upstreamEnd(nil) else { Issue.record("no tunnel"); return }
+        guard case .openTunnel = machine.tunnelReady() else { Issue.record("not opened"); return }
+        #expect(machine.isTunnel)
+        #expect(machine.requestHead(Self.head("/x"), proxied: false).isNone)
+        #expect(machine.clientClosed().isNone, "the tunnel closes itself")
+    }
+
+    @Test func aSwitchingProtocolsAnswerWithoutAnUpgradeRequestIsAnOrdinaryResponse() {
+        var machine = Self.streaming()
+        #expect(!machine.upgradeRequested)
+        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .switchingProtocols))
+        guard case .writeEnd(_, .nextRequest([])) = machine.upstreamEnd(nil) else { Issue.record("opened a tunnel"); return }
+    }
+
+    @Test func anUpstreamGoneBeforeTheTunnelOpensOpensNone() {
+        var machine = Self.streaming(headers: Self.upgradeHeaders)
+        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .switchingProtocols))
+        _ = machine.upstreamEnd(nil)
+        _ = machine.upstreamClosed()
+        #expect(machine.tunnelReady().isNone)
+    }
+
+    @Test func aClientGoneMidExchangeClosesTheUpstream() {
+        var machine = Self.streaming()
+        guard case .closeUpstream = machine.clientClosed() else { Issue.record("upstream left open"); return }
+        #expect(machine.upstreamKey == nil)
+    }
+
+    // MARK: the proxy's headers
+
+    @Test func theForwardedRequestCarriesTheProxysHeadersAndNotTheSignInCookie() {
+        let head = Self.head("/s/abc/x", headers: [
+            "Host": "node1:8787", "Cookie": "other=1; \(SignInCookie.name)=secret; more=2", "Connection": "keep-alive",
+            SessionProxyResolver.hopUserHeader: "root",
+        ])
+        let outgoing = ForwardedRequest.head(for: head, clientAddress: "127.0.0.9", isTLS: true, adding: [("X-Extra", "1")], upgrade: false)
+        #expect(outgoing.headers["X-Forwarded-For"] == ["127.0.0.9"])
+        #expect(outgoing.headers["X-Forwarded-Proto"] == ["https"])
+        #expect(outgoing.headers["X-Forwarded-Host"] == ["node1:8787"])
+        #expect(outgoing.headers["Cookie"] == ["other=1; more=2"])
+        #expect(!outgoing.headers.contains(name: SessionProxyResolver.hopUserHeader), "a client may not claim a hop")
+        #expect(!outgoing.headers.contains(name: "Connection"))
+        #expect(outgoing.headers["X-Extra"] == ["1"])
+        let upgrade = ForwardedRequest.head(for: Self.head("/s/abc/ws", headers: Self.upgradeHeaders), clientAddress: "127.0.0.9",
+                                            isTLS: false, adding: [], upgrade: true)
+        #expect(upgrade.headers["Connection"] == ["Upgrade"])
+    }
+}
+
+extension ProxyConnectionStateMachine.Action {
+    var isNone: Bool {
+        if case .none = self { true } else { false }
+    }
+}
