@@ -122,6 +122,7 @@ let package = Package(
             dependencies: [
                 "DroverKernel", "DroverPlugins", "DroverCluster", "RegistrySQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: sharedSettings),
 

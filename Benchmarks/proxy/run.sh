@@ -12,8 +12,8 @@ connections=${2:-64}
 for tool in wrk nginx; do
     command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null; break; }
 done
-swift build -c release --product droverd >/dev/null
-swift build -c release --product drover-demo-session >/dev/null
+# droverd starts every session through drover-session-guard, found beside it.
+for product in droverd drover-session-guard drover-demo-session; do swift build -c release --product $product >/dev/null; done
 auth=${AUTH:-none}
 [ "$auth" = cookie ] && swift build -c release --product drover-probe >/dev/null
 bin=$(swift build -c release --show-bin-path)

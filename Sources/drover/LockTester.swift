@@ -3,6 +3,7 @@ import DroverKernel
 import DroverPlugins
 import Foundation
 import Logging
+import UnixSignals
 
 struct LockTester: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -94,15 +95,8 @@ struct LockTester: AsyncParsableCommand {
     /// - Parameters:
     ///   - ready: called once the signals are caught, so no Ctrl+C can come too early.
     func holdUntilSignalled(_ locks: [any HeldLock], refreshEvery seconds: Int, ready: () -> Void) async {
-        let (signals, continuation) = AsyncStream<Int32>.makeStream()
-        let sources = [SIGINT, SIGTERM].map { signalNumber in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber)
-            source.setEventHandler { continuation.yield(signalNumber) }
-            source.resume()
-            return source
-        }
-        defer { sources.forEach { $0.cancel() } }
+        // Caught through UnixSignals, as droverd catches its signals.
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         ready()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
