@@ -106,7 +106,12 @@ public struct SessionService: Service {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await repeatUntilShutdown(every: { 0.5 }) { await sessions.reapExited() } }
             // A registry read each time: less often.
-            group.addTask { await repeatUntilShutdown(every: { 2 }) { await sessions.completeInterruptedStops() } }
+            group.addTask {
+                await repeatUntilShutdown(every: { 2 }) {
+                    await sessions.completeInterruptedStops()
+                    await sessions.releaseSessionsTakenAway()
+                }
+            }
         }
         let count = await sessions.suspendAll()
         if count > 0 { sessions.runtime.events.emit(.sessionsSuspendedBeforeLeaving(count: count)) }

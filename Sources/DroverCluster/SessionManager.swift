@@ -443,6 +443,38 @@ public final class SessionManager: Sendable {
         }
     }
 
+    /// Ends the sessions this node runs whose row no longer says so: another node re-placed
+    /// them while this one looked dead (its heartbeats late through a database restart, say),
+    /// or the row is gone. The row is the authority. Without this the copy here ran on behind a
+    /// healthy guard that kept its lock, and every start elsewhere waited for that lock and
+    /// failed, for as long as this node lived. The copy is suspended (its state saved for the
+    /// new owner), or quit when the row is gone, and its lock given up. Run every two seconds by
+    /// ``SessionService``; a registry that cannot be read changes nothing.
+    public func releaseSessionsTakenAway() async {
+        guard let self_ = runtime.nodeID else { return }
+        for id in supervisor.ids where supervisor.state(id)?.isRunning == true {
+            let row: SessionRecord?
+            do {
+                row = try await store.session(id)
+            } catch {
+                continue
+            }
+            if row?.ownership.node != self_ { await endTakenAway(id, row: row) }
+        }
+    }
+
+    private func endTakenAway(_ id: String, row: SessionRecord?) async {
+        // A stop of its own may have begun meanwhile; that one finishes the session.
+        guard supervisor.state(id)?.isRunning == true, let entry = supervisor.session(id) else { return }
+        let owner = row.map { "\($0.ownership.node.map { "node \($0)" } ?? "no node") \($0.ownership.state.rawValue)" } ?? "no row"
+        runtime.events.emit(.sessionTakenAway(session: id, row: owner))
+        // Gone, or being quit elsewhere: nothing to save. Otherwise the new owner resumes it
+        // from what this copy saves now (it cannot start before this copy's lock is free).
+        let quit = row == nil || row?.ownership.state == .quitting
+        await supervisor.stop(id, quit ? .quit : .suspend)
+        await finish(id, entry, quit ? .quit : .suspended)
+    }
+
     /// Notices sessions that ended without being asked: their main process exited, or their
     /// guard ended them (lease lost, droverd silent) or died. The row is freed (`suspended`), so
     /// the next request starts it again from its saved state.

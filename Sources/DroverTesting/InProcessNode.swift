@@ -33,17 +33,26 @@ public final class InProcessNode: Sendable {
         public func advance(_ seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
     }
 
+    /// A registry several in-process nodes share, as the nodes of a cluster share a database.
+    public static func sharedRegistry(clock: TestClock) -> InMemoryRegistryStore {
+        InMemoryRegistryStore(clock: { clock.now })
+    }
+
     /// Starts a node that has joined its (in-memory) cluster and serves.
     /// - Parameters:
+    ///   - address: the 127.0.0.0/8 address it serves on.
     ///   - rserver: extra `rserver.conf` lines (say `auth-none=1`).
     ///   - loadBalancer: the `load-balancer` text; nil runs without one.
     ///   - key: the secure cookie key text.
-    public init(rserver: String = "", loadBalancer: String? = TestCluster.scaledLoadBalancer,
-                key: String = TestCluster.defaultKey, clock: TestClock = TestClock()) async throws {
-        config = try ConfigDirectory(key: key, rserver: rserver)
+    ///   - registry: a registry shared with other nodes (``sharedRegistry(clock:)``, made with
+    ///     the same `clock`); nil: one of its own.
+    /// - Throws: what joining throws (``MembershipError`` when the cluster refuses it).
+    public init(address: String = "127.0.0.1", rserver: String = "", loadBalancer: String? = TestCluster.scaledLoadBalancer,
+                key: String = TestCluster.defaultKey, clock: TestClock = TestClock(), registry: InMemoryRegistryStore? = nil) async throws {
+        config = try ConfigDirectory(address: address, key: key, rserver: rserver)
         if let loadBalancer { try config.write("load-balancer", loadBalancer) }
         self.clock = clock
-        store = InMemoryRegistryStore(clock: { clock.now })
+        store = registry ?? Self.sharedRegistry(clock: clock)
         let logger = Logger(label: "in-process-node")
         let setup = try NodeSetup(configDirectory: config.path, catalog: .builtin, createKeyIfMissing: false, logger: logger)
         let server = setup.configuration.server
@@ -52,8 +61,9 @@ public final class InProcessNode: Sendable {
         }
         membership = ClusterMembership(runtime: try NodeRuntime(setup: setup, store: store, address: address, logger: logger))
         sessions = SessionManager(runtime: membership.runtime)
-        let http = try await HTTPServer.node(membership: membership, sessions: sessions, logger: logger)
+        // Joined before the port is bound, so a node the cluster refuses leaves nothing open.
         _ = try await membership.join()
+        let http = try await HTTPServer.node(membership: membership, sessions: sessions, logger: logger)
         group = ServiceGroup(configuration: .init(services: [.init(service: http)], logger: logger))
         // The port is bound already: a request made before the server reads waits in the
         // backlog, so nothing needs to poll for the node to be up.

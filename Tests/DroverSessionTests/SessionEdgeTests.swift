@@ -45,6 +45,40 @@ import Testing
     }
 
     /// Found by the chaos test: quitting a suspended session left its saved state behind.
+    /// Found by the chaos test: a session ran on after another node had re-placed it away from
+    /// its healthy owner (the owner's heartbeats were late through a database restart); the new
+    /// owner's start waited for the old copy's lock, failed and freed the row, and so did every
+    /// later request, for as long as the old owner lived. The owner now ends a copy whose row is
+    /// no longer its own, saving its state, and the session starts where the row says.
+    @Test func aSessionTakenAwayFromAHealthyOwnerEndsThereAndStartsElsewhereWithItsState() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0)
+        try await cluster.start(1)
+        let (id, owner) = try #require(try await startSessions(cluster, count: 1).first)
+        let (home, other) = (cluster.nodes[owner], cluster.nodes[1 - owner])
+        for expected in 1...3 {
+            #expect(count(try await RawHTTPClient.request("POST", host: home.address, port: home.port, path: "/s/\(id)/count")) == expected)
+        }
+        // The owner takes no new sessions, so the restart below happens on the other node.
+        #expect(try await cluster.drover(owner, ["offline"]).status == 0)
+        try await cluster.eventually("the owner is in offline mode") { try await cluster.status(of: home.address) == "Offline mode" }
+        // What a node that re-placed it and then failed to start it leaves: suspended, no node.
+        let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+            + "c.execute(\"update session set node_id=null, pid=null, port=null, state='suspended' where id=?\", (sys.argv[2],)); c.commit()"
+        let written = try await Executable.run("/usr/bin/env", ["python3", "-c", script, cluster.shared.url("drover.sqlite"), id])
+        #expect(written.status == 0, "\(written.stderr)")
+        // The old copy saves and ends; the lock is free; a request through the other node
+        // starts it again with its count.
+        try await cluster.eventually("the session answers through the other node with its count", timeout: 40) {
+            count(try await RawHTTPClient.request("POST", host: other.address, port: other.port, path: "/s/\(id)/count", timeout: 30)) == 4
+        }
+        let log = cluster.process(owner)?.stderr ?? ""
+        #expect(log.split(separator: "\n").contains { $0.contains("event=session-taken-away") && $0.contains(id) }, "\(log.suffix(2000))")
+        #expect(SystemUsers.runningSessionIDs().filter { $0 == id }.count == 1, "one copy of the session runs")
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
+
     @Test func quitRemovesTheProcessTheRowAndTheSavedStateWhetherRunningOrSuspended() async throws {
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")

@@ -63,6 +63,7 @@ public enum NodeEvent: Sendable {
     case sessionsReleased(count: Int)
     case sessionStopCompleted(session: String, was: String)
     case sessionsSuspendedBeforeLeaving(count: Int)
+    case sessionTakenAway(session: String, row: String)
 
     /// How a session of this node stopped.
     public enum SessionStop: String, Sendable {
@@ -120,6 +121,7 @@ public enum NodeEvent: Sendable {
         case .sessionsReleased: "sessions-released"
         case .sessionStopCompleted: "session-stop-completed"
         case .sessionsSuspendedBeforeLeaving: "sessions-suspended-before-leaving"
+        case .sessionTakenAway: "session-taken-away"
         }
     }
 
@@ -134,7 +136,7 @@ public enum NodeEvent: Sendable {
             .notice
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
              .markUnreachableFailed, .peerCallFailed, .statusRefused, .internalCallRefused, .hopRefused, .sessionStartFailed,
-             .sessionKilledAfterGrace, .sessionEnded, .sessionLockRefreshFailed, .sessionLeaseEnded:
+             .sessionKilledAfterGrace, .sessionEnded, .sessionLockRefreshFailed, .sessionLeaseEnded, .sessionTakenAway:
             .warning
         case .leaveFailed, .statusWriteFailed, .reloadRefused, .clusterCheckFailed, .heartbeatFailed, .sessionSuspendFailed,
              .previousRunUnreadable, .sessionReleaseFailed:
@@ -196,6 +198,7 @@ public enum NodeEvent: Sendable {
         case .sessionsReleased: "freed the sessions left by this node's previous run"
         case .sessionStopCompleted: "finished a stop left half done"
         case .sessionsSuspendedBeforeLeaving: "suspended this node's sessions before leaving"
+        case .sessionTakenAway: "a session this node runs is no longer its own in the registry; ending this copy"
         }
     }
 
@@ -274,6 +277,8 @@ public enum NodeEvent: Sendable {
             [("session", session), ("was", was)]
         case .sessionsReleased(let count), .sessionsSuspendedBeforeLeaving(let count):
             [("count", String(count))]
+        case .sessionTakenAway(let session, let row):
+            [("session", session), ("row", row)]
         }
     }
 

@@ -1,0 +1,59 @@
+import DroverCluster
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+/// Cluster membership with the nodes in this process (``InProcessNode``) sharing one in-memory
+/// registry and one clock the test moves: joining, the peers' notices over the real signed
+/// internal API, leaving, silence, and a node with another key. The same behaviour with real
+/// `droverd` processes, a real database, the `drover` commands and signals is in
+/// `ClusterLifecycleTests` and `ClusterFaultTests`.
+@Suite struct InProcessClusterTests {
+    static let diagnostics = TestCluster.scaledLoadBalancer + "diagnostics=tmp\ndiagnostics-file=diag.log\n"
+
+    @Test func nodesJoinOneRegistryHearOfEachOtherAndShowWhoLeftOrFellSilent() async throws {
+        let clock = InProcessNode.TestClock()
+        let registry = InProcessNode.sharedRegistry(clock: clock)
+        var nodes: [InProcessNode] = []
+        for n in 1...3 {
+            nodes.append(try await InProcessNode(address: "127.0.0.\(n)", loadBalancer: Self.diagnostics, clock: clock, registry: registry))
+        }
+        let third = try #require(nodes[2].runtime.nodeID)
+        // Each join is told to the nodes already up, at once, over the signed internal API.
+        for earlier in nodes.prefix(2) {
+            #expect(earlier.config.directory.read("diag.log")?.contains("event=node-joined node=\(third) from=") == true)
+        }
+        let status = try await nodes[0].request(NodeEndpoint.status).body
+        for (index, node) in nodes.enumerated() {
+            #expect(status.contains("127.0.0.\(index + 1):\(node.port) Load: "), "\(status)")
+        }
+
+        await nodes[2].membership.leave()
+        #expect(nodes[0].config.directory.read("diag.log")?.contains("event=node-left node=\(third) from=") == true)
+        #expect(try await nodes[0].request(NodeEndpoint.status).body.contains("127.0.0.3:\(nodes[2].port) (offline) Load: "))
+
+        // No heartbeats run in process: three intervals on the registry's clock and every
+        // Online row is stale.
+        clock.advance(4)
+        let silent = try await nodes[1].request(NodeEndpoint.status).body
+        #expect(silent.contains("127.0.0.1:\(nodes[0].port) (unreachable) Load: "), "\(silent)")
+        #expect(silent.contains("127.0.0.3:\(nodes[2].port) (offline) Load: "), "a node that left is not unreachable")
+        for node in nodes { await node.stop() }
+    }
+
+    @Test func aNodeWithAnotherKeyIsRefusedWhileTheClusterIsUp() async throws {
+        let clock = InProcessNode.TestClock()
+        let registry = InProcessNode.sharedRegistry(clock: clock)
+        let member = try await InProcessNode(clock: clock, registry: registry)
+        do {
+            let stranger = try await InProcessNode(address: "127.0.0.4", key: "a-different-key-9876543210", clock: clock, registry: registry)
+            Issue.record("a node with another key joined")
+            await stranger.stop()
+        } catch let error as MembershipError {
+            #expect(error.description.contains("differs from the cluster's"), "\(error)")
+        }
+        #expect(try await registry.nodes().first { $0.host == "127.0.0.4" }?.status == .invalidSecureCookieKey)
+        await member.stop()
+    }
+}
