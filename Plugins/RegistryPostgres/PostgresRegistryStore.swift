@@ -90,6 +90,10 @@ public final class PostgresRegistryStore: RegistryStore {
     public func now() async throws -> Date { try await withConnection { db, sql, _ in try sql.now(db) } }
     public func cluster() async throws -> ClusterRecord? { try await withConnection { db, sql, _ in try sql.cluster(db) } }
 
+    public func defineClusterIfAbsent(_ cluster: ClusterRecord) async throws -> ClusterRecord {
+        try await withConnection { db, sql, _ in try sql.defineClusterIfAbsent(cluster, db) }
+    }
+
     public func defineCluster(_ cluster: ClusterRecord) async throws {
         try await withConnection { db, sql, _ in try sql.defineCluster(cluster, db) }
     }

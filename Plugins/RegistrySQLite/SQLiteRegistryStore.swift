@@ -67,6 +67,9 @@ public final class SQLiteRegistryStore: RegistryStore {
     public func now() async throws -> Date { try await withConnection { try $1.now($0) } }
     public func cluster() async throws -> ClusterRecord? { try await withConnection { try $1.cluster($0) } }
     public func defineCluster(_ cluster: ClusterRecord) async throws { try await withConnection { try $1.defineCluster(cluster, $0) } }
+    public func defineClusterIfAbsent(_ cluster: ClusterRecord) async throws -> ClusterRecord {
+        try await withConnection { try $1.defineClusterIfAbsent(cluster, $0) }
+    }
     public func resetCluster() async throws { try await withConnection { try $1.resetCluster($0) } }
 
     public func registerNode(_ registration: NodeRegistration) async throws -> NodeRecord {

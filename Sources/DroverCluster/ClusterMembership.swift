@@ -28,6 +28,11 @@ public struct ClusterMembership: Sendable {
     /// node is online and fresh refuses (recording why on this node's row); a mismatch with no
     /// node online redefines the cluster.
     public func join() async throws -> NodeRecord {
+        try await join(isRecheck: false)
+    }
+
+    /// - Parameter isRecheck: the second pass, after another node defined the cluster first.
+    private func join(isRecheck: Bool) async throws -> NodeRecord {
         let store = runtime.store
         let config = runtime.configuration
         let address = runtime.address
@@ -77,7 +82,18 @@ public struct ClusterMembership: Sendable {
             throw MembershipError(description: refusal, exitStatus: 1)
         }
         if define {
-            try await store.defineCluster(ClusterRecord(keyHash: keyHash, protocol: runtime.clusterProtocol, definedAt: try await store.now(), definedByNode: node.id))
+            let ours = ClusterRecord(keyHash: keyHash, protocol: runtime.clusterProtocol, definedAt: try await store.now(), definedByNode: node.id)
+            if cluster == nil {
+                // Defined once even when two first nodes start at the same moment: the second
+                // finds the first's definition and is checked against it like any later node.
+                let inForce = try await store.defineClusterIfAbsent(ours)
+                guard inForce.definedByNode == node.id else {
+                    guard !isRecheck else { throw MembershipError(description: "the cluster was defined again while this node joined; start it again", exitStatus: 1) }
+                    return try await join(isRecheck: true)
+                }
+            } else {
+                try await store.defineCluster(ours)
+            }
             runtime.events.emit(.clusterDefined(node: node.id, protocol: runtime.clusterProtocol.rawValue))
         }
         runtime.events.emit(.joined(node: node.id, address: address.endpoint, status: status.rawValue))
@@ -253,13 +269,15 @@ public struct ClusterMembership: Sendable {
     /// Re-reads `load-balancer` and applies `balancer`, `timeout` and `diagnostics` without a
     /// restart; also the offline flag, and defines the cluster again if it was reset. A bad
     /// file is reported and the running settings are kept.
-    public func reload() async {
+    /// - Returns: what was applied, or why nothing was (for `drover reload` to print).
+    @discardableResult
+    public func reload() async -> ReloadOutcome {
         let config: DroverConfiguration
         do {
             config = try DroverConfiguration.load(directory: runtime.configuration.directory, pluginKeys: runtime.catalog.loadBalancerPluginKeys)
         } catch {
             runtime.events.emit(.reloadRefused(error: "\(error)"))
-            return
+            return .refused("\(error)")
         }
         let lb = config.effectiveLoadBalancer
         do {
@@ -275,19 +293,28 @@ public struct ClusterMembership: Sendable {
             }
         } catch {
             runtime.events.emit(.reloadRefused(error: "\(error)"))
-            return
+            return .refused("\(error)")
         }
         runtime.events.emit(.reloaded(balancer: lb.balancer, timeout: lb.timeout, diagnostics: lb.diagnostics ?? "off"))
         await applyOfflineFlag()
         do {
             if try await runtime.store.cluster() == nil, let id = runtime.nodeID {
-                try await runtime.store.defineCluster(ClusterRecord(keyHash: runtime.key.clusterHash, protocol: runtime.clusterProtocol,
-                                                                    definedAt: try await runtime.store.now(), definedByNode: id))
-                runtime.events.emit(.clusterDefined(node: id, protocol: runtime.clusterProtocol.rawValue))
+                let inForce = try await runtime.store.defineClusterIfAbsent(ClusterRecord(keyHash: runtime.key.clusterHash, protocol: runtime.clusterProtocol,
+                                                                                          definedAt: try await runtime.store.now(), definedByNode: id))
+                if inForce.definedByNode == id { runtime.events.emit(.clusterDefined(node: id, protocol: runtime.clusterProtocol.rawValue)) }
             }
         } catch {
             runtime.events.emit(.clusterCheckFailed(error: "\(error)"))
         }
+        return .applied("balancer=\(lb.balancer) timeout=\(lb.timeout) diagnostics=\(lb.diagnostics ?? "off")")
+    }
+
+    /// What a reload did.
+    public enum ReloadOutcome: Sendable, Equatable {
+        /// The settings now in force, as `key=value` pairs.
+        case applied(String)
+        /// The file was refused (the running settings are kept), and why.
+        case refused(String)
     }
 
     /// Marks the node `Offline` and tells the peers; called once the node stops serving.

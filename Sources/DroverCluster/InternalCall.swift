@@ -30,6 +30,9 @@ public enum InternalCall: Sendable, Equatable {
     case quit(SessionCall)
     /// Suspend every session of the receiving node; answers ``SuspendAllAnswer``.
     case suspendAll
+    /// Re-read `load-balancer` now (`drover reload`); answers 200 with the settings in force,
+    /// or 409 with why the file was refused (the running settings are kept).
+    case reload
 
     /// A session named in a call.
     public struct SessionCall: Codable, Sendable, Equatable {
@@ -62,6 +65,7 @@ public enum InternalCall: Sendable, Equatable {
         case .suspend: "suspend"
         case .quit: "quit"
         case .suspendAll: "suspend-all"
+        case .reload: "reload"
         }
     }
 
@@ -70,7 +74,7 @@ public enum InternalCall: Sendable, Equatable {
     /// The JSON body (empty for calls without one).
     public var body: [UInt8] {
         switch self {
-        case .ping, .suspendAll: []
+        case .ping, .suspendAll, .reload: []
         case .notice(let notice): notice.body
         case .launch(let session, let isNew): Self.encode(LaunchBody(id: session.id, new: isNew ? true : nil))
         case .suspend(let session), .quit(let session): Self.encode(session)
@@ -122,6 +126,8 @@ public enum InternalCall: Sendable, Equatable {
                 self = .quit(try Self.decode(SessionCall.self, body, call: name))
             case (.POST, "suspend-all"):
                 self = .suspendAll
+            case (.POST, "reload"):
+                self = .reload
             case (.POST, _):
                 guard let notice = try PeerNotice(name: name, body: body) else { throw Refusal.unknown(method: method.rawValue, path: path) }
                 self = .notice(notice)

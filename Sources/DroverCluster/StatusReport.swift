@@ -28,10 +28,17 @@ public enum StatusReport {
         return out
     }
 
-    /// Two significant digits, as the seed prints loads (`0.45`, `1`, `0.033`).
-    static func load(_ value: Double) -> String {
+    /// Two significant digits in decimals, as the seed prints loads (`0.45`, `1`, `0.033`,
+    /// `0.000047`), never in exponent form.
+    public static func load(_ value: Double) -> String {
         guard value.isFinite, value > 0 else { return "0" }
         if value >= 10 { return String(format: "%.0f", value) }
-        return String(format: "%.2g", value)
+        let places = max(0, 1 - Int((log10(value)).rounded(.down)))
+        var text = String(format: "%.\(places)f", value)
+        if text.contains(".") {
+            while text.hasSuffix("0") { text.removeLast() }
+            if text.hasSuffix(".") { text.removeLast() }
+        }
+        return text
     }
 }

@@ -78,6 +78,18 @@ public struct SQLRegistry: Sendable {
         }
     }
 
+    public func defineClusterIfAbsent(_ cluster: ClusterRecord, _ db: some SQLExecutor) throws -> ClusterRecord {
+        // ON CONFLICT: a PostgreSQL transaction that started beside another's insert waits for
+        // it and then writes nothing (SQLite's BEGIN IMMEDIATE serialises them anyway).
+        try db.transaction(begin: dialect.beginWrite) {
+            try db.execute("INSERT INTO cluster (id, key_hash, protocol, defined_at, defined_by_node) VALUES (1, \(p(1)), \(p(2)), \(dialect.time(3)), \(p(4))) "
+                           + "ON CONFLICT (id) DO NOTHING",
+                           [cluster.keyHash, cluster.protocol.rawValue, RegistryRows.epoch(cluster.definedAt), cluster.definedByNode.map(String.init)])
+            guard let stored = try self.cluster(db) else { throw RegistryError.corrupt("the cluster row written is not there") }
+            return stored
+        }
+    }
+
     private func insertCluster(_ cluster: ClusterRecord, _ db: some SQLExecutor) throws {
         try db.execute("INSERT INTO cluster (id, key_hash, protocol, defined_at, defined_by_node) VALUES (1, \(p(1)), \(p(2)), \(dialect.time(3)), \(p(4)))",
                        [cluster.keyHash, cluster.protocol.rawValue, RegistryRows.epoch(cluster.definedAt), cluster.definedByNode.map(String.init)])

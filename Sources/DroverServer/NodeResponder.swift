@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 public import NIOHTTP1
+import Synchronization
 
 /// Routes requests to the node's own endpoints: the health check, the status endpoint and the
 /// signed internal API under `/load-balancer/`.
@@ -11,6 +12,7 @@ public struct NodeResponder: HTTPResponder {
     let membership: ClusterMembership
     let sessions: SessionManager
     let userAPI: UserAPI
+    let refusals = RateLimitedReports(every: .seconds(60))
 
     /// - Parameters:
     ///   - membership: the cluster this node belongs to.
@@ -50,20 +52,17 @@ public struct NodeResponder: HTTPResponder {
         request.remoteAddress?.ipAddress
     }
 
-    /// Served only to this machine's loopback (127.0.0.1, ::1) and to the cluster's nodes.
+    /// Served only to this machine's loopback (127.0.0.1, ::1) and to the `Online` nodes of
+    /// the node's view (refreshed every heartbeat interval). A refusal reads nothing from the
+    /// registry, and its log line is written at most once a minute per address.
     func status(_ request: HTTPRequest) async -> HTTPResponse {
         let runtime = membership.runtime
         let remote = Self.remoteIP(request) ?? ""
-        func allowed() -> Bool {
-            remote == "127.0.0.1" || remote == "::1" || remote == "::ffff:127.0.0.1"
-                || runtime.view.contains { $0.ipv4 == remote || $0.host == remote }
-        }
-        if !allowed() {
-            await membership.refreshView()
-            guard allowed() else {
-                runtime.events.emit(.statusRefused(remote: remote))
-                return .text(.forbidden, "forbidden: the status endpoint answers only this machine and the cluster's nodes\n")
-            }
+        let allowed = remote == "127.0.0.1" || remote == "::1" || remote == "::ffff:127.0.0.1"
+            || runtime.view.contains { $0.status == .online && ($0.ipv4 == remote || $0.host == remote) }
+        guard allowed else {
+            if refusals.shouldReport(remote) { runtime.events.emit(.statusRefused(remote: remote)) }
+            return .text(.forbidden, "forbidden: the status endpoint answers only this machine and the cluster's Online nodes\n")
         }
         do {
             let sessions = try await runtime.store.sessions(matching: SessionFilter(states: [.running]))
@@ -119,10 +118,40 @@ public struct NodeResponder: HTTPResponder {
                 try await sessions.quitLocal(session.id)
             case .suspendAll:
                 return UserAPI.json(.ok, InternalCall.SuspendAllAnswer(suspended: await sessions.suspendAll()))
+            case .reload:
+                switch await membership.reload() {
+                case .applied(let settings): return .text(.ok, settings + "\n")
+                case .refused(let reason): return .text(.conflict, reason + "\n")
+                }
             }
             return HTTPResponse(status: .noContent)
         } catch {
             return .failure(error)
+        }
+    }
+}
+
+/// At most one report per key (a client address) in each `interval`: a flood of refused
+/// requests writes a line a minute, not a line a request. Bounded: past 10,000 keys the oldest
+/// are forgotten.
+final class RateLimitedReports: Sendable {
+    private let interval: Duration
+    private let last = Mutex<[String: ContinuousClock.Instant]>([:])
+
+    init(every interval: Duration) {
+        self.interval = interval
+    }
+
+    func shouldReport(_ key: String, now: ContinuousClock.Instant = .now) -> Bool {
+        last.withLock { last in
+            if let previous = last[key], now - previous < interval { return false }
+            if last.count >= 10_000 {
+                let horizon = now - interval
+                last = last.filter { $0.value > horizon }
+                if last.count >= 10_000 { last.removeAll() }
+            }
+            last[key] = now
+            return true
         }
     }
 }

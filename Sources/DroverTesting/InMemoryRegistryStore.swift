@@ -11,6 +11,7 @@ public final class InMemoryRegistryStore: RegistryStore {
         var sessions: [String: SessionRecord] = [:]
         var nextNodeID: Int64 = 1
         var closed = false
+        var calls = 0
     }
 
     private let state = Mutex(State())
@@ -27,8 +28,12 @@ public final class InMemoryRegistryStore: RegistryStore {
         Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1_000_000).rounded() / 1_000_000)
     }
 
+    /// Every call made of the store so far, for tests that check a path reads nothing.
+    public var calls: Int { state.withLock { $0.calls } }
+
     private func locked<T>(_ body: (inout State) throws -> T) throws -> T {
         try state.withLock { state in
+            state.calls += 1
             guard !state.closed else { throw RegistryError.closed }
             return try body(&state)
         }
@@ -42,6 +47,15 @@ public final class InMemoryRegistryStore: RegistryStore {
         var stored = cluster
         stored.definedAt = Self.microseconds(cluster.definedAt)
         try locked { $0.cluster = stored }
+    }
+    public func defineClusterIfAbsent(_ cluster: ClusterRecord) async throws -> ClusterRecord {
+        var stored = cluster
+        stored.definedAt = Self.microseconds(cluster.definedAt)
+        return try locked { state in
+            if let existing = state.cluster { return existing }
+            state.cluster = stored
+            return stored
+        }
     }
     public func resetCluster() async throws { try locked { $0.cluster = nil } }
 

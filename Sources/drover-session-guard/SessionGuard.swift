@@ -16,7 +16,7 @@ import Synchronization
 @main
 enum SessionGuardMain {
     static func main() {
-        guard let line = readLine(strippingNewline: true), let spec = try? SessionGuardProtocol.Spec(line: line) else {
+        guard let line = SessionGuard.readFirstLine(), let spec = try? SessionGuardProtocol.Spec(line: line) else {
             FileHandle.standardError.write(Data("drover-session-guard: expected the session's spec as the first line of standard input; droverd starts this program\n".utf8))
             exit(2)
         }
@@ -167,27 +167,63 @@ final class SessionGuard: Sendable {
             if spec.testMode != .unguarded, now &- lastRefresh.load(ordering: .sequentiallyConsistent) > leaseNanos {
                 end(.leaseLost, status: -1, detail: "no refresh of the lock succeeded for \(leaseBound) s (timeout-interval less its margin)", release: false)
             }
-            if spec.testMode != .unguarded, now &- lastAlive.load(ordering: .sequentiallyConsistent) > silenceNanos {
+            // Bytes waiting in the pipe mean droverd did speak: this guard itself was not
+            // scheduled (a machine stalled by a burst of starts wakes this thread before the
+            // reader), and the reader will take them in a moment.
+            if spec.testMode != .unguarded, now &- lastAlive.load(ordering: .sequentiallyConsistent) > silenceNanos, !Self.inputWaiting() {
                 end(.droverdSilent, status: -1, detail: "droverd said nothing for \(spec.droverdSilence) s", release: true)
             }
         }
     }
 
+    /// Reads droverd's commands. Any bytes from droverd are a sign of life, counted when they
+    /// arrive (before the lines are taken apart).
     func readCommands() {
-        while let line = readLine(strippingNewline: true) {
-            switch SessionGuardProtocol.Command(rawValue: line) {
-            case .alive:
-                lastAlive.store(monotonicNanoseconds(), ordering: .sequentiallyConsistent)
-            case .suspend:
-                stop(SIGUSR1, as: .suspended)
-            case .quit:
-                stop(SIGTERM, as: .quit)
-            case nil:
-                log("unknown command '\(line)' ignored")
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            lastAlive.store(monotonicNanoseconds(), ordering: .sequentiallyConsistent)
+            pending += chunk[0..<count]
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                switch SessionGuardProtocol.Command(rawValue: line) {
+                case .alive:
+                    break
+                case .suspend:
+                    stop(SIGUSR1, as: .suspended)
+                case .quit:
+                    stop(SIGTERM, as: .quit)
+                case nil:
+                    log("unknown command '\(line)' ignored")
+                }
             }
         }
         // droverd is gone (its end of the pipe closed): nobody can serve this session.
         end(.droverdSilent, status: -1, detail: "droverd went away", release: true)
+    }
+
+    /// The first line of standard input, read a byte at a time so that nothing after it is
+    /// taken into a buffer the command reader would not see.
+    static func readFirstLine() -> String? {
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while true {
+            let count = read(0, &byte, 1)
+            if count < 0, errno == EINTR { continue }
+            guard count == 1 else { return nil }
+            if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
+    }
+
+    /// Whether droverd's pipe has bytes (or its end) waiting to be read.
+    static func inputWaiting() -> Bool {
+        var input = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
+        return poll(&input, 1, 0) > 0 && input.revents != 0
     }
 
     /// Asks the main process to save and exit; after `stopGrace` every process is ended.

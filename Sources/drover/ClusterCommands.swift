@@ -80,18 +80,25 @@ enum LocalDaemon {
     }
 }
 
-struct Reload: ParsableCommand {
+struct Reload: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Re-read load-balancer in the running daemon (balancer, timeout, diagnostics), like SIGHUP.")
+        abstract: "Re-read load-balancer in the running daemon (balancer, timeout, diagnostics) and say what it did.",
+        discussion: "Exits 1 with the daemon's reason when it refused the file (it keeps its running settings then).")
 
     @OptionGroup var options: ConfigOptions
 
-    func run() throws {
+    func run() async throws {
         let config = try options.load()
-        guard LocalDaemon.reload(config) else {
+        guard LocalDaemon.pid(config) != nil else {
             throw CommandFailure("no droverd is running with \(config.directory) (no live pid in \(config.pidFile))", status: 1)
         }
-        print("Asked droverd to reload \(config.directory)/load-balancer.")
+        // Asked over the node's own signed API, not by SIGHUP, so the daemon's verdict comes back.
+        let response = try await LocalNode(config).call(.reload)
+        let text = response.text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard response.status == 200 else {
+            throw CommandFailure("droverd refused \(config.directory)/load-balancer and keeps its running settings: \(text)", status: 1)
+        }
+        print("Reloaded \(config.directory)/load-balancer: \(text)")
     }
 }
 

@@ -67,28 +67,44 @@ struct LockTester: AsyncParsableCommand {
             ("link-based", try provider("linkbased", config), path + ".link"),
         ]
         var held: [(String, any HeldLock)] = []
+        var busy: [String] = []
+        var failed: [(label: String, reason: String)] = []
         for attempt in attempts {
             do {
                 if let lock = try await attempt.provider.tryAcquireOnOwnThread(attempt.path) {
                     held.append((attempt.label, lock))
                     say("* Acquired \(attempt.label) lock")
                 } else {
+                    busy.append(attempt.label)
                     say("* Unable to acquire \(attempt.label) lock")
                 }
             } catch {
-                say("* Unable to acquire \(attempt.label) lock (\(error))")
+                // Not "held elsewhere": an error (no lock daemon, a read-only mount, no
+                // permission) says nothing about support, and is reported as what it is.
+                failed.append((attempt.label, "\(error)"))
+                say("* Error taking the \(attempt.label) lock: \(error)")
             }
         }
-        if held.count == attempts.count {
+        if busy.isEmpty, !held.isEmpty {
+            // The first node: it holds whatever it acquired, and says which.
+            let names = held.map(\.0)
+            let what = names.count == attempts.count ? "both locks" : "the \(names.joined(separator: " and ")) lock"
             await holdUntilSignalled(held.map(\.1), refreshEvery: config.fileLocks.refreshRate) {
-                say("Holding both locks; run the locktester on another node now. Press Ctrl+C to release them.")
+                say("Holding \(what); run the locktester on another node now. Press Ctrl+C to release.")
             }
         } else {
-            for attempt in attempts where !held.contains(where: { $0.0 == attempt.label }) {
-                say("Your filesystem appears to support \(attempt.label) locks.")
+            for label in busy {
+                say("Your filesystem appears to support \(label) locks.")
+            }
+            for (label, _) in held {
+                say("Your filesystem does not appear to support \(label) locks: this node took it while another held it.")
             }
         }
+        for (label, reason) in failed {
+            say("Cannot tell whether your filesystem supports \(label) locks: taking one failed (\(reason)).")
+        }
         for (_, lock) in held { try? await lock.releaseOnOwnThread() }
+        if !failed.isEmpty { throw ExitCode(1) }
     }
 
     /// Refreshes the locks until SIGINT or SIGTERM.

@@ -32,13 +32,20 @@ struct Verify: AsyncParsableCommand {
             pass("\(name)\(note)")
         }
         for warning in config.warnings { print("warn  \(warning)") }
-        let key: SecureCookieKey
-        do {
-            key = try SecureCookieKey.load(from: config.secureCookieKeyPath)
-        } catch {
-            throw failed("secure cookie key", error)
+        let key: SecureCookieKey?
+        if !config.isClustered, !FileManager.default.fileExists(atPath: config.secureCookieKeyPath) {
+            // A single node makes its own key at its first start; nothing to fix.
+            key = nil
+            pass("secure cookie key \(config.secureCookieKeyPath) (absent: droverd generates it at its first start, mode 0600)")
+        } else {
+            do {
+                let loaded = try SecureCookieKey.load(from: config.secureCookieKeyPath)
+                key = loaded
+                pass("secure cookie key \(loaded.path) (mode 0600, cluster hash \(loaded.clusterHash.prefix(12))…)")
+            } catch {
+                throw failed("secure cookie key", error)
+            }
         }
-        pass("secure cookie key \(key.path) (mode 0600, cluster hash \(key.clusterHash.prefix(12))…)")
         let lb = config.effectiveLoadBalancer
         do {
             pass("balancer strategy '\(try catalog.balancerStrategy(for: lb).name)'")

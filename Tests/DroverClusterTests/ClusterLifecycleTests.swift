@@ -123,10 +123,19 @@ import Testing
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite)
         let node = try await cluster.start(0)
         try cluster.nodes[0].write("load-balancer", "heartbeat-interval=1\ntimeout=3\ndiagnostics=tmp\ndiagnostics-file=diag.log\n")
-        #expect(try await cluster.drover(0, ["reload"]).status == 0)
+        let reloaded = try await cluster.drover(0, ["reload"])
+        #expect(reloaded.status == 0, "\(reloaded.stderr)")
+        #expect(reloaded.stdout.contains("Reloaded \(cluster.nodes[0].path)/load-balancer: balancer=sessions timeout=3 diagnostics=tmp"), "\(reloaded.stdout)")
         try await cluster.eventually("the reload event", timeout: 5) {
             cluster.nodes[0].directory.read("diag.log")?.contains("event=reload balancer=sessions timeout=3 diagnostics=tmp") == true
         }
+        // A bad file: the command tells the truth, with the daemon's reason, and exits 1.
+        try cluster.nodes[0].write("load-balancer", "balancer=nope\n")
+        let refused = try await cluster.drover(0, ["reload"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("droverd refused") && refused.stderr.contains("unknown balancer strategy 'nope'"), "\(refused.stderr)")
+        #expect(!refused.stdout.contains("Reloaded"))
+        // SIGHUP, the seed's way, still reloads; a refusal is logged and the settings kept.
         try cluster.nodes[0].write("load-balancer", "balancer=fastest\n")
         node.signal(SIGHUP)
         try await cluster.eventually("the refusal is logged", timeout: 5) {

@@ -75,6 +75,12 @@ import Testing
 
             """)
     }
+
+    @Test(arguments: [(0.45, "0.45"), (1, "1"), (0.033, "0.033"), (0.000047, "0.000047"), (4.7e-9, "0.0000000047"), (12.4, "12"),
+                      (0, "0"), (2.5, "2.5"), (0.1, "0.1")] as [(Double, String)])
+    func loadsAreDecimalsWithTwoSignificantDigits(value: Double, text: String) {
+        #expect(StatusReport.load(value) == text)
+    }
 }
 
 @Suite struct ConsistencyTests {

@@ -42,6 +42,29 @@ import Testing
         for node in nodes { await node.stop() }
     }
 
+    /// Two first nodes starting at the same moment define the cluster once: with the same key
+    /// both join; with different keys the second is refused. Twenty rounds of each.
+    @Test func twoFirstNodesStartingTogetherDefineTheClusterOnce() async throws {
+        for round in 0..<20 {
+            let sameKey = round % 2 == 0
+            let clock = InProcessNode.TestClock()
+            let registry = InProcessNode.sharedRegistry(clock: clock)
+            @Sendable func start(_ address: String, key: String) async -> InProcessNode? {
+                try? await InProcessNode(address: address, loadBalancer: Self.diagnostics, key: key, clock: clock, registry: registry)
+            }
+            async let first = start("127.0.0.1", key: TestCluster.defaultKey)
+            async let second = start("127.0.0.2", key: sameKey ? TestCluster.defaultKey : "a-different-key-9876543210")
+            let joined = await [first, second].compactMap { $0 }
+            let defined = joined.map { $0.config.directory.read("diag.log") ?? "" }
+                .map { $0.components(separatedBy: "event=cluster-defined").count - 1 }.reduce(0, +)
+            #expect(defined == 1, "round \(round): the cluster was defined \(defined) times")
+            #expect(joined.count == (sameKey ? 2 : 1), "round \(round): \(joined.count) joined")
+            let cluster = try #require(try await registry.cluster())
+            #expect(joined.contains { $0.runtime.nodeID == cluster.definedByNode }, "round \(round): defined by a node that joined")
+            for node in joined { await node.stop() }
+        }
+    }
+
     @Test func aNodeWithAnotherKeyIsRefusedWhileTheClusterIsUp() async throws {
         let clock = InProcessNode.TestClock()
         let registry = InProcessNode.sharedRegistry(clock: clock)

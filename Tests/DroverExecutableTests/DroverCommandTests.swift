@@ -35,10 +35,22 @@ import Testing
         #expect(bad.status == 2)
         #expect(bad.stdout.contains("FAIL  configuration: \(config.path)/database.conf:1: 'pool-size' must be a whole number, found 'lots'"))
 
+        // A cluster node needs the cluster's key copied to it.
         let noKey = try ConfigDirectory(key: nil)
+        try noKey.write("load-balancer", "balancer=sessions\n")
         let missing = try await Executable.run("drover", ["verify"], environment: ["DROVER_CONFIG_DIR": noKey.path])
         #expect(missing.status == 2)
         #expect(missing.stdout.contains("FAIL  secure cookie key: \(noKey.path)/secure-cookie-key: no secure cookie key"))
+    }
+
+    /// The embedded default before the first start: the single node generates its key then,
+    /// so a missing key is what will happen, not a failure.
+    @Test func verifyOnASingleNodeBeforeItsFirstStartSaysTheKeyWillBeGenerated() async throws {
+        let fresh = try ConfigDirectory(key: nil)
+        let result = try await Executable.run("drover", ["verify", "--config-dir", fresh.path])
+        #expect(result.status == 0, "\(result.stdout)")
+        #expect(result.stdout.contains("ok    secure cookie key \(fresh.path)/secure-cookie-key (absent: droverd generates it at its first start, mode 0600)"))
+        #expect(!result.stdout.contains("FAIL"))
     }
 
     @Test func verifyChecksThatAnEncryptedPasswordDecrypts() async throws {

@@ -111,6 +111,22 @@ import Testing
         #expect(try await node.wait(timeout: 15) == 0)
     }
 
+    /// The seed's legacy `load-balancer`: settings under `[config]`, bare host names under
+    /// `[nodes]` one per line. The node starts; the names are ignored with one warning.
+    @Test func theSeedsLegacyLoadBalancerWithBareNodeNamesStartsTheNode() async throws {
+        let config = try ConfigDirectory()
+        try config.write("load-balancer", "[config]\nbalancer=sessions\nheartbeat-interval=1\ntimeout=2\n\n[nodes]\nrsw-primary.example.com\nrsw-secondary.example.com\n")
+        let node = try RunningProcess("droverd", ["--config-dir", config.path])
+        try await node.waitUntil("health check") { await healthy(config) }
+        node.signal(SIGTERM)
+        #expect(try await node.wait(timeout: 15) == 0)
+        let warnings = node.stderr.split(separator: "\n").filter { $0.contains("event=configuration-warning") }
+        #expect(warnings.count == 1, "\(node.stderr)")
+        #expect(warnings.first?.contains("the [nodes] section is ignored (2 entries)") == true)
+        let verified = try await Executable.run("drover", ["verify", "--config-dir", config.path])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+    }
+
     @Test func diagnosticsGoToStderrOrToTheTmpFile() async throws {
         let config = try ConfigDirectory()
         try config.write("load-balancer", "diagnostics=stderr\n")

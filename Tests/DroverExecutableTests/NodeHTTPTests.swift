@@ -59,10 +59,29 @@ import Testing
         // No heartbeat runs in process: three intervals of the registry's clock make the row stale.
         node.clock.advance(4)
         #expect(try await node.request(NodeEndpoint.status).body.hasPrefix("127.0.0.1:\(node.port) (unreachable) Load: "))
-        let refused = try await node.request(NodeEndpoint.status, from: "127.0.0.9")
-        #expect(refused.status == 403)
-        #expect(node.config.directory.read("diag.log")?.contains("event=status-refused remote=127.0.0.9") == true)
+        // A refusal reads nothing from the registry, and a flood of them logs one line.
+        let readsBefore = node.store.calls
+        for _ in 0..<20 {
+            #expect(try await node.request(NodeEndpoint.status, from: "127.0.0.9").status == 403)
+        }
+        #expect(node.store.calls == readsBefore, "refused requests read the registry")
+        let refusals = node.config.directory.read("diag.log")?.components(separatedBy: "event=status-refused remote=127.0.0.9").count ?? 0
+        #expect(refusals - 1 == 1, "one log line a minute per address, not one per request")
         await node.stop()
+    }
+
+    /// Only the addresses of Online nodes are let in besides loopback: a node that left is not.
+    @Test func theStatusEndpointLetsInOnlyOnlineNodes() async throws {
+        let clock = InProcessNode.TestClock()
+        let registry = InProcessNode.sharedRegistry(clock: clock)
+        let first = try await InProcessNode(clock: clock, registry: registry)
+        let second = try await InProcessNode(address: "127.0.0.2", clock: clock, registry: registry)
+        #expect(try await first.request(NodeEndpoint.status, from: "127.0.0.2").status == 200)
+        await second.membership.leave()
+        await first.membership.refreshView()
+        #expect(try await first.request(NodeEndpoint.status, from: "127.0.0.2").status == 403)
+        await second.stop()
+        await first.stop()
     }
 
     @Test func theUserAPIAsksForSignInAndCSRFAndSaysWhatIsWrongInJSON() async throws {

@@ -61,6 +61,26 @@ import Testing
         #expect(try await third.wait(timeout: 20) == 0)
     }
 
+    /// A lock *error* is not "support": on a folder mounted read-only (a mount namespace of the
+    /// command's own, so nothing else sees it) both attempts fail with a reason, the command
+    /// says it cannot tell, and exits 1.
+    @Test(.enabled(if: geteuid() == 0))
+    func aLockErrorIsReportedAsAnErrorNotAsSupport() async throws {
+        let harness = try LockHarness(.linkbased)
+        let shared = harness.config.url("shared")
+        let result = try await Executable.run("/usr/bin/unshare", [
+            "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+            #"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@""#, shared,
+            Executable.path("drover"), "locktester", "--config-dir", harness.config.path, "--dir", shared,
+        ])
+        #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
+        #expect(!result.stdout.contains("appears to support"), "\(result.stdout)")
+        #expect(result.stdout.contains("* Error taking the advisory lock: "))
+        #expect(result.stdout.contains("* Error taking the link-based lock: "))
+        #expect(result.stdout.contains("Cannot tell whether your filesystem supports link-based locks: taking one failed ("))
+        #expect(result.stdout.lowercased().contains("read-only"), "the reason is given: \(result.stdout)")
+    }
+
     @Test(arguments: LockKind.onDisk)
     func stressReportsAcquisitionsAndNoViolations(kind: LockKind) async throws {
         let harness = try LockHarness(kind)

@@ -23,9 +23,12 @@ public struct ConfigFile: Sendable, Equatable {
     ///   - text: the file's contents.
     ///   - path: the name used in error messages.
     ///   - sections: the `[section]` names this file may contain; empty means headers are errors.
+    ///   - listSections: sections whose lines may be bare names, one per line (the seed's
+    ///     `[nodes]` lists host names so); such a line is an entry whose key is the name and
+    ///     whose value is empty.
     /// - Throws: ``ConfigurationError`` naming the line of a malformed line, an unknown section
     ///   or a duplicate key.
-    public init(parsing text: String, path: String, sections: Set<String> = []) throws(ConfigurationError) {
+    public init(parsing text: String, path: String, sections: Set<String> = [], listSections: Set<String> = []) throws(ConfigurationError) {
         self.path = path
         var entries: [Entry] = []
         var seen: [String: Int] = [:]
@@ -50,6 +53,10 @@ public struct ConfigFile: Sendable, Equatable {
                 continue
             }
             guard let equals = line.firstIndex(of: "=") else {
+                if let section, listSections.contains(section) {
+                    entries.append(Entry(key: line, value: "", line: lineNumber, section: section))
+                    continue
+                }
                 throw ConfigurationError(file: path, line: lineNumber, "expected key=value, found '\(line)'")
             }
             let key = String(line[..<equals]).trimmingWhitespace()

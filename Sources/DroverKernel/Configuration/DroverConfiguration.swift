@@ -59,9 +59,9 @@ public struct DroverConfiguration: Sendable, Equatable {
         func path(_ name: String) -> String { ConfigReader.resolve(name, against: dir) }
 
         var settings: [String] = []
-        func parse(_ name: String, sections: Set<String> = [], addressKeys: Set<String>) throws(ConfigurationError) -> ConfigFile? {
+        func parse(_ name: String, sections: Set<String> = [], listSections: Set<String> = [], addressKeys: Set<String>) throws(ConfigurationError) -> ConfigFile? {
             guard let text = try readFile(path(name)) else { return nil }
-            let file = try ConfigFile(parsing: text, path: path(name), sections: sections)
+            let file = try ConfigFile(parsing: text, path: path(name), sections: sections, listSections: listSections)
             for entry in file.entries where !addressKeys.contains(entry.key) && entry.section != "nodes" {
                 settings.append("\(name)\t\(entry.key)\t\(entry.value)")
             }
@@ -73,7 +73,8 @@ public struct DroverConfiguration: Sendable, Equatable {
             server = try ServerConfiguration(file: file, baseDirectory: dir)
         }
         var loadBalancer: LoadBalancerConfiguration?
-        if let file = try parse(LoadBalancerConfiguration.fileName, sections: ["config", "nodes"], addressKeys: ["www-host-name"]) {
+        if let file = try parse(LoadBalancerConfiguration.fileName, sections: ["config", "nodes"], listSections: ["nodes"],
+                                addressKeys: ["www-host-name"]) {
             loadBalancer = try LoadBalancerConfiguration(file: file, baseDirectory: dir, pluginKeys: pluginKeys)
         }
         var fileLocks = FileLocksConfiguration()

@@ -71,7 +71,7 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
 
     /// Parses the text of a `load-balancer` file.
     public init(parsing text: String, path: String, baseDirectory: String, pluginKeys: [String] = []) throws(ConfigurationError) {
-        let file = try ConfigFile(parsing: text, path: path, sections: ["config", "nodes"])
+        let file = try ConfigFile(parsing: text, path: path, sections: ["config", "nodes"], listSections: ["nodes"])
         try self.init(file: file, baseDirectory: baseDirectory, pluginKeys: pluginKeys)
     }
 }

@@ -16,6 +16,9 @@ public protocol RegistryStore: Sendable {
     func cluster() async throws -> ClusterRecord?
     /// Defines the cluster, replacing any earlier definition.
     func defineCluster(_ cluster: ClusterRecord) async throws
+    /// Defines the cluster unless one is defined, in one step (two first nodes starting at the
+    /// same moment define it once); returns the definition in force afterwards.
+    func defineClusterIfAbsent(_ cluster: ClusterRecord) async throws -> ClusterRecord
     /// Removes the cluster row, so the next node to start defines it.
     func resetCluster() async throws
 

@@ -17,6 +17,7 @@ public enum RegistryConformance {
     public enum Check: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case migrationIsIdempotentAndSafeWhenConcurrent
         case clusterIsDefinedReplacedAndReset
+        case clusterIsDefinedOnceWhenEightDefineItAtOnce
         case nodesAreUpsertedByHostAndPortWithTheDatabaseClock
         case heartbeatStatusAndDelete
         case aPeerMarksOnlyASilentOnlineNodeUnreachableAndItsHeartbeatClearsTheMark
@@ -41,6 +42,24 @@ public enum RegistryConformance {
             }
             try await stores[0].migrate()
             #expect(try await stores[0].nodes().isEmpty)
+            for store in stores { await store.close() }
+        case .clusterIsDefinedOnceWhenEightDefineItAtOnce:
+            let stores = try (0..<4).map { _ in try makeStore() }
+            try await stores[0].migrate()
+            let results = try await withThrowingTaskGroup(of: ClusterRecord.self) { group in
+                for n in 0..<8 {
+                    let store = stores[n % stores.count]
+                    group.addTask {
+                        try await store.defineClusterIfAbsent(ClusterRecord(keyHash: "key\(n)", protocol: .http,
+                                                                            definedAt: Date(timeIntervalSince1970: 1_700_000_000), definedByNode: Int64(n + 1)))
+                    }
+                }
+                return try await group.reduce(into: [ClusterRecord]()) { $0.append($1) }
+            }
+            #expect(Set(results.map(\.keyHash)).count == 1, "every definer was given the one definition: \(results.map(\.keyHash))")
+            #expect(try await stores[0].cluster() == results.first)
+            let kept = try await stores[1].defineClusterIfAbsent(ClusterRecord(keyHash: "late", protocol: .https, definedAt: Date(), definedByNode: 99))
+            #expect(kept == results.first, "a defined cluster is not replaced")
             for store in stores { await store.close() }
         case .clusterIsDefinedReplacedAndReset:
             let store = try await migrated(makeStore)
