@@ -14,6 +14,8 @@ public struct MembershipError: Error, CustomStringConvertible {
 public struct ClusterMembership: Sendable {
     public let runtime: NodeRuntime
     static let version = "0.1.0"
+    /// The Drover version this build is, as every node's row records it.
+    public static var currentVersion: String { version }
 
     public init(runtime: NodeRuntime) {
         self.runtime = runtime
@@ -52,7 +54,11 @@ public struct ClusterMembership: Sendable {
         var status: NodeStatus = runtime.offlineMode ? .offlineMode : .online
         var refusal: String?
         var define = false
-        if address.ipv4 == nil {
+        if let other = others.first(where: { $0.version != Self.version }) {
+            status = .versionMismatch
+            refusal = "this node runs Drover \(Self.version) but the cluster's Online nodes run \(other.version) (e.g. \(other.host):\(other.port)); "
+                + "every node must run the same version: stop every node, upgrade them all, then start them (README, Upgrading)"
+        } else if address.ipv4 == nil {
             status = .failedToResolve
             refusal = "\(address.host) (from \(address.source.rawValue)) does not resolve to an IPv4 address; fix www-host-name in load-balancer or the name service"
         } else if let cluster {
@@ -97,6 +103,10 @@ public struct ClusterMembership: Sendable {
             runtime.events.emit(.clusterDefined(node: node.id, protocol: runtime.clusterProtocol.rawValue))
         }
         runtime.events.emit(.joined(node: node.id, address: address.endpoint, status: status.rawValue))
+        // The seed lets the address keys differ between nodes; anything else should not.
+        let outliers = (others + [node]).consistencyOutliers()
+        if outliers.configuration.contains(node.id) { runtime.events.emit(.configurationDiffers(node: node.id, what: "configuration")) }
+        if outliers.launcher.contains(node.id) { runtime.events.emit(.configurationDiffers(node: node.id, what: "launcher keys")) }
         // The first heartbeat now, so the row carries a real load from the start; and the
         // view, so the peers can be told.
         await heartbeat()

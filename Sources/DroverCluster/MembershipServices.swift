@@ -110,6 +110,7 @@ public struct SessionService: Service {
                 await repeatUntilShutdown(every: { 2 }) {
                     await sessions.completeInterruptedStops()
                     await sessions.releaseSessionsTakenAway()
+                    await sessions.freeOrphanedStarts()
                 }
             }
         }

@@ -34,6 +34,10 @@ public final class SessionManager: Sendable {
     let startTimeout: Double = 30
     /// Starts under way on this node, bounded by `max-starting-sessions`.
     private let starting = Mutex(0)
+    /// The sessions whose start this node is carrying out now.
+    private let launching = Mutex<Set<String>>([])
+    /// Rows `starting` on this node with no start here, and when each was first seen so.
+    private let orphanedStarts = Mutex<[String: ContinuousClock.Instant]>([:])
 
     public convenience init(runtime: NodeRuntime) {
         self.init(runtime: runtime, launcher: GuardLauncher())
@@ -156,7 +160,11 @@ public final class SessionManager: Sendable {
         guard admitted else {
             throw SessionError.busy("this node is starting \(limit) sessions already (max-starting-sessions in rserver.conf); retry shortly")
         }
-        defer { starting.withLock { $0 -= 1 } }
+        launching.withLock { _ = $0.insert(id) }
+        defer {
+            starting.withLock { $0 -= 1 }
+            launching.withLock { _ = $0.remove(id) }
+        }
         do {
             return try await launchAdmitted(id, isNew: isNew)
         } catch {
@@ -440,6 +448,32 @@ public final class SessionManager: Sendable {
             supervisor.forget(row.id)
             routes.forget(row.id)
             runtime.events.emit(.sessionStopCompleted(session: row.id, was: row.ownership.state.rawValue))
+        }
+    }
+
+    /// Frees rows placed on this node to start whose start never came: the node that placed
+    /// them died, or lost its connection, before its call arrived. Such a row stayed `starting`
+    /// on a live node, and every request for the session waited on it. A row is freed
+    /// (`suspended`: its next request starts it anew) once it has been so for three `timeout`s
+    /// and five seconds, longer than a forwarded start takes to arrive, retries included. Run
+    /// every two seconds by ``SessionService``.
+    public func freeOrphanedStarts() async {
+        guard let self_ = runtime.nodeID,
+              let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.starting])) else { return }
+        let now = ContinuousClock.now
+        let timeout = runtime.loadBalancer.timeout
+        let grace = Duration.seconds(3 * (timeout > 0 ? timeout : 75) + 5)
+        let orphans = Set(rows.map(\.id).filter { id in supervisor.state(id) == nil && !launching.withLock { $0.contains(id) } })
+        let due: [String] = orphanedStarts.withLock { seen in
+            seen = seen.filter { orphans.contains($0.key) }
+            for id in orphans where seen[id] == nil { seen[id] = now }
+            return seen.filter { now - $0.value >= grace }.map(\.key)
+        }
+        for id in due {
+            let freed = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting),
+                                                           to: SessionOwnership(node: nil, state: .suspended))
+            if freed == true { runtime.events.emit(.orphanedStartFreed(session: id)) }
+            orphanedStarts.withLock { _ = $0.removeValue(forKey: id) }
         }
     }
 

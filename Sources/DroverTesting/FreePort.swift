@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Finds TCP ports nobody listens on.
 public enum FreePort {
@@ -8,6 +9,8 @@ public enum FreePort {
     /// many outgoing connections the tests make (nodes calling each other and PostgreSQL), and
     /// the server then fails with "Address already in use". Ports below that range are never
     /// handed out that way; a random one of them is free unless another test picked the same.
+    /// No port is handed out twice in one test run: a node stopped and started again keeps its
+    /// port, and another test must not take it while the node is down.
     public static func find(host: String = "127.0.0.1") throws -> Int {
         let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
             .split(whereSeparator: \.isWhitespace).compactMap { Int($0) } ?? []
@@ -15,6 +18,7 @@ public enum FreePort {
         if ephemeralStart > 12_000 {
             for _ in 0..<200 {
                 let candidate = Int.random(in: 10_000..<ephemeralStart)
+                guard given.withLock({ $0.insert(candidate).inserted }) else { continue }
                 if let (fd, port) = try? IPv4Socket.bound(host, port: candidate) {
                     close(fd)
                     return port
@@ -25,4 +29,7 @@ public enum FreePort {
         close(fd)
         return port
     }
+
+    /// Every port handed out below the ephemeral range so far.
+    private static let given = Mutex<Set<Int>>([])
 }

@@ -65,6 +65,41 @@ import Testing
         }
     }
 
+    /// Every node runs the same Drover version: one of another version than the Online nodes
+    /// is refused, with a status of its own and the upgrade procedure in its message.
+    @Test func aNodeOfAnotherVersionThanTheOnlineNodesIsRefused() async throws {
+        let clock = InProcessNode.TestClock()
+        let registry = InProcessNode.sharedRegistry(clock: clock)
+        // An Online node of another version, as its row shows it (it is never contacted).
+        _ = try await registry.registerNode(NodeRegistration(host: "127.0.0.5", ipv4: "127.0.0.5", port: 8787, status: .online, cpus: 2,
+                                                             version: "9.9.9", configHash: "c", launcherFingerprint: nil))
+        do {
+            let node = try await InProcessNode(clock: clock, registry: registry)
+            Issue.record("a node of another version joined")
+            await node.stop()
+        } catch let error as MembershipError {
+            #expect(error.description.contains("but the cluster's Online nodes run 9.9.9 (e.g. 127.0.0.5:8787)"), "\(error)")
+            #expect(error.description.contains("stop every node, upgrade them all, then start them"))
+        }
+        #expect(try await registry.nodes().first { $0.host == "127.0.0.1" }?.status == .versionMismatch)
+    }
+
+    /// A node whose configuration differs from most Online nodes' joins (the seed allows the
+    /// address keys to differ) but says so at start, in its log and its diagnostics.
+    @Test func aNodeWhoseConfigurationDiffersFromMostNodesWarnsAtStart() async throws {
+        let clock = InProcessNode.TestClock()
+        let registry = InProcessNode.sharedRegistry(clock: clock)
+        for n in 5...6 {
+            _ = try await registry.registerNode(NodeRegistration(host: "127.0.0.\(n)", ipv4: "127.0.0.\(n)", port: 8787, status: .online, cpus: 2,
+                                                                 version: ClusterMembership.currentVersion, configHash: "theirs", launcherFingerprint: nil))
+        }
+        let node = try await InProcessNode(loadBalancer: Self.diagnostics, clock: clock, registry: registry)
+        let log = try #require(node.config.directory.read("diag.log"))
+        #expect(log.contains("event=configuration-differs node=\(try #require(node.runtime.nodeID)) differs=configuration"), "\(log)")
+        #expect(!log.contains("differs=\"launcher keys\""), "the launcher keys agree (none anywhere)")
+        await node.stop()
+    }
+
     @Test func aNodeWithAnotherKeyIsRefusedWhileTheClusterIsUp() async throws {
         let clock = InProcessNode.TestClock()
         let registry = InProcessNode.sharedRegistry(clock: clock)

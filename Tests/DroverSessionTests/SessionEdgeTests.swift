@@ -79,6 +79,37 @@ import Testing
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
     }
 
+    /// Found by the chaos test: a node placed a session on another, then died before its
+    /// start call arrived; the row stayed `starting` on a live node and every request waited
+    /// on it ("keeps moving"). The node it names frees it after three `timeout`s and five
+    /// seconds, and the next request starts the session.
+    @Test func aStartThatNeverCameIsFreedByTheNodeItWasPlacedOn() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0)
+        try await cluster.start(1)
+        let ids = try await cluster.statuses()
+        let placedOn = try #require(ids.first { $0.host == cluster.nodes[1].address }?.id)
+        let user = try #require(getpwuid(geteuid())).pointee.pw_name.map { String(cString: $0) } ?? "root"
+        let id = "0123456789abcdef0123456789abcdef"
+        // The row as placement leaves it, with no start call ever sent.
+        let script = "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); t=time.time(); "
+            + "c.execute(\"insert into session (id, username, node_id, state, created_at, last_active) values (?, ?, ?, 'starting', ?, ?)\", "
+            + "(sys.argv[2], sys.argv[3], int(sys.argv[4]), t, t)); c.commit()"
+        let written = try await Executable.run("/usr/bin/env", ["python3", "-c", script, cluster.shared.url("drover.sqlite"), id, user, String(placedOn)])
+        #expect(written.status == 0, "\(written.stderr)")
+        let via = cluster.nodes[0]
+        let started = Date()
+        try await cluster.eventually("the session starts once its orphaned row is freed", timeout: 45) {
+            count(try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/count", timeout: 30)) == 0
+        }
+        // Scaled timeout=2: freed after 3 × 2 + 5 = 11 s (plus a sweep), not before.
+        #expect(Date().timeIntervalSince(started) >= 10, "freed too early: a start on its way could lose its row")
+        let log = cluster.process(1)?.stderr ?? ""
+        #expect(log.split(separator: "\n").contains { $0.contains("event=orphaned-start-freed") && $0.contains(id) }, "\(log.suffix(1500))")
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
+
     @Test func quitRemovesTheProcessTheRowAndTheSavedStateWhetherRunningOrSuspended() async throws {
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")

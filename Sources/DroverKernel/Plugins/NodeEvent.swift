@@ -64,6 +64,8 @@ public enum NodeEvent: Sendable {
     case sessionStopCompleted(session: String, was: String)
     case sessionsSuspendedBeforeLeaving(count: Int)
     case sessionTakenAway(session: String, row: String)
+    case configurationDiffers(node: Int64, what: String)
+    case orphanedStartFreed(session: String)
 
     /// How a session of this node stopped.
     public enum SessionStop: String, Sendable {
@@ -122,6 +124,8 @@ public enum NodeEvent: Sendable {
         case .sessionStopCompleted: "session-stop-completed"
         case .sessionsSuspendedBeforeLeaving: "sessions-suspended-before-leaving"
         case .sessionTakenAway: "session-taken-away"
+        case .configurationDiffers: "configuration-differs"
+        case .orphanedStartFreed: "orphaned-start-freed"
         }
     }
 
@@ -132,11 +136,12 @@ public enum NodeEvent: Sendable {
              .sessionReleased:
             .info
         case .keyGenerated, .clusterRedefined, .statusChanged, .reloaded, .reconnected, .signInRefused, .startConnectRetry,
-             .sessionRePlaced, .sessionsReleased, .sessionStopCompleted, .sessionsSuspendedBeforeLeaving:
+             .sessionRePlaced, .sessionsReleased, .orphanedStartFreed, .sessionStopCompleted, .sessionsSuspendedBeforeLeaving:
             .notice
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
              .markUnreachableFailed, .peerCallFailed, .statusRefused, .internalCallRefused, .hopRefused, .sessionStartFailed,
-             .sessionKilledAfterGrace, .sessionEnded, .sessionLockRefreshFailed, .sessionLeaseEnded, .sessionTakenAway:
+             .sessionKilledAfterGrace, .sessionEnded, .sessionLockRefreshFailed, .sessionLeaseEnded, .sessionTakenAway,
+             .configurationDiffers:
             .warning
         case .leaveFailed, .statusWriteFailed, .reloadRefused, .clusterCheckFailed, .heartbeatFailed, .sessionSuspendFailed,
              .previousRunUnreadable, .sessionReleaseFailed:
@@ -199,6 +204,9 @@ public enum NodeEvent: Sendable {
         case .sessionStopCompleted: "finished a stop left half done"
         case .sessionsSuspendedBeforeLeaving: "suspended this node's sessions before leaving"
         case .sessionTakenAway: "a session this node runs is no longer its own in the registry; ending this copy"
+        case .configurationDiffers:
+            "this node's settings differ from most Online nodes'; keep the configuration directory (and launcher.pub/launcher.pem) identical on every node"
+        case .orphanedStartFreed: "freed a session placed on this node whose start never came"
         }
     }
 
@@ -265,7 +273,7 @@ public enum NodeEvent: Sendable {
         case .sessionStartFailed(let session, let error), .sessionSuspendFailed(let session, let error),
              .sessionLockRefreshFailed(let session, let error), .sessionReleaseFailed(let session, let error):
             [("session", session), ("error", error)]
-        case .sessionKilledAfterGrace(let session):
+        case .sessionKilledAfterGrace(let session), .orphanedStartFreed(let session):
             [("session", session)]
         case .sessionStopped(let session, let user, _):
             [("session", session), ("user", user)]
@@ -279,6 +287,8 @@ public enum NodeEvent: Sendable {
             [("count", String(count))]
         case .sessionTakenAway(let session, let row):
             [("session", session), ("row", row)]
+        case .configurationDiffers(let node, let what):
+            [("node", String(node)), ("differs", what)]
         }
     }
 

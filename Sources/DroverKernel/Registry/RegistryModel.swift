@@ -46,6 +46,8 @@ public enum NodeStatus: String, Sendable, Equatable, CaseIterable {
     case deleting = "Deleting"
     case invalidSecureCookieKey = "Invalid secure cookie key"
     case protocolMismatch = "Protocol mismatch"
+    /// Refused: the cluster's Online nodes run another Drover version.
+    case versionMismatch = "Version mismatch"
     case failedToResolve = "Failed to resolve"
 }
 
