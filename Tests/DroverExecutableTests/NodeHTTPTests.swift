@@ -119,12 +119,12 @@ import Testing
         let node = try await InProcessNode(rserver: "auth-none=1\n")
         let user = try #require(getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) })
         let now = node.clock.now
-        try await node.store.createSession(SessionRecord(id: "0123456789abcdef0123456789abcdef", username: user,
+        try await node.store.createSession(SessionRecord(id: "fedcba9876543210fedcba9876543210", username: user,
                                                          ownership: SessionOwnership(node: nil, state: .suspended),
                                                          createdAt: now, lastActive: now, label: "hdr"))
         let home = try await node.request("/")
         #expect(home.status == 200)
-        #expect(home.body.contains("/s/0123456789abcdef0123456789abcdef/") && home.body.contains("hdr") && home.body.contains("name=\"csrf\""))
+        #expect(home.body.contains("/s/fedcba9876543210fedcba9876543210/") && home.body.contains("hdr") && home.body.contains("name=\"csrf\""))
         #expect(home.header("Set-Cookie")?.hasPrefix("drover-auth=") == true, "auth-none visitors get a cookie for CSRF tokens")
         let signOut = try await node.request("POST", "/sign-out")
         #expect(signOut.status == 303)

@@ -91,7 +91,7 @@ import Testing
         let ids = try await cluster.statuses()
         let placedOn = try #require(ids.first { $0.host == cluster.nodes[1].address }?.id)
         let user = try #require(getpwuid(geteuid())).pointee.pw_name.map { String(cString: $0) } ?? "root"
-        let id = "0123456789abcdef0123456789abcdef"
+        let id = "fedcba9876543210fedcba9876543210"
         // The row as placement leaves it, with no start call ever sent.
         let script = "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); t=time.time(); "
             + "c.execute(\"insert into session (id, username, node_id, state, created_at, last_active) values (?, ?, ?, 'starting', ?, ?)\", "
