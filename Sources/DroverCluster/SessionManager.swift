@@ -486,7 +486,11 @@ public final class SessionManager: Sendable {
     /// ``SessionService``; a registry that cannot be read changes nothing.
     public func releaseSessionsTakenAway() async {
         guard let self_ = runtime.nodeID else { return }
-        for id in supervisor.ids where supervisor.state(id)?.isRunning == true {
+        let running = supervisor.ids.filter { supervisor.state($0)?.isRunning == true }
+        // One read of this node's rows; only a session missing from them is looked up alone.
+        guard !running.isEmpty, let mine = try? await store.sessions(matching: SessionFilter(node: self_)) else { return }
+        let ours = Set(mine.map(\.id))
+        for id in running where !ours.contains(id) {
             let row: SessionRecord?
             do {
                 row = try await store.session(id)

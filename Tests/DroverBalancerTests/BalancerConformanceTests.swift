@@ -24,7 +24,7 @@ import Testing
     }
 
     @Test func anUnreachableNodeIsExcludedWithItsAge() async throws {
-        let clock = ManualClock()
+        let clock = InProcessNode.TestClock()
         let store = InMemoryRegistryStore(clock: { clock.now })
         for n in 1...2 {
             _ = try await store.registerNode(NodeRegistration(host: "h\(n)", ipv4: nil, port: 1, status: .online, cpus: 1, version: "t",
@@ -53,11 +53,4 @@ import Testing
         let took = try #require(Double(event.fields[6].value), "placement time in ms: \(event.fields[6].value)")
         #expect(took > 0 && took < 10_000)
     }
-}
-
-/// A settable clock for the in-memory registry.
-final class ManualClock: Sendable {
-    private let current = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
-    var now: Date { current.withLock { $0 } }
-    func advance(_ seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
 }

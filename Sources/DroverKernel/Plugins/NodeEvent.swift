@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 
 /// Everything a node reports, each defined once: its name (the diagnostics record's), its log
@@ -292,16 +293,9 @@ public enum NodeEvent: Sendable {
         }
     }
 
-    /// `value` with `places` decimals, never in exponent form.
+    /// `value` with `places` decimals (`%f` never writes an exponent).
     static func decimal(_ value: Double, places: Int) -> String {
-        var scale = 1.0
-        for _ in 0..<places { scale *= 10 }
-        let scaled = (abs(value) * scale).rounded()
-        let whole = Int(scaled / scale)
-        let fraction = Int(scaled) - whole * Int(scale)
-        let digits = String(fraction)
-        let padded = String(repeating: "0", count: max(0, places - digits.count)) + digits
-        return (value < 0 && scaled > 0 ? "-" : "") + String(whole) + (places > 0 ? "." + padded : "")
+        String(format: "%.\(places)f", value)
     }
 }
 
