@@ -7,9 +7,11 @@ import Synchronization
 
 /// Starts sessions as droverd does: a `drover-session-guard` for each (``SessionGuardHandle``).
 struct GuardLauncher: SessionLauncher {
+    let ticker = AliveTicker()
+
     func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
                report: @escaping @Sendable (SessionEvent) -> Void) async throws -> any SessionControl {
-        try await SessionGuardHandle.start(spec, serving: serving, report: report)
+        try await SessionGuardHandle.start(spec, ticker: ticker, serving: serving, report: report)
     }
 
     func answers(socket: String, path: String) async -> Bool {
@@ -18,7 +20,7 @@ struct GuardLauncher: SessionLauncher {
 }
 
 /// droverd's side of one session's guard (``SessionGuardProtocol``): starts
-/// `drover-session-guard`, tells it `alive` every second from the event loop (so a paused
+/// `drover-session-guard`, has the ``AliveTicker`` tell it `alive` every second (so a paused
 /// droverd falls silent and its sessions end; so does a node cut off from the registry and
 /// its peers, which stops saying it), sends it suspend and quit, and passes its reports on as
 /// ``SessionEvent``s.
@@ -39,7 +41,7 @@ final class SessionGuardHandle: SessionControl {
     ///     (``NodeRuntime/isCutOff``), so its guard ends it.
     ///   - report: receives the guard's reports that change the session's state, in order;
     ///     `.guardGone` last, once its output closes.
-    static func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
+    static func start(_ spec: SessionGuardProtocol.Spec, ticker: AliveTicker, serving: @escaping @Sendable () -> Bool,
                       report: @escaping @Sendable (SessionEvent) -> Void) async throws -> SessionGuardHandle {
         var control: [Int32] = [0, 0]
         var events: [Int32] = [0, 0]
@@ -85,11 +87,15 @@ final class SessionGuardHandle: SessionControl {
             }
             .takingOwnershipOfDescriptors(input: events[0], output: control[1]).get()
         let handle = SessionGuardHandle(guardPID: guardPID, channel: channel)
-        handle.send(spec.line)
-        channel.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount.seconds(1), delay: TimeAmount.seconds(1)) { task in
-            guard channel.isActive else { return task.cancel() }
-            guard serving() else { return }
-            channel.writeAndFlush(ByteBuffer(string: SessionGuardProtocol.Command.alive.line), promise: nil)
+        // The spec first, whole, before any tick can reach the pipe.
+        try? await channel.writeAndFlush(ByteBuffer(string: spec.line)).get()
+        // Duplicated on the channel's loop, where it cannot close meanwhile: a closed channel's
+        // descriptor number may already belong to something else.
+        let output = control[1]
+        let duplicate = try? await channel.eventLoop.submit { channel.isActive ? fcntl(output, F_DUPFD_CLOEXEC, 0) : -1 }.get()
+        if let duplicate, duplicate >= 0 {
+            let id = ticker.add(descriptor: duplicate, serving: serving)
+            channel.closeFuture.whenComplete { _ in ticker.remove(id) }
         }
         return handle
     }
