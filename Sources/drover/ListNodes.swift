@@ -12,6 +12,13 @@ struct ListNodes: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
+        let configuration = try options.load()
+        guard configuration.isClustered else {
+            let path = configuration.directory + "/" + LoadBalancerConfiguration.fileName
+            print(json ? #"{"loadBalancing":false,"nodes":[]}"#
+                       : "Load balancing is off: \(path) does not exist, so this node runs alone. Create it (it may be empty) to join a cluster.")
+            return
+        }
         let (cluster, read, interval) = try await RegistryAccess.using(options) { access in
             (try await access.store.cluster(), try await access.store.nodesWithClock(), access.configuration.effectiveLoadBalancer.heartbeatInterval)
         }

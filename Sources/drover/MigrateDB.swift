@@ -23,7 +23,7 @@ struct MigrateDB: AsyncParsableCommand {
             throw CommandFailure("\(sqlitePath): no such SQLite registry file", status: 1)
         }
         let (sqlitePath, force) = (sqlitePath, force)
-        try await RegistryAccess.using(options) { access in
+        try await RegistryAccess.using(options, shared: true) { access in
             let source = SQLiteRegistryStore(path: sqlitePath, busyTimeout: .seconds(config.database.connectionTimeoutSeconds))
             let snapshot: RegistrySnapshot
             do {

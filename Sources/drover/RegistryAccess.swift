@@ -11,10 +11,13 @@ struct RegistryAccess {
     let store: any RegistryStore
 
     /// Opens the configured store, runs `body` with it, and closes it whatever `body` does.
+    /// - Parameter shared: open `database.conf`'s store even while load balancing is off
+    ///   (``DroverConfiguration/registry`` is the node's own SQLite store then).
     /// - Throws: ``CommandFailure`` with status 2 (bad configuration) or 1 (database
     ///   unreachable), or what `body` throws.
-    static func using<T>(_ options: ConfigOptions, _ body: (RegistryAccess) async throws -> T) async throws -> T {
-        let access = try await open(options)
+    static func using<T>(_ options: ConfigOptions, shared: Bool = false,
+                         _ body: (RegistryAccess) async throws -> T) async throws -> T {
+        let access = try await open(options, shared: shared)
         do {
             let result = try await body(access)
             await access.store.close()
@@ -25,7 +28,7 @@ struct RegistryAccess {
         }
     }
 
-    private static func open(_ options: ConfigOptions) async throws -> RegistryAccess {
+    private static func open(_ options: ConfigOptions, shared: Bool) async throws -> RegistryAccess {
         let configuration = try options.load()
         let key: SecureCookieKey?
         do {
@@ -37,7 +40,7 @@ struct RegistryAccess {
         let store: any RegistryStore
         do {
             let context = PluginContext(configuration, key: key, logger: Logger(label: "drover"))
-            store = try PluginCatalog.builtin.makeRegistryStore(configuration.database, context: context)
+            store = try PluginCatalog.builtin.makeRegistryStore(shared ? configuration.database : configuration.registry, context: context)
         } catch {
             throw CommandFailure("\(error)", status: 2)
         }

@@ -28,7 +28,8 @@ struct Verify: AsyncParsableCommand {
         pass("configuration directory \(config.directory)")
         for name in [ServerConfiguration.fileName, LoadBalancerConfiguration.fileName, FileLocksConfiguration.fileName, DatabaseConfiguration.fileName] {
             let exists = FileManager.default.fileExists(atPath: config.directory + "/" + name)
-            let note = exists ? "" : (name == LoadBalancerConfiguration.fileName ? " (absent: single node, no cluster)" : " (absent: defaults)")
+            let standalone = " (absent: load balancing is off; this node runs alone, its registry \(config.registry.directory)/\(config.registry.database).sqlite)"
+            let note = exists ? "" : (name == LoadBalancerConfiguration.fileName ? standalone : " (absent: defaults)")
             pass("\(name)\(note)")
         }
         for warning in config.warnings { print("warn  \(warning)") }
@@ -49,7 +50,7 @@ struct Verify: AsyncParsableCommand {
         let lb = config.effectiveLoadBalancer
         do {
             pass("balancer strategy '\(try catalog.balancerStrategy(for: lb).name)'")
-            pass("registry store '\(try catalog.registryStore(for: config.database).name)'")
+            pass("registry store '\(try catalog.registryStore(for: config.registry).name)'")
             if let sink = try catalog.diagnosticsSink(for: lb) {
                 pass("diagnostics sink '\(sink.name)'")
             } else {

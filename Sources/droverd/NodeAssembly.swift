@@ -21,7 +21,7 @@ struct NodeAssembly {
         let context = PluginContext(config, key: setup.key, logger: logger)
         let store: any RegistryStore
         do {
-            store = try setup.catalog.makeRegistryStore(config.database, context: context)
+            store = try setup.catalog.makeRegistryStore(config.registry, context: context)
             // The session guards hold the locks; building the provider here refuses a bad
             // file-locks at start instead of at the first session.
             _ = try setup.catalog.makeLockProvider(config.fileLocks, context: context)

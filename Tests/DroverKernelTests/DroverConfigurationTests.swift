@@ -28,6 +28,30 @@ import Testing
         #expect(config.secureCookieKeyPath == dir.path + "/keys/k")
     }
 
+    @Test func withoutLoadBalancerTheRegistryIsTheNodesOwnWhateverDatabaseConfSays() async throws {
+        let dir = TemporaryDirectory()
+        try dir.write("rserver.conf", "server-data-dir=data\nserver-shared-storage-path=shared\n")
+        try dir.write("database.conf", "provider=postgresql\nhost=db.example.com\nconnection-timeout-seconds=7\n")
+        let alone = try DroverConfiguration.load(directory: dir.path)
+        #expect(alone.registry.provider == "sqlite")
+        #expect(alone.registry.directory == dir.path + "/data")
+        #expect(alone.registry.connectionTimeoutSeconds == 7)
+        #expect(alone.database.provider == "postgresql", "kept for migrate-db")
+        #expect(alone.warnings == ["\(dir.path)/database.conf: its postgresql registry is not used while load balancing is off "
+            + "(\(dir.path)/load-balancer does not exist): this node runs alone and records its sessions in \(dir.path)/data/drover.sqlite; "
+            + "create load-balancer (it may be empty) to join the cluster"])
+
+        try dir.write("load-balancer", "")
+        let member = try DroverConfiguration.load(directory: dir.path)
+        #expect(member.registry == member.database)
+        #expect(member.warnings.isEmpty)
+
+        try FileManager.default.removeItem(atPath: dir.path + "/database.conf")
+        try FileManager.default.removeItem(atPath: dir.path + "/load-balancer")
+        let embedded = try DroverConfiguration.load(directory: dir.path)
+        #expect(embedded.registry == embedded.database && embedded.warnings.isEmpty, "the embedded default says nothing")
+    }
+
     @Test func relativeDirectoryResolvesAgainstTheWorkingDirectory() async throws {
         let dir = TemporaryDirectory()
         try dir.write("conf/rserver.conf", "server-data-dir=data\n")

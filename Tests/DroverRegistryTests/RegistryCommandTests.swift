@@ -66,6 +66,7 @@ import Testing
 
     @Test func listNodesFailsWithStatusOneWhenTheDatabaseIsUnreachable() async throws {
         let dir = try ConfigDirectory()
+        try dir.write("load-balancer", "")
         try dir.write("database.conf", "provider=postgresql\nhost=127.0.0.1\nport=\(try FreePort.find())\nconnection-timeout-seconds=1\n")
         let result = try await Executable.run("drover", ["list-nodes", "--config-dir", dir.path], timeout: 90)
         #expect(result.status == 1)

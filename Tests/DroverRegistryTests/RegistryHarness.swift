@@ -34,7 +34,10 @@ struct Harness: Sendable {
         config = TemporaryDirectory(prefix: "drover-registry")
         key = SecureCookieKey(bytes: Array("registry-tests-key-0123456789".utf8))
         try config.write("secure-cookie-key", "registry-tests-key-0123456789\n", mode: 0o600)
-        try config.write("rserver.conf", "server-data-dir=data\n")
+        // A cluster member's configuration: without load-balancer the commands would read the
+        // node's own SQLite store, not the one under test.
+        try config.write("rserver.conf", "server-data-dir=data\nserver-shared-storage-path=shared\n")
+        try config.write("load-balancer", "")
         switch kind {
         case .memory, .sqlite:
             databaseName = nil

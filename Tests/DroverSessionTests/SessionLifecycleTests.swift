@@ -97,6 +97,40 @@ import Testing
         }
     }
 
+    /// Without `load-balancer` a node runs alone, even when its `database.conf` names the
+    /// cluster's database: it does not join, heartbeat into, or take sessions from the cluster.
+    @Test func aNodeWithoutLoadBalancerRunsAloneBesideTheClusterInItsDatabase() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: try Self.backend,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try FileManager.default.removeItem(atPath: cluster.nodes[1].path + "/load-balancer")
+        try await cluster.start(0)
+        let alone = try await cluster.start(1)
+        let (member, lone) = (cluster.nodes[0], cluster.nodes[1])
+        #expect(try await cluster.statuses(via: 0).map(\.host) == [member.address])
+        let listed = try await cluster.drover(1, ["list-nodes"])
+        #expect(listed.status == 0 && listed.stdout.hasPrefix("Load balancing is off:"), "\(listed.stdout)\(listed.stderr)")
+        let verified = try await cluster.drover(1, ["verify"])
+        #expect(verified.stdout.contains("load balancing is off; this node runs alone"), "\(verified.stdout)")
+
+        // Each keeps its own sessions: the lone node's are unknown to the cluster and the
+        // cluster's to it, however many are started through each.
+        func start(via node: ConfigDirectory) async throws -> String {
+            let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
+            #expect(created.status == 201, "\(created.body)")
+            return try #require(json(created)["id"] as? String)
+        }
+        for _ in 0..<3 {
+            let (mine, theirs) = (try await start(via: lone), try await start(via: member))
+            #expect(count(try await RawHTTPClient.request("POST", host: lone.address, port: lone.port, path: "/s/\(mine)/count")) == 1)
+            #expect(count(try await RawHTTPClient.request("POST", host: member.address, port: member.port, path: "/s/\(theirs)/count")) == 1)
+            #expect(try await RawHTTPClient.request(host: member.address, port: member.port, path: "/s/\(mine)/count").status == 404)
+            #expect(try await RawHTTPClient.request(host: lone.address, port: lone.port, path: "/s/\(theirs)/count").status == 404)
+        }
+        #expect(try await cluster.statuses(via: 0).map(\.host) == [member.address])
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+        #expect(alone.stderr.contains("this node runs alone"), "\(alone.stderr)")
+    }
+
     @Test func threeHundredSessionsStartedAtOnceThroughThreeNodesEndWithinOneOfEven() async throws {
         try await HeavyTests.oneAtATime { try await burstOfThreeHundred() }
     }

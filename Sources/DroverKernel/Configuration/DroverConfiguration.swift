@@ -30,6 +30,22 @@ public struct DroverConfiguration: Sendable, Equatable {
     /// True when `load-balancer` exists.
     public var isClustered: Bool { loadBalancer != nil }
 
+    /// The registry this node and the commands use: `database.conf`'s while load balancing is
+    /// on; without `load-balancer` the node runs alone, so its registry is the embedded SQLite
+    /// store in `server-data-dir`, whatever `database.conf` names: a node without the file
+    /// must not join, heartbeat into or take sessions from a cluster in a shared database.
+    public var registry: DatabaseConfiguration {
+        isClustered ? database : Self.standaloneRegistry(database, dataDirectory: server.dataDirectory)
+    }
+
+    /// The embedded store a node without `load-balancer` keeps its sessions in.
+    static func standaloneRegistry(_ database: DatabaseConfiguration, dataDirectory: String) -> DatabaseConfiguration {
+        var registry = DatabaseConfiguration(defaultDirectory: dataDirectory)
+        registry.connectionTimeoutSeconds = database.connectionTimeoutSeconds
+        registry.source = database.source
+        return registry
+    }
+
     /// The load-balancer settings in force: the file's, or the defaults for a single node.
     public var effectiveLoadBalancer: LoadBalancerConfiguration { loadBalancer ?? LoadBalancerConfiguration() }
 
@@ -95,8 +111,16 @@ public struct DroverConfiguration: Sendable, Equatable {
                 "server-shared-storage-path is required when \(path(LoadBalancerConfiguration.fileName)) exists; "
                 + "set it to a directory every node mounts (e.g. /shared/drover)")
         }
+        var warnings = loadBalancer?.warnings ?? []
+        let standalone = standaloneRegistry(database, dataDirectory: server.dataDirectory)
+        if loadBalancer == nil, database.provider != standalone.provider || database.directory != standalone.directory
+            || database.database != standalone.database {
+            warnings.append("\(path(DatabaseConfiguration.fileName)): its \(database.provider) registry is not used while load "
+                + "balancing is off (\(path(LoadBalancerConfiguration.fileName)) does not exist): this node runs alone and records "
+                + "its sessions in \(standalone.directory)/\(standalone.database).sqlite; create load-balancer (it may be empty) to join the cluster")
+        }
         return DroverConfiguration(directory: dir, loadBalancer: loadBalancer, server: server, fileLocks: fileLocks,
-                                   database: database, warnings: loadBalancer?.warnings ?? [],
+                                   database: database, warnings: warnings,
                                    fingerprint: String(Crypto.sha256(Array(settings.sorted().joined(separator: "\n").utf8)).hexString.prefix(16)),
                                    launcherFingerprint: launcherFiles.isEmpty ? nil
                                        : String(Crypto.sha256(Array(launcherFiles.joined(separator: "\n").utf8)).hexString.prefix(16)))
