@@ -260,7 +260,7 @@ public struct ClusterMembership: Sendable {
 
     /// Applies `drover offline` / `drover online` (the flag file) to this node's row.
     func applyOfflineFlag() async {
-        let flagged = FileManager.default.fileExists(atPath: runtime.configuration.offlineFlagFile)
+        let flagged = runtime.isStopping || FileManager.default.fileExists(atPath: runtime.configuration.offlineFlagFile)
         let changed = runtime.offlineMode != flagged
         runtime.update { $0.offlineMode = flagged }
         guard let id = runtime.nodeID else { return }
@@ -328,6 +328,16 @@ public struct ClusterMembership: Sendable {
     }
 
     /// Marks the node `Offline` and tells the peers; called once the node stops serving.
+    /// The first step of a stop (SIGTERM): leave placement. Offline mode is written to this
+    /// node's row and the peers are told, so no node places a session here while this one
+    /// suspends its own (with `sessions` it would look the emptiest); from here on a start
+    /// placed here before the others knew is refused, and its placer places it again.
+    public func leavePlacement() async {
+        runtime.update { $0.stopping = true }
+        runtime.events.emit(.stopping(node: runtime.nodeID))
+        await applyOfflineFlag()
+    }
+
     public func leave() async {
         guard let id = runtime.nodeID else { return }
         do {

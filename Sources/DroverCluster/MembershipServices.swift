@@ -56,6 +56,23 @@ public struct FailureDetectorService: Service {
     }
 }
 
+/// The first step of a node's stop: on graceful shutdown (SIGTERM) it leaves placement
+/// (``ClusterMembership/leavePlacement()``) and returns. Listed last among droverd's services,
+/// it is the first the service group stops; the sessions are suspended after it, the HTTP
+/// connections quiesced after them, and the node goes `Offline` last.
+public struct LeavePlacementService: Service {
+    let membership: ClusterMembership
+
+    public init(membership: ClusterMembership) {
+        self.membership = membership
+    }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await membership.leavePlacement()
+    }
+}
+
 /// Runs `body` every `seconds()` (read again each time, so a reload applies), start to start:
 /// a slow run shortens the wait after it instead of pushing every later run back. Until
 /// graceful shutdown or cancellation; a shutdown during the wait skips the last run.

@@ -24,6 +24,8 @@ public final class NodeRuntime: Sendable {
         var balancer: any BalancerStrategy
         var client: NodeClient
         var offlineMode: Bool
+        /// SIGTERM came: the node has left placement and starts no session any more.
+        var stopping = false
         var nodeID: Int64?
         var view: [NodeRecord] = []
         /// When the registry last answered this node, and when it last knew a peer could
@@ -56,6 +58,9 @@ public final class NodeRuntime: Sendable {
     public var balancer: any BalancerStrategy { state.withLock { $0.balancer } }
     public var client: NodeClient { state.withLock { $0.client } }
     public var offlineMode: Bool { state.withLock { $0.offlineMode } }
+    /// Whether the node is stopping (``ClusterMembership/leavePlacement()``): it takes no new
+    /// session, not even one already placed on it.
+    public var isStopping: Bool { state.withLock { $0.stopping } }
     /// This node's row id, once it has joined.
     public var nodeID: Int64? { state.withLock { $0.nodeID } }
     /// The node rows as last read from the registry.

@@ -87,17 +87,23 @@ public final class SessionManager: Sendable {
         let now = try await store.now()
         let record = SessionRecord(id: Crypto.randomBytes(16).hexString, username: username,
                                    ownership: SessionOwnership(node: nil, state: .starting), createdAt: now, lastActive: now, label: label)
-        let (placed, _) = try await engine().placeNew(record)
-        do {
-            // A new session: no node can have a route to it cached, so nobody is told it moved.
-            return try await launchOnOwner(placed, isNew: true)
-        } catch {
-            // No half-made session: a row whose process never ran goes.
-            if let row = try? await store.session(placed.id), row.ownership.state == .starting {
-                _ = try? await store.deleteSession(placed.id)
+        for attempt in 1... {
+            let (placed, _) = try await engine().placeNew(record)
+            do {
+                // A new session: no node can have a route to it cached, so nobody is told it moved.
+                return try await launchOnOwner(placed, isNew: true)
+            } catch {
+                // No half-made session: a row whose process never ran goes.
+                if let row = try? await store.session(placed.id), row.ownership.state == .starting {
+                    _ = try? await store.deleteSession(placed.id)
+                }
+                // Placed on a node that began stopping meanwhile: it has left placement by
+                // now (it does so before refusing), so the next placement goes elsewhere.
+                if case SessionError.stopping = error, attempt < 3 { continue }
+                throw error
             }
-            throw error
         }
+        preconditionFailure("unreachable")
     }
 
     /// Starts a placed session on its owner: here, or by a signed call to the owning node.
@@ -109,6 +115,7 @@ public final class SessionManager: Sendable {
         guard let node = known else { throw SessionError.launchFailed("node \(owner) is gone") }
         let response = try await callRetryingConnects(.launch(.init(id: session.id), isNew: isNew), on: node)
         if response.status == 429 { throw SessionError.busy("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        if response.status == 421 { throw SessionError.stopping("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         if response.status == 503 { throw SessionError.unavailable("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         guard response.status == 200 else {
             throw SessionError.launchFailed("node \(owner) (\(node.host):\(node.port)): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
@@ -151,6 +158,10 @@ public final class SessionManager: Sendable {
     ///   - isNew: the session's first start: no peer can have a route to it, so none is told
     ///     (under a burst of starts those calls were most of the node-to-node traffic).
     public func launch(_ id: String, isNew: Bool = false) async throws -> SessionRecord {
+        if runtime.isStopping {
+            await freeFailedStart(id, isNew: isNew)
+            throw SessionError.stopping("this node is stopping and starts no session; it is placed again elsewhere")
+        }
         let limit = runtime.configuration.server.maxStartingSessions
         let admitted = starting.withLock { count in
             guard count < limit else { return false }
@@ -558,14 +569,17 @@ public final class SessionManager: Sendable {
         // Ended a moment ago (lease lost, exited): free its row now rather than at the next
         // sweep, so this request starts it again instead of meeting a dead socket.
         if supervisor.hasEnded(id) { await reapExited() }
-        for _ in 0..<3 {
+        // A session being suspended (its node stopping, say), started or moved is waited for,
+        // not answered with an error: as long as the proxy waits for a session's answer.
+        let deadline = ContinuousClock.now + .seconds(runtime.configuration.server.sessionResponseTimeout)
+        repeat {
             guard let session = try await store.session(id) else { return nil }
             guard session.username == username else { return nil }
             if let route = try await routeOrRecover(session) {
                 routes.remember(id, route, username: username)
                 return route
             }
-        }
+        } while ContinuousClock.now < deadline
         throw SessionError.unavailable("session \(id) keeps moving; try again")
     }
 
@@ -613,7 +627,13 @@ public final class SessionManager: Sendable {
     /// there first (the caller looks again).
     private func resume(_ session: SessionRecord, from expected: SessionOwnership) async throws -> SessionRoute? {
         guard let (placed, _) = try await engine().placeExisting(session, from: expected) else { return nil }
-        let running = try await launchOnOwnerOrFree(placed)
+        let running: SessionRecord
+        do {
+            running = try await launchOnOwnerOrFree(placed)
+        } catch SessionError.stopping {
+            // Its row is suspended again; the stopping node has left placement: look again.
+            return nil
+        }
         guard running.ownership.state == .running, let owner = running.ownership.node else { return nil }
         if owner == runtime.nodeID { return liveSocket(session.id).map { .local(socket: $0) } }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { return nil }

@@ -109,6 +109,8 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
     case unavailable(String)
     /// The node already starts `max-starting-sessions` sessions; try again shortly.
     case busy(String)
+    /// The node is stopping and starts no session: the placer places it again elsewhere.
+    case stopping(String)
 
     public var description: String {
         switch self {
@@ -116,24 +118,27 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .launchFailed(let reason): "the session could not start: \(reason)"
         case .unavailable(let reason): reason
         case .busy(let reason): reason
+        case .stopping(let reason): reason
         }
     }
 
     /// 404 for a missing session, 429 for a node at its start limit, 500 for a start that
-    /// failed, 503 for a session or node that is not available right now.
+    /// failed, 503 for a session or node that is not available right now, 421 (misdirected)
+    /// for a start sent to a node that is stopping, which its placer places again.
     public var httpStatus: Int {
         switch self {
         case .notFound: 404
         case .busy: 429
         case .launchFailed: 500
         case .unavailable: 503
+        case .stopping: 421
         }
     }
 
     /// Seconds to send in `Retry-After`, for the answers worth retrying.
     public var retryAfterSeconds: Int? {
         switch self {
-        case .busy: 1
+        case .busy, .stopping: 1
         case .unavailable: 5
         case .notFound, .launchFailed: nil
         }

@@ -2,6 +2,7 @@ public import Logging
 public import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 public import NIOSSL
 public import ServiceLifecycle
 
@@ -15,6 +16,9 @@ public struct HTTPServer: Service {
     let logger: Logger
     let tls: NIOSSLContext?
     private let channel: any Channel
+    private let connections: OpenConnections
+    /// How long open connections get to finish when the node stops, before they are closed.
+    static let quiesceBound = TimeAmount.seconds(10)
 
     /// Binds `host:port` at once, so a taken port fails start-up before the node joins the
     /// cluster; serving starts with ``run()``.
@@ -32,8 +36,10 @@ public struct HTTPServer: Service {
         self.proxy = proxy
         self.logger = logger
         self.tls = tls
+        let connections = OpenConnections()
+        self.connections = connections
         channel = try await Self.bind(host: host, port: port, responder: responder, proxy: proxy, tls: tls,
-                                      responseTimeout: .seconds(Int64(sessionResponseTimeout)), logger: logger)
+                                      responseTimeout: .seconds(Int64(sessionResponseTimeout)), connections: connections, logger: logger)
     }
 
     /// The address the server listens on.
@@ -52,7 +58,7 @@ public struct HTTPServer: Service {
     }
 
     static func bind(host: String, port: Int, responder: any HTTPResponder, proxy: (any ProxyResolver)?, tls: NIOSSLContext?,
-                     responseTimeout: TimeAmount, logger: Logger) async throws -> any Channel {
+                     responseTimeout: TimeAmount, connections: OpenConnections, logger: Logger) async throws -> any Channel {
         do {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.backlog, value: 512)
@@ -63,7 +69,8 @@ public struct HTTPServer: Service {
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
+                    connections.add(channel)
+                    return channel.eventLoop.makeCompletedFuture {
                         let pipeline = channel.pipeline.syncOperations
                         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
                         try pipeline.addHandler(HTTPResponseEncoder(), name: PipelineHandlerName.encoder)
@@ -87,6 +94,34 @@ public struct HTTPServer: Service {
         } onGracefulShutdown: {
             channel.close(promise: nil)
         }
+        // Nothing new is accepted; what is open finishes its exchange and closes.
+        await connections.quiesce(within: Self.quiesceBound)
+    }
+}
+
+/// The server's open client connections, so a stopping node can let each finish its
+/// exchange (``ChannelShouldQuiesceEvent``) and close what is left at a deadline.
+final class OpenConnections: Sendable {
+    private let open = Mutex([ObjectIdentifier: any Channel]())
+
+    func add(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        open.withLock { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in self.open.withLock { _ = $0.removeValue(forKey: id) } }
+    }
+
+    var count: Int { open.withLock { $0.count } }
+
+    /// Asks every connection to finish and close; closes what is still open after `bound`.
+    func quiesce(within bound: TimeAmount) async {
+        for channel in open.withLock({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        let deadline = NIODeadline.now() + bound
+        while count > 0, NIODeadline.now() < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for channel in open.withLock({ Array($0.values) }) { channel.close(promise: nil) }
     }
 }
 

@@ -104,6 +104,8 @@ struct ProxyConnectionStateMachine {
     /// The exchange in progress.
     private var version = HTTPVersion.http1_1
     private var keepAlive = true
+    /// The node is stopping: the exchange in progress is the connection's last.
+    private var quiescing = false
     private(set) var upgradeRequested = false
     private var requestEnded = false
     private var responseStarted = false
@@ -153,7 +155,7 @@ struct ProxyConnectionStateMachine {
             return queue(.head(head))
         }
         version = head.version
-        keepAlive = head.isKeepAlive
+        keepAlive = head.isKeepAlive && !quiescing
         requestEnded = false
         responseStarted = false
         responseEnded = false
@@ -238,6 +240,16 @@ struct ProxyConnectionStateMachine {
     mutating func clientInputClosed() -> Action {
         inputClosed = true
         if case .idle = phase, queued.isEmpty { return .close }
+        return .none
+    }
+
+    /// The node is stopping: an idle connection closes now; one in the middle of an exchange
+    /// finishes it, with `Connection: close` when its head is not written yet, and closes.
+    /// (A tunnel has no exchanges: it ends with its session, or at the server's deadline.)
+    mutating func quiesce() -> Action {
+        quiescing = true
+        keepAlive = false
+        if case .idle = phase { return .close }
         return .none
     }
 

@@ -70,6 +70,10 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            run(machine.quiesce())
+            return
+        }
         guard let event = event as? ChannelEvent, case .inputClosed = event else {
             context.fireUserInboundEventTriggered(event)
             return

@@ -136,6 +136,20 @@ public enum RawHTTPClient {
             try await onOwnThread { try self.blockingRequest(method, path: path) }
         }
 
+        /// How the server ended the connection: `"closed"` (an orderly FIN), `"reset"`, or
+        /// `"open"` if it is still open after the socket's timeout.
+        public func end() async -> String {
+            let ended = try? await onOwnThread { () -> String in
+                var byte: UInt8 = 0
+                while true {
+                    let count = recv(self.fd, &byte, 1, 0)
+                    if count == 0 { return "closed" }
+                    if count < 0, errno != EINTR { return errno == ECONNRESET ? "reset" : "open" }
+                }
+            }
+            return ended ?? "open"
+        }
+
         private func blockingRequest(_ method: String, path: String) throws -> Response {
             try RawHTTPClient.sendAll(fd, Array("\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: 0\r\n\r\n".utf8))
             var buffered = pending.withLock { $0 }

@@ -13,7 +13,8 @@ import Synchronization
 ///
 /// `GET <base>count` → `{"count": N}`; `POST <base>count` increments it; `<base>echo` is a
 /// WebSocket echo; `GET <base>` is a small HTML page. On SIGUSR1 or SIGTERM it saves the count
-/// to `<state dir>/count` and exits; it restores it when it starts.
+/// to `<state dir>/count` and exits; it restores it when it starts. `DROVER_DEMO_SAVE_SECONDS`
+/// makes the save take that long, as a real session's does (tests of a node's stop use it).
 @main
 struct DemoSession {
     static func main() async throws {
@@ -30,7 +31,9 @@ struct DemoSession {
         for signalNumber in [SIGUSR1, SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
         let sources = [SIGUSR1, SIGTERM, SIGINT].map { signalNumber in
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
+            let saving = env["DROVER_DEMO_SAVE_SECONDS"].flatMap(Double.init) ?? 0
             source.setEventHandler {
+                if saving > 0 { usleep(UInt32(saving * 1_000_000)) }
                 state.save()
                 exit(0)
             }

@@ -60,11 +60,12 @@ struct NodeAssembly {
         }
         try? Data("\(node.id)\n".utf8).write(to: URL(fileURLWithPath: config.nodeIDFile), options: .atomic)
         await sessions.releaseRowsOfPreviousRun()
-        // Shut down in reverse: the HTTP server first (no new sessions), then the sessions are
-        // suspended, then the node leaves the cluster.
+        // Stopped in reverse (SIGTERM): leave placement first (offline mode, peers told, no new
+        // start), then suspend the sessions, then quiesce the HTTP connections (in-flight
+        // requests finish, idle keep-alive connections close), and go Offline last.
         return NodeAssembly(services: [HeartbeatService(membership: membership), FailureDetectorService(membership: membership),
-                                       ReloadService(membership: membership),
-                                       SessionService(sessions: sessions), server],
+                                       ReloadService(membership: membership), server,
+                                       SessionService(sessions: sessions), LeavePlacementService(membership: membership)],
                             pidFile: writePidFile(config))
     }
 

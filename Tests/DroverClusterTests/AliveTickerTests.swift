@@ -9,9 +9,7 @@ struct AliveTickerTests {
     /// What arrives on `descriptor` within `seconds`, and whether the writer closed; read on a
     /// thread of its own, not one of the cooperative pool's two.
     func read(_ descriptor: Int32, for seconds: Double) async -> (text: String, closed: Bool) {
-        await withCheckedContinuation { done in
-            Thread { done.resume(returning: Self.blockingRead(descriptor, for: seconds)) }.start()
-        }
+        (try? await onOwnThread { Self.blockingRead(descriptor, for: seconds) }) ?? ("", false)
     }
 
     static func blockingRead(_ descriptor: Int32, for seconds: Double) -> (text: String, closed: Bool) {

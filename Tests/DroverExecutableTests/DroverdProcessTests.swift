@@ -146,7 +146,8 @@ import Testing
         let events = try #require(tmp.directory.read("diag.log")).split(separator: "\n").map { line in
             line.split(separator: " ").first { $0.hasPrefix("event=") }.map { String($0.dropFirst(6)) } ?? ""
         }
-        #expect(events == ["cluster-defined", "node-joined", "node-starting", "node-left", "node-stopped"])
+        // The ordered stop: placement left (offline mode), then Offline.
+        #expect(events == ["cluster-defined", "node-joined", "node-starting", "node-stopping", "node-status", "node-left", "node-stopped"])
     }
 }
 

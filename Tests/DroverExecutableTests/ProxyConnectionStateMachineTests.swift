@@ -40,6 +40,32 @@ import Testing
         }
     }
 
+    // MARK: a stopping node
+
+    @Test func aStoppingNodeClosesAnIdleConnectionAtOnce() {
+        var machine = Machine(responseTimeout: Self.timeout)
+        guard case .close = machine.quiesce() else { Issue.record("an idle connection stays open"); return }
+    }
+
+    @Test func aStoppingNodeFinishesTheExchangeInProgressWithConnectionCloseThenCloses() throws {
+        var local = Machine(responseTimeout: Self.timeout)
+        _ = local.requestHead(Self.head("/api/sessions"), proxied: false)
+        guard case .none = local.quiesce() else { Issue.record("a request in progress was cut"); return }
+        guard case .respondLocally = local.requestEnd(nil) else { Issue.record("end"); return }
+        let response = try #require(Self.ownResponse(local.localResponse(.text(.ok, "fine\n"))))
+        #expect(response.head.headers["Connection"] == ["close"])
+        #expect(response.next == .close)
+
+        var proxied = Self.streaming()
+        guard case .none = proxied.quiesce() else { Issue.record("a proxied exchange was cut"); return }
+        guard case .writeHead(let head) = proxied.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok)) else {
+            Issue.record("head"); return
+        }
+        #expect(head.headers["Connection"] == ["close"])
+        guard case .writeEnd(_, let next) = proxied.upstreamEnd(nil) else { Issue.record("end"); return }
+        #expect(next == .close)
+    }
+
     // MARK: the node's own endpoints
 
     @Test func aLocalRequestIsCollectedThenAnsweredWithItsLength() throws {

@@ -152,6 +152,18 @@ import Testing
         try await channel.closeFuture.get()
     }
 
+    @Test func aStoppingNodeClosesAnIdleKeepAliveConnection() async throws {
+        let channel = try await Self.channel()
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
+        try await Self.request(channel, "/health-check")
+        #expect(try await Self.response(channel).head.headers["Connection"].isEmpty)
+        await channel.testingEventLoop.run()
+        #expect(channel.isActive, "kept alive until the node stops")
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        await channel.testingEventLoop.run()
+        #expect(!channel.isActive)
+    }
+
     @Test func aSessionRequestAnsweredFromMemoryIsAnsweredAtOnce() async throws {
         let channel = try await Self.channel(proxy: Refusing(cached: true, gate: Gate()))
         try await Self.request(channel, "/s/abc/x")

@@ -131,6 +131,80 @@ import Testing
         #expect(alone.stderr.contains("this node runs alone"), "\(alone.stderr)")
     }
 
+    /// A node stopping (SIGTERM) is invisible to users: it leaves placement first, so while it
+    /// suspends its sessions users keep creating sessions and resuming suspended ones through
+    /// the other nodes, every request succeeds, and nothing is placed on it after the signal;
+    /// its own sessions answer elsewhere with their state.
+    @Test func usersKeepWorkingThroughTheOtherNodesWhileOneStops() async throws {
+        try await HeavyTests.oneAtATime { try await stopUnderTraffic() }
+    }
+
+    func stopUnderTraffic() async throws {
+        // Sessions that take two seconds to save their state, as real ones do: the stop lasts.
+        let scripts = TemporaryDirectory(prefix: "drover-slow-save")
+        try scripts.write("session", "#!/bin/sh\nDROVER_DEMO_SAVE_SECONDS=2 exec \(demoCommand)\n", mode: 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: try Self.backend,
+                                            rserver: "session-command=\(scripts.url("session"))\nauth-none=1\n")
+        for index in 0..<3 { try await cluster.start(index) }
+        let stoppingID = try #require(try await cluster.statuses().first { $0.host == cluster.nodes[2].address }?.id)
+        // Eighteen sessions, each counted once; half of them suspended.
+        let sessions = try await startSessions(cluster, count: 18)
+        let via = cluster.nodes[0]
+        for session in sessions {
+            #expect(count(try await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/s/\(session.id)/count")) == 1)
+        }
+        let suspended = sessions.enumerated().filter { $0.offset % 2 == 0 }.map(\.element.id)
+        for id in suspended {
+            #expect(try await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions/\(id)/suspend").status == 202)
+        }
+        try await cluster.eventually("half the sessions suspended", timeout: 30) {
+            Set(SystemUsers.runningSessionIDs()).isDisjoint(with: suspended)
+        }
+        let ranOnStopping = sessions.filter { $0.owner == 2 && !suspended.contains($0.id) }.map(\.id)
+        #expect(!ranOnStopping.isEmpty)
+
+        // A browser's idle keep-alive connection to the stopping node.
+        let idle = try await RawHTTPClient.KeepAlive(host: cluster.nodes[2].address, port: cluster.nodes[2].port, timeout: 30)
+        #expect(try await idle.request(path: "/health-check").status == 200)
+        let stopping = try #require(cluster.process(2))
+        stopping.signal(SIGTERM)
+        async let idleEnd = idle.end()
+        // Users of the other two nodes: new sessions, suspended ones resumed, and the stopping
+        // node's own sessions reached, until the node is gone.
+        let seen = await concurrently(2) { worker in
+            let node = cluster.nodes[worker]
+            var answers: [String] = []
+            var round = 0
+            repeat {
+                let created = try? await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 90)
+                let owner = created.flatMap { (json($0)["node"] as? NSNumber)?.int64Value }
+                answers.append("create \(created?.status ?? 0) on \(owner.map(String.init) ?? "-")")
+                let targets = suspended + ranOnStopping
+                if !targets.isEmpty {
+                    let target = targets[(round * 2 + worker) % targets.count]
+                    let answer = try? await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(target)/count", timeout: 90)
+                    answers.append("count \(answer?.status ?? 0) \(answer.flatMap(count).map(String.init) ?? "-")")
+                }
+                round += 1
+            } while stopping.isRunning || round < 4
+            return answers
+        }
+        #expect(try await stopping.wait(timeout: 5) == 0)
+        #expect(await idleEnd == "closed", "the idle connection is closed in order, not reset or left open")
+        let answers = seen.flatMap { $0 }
+        print("stop under traffic: \(answers.count) requests while the node stopped")
+        #expect(answers.allSatisfy { $0.hasPrefix("create 201") || $0 == "count 200 1" }, "\(answers.filter { !$0.hasPrefix("create 201") && $0 != "count 200 1" })")
+        #expect(!answers.contains { $0.hasSuffix("on \(stoppingID)") }, "a session was placed on the stopping node")
+        let log = stopping.stderr.split(separator: "\n")
+        let stopLine = try #require(log.firstIndex { $0.contains("event=node-stopping") }, "\(stopping.stderr.suffix(1500))")
+        #expect(!log[stopLine...].contains { $0.contains("event=session-started") }, "a session started on the stopping node")
+        // Its sessions now answer elsewhere with their state.
+        for id in ranOnStopping {
+            #expect(count(try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/count", timeout: 90)) == 1)
+        }
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
+
     @Test func threeHundredSessionsStartedAtOnceThroughThreeNodesEndWithinOneOfEven() async throws {
         try await HeavyTests.oneAtATime { try await burstOfThreeHundred() }
     }

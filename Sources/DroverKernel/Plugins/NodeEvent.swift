@@ -21,6 +21,7 @@ public enum NodeEvent: Sendable {
     case clusterDefined(node: Int64, protocol: String)
     case joined(node: Int64, address: String, status: String)
     case left(node: Int64)
+    case stopping(node: Int64?)
     case leaveFailed(error: String)
     case rowRemoved
     case statusChanged(node: Int64, offlineMode: Bool)
@@ -88,6 +89,7 @@ public enum NodeEvent: Sendable {
         case .clusterDefined: "cluster-defined"
         case .joined: "node-joined"
         case .left: "node-left"
+        case .stopping: "node-stopping"
         case .leaveFailed: "leave-failed"
         case .rowRemoved: "node-row-removed"
         case .statusChanged: "node-status"
@@ -136,7 +138,7 @@ public enum NodeEvent: Sendable {
         case .nodeStarting, .nodeStopped, .listening, .joined, .left, .peerNotice, .clusterDefined, .sessionStarted, .sessionStopped,
              .sessionReleased:
             .info
-        case .keyGenerated, .clusterRedefined, .statusChanged, .reloaded, .reconnected, .signInRefused, .startConnectRetry,
+        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .startConnectRetry,
              .sessionRePlaced, .sessionsReleased, .orphanedStartFreed, .sessionStopCompleted, .sessionsSuspendedBeforeLeaving:
             .notice
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
@@ -167,6 +169,7 @@ public enum NodeEvent: Sendable {
         case .clusterDefined: "defined the cluster"
         case .joined: "joined the cluster"
         case .left: "left the cluster"
+        case .stopping: "stopping: left placement; suspending this node's sessions, then closing its connections"
         case .leaveFailed: "cannot mark this node Offline"
         case .rowRemoved: "this node's row was removed while it ran; registering again"
         case .statusChanged(_, let offlineMode):
@@ -236,6 +239,8 @@ public enum NodeEvent: Sendable {
             [("node", String(node)), ("address", address), ("self", "1"), ("status", status)]
         case .left(let node):
             [("node", String(node)), ("self", "1")]
+        case .stopping(let node):
+            [("node", node.map(String.init) ?? "-"), ("self", "1")]
         case .leaveFailed(let error), .reloadRefused(let error), .clusterCheckFailed(let error), .nodeListUnreadable(let error),
              .previousRunUnreadable(let error):
             [("error", error)]
