@@ -13,7 +13,7 @@ install_missing libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-
 
 # 2. A private PostgreSQL for the integration tests.
 source scripts/private-postgres.sh
-start_private_postgres "fsync = off" "max_connections = 300"
+pg_tls=1 start_private_postgres "fsync = off" "max_connections = 300"
 test_logs=$(mktemp -d /tmp/drover-test-logs.XXXXXX)
 export DROVER_TEST_LOG_DIR=$test_logs
 cleanup() {
@@ -29,6 +29,7 @@ export DROVER_TEST_PG_PORT=$pg_port
 export DROVER_TEST_PG_USER=$pg_user
 export DROVER_TEST_PG_BIN=$pg_bin
 export DROVER_TEST_PG_DATA=$pg_root/data
+export DROVER_TEST_PG_CA=$pg_ca
 export DROVER_TEST_PG_RUN_AS=$([ "$(id -u)" = 0 ] && echo postgres || echo "")
 
 # 3. Build everything (the executables too: the tests run them as processes), then test.

@@ -88,6 +88,18 @@ public final class PostgresRegistryStore: RegistryStore {
 
     public func migrate() async throws { try await withConnection { db, sql, _ in try sql.migrate(db) } }
     public func now() async throws -> Date { try await withConnection { db, sql, _ in try sql.now(db) } }
+
+    /// Read from the server's side (`pg_stat_ssl` for this connection's backend), so it says
+    /// what was negotiated whatever `sslmode` asked for.
+    public func connectionSecurity() async throws -> String {
+        let row = try await withConnection { db, _, _ in
+            try db.query("SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()", []).first
+        }
+        guard let row, row.count == 3, row[0] == "t" else {
+            return "not encrypted (set sslmode=verify-full and sslrootcert in database.conf to require TLS)"
+        }
+        return "encrypted (\(row[1] ?? "TLS"), \(row[2] ?? "unknown cipher"))"
+    }
     public func cluster() async throws -> ClusterRecord? { try await withConnection { db, sql, _ in try sql.cluster(db) } }
 
     public func defineClusterIfAbsent(_ cluster: ClusterRecord) async throws -> ClusterRecord {
@@ -213,7 +225,8 @@ public enum PostgresRegistryStoreFactory: RegistryStoreFactory {
 
     /// Reads `connection-uri`, or `host` (localhost), `port` (5432), `database` (drover) and
     /// `username`; `password` (plain or encrypted under the secure cookie key);
-    /// `connection-timeout-seconds` (10); `pool-size` (4).
+    /// `connection-timeout-seconds` (10); `pool-size` (4); `sslmode` and `sslrootcert` (libpq's,
+    /// also accepted inside `connection-uri`).
     public static func make(config: DatabaseConfiguration, context: PluginContext) throws -> any RegistryStore {
         let password = try config.password?.reveal(key: context.secureCookieKey, source: config.source)
         var parameters: [(String, String)] = []
@@ -227,6 +240,9 @@ public enum PostgresRegistryStoreFactory: RegistryStoreFactory {
             target = "\(config.host):\(config.port)/\(config.database)"
         }
         if let password { parameters.append(("password", password)) }
+        // After a URI's own parameters, so database.conf's keys win over the URI's.
+        if let mode = config.sslMode { parameters.append(("sslmode", mode)) }
+        if let root = config.sslRootCertificate { parameters.append(("sslrootcert", root)) }
         parameters += [("connect_timeout", String(config.connectionTimeoutSeconds)), ("application_name", "drover"),
                        // A registry cut off by the network fails the call within the timeout
                        // instead of at TCP's retransmission limit (many minutes): unanswered

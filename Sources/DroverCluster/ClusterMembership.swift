@@ -13,7 +13,7 @@ public struct MembershipError: Error, CustomStringConvertible {
 /// and telling peers about each.
 public struct ClusterMembership: Sendable {
     public let runtime: NodeRuntime
-    static let version = "0.1.0"
+    public static let version = "0.1.0"
     /// The Drover version this build is, as every node's row records it.
     public static var currentVersion: String { version }
 
@@ -44,12 +44,21 @@ public struct ClusterMembership: Sendable {
             runtime.events.emit(.clockSkew(seconds: skew))
         }
         let interval = runtime.loadBalancer.heartbeatInterval
+        // The definition before the rows: a node registers its row before it defines the
+        // cluster, so a definition seen here comes with its definer's row in the read below.
+        // (Read the other way round, a node defining meanwhile was missed and its definition
+        // taken for one left by a cluster with no node online, and overwritten.)
+        let cluster = try await store.cluster()
         let read = try await store.nodesWithClock()
         let others = read.nodes.filter {
             !($0.host == address.host && $0.port == address.port) && $0.status == .online
                 && !$0.isUnreachable(now: read.now, heartbeatInterval: interval)
         }
-        let cluster = try await store.cluster()
+        // Before any row is written: a node of another machine must not write the file at all.
+        if let oneMachine = OneMachineRegistry(config.registry) {
+            if let refusal = oneMachine.refusal(online: others) { throw MembershipError(description: refusal, exitStatus: 2) }
+            oneMachine.claim()
+        }
         let keyHash = runtime.key.clusterHash
         var status: NodeStatus = runtime.offlineMode ? .offlineMode : .online
         var refusal: String?
@@ -237,7 +246,7 @@ public struct ClusterMembership: Sendable {
     func probe(_ peer: NodeRecord) async -> String? {
         let client = runtime.client.withTimeout(max(1, runtime.loadBalancer.heartbeatInterval))
         do {
-            _ = try await client.send(.GET, NodeEndpoint.healthCheck, to: peer.ipv4 ?? peer.host, port: peer.port)
+            _ = try await client.send(.GET, NodeEndpoint.healthCheck, to: peer.ipv4 ?? peer.host, port: peer.port, name: NodeClient.tlsName(of: peer))
             return nil
         } catch {
             return "\(error)"
@@ -294,7 +303,7 @@ public struct ClusterMembership: Sendable {
             let context = PluginContext(config, key: runtime.key, logger: logger)
             let balancer = try runtime.catalog.makeBalancer(lb, context: context)
             let diagnostics = try runtime.catalog.makeDiagnostics(lb, context: context)
-            let client = try NodeClient(key: runtime.key, protocol: runtime.clusterProtocol, timeoutSeconds: lb.timeout)
+            let client = try NodeClient(key: runtime.key, protocol: runtime.clusterProtocol, timeoutSeconds: lb.timeout, caFile: lb.sslCAFile)
             runtime.update {
                 $0.loadBalancer = lb
                 $0.balancer = balancer

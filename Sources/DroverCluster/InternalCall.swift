@@ -222,7 +222,8 @@ public enum PeerNotice: Sendable, Equatable {
 extension NodeClient {
     /// Makes `call` on `node` and returns its answer, whatever its status.
     public func call(_ call: InternalCall, on node: NodeRecord, answerWithin: AnswerBound? = nil) async throws -> Response {
-        try await send(call.method, call.path, body: call.body, to: node.ipv4 ?? node.host, port: node.port, answerWithin: answerWithin)
+        try await send(call.method, call.path, body: call.body, to: node.ipv4 ?? node.host, port: node.port, name: Self.tlsName(of: node),
+                       answerWithin: answerWithin)
     }
 
     /// Makes `call` on the node at `host:port` (the command line's own node).

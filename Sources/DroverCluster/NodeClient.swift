@@ -43,11 +43,21 @@ public struct NodeClient: Sendable {
     /// - Parameters:
     ///   - protocol: `http`, `https` (certificates verified) or `https-no-verify`.
     ///   - timeoutSeconds: `timeout` from `load-balancer`; 0 leaves it to the system.
-    public init(key: SecureCookieKey, protocol clusterProtocol: ClusterProtocol, timeoutSeconds: Int) throws {
+    ///   - caFile: `ssl-ca-file`, trusted besides the system's store.
+    public init(key: SecureCookieKey, protocol clusterProtocol: ClusterProtocol, timeoutSeconds: Int, caFile: String? = nil) throws {
         self.key = key
         self.clusterProtocol = clusterProtocol
         self.timeoutSeconds = timeoutSeconds
-        tls = try Self.tlsContext(for: clusterProtocol)
+        tls = try Self.tlsContext(for: clusterProtocol, caFile: caFile)
+    }
+
+    /// Seconds a connection to a peer may take: `timeout`, or the system's usual 75 s for 0.
+    public static func connectSeconds(timeout: Int) -> Int64 { Int64(timeout > 0 ? timeout : 75) }
+
+    /// The name a peer's certificate must carry (and the SNI sent): its host name, or nil for
+    /// a node known only by its address (its certificate is then checked against the address).
+    public static func tlsName(of node: NodeRecord) -> String? {
+        NodeAddressResolver.isIPv4(node.host) ? nil : node.host
     }
 
     /// The same client, waiting at most `seconds` for each call (its TLS context is shared).
@@ -57,15 +67,17 @@ public struct NodeClient: Sendable {
         return bounded
     }
 
-    /// The client TLS context for talking to peers: none for http, verified for https, and
-    /// unverified for https-no-verify.
-    public static func tlsContext(for clusterProtocol: ClusterProtocol) throws -> NIOSSLContext? {
+    /// The client TLS context for talking to peers: none for http, verified for https (against
+    /// the system's trust store and `caFile`), unverified for https-no-verify; TLS 1.2 or later.
+    public static func tlsContext(for clusterProtocol: ClusterProtocol, caFile: String? = nil) throws -> NIOSSLContext? {
         switch clusterProtocol {
         case .http:
             return nil
         case .https, .httpsNoVerify:
             var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.minimumTLSVersion = .tlsv12
             if clusterProtocol == .httpsNoVerify { configuration.certificateVerification = .none }
+            if let caFile { configuration.additionalTrustRoots = [.file(caFile)] }
             return try NIOSSLContext(configuration: configuration)
         }
     }
@@ -79,10 +91,12 @@ public struct NodeClient: Sendable {
     /// - Parameters:
     ///   - answerWithin: seconds the peer may take to answer once connected, and what that
     ///     bound is called in the error; nil means `timeout`.
-    public func send(_ method: HTTPMethod, _ path: String, body: [UInt8] = [], to host: String, port: Int,
+    ///   - name: the host name the peer's certificate must carry (sent as SNI); nil: `host`
+    ///     when it is a name, else the address is checked.
+    public func send(_ method: HTTPMethod, _ path: String, body: [UInt8] = [], to host: String, port: Int, name: String? = nil,
                      answerWithin: AnswerBound? = nil) async throws -> Response {
         var headers = HTTPHeaders()
-        headers.add(name: "Host", value: "\(host):\(port)")
+        headers.add(name: "Host", value: "\(name ?? host):\(port)")
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Connection", value: "close")
@@ -91,7 +105,8 @@ public struct NodeClient: Sendable {
         }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
         let bound = answerWithin ?? AnswerBound(seconds: timeoutSeconds, setting: "timeout in load-balancer")
-        return try await exchange(head, body: body, host: host, port: port, answerBound: bound)
+        return try await exchange(head, body: body, host: host, port: port, name: name ?? (NodeAddressResolver.isIPv4(host) ? nil : host),
+                                  answerBound: bound)
     }
 
     /// How long a peer may take to answer a call, and the setting that says so.
@@ -107,18 +122,19 @@ public struct NodeClient: Sendable {
         }
     }
 
-    private func exchange(_ head: HTTPRequestHead, body: [UInt8], host: String, port: Int, answerBound: AnswerBound) async throws -> Response {
-        let peer = "\(host):\(port)"
+    private func exchange(_ head: HTTPRequestHead, body: [UInt8], host: String, port: Int, name: String?,
+                          answerBound: AnswerBound) async throws -> Response {
+        let peer = name.map { "\($0) (\(host)):\(port)" } ?? "\(host):\(port)"
         let tls = self.tls
         let collector = NIOLoopBoundBox<ResponseCollector?>.makeEmptyBox(eventLoop: MultiThreadedEventLoopGroup.singleton.any())
         let channel: any Channel
         do {
             let bootstrap = ClientBootstrap(group: collector.eventLoop)
-                .connectTimeout(.seconds(Int64(timeoutSeconds > 0 ? timeoutSeconds : 75)))
+                .connectTimeout(.seconds(Self.connectSeconds(timeout: timeoutSeconds)))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let tls {
-                            let handler = try NIOSSLClientHandler(context: tls, serverHostname: NodeAddressResolver.isIPv4(host) ? nil : host)
+                            let handler = try NIOSSLClientHandler(context: tls, serverHostname: name)
                             try channel.pipeline.syncOperations.addHandler(handler)
                         }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()

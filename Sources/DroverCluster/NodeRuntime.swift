@@ -47,7 +47,7 @@ public final class NodeRuntime: Sendable {
         clusterProtocol = ClusterProtocol(sslEnabled: setup.configuration.server.sslEnabled, verifySSLCerts: lb.verifySSLCerts)
         let balancer = try setup.catalog.makeBalancer(lb, context: PluginContext(setup.configuration, key: setup.key, logger: logger))
         state = Mutex(State(loadBalancer: lb, diagnostics: setup.diagnostics, balancer: balancer,
-                            client: try NodeClient(key: setup.key, protocol: clusterProtocol, timeoutSeconds: lb.timeout),
+                            client: try NodeClient(key: setup.key, protocol: clusterProtocol, timeoutSeconds: lb.timeout, caFile: lb.sslCAFile),
                             offlineMode: FileManager.default.fileExists(atPath: setup.configuration.offlineFlagFile)))
     }
 

@@ -8,7 +8,8 @@ import Synchronization
 /// Where a session can be reached: on this node at its Unix socket, or through another node.
 public enum SessionRoute: Sendable, Equatable {
     case local(socket: String)
-    case remote(host: String, port: Int)
+    /// Another node: its address, and the name its certificate carries (``NodeClient/tlsName(of:)``).
+    case remote(host: String, port: Int, name: String? = nil)
 }
 
 /// Starts, suspends, resumes, moves and quits sessions; the node's side of DESIGN.md section 7.
@@ -593,7 +594,7 @@ public final class SessionManager: Sendable {
                 switch ownership.state {
                 case .running:
                     if owner == runtime.nodeID, let socket = liveSocket(session.id) { return .local(socket: socket) }
-                    if owner != runtime.nodeID { return .remote(host: node.ipv4 ?? node.host, port: node.port) }
+                    if owner != runtime.nodeID { return .remote(host: node.ipv4 ?? node.host, port: node.port, name: NodeClient.tlsName(of: node)) }
                     // Ours in the registry but not running here (a previous life of this node).
                     _ = try await store.transitionSession(session.id, from: ownership, to: SessionOwnership(node: nil, state: .suspended))
                     return nil
@@ -637,7 +638,7 @@ public final class SessionManager: Sendable {
         guard running.ownership.state == .running, let owner = running.ownership.node else { return nil }
         if owner == runtime.nodeID { return liveSocket(session.id).map { .local(socket: $0) } }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { return nil }
-        return .remote(host: node.ipv4 ?? node.host, port: node.port)
+        return .remote(host: node.ipv4 ?? node.host, port: node.port, name: NodeClient.tlsName(of: node))
     }
 
     /// Launches a re-placed session; if that fails, frees the row again (suspended) so a later

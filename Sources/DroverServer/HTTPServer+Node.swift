@@ -12,8 +12,19 @@ extension HTTPServer {
         let authentication = Authentication(key: runtime.key, authNone: server.authNone, pamService: server.authPAMService,
                                             secure: server.sslEnabled)
         let tls = try server.sslEnabled ? tlsContext(certificate: server.sslCertificate!, key: server.sslCertificateKey!) : nil
-        let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication,
-                                         peerTLS: try NodeClient.tlsContext(for: runtime.clusterProtocol))
+        let peerTLS = try NodeClient.tlsContext(for: runtime.clusterProtocol, caFile: runtime.loadBalancer.sslCAFile)
+        // With verify-ssl-certs=1 the peers check this node's certificate against the name
+        // they connect by: a certificate they would refuse stops the node here, saying why.
+        if let tls, let peerTLS, runtime.clusterProtocol == .https {
+            let address = runtime.address
+            let name = NodeAddressResolver.isIPv4(address.host) ? nil : address.host
+            if let problem = CertificateSelfCheck.problem(server: tls, client: peerTLS, name: name, address: address.ipv4 ?? "127.0.0.1",
+                                                          port: address.port) {
+                throw HTTPServerError.certificateRefused(certificate: server.sslCertificate!, name: name ?? address.ipv4 ?? address.host,
+                                                         reason: problem)
+            }
+        }
+        let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication, peerTLS: peerTLS)
         return try await HTTPServer(host: server.wwwAddress, port: server.wwwPort,
                                     responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
                                     proxy: proxy, tls: tls, sessionResponseTimeout: server.sessionResponseTimeout, logger: logger)

@@ -1,3 +1,4 @@
+import DroverCluster
 public import Logging
 public import NIOCore
 import NIOHTTP1
@@ -48,10 +49,7 @@ public struct HTTPServer: Service {
     /// A server context from `ssl-certificate` and `ssl-certificate-key` (PEM).
     public static func tlsContext(certificate: String, key: String) throws -> NIOSSLContext {
         do {
-            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
-            let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain,
-                                                                          privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-            return try NIOSSLContext(configuration: configuration)
+            return try NIOSSLContext(configuration: CertificateSelfCheck.serverConfiguration(certificate: certificate, key: key))
         } catch {
             throw HTTPServerError.badCertificate(certificate: certificate, key: key, reason: "\(error)")
         }
@@ -129,9 +127,15 @@ final class OpenConnections: Sendable {
 public enum HTTPServerError: Error, CustomStringConvertible {
     case cannotBind(host: String, port: Int, reason: String)
     case badCertificate(certificate: String, key: String, reason: String)
+    /// The peers would refuse the node's certificate (``CertificateSelfCheck``).
+    case certificateRefused(certificate: String, name: String, reason: String)
 
     public var description: String {
         switch self {
+        case .certificateRefused(let certificate, let name, let reason):
+            "the certificate in ssl-certificate \(certificate) does not match this node's name \(name) or is not signed by a trusted CA, "
+                + "so the other nodes (verify-ssl-certs=1) would refuse it: \(reason); use a certificate for \(name) signed by a CA in the "
+                + "system's trust store or in ssl-ca-file (load-balancer)"
         case .badCertificate(let certificate, let key, let reason):
             "cannot use ssl-certificate \(certificate) with ssl-certificate-key \(key) (\(reason)); both must be readable PEM files that belong together"
         case .cannotBind(let host, let port, let reason):

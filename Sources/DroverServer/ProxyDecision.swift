@@ -1,15 +1,18 @@
+public import NIOCore
 public import NIOHTTP1
 public import NIOSSL
 
-/// Where a proxied request is sent: a session's Unix socket on this node, or another node.
+/// Where a proxied request is sent: a session's Unix socket on this node, or another node
+/// (with the name its certificate must carry, sent as SNI, and how long connecting may take:
+/// `timeout` in load-balancer, as for every peer call).
 public enum Upstream: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
-    case tcp(host: String, port: Int)
+    case tcp(host: String, port: Int, name: String? = nil, connectTimeout: TimeAmount = .seconds(10))
 
     public var description: String {
         switch self {
         case .unix(let path): "unix:\(path)"
-        case .tcp(let host, let port): "\(host):\(port)"
+        case .tcp(let host, let port, let name, _): name.map { "\($0) (\(host)):\(port)" } ?? "\(host):\(port)"
         }
     }
 }

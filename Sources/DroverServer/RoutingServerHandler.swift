@@ -271,12 +271,15 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         let bound = NIOLoopBound(handler, eventLoop: context.eventLoop)
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         var bootstrap = ClientBootstrap(group: context.eventLoop).connectTimeout(Self.connectTimeout)
-        if case .tcp = target { bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1) }
+        if case .tcp(_, _, _, let connectTimeout) = target {
+            bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connectTimeout(connectTimeout)
+        }
+        let tlsName: String? = if case .tcp(_, _, let name, _) = target { name } else { nil }
         let connecting = bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil)) }
+                    if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: tlsName)) }
                     try pipeline.addHandler(HTTPRequestEncoder(), name: PipelineHandlerName.upstreamEncoder)
                     try pipeline.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)),
                                             name: PipelineHandlerName.upstreamDecoder)
@@ -286,7 +289,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         let connected: EventLoopFuture<any Channel>
         switch target {
         case .unix(let path): connected = connecting.connect(unixDomainSocketPath: path)
-        case .tcp(let host, let port): connected = connecting.connect(peer: host, port: port)
+        case .tcp(let host, let port, _, _): connected = connecting.connect(peer: host, port: port)
         }
         connected.whenComplete { result in
             let this = me.value

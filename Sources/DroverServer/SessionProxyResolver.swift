@@ -97,14 +97,15 @@ public struct SessionProxyResolver: ProxyResolver {
         switch route {
         case .local(let socket):
             return .forward(.unix(path: socket), tls: nil, headers: [], onFailure: forget)
-        case .remote(let host, let port):
+        case .remote(let host, let port, let name):
             if head.headers.contains(name: Self.hopHeader) {
                 forget()
                 return .respond(.text(.badGateway, "502 bad gateway: the session moved while the request was on its way; retry\n"))
             }
             let signature = InternalRequestSignature.headers(method: head.method.rawValue, path: head.uri, body: Self.hopBody(user),
                                                              key: sessions.runtime.key)
-            return .forward(.tcp(host: host, port: port), tls: peerTLS,
+            let connectTimeout = TimeAmount.seconds(NodeClient.connectSeconds(timeout: sessions.runtime.loadBalancer.timeout))
+            return .forward(.tcp(host: host, port: port, name: name, connectTimeout: connectTimeout), tls: peerTLS,
                             headers: [(Self.hopHeader, "1"), (Self.hopUserHeader, user)] + signature, onFailure: forget)
         }
     }

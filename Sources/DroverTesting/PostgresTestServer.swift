@@ -16,6 +16,9 @@ public struct PostgresTestServer: Sendable {
     /// Where createdb and psql reach the server when not at `host`: its Unix socket folder,
     /// for a server in a namespace the tests' own cannot reach.
     public var adminHost: String?
+    /// The CA certificate the server's TLS certificate (for 127.0.0.1 and localhost) is signed
+    /// by, when scripts/test.sh started it with TLS (`DROVER_TEST_PG_CA`).
+    public var certificateAuthority: String? = nil
 
     /// The server from the environment, or nil when the test command did not start one.
     public static var current: PostgresTestServer? {
@@ -25,7 +28,9 @@ public struct PostgresTestServer: Sendable {
             return nil
         }
         let runAs = env["DROVER_TEST_PG_RUN_AS"].flatMap { $0.isEmpty ? nil : $0 }
-        return PostgresTestServer(host: host, port: port, user: user, binDirectory: bin, dataDirectory: data, runAs: runAs)
+        var server = PostgresTestServer(host: host, port: port, user: user, binDirectory: bin, dataDirectory: data, runAs: runAs)
+        server.certificateAuthority = env["DROVER_TEST_PG_CA"].flatMap { $0.isEmpty ? nil : $0 }
+        return server
     }
 
     /// Whether PostgreSQL tests run: always in CI (where a missing server then fails them),

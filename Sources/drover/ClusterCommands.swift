@@ -56,7 +56,7 @@ func tellPeers(_ notice: PeerNotice, access: RegistryAccess, nodes: [NodeRecord]
     let lb = access.configuration.effectiveLoadBalancer
     let clusterProtocol = (try? await access.store.cluster())?.protocol
         ?? ClusterProtocol(sslEnabled: access.configuration.server.sslEnabled, verifySSLCerts: lb.verifySSLCerts)
-    guard let client = try? NodeClient(key: key, protocol: clusterProtocol, timeoutSeconds: lb.timeout) else { return }
+    guard let client = try? NodeClient(key: key, protocol: clusterProtocol, timeoutSeconds: lb.timeout, caFile: lb.sslCAFile) else { return }
     let peers = nodes.filter { $0.isServing(now: now, heartbeatInterval: lb.heartbeatInterval) }
     for (node, reason) in await client.tell(peers, notice) {
         FileHandle.standardError.write(Data("drover: warning: could not tell node \(node.id) (\(reason)); it will notice at its next heartbeat\n".utf8))

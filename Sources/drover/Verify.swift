@@ -1,4 +1,5 @@
 import ArgumentParser
+import DroverCluster
 import DroverKernel
 import DroverPlugins
 import Foundation
@@ -65,8 +66,27 @@ struct Verify: AsyncParsableCommand {
         } catch {
             throw failed("plugins", error)
         }
-        if config.isClustered {
-            await checkCluster(config)
+        if let lb = config.loadBalancer, config.server.sslEnabled, lb.verifySSLCerts {
+            guard let address = NodeAddressResolver.resolve(wwwHostName: lb.wwwHostName, wwwAddress: config.server.wwwAddress,
+                                                            wwwPort: config.server.wwwPort) else {
+                print("FAIL  address: this node's address cannot be determined; set www-host-name in load-balancer")
+                throw ExitCode(2)
+            }
+            do {
+                if let problem = try CertificateSelfCheck.problem(config, address: address) {
+                    print("FAIL  certificate: \(config.server.sslCertificate ?? "?") would be refused by the other nodes, which check it "
+                        + "against \(NodeAddressResolver.isIPv4(address.host) ? address.ipv4 ?? address.host : address.host): \(problem)")
+                    throw ExitCode(2)
+                }
+                pass("certificate \(config.server.sslCertificate ?? "?") is valid for \(address.host), as the other nodes check it")
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                throw failed("certificate", error)
+            }
+        }
+        if config.isClustered, await !checkCluster(config) {
+            throw ExitCode(2)
         }
         if case .encrypted = config.database.password {
             do {
@@ -78,16 +98,33 @@ struct Verify: AsyncParsableCommand {
         }
     }
 
-    /// Compares this node's configuration with the cluster's rows; differences are warnings.
-    func checkCluster(_ config: DroverConfiguration) async {
+    /// Compares this node's configuration with the cluster's rows; differences are warnings,
+    /// what would make the cluster refuse the node (another version; a SQLite registry that
+    /// another machine's nodes use) fails.
+    /// - Returns: false when a check failed.
+    func checkCluster(_ config: DroverConfiguration) async -> Bool {
         let nodes: [NodeRecord]
+        let security: String
         do {
-            nodes = try await RegistryAccess.using(options) { try await $0.store.nodes() }
+            (nodes, security) = try await RegistryAccess.using(options) { (try await $0.store.nodes(), try await $0.store.connectionSecurity()) }
         } catch {
             print("warn  registry: cannot read the node list (\(error))")
-            return
+            return true
         }
-        print("ok    registry reachable (\(nodes.count) node rows)")
+        print("ok    registry reachable (\(nodes.count) node rows); connection \(security)")
+        // Online rows of other nodes than this one (its own row may be Online if it runs).
+        let own = try? String(contentsOfFile: config.nodeIDFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let online = nodes.filter { $0.status == .online && String($0.id) != own }
+        var passed = true
+        if let refusal = OneMachineRegistry(config.registry)?.refusal(online: online) {
+            print("FAIL  registry: \(refusal)")
+            passed = false
+        }
+        if let other = online.first(where: { $0.version != ClusterMembership.version }) {
+            print("FAIL  version: this node runs Drover \(ClusterMembership.version) but the Online nodes run \(other.version) "
+                + "(e.g. \(other.host):\(other.port)); it would be refused: upgrade every node together (README, Upgrading)")
+            passed = false
+        }
         if let majority = nodes.majorityConfigHash, majority != config.fingerprint {
             print("warn  this node's configuration (\(config.fingerprint)) differs from most nodes' (\(majority)); keep the configuration directory identical on every node")
         }
@@ -98,5 +135,6 @@ struct Verify: AsyncParsableCommand {
         for node in nodes where outliers.launcher.contains(node.id) {
             print("warn  node \(node.id) (\(node.host):\(node.port)) has launcher keys that differ from most nodes'")
         }
+        return passed
     }
 }

@@ -100,6 +100,43 @@ import Testing
         #expect(try await stranger.stop(0) == 0)
     }
 
+    /// A SQLite registry shared by two machines (over NFS) would lose SQLite's locking: the
+    /// nodes of a second machine are refused while the first machine's run, before they write
+    /// anything, and `drover verify` on that machine fails the same way; once none of the first
+    /// machine's nodes is Online the other machine may take the file over. "Another machine" is
+    /// a mount namespace with its own `/etc/machine-id`.
+    @Test(.enabled(if: geteuid() == 0))
+    func aSQLiteRegistryServesTheNodesOfOneMachineOnly() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2", "127.0.0.3"], backend: .sqlite)
+        let machine = TemporaryDirectory(prefix: "drover-machine")
+        let otherID = try machine.write("machine-id", "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\n")
+        let elsewhere = ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                         #"mount --bind "$0" /etc/machine-id && exec "$@""#, otherID]
+        func onTheOtherMachine(_ command: [String]) async throws -> Executable.Result {
+            try await Executable.run(elsewhere[0], Array(elsewhere.dropFirst()) + command, timeout: 60)
+        }
+        try await cluster.start(0)
+        let refused = try await onTheOtherMachine([Executable.path("droverd"), "--config-dir", cluster.nodes[1].path])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("use PostgreSQL for a cluster of several machines"), "\(refused.stderr)")
+        #expect(try await cluster.statuses().map(\.host) == ["127.0.0.1"], "the refused node wrote no row")
+        let verified = try await onTheOtherMachine([Executable.path("drover"), "verify", "--config-dir", cluster.nodes[1].path])
+        #expect(verified.status == 2)
+        #expect(verified.stdout.contains("FAIL  registry: the SQLite registry"), "\(verified.stdout)")
+        // A second node of the same machine is welcome.
+        try await cluster.start(2)
+        #expect(try await cluster.status(of: "127.0.0.3") == "Online")
+        #expect(try await cluster.drover(2, ["verify"]).status == 0)
+
+        // With the first machine's nodes stopped, the other machine takes the file over.
+        for index in [0, 2] { #expect(try await cluster.stop(index) == 0) }
+        try await cluster.start(1, launcher: elsewhere)
+        #expect(try await cluster.status(of: "127.0.0.2") == "Online")
+        let now = try await Executable.run("droverd", ["--config-dir", cluster.nodes[0].path], timeout: 60)
+        #expect(now.status == 2, "now this machine is the other one")
+        #expect(try await cluster.stop(1) == 0)
+    }
+
     @Test func resetClusterThenTheNextReloadOrStartDefinesItAgain() async throws {
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite)
         try await cluster.start(0)

@@ -42,6 +42,38 @@ import Testing
         for node in nodes { await node.stop() }
     }
 
+    /// Clock skew (issue 15, item 6): a node whose clock is away from the database's says so
+    /// at start, with the seconds; one in step says nothing. Liveness is judged on the
+    /// database's clock alone, so the skewed node is still `Online` to its peers, and its
+    /// signed calls are refused only beyond the signature window, naming the clocks.
+    @Test func aNodeWhoseClockIsAwayFromTheDatabasesIsWarnedAndStillCountsAsAlive() async throws {
+        let clock = InProcessNode.TestClock(Date())
+        let registry = InProcessNode.sharedRegistry(clock: clock)
+        let inStep = try await InProcessNode(address: "127.0.0.1", loadBalancer: Self.diagnostics, clock: clock, registry: registry)
+        #expect(inStep.config.directory.read("diag.log")?.contains("event=clock-skew") == false)
+        // The database's clock ninety seconds ahead of this machine's, for the second node.
+        clock.advance(90 + Date().timeIntervalSince(clock.now))
+        let skewed = try await InProcessNode(address: "127.0.0.2", loadBalancer: Self.diagnostics, clock: clock, registry: registry)
+        let log = try #require(skewed.config.directory.read("diag.log"))
+        let line = try #require(log.split(separator: "\n").first { $0.contains("event=clock-skew") }, "\(log)")
+        let seconds = try #require(line.split(separator: " ").first { $0.hasPrefix("seconds=") }.flatMap { Double($0.dropFirst(8)) })
+        // Ninety seconds, less the real time the test took so far (the test's clock stands still).
+        #expect((-91 ... -60).contains(seconds), "\(line)")
+        // Every row is written on the database's clock: after a beat each (no heartbeat runs in
+        // process), both are Online to each of them, the skewed one included.
+        for node in [inStep, skewed] { await node.membership.heartbeat() }
+        for node in [inStep, skewed] {
+            let status = try await node.request(NodeEndpoint.status).body
+            #expect(status.contains("127.0.0.2:\(skewed.port) Load: ") && status.contains("127.0.0.1:\(inStep.port) Load: "), "\(status)")
+        }
+        // A call signed on a clock that far off is refused, and the answer names the clocks.
+        let refused = try await inStep.request("GET", "/load-balancer/ping",
+                                               headers: inStep.signedHeaders("GET", "/load-balancer/ping", now: Date().addingTimeInterval(90)))
+        #expect(refused.status == 403)
+        #expect(refused.body.contains("check that the nodes' clocks are synchronised"), "\(refused.body)")
+        for node in [inStep, skewed] { await node.stop() }
+    }
+
     /// Two first nodes starting at the same moment define the cluster once: with the same key
     /// both join; with different keys the second is refused. Twenty rounds of each.
     @Test func twoFirstNodesStartingTogetherDefineTheClusterOnce() async throws {

@@ -45,6 +45,15 @@ import Testing
         #expect(config.poolSize == 8)
     }
 
+    @Test func tlsKeysAreLibpqsAndChecked() async throws {
+        let config = try parse("sslmode=verify-full\nsslrootcert=/etc/ssl/certs/ca-certificates.crt\n")
+        #expect(config.sslMode == "verify-full")
+        #expect(config.sslRootCertificate == "/etc/ssl/certs/ca-certificates.crt")
+        #expect(try parse("").sslMode == nil)
+        #expect(throws: ConfigurationError.self) { try parse("sslmode=on\n") }
+        #expect(throws: ConfigurationError.self) { try parse("sslrootcert=no-such-ca.pem\n") }
+    }
+
     @Test func encryptedPasswordIsRecognisedAndNeverPrinted() async throws {
         let config = try parse("password=encrypted:abcdef\n")
         #expect(config.password == .encrypted("abcdef"))
@@ -58,7 +67,7 @@ import Testing
         ("connection-timeout-seconds=-3", 1, "'connection-timeout-seconds' must be from 1 to 3600, found -3"),
         ("connection-uri=mysql://x", 1, "'connection-uri' must start with postgresql:// (e.g. postgresql://drover@db.example.com:5432/drover)"),
         ("database=a/b", 1, "'database' is a name, not a path; use 'directory' for the SQLite file's folder"),
-        ("passwd=x", 1, "unknown key 'passwd'; known keys are provider, directory, host, port, database, username, password, connection-uri, connection-timeout-seconds, pool-size"),
+        ("passwd=x", 1, "unknown key 'passwd'; known keys are provider, directory, host, port, database, username, password, connection-uri, connection-timeout-seconds, pool-size, sslmode, sslrootcert"),
     ])
     func rejectsBadInput(text: String, line: Int, message: String) {
         #expect(throws: ConfigurationError(file: "/etc/drover/database.conf", line: line, message)) { try parse(text) }

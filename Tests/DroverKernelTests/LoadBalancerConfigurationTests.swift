@@ -38,6 +38,15 @@ import Testing
         #expect(config.source.lines["heartbeat-interval"] == 7)
     }
 
+    @Test func sslCAFileMustBeReadable() async throws {
+        #expect(try parse("").sslCAFile == nil)
+        #expect(try parse("ssl-ca-file=/etc/ssl/certs/ca-certificates.crt\n").sslCAFile == "/etc/ssl/certs/ca-certificates.crt")
+        #expect(throws: ConfigurationError(file: "/etc/drover/load-balancer", line: 1,
+            "ssl-ca-file /etc/drover/private-ca.pem cannot be read; give the PEM file of the CA that signed the nodes' certificates")) {
+            try parse("ssl-ca-file=private-ca.pem\n")
+        }
+    }
+
     @Test func legacyFormIsAcceptedAndNodesAreIgnoredWithAWarning() async throws {
         // The seed's form: bare host names under [nodes], one per line.
         let config = try parse("[config]\nbalancer=sessions\ntimeout=5\n[nodes]\nserver1.example.com\nserver2.example.com\nserver3=1\n")
@@ -60,7 +69,7 @@ import Testing
     }
 
     @Test(arguments: [
-        ("color=blue", 1, "unknown key 'color'; known keys are balancer, www-host-name, timeout, verify-ssl-certs, diagnostics, diagnostics-file, heartbeat-interval"),
+        ("color=blue", 1, "unknown key 'color'; known keys are balancer, www-host-name, timeout, verify-ssl-certs, diagnostics, diagnostics-file, heartbeat-interval, ssl-ca-file"),
         ("timeout=ten", 1, "'timeout' must be a whole number, found 'ten'"),
         ("timeout=-1", 1, "'timeout' must be from 0 to 3600, found -1"),
         ("heartbeat-interval=0", 1, "'heartbeat-interval' must be from 1 to 3600, found 0"),

@@ -1,13 +1,18 @@
+import Foundation
+
 /// The `database.conf` file: which registry store holds cluster state, and how to reach it.
 ///
 /// Keys (default): `provider` (`sqlite`), `directory` (the `server-data-dir`), `host`
 /// (`localhost`), `port` (5432), `database` (`drover`), `username` (the connecting OS user),
 /// `password` (none; plain, or encrypted by `drover encrypt-password`), `connection-uri` (none;
-/// overrides host, port, database, username), `connection-timeout-seconds` (10), `pool-size` (4).
+/// overrides host, port, database, username), `connection-timeout-seconds` (10), `pool-size` (4),
+/// `sslmode` (libpq's default, `prefer`) and `sslrootcert` (libpq's default, `~/.postgresql/root.crt`).
 public struct DatabaseConfiguration: Sendable, Equatable {
     public static let fileName = "database.conf"
     static let keys = ["provider", "directory", "host", "port", "database", "username", "password",
-                       "connection-uri", "connection-timeout-seconds", "pool-size"]
+                       "connection-uri", "connection-timeout-seconds", "pool-size", "sslmode", "sslrootcert"]
+    /// libpq's `sslmode` values.
+    public static let sslModes = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
     /// `provider`: the registry store plugin.
     public var provider = "sqlite"
@@ -29,6 +34,10 @@ public struct DatabaseConfiguration: Sendable, Equatable {
     public var connectionTimeoutSeconds = 10
     /// `pool-size`: the most connections a node keeps open.
     public var poolSize = 4
+    /// `sslmode`: libpq's; nil leaves libpq's default (`prefer`) or the URI's.
+    public var sslMode: String?
+    /// `sslrootcert`: the CA certificates (PEM) a server's certificate is verified against.
+    public var sslRootCertificate: String?
 
     /// Where the keys were read from.
     public var source = ConfigSource(file: Self.fileName)
@@ -51,6 +60,14 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         connectionURI = try reader.string("connection-uri")
         connectionTimeoutSeconds = try reader.integer("connection-timeout-seconds", default: connectionTimeoutSeconds, in: 1...3600)
         poolSize = try reader.integer("pool-size", default: poolSize, in: 1...1000)
+        sslMode = try reader.string("sslmode")
+        if let mode = sslMode, !Self.sslModes.contains(mode), let entry = reader.entry("sslmode") {
+            throw reader.error(entry, "sslmode must be one of \(Self.sslModes.joined(separator: ", ")) (verify-full checks the server's certificate and name)")
+        }
+        sslRootCertificate = try reader.path("sslrootcert")
+        if let root = sslRootCertificate, let entry = reader.entry("sslrootcert"), !FileManager.default.isReadableFile(atPath: root) {
+            throw reader.error(entry, "sslrootcert \(root) cannot be read; give the PEM file of the CA that signed the database server's certificate")
+        }
         if let uri = connectionURI, let entry = reader.entry("connection-uri"),
            !(uri.hasPrefix("postgresql://") || uri.hasPrefix("postgres://")) {
             throw reader.error(entry, "'connection-uri' must start with postgresql:// (e.g. postgresql://drover@db.example.com:5432/drover)")

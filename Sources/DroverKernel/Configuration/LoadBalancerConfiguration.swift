@@ -1,9 +1,12 @@
+import Foundation
+
 /// The `load-balancer` file. Its presence turns clustering on; every key has a default, so it may
 /// be empty.
 ///
 /// Keys (default): `balancer` (`sessions`), `www-host-name` (none), `timeout` (10 seconds, 0 = the
 /// system's own), `verify-ssl-certs` (1), `diagnostics` (off; `tmp` or `stderr`),
-/// `diagnostics-file` (`/tmp/drover-load-balancer-diagnostics`), `heartbeat-interval` (5 seconds).
+/// `diagnostics-file` (`/tmp/drover-load-balancer-diagnostics`), `heartbeat-interval` (5 seconds),
+/// `ssl-ca-file` (none: the system's trust store only).
 /// Plugins may declare keys of their own (``PluginSettings``).
 ///
 /// The legacy form, with the settings under `[config]` and node names under `[nodes]`, is
@@ -12,7 +15,7 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public static let fileName = "load-balancer"
     public static let defaultDiagnosticsFile = "/tmp/drover-load-balancer-diagnostics"
     static let keys = ["balancer", "www-host-name", "timeout", "verify-ssl-certs", "diagnostics",
-                       "diagnostics-file", "heartbeat-interval"]
+                       "diagnostics-file", "heartbeat-interval", "ssl-ca-file"]
 
     /// `balancer`: the name of the balancer strategy plugin.
     public var balancer: String = "sessions"
@@ -22,6 +25,9 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var timeout: Int = 10
     /// `verify-ssl-certs`: whether https peers must present a valid certificate.
     public var verifySSLCerts: Bool = true
+    /// `ssl-ca-file`: CA certificates (PEM) trusted for peers' certificates besides the
+    /// system's trust store, for a private CA.
+    public var sslCAFile: String?
     /// `diagnostics`: the diagnostics sink plugin, or nil for none.
     public var diagnostics: String?
     /// `diagnostics-file`: where the `tmp` sink writes.
@@ -56,6 +62,10 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
         wwwHostName = try reader.string("www-host-name")
         timeout = try reader.integer("timeout", default: timeout, in: 0...3600)
         verifySSLCerts = try reader.boolean("verify-ssl-certs", default: verifySSLCerts)
+        sslCAFile = try reader.path("ssl-ca-file")
+        if let caFile = sslCAFile, let entry = reader.entry("ssl-ca-file"), !FileManager.default.isReadableFile(atPath: caFile) {
+            throw reader.error(entry, "ssl-ca-file \(caFile) cannot be read; give the PEM file of the CA that signed the nodes' certificates")
+        }
         diagnostics = try reader.string("diagnostics")
         diagnosticsFile = try reader.path("diagnostics-file") ?? diagnosticsFile
         heartbeatInterval = try reader.integer("heartbeat-interval", default: heartbeatInterval, in: 1...3600)

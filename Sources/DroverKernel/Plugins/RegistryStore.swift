@@ -80,6 +80,15 @@ public protocol RegistryStore: Sendable {
 
     /// Releases connections; later calls fail.
     func close() async
+
+    /// How this process reaches the store, for `drover verify`: whether the connection is
+    /// encrypted and with what (`TLSv1.3, TLS_AES_256_GCM_SHA384`), or that there is no network
+    /// in between.
+    func connectionSecurity() async throws -> String
+}
+
+extension RegistryStore {
+    public func connectionSecurity() async throws -> String { "no network connection (a local store)" }
 }
 
 /// All rows of a registry.
