@@ -105,13 +105,21 @@ struct Verify: AsyncParsableCommand {
     func checkCluster(_ config: DroverConfiguration) async -> Bool {
         let nodes: [NodeRecord]
         let security: String
+        let databaseNow: Date
         do {
-            (nodes, security) = try await RegistryAccess.using(options) { (try await $0.store.nodes(), try await $0.store.connectionSecurity()) }
+            (nodes, security, databaseNow) = try await RegistryAccess.using(options) {
+                (try await $0.store.nodes(), try await $0.store.connectionSecurity(), try await $0.store.now())
+            }
         } catch {
             print("warn  registry: cannot read the node list (\(error))")
             return true
         }
         print("ok    registry reachable (\(nodes.count) node rows); connection \(security)")
+        let skew = Date().timeIntervalSince(databaseNow)
+        if abs(skew) > 1 {
+            print("warn  this machine's clock is \(String(format: "%.1f", skew)) s away from the database's; synchronise clocks (e.g. chrony): "
+                + "node-to-node calls more than 60 s off are refused, and cross-node locks depend on the clocks")
+        }
         // Online rows of other nodes than this one (its own row may be Online if it runs).
         let own = try? String(contentsOfFile: config.nodeIDFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let online = nodes.filter { $0.status == .online && String($0.id) != own }
