@@ -60,6 +60,18 @@ public enum CertificateSelfCheck {
         return configuration
     }
 
+    /// The check for a node reached at `address`, with its server context and the client
+    /// context its peers use.
+    public static func problem(server: NIOSSLContext, client: NIOSSLContext, address: NodeAddress) -> String? {
+        problem(server: server, client: client, name: NodeClient.tlsName(forHost: address.host), address: address.ipv4 ?? "127.0.0.1",
+                port: address.port)
+    }
+
+    /// What the peers check a node's certificate against: its name, or its address.
+    public static func checkedName(_ address: NodeAddress) -> String {
+        NodeClient.tlsName(forHost: address.host) ?? address.ipv4 ?? address.host
+    }
+
     /// The check for a node's configuration: nil when its certificate would be accepted (or
     /// the cluster does not verify certificates), else why not.
     public static func problem(_ configuration: DroverConfiguration, address: NodeAddress) throws -> String? {
@@ -67,9 +79,8 @@ public enum CertificateSelfCheck {
         guard server.sslEnabled, let certificate = server.sslCertificate, let key = server.sslCertificateKey,
               let loadBalancer = configuration.loadBalancer, loadBalancer.verifySSLCerts,
               let client = try NodeClient.tlsContext(for: .https, caFile: loadBalancer.sslCAFile) else { return nil }
-        let name = NodeAddressResolver.isIPv4(address.host) ? nil : address.host
         return problem(server: try NIOSSLContext(configuration: serverConfiguration(certificate: certificate, key: key)), client: client,
-                       name: name, address: address.ipv4 ?? "127.0.0.1", port: address.port)
+                       address: address)
     }
 
     /// Records how the client's handshake ended: nil inside for success, else the reason.

@@ -13,7 +13,7 @@ public struct MembershipError: Error, CustomStringConvertible {
 /// and telling peers about each.
 public struct ClusterMembership: Sendable {
     public let runtime: NodeRuntime
-    public static let version = "0.1.0"
+    static let version = "0.1.0"
     /// The Drover version this build is, as every node's row records it.
     public static var currentVersion: String { version }
 

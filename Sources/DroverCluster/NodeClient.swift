@@ -56,9 +56,12 @@ public struct NodeClient: Sendable {
 
     /// The name a peer's certificate must carry (and the SNI sent): its host name, or nil for
     /// a node known only by its address (its certificate is then checked against the address).
-    public static func tlsName(of node: NodeRecord) -> String? {
-        NodeAddressResolver.isIPv4(node.host) ? nil : node.host
+    public static func tlsName(forHost host: String) -> String? {
+        NodeAddressResolver.isIPv4(host) ? nil : host
     }
+
+    /// ``tlsName(forHost:)`` of a node's row.
+    public static func tlsName(of node: NodeRecord) -> String? { tlsName(forHost: node.host) }
 
     /// The same client, waiting at most `seconds` for each call (its TLS context is shared).
     public func withTimeout(_ seconds: Int) -> NodeClient {
@@ -105,7 +108,7 @@ public struct NodeClient: Sendable {
         }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
         let bound = answerWithin ?? AnswerBound(seconds: timeoutSeconds, setting: "timeout in load-balancer")
-        return try await exchange(head, body: body, host: host, port: port, name: name ?? (NodeAddressResolver.isIPv4(host) ? nil : host),
+        return try await exchange(head, body: body, host: host, port: port, name: name ?? Self.tlsName(forHost: host),
                                   answerBound: bound)
     }
 

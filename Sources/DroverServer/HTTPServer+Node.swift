@@ -15,14 +15,10 @@ extension HTTPServer {
         let peerTLS = try NodeClient.tlsContext(for: runtime.clusterProtocol, caFile: runtime.loadBalancer.sslCAFile)
         // With verify-ssl-certs=1 the peers check this node's certificate against the name
         // they connect by: a certificate they would refuse stops the node here, saying why.
-        if let tls, let peerTLS, runtime.clusterProtocol == .https {
-            let address = runtime.address
-            let name = NodeAddressResolver.isIPv4(address.host) ? nil : address.host
-            if let problem = CertificateSelfCheck.problem(server: tls, client: peerTLS, name: name, address: address.ipv4 ?? "127.0.0.1",
-                                                          port: address.port) {
-                throw HTTPServerError.certificateRefused(certificate: server.sslCertificate!, name: name ?? address.ipv4 ?? address.host,
-                                                         reason: problem)
-            }
+        if let tls, let peerTLS, runtime.clusterProtocol == .https,
+           let problem = CertificateSelfCheck.problem(server: tls, client: peerTLS, address: runtime.address) {
+            throw HTTPServerError.certificateRefused(certificate: server.sslCertificate!, name: CertificateSelfCheck.checkedName(runtime.address),
+                                                     reason: problem)
         }
         let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication, peerTLS: peerTLS)
         return try await HTTPServer(host: server.wwwAddress, port: server.wwwPort,

@@ -75,10 +75,10 @@ struct Verify: AsyncParsableCommand {
             do {
                 if let problem = try CertificateSelfCheck.problem(config, address: address) {
                     print("FAIL  certificate: \(config.server.sslCertificate ?? "?") would be refused by the other nodes, which check it "
-                        + "against \(NodeAddressResolver.isIPv4(address.host) ? address.ipv4 ?? address.host : address.host): \(problem)")
+                        + "against \(CertificateSelfCheck.checkedName(address)): \(problem)")
                     throw ExitCode(2)
                 }
-                pass("certificate \(config.server.sslCertificate ?? "?") is valid for \(address.host), as the other nodes check it")
+                pass("certificate \(config.server.sslCertificate ?? "?") is valid for \(CertificateSelfCheck.checkedName(address)), as the other nodes check it")
             } catch let exit as ExitCode {
                 throw exit
             } catch {
@@ -128,8 +128,8 @@ struct Verify: AsyncParsableCommand {
             print("FAIL  registry: \(refusal)")
             passed = false
         }
-        if let other = online.first(where: { $0.version != ClusterMembership.version }) {
-            print("FAIL  version: this node runs Drover \(ClusterMembership.version) but the Online nodes run \(other.version) "
+        if let other = online.first(where: { $0.version != ClusterMembership.currentVersion }) {
+            print("FAIL  version: this node runs Drover \(ClusterMembership.currentVersion) but the Online nodes run \(other.version) "
                 + "(e.g. \(other.host):\(other.port)); it would be refused: upgrade every node together (README, Upgrading)")
             passed = false
         }
