@@ -284,11 +284,16 @@ public final class SessionManager: Sendable {
             let ownerAlive = try await ownerIsAlive(ownership)
             if ownership.state == .suspended || !ownerAlive {
                 // Nothing runs (suspended, or its node died with its process): claim the row
-                // by compare-and-set, so a resume racing with us cannot lose its process.
+                // for this node by compare-and-set, so a resume racing with us cannot lose its
+                // process, and so that, should this node die before the row is gone, it
+                // completes the quit when it comes back (`releaseRowsOfPreviousRun`).
                 if ownership.state == .quitting && ownership.node == nil {
                     // Another quit holds it; wait for it to finish.
-                } else if try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: nil, state: .quitting)) {
-                    if try await store.deleteSession(id) { await removeSavedState(session) }
+                } else if try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: runtime.nodeID, state: .quitting)) {
+                    // The saved state goes first: a row left `quitting` gets its quit
+                    // completed, a state folder without a row would stay for ever.
+                    await removeSavedState(session)
+                    _ = try await store.deleteSession(id)
                     routes.forget(id)
                     return
                 }
@@ -347,8 +352,8 @@ public final class SessionManager: Sendable {
 
     public func quitLocal(_ id: String) async throws {
         guard let self_ = runtime.nodeID, let entry = supervisor.session(id) else {
-            if let row = try await store.session(id), row.ownership.node == runtime.nodeID, try await store.deleteSession(id) {
-                await removeSavedState(row)
+            if let row = try await store.session(id), row.ownership.node == runtime.nodeID {
+                _ = try await release(row, quitting: true)
             }
             return
         }
@@ -357,8 +362,10 @@ public final class SessionManager: Sendable {
                                                   to: SessionOwnership(node: self_, state: .quitting, pid: pid))
         }
         await supervisor.stop(id, .quit)
-        _ = try await store.deleteSession(id)
+        // State before row: should this node die in between, the row it left `quitting` has
+        // its quit completed when the node comes back.
         if let account = await SessionProcess.lookUp(entry.username) { await removeState(entry.stateDirectory, of: account) }
+        _ = try await store.deleteSession(id)
         await finish(id, entry, .quit)
     }
 
@@ -438,11 +445,11 @@ public final class SessionManager: Sendable {
     /// Frees a row of this node whose session runs nowhere: a quit under way is completed (row
     /// and saved state removed), anything else becomes `suspended`, by compare-and-set.
     /// - Returns: whether the row was freed (false: it changed meanwhile).
-    private func release(_ row: SessionRecord) async throws -> Bool {
-        if row.ownership.state == .quitting {
-            guard try await store.deleteSession(row.id) else { return false }
+    private func release(_ row: SessionRecord, quitting: Bool = false) async throws -> Bool {
+        if quitting || row.ownership.state == .quitting {
+            // The saved state first, then the row: a row still there gets its quit completed.
             await removeSavedState(row)
-            return true
+            return try await store.deleteSession(row.id)
         }
         return try await store.transitionSession(row.id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended))
     }
@@ -522,6 +529,9 @@ public final class SessionManager: Sendable {
         // from what this copy saves now (it cannot start before this copy's lock is free).
         let quit = row == nil || row?.ownership.state == .quitting
         await supervisor.stop(id, quit ? .quit : .suspend)
+        // A session saves when it is ended (SIGTERM as well as SIGUSR1), so a quit that was
+        // completed elsewhere while this copy ran on would find its state back. It goes again.
+        if quit, let account = await SessionProcess.lookUp(entry.username) { await removeState(entry.stateDirectory, of: account) }
         await finish(id, entry, quit ? .quit : .suspended)
     }
 

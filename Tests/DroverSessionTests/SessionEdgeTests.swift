@@ -79,6 +79,32 @@ import Testing
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
     }
 
+    /// Found by the chaos test: a session quit through another node while its owner looked dead
+    /// (paused, or cut off from the database) had its saved state back once the owner ended its
+    /// copy, because a session saves when it is ended. The owner now removes the state of a copy
+    /// whose row is gone, after ending it.
+    @Test func aCopyWhoseRowWasQuitElsewhereEndsWithoutLeavingItsState() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let (id, _) = try #require(try await startSessions(cluster, count: 1).first)
+        #expect(count(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count")) == 1)
+        let state = try #require(getpwuid(geteuid())).pointee.pw_dir.map { String(cString: $0) }! + "/.local/share/drover/sessions/" + id
+        // What a quit through another node leaves while this one looked dead: no row, no state.
+        let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"delete from session where id=?\", (sys.argv[2],)); c.commit()"
+        let written = try await Executable.run("/usr/bin/env", ["python3", "-c", script, cluster.shared.url("drover.sqlite"), id])
+        #expect(written.status == 0, "\(written.stderr)")
+        try await cluster.eventually("the copy ends", timeout: 20) {
+            let log = cluster.process(0)?.stderr ?? ""
+            return !SystemUsers.runningSessionIDs().contains(id)
+                && log.split(separator: "\n").contains { $0.contains("event=session-quit") && $0.contains(id) }
+        }
+        #expect(!FileManager.default.fileExists(atPath: state), "the quit session's saved state is removed")
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/count").status == 404)
+        #expect(try await cluster.stop(0) == 0)
+    }
+
     /// Found by the chaos test: a node placed a session on another, then died before its
     /// start call arrived; the row stayed `starting` on a live node and every request waited
     /// on it ("keeps moving"). The node it names frees it after three `timeout`s and five
