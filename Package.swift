@@ -171,7 +171,7 @@ let package = Package(
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverSessionTests",
-            dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "droverd", "drover", "drover-demo-session",
+            dependencies: ["DroverCluster", "DroverKernel", "DroverPlugins", "DroverTesting", "droverd", "drover", "drover-demo-session",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: sharedSettings),
         .testTarget(

@@ -95,7 +95,7 @@ public final class SessionManager: Sendable {
                 return try await launchOnOwner(placed, isNew: true)
             } catch {
                 // No half-made session: a row whose process never ran goes.
-                if let row = try? await store.session(placed.id), row.ownership.state == .starting {
+                if let row = try? await store.session(placed.id), row.ownership == placed.ownership {
                     _ = try? await store.deleteSession(placed.id)
                 }
                 // Placed on a node that began stopping meanwhile: it has left placement by
@@ -118,6 +118,7 @@ public final class SessionManager: Sendable {
         if response.status == 429 { throw SessionError.busy("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         if response.status == 421 { throw SessionError.stopping("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         if response.status == 503 { throw SessionError.unavailable("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        if response.status == 409 { throw SessionError.moved("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         guard response.status == 200 else {
             throw SessionError.launchFailed("node \(owner) (\(node.host):\(node.port)): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
@@ -202,7 +203,7 @@ public final class SessionManager: Sendable {
     private func launchAdmitted(_ id: String, isNew: Bool) async throws -> SessionRecord {
         guard let self_ = runtime.nodeID, let session = try await store.session(id),
               session.ownership.node == self_, session.ownership.state == .starting else {
-            throw SessionError.launchFailed("session \(id) is not waiting to start on this node")
+            throw SessionError.moved("session \(id) is no longer waiting to start on this node; it was moved meanwhile")
         }
         guard let command = sessionCommand else {
             throw SessionError.launchFailed("no session-command is configured in rserver.conf")
@@ -233,7 +234,7 @@ public final class SessionManager: Sendable {
             try await waitUntilAnswering(id: id, socket: socket, account: account, log: stateDirectory + "/session.log")
             let running = SessionOwnership(node: self_, state: .running, pid: pid)
             guard try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting), to: running) else {
-                throw SessionError.launchFailed("the session was moved while it started")
+                throw SessionError.moved("session \(id) was moved while it started")
             }
             supervisor.apply(.answered, to: id)
             routes.remember(id, .local(socket: socket), username: account.name)
@@ -644,6 +645,9 @@ public final class SessionManager: Sendable {
         } catch SessionError.stopping {
             // Its row is suspended again; the stopping node has left placement: look again.
             return nil
+        } catch SessionError.moved {
+            // Another request or node started or freed it meanwhile: look again.
+            return nil
         }
         guard running.ownership.state == .running, let owner = running.ownership.node else { return nil }
         if owner == runtime.nodeID { return liveSocket(session.id).map { .local(socket: $0) } }
@@ -657,7 +661,8 @@ public final class SessionManager: Sendable {
         do {
             return try await launchOnOwner(placed)
         } catch {
-            if let row = try? await store.session(placed.id), row.ownership.state == .starting, let node = row.ownership.node {
+            // Only the placement made here: a start another request made meanwhile is its own.
+            if let node = placed.ownership.node {
                 _ = try? await store.transitionSession(placed.id, from: SessionOwnership(node: node, state: .starting),
                                                        to: SessionOwnership(node: nil, state: .suspended))
             }

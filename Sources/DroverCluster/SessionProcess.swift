@@ -111,6 +111,9 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
     case busy(String)
     /// The node is stopping and starts no session: the placer places it again elsewhere.
     case stopping(String)
+    /// The row changed while the session was being started (another request or node started
+    /// it, or freed it): not a failure of the session, the caller looks at the row again.
+    case moved(String)
 
     public var description: String {
         switch self {
@@ -119,12 +122,14 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .unavailable(let reason): reason
         case .busy(let reason): reason
         case .stopping(let reason): reason
+        case .moved(let reason): reason
         }
     }
 
     /// 404 for a missing session, 429 for a node at its start limit, 500 for a start that
     /// failed, 503 for a session or node that is not available right now, 421 (misdirected)
-    /// for a start sent to a node that is stopping, which its placer places again.
+    /// for a start sent to a node that is stopping, which its placer places again, 409 for a
+    /// start whose row changed meanwhile.
     public var httpStatus: Int {
         switch self {
         case .notFound: 404
@@ -132,13 +137,14 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .launchFailed: 500
         case .unavailable: 503
         case .stopping: 421
+        case .moved: 409
         }
     }
 
     /// Seconds to send in `Retry-After`, for the answers worth retrying.
     public var retryAfterSeconds: Int? {
         switch self {
-        case .busy, .stopping: 1
+        case .busy, .stopping, .moved: 1
         case .unavailable: 5
         case .notFound, .launchFailed: nil
         }

@@ -43,6 +43,8 @@ final class ChaosUser: Sendable {
     /// Refusals by status (0: no answer, -1: a WebSocket echo that failed), for the summary.
     let refusals = Mutex<[Int: Int]>([:])
     let suspends = Atomic<Int>(0)
+    /// What 500 answers said (a 500 is a bug, not a fault the cluster was put through).
+    let serverErrors = Mutex<[String]>([])
     let running = Mutex<Task<Void, Never>?>(nil)
     /// The ``NetworkLab`` host the user's calls come from (nil: this machine).
     let networkNamespace: String?
@@ -68,6 +70,7 @@ final class ChaosUser: Sendable {
             + "\(failures.load(ordering: .relaxed)) failed or refused \(refusals.withLock { $0 }.sorted { $0.key < $1.key }.map { "\($0.key == 0 ? "none" : $0.key == -1 ? "websocket" : String($0.key)): \($0.value)" }), "
             + "\(suspends.load(ordering: .relaxed)) confirmed suspends, "
             + "\(all.values.map(\.incrementsSent).reduce(0, +)) increments sent"
+            + serverErrors.withLock { $0.isEmpty ? "" : "; 500s: " + $0.joined(separator: " | ") }
     }
 
     func start() {
@@ -95,6 +98,9 @@ final class ChaosUser: Sendable {
         if response.map({ $0.status >= 300 }) ?? true {
             failures.add(1, ordering: .relaxed)
             refusals.withLock { $0[response?.status ?? 0, default: 0] += 1 }
+        }
+        if let response, response.status == 500 {
+            serverErrors.withLock { $0.append("\(method) \(path): \(response.body.prefix(300))") }
         }
         return response
     }

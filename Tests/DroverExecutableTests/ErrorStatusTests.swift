@@ -10,7 +10,7 @@ import Testing
 
     @Test(arguments: [
         (SessionError.notFound, 404, nil), (SessionError.busy("full"), 429, 1), (SessionError.launchFailed("x"), 500, nil),
-        (SessionError.unavailable("x"), 503, 5),
+        (SessionError.unavailable("x"), 503, 5), (SessionError.stopping("x"), 421, 1), (SessionError.moved("x"), 409, 1),
         (RegistryError.unavailable("db down"), 503, 5), (RegistryError.closed, 503, 5), (RegistryError.corrupt("row"), 500, nil),
         (RegistryError.duplicateSession("s"), 409, nil),
         (PlacementError.noEligibleNode(["node 1 is Offline"]), 503, 10), (PlacementError.invalidChoice(9), 500, nil),
