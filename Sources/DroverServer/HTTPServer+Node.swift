@@ -23,6 +23,10 @@ extension HTTPServer {
         let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication, peerTLS: peerTLS)
         return try await HTTPServer(host: server.wwwAddress, port: server.wwwPort,
                                     responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
-                                    proxy: proxy, tls: tls, sessionResponseTimeout: server.sessionResponseTimeout, logger: logger)
+                                    proxy: proxy, tls: tls, sessionResponseTimeout: server.sessionResponseTimeout,
+                                    limits: ClientLimits(headerTimeout: .seconds(Int64(server.headerTimeout)),
+                                                         keepAliveTimeout: .seconds(Int64(server.keepAliveTimeout)),
+                                                         maxConnections: server.maxConnections),
+                                    logger: logger)
     }
 }

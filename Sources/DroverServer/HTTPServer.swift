@@ -29,8 +29,9 @@ public struct HTTPServer: Service {
     ///   - tls: serve https with this context (`ssl-enabled=1`).
     ///   - proxy: where `/s/<id>/…` requests go; nil serves none.
     ///   - sessionResponseTimeout: seconds a session may take to start answering (504 after).
+    ///   - limits: how long a client may take over a head or stay idle, and how many may be open.
     public init(host: String, port: Int, responder: any HTTPResponder, proxy: (any ProxyResolver)? = nil, tls: NIOSSLContext? = nil,
-                sessionResponseTimeout: Int = 60, logger: Logger) async throws {
+                sessionResponseTimeout: Int = 60, limits: ClientLimits = ClientLimits(), logger: Logger) async throws {
         self.host = host
         self.port = port
         self.responder = responder
@@ -40,7 +41,8 @@ public struct HTTPServer: Service {
         let connections = OpenConnections()
         self.connections = connections
         channel = try await Self.bind(host: host, port: port, responder: responder, proxy: proxy, tls: tls,
-                                      responseTimeout: .seconds(Int64(sessionResponseTimeout)), connections: connections, logger: logger)
+                                      responseTimeout: .seconds(Int64(sessionResponseTimeout)), limits: limits, connections: connections,
+                                      logger: logger)
     }
 
     /// The address the server listens on.
@@ -56,7 +58,8 @@ public struct HTTPServer: Service {
     }
 
     static func bind(host: String, port: Int, responder: any HTTPResponder, proxy: (any ProxyResolver)?, tls: NIOSSLContext?,
-                     responseTimeout: TimeAmount, connections: OpenConnections, logger: Logger) async throws -> any Channel {
+                     responseTimeout: TimeAmount, limits: ClientLimits, connections: OpenConnections,
+                     logger: Logger) async throws -> any Channel {
         do {
             return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.backlog, value: 512)
@@ -67,10 +70,18 @@ public struct HTTPServer: Service {
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelInitializer { channel in
-                    connections.add(channel)
+                    // Past www-max-connections a client is told to come back (in plain text
+                    // only: a TLS client would not read it) and closed.
+                    guard connections.add(channel, limit: limits.maxConnections) else {
+                        logger.debug("connection refused: www-max-connections reached", metadata: ["limit": "\(limits.maxConnections)"])
+                        return channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(ConnectionRefusal(plainText: tls == nil))
+                        }
+                    }
                     return channel.eventLoop.makeCompletedFuture {
                         let pipeline = channel.pipeline.syncOperations
                         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
+                        try pipeline.addHandler(ClientDeadlineHandler(limits: limits))
                         try pipeline.addHandler(HTTPResponseEncoder(), name: PipelineHandlerName.encoder)
                         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: PipelineHandlerName.decoder)
                         try pipeline.addHandler(HTTPServerProtocolErrorHandler(), name: PipelineHandlerName.protocolErrors)
@@ -102,10 +113,17 @@ public struct HTTPServer: Service {
 final class OpenConnections: Sendable {
     private let open = Mutex([ObjectIdentifier: any Channel]())
 
-    func add(_ channel: any Channel) {
+    /// Counts `channel` as open until it closes, unless `limit` connections are open already.
+    /// - Returns: whether it was added.
+    func add(_ channel: any Channel, limit: Int = .max) -> Bool {
         let id = ObjectIdentifier(channel)
-        open.withLock { $0[id] = channel }
-        channel.closeFuture.whenComplete { _ in self.open.withLock { _ = $0.removeValue(forKey: id) } }
+        let added = open.withLock { open in
+            guard open.count < limit else { return false }
+            open[id] = channel
+            return true
+        }
+        if added { channel.closeFuture.whenComplete { _ in self.open.withLock { _ = $0.removeValue(forKey: id) } } }
+        return added
     }
 
     var count: Int { open.withLock { $0.count } }
@@ -120,6 +138,36 @@ final class OpenConnections: Sendable {
             try? await Task.sleep(for: .milliseconds(50))
         }
         for channel in open.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+}
+
+/// Answers a connection past `www-max-connections` once it is active: 503 with `Retry-After`
+/// (in plain text only: a TLS client would not read it), then closes it.
+final class ConnectionRefusal: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    static let answer = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+        + "Content-Length: 52\r\n\r\nthis node has www-max-connections connections open\r\n"
+    private let plainText: Bool
+
+    init(plainText: Bool) {
+        self.plainText = plainText
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { refuse(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        refuse(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    private func refuse(_ context: ChannelHandlerContext) {
+        guard plainText else { return context.close(promise: nil) }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: Self.answer))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 

@@ -21,7 +21,7 @@ struct ProxyConnectionStateMachine {
         /// Between exchanges.
         case idle
         /// A request for the node itself, its body being collected.
-        case local(head: HTTPRequestHead, body: ByteBuffer, tooLarge: Bool)
+        case local(head: HTTPRequestHead, body: ByteBuffer)
         /// The node's own response is being produced; the request has ended.
         case respondingLocally
         /// A proxied request whose destination is being decided; its parts wait.
@@ -160,7 +160,11 @@ struct ProxyConnectionStateMachine {
         responseStarted = false
         responseEnded = false
         guard proxied else {
-            phase = .local(head: head, body: ByteBuffer(), tooLarge: false)
+            phase = .local(head: head, body: ByteBuffer())
+            // A body announced over the cap is refused before any of it is read.
+            if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > Self.maximumBodySize {
+                return refuseTooLarge()
+            }
             return .none
         }
         upgradeRequested = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
@@ -172,15 +176,13 @@ struct ProxyConnectionStateMachine {
     mutating func requestBody(_ chunk: ByteBuffer) -> Action {
         guard queued.isEmpty else { return queue(.body(chunk)) }
         switch phase {
-        case .local(let head, var body, var tooLarge):
+        case .local(let head, var body):
             phase = .idle  // lets `body` be appended to without a copy
-            if body.readableBytes + chunk.readableBytes > Self.maximumBodySize {
-                tooLarge = true
-            } else {
-                var chunk = chunk
-                body.writeBuffer(&chunk)
-            }
-            phase = .local(head: head, body: body, tooLarge: tooLarge)
+            // A chunked body that grows over the cap is refused as soon as it does.
+            if body.readableBytes + chunk.readableBytes > Self.maximumBodySize { return refuseTooLarge() }
+            var chunk = chunk
+            body.writeBuffer(&chunk)
+            phase = .local(head: head, body: body)
             return .none
         case .resolving(let head, var parts):
             phase = .idle
@@ -204,12 +206,9 @@ struct ProxyConnectionStateMachine {
         switch phase {
         case .idle, .tunnel:
             return .none
-        case .local(let head, let body, let tooLarge):
+        case .local(let head, let body):
             requestEnded = true
             phase = .respondingLocally
-            guard !tooLarge else {
-                return .respond(ownResponse(.text(.payloadTooLarge, "request body over \(Self.maximumBodySize) bytes\n")))
-            }
             return .respondLocally(head, body: body)
         case .resolving(let head, var parts):
             requestEnded = true
@@ -233,6 +232,14 @@ struct ProxyConnectionStateMachine {
             requestEnded = true
             return .none
         }
+    }
+
+    /// 413 at once, and the connection closes after it: the rest of the body is never read.
+    private mutating func refuseTooLarge() -> Action {
+        keepAlive = false
+        requestEnded = true
+        phase = .respondingLocally
+        return .respond(ownResponse(.text(.payloadTooLarge, "request body over \(Self.maximumBodySize) bytes\n")))
     }
 
     /// The client shut down its sending side (`shutdown(SHUT_WR)`, as some scripts and

@@ -59,7 +59,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     private func handle(_ part: HTTPServerRequestPart) {
         switch part {
-        case .head(let head): run(machine.requestHead(head, proxied: proxy != nil && head.uri.hasPrefix("/s/")))
+        case .head(let head):
+            context?.triggerUserOutboundEvent(ClientPhase.exchange, promise: nil)
+            run(machine.requestHead(head, proxied: proxy != nil && head.uri.hasPrefix("/s/")))
         case .body(let chunk): run(machine.requestBody(chunk))
         case .end(let trailers): run(machine.requestEnd(trailers))
         }
@@ -210,6 +212,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .close:
             context.close(promise: nil)
         case .nextRequest(let replay):
+            context.triggerUserOutboundEvent(ClientPhase.betweenRequests, promise: nil)
             for part in replay { handle(part) }
         }
     }
@@ -335,6 +338,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         self.upstream = nil
         responseTimer?.cancel()
         responseTimer = nil
+        context.triggerUserOutboundEvent(ClientPhase.tunnel, promise: nil)
         let clientChannel = context.channel
         let upstreamChannel = upstream.channel
         let (clientGlue, upstreamGlue) = GlueHandler.pair()

@@ -30,6 +30,23 @@ struct Droverd: AsyncParsableCommand {
         }
     }
 
+    /// Raises the soft limit of open files (often 1024) so that `www-max-connections` client
+    /// connections, each with its connection to a session, fit, with room for the rest.
+    /// - Returns: a warning when the hard limit is too low for that.
+    static func raiseOpenFileLimit(for maxConnections: Int) -> String? {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        let wanted = rlim_t(2 * maxConnections + 256)
+        let target = min(max(limit.rlim_cur, wanted), limit.rlim_max)
+        if target > limit.rlim_cur {
+            limit.rlim_cur = target
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        guard target < wanted else { return nil }
+        return "the open-file limit (\(target)) is below what www-max-connections=\(maxConnections) needs (\(wanted)); "
+            + "raise LimitNOFILE (systemd) or ulimit -n, or lower www-max-connections in rserver.conf"
+    }
+
     @Option(name: .long, help: "Configuration directory (default: $DROVER_CONFIG_DIR, else /etc/drover).")
     var configDir: String?
 
@@ -62,6 +79,8 @@ struct Droverd: AsyncParsableCommand {
             FileHandle.standardError.write(Data("droverd: cannot create server-data-dir \(config.server.dataDirectory) (\(error.localizedDescription)); create it or set server-data-dir in rserver.conf\n".utf8))
             throw ExitCode(1)
         }
+
+        if let warning = Self.raiseOpenFileLimit(for: config.server.maxConnections) { events.emit(.configurationWarning(warning)) }
 
         // SIGHUP means "reload" (ReloadService); until that service runs it must not kill us.
         signal(SIGHUP, SIG_IGN)

@@ -85,17 +85,26 @@ import Testing
         guard case .idle = machine.phase else { Issue.record("not idle: \(machine.phase)"); return }
     }
 
-    @Test func aBodyOverTheLimitIsRefusedWith413WithoutKeepingIt() throws {
+    @Test func aBodyThatGrowsOverTheLimitIsRefusedWith413AtOnceAndTheConnectionCloses() throws {
         var machine = Machine(responseTimeout: Self.timeout)
         _ = machine.requestHead(Self.head("/api/sessions"), proxied: false)
-        _ = machine.requestBody(ByteBuffer(repeating: 0x61, count: Machine.maximumBodySize))
-        _ = machine.requestBody(Self.body("x"))
-        guard case .local(_, let kept, let tooLarge) = machine.phase else { Issue.record("phase \(machine.phase)"); return }
-        #expect(tooLarge)
-        #expect(kept.readableBytes == Machine.maximumBodySize)
-        let response = try #require(Self.ownResponse(machine.requestEnd(nil)))
+        #expect(machine.requestBody(ByteBuffer(repeating: 0x61, count: Machine.maximumBodySize)).isNone)
+        let response = try #require(Self.ownResponse(machine.requestBody(Self.body("x"))), "413 as soon as the body passes the cap")
         #expect(response.head.status == .payloadTooLarge)
+        #expect(response.head.headers["Connection"] == ["close"])
+        #expect(response.next == .close)
+        #expect(machine.requestBody(Self.body("more")).isNone)
+        #expect(machine.requestEnd(nil).isNone)
         #expect(machine.localResponse(.text(.ok, "late")).isNone)
+    }
+
+    @Test func aBodyAnnouncedOverTheLimitIsRefusedWith413BeforeAnyOfItArrives() throws {
+        var machine = Machine(responseTimeout: Self.timeout)
+        var head = Self.head("/api/sessions")
+        head.headers.replaceOrAdd(name: "Content-Length", value: String(Machine.maximumBodySize + 1))
+        let response = try #require(Self.ownResponse(machine.requestHead(head, proxied: false)))
+        #expect(response.head.status == .payloadTooLarge)
+        #expect(response.next == .close)
     }
 
     @Test func aClientThatAsksToCloseIsClosedAfterItsAnswer() throws {

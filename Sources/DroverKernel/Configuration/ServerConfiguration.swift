@@ -5,13 +5,14 @@
 /// required when clustering), `server-data-dir` (`/var/lib/drover`), `ssl-enabled` (0),
 /// `ssl-certificate`, `ssl-certificate-key` (both required with `ssl-enabled=1`),
 /// `session-command` (none), `session-response-timeout` (60), `max-starting-sessions` (128),
-/// `auth-none` (0),
-/// `auth-pam-service` (`drover`).
+/// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
+/// `www-keep-alive-timeout` (75), `www-max-connections` (4096).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
                        "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
-                       "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service"]
+                       "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
+                       "www-header-timeout", "www-keep-alive-timeout", "www-max-connections"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -41,6 +42,17 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var authNone = false
     /// `auth-pam-service`: the PAM service that authenticates sign-ins.
     public var authPAMService = "drover"
+    /// `www-header-timeout`: seconds a client may take to send a request's head, counted from
+    /// its first byte (or, on a new connection, from the connection): a slow client (slowloris)
+    /// is closed after it.
+    public var headerTimeout = 30
+    /// `www-keep-alive-timeout`: seconds an idle keep-alive connection stays open between
+    /// requests (nginx's default is 75).
+    public var keepAliveTimeout = 75
+    /// `www-max-connections`: client connections open at once; one more is answered 503 with
+    /// `Retry-After` and closed. Each proxied connection also holds one to its session, so the
+    /// node raises its open-file limit to at least twice this plus a margin where it may.
+    public var maxConnections = 4096
 
     /// Where the keys were read from.
     public var source = ConfigSource(file: Self.fileName)
@@ -64,6 +76,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         maxStartingSessions = try reader.integer("max-starting-sessions", default: maxStartingSessions, in: 1...100_000)
         authNone = try reader.boolean("auth-none", default: false)
         authPAMService = try reader.string("auth-pam-service") ?? authPAMService
+        headerTimeout = try reader.integer("www-header-timeout", default: headerTimeout, in: 1...3600)
+        keepAliveTimeout = try reader.integer("www-keep-alive-timeout", default: keepAliveTimeout, in: 1...86_400)
+        maxConnections = try reader.integer("www-max-connections", default: maxConnections, in: 1...1_000_000)
         if sslEnabled {
             let enabledLine = reader.entry("ssl-enabled")?.line
             if sslCertificate == nil {
