@@ -20,11 +20,14 @@ public struct Authentication: Sendable {
     /// runs (the key is fixed until restart), and the expiry is still checked on every hit.
     let verified = VerifiedCookies()
 
-    public init(key: SecureCookieKey, authNone: Bool, pamService: String, secure: Bool) {
+    /// Failed sign-ins per client address and user name.
+    let throttle = SignInThrottle()
+
+    public init(key: SecureCookieKey, authNone: Bool, pamService: String, minimumUserID: Int = 1000, secure: Bool) {
         self.key = key
         self.authNone = authNone
         daemonUser = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) } ?? "root"
-        pam = PAMAuthenticator(service: pamService)
+        pam = PAMAuthenticator(service: pamService, minimumUserID: UInt32(clamping: minimumUserID))
         self.secure = secure
     }
 

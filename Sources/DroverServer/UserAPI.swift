@@ -19,8 +19,13 @@ struct UserAPI: Sendable {
         return HTTPResponse(status: status, headers: all, body: ByteBuffer(bytes: data))
     }
 
-    static func error(_ status: HTTPResponseStatus, _ message: String) -> HTTPResponse {
-        json(status, APIError(error: message))
+    static func error(_ status: HTTPResponseStatus, _ message: String, retryAfter: Int? = nil) -> HTTPResponse {
+        json(status, APIError(error: message), headers: retryAfter.map { ["Retry-After": String($0)] } ?? [:])
+    }
+
+    /// Failed sign-ins past the free attempts: refused at once, saying when to try again.
+    static func tooManySignIns(_ seconds: Int) -> HTTPResponse {
+        error(.tooManyRequests, "too many failed sign-ins from this address or for this user; try again in \(seconds) s", retryAfter: seconds)
     }
 
     /// The answer to a failed session operation, as JSON (``sessionFailure(_:)``).
@@ -132,11 +137,26 @@ struct UserAPI: Sendable {
         if auth.authNone {
             return Self.redirect("/")
         }
-        guard await auth.pam.authenticate(username: user, password: password) else {
-            sessions.runtime.events.emit(.signInRefused(user: user))
+        let address = request.remoteAddress?.ipAddress ?? "unknown"
+        if let wait = auth.throttle.wait(address: address, user: user) {
+            sessions.runtime.events.emit(.signInThrottled(user: user, address: address, seconds: wait))
+            return Self.tooManySignIns(wait)
+        }
+        switch await auth.pam.authenticate(username: user, password: password, remoteHost: address) {
+        case .accepted(let account):
+            auth.throttle.succeeded(user: user)
+            return Self.redirect("/", cookie: auth.issueCookie(for: account).header)
+        case .busy:
+            return Self.error(.serviceUnavailable, "too many sign-ins are being checked; try again in a moment", retryAfter: 1)
+        case .belowMinimumUserID(let account):
+            auth.throttle.failed(address: address, user: user)
+            sessions.runtime.events.emit(.signInRefused(user: account, address: address, reason: "user id below auth-minimum-user-id"))
+            return Self.redirect("/?error=refused")
+        case .refused:
+            auth.throttle.failed(address: address, user: user)
+            sessions.runtime.events.emit(.signInRefused(user: user, address: address, reason: "refused by PAM"))
             return Self.redirect("/?error=refused")
         }
-        return Self.redirect("/", cookie: auth.issueCookie(for: user).header)
     }
 
     static func escape(_ text: String) -> String {

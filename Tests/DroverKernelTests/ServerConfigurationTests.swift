@@ -62,7 +62,11 @@ import Testing
         ("max-starting-sessions=0", 1, "'max-starting-sessions' must be from 1 to 100000, found 0"),
         ("ssl-enabled=1\nssl-certificate-key=k.pem", 1, "ssl-enabled=1 needs ssl-certificate=PATH (a PEM certificate chain)"),
         ("ssl-enabled=1\nssl-certificate=c.pem", 1, "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)"),
-        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service"),
+        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id"),
+        ("www-header-timeout=0", 1, "'www-header-timeout' must be from 1 to 3600, found 0"),
+        ("www-keep-alive-timeout=never", 1, "'www-keep-alive-timeout' must be a whole number, found 'never'"),
+        ("www-max-connections=0", 1, "'www-max-connections' must be from 1 to 1000000, found 0"),
+        ("auth-minimum-user-id=-1", 1, "'auth-minimum-user-id' must be from 0 to 2147483647, found -1"),
     ])
     func rejectsBadInput(text: String, line: Int, message: String) {
         #expect(throws: ConfigurationError(file: "/etc/drover/rserver.conf", line: line, message)) { try parse(text) }

@@ -6,13 +6,13 @@
 /// `ssl-certificate`, `ssl-certificate-key` (both required with `ssl-enabled=1`),
 /// `session-command` (none), `session-response-timeout` (60), `max-starting-sessions` (128),
 /// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
-/// `www-keep-alive-timeout` (75), `www-max-connections` (4096).
+/// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
                        "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
-                       "www-header-timeout", "www-keep-alive-timeout", "www-max-connections"]
+                       "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -42,6 +42,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var authNone = false
     /// `auth-pam-service`: the PAM service that authenticates sign-ins.
     public var authPAMService = "drover"
+    /// `auth-minimum-user-id`: accounts with a lower user id (root, system accounts) cannot sign
+    /// in through PAM, as in Workbench. `auth-none` is unaffected.
+    public var authMinimumUserID = 1000
     /// `www-header-timeout`: seconds a client may take to send a request's head, counted from
     /// its first byte (or, on a new connection, from the connection): a slow client (slowloris)
     /// is closed after it.
@@ -76,6 +79,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         maxStartingSessions = try reader.integer("max-starting-sessions", default: maxStartingSessions, in: 1...100_000)
         authNone = try reader.boolean("auth-none", default: false)
         authPAMService = try reader.string("auth-pam-service") ?? authPAMService
+        authMinimumUserID = try reader.integer("auth-minimum-user-id", default: authMinimumUserID, in: 0...Int(Int32.max))
         headerTimeout = try reader.integer("www-header-timeout", default: headerTimeout, in: 1...3600)
         keepAliveTimeout = try reader.integer("www-keep-alive-timeout", default: keepAliveTimeout, in: 1...86_400)
         maxConnections = try reader.integer("www-max-connections", default: maxConnections, in: 1...1_000_000)

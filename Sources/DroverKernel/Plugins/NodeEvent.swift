@@ -45,7 +45,8 @@ public enum NodeEvent: Sendable {
     case statusRefused(remote: String)
     case internalCallRefused(path: String, remote: String, reason: String)
     case hopRefused(reason: String)
-    case signInRefused(user: String)
+    case signInRefused(user: String, address: String, reason: String)
+    case signInThrottled(user: String, address: String, seconds: Int)
 
     // MARK: sessions
     case placement(fields: [(String, String)])
@@ -109,6 +110,7 @@ public enum NodeEvent: Sendable {
         case .internalCallRefused: "internal-call-refused"
         case .hopRefused: "hop-refused"
         case .signInRefused: "sign-in-refused"
+        case .signInThrottled: "sign-in-throttled"
         case .placement: "placement"
         case .startConnectRetry: "start-connect-retry"
         case .sessionStarted: "session-started"
@@ -138,7 +140,7 @@ public enum NodeEvent: Sendable {
         case .nodeStarting, .nodeStopped, .listening, .joined, .left, .peerNotice, .clusterDefined, .sessionStarted, .sessionStopped,
              .sessionReleased:
             .info
-        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .startConnectRetry,
+        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .signInThrottled, .startConnectRetry,
              .sessionRePlaced, .sessionsReleased, .orphanedStartFreed, .sessionStopCompleted, .sessionsSuspendedBeforeLeaving:
             .notice
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
@@ -190,6 +192,7 @@ public enum NodeEvent: Sendable {
         case .internalCallRefused: "refused internal call"
         case .hopRefused: "refused a proxied request with a bad hop signature"
         case .signInRefused: "sign-in refused"
+        case .signInThrottled: "sign-in refused at once: too many failed sign-ins from this address or for this user"
         case .placement: "placed a session"
         case .startConnectRetry: "could not connect to the session's node to start it; trying again"
         case .sessionStarted: "session started"
@@ -268,8 +271,10 @@ public enum NodeEvent: Sendable {
             [("path", path), ("remote", remote), ("reason", reason)]
         case .hopRefused(let reason):
             [("reason", reason)]
-        case .signInRefused(let user):
-            [("user", user)]
+        case .signInRefused(let user, let address, let reason):
+            [("user", user), ("address", address), ("reason", reason)]
+        case .signInThrottled(let user, let address, let seconds):
+            [("user", user), ("address", address), ("retry_after", String(seconds))]
         case .placement(let fields):
             fields
         case .startConnectRetry(let peer, let reason):

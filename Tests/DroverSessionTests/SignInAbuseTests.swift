@@ -1,0 +1,144 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+/// Sign-in abuse against a real droverd with real accounts and PAM (issue 16, item 2). Clients
+/// come from several loopback addresses (the whole of 127.0.0.0/8 is this machine's).
+@Suite(.serialized) struct SignInAbuseTests {
+    struct Attempt: Codable {
+        var source: String
+        var user: String
+        var password: String
+    }
+
+    struct Answer: Codable {
+        var status: Int
+        var retryAfter: String?
+        var cookie: Bool
+    }
+
+    /// Sends each attempt from its source address, `parallel` at a time, in order of the list.
+    static let client = #"""
+    import http.client, json, sys, urllib.parse
+    from concurrent.futures import ThreadPoolExecutor
+    host, port, parallel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    attempts = json.load(sys.stdin)
+    def send(attempt):
+        connection = http.client.HTTPConnection(host, port, timeout=30, source_address=(attempt["source"], 0))
+        body = urllib.parse.urlencode({"username": attempt["user"], "password": attempt["password"]})
+        connection.request("POST", "/sign-in", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        response = connection.getresponse()
+        response.read()
+        cookie = response.getheader("Set-Cookie") or ""
+        answer = {"status": response.status, "retryAfter": response.getheader("Retry-After"),
+                  "cookie": cookie.startswith("drover-auth=") and not cookie.startswith("drover-auth=;")}
+        connection.close()
+        return answer
+    with ThreadPoolExecutor(parallel) as pool:
+        print(json.dumps(list(pool.map(send, attempts))))
+    """#
+
+    static func send(_ attempts: [Attempt], to node: ConfigDirectory, parallel: Int = 1) async throws -> [Answer] {
+        let input = String(decoding: try JSONEncoder().encode(attempts), as: UTF8.self)
+        let result = try await Executable.run("/usr/bin/env", ["python3", "-c", client, node.address, String(node.port), String(parallel)],
+                                              stdin: input)
+        guard result.status == 0 else { throw TestFailure("sign-in client failed: \(result.stderr)") }
+        return try JSONDecoder().decode([Answer].self, from: Data(result.stdout.utf8))
+    }
+
+    func cluster(rserver: String = "") async throws -> TestCluster {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "auth-pam-service=\(SystemUsers.pamService)\n" + rserver)
+        try await cluster.start(0)
+        return cluster
+    }
+
+    @Test(.enabled(if: SystemUsers.available))
+    func failedSignInsAreThrottledPerAddressAndPerUserAndAnsweredAtOnce() async throws {
+        let (victim, other) = ("drovertest6", "drovertest7")
+        try await SystemUsers.ensure([victim, other])
+        let cluster = try await cluster()
+        let node = cluster.nodes[0]
+        // One address guessing: five refusals, then 429 with Retry-After, without asking PAM.
+        let guesses = (1...7).map { Attempt(source: "127.0.0.20", user: "nobody\($0)", password: "guess\($0)") }
+        let answers = try await Self.send(guesses, to: node)
+        #expect(answers.prefix(5).allSatisfy { $0.status == 303 && !$0.cookie }, "\(answers)")
+        #expect(answers.suffix(2).allSatisfy { $0.status == 429 && Int($0.retryAfter ?? "") ?? 0 >= 1 }, "\(answers)")
+        // Even the right password of a real user is refused from that address while it is locked.
+        let locked = try await Self.send([Attempt(source: "127.0.0.20", user: other, password: SystemUsers.password)], to: node)
+        #expect(locked.first?.status == 429, "\(locked)")
+        // Another address is not affected.
+        let elsewhere = try await Self.send([Attempt(source: "127.0.0.21", user: other, password: SystemUsers.password)], to: node)
+        #expect(elsewhere.first?.status == 303 && elsewhere.first?.cookie == true, "\(elsewhere)")
+
+        // One user guessed from many addresses: locked by name.
+        let spread = (30..<36).map { Attempt(source: "127.0.0.\($0)", user: victim, password: "wrong\($0)") }
+        let spreadAnswers = try await Self.send(spread, to: node)
+        #expect(spreadAnswers.prefix(5).allSatisfy { $0.status == 303 && !$0.cookie }, "\(spreadAnswers)")
+        #expect(spreadAnswers.last?.status == 429, "\(spreadAnswers)")
+        let victimNow = try await Self.send([Attempt(source: "127.0.0.40", user: victim, password: SystemUsers.password)], to: node)
+        #expect(victimNow.first?.status == 429, "the user's name is locked from every address: \(victimNow)")
+        // After the lockout the user gets in, and that clears the name's count.
+        let wait = Int(victimNow.first?.retryAfter ?? "") ?? 1
+        try await Task.sleep(for: .seconds(wait))
+        let later = try await Self.send([Attempt(source: "127.0.0.41", user: victim, password: SystemUsers.password)], to: node)
+        #expect(later.first?.status == 303 && later.first?.cookie == true, "\(later)")
+        let log = cluster.process(0)?.stderr ?? ""
+        #expect(log.contains("event=sign-in-throttled"), "\(log.suffix(1500))")
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    @Test(.enabled(if: SystemUsers.available))
+    func aFloodOfBadPasswordsDoesNotKeepAnotherUserOut() async throws {
+        let user = "drovertest7"
+        try await SystemUsers.ensure([user])
+        let cluster = try await cluster()
+        let node = cluster.nodes[0]
+        // 120 bad sign-ins from 60 addresses, 16 at a time (pam_unix would make each wait about
+        // two seconds on a thread), with the real user's sign-in in the middle of them.
+        var attempts = (0..<120).map { Attempt(source: "127.0.1.\($0 % 60 + 1)", user: "flood\($0)", password: "bad") }
+        attempts.insert(Attempt(source: "127.0.2.1", user: user, password: SystemUsers.password), at: 60)
+        let answers = try await Self.send(attempts, to: node, parallel: 16)
+        #expect(answers[60].status == 303 && answers[60].cookie, "the real user got in: \(answers[60])")
+        let statuses = Dictionary(grouping: answers.map(\.status), by: { $0 }).mapValues(\.count)
+        #expect(Set(statuses.keys).isSubset(of: [303, 429]), "\(statuses)")
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    /// Root and system accounts cannot sign in through the password form, whatever their
+    /// password; PAM hears the client's address (`PAM_RHOST`).
+    @Test(.enabled(if: SystemUsers.available))
+    func accountsBelowTheMinimumUserIDCannotSignInAndPAMHearsTheClientsAddress() async throws {
+        let (user, system) = ("drovertest8", "droversys1")
+        try await SystemUsers.ensure([user])
+        if getpwnam(system) == nil {
+            let made = try await Executable.run("/usr/sbin/useradd", ["-r", "-m", "-s", "/bin/sh", system])
+            #expect(made.status == 0, "\(made.stderr)")
+        }
+        let passwords = try await Executable.run("/usr/sbin/chpasswd", [], stdin: "\(system):\(SystemUsers.password)\n")
+        #expect(passwords.status == 0, "\(passwords.stderr)")
+        #expect(try #require(getpwnam(system)).pointee.pw_uid < 1000)
+        // A PAM service that also records what the module sees (pam_exec exports PAM_RHOST).
+        let folder = TemporaryDirectory(prefix: "drover-pam")
+        let record = folder.url("rhost.log")
+        try folder.write("record.sh", "#!/bin/sh\necho \"$PAM_USER $PAM_RHOST\" >> \(record)\n", mode: 0o755)
+        let service = "drover-test-rhost"
+        try "auth required pam_exec.so quiet \(folder.url("record.sh"))\nauth required pam_unix.so\naccount required pam_unix.so\n"
+            .write(toFile: "/etc/pam.d/\(service)", atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: "/etc/pam.d/\(service)") }
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: "auth-pam-service=\(service)\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let answers = try await Self.send([Attempt(source: "127.0.0.50", user: system, password: SystemUsers.password),
+                                           Attempt(source: "127.0.0.51", user: user, password: SystemUsers.password)], to: node)
+        #expect(answers[0].status == 303 && !answers[0].cookie, "a system account is refused: \(answers[0])")
+        #expect(answers[1].status == 303 && answers[1].cookie, "an ordinary account gets in: \(answers[1])")
+        let log = cluster.process(0)?.stderr ?? ""
+        #expect(log.split(separator: "\n").contains { $0.contains("event=sign-in-refused") && $0.contains("auth-minimum-user-id") && $0.contains(system) },
+                "\(log.suffix(1500))")
+        let heard = (try? String(contentsOfFile: record, encoding: .utf8)) ?? ""
+        #expect(heard.contains("\(system) 127.0.0.50") && heard.contains("\(user) 127.0.0.51"), "PAM heard: \(heard)")
+        #expect(try await cluster.stop(0) == 0)
+    }
+}
