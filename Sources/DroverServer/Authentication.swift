@@ -23,12 +23,52 @@ public struct Authentication: Sendable {
     /// Failed sign-ins per client address and user name.
     let throttle = SignInThrottle()
 
-    public init(key: SecureCookieKey, authNone: Bool, pamService: String, minimumUserID: Int = 1000, secure: Bool) {
+    /// With `auth-none`, the names a browser may reach this node by besides an address
+    /// (lower case): `localhost`, the machine's host name, `www-host-name`.
+    let ownNames: Set<String>
+
+    public init(key: SecureCookieKey, authNone: Bool, pamService: String, minimumUserID: Int = 1000, secure: Bool,
+                hostNames: [String] = []) {
         self.key = key
         self.authNone = authNone
+        var names: Set<String> = ["localhost"]
+        var buffer = [UInt8](repeating: 0, count: 256)
+        if gethostname(&buffer, buffer.count) == 0 {
+            names.insert(String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self).lowercased())
+        }
+        for name in hostNames { names.insert(name.lowercased()) }
+        ownNames = names
         daemonUser = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) } ?? "root"
         pam = PAMAuthenticator(service: pamService, minimumUserID: UInt32(clamping: minimumUserID))
         self.secure = secure
+    }
+
+    /// With `auth-none`, a request whose `Host` is a name that is not this node's is refused:
+    /// a page of another site whose name was made to resolve to this node (DNS rebinding)
+    /// would otherwise act as droverd's user. An address is always accepted (a browser sends
+    /// one only when it was given one), as is a request without `Host` (HTTP/1.0 tools).
+    /// - Returns: the refusal, or nil.
+    func refusesHost(_ headers: HTTPHeaders) -> HTTPResponse? {
+        guard authNone, let host = headers.first(name: "Host"), !isOwnHost(host) else { return nil }
+        return .text(.misdirectedRequest, "this node does not answer to the name in Host (\(host.prefix(100))) with auth-none: "
+            + "reach it by its address, localhost or www-host-name\n")
+    }
+
+    func isOwnHost(_ host: String) -> Bool {
+        var name = Substring(host.lowercased())
+        if name.hasPrefix("[") {
+            // [v6]:port
+            guard let close = name.firstIndex(of: "]") else { return false }
+            name = name[name.index(after: name.startIndex)..<close]
+        } else if let colon = name.lastIndex(of: ":") {
+            name = name[..<colon]
+        }
+        if name.hasSuffix(".") { name = name.dropLast() }
+        var ipv4 = in_addr()
+        var ipv6 = in6_addr()
+        let text = String(name)
+        if inet_pton(AF_INET, text, &ipv4) == 1 || inet_pton(AF_INET6, text, &ipv6) == 1 { return true }
+        return ownNames.contains(text)
     }
 
     /// The signed-in user, or nil.

@@ -41,6 +41,7 @@ public struct NodeResponder: HTTPResponder {
         if path.hasPrefix(NodeEndpoint.internalPrefix) {
             return await internalCall(request)
         }
+        if let refusal = userAPI.auth.refusesHost(request.head.headers) { return refusal }
         if let response = await userAPI.respond(to: request) {
             return response
         }

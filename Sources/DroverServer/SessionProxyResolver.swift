@@ -27,6 +27,8 @@ public struct SessionProxyResolver: ProxyResolver {
         case anonymous
         /// Hop headers whose signature does not verify: refused.
         case forgedHop(String)
+        /// With `auth-none`, a `Host` that is not this node's (``Authentication/refusesHost(_:)``).
+        case misdirected
     }
 
     /// A request forwarded by another node is trusted on the node-to-node signature over its
@@ -34,6 +36,7 @@ public struct SessionProxyResolver: ProxyResolver {
     /// the second node); anything else on its sign-in cookie.
     func requester(_ head: HTTPRequestHead) -> Requester {
         guard head.headers.contains(name: Self.hopHeader) else {
+            if auth.refusesHost(head.headers) != nil { return .misdirected }
             return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
         }
         guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
@@ -79,6 +82,8 @@ public struct SessionProxyResolver: ProxyResolver {
             user = name
         case .anonymous:
             return .respond(.text(.unauthorized, "sign in first: open / on this server\n"))
+        case .misdirected:
+            return .respond(auth.refusesHost(head.headers) ?? .text(.misdirectedRequest, "misdirected\n"))
         case .forgedHop(let reason):
             sessions.runtime.events.emit(.hopRefused(reason: "\(reason)"))
             return .respond(.text(.forbidden, "forbidden: a forwarded request whose node-to-node signature does not verify (\(reason))\n"))

@@ -38,7 +38,9 @@ public enum RawHTTPClient {
                                 body: String, localAddress: String?, timeout: TimeInterval) throws -> Response {
         let fd = try connectedSocket(host: host, port: port, localAddress: localAddress, timeout: timeout)
         defer { close(fd) }
-        var request = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n"
+        // A `Host` among `headers` replaces the connection's own (tests of what a node answers to).
+        let hostHeader = headers.contains { $0.0.lowercased() == "host" } ? "" : "Host: \(host):\(port)\r\n"
+        var request = "\(method) \(path) HTTP/1.1\r\n\(hostHeader)Connection: close\r\n"
         for (name, value) in headers { request += "\(name): \(value)\r\n" }
         if !body.isEmpty || method == "POST" || method == "PUT" { request += "Content-Length: \(body.utf8.count)\r\n" }
         request += "\r\n" + body

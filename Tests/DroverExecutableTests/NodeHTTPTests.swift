@@ -115,6 +115,27 @@ import Testing
         await anonymous.stop()
     }
 
+    /// DNS rebinding: a page of another site whose name was made to resolve to 127.0.0.1 sends
+    /// its own name in `Host`. With auth-none such requests are refused; addresses, localhost
+    /// and the node's own names are served.
+    @Test func withAuthNoneARequestForAnotherSitesNameIsRefused() async throws {
+        let node = try await InProcessNode(rserver: "auth-none=1\n", loadBalancer: TestCluster.scaledLoadBalancer + "www-host-name=node1.drover.test\n")
+        for host in ["evil.example:\(node.port)", "evil.example", "127.0.0.1.evil.example:\(node.port)", "localhost.evil.example"] {
+            let api = try await node.request("/api/sessions", headers: [("Host", host)])
+            #expect(api.status == 421, "\(host): \(api.status) \(api.body)")
+            #expect(api.body.contains("this node does not answer to the name in Host"), "\(api.body)")
+            #expect(try await node.request("/s/0123456789abcdef0123456789abcdef/", headers: [("Host", host)]).status == 421, "\(host)")
+            #expect(try await node.request("POST", "/api/sessions", headers: [("Host", host)]).status == 421, "\(host)")
+        }
+        for host in ["127.0.0.1:\(node.port)", "localhost:\(node.port)", "LOCALHOST", "[::1]:\(node.port)", "node1.drover.test:\(node.port)"] {
+            let api = try await node.request("/api/sessions", headers: [("Host", host)])
+            #expect(api.status == 200, "\(host): \(api.status) \(api.body)")
+        }
+        // The health check answers whatever the name (external load balancers probe by theirs).
+        #expect(try await node.request(NodeEndpoint.healthCheck, headers: [("Host", "evil.example")]).status == 200)
+        await node.stop()
+    }
+
     @Test func theHomePageListsTheUsersSessionsWithCSRFTokensAndSignOutClearsTheCookie() async throws {
         let node = try await InProcessNode(rserver: "auth-none=1\n")
         let user = try #require(getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) })

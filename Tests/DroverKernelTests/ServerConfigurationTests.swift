@@ -20,6 +20,11 @@ import Testing
         #expect(config.sessionResponseTimeout == 60)
         #expect(config.authNone == false)
         #expect(config.authPAMService == "drover")
+        #expect(config.authMinimumUserID == 1000)
+        #expect(config.headerTimeout == 30)
+        #expect(config.keepAliveTimeout == 75)
+        #expect(config.maxConnections == 4096)
+        #expect(config.authNoneOnNetwork == false)
     }
 
     @Test func readsEveryKeyAndResolvesRelativePaths() async throws {
@@ -37,7 +42,15 @@ import Testing
             max-starting-sessions=16
             auth-none=1
             auth-pam-service=login
+            auth-minimum-user-id=500
+            www-header-timeout=10
+            www-keep-alive-timeout=20
+            www-max-connections=100
             """)
+        #expect(config.authMinimumUserID == 500)
+        #expect(config.headerTimeout == 10)
+        #expect(config.keepAliveTimeout == 20)
+        #expect(config.maxConnections == 100)
         #expect(config.wwwAddress == "127.0.0.2")
         #expect(config.wwwPort == 9000)
         #expect(config.secureCookieKeyFile == "/mnt/drover/secure-cookie-key")
@@ -53,6 +66,15 @@ import Testing
         #expect(config.authPAMService == "login")
     }
 
+    @Test func authNoneServesLoopbackAloneUnlessTheOperatorNamesTheDanger() throws {
+        for address in ["127.0.0.1", "127.0.0.9", "::1", "localhost"] {
+            #expect(try parse("www-address=\(address)\nauth-none=1").authNone, "\(address)")
+        }
+        let exposed = try parse("www-address=0.0.0.0\nauth-none=1\nauth-none-allow-anyone-on-the-network=1")
+        #expect(exposed.authNone && exposed.authNoneOnNetwork)
+        #expect(try parse("www-address=0.0.0.0").authNone == false, "PAM sign-in on any address is fine")
+    }
+
     @Test(arguments: [
         ("www-port=0", 1, "'www-port' must be from 1 to 65535, found 0"),
         ("www-port=70000", 1, "'www-port' must be from 1 to 65535, found 70000"),
@@ -62,7 +84,9 @@ import Testing
         ("max-starting-sessions=0", 1, "'max-starting-sessions' must be from 1 to 100000, found 0"),
         ("ssl-enabled=1\nssl-certificate-key=k.pem", 1, "ssl-enabled=1 needs ssl-certificate=PATH (a PEM certificate chain)"),
         ("ssl-enabled=1\nssl-certificate=c.pem", 1, "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)"),
-        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id"),
+        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id, auth-none-allow-anyone-on-the-network"),
+        ("auth-none=1", 1, "auth-none=1 would let anyone who reaches www-address 0.0.0.0 act as the user running droverd; set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want"),
+        ("www-address=10.0.0.5\nauth-none=1", 2, "auth-none=1 would let anyone who reaches www-address 10.0.0.5 act as the user running droverd; set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want"),
         ("www-header-timeout=0", 1, "'www-header-timeout' must be from 1 to 3600, found 0"),
         ("www-keep-alive-timeout=never", 1, "'www-keep-alive-timeout' must be a whole number, found 'never'"),
         ("www-max-connections=0", 1, "'www-max-connections' must be from 1 to 1000000, found 0"),

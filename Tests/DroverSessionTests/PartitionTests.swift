@@ -23,7 +23,7 @@ import Testing
         let postgres = try await PrivatePostgres(listenAddress: lab.address("db"), networkNamespace: lab.namespace("db"))
         let client = lab.namespace("client")
         let cluster = try await TestCluster(addresses: hosts.map(lab.address), backend: .postgresql(postgres.server),
-                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n", clientNamespace: client,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\nauth-none-allow-anyone-on-the-network=1\n", clientNamespace: client,
                                             launchers: hosts.map(lab.launcher))
         for index in hosts.indices { try await cluster.start(index) }
         let sessions = try await startSessions(cluster, count: 6)

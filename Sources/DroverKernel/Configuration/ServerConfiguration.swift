@@ -1,3 +1,4 @@
+import Foundation
 /// The `rserver.conf` file: the node's own HTTP server, storage and sign-in.
 ///
 /// Keys (default): `www-address` (`0.0.0.0`), `www-port` (8787), `secure-cookie-key-file`
@@ -6,13 +7,15 @@
 /// `ssl-certificate`, `ssl-certificate-key` (both required with `ssl-enabled=1`),
 /// `session-command` (none), `session-response-timeout` (60), `max-starting-sessions` (128),
 /// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
-/// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000).
+/// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000),
+/// `auth-none-allow-anyone-on-the-network` (0).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
                        "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
-                       "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id"]
+                       "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
+                       "auth-none-allow-anyone-on-the-network"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -42,6 +45,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var authNone = false
     /// `auth-pam-service`: the PAM service that authenticates sign-ins.
     public var authPAMService = "drover"
+    /// `auth-none-allow-anyone-on-the-network`: lets `auth-none` serve on an address that is
+    /// not loopback, where anyone who reaches it acts as droverd's user.
+    public var authNoneOnNetwork = false
     /// `auth-minimum-user-id`: accounts with a lower user id (root, system accounts) cannot sign
     /// in through PAM, as in Workbench. `auth-none` is unaffected.
     public var authMinimumUserID = 1000
@@ -79,6 +85,12 @@ public struct ServerConfiguration: Sendable, Equatable {
         maxStartingSessions = try reader.integer("max-starting-sessions", default: maxStartingSessions, in: 1...100_000)
         authNone = try reader.boolean("auth-none", default: false)
         authPAMService = try reader.string("auth-pam-service") ?? authPAMService
+        authNoneOnNetwork = try reader.boolean("auth-none-allow-anyone-on-the-network", default: false)
+        if authNone, !authNoneOnNetwork, !Self.isLoopback(wwwAddress) {
+            throw ConfigurationError(file: file.path, line: reader.entry("auth-none")?.line,
+                                     "auth-none=1 would let anyone who reaches www-address \(wwwAddress) act as the user running droverd; "
+                                        + "set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want")
+        }
         authMinimumUserID = try reader.integer("auth-minimum-user-id", default: authMinimumUserID, in: 0...Int(Int32.max))
         headerTimeout = try reader.integer("www-header-timeout", default: headerTimeout, in: 1...3600)
         keepAliveTimeout = try reader.integer("www-keep-alive-timeout", default: keepAliveTimeout, in: 1...86_400)
@@ -94,6 +106,14 @@ public struct ServerConfiguration: Sendable, Equatable {
                                          "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)")
             }
         }
+    }
+
+    /// Whether `address` is this machine's loopback only (127.0.0.0/8, ::1, localhost).
+    public static func isLoopback(_ address: String) -> Bool {
+        let address = address.lowercased()
+        if address == "localhost" || address == "::1" || address == "[::1]" { return true }
+        var ipv4 = in_addr()
+        return inet_pton(AF_INET, address, &ipv4) == 1 && address.hasPrefix("127.")
     }
 
     public init(parsing text: String, path: String, baseDirectory: String) throws(ConfigurationError) {
