@@ -103,7 +103,8 @@ public struct NodeClient: Sendable {
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Connection", value: "close")
-        for (name, value) in InternalRequestSignature.headers(method: method.rawValue, path: path, body: body, key: key) {
+        for (name, value) in InternalRequestSignature.headers(method: method.rawValue, path: path, body: body,
+                                                              destination: NodeRuntime.destination(host: host, port: port), key: key) {
             headers.add(name: name, value: value)
         }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)

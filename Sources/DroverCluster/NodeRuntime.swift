@@ -18,6 +18,26 @@ public final class NodeRuntime: Sendable {
     /// Refuses replayed node-to-node requests.
     public let replayGuard = ReplayGuard()
 
+    /// The destination a signed request names: `host:port`, as its sender addressed it.
+    public static func destination(host: String, port: Int) -> String {
+        (host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host) + ":\(port)"
+    }
+
+    /// Whether a signed request's destination names this node: its port, and its registered
+    /// host or address, `www-host-name` or `www-address` — or, for a node that serves every
+    /// address, 127.0.0.1, ::1 or localhost (the `drover` command on this machine calls it so).
+    public func isOwnDestination(_ destination: String) -> Bool {
+        guard let colon = destination.lastIndex(of: ":"), Int(destination[destination.index(after: colon)...]) == address.port else {
+            return false
+        }
+        var host = String(destination[..<colon]).lowercased()
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let server = configuration.server
+        let own = [address.host, address.ipv4, loadBalancer.wwwHostName, server.wwwAddress].compactMap { $0?.lowercased() }
+        if own.contains(host) { return true }
+        return ["0.0.0.0", "::", ""].contains(server.wwwAddress) && ["127.0.0.1", "::1", "localhost"].contains(host)
+    }
+
     struct State {
         var loadBalancer: LoadBalancerConfiguration
         var diagnostics: Diagnostics

@@ -83,7 +83,8 @@ public struct NodeResponder: HTTPResponder {
         let path = String(request.path)
         do {
             let verified = try InternalRequestSignature.verify(method: request.head.method.rawValue, path: path, body: body,
-                                                               header: { request.head.headers.first(name: $0) }, key: runtime.key)
+                                                               header: { request.head.headers.first(name: $0) }, key: runtime.key,
+                                                               isOwnDestination: runtime.isOwnDestination)
             guard runtime.replayGuard.accept(nonce: verified.nonce, timestamp: verified.timestamp) else {
                 throw InternalRequestSignature.Refusal.replayed
             }

@@ -18,7 +18,7 @@ public struct SessionProxyResolver: ProxyResolver {
     /// The user the forwarding node authenticated; trusted only with a valid hop signature.
     static let hopUserHeader = "X-Drover-Hop-User"
     /// Every header of the hop: dropped from what a client sends, and before the session.
-    static let hopHeaders = [hopHeader, hopUserHeader, InternalRequestSignature.timestampHeader,
+    static let hopHeaders = [hopHeader, hopUserHeader, InternalRequestSignature.destinationHeader, InternalRequestSignature.timestampHeader,
                              InternalRequestSignature.nonceHeader, InternalRequestSignature.signatureHeader]
 
     /// Who a proxied request is from.
@@ -42,7 +42,8 @@ public struct SessionProxyResolver: ProxyResolver {
         guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
         do {
             _ = try InternalRequestSignature.verify(method: head.method.rawValue, path: head.uri, body: Self.hopBody(user),
-                                                    header: { head.headers.first(name: $0) }, key: sessions.runtime.key)
+                                                    header: { head.headers.first(name: $0) }, key: sessions.runtime.key,
+                                                    isOwnDestination: sessions.runtime.isOwnDestination)
             return .user(user)
         } catch {
             return .forgedHop("\(error)")
@@ -108,7 +109,7 @@ public struct SessionProxyResolver: ProxyResolver {
                 return .respond(.text(.badGateway, "502 bad gateway: the session moved while the request was on its way; retry\n"))
             }
             let signature = InternalRequestSignature.headers(method: head.method.rawValue, path: head.uri, body: Self.hopBody(user),
-                                                             key: sessions.runtime.key)
+                                                             destination: NodeRuntime.destination(host: host, port: port), key: sessions.runtime.key)
             let connectTimeout = TimeAmount.seconds(NodeClient.connectSeconds(timeout: sessions.runtime.loadBalancer.timeout))
             return .forward(.tcp(host: host, port: port, name: name, connectTimeout: connectTimeout), tls: peerTLS,
                             headers: [(Self.hopHeader, "1"), (Self.hopUserHeader, user)] + signature, onFailure: forget)

@@ -82,9 +82,11 @@ public final class InProcessNode: Sendable {
     }
 
     /// The headers of a signed internal call, as a peer with `key` would send them at `now`.
+    /// - Parameter destination: the `host:port` signed for; nil: this node's.
     public func signedHeaders(_ method: String, _ path: String, body: String = "", key: String = TestCluster.defaultKey,
-                              now: Date = Date()) -> [(String, String)] {
-        InternalRequestSignature.headers(method: method, path: path, body: Array(body.utf8), key: SecureCookieKey(bytes: Array(key.utf8)), now: now)
+                              now: Date = Date(), destination: String? = nil) -> [(String, String)] {
+        InternalRequestSignature.headers(method: method, path: path, body: Array(body.utf8), destination: destination ?? "\(address):\(port)",
+                                         key: SecureCookieKey(bytes: Array(key.utf8)), now: now)
     }
 
     /// Stops serving and waits until the server is closed.

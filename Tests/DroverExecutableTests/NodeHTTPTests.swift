@@ -30,11 +30,36 @@ import Testing
         #expect(try await call(node.signedHeaders("POST", "/load-balancer/node-status", body: event), path: "/load-balancer/node-status",
                                method: "POST", body: event) == 204)
         var forged = node.signedHeaders("GET", "/load-balancer/ping")
-        forged[2].1 = String(forged[2].1.reversed())
+        forged[3].1 = String(forged[3].1.reversed())
         #expect(try await call(forged) == 403, "forged signature")
+        // A call captured on its way to another node cannot be replayed here.
+        #expect(try await call(node.signedHeaders("GET", "/load-balancer/ping", destination: "127.0.0.9:\(node.port)")) == 403, "for another node")
+        #expect(try await call(node.signedHeaders("GET", "/load-balancer/ping", destination: "127.0.0.1:\(node.port + 1)")) == 403,
+                "for another port")
+        var redirected = node.signedHeaders("GET", "/load-balancer/ping", destination: "127.0.0.9:\(node.port)")
+        redirected[0].1 = "127.0.0.1:\(node.port)"
+        #expect(try await call(redirected) == 403, "destination header changed after signing")
         let log = try #require(node.config.directory.read("diag.log"))
-        #expect(log.components(separatedBy: "event=internal-call-refused").count - 1 == 8)
+        #expect(log.components(separatedBy: "event=internal-call-refused").count - 1 == 11)
+        #expect(log.contains("signed for another node (127.0.0.9:\(node.port)), not this one"), "\(log.suffix(1000))")
         #expect(log.contains("reason=\"replayed request (nonce already used)\""))
+        await node.stop()
+    }
+
+    /// A proxied request forwarded by another node is trusted on its hop signature, which names
+    /// the node it was sent to: one captured on its way to another node is refused here.
+    @Test func aProxyHopSignedForAnotherNodeIsRefused() async throws {
+        let node = try await InProcessNode()
+        let path = "/s/0123456789abcdef0123456789abcdef/"
+        func hop(_ destination: String) async throws -> RawHTTPClient.Response {
+            let signed = node.signedHeaders("GET", path, body: "proxy-hop\nsomeone", destination: destination)
+            return try await node.request(path, headers: [("X-Drover-Hop", "1"), ("X-Drover-Hop-User", "someone")] + signed)
+        }
+        let elsewhere = try await hop("127.0.0.9:\(node.port)")
+        #expect(elsewhere.status == 403, "\(elsewhere.status) \(elsewhere.body)")
+        #expect(elsewhere.body.contains("signed for another node"), "\(elsewhere.body)")
+        // Signed for this node the hop is trusted: the session simply does not exist.
+        #expect(try await hop("127.0.0.1:\(node.port)").status == 404)
         await node.stop()
     }
 
