@@ -107,6 +107,8 @@ struct ProxyConnectionStateMachine {
     /// The node is stopping: the exchange in progress is the connection's last.
     private var quiescing = false
     private(set) var upgradeRequested = false
+    /// `/s/<id>/` of the proxied request in progress: the session's cookies are confined to it.
+    private var sessionPath: String?
     private var requestEnded = false
     private var responseStarted = false
     private var responseEnded = false
@@ -169,6 +171,7 @@ struct ProxyConnectionStateMachine {
         }
         upgradeRequested = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
             && head.headers.contains(name: "upgrade")
+        sessionPath = SessionProxyResolver.sessionID(head).map { "/s/\($0)/" }
         phase = .resolving(head: head, parts: [])
         return .resolve(head)
     }
@@ -347,7 +350,7 @@ struct ProxyConnectionStateMachine {
         guard case .streaming = phase else { return .none }
         responseStarted = true
         responseDeadline = nil
-        var head = head
+        var head = ForwardedResponse.head(head, sessionPath: sessionPath)
         if head.status == .switchingProtocols, upgradeRequested {
             phase = .switchingProtocols
         } else if !keepAlive {

@@ -363,29 +363,3 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         _ = upstreamChannel.setOption(ChannelOptions.autoRead, value: true)
     }
 }
-
-/// The request a proxy sends on: the client's, with the proxy's own headers.
-enum ForwardedRequest {
-    /// `head` with `X-Forwarded-*` set, hop headers that only this node may add removed, the
-    /// sign-in cookie removed (it is Drover's alone and never reaches a session; the next node
-    /// trusts the signed hop instead) and `extra` added. `Connection` is kept only for an
-    /// upgrade.
-    static func head(for head: HTTPRequestHead, clientAddress: String, isTLS: Bool, adding extra: [(String, String)],
-                     upgrade: Bool) -> HTTPRequestHead {
-        var outgoing = head
-        let forwardedFor = head.headers.first(name: "X-Forwarded-For").map { "\($0), \(clientAddress)" } ?? clientAddress
-        outgoing.headers.replaceOrAdd(name: "X-Forwarded-For", value: forwardedFor)
-        if !head.headers.contains(name: "X-Forwarded-Proto") { outgoing.headers.add(name: "X-Forwarded-Proto", value: isTLS ? "https" : "http") }
-        if !head.headers.contains(name: "X-Forwarded-Host"), let host = head.headers.first(name: "Host") {
-            outgoing.headers.add(name: "X-Forwarded-Host", value: host)
-        }
-        for name in SessionProxyResolver.hopHeaders where outgoing.headers.contains(name: name) { outgoing.headers.remove(name: name) }
-        if let cookie = outgoing.headers.first(name: "Cookie"), cookie.contains(SignInCookie.name) {
-            outgoing.headers.remove(name: "Cookie")
-            if let others = SignInCookie.removing(SignInCookie.name, fromHeader: cookie) { outgoing.headers.add(name: "Cookie", value: others) }
-        }
-        for (name, value) in extra { outgoing.headers.replaceOrAdd(name: name, value: value) }
-        if !upgrade { outgoing.headers.remove(name: "Connection") }
-        return outgoing
-    }
-}

@@ -59,13 +59,16 @@ public struct SessionProxyResolver: ProxyResolver {
     }
 
     /// The `<id>` of `/s/<id>/…` (up to the next `/` or `?`), read in place: this runs for
-    /// every proxied request.
+    /// every proxied request. nil unless it has Drover's form (32 lower-case hex digits), so
+    /// nothing else is ever looked up.
     static func sessionID(_ head: HTTPRequestHead) -> String? {
         let uri = head.uri.utf8
         guard uri.starts(with: "/s/".utf8) else { return nil }
         let rest = uri.dropFirst(3)
         let end = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? rest.endIndex
-        guard end > rest.startIndex else { return nil }
+        let id = rest[rest.startIndex..<end]
+        guard id.count == 32, id.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
+        else { return nil }
         return String(Substring(uri[rest.startIndex..<end]))
     }
 

@@ -135,7 +135,9 @@ import Testing
         let refused = try await anonymous.request("/api/me")
         #expect(refused.status == 401)
         #expect(refused.body == #"{"error":"sign in first (POST /sign-in)"}"#)
-        #expect(try await anonymous.request("/s/0123456789abcdef/").status == 401)
+        #expect(try await anonymous.request("/s/0123456789abcdef0123456789abcdef/").status == 401)
+        let malformed = try await anonymous.request("/s/0123456789abcdef/")
+        #expect(malformed.status == 404 && malformed.body == "no such session\n", "a session id not of Drover's form is refused at once")
         #expect(try await anonymous.request(NodeEndpoint.healthCheck).body == "ok\n")
         await anonymous.stop()
     }

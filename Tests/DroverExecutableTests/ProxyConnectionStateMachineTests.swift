@@ -391,6 +391,58 @@ import Testing
                                             isTLS: false, adding: [], upgrade: true)
         #expect(upgrade.headers["Connection"] == ["Upgrade"])
     }
+
+    @Test func hopByHopAndClientForwardingHeadersAreNotPassedOn() {
+        let head = Self.head("/s/abc/x", headers: [
+            "Host": "node1:8787", "Connection": "keep-alive, X-Secret", "X-Secret": "1", "Keep-Alive": "timeout=5", "TE": "trailers",
+            "Trailer": "X-Sum", "Proxy-Authorization": "Basic eDp5", "Proxy-Connection": "keep-alive", "Upgrade": "h2c",
+            "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "bank.example", "Forwarded": "for=1.2.3.4",
+            "Accept": "*/*",
+        ])
+        let outgoing = ForwardedRequest.head(for: head, clientAddress: "127.0.0.9", isTLS: false, adding: [], upgrade: false)
+        for name in ["Connection", "X-Secret", "Keep-Alive", "TE", "Trailer", "Proxy-Authorization", "Proxy-Connection", "Upgrade", "Forwarded"] {
+            #expect(!outgoing.headers.contains(name: name), "\(name) passed on")
+        }
+        #expect(outgoing.headers["X-Forwarded-For"] == ["127.0.0.9"], "a client's X-Forwarded-For is not trusted")
+        #expect(outgoing.headers["X-Forwarded-Proto"] == ["http"])
+        #expect(outgoing.headers["X-Forwarded-Host"] == ["node1:8787"])
+        #expect(outgoing.headers["Accept"] == ["*/*"])
+        // A hop from another node keeps that node's view and appends the node's address.
+        let hop = Self.head("/s/abc/x", headers: [
+            "Host": "node2:8787", SessionProxyResolver.hopHeader: "1", "X-Forwarded-For": "198.51.100.4",
+            "X-Forwarded-Proto": "https", "X-Forwarded-Host": "cluster.example",
+        ])
+        let forwarded = ForwardedRequest.head(for: hop, clientAddress: "127.0.0.1", isTLS: false, adding: [], upgrade: false)
+        #expect(forwarded.headers["X-Forwarded-For"] == ["198.51.100.4, 127.0.0.1"])
+        #expect(forwarded.headers["X-Forwarded-Proto"] == ["https"])
+        #expect(forwarded.headers["X-Forwarded-Host"] == ["cluster.example"])
+        #expect(!forwarded.headers.contains(name: SessionProxyResolver.hopHeader))
+        // A WebSocket upgrade keeps Upgrade; another protocol's does not.
+        let h2c = ForwardedRequest.head(for: Self.head("/s/abc/x", headers: ["Connection": "Upgrade", "Upgrade": "h2c"]), clientAddress: "127.0.0.9",
+                                        isTLS: false, adding: [], upgrade: true)
+        #expect(!h2c.headers.contains(name: "Upgrade"))
+    }
+
+    @Test func aSessionsCookiesAreConfinedToItsPathAndCannotBeDrovers() {
+        let path = "/s/0123456789abcdef0123456789abcdef/"
+        #expect(ForwardedResponse.confine("a=1", to: path) == "a=1; Path=\(path)")
+        #expect(ForwardedResponse.confine("a=1; Path=/; HttpOnly", to: path) == "a=1; Path=\(path); HttpOnly")
+        #expect(ForwardedResponse.confine("a=1; path=\(path)sub; Secure", to: path) == "a=1; Path=\(path)sub; Secure")
+        #expect(ForwardedResponse.confine("a=1; Path=\(path)../../; Secure", to: path) == "a=1; Path=\(path); Secure")
+        #expect(ForwardedResponse.confine("a=1; Domain=example.com; SameSite=Lax", to: path) == "a=1; Path=\(path); SameSite=Lax")
+        #expect(ForwardedResponse.confine("\(SignInCookie.name)=forged; Path=/", to: path) == nil)
+        #expect(ForwardedResponse.confine("DROVER-x=1", to: path) == nil)
+        #expect(ForwardedResponse.confine("__Host-id=1; Path=/; Secure", to: path) == nil)
+        #expect(ForwardedResponse.confine("garbage", to: path) == nil)
+        var head = HTTPResponseHead(version: .http1_1, status: .ok, headers: [
+            "Set-Cookie": "a=1; Path=/", "Set-Cookie": "drover-auth=x", "Connection": "keep-alive, X-Internal", "X-Internal": "1",
+            "Keep-Alive": "timeout=5", "Content-Length": "0",
+        ])
+        head = ForwardedResponse.head(head, sessionPath: path)
+        #expect(head.headers["Set-Cookie"] == ["a=1; Path=\(path)"])
+        #expect(!head.headers.contains(name: "X-Internal") && !head.headers.contains(name: "Keep-Alive") && !head.headers.contains(name: "Connection"))
+        #expect(head.headers["Content-Length"] == ["0"])
+    }
 }
 
 extension ProxyConnectionStateMachine.Action {

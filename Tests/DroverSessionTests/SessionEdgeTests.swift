@@ -301,6 +301,8 @@ import Testing
                 def do_GET(self):
                     body = json.dumps(dict(self.headers.items())).encode()
                     self.send_response(200)
+                    self.send_header("Set-Cookie", "theme=light; Path=/")
+                    self.send_header("Set-Cookie", "drover-auth=forged-by-the-session; Path=/")
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
@@ -319,14 +321,23 @@ import Testing
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
         for via in cluster.nodes {
             let answer = try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(id)/x",
-                                                   headers: [("X-Forwarded-For", "203.0.113.7"),
+                                                   headers: [("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https"),
+                                                             ("X-Forwarded-Host", "bank.example"), ("Proxy-Authorization", "Basic eDp5"),
+                                                             ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
                                                              ("Cookie", "theme=dark; drover-auth=not-for-the-session; lang=en")],
                                                    localAddress: "127.0.0.9")
             let seen = json(answer)
             #expect(answer.status == 200)
-            #expect((seen["X-Forwarded-For"] as? String)?.hasPrefix("203.0.113.7, 127.0.0.9") == true, "\(seen)")
+            // The client's address, then (through the other node) the address the forwarding
+            // node connected from; never what the client claimed.
+            let forwardedFor = (seen["X-Forwarded-For"] as? String ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            #expect(forwardedFor.first == "127.0.0.9" && forwardedFor.count <= 2 && forwardedFor.allSatisfy { $0.hasPrefix("127.") }, "\(seen)")
             #expect(seen["X-Forwarded-Proto"] as? String == "http")
             #expect(seen["X-Forwarded-Host"] as? String == "\(via.address):\(via.port)")
+            for name in ["Proxy-Authorization", "Keep-Alive", "Te"] { #expect(seen[name] == nil, "\(name) reached the session") }
+            // The session's cookies are confined to its path and cannot be Drover's.
+            let cookies = answer.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
+            #expect(cookies == ["theme=light; Path=/s/\(id)/"], "\(cookies)")
             // Drover's own cookie and the hop's headers never reach the session; other cookies do.
             #expect(seen["Cookie"] as? String == "theme=dark; lang=en", "\(seen)")
             #expect(!seen.keys.contains { $0.lowercased().hasPrefix("x-drover") }, "\(seen.keys.sorted())")
