@@ -10,6 +10,8 @@ log() { printf '==> %s\n' "$*"; }
 # 1. System packages.
 source scripts/install-deps.sh
 install_missing libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-config
+# A real browser for the cross-site WebSocket test.
+install_missing chromium
 
 # 2. A private PostgreSQL for the integration tests.
 source scripts/private-postgres.sh

@@ -21,7 +21,8 @@ extension HTTPServer {
             throw HTTPServerError.certificateRefused(certificate: server.sslCertificate!, name: CertificateSelfCheck.checkedName(runtime.address),
                                                      reason: problem)
         }
-        let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication, peerTLS: peerTLS)
+        let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication, peerTLS: peerTLS,
+                                         allowedOrigins: server.allowedOrigins)
         return try await HTTPServer(host: server.wwwAddress, port: server.wwwPort,
                                     responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
                                     proxy: proxy, tls: tls, sessionResponseTimeout: server.sessionResponseTimeout,

@@ -52,10 +52,29 @@ public struct SessionProxyResolver: ProxyResolver {
 
     static func hopBody(_ user: String) -> [UInt8] { Array("proxy-hop\n\(user)".utf8) }
 
-    public init(sessions: SessionManager, authentication: Authentication, peerTLS: NIOSSLContext?) {
+    /// Origins besides the node's own whose pages may open WebSockets (`www-allowed-origins`).
+    let allowedOrigins: Set<String>
+
+    public init(sessions: SessionManager, authentication: Authentication, peerTLS: NIOSSLContext?, allowedOrigins: [String] = []) {
         self.sessions = sessions
         auth = authentication
         self.peerTLS = peerTLS
+        self.allowedOrigins = Set(allowedOrigins.map { $0.lowercased() })
+    }
+
+    /// Cross-site WebSocket hijacking: a browser sends the user's cookie with a WebSocket
+    /// upgrade from any same-site page (another port of the host, a sibling subdomain), and a
+    /// WebSocket is not subject to CORS. An upgrade whose `Origin` is present and is neither
+    /// this node's own (the scheme it serves and the `Host` asked for) nor allowed by
+    /// `www-allowed-origins` is refused. (A hop from another node was checked there.)
+    /// - Returns: the refusal, or nil.
+    func refusesOrigin(_ head: HTTPRequestHead) -> HTTPResponse? {
+        guard head.headers.contains(name: "Upgrade"), !head.headers.contains(name: Self.hopHeader),
+              let origin = head.headers.first(name: "Origin")?.lowercased() else { return nil }
+        let own = (auth.secure ? "https://" : "http://") + (head.headers.first(name: "Host") ?? "").lowercased()
+        if origin == own || allowedOrigins.contains(origin) { return nil }
+        return .text(.forbidden, "forbidden: a WebSocket from a page of \(origin.prefix(200)), which is not this node's origin "
+            + "nor in www-allowed-origins\n")
     }
 
     /// The `<id>` of `/s/<id>/…` (up to the next `/` or `?`), read in place: this runs for
@@ -73,13 +92,17 @@ public struct SessionProxyResolver: ProxyResolver {
     }
 
     public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {
-        guard let id = Self.sessionID(head), case .user(let user) = requester(head),
+        guard let id = Self.sessionID(head), refusesOrigin(head) == nil, case .user(let user) = requester(head),
               let route = sessions.cachedRoute(id, username: user) else { return nil }
         return decision(route, id: id, user: user, head: head)
     }
 
     public func decision(for head: HTTPRequestHead) async -> ProxyDecision {
         guard let id = Self.sessionID(head) else { return .respond(.text(.notFound, "no such session\n")) }
+        if let refusal = refusesOrigin(head) {
+            sessions.runtime.events.emit(.webSocketOriginRefused(session: id, origin: head.headers.first(name: "Origin") ?? ""))
+            return .respond(refusal)
+        }
         let user: String
         switch requester(head) {
         case .user(let name):

@@ -8,14 +8,14 @@ import Foundation
 /// `session-command` (none), `session-response-timeout` (60), `max-starting-sessions` (128),
 /// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
 /// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000),
-/// `auth-none-allow-anyone-on-the-network` (0).
+/// `auth-none-allow-anyone-on-the-network` (0), `www-allowed-origins` (none).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
                        "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
-                       "auth-none-allow-anyone-on-the-network"]
+                       "auth-none-allow-anyone-on-the-network", "www-allowed-origins"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -45,6 +45,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var authNone = false
     /// `auth-pam-service`: the PAM service that authenticates sign-ins.
     public var authPAMService = "drover"
+    /// `www-allowed-origins`: origins (`scheme://host[:port]`, separated by commas or spaces)
+    /// whose pages may open WebSockets to sessions, besides the node's own.
+    public var allowedOrigins: [String] = []
     /// `auth-none-allow-anyone-on-the-network`: lets `auth-none` serve on an address that is
     /// not loopback, where anyone who reaches it acts as droverd's user.
     public var authNoneOnNetwork = false
@@ -86,6 +89,13 @@ public struct ServerConfiguration: Sendable, Equatable {
         authNone = try reader.boolean("auth-none", default: false)
         authPAMService = try reader.string("auth-pam-service") ?? authPAMService
         authNoneOnNetwork = try reader.boolean("auth-none-allow-anyone-on-the-network", default: false)
+        if let origins = try reader.string("www-allowed-origins") {
+            allowedOrigins = origins.split(whereSeparator: { $0 == "," || $0 == " " }).map { String($0).lowercased() }
+            for origin in allowedOrigins where !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) || origin.dropFirst(8).contains("/") {
+                throw ConfigurationError(file: file.path, line: reader.entry("www-allowed-origins")?.line,
+                                         "'www-allowed-origins' takes origins like https://app.example.com:8443 (scheme, host and port, no path), found '\(origin)'")
+            }
+        }
         if authNone, !authNoneOnNetwork, !Self.isLoopback(wwwAddress) {
             throw ConfigurationError(file: file.path, line: reader.entry("auth-none")?.line,
                                      "auth-none=1 would let anyone who reaches www-address \(wwwAddress) act as the user running droverd; "

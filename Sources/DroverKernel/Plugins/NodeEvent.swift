@@ -47,6 +47,7 @@ public enum NodeEvent: Sendable {
     case hopRefused(reason: String)
     case signInRefused(user: String, address: String, reason: String)
     case signInThrottled(user: String, address: String, seconds: Int)
+    case webSocketOriginRefused(session: String, origin: String)
 
     // MARK: sessions
     case placement(fields: [(String, String)])
@@ -111,6 +112,7 @@ public enum NodeEvent: Sendable {
         case .hopRefused: "hop-refused"
         case .signInRefused: "sign-in-refused"
         case .signInThrottled: "sign-in-throttled"
+        case .webSocketOriginRefused: "websocket-origin-refused"
         case .placement: "placement"
         case .startConnectRetry: "start-connect-retry"
         case .sessionStarted: "session-started"
@@ -140,7 +142,7 @@ public enum NodeEvent: Sendable {
         case .nodeStarting, .nodeStopped, .listening, .joined, .left, .peerNotice, .clusterDefined, .sessionStarted, .sessionStopped,
              .sessionReleased:
             .info
-        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .signInThrottled, .startConnectRetry,
+        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .signInThrottled, .webSocketOriginRefused, .startConnectRetry,
              .sessionRePlaced, .sessionsReleased, .orphanedStartFreed, .sessionStopCompleted, .sessionsSuspendedBeforeLeaving:
             .notice
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
@@ -192,6 +194,7 @@ public enum NodeEvent: Sendable {
         case .internalCallRefused: "refused internal call"
         case .hopRefused: "refused a proxied request with a bad hop signature"
         case .signInRefused: "sign-in refused"
+        case .webSocketOriginRefused: "refused a WebSocket from a page of another origin"
         case .signInThrottled: "sign-in refused at once: too many failed sign-ins from this address or for this user"
         case .placement: "placed a session"
         case .startConnectRetry: "could not connect to the session's node to start it; trying again"
@@ -273,6 +276,8 @@ public enum NodeEvent: Sendable {
             [("reason", reason)]
         case .signInRefused(let user, let address, let reason):
             [("user", user), ("address", address), ("reason", reason)]
+        case .webSocketOriginRefused(let session, let origin):
+            [("session", session), ("origin", origin)]
         case .signInThrottled(let user, let address, let seconds):
             [("user", user), ("address", address), ("retry_after", String(seconds))]
         case .placement(let fields):
