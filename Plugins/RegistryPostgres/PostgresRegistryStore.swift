@@ -200,6 +200,14 @@ public final class PostgresRegistryStore: RegistryStore {
         try await withConnection { db, sql, _ in try sql.sessions(matching: filter, db) }
     }
 
+    public func revoke(_ revocation: CookieRevocation, now: Date) async throws {
+        try await withConnection { db, sql, _ in try sql.revoke(revocation, now: now, db) }
+    }
+
+    public func revocations(now: Date) async throws -> [CookieRevocation] {
+        try await withConnection { db, sql, _ in try sql.revocations(now: now, db) }
+    }
+
     public func deleteSession(_ id: String) async throws -> Bool {
         try await withConnection { db, sql, _ in try sql.deleteSession(id, db) }
     }

@@ -127,6 +127,14 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func deleteSession(_ id: String) async throws -> Bool { try await withConnection { try $1.deleteSession(id, $0) } }
+
+    public func revoke(_ revocation: CookieRevocation, now: Date) async throws {
+        try await withConnection { try $1.revoke(revocation, now: now, $0) }
+    }
+
+    public func revocations(now: Date) async throws -> [CookieRevocation] {
+        try await withConnection { try $1.revocations(now: now, $0) }
+    }
     public func snapshot() async throws -> RegistrySnapshot { try await withConnection { try $1.snapshot($0) } }
 
     public func restore(_ snapshot: RegistrySnapshot, replacing: Bool) async throws {

@@ -151,6 +151,8 @@ public enum PeerNotice: Sendable, Equatable {
     case nodeStatus(NodeStatusChange)
     /// A session changed owner: forget its route.
     case sessionMoved(InternalCall.SessionCall)
+    /// Sign-ins were revoked (sign-out, `drover revoke-user`): read the registry's revocations.
+    case revocationsChanged
 
     public struct NodeRef: Codable, Sendable, Equatable {
         public var id: Int64
@@ -184,6 +186,7 @@ public enum PeerNotice: Sendable, Equatable {
         case .nodeDeleted: "node-deleted"
         case .nodeStatus: "node-status"
         case .sessionMoved: "session-moved"
+        case .revocationsChanged: "revocations-changed"
         }
     }
 
@@ -193,6 +196,7 @@ public enum PeerNotice: Sendable, Equatable {
         case .nodeLeft(let node), .nodeDeleted(let node): InternalCall.encode(node)
         case .nodeStatus(let change): InternalCall.encode(change)
         case .sessionMoved(let session): InternalCall.encode(session)
+        case .revocationsChanged: Array("{}".utf8)
         }
     }
 
@@ -204,6 +208,7 @@ public enum PeerNotice: Sendable, Equatable {
         case "node-deleted": self = .nodeDeleted(try InternalCall.decode(NodeRef.self, body, call: name))
         case "node-status": self = .nodeStatus(try InternalCall.decode(NodeStatusChange.self, body, call: name))
         case "session-moved": self = .sessionMoved(try InternalCall.decode(InternalCall.SessionCall.self, body, call: name))
+        case "revocations-changed": self = .revocationsChanged
         default: return nil
         }
     }
@@ -215,6 +220,7 @@ public enum PeerNotice: Sendable, Equatable {
         case .nodeLeft(let node), .nodeDeleted(let node): [("node", String(node.id))]
         case .nodeStatus(let change): [("node", String(change.id)), ("status", change.status)]
         case .sessionMoved(let session): [("session", session.id)]
+        case .revocationsChanged: []
         }
     }
 }

@@ -125,6 +125,7 @@ public struct SessionService: Service {
             // A registry read each time: less often.
             group.addTask {
                 await repeatUntilShutdown(every: { 2 }) {
+                    await sessions.runtime.refreshRevocations()
                     await sessions.completeInterruptedStops()
                     await sessions.releaseSessionsTakenAway()
                     await sessions.freeOrphanedStarts()

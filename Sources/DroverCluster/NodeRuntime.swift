@@ -17,6 +17,14 @@ public final class NodeRuntime: Sendable {
     public let logger: Logger
     /// Refuses replayed node-to-node requests.
     public let replayGuard = ReplayGuard()
+    /// Revoked sign-ins, as last read from the registry (``refreshRevocations()``).
+    public let revocations = RevocationList()
+
+    /// Reads the registry's revocations; a registry that cannot be read changes nothing.
+    public func refreshRevocations() async {
+        guard let revocations = try? await store.revocations(now: Date()) else { return }
+        self.revocations.replace(with: revocations)
+    }
 
     /// The destination a signed request names: `host:port`, as its sender addressed it.
     public static func destination(host: String, port: Int) -> String {

@@ -38,6 +38,12 @@ public struct SQLRegistry: Sendable {
                 "CREATE INDEX session_by_username ON session (username)",
             ]),
             (2, ["ALTER TABLE node ADD COLUMN unreachable_since \(d.timeType)"]),
+            (3, [
+                """
+                CREATE TABLE revocation (id TEXT PRIMARY KEY, username TEXT NOT NULL, cookie_digest TEXT,
+                    issued_up_to \(d.doubleType) NOT NULL, expires_at \(d.doubleType) NOT NULL)
+                """,
+            ]),
         ]
     }
 
@@ -256,6 +262,26 @@ public struct SQLRegistry: Sendable {
 
     public func deleteSession(_ id: String, _ db: some SQLExecutor) throws -> Bool {
         try db.execute("DELETE FROM session WHERE id = \(p(1))", [id]) > 0
+    }
+
+    // MARK: revoked sign-ins
+
+    public func revoke(_ r: CookieRevocation, now: Date, _ db: some SQLExecutor) throws {
+        try db.execute("DELETE FROM revocation WHERE expires_at < \(p(1))", [String(now.timeIntervalSince1970)])
+        try db.execute("""
+            INSERT INTO revocation (id, username, cookie_digest, issued_up_to, expires_at) VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)))
+            ON CONFLICT (id) DO NOTHING
+            """, [r.id, r.username, r.cookieDigest, String(r.issuedUpTo), String(r.expiresAt)])
+    }
+
+    public func revocations(now: Date, _ db: some SQLExecutor) throws -> [CookieRevocation] {
+        try db.query("SELECT cookie_digest, username, issued_up_to, expires_at FROM revocation WHERE expires_at >= \(p(1)) ORDER BY id",
+                     [String(now.timeIntervalSince1970)]).map { row in
+            guard row.count == 4, let username = row[1], let upTo = row[2].flatMap(Double.init), let expires = row[3].flatMap(Double.init) else {
+                throw RegistryError.corrupt("a revocation row that cannot be read: \(row)")
+            }
+            return CookieRevocation(cookieDigest: row[0], username: username, issuedUpTo: upTo, expiresAt: expires)
+        }
     }
 
     // MARK: copying

@@ -1,5 +1,6 @@
 public import DroverKernel
 import Foundation
+import NIOCore
 import NIOHTTP1
 import Synchronization
 
@@ -27,9 +28,19 @@ public struct Authentication: Sendable {
     /// (lower case): `localhost`, the machine's host name, `www-host-name`.
     let ownNames: Set<String>
 
+    /// Revoked sign-ins (sign-out, `drover revoke-user`), kept current by the node.
+    let revocations: RevocationList
+    /// The WebSocket tunnels open with each cookie, closed when it is revoked.
+    let tunnels = CookieTunnels()
+
     public init(key: SecureCookieKey, authNone: Bool, pamService: String, minimumUserID: Int = 1000, secure: Bool,
-                hostNames: [String] = []) {
+                hostNames: [String] = [], revocations: RevocationList = RevocationList()) {
         self.key = key
+        self.revocations = revocations
+        let (tunnels, lifetime) = (self.tunnels, self.lifetime)
+        revocations.onChange { [revocations] in
+            tunnels.close { cookie in Self.isRevoked(cookie, in: revocations, lifetime: lifetime) }
+        }
         self.authNone = authNone
         var names: Set<String> = ["localhost"]
         var buffer = [UInt8](repeating: 0, count: 256)
@@ -80,10 +91,25 @@ public struct Authentication: Sendable {
         if authNone { return daemonUser }
         guard let value = SignInCookie.value(named: SignInCookie.name, inHeader: headers.first(name: "Cookie")) else { return nil }
         let now = Date()
-        if let user = verified.user(for: value, now: now) { return user }
+        if let known = verified.entry(for: value, now: now) {
+            return revocations.isRevoked(digest: known.digest, user: known.user, issuedAt: known.expiry - lifetime) ? nil : known.user
+        }
         guard let user = try? SignInCookie.verify(value, key: key, now: now), let expiry = SignInCookie.expiry(of: value) else { return nil }
-        verified.remember(value, user: user, expiry: expiry)
-        return user
+        let digest = SignInCookie.digest(of: value)
+        verified.remember(value, user: user, expiry: expiry, digest: digest)
+        return revocations.isRevoked(digest: digest, user: user, issuedAt: expiry - lifetime) ? nil : user
+    }
+
+    /// Whether a cookie value has been revoked (its signature is not checked here).
+    static func isRevoked(_ cookie: String, in revocations: RevocationList, lifetime: TimeInterval) -> Bool {
+        guard let expiry = SignInCookie.expiry(of: cookie), let user = SignInCookie.user(of: cookie) else { return false }
+        return revocations.isRevoked(digest: SignInCookie.digest(of: cookie), user: user, issuedAt: expiry - lifetime)
+    }
+
+    /// The revocation of one cookie, kept as long as the cookie would have been valid.
+    func revocation(of cookie: String, user: String) -> CookieRevocation {
+        let expiry = SignInCookie.expiry(of: cookie) ?? Date().timeIntervalSince1970 + lifetime
+        return CookieRevocation(cookieDigest: SignInCookie.digest(of: cookie), username: user, issuedUpTo: expiry - lifetime, expiresAt: expiry)
     }
 
     func cookie(_ request: HTTPRequest) -> String? {
@@ -124,24 +150,56 @@ public struct Authentication: Sendable {
 final class VerifiedCookies: Sendable {
     /// Past this many, the memory starts again from empty.
     static let capacity = 10_000
-    private let entries = Mutex<[String: (user: String, expiry: Double)]>([:])
+    private let entries = Mutex<[String: Entry]>([:])
 
-    /// The user of a cookie verified before and not yet expired.
-    func user(for cookie: String, now: Date) -> String? {
+    struct Entry {
+        var user: String
+        var expiry: Double
+        /// ``SignInCookie/digest(of:)``, for the revocation check on every hit.
+        var digest: String
+    }
+
+    /// A cookie verified before and not yet expired.
+    func entry(for cookie: String, now: Date) -> Entry? {
         entries.withLock { entries in
             guard let entry = entries[cookie] else { return nil }
             guard entry.expiry > now.timeIntervalSince1970 else {
                 entries[cookie] = nil
                 return nil
             }
-            return entry.user
+            return entry
         }
     }
 
-    func remember(_ cookie: String, user: String, expiry: Double) {
+    /// The user of a cookie verified before and not yet expired.
+    func user(for cookie: String, now: Date) -> String? {
+        entry(for: cookie, now: now)?.user
+    }
+
+    func remember(_ cookie: String, user: String, expiry: Double, digest: String) {
         entries.withLock { entries in
             if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
-            entries[cookie] = (user, expiry)
+            entries[cookie] = Entry(user: user, expiry: expiry, digest: digest)
         }
+    }
+}
+
+/// The WebSocket tunnels this node serves, with the sign-in cookie each was opened with, so
+/// that revoking a cookie (sign-out) closes them: a tunnel outlives the request that checked
+/// the cookie.
+final class CookieTunnels: Sendable {
+    private let open = Mutex<[ObjectIdentifier: (channel: any Channel, cookie: String)]>([:])
+
+    func add(_ channel: any Channel, cookie: String) {
+        let id = ObjectIdentifier(channel)
+        open.withLock { $0[id] = (channel, cookie) }
+        channel.closeFuture.whenComplete { _ in self.open.withLock { _ = $0.removeValue(forKey: id) } }
+    }
+
+    var count: Int { open.withLock { $0.count } }
+
+    /// Closes every tunnel whose cookie `revoked` says is revoked.
+    func close(where revoked: (String) -> Bool) {
+        for (channel, _) in open.withLock({ $0.values.filter { revoked($0.cookie) } }) { channel.close(promise: nil) }
     }
 }

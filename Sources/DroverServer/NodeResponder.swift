@@ -110,6 +110,8 @@ public struct NodeResponder: HTTPResponder {
                 return .text(.ok, "pong\n")
             case .notice(.sessionMoved(let session)):
                 sessions.invalidateRoute(session.id)
+            case .notice(.revocationsChanged):
+                await membership.runtime.refreshRevocations()
             case .notice(let notice):
                 await membership.received(notice, from: remote)
             case .launch(let session, let isNew):

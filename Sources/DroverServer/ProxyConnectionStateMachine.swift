@@ -139,6 +139,12 @@ struct ProxyConnectionStateMachine {
         if case .streaming = phase { true } else { false }
     }
 
+    /// Whether no pipelined request waits, and the machine is between exchanges: the head
+    /// arriving now is the one that will be served next.
+    var queuedNothing: Bool {
+        if case .idle = phase { queued.isEmpty } else { false }
+    }
+
     var isTunnel: Bool {
         if case .tunnel = phase { true } else { false }
     }

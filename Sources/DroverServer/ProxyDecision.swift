@@ -30,4 +30,10 @@ public protocol ProxyResolver: Sendable {
     func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision?
     /// The full decision: may read the registry, and start or move the session.
     func decision(for head: HTTPRequestHead) async -> ProxyDecision
+    /// A request with these headers became a WebSocket tunnel on `channel` (the client's).
+    func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders)
+}
+
+extension ProxyResolver {
+    public func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders) {}
 }

@@ -29,6 +29,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private var responseTimer: Scheduled<Void>?
     /// Whether reading from the client is on (autoRead), kept in step with the machine's wish.
     private var reading = true
+    /// The headers of the request in progress (a tunnel is registered with its cookie).
+    private var requestHeaders = HTTPHeaders()
     /// The client's address for X-Forwarded-For, worked out once per connection.
     private lazy var clientAddress: String = context?.remoteAddress?.ipAddress ?? "unknown"
 
@@ -61,6 +63,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         switch part {
         case .head(let head):
             context?.triggerUserOutboundEvent(ClientPhase.exchange, promise: nil)
+            if machine.queuedNothing { requestHeaders = head.headers }
             run(machine.requestHead(head, proxied: proxy != nil && head.uri.hasPrefix("/s/")))
         case .body(let chunk): run(machine.requestBody(chunk))
         case .end(let trailers): run(machine.requestEnd(trailers))
@@ -339,6 +342,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         responseTimer?.cancel()
         responseTimer = nil
         context.triggerUserOutboundEvent(ClientPhase.tunnel, promise: nil)
+        proxy?.tunnelOpened(context.channel, requestHeaders: requestHeaders)
         let clientChannel = context.channel
         let upstreamChannel = upstream.channel
         let (clientGlue, upstreamGlue) = GlueHandler.pair()

@@ -1,7 +1,7 @@
 public import DroverCluster
 import DroverKernel
 import Foundation
-import NIOCore
+public import NIOCore
 public import NIOHTTP1
 public import NIOSSL
 
@@ -60,6 +60,13 @@ public struct SessionProxyResolver: ProxyResolver {
         auth = authentication
         self.peerTLS = peerTLS
         self.allowedOrigins = Set(allowedOrigins.map { $0.lowercased() })
+    }
+
+    /// Signing out closes the tunnels opened with the cookie.
+    public func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders) {
+        guard !requestHeaders.contains(name: Self.hopHeader),
+              let cookie = SignInCookie.value(named: SignInCookie.name, inHeader: requestHeaders.first(name: "Cookie")) else { return }
+        auth.tunnels.add(channel, cookie: cookie)
     }
 
     /// Cross-site WebSocket hijacking: a browser sends the user's cookie with a WebSocket

@@ -62,7 +62,7 @@ struct UserAPI: Sendable {
         case (.POST, "/sign-in"):
             return await signIn(request)
         case (.POST, "/sign-out"):
-            return Self.redirect("/", cookie: auth.signOutCookie)
+            return await signOut(request)
         case (.GET, "/api/me"):
             guard let user = auth.user(request) else { return Self.error(.unauthorized, "sign in first (POST /sign-in)") }
             return Self.json(.ok, Me(user: user, csrf: auth.csrfToken(request)))
@@ -129,7 +129,50 @@ struct UserAPI: Sendable {
         try await sessions.runtime.store.sessions(matching: SessionFilter(username: user))
     }
 
+    /// Signing out needs the CSRF token (a page of another site must not sign the user out),
+    /// and revokes the cookie on every node: a revocation in the registry, kept until the
+    /// cookie would have expired, the peers told at once, and the cookie's WebSocket tunnels
+    /// closed. The browser is told to forget it too.
+    func signOut(_ request: HTTPRequest) async -> HTTPResponse {
+        guard let cookie = auth.cookie(request) else { return Self.redirect("/", cookie: auth.signOutCookie) }
+        guard auth.isGenuine(request, formToken: Self.form(request)["csrf"]) else {
+            return Self.error(.forbidden, "missing or wrong CSRF token: send the X-CSRF-Token header from GET /api/me (or the form's csrf field)")
+        }
+        if let user = auth.user(request) {
+            let revocation = auth.revocation(of: cookie, user: user)
+            do {
+                try await sessions.runtime.store.revoke(revocation, now: Date())
+            } catch {
+                return Self.failure(error)
+            }
+            auth.revocations.add(revocation)
+            sessions.runtime.events.emit(.signedOut(user: user))
+            await ClusterMembership(runtime: sessions.runtime).notifyPeers(.revocationsChanged)
+        }
+        return Self.redirect("/", cookie: auth.signOutCookie)
+    }
+
+    /// Login CSRF: a page of another site must not sign the browser in (as the attacker, to
+    /// watch what the victim does). A browser says where a form was posted from (`Origin`, or
+    /// failing that `Referer`); a sign-in posted from a page that is not this node's is refused.
+    /// Clients that send neither are not browsers.
+    func refusesCrossSiteSignIn(_ request: HTTPRequest) -> HTTPResponse? {
+        let headers = request.head.headers
+        let own = (auth.secure ? "https://" : "http://") + (headers.first(name: "Host") ?? "").lowercased()
+        let from: String
+        if let origin = headers.first(name: "Origin") {
+            from = origin.lowercased()
+        } else if let referer = headers.first(name: "Referer"), let url = URL(string: referer), let scheme = url.scheme, let host = url.host {
+            from = "\(scheme)://\(host)\(url.port.map { ":\($0)" } ?? "")".lowercased()
+        } else {
+            return nil
+        }
+        guard from != own else { return nil }
+        return Self.error(.forbidden, "a sign-in posted from a page of \(from.prefix(200)), not this node's; sign in from this node's own page")
+    }
+
     func signIn(_ request: HTTPRequest) async -> HTTPResponse {
+        if let refusal = refusesCrossSiteSignIn(request) { return refusal }
         let form = Self.form(request)
         guard let user = form["username"], !user.isEmpty, let password = form["password"] else {
             return Self.redirect("/?error=missing")
@@ -187,7 +230,7 @@ struct UserAPI: Sendable {
         let csrf = Self.escape(SignInCookie.csrfToken(for: cookie!, key: auth.key))
         let hidden = "<input type=\"hidden\" name=\"csrf\" value=\"\(csrf)\">"
         body += "<p>Signed in as <strong>\(Self.escape(user))</strong>."
-        if !auth.authNone { body += " <form method=\"post\" action=\"/sign-out\" style=\"display:inline\"><button>Sign out</button></form>" }
+        if !auth.authNone { body += " <form method=\"post\" action=\"/sign-out\" style=\"display:inline\">\(hidden)<button>Sign out</button></form>" }
         body += "</p><form method=\"post\" action=\"/sessions\">\(hidden)<input name=\"label\" placeholder=\"label (optional)\"> <button>Start a session</button></form>"
         let list = (try? await self.list(user)) ?? []
         if list.isEmpty {

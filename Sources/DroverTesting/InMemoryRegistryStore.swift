@@ -9,6 +9,7 @@ public final class InMemoryRegistryStore: RegistryStore {
         var cluster: ClusterRecord?
         var nodes: [Int64: NodeRecord] = [:]
         var sessions: [String: SessionRecord] = [:]
+        var revocations: [String: CookieRevocation] = [:]
         var nextNodeID: Int64 = 1
         var closed = false
         var calls = 0
@@ -183,6 +184,17 @@ public final class InMemoryRegistryStore: RegistryStore {
         try locked { state in
             state.sessions.values.filter(filter.matches).sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
         }
+    }
+
+    public func revoke(_ revocation: CookieRevocation, now: Date) async throws {
+        try locked { state in
+            state.revocations = state.revocations.filter { $0.value.expiresAt >= now.timeIntervalSince1970 }
+            if state.revocations[revocation.id] == nil { state.revocations[revocation.id] = revocation }
+        }
+    }
+
+    public func revocations(now: Date) async throws -> [CookieRevocation] {
+        try locked { $0.revocations.values.filter { $0.expiresAt >= now.timeIntervalSince1970 }.sorted { $0.id < $1.id } }
     }
 
     public func deleteSession(_ id: String) async throws -> Bool {

@@ -151,3 +151,26 @@ struct Status: AsyncParsableCommand {
         print(response.text, terminator: "")
     }
 }
+
+struct RevokeUser: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revoke-user",
+        abstract: "Sign a user out everywhere: every sign-in cookie issued to them until now stops working on every node.",
+        discussion: "The revocation is kept in the registry for as long as those cookies would have lasted (12 hours); the nodes that are up are told at once (the others read it within two seconds of starting). Open WebSocket tunnels of those cookies are closed. The user can sign in again.")
+
+    @OptionGroup var options: ConfigOptions
+    @Argument(help: "The user name, as signed in.") var user: String
+
+    func run() async throws {
+        let user = user
+        guard !user.isEmpty, !user.contains(where: \.isNewline) else { throw CommandFailure("give the user name, e.g. drover revoke-user alice", status: 2) }
+        try await RegistryAccess.using(options) { access in
+            let store = access.store
+            let read = try await store.nodesWithClock()
+            let now = read.now.timeIntervalSince1970
+            try await store.revoke(CookieRevocation(cookieDigest: nil, username: user, issuedUpTo: now, expiresAt: now + 12 * 3600), now: read.now)
+            await tellPeers(.revocationsChanged, access: access, nodes: read.nodes, now: read.now)
+        }
+        print("Every sign-in of \(user) issued until now is revoked on every node.")
+    }
+}

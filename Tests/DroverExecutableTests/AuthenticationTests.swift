@@ -29,7 +29,7 @@ import Testing
     @Test func aRememberedCookieStillExpiresOnTime() {
         let memory = VerifiedCookies()
         let now = Date()
-        memory.remember("c", user: "alice", expiry: now.timeIntervalSince1970 + 1)
+        memory.remember("c", user: "alice", expiry: now.timeIntervalSince1970 + 1, digest: "d")
         #expect(memory.user(for: "c", now: now) == "alice")
         #expect(memory.user(for: "c", now: now.addingTimeInterval(2)) == nil)
         #expect(memory.user(for: "c", now: now) == nil, "forgotten once expired")
@@ -38,9 +38,9 @@ import Testing
     @Test func theMemoryIsBounded() {
         let memory = VerifiedCookies()
         let expiry = Date().timeIntervalSince1970 + 3600
-        for index in 0..<VerifiedCookies.capacity { memory.remember("c\(index)", user: "u", expiry: expiry) }
+        for index in 0..<VerifiedCookies.capacity { memory.remember("c\(index)", user: "u", expiry: expiry, digest: "d") }
         #expect(memory.user(for: "c0", now: Date()) == "u")
-        memory.remember("one-more", user: "u", expiry: expiry)
+        memory.remember("one-more", user: "u", expiry: expiry, digest: "d")
         #expect(memory.user(for: "c0", now: Date()) == nil, "started again from empty")
         #expect(memory.user(for: "one-more", now: Date()) == "u")
     }

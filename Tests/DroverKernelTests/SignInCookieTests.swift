@@ -29,6 +29,18 @@ import Testing
         }
     }
 
+    @Test func twoSignInsInOneSecondGetTwoCookiesAndTheOldFormStillVerifies() throws {
+        let a = SignInCookie.issue(username: "jdoe", lifetime: 3600, key: key, now: now)
+        let b = SignInCookie.issue(username: "jdoe", lifetime: 3600, key: key, now: now)
+        #expect(a != b && SignInCookie.digest(of: a) != SignInCookie.digest(of: b), "signing one out must not sign the other out")
+        #expect(a.hasPrefix("v2.") && a.split(separator: ".").count == 5)
+        #expect(SignInCookie.user(of: a) == "jdoe" && SignInCookie.expiry(of: a) == now.timeIntervalSince1970 + 3600)
+        // A cookie issued before nonces (v1.user.expiry.hmac) stays valid until it expires.
+        let payload = "v1.amRvZQ.\(Int(now.timeIntervalSince1970) + 60)"
+        let old = payload + "." + key.sign(Array(payload.utf8), purpose: "sign-in cookie").hexString
+        #expect(try SignInCookie.verify(old, key: key, now: now) == "jdoe")
+    }
+
     @Test func csrfTokensBelongToTheirCookie() {
         let a = SignInCookie.issue(username: "a", lifetime: 60, key: key, now: now)
         let b = SignInCookie.issue(username: "b", lifetime: 60, key: key, now: now)

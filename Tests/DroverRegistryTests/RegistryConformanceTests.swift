@@ -36,13 +36,17 @@ import Testing
         let node = try await old.registerNode(RegistryConformance.registration("h"))
         try await old.createSession(RegistryConformance.newSession("s1", node: node.id, state: .running))
         await old.close()
-        try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DELETE FROM schema_version WHERE version > 1;")
+        try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DELETE FROM schema_version WHERE version > 1;")
         let upgraded = try await harness.store()
         #expect(try await upgraded.nodes().map(\.host) == ["h"])
         #expect(try await upgraded.nodes().first?.unreachableSince == nil)
         #expect(try await upgraded.session("s1")?.ownership.node == node.id)
         try await Task.sleep(for: .milliseconds(30))
         #expect(try await upgraded.markUnreachable(node: node.id, silentFor: 0.01))
+        // Schema 3: revocations.
+        let revocation = CookieRevocation(cookieDigest: "d1", username: "u", issuedUpTo: 1, expiresAt: Date().timeIntervalSince1970 + 60)
+        try await upgraded.revoke(revocation, now: Date())
+        #expect(try await upgraded.revocations(now: Date()) == [revocation])
         await upgraded.close()
     }
 

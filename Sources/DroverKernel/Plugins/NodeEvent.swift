@@ -48,6 +48,7 @@ public enum NodeEvent: Sendable {
     case signInRefused(user: String, address: String, reason: String)
     case signInThrottled(user: String, address: String, seconds: Int)
     case webSocketOriginRefused(session: String, origin: String)
+    case signedOut(user: String)
 
     // MARK: sessions
     case placement(fields: [(String, String)])
@@ -113,6 +114,7 @@ public enum NodeEvent: Sendable {
         case .signInRefused: "sign-in-refused"
         case .signInThrottled: "sign-in-throttled"
         case .webSocketOriginRefused: "websocket-origin-refused"
+        case .signedOut: "signed-out"
         case .placement: "placement"
         case .startConnectRetry: "start-connect-retry"
         case .sessionStarted: "session-started"
@@ -142,7 +144,7 @@ public enum NodeEvent: Sendable {
         case .nodeStarting, .nodeStopped, .listening, .joined, .left, .peerNotice, .clusterDefined, .sessionStarted, .sessionStopped,
              .sessionReleased:
             .info
-        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .signInThrottled, .webSocketOriginRefused, .startConnectRetry,
+        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .signInThrottled, .webSocketOriginRefused, .signedOut, .startConnectRetry,
              .sessionRePlaced, .sessionsReleased, .orphanedStartFreed, .sessionStopCompleted, .sessionsSuspendedBeforeLeaving:
             .notice
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
@@ -195,6 +197,7 @@ public enum NodeEvent: Sendable {
         case .hopRefused: "refused a proxied request with a bad hop signature"
         case .signInRefused: "sign-in refused"
         case .webSocketOriginRefused: "refused a WebSocket from a page of another origin"
+        case .signedOut: "signed out: the cookie is revoked on every node"
         case .signInThrottled: "sign-in refused at once: too many failed sign-ins from this address or for this user"
         case .placement: "placed a session"
         case .startConnectRetry: "could not connect to the session's node to start it; trying again"
@@ -276,6 +279,8 @@ public enum NodeEvent: Sendable {
             [("reason", reason)]
         case .signInRefused(let user, let address, let reason):
             [("user", user), ("address", address), ("reason", reason)]
+        case .signedOut(let user):
+            [("user", user)]
         case .webSocketOriginRefused(let session, let origin):
             [("session", session), ("origin", origin)]
         case .signInThrottled(let user, let address, let seconds):

@@ -69,6 +69,12 @@ public protocol RegistryStore: Sendable {
     /// Removes a session row; false when there was none.
     func deleteSession(_ id: String) async throws -> Bool
 
+    /// Records a revoked sign-in cookie, or all of a user's (``CookieRevocation``), and drops
+    /// the records that have expired.
+    func revoke(_ revocation: CookieRevocation, now: Date) async throws
+    /// The revocations that have not expired at `now`.
+    func revocations(now: Date) async throws -> [CookieRevocation]
+
     /// Every row, for copying a registry elsewhere (`drover migrate-db`).
     func snapshot() async throws -> RegistrySnapshot
     /// Writes every row of `snapshot` in one transaction, keeping ids, and moves id sequences

@@ -1,7 +1,8 @@
 public import Foundation
 
 /// The sign-in cookie: the user and an expiry, signed with the secure cookie key, so every node
-/// of the cluster accepts what any node issued. Format: `v1.<user, base64url>.<expiry>.<hmac hex>`.
+/// of the cluster accepts what any node issued. Format: `v2.<user, base64url>.<expiry>.<nonce hex>.<hmac hex>`
+/// (`v1.<user>.<expiry>.<hmac>`, issued before the nonce, is still accepted).
 public enum SignInCookie {
     public static let name = "drover-auth"
     static let purpose = "sign-in cookie"
@@ -11,7 +12,9 @@ public enum SignInCookie {
     public static func issue(username: String, lifetime: TimeInterval, key: SecureCookieKey, now: Date = Date()) -> String {
         let user = Data(username.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-        let payload = "v1.\(user).\(Int(now.timeIntervalSince1970 + lifetime))"
+        // A random nonce, so two sign-ins in the same second get different cookies, and signing
+        // one out (which revokes that cookie) leaves the other alone.
+        let payload = "v2.\(user).\(Int(now.timeIntervalSince1970 + lifetime)).\(Crypto.randomBytes(8).hexString)"
         return payload + "." + key.sign(Array(payload.utf8), purpose: purpose).hexString
     }
 
@@ -33,10 +36,12 @@ public enum SignInCookie {
     /// The user a cookie value names, if it is genuine and unexpired.
     public static func verify(_ value: String, key: SecureCookieKey, now: Date = Date()) throws(Refusal) -> String {
         let parts = value.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4, parts[0] == "v1", let expiry = Double(parts[2]), let given = [UInt8](hexString: parts[3]), given.count == 32 else {
+        // v1 (before nonces): v1.user.expiry.hmac; v2: v2.user.expiry.nonce.hmac.
+        guard (parts.count == 4 && parts[0] == "v1") || (parts.count == 5 && parts[0] == "v2"), let expiry = Double(parts[2]),
+              let given = [UInt8](hexString: parts[parts.count - 1]), given.count == 32 else {
             throw .malformed
         }
-        let payload = parts[0...2].joined(separator: ".")
+        let payload = parts.dropLast().joined(separator: ".")
         guard Crypto.constantTimeEquals(given, key.sign(Array(payload.utf8), purpose: purpose)) else { throw .badSignature }
         guard expiry > now.timeIntervalSince1970 else { throw .expired }
         var base64 = parts[1].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
@@ -45,10 +50,26 @@ public enum SignInCookie {
         return user
     }
 
+    /// The user written in a cookie value, without checking its signature.
+    public static func user(of value: String) -> String? {
+        let parts = value.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 || parts.count == 5 else { return nil }
+        var base64 = parts[1].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64).flatMap { String(data: $0, encoding: .utf8) }
+    }
+
+    /// What identifies one cookie in the registry's revocations: the SHA-256 of its signature,
+    /// so a reader of the registry learns nothing that would let it rebuild the cookie.
+    public static func digest(of value: String) -> String {
+        let signature = value.split(separator: ".", omittingEmptySubsequences: false).last.map(String.init) ?? value
+        return Crypto.sha256(Array(signature.utf8)).hexString
+    }
+
     /// The expiry (Unix seconds) written in a cookie value, without checking its signature.
     public static func expiry(of value: String) -> Double? {
         let parts = value.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 ? Double(parts[2]) : nil
+        return parts.count == 4 || parts.count == 5 ? Double(parts[2]) : nil
     }
 
     /// The anti-CSRF token that goes with a cookie value: state-changing requests must echo it

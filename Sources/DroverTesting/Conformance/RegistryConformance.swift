@@ -22,6 +22,7 @@ public enum RegistryConformance {
         case heartbeatStatusAndDelete
         case aPeerMarksOnlyASilentOnlineNodeUnreachableAndItsHeartbeatClearsTheMark
         case sessionsAreCreatedOnceFilteredTouchedAndDeleted
+        case revocationsAreKeptOnceUntilTheyExpire
         case transitionsAreCompareAndSet
         case thirtyTwoConcurrentClaimersExactlyOneWins
         case snapshotRestoresIntoAnEmptyStoreOnlyUnlessReplacing
@@ -155,6 +156,22 @@ public enum RegistryConformance {
             #expect(try await store.deleteSession("s2"))
             #expect(try await store.deleteSession("s2") == false)
             #expect(try await store.session("s2") == nil)
+            await store.close()
+        case .revocationsAreKeptOnceUntilTheyExpire:
+            let store = try await migrated(makeStore)
+            let now = Date(timeIntervalSince1970: 1_700_000_000)
+            let cookie = CookieRevocation(cookieDigest: "ab12", username: "alice", issuedUpTo: 1_699_990_000, expiresAt: 1_700_000_100)
+            let user = CookieRevocation(cookieDigest: nil, username: "bob", issuedUpTo: 1_700_000_000, expiresAt: 1_700_043_200)
+            let stale = CookieRevocation(cookieDigest: "cd34", username: "carol", issuedUpTo: 1_699_900_000, expiresAt: 1_699_999_000)
+            for revocation in [cookie, user, stale, cookie] { try await store.revoke(revocation, now: Date(timeIntervalSince1970: 1_699_998_000)) }
+            #expect(try await store.revocations(now: now) == [cookie, user], "once each, the expired one not read")
+            #expect(try await store.revocations(now: Date(timeIntervalSince1970: 1_700_000_101)) == [user])
+            // Writing one drops those that have expired.
+            try await store.revoke(CookieRevocation(cookieDigest: "ef56", username: "dave", issuedUpTo: 0, expiresAt: 1_800_000_000), now: now)
+            #expect(try await store.revocations(now: Date(timeIntervalSince1970: 0)).map(\.username) == ["alice", "dave", "bob"].sorted { a, b in
+                let ids = ["alice": "ab12", "dave": "ef56", "bob": "user bob 1700000000"]
+                return ids[a]! < ids[b]!
+            })
             await store.close()
         case .transitionsAreCompareAndSet:
             let store = try await migrated(makeStore)
