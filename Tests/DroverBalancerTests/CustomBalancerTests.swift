@@ -51,6 +51,30 @@ import Testing
         #expect(elapsed < 10)
     }
 
+    /// Nothing of droverd's environment reaches the script (its secrets, `LD_PRELOAD`, `HOME`).
+    @Test func theScriptRunsWithACleanEnvironment() async throws {
+        let (decision, _) = try await place(script: """
+            #!/bin/sh
+            [ -z "$HOME" ] || exit 7
+            [ -z "$USER" ] || exit 6
+            [ "$PATH" = /usr/local/bin:/usr/bin:/bin ] || exit 5
+            echo node3:8787
+            """)
+        #expect(decision.chosen == 3, "\(decision.note ?? "")")
+    }
+
+    /// Found in review: a script that left a child holding its output (`sleep 30 &`) held
+    /// placement up until the child ended, timeout or not. The run ends with the script, and
+    /// its process group is killed with it.
+    @Test func aChildLeftHoldingTheScriptsOutputDoesNotHoldPlacement() async throws {
+        let (done, elapsed) = try await place(script: "#!/bin/sh\nsleep 30 &\necho node3:8787\n", timeout: 10)
+        #expect(done.chosen == 3, "\(done.note ?? "")")
+        #expect(elapsed < 5, "placement waited \(elapsed) s for the script's child")
+        let (hung, hungElapsed) = try await place(script: "#!/bin/sh\nsleep 30 &\nwait\n", timeout: 1)
+        #expect(hung.note?.contains("it ran past the 1 s timeout and was killed") == true, "\(hung.note ?? "")")
+        #expect(hungElapsed < 10, "the script's whole group is killed at the timeout, not only the script")
+    }
+
     @Test func aMissingOrNonExecutableScriptFallsBack() async throws {
         let (missing, _) = try await place(script: "")
         #expect(missing.chosen == 2)
