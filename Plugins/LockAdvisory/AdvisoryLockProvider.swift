@@ -34,13 +34,20 @@ public struct AdvisoryLockProvider: LockProvider {
     }
 
     public func tryAcquire(_ path: String) throws -> (any HeldLock)? {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o666)
+        // 0600: a user who could open the file could hold a lock on it (a read lock is enough)
+        // and so keep a session from starting.
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
             throw LockError(path: path, "cannot open the lock file (\(String(cString: strerror(errno))))")
         }
         var info = stat()
-        if fstat(fd, &info) == 0, info.st_uid == geteuid(), info.st_mode & 0o777 != 0o666 {
-            fchmod(fd, 0o666)
+        if fstat(fd, &info) == 0 {
+            guard info.st_uid == geteuid() || info.st_uid == 0 else {
+                close(fd)
+                throw LockError(path: path, "the lock file was made by another user (uid \(info.st_uid)), who could hold it for ever; "
+                                + "remove it, and keep the lock folder writable only by droverd's user")
+            }
+            if info.st_mode & 0o077 != 0 { fchmod(fd, 0o600) }
         }
         var range = Self.wholeFile(F_WRLCK)
         if fcntl(fd, Self.setLock, &range) == 0 {

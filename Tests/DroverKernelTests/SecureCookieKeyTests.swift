@@ -33,6 +33,36 @@ import Testing
         }
     }
 
+    /// Whoever can change the key can sign cookies for any user: it must be a regular file of
+    /// root or of the user running Drover, in a folder others cannot write to.
+    @Test func refusesAKeyThatIsNotAFileOrIsAnotherUsersOrLivesInAFolderOthersCanWrite() async throws {
+        let dir = TemporaryDirectory()
+        let folder = dir.url("keydir")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        #expect(mkfifo(folder + "/fifo", 0o600) == 0)
+        #expect(throws: ConfigurationError(file: folder + "/fifo",
+            "the secure cookie key is not a regular file; replace it with: drover generate-key --output \(folder)/fifo --force")) {
+            try SecureCookieKey.load(from: folder + "/fifo")
+        }
+        let path = try dir.write("keydir/k", "0123456789abcdef0123", mode: 0o600)
+        #expect(throws: Never.self) { try SecureCookieKey.load(from: path) }
+        chmod(folder, 0o777)
+        #expect(throws: ConfigurationError(file: path,
+            "the secure cookie key's folder \(folder) may be written by other users (mode 0777), who could put another key in its place; run: chmod go-w \(folder)")) {
+            try SecureCookieKey.load(from: path)
+        }
+        chmod(folder, 0o1777)
+        #expect(throws: Never.self, "a sticky folder (like /tmp): others cannot replace our file") { try SecureCookieKey.load(from: path) }
+        chmod(folder, 0o700)
+        if geteuid() == 0 {
+            #expect(chown(path, 65534, 65534) == 0)
+            #expect(throws: ConfigurationError(file: path,
+                "the secure cookie key is owned by uid 65534, not by root or the user running this (uid 0); run: chown 0 \(path)")) {
+                try SecureCookieKey.load(from: path)
+            }
+        }
+    }
+
     @Test func missingKeySaysHowToCreateIt() {
         #expect(throws: ConfigurationError(file: "/nonexistent/k", "no secure cookie key; create one with: drover generate-key --output /nonexistent/k")) {
             try SecureCookieKey.load(from: "/nonexistent/k")

@@ -27,13 +27,30 @@ import Testing
         #expect(!harness.config.exists("shared/absent"))
     }
 
-    @Test func theLockFileIsOpenToEveryUserWhateverTheUmask() async throws {
+    /// Another local user who could open a lock file could hold a lock on it (a read lock
+    /// is enough) and keep a session from starting: lock files are 0600 whatever the umask,
+    /// and one made by another user is refused.
+    @Test func theLockFileIsItsOwnersAloneWhateverTheUmask() async throws {
         let harness = try LockHarness(.advisory)
-        let probe = try harness.probe(harness.path(), umask: "077")
+        let probe = try harness.probe(harness.path(), umask: "000")
         #expect(try await probe.wait(timeout: 20) == 0)
         var info = stat()
         stat(harness.path(), &info)
-        #expect(info.st_mode & 0o777 == 0o666)
+        #expect(info.st_mode & 0o777 == 0o600)
+    }
+
+    @Test(.enabled(if: geteuid() == 0))
+    func aLockFileMadeByAnotherUserIsRefused() async throws {
+        let harness = try LockHarness(.advisory)
+        let path = harness.path("planted")
+        #expect(FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o666]))
+        #expect(chown(path, 65534, 65534) == 0)
+        #expect(throws: (any Error).self) { _ = try harness.provider.tryAcquire(path) }
+        do {
+            _ = try harness.provider.tryAcquire(path)
+        } catch {
+            #expect("\(error)".contains("the lock file was made by another user (uid 65534)"), "\(error)")
+        }
     }
 }
 

@@ -56,6 +56,37 @@ import Testing
         }
     }
 
+    /// In /tmp another user can make the file first (to read what is written), or a FIFO (to
+    /// block the node when it opens it for writing): both refused, saying what to do.
+    @Test func tmpSinkRefusesAFileMadeByAnotherUserOrAFIFOAndKeepsItsOwnPrivate() async throws {
+        let dir = TemporaryDirectory()
+        func make(_ name: String) throws -> any DiagnosticsSink {
+            let lb = try LoadBalancerConfiguration(parsing: "diagnostics=tmp\ndiagnostics-file=\(name)\n", path: dir.url("load-balancer"), baseDirectory: dir.path)
+            return try #require(try PluginCatalog.builtin.diagnosticsSink(for: lb)).make(config: lb, context: context(dir))
+        }
+        #expect(mkfifo(dir.url("fifo"), 0o666) == 0)
+        #expect(throws: ConfigurationError(file: dir.url("load-balancer"), line: 2,
+            "cannot open \(dir.url("fifo")) for writing (it is not a regular file (a FIFO, socket or device); remove it); set diagnostics-file= to a writable path")) {
+            _ = try make("fifo")
+        }
+        try dir.write("loose", "", mode: 0o644)
+        _ = try make("loose")
+        var info = stat()
+        stat(dir.url("loose"), &info)
+        #expect(info.st_mode & 0o777 == 0o600, "a file of ours readable by others is made private")
+        _ = try make("fresh")
+        stat(dir.url("fresh"), &info)
+        #expect(info.st_mode & 0o777 == 0o600)
+        if geteuid() == 0 {
+            try dir.write("planted", "", mode: 0o666)
+            #expect(chown(dir.url("planted"), 65534, 65534) == 0)
+            #expect(throws: ConfigurationError(file: dir.url("load-balancer"), line: 2,
+                "cannot open \(dir.url("planted")) for writing (it was made by another user (uid 65534), who could read what is written; remove it); set diagnostics-file= to a writable path")) {
+                _ = try make("planted")
+            }
+        }
+    }
+
     @Test func tmpSinkDoesNotFollowASymlinkPlantedAtItsPath() async throws {
         let dir = TemporaryDirectory()
         try dir.write("target", "")

@@ -14,12 +14,39 @@ public final class LineWriter: Sendable {
         self.ownsDescriptor = closeOnDeinit
     }
 
-    /// Opens `path` for appending, creating it with `mode`; refuses to follow a symbolic link
-    /// (the file may live in a world-writable directory such as /tmp).
-    /// - Returns: the writer, or the `errno` text on failure.
-    public static func appending(to path: String, mode: UInt32 = 0o640) -> Result<LineWriter, LineWriterError> {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode_t(mode))
-        guard fd >= 0 else { return .failure(LineWriterError(path: path, reason: String(cString: strerror(errno)))) }
+    /// Opens `path` for appending, creating it with `mode` (0600: what is written may name
+    /// users and sessions). The file may live in a world-writable folder such as /tmp, where
+    /// another user could have made it first to read what is written, or made a FIFO or a link
+    /// there to block or redirect the writes: a symbolic link, anything but a regular file, and
+    /// a file owned by another user are refused, and a file of ours readable by others is made
+    /// 0600.
+    /// - Returns: the writer, or why the file cannot be used.
+    public static func appending(to path: String, mode: UInt32 = 0o600) -> Result<LineWriter, LineWriterError> {
+        // O_NONBLOCK: opening a FIFO for writing would otherwise wait for a reader.
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, mode_t(mode))
+        guard fd >= 0 else {
+            let reason = switch errno {
+            case ELOOP: "it is a symbolic link; remove it"
+            case ENXIO: "it is not a regular file (a FIFO, socket or device); remove it"  // a FIFO nobody reads
+            default: String(cString: strerror(errno))
+            }
+            return .failure(LineWriterError(path: path, reason: reason))
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            close(fd)
+            return .failure(LineWriterError(path: path, reason: String(cString: strerror(errno))))
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            return .failure(LineWriterError(path: path, reason: "it is not a regular file (a FIFO, socket or device); remove it"))
+        }
+        guard info.st_uid == geteuid() else {
+            close(fd)
+            return .failure(LineWriterError(path: path, reason: "it was made by another user (uid \(info.st_uid)), who could read what is written; remove it"))
+        }
+        if info.st_mode & 0o077 != 0 { fchmod(fd, mode_t(mode)) }
+        _ = fcntl(fd, F_SETFL, O_WRONLY | O_APPEND)
         return .success(LineWriter(fileDescriptor: fd, closeOnDeinit: true))
     }
 

@@ -32,6 +32,23 @@ public struct SecureCookieKey: Sendable, Equatable {
             }
             throw ConfigurationError(file: path, "cannot read the secure cookie key (\(String(cString: strerror(errno))))")
         }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw ConfigurationError(file: path, "the secure cookie key is not a regular file; replace it with: drover generate-key --output \(path) --force")
+        }
+        // Whoever owns the key can change it, and so sign cookies for any user.
+        guard info.st_uid == geteuid() || info.st_uid == 0 else {
+            throw ConfigurationError(file: path,
+                "the secure cookie key is owned by uid \(info.st_uid), not by root or the user running this (uid \(geteuid())); "
+                + "run: chown \(geteuid()) \(path)")
+        }
+        // Nor may anyone else be able to put another key in its place.
+        let folder = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        var folderInfo = stat()
+        if stat(folder, &folderInfo) == 0, folderInfo.st_mode & 0o022 != 0, folderInfo.st_mode & S_ISVTX == 0 {
+            throw ConfigurationError(file: path,
+                "the secure cookie key's folder \(folder) may be written by other users (mode \(String(format: "%04o", folderInfo.st_mode & 0o777))), "
+                + "who could put another key in its place; run: chmod go-w \(folder)")
+        }
         let mode = info.st_mode & 0o777
         guard mode & 0o077 == 0 else {
             throw ConfigurationError(file: path,
