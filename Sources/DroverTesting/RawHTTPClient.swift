@@ -24,9 +24,13 @@ public enum RawHTTPClient {
     ///   - localAddress: the source address to bind, e.g. `127.0.0.9`.
     ///   - networkNamespace: a network namespace to send it from (`/run/netns/x`, see
     ///     ``NetworkLab``); nil: the machine's own.
+    ///   - timeout: how long a silent server is waited for before the test fails. Thirty seconds
+    ///     by default: a safety net against a hang, not a measure (a proof run saw a light test's
+    ///     request wait past ten seconds while the whole suite started at once on two cores);
+    ///     a test whose point is an answer's timing passes its own.
     public static func request(_ method: String = "GET", host: String, port: Int, path: String,
                                headers: [(String, String)] = [], body: String = "", localAddress: String? = nil,
-                               timeout: TimeInterval = 10, networkNamespace: String? = nil) async throws -> Response {
+                               timeout: TimeInterval = 30, networkNamespace: String? = nil) async throws -> Response {
         try await onOwnThread {
             if let networkNamespace { try NetworkLab.enter(networkNamespace) }
             return try blockingRequest(method, host: host, port: port, path: path, headers: headers, body: body,
@@ -50,7 +54,7 @@ public enum RawHTTPClient {
 
     /// Sends `raw` bytes as they are, shuts down the sending side (a half-close), and returns
     /// everything the server sends until it closes the connection.
-    public static func halfClosedExchange(host: String, port: Int, raw: String, timeout: TimeInterval = 10) async throws -> String {
+    public static func halfClosedExchange(host: String, port: Int, raw: String, timeout: TimeInterval = 30) async throws -> String {
         try await onOwnThread {
             let fd = try connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
             defer { close(fd) }
@@ -126,7 +130,7 @@ public enum RawHTTPClient {
         /// Bytes read past the last answer; one request at a time uses them.
         private let pending = Mutex<[UInt8]>([])
 
-        public init(host: String, port: Int, timeout: TimeInterval = 10) async throws {
+        public init(host: String, port: Int, timeout: TimeInterval = 30) async throws {
             fd = try await onOwnThread { try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout) }
             self.host = host
             self.port = port

@@ -8,7 +8,7 @@ public enum RawWebSocket {
     /// Opens `path`, sends `message` and returns the text of the first frame that comes back.
     /// - Parameter networkNamespace: a ``NetworkLab`` host to connect from; nil: this machine.
     public static func echo(host: String, port: Int, path: String, headers: [(String, String)] = [], message: String,
-                            timeout: TimeInterval = 10, networkNamespace: String? = nil) async throws -> String {
+                            timeout: TimeInterval = 30, networkNamespace: String? = nil) async throws -> String {
         try await onOwnThread {
             if let networkNamespace { try NetworkLab.enter(networkNamespace) }
             return try blockingEcho(host: host, port: port, path: path, headers: headers, message: message, timeout: timeout)

@@ -67,6 +67,11 @@ import Testing
     /// absence fails the test rather than skipping it.
     @Test(.enabled(if: chromium != nil || ProcessInfo.processInfo.environment["CI"] == "true"))
     func aWebSocketFromAnotherSitesPageIsRefusedAndFromAnAllowedOriginWorks() async throws {
+        // A browser loads the machine: it takes its turn with the other heavy tests.
+        try await HeavyTests.oneAtATime { try await browse() }
+    }
+
+    func browse() async throws {
         let chromium = try #require(Self.chromium, "no chromium: scripts/test.sh installs Debian's chromium package")
         let (attacker, allowed) = (try FreePort.find(), try FreePort.find())
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,

@@ -72,7 +72,12 @@ import Testing
     asyncio.run(main())
     """#
 
+    /// A thousand connections load the machine: it takes its turn with the other heavy tests.
     @Test func slowlorisAndOversizedBodiesAreClosedAtTheirLimitsWhileAUserKeepsWorking() async throws {
+        try await HeavyTests.oneAtATime { try await slowloris() }
+    }
+
+    func slowloris() async throws {
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n" + Self.limits)
         try await cluster.start(0)

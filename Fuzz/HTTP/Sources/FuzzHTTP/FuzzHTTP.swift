@@ -9,7 +9,8 @@ import Synchronization
 
 // libFuzzer target: arbitrary bytes sent over a real TCP connection to a node's own HTTP server,
 // built by the same `HTTPServer.node` as droverd's (the NIO HTTP decoder, the routing handler,
-// the node's endpoints, the user API with auth-none, and the session proxy's resolver) on an in-memory
+// the node's endpoints, the user API with auth-none, and the session proxy's resolver, with the
+// edge's limits scaled down: header and keep-alive timeouts, the connection cap, allowed origins) on an in-memory
 // registry and lock table, with no session command. Any crash, sanitizer report, or the server
 // no longer answering its health check is a finding.
 
@@ -28,6 +29,10 @@ final class FuzzNode: Sendable {
             server-data-dir=\(directory)/data
             server-shared-storage-path=\(directory)/shared
             auth-none=1
+            www-header-timeout=2
+            www-keep-alive-timeout=5
+            www-max-connections=64
+            www-allowed-origins=https://app.example
 
             """.write(toFile: directory + "/rserver.conf", atomically: true, encoding: .utf8)
         let logger = {
