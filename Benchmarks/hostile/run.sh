@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A legitimate user's throughput and p99 latency through a Drover node, quiet and then under a
 # hostile load, side by side (issue 16's benchmark): 1,000 slowloris connections trickling a
-# header line every 2 s, a stream of requests announcing 100 MB bodies, a flood of bad-password
-# sign-ins from 50 loopback addresses, and a flood of status-endpoint requests from an address
-# it refuses. Everything on loopback, bounded in time. The user signs in with a real cookie
+# header line every 2 s, requests announcing 100 MB bodies, bad-password sign-ins from 50
+# loopback addresses, and status-endpoint requests from an address it refuses. RATE=N paces the
+# three request floods at N requests per second each (default 200); RATE=0 sends them as fast as
+# the attacker can (on a 2-core machine the attacker's own CPU then competes with wrk and droverd). Everything on loopback, bounded in time. The user signs in with a real cookie
 # (PAM, service `login`) and reads a demo session's counter with wrk.
 # Usage: Benchmarks/hostile/run.sh [SECONDS] [CONNECTIONS]
 # Target: under attack at least 0.8 x the quiet throughput and at most 2 x the quiet p99.
@@ -51,7 +52,9 @@ measure() { # label -> "requests/s p99_ms"
 
 cat > "$work/attack.py" <<'PY'
 import asyncio, os, resource, sys, time
-host, port, seconds = "127.0.0.1", int(sys.argv[1]), float(sys.argv[2])
+host, port, seconds, rate = "127.0.0.1", int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+def pause(workers):  # each of `workers` tasks waits this long between requests
+    return workers / rate if rate > 0 else 0
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
 end = time.monotonic() + seconds
@@ -82,6 +85,7 @@ async def oversized():
             counts["413" if b" 413 " in head else "other"] += 1
         except Exception:
             counts["other"] += 1
+        await asyncio.sleep(pause(2))
 async def bad_passwords(n):
     source = "127.0.1.%d" % (n + 1)
     while time.monotonic() < end:
@@ -92,6 +96,7 @@ async def bad_passwords(n):
             counts["sign-in 429" if b" 429 " in head else "sign-in 303" if b" 303 " in head else "other"] += 1
         except Exception:
             counts["other"] += 1
+        await asyncio.sleep(pause(50))
 async def status_flood():
     while time.monotonic() < end:
         try:
@@ -99,6 +104,7 @@ async def status_flood():
             counts["status 403" if b" 403 " in head else "other"] += 1
         except Exception:
             counts["other"] += 1
+        await asyncio.sleep(pause(2))
 async def main():
     tasks = [asyncio.create_task(slowloris()) for _ in range(1000)]
     tasks += [asyncio.create_task(oversized()) for _ in range(2)]
@@ -110,7 +116,7 @@ asyncio.run(main())
 PY
 
 read -r quiet_rps quiet_p99 < <(measure)
-python3 "$work/attack.py" "$port" "$((seconds + 10))" > "$work/attack.out" 2>&1 & attack=$!
+python3 "$work/attack.py" "$port" "$((seconds + 10))" "${RATE:-200}" > "$work/attack.out" 2>&1 & attack=$!
 sleep 5
 read -r hostile_rps hostile_p99 < <(measure)
 wait $attack || true
