@@ -6,7 +6,7 @@
 # three request floods at N requests per second each (default 200); RATE=0 sends them as fast as
 # the attacker can (on a 2-core machine the attacker's own CPU then competes with wrk and droverd). Everything on loopback, bounded in time. The user signs in with a real cookie
 # (PAM, service `login`) and reads a demo session's counter with wrk.
-# Usage: Benchmarks/hostile/run.sh [SECONDS] [CONNECTIONS]
+# Usage: [RATE=N] [ROUNDS=N] Benchmarks/hostile/run.sh [SECONDS] [CONNECTIONS]
 # Target: under attack at least 0.8 x the quiet throughput and at most 2 x the quiet p99.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -115,19 +115,29 @@ async def main():
 asyncio.run(main())
 PY
 
-read -r quiet_rps quiet_p99 < <(measure)
-python3 "$work/attack.py" "$port" "$((seconds + 10))" "${RATE:-200}" > "$work/attack.out" 2>&1 & attack=$!
-sleep 5
-read -r hostile_rps hostile_p99 < <(measure)
-wait $attack || true
-attack=""
-printf '%-24s %12s %10s\n' "" "requests/s" "p99 ms"
-printf '%-24s %12s %10s\n' "quiet" "$quiet_rps" "$quiet_p99"
-printf '%-24s %12s %10s\n' "under attack" "$hostile_rps" "$hostile_p99"
-python3 - "$quiet_rps" "$hostile_rps" "$quiet_p99" "$hostile_p99" <<'PY'
-import sys
-q, h, qp, hp = map(float, sys.argv[1:])
-print("throughput under attack: %.2f x quiet (target >= 0.8); p99 under attack: %.2f x quiet (target <= 2)" % (h / q, hp / qp))
+# Quiet and attacked runs alternate ROUNDS times (default 3); medians are reported, since single
+# runs on a 2-core machine vary by a third.
+rounds=${ROUNDS:-3}
+: > "$work/results"
+for round in $(seq "$rounds"); do
+    read -r quiet_rps quiet_p99 < <(measure)
+    python3 "$work/attack.py" "$port" "$((seconds + 10))" "${RATE:-200}" > "$work/attack.out" 2>&1 & attack=$!
+    sleep 5
+    read -r hostile_rps hostile_p99 < <(measure)
+    wait $attack || true
+    attack=""
+    echo "$quiet_rps $quiet_p99 $hostile_rps $hostile_p99" >> "$work/results"
+    printf 'round %d: quiet %10s req/s p99 %6s ms | under attack %10s req/s p99 %6s ms | attack: %s\n' \
+        "$round" "$quiet_rps" "$quiet_p99" "$hostile_rps" "$hostile_p99" "$(cat "$work/attack.out")"
+done
+python3 - "$work/results" <<'PY'
+import statistics, sys
+rows = [list(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
+q, qp, h, hp = (statistics.median(column) for column in zip(*rows))
+print("medians of %d rounds: quiet %.0f req/s, p99 %.2f ms; under attack %.0f req/s, p99 %.2f ms" % (len(rows), q, qp, h, hp))
+ratios = [(r[2] / r[0], r[3] / r[1]) for r in rows]
+print("per round: " + ", ".join("%.2f x / %.2f x" % r for r in ratios))
+print("throughput under attack: %.2f x quiet (target >= 0.8); p99 under attack: %.2f x quiet (target <= 2)"
+      % (statistics.median(r[0] for r in ratios), statistics.median(r[1] for r in ratios)))
 PY
-echo "attack: $(cat "$work/attack.out")"
 echo "droverd open files at the end: $(ls /proc/$node/fd | wc -l)"
