@@ -35,6 +35,20 @@ public enum SystemUsers {
         }
     }
 
+    /// Every live process (not a zombie) whose command line contains `text`.
+    public static func processes(matching text: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        let wanted = Array(text.utf8)
+        return entries.compactMap { name -> Int32? in
+            guard let pid = Int32(name), let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                  data.count >= wanted.count else { return nil }
+            let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: ")").last?.split(separator: " ").first
+            guard state != "Z" else { return nil }
+            let bytes = Array(data)
+            return (0...(bytes.count - wanted.count)).contains { Array(bytes[$0..<($0 + wanted.count)]) == wanted } ? pid : nil
+        }
+    }
+
     /// The main process of each running session: (session id, pid), one entry per process.
     public static func runningSessions() -> [(id: String, pid: Int32)] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
