@@ -9,9 +9,11 @@ final class LinkBasedHeldLock: HeldLock {
     private let mode: LinkBasedLockProvider.Mode
     private let log: LockEventLog
     private let released = Mutex(false)
+    let brokeStale: Bool
 
-    init(path: String, proxy: Proxy, mode: LinkBasedLockProvider.Mode, log: LockEventLog) {
+    init(path: String, proxy: Proxy, mode: LinkBasedLockProvider.Mode, log: LockEventLog, brokeStale: Bool = false) {
         self.path = path
+        self.brokeStale = brokeStale
         self.proxy = proxy
         self.mode = mode
         self.log = log

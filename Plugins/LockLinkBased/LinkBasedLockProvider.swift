@@ -44,6 +44,7 @@ public struct LinkBasedLockProvider: LockProvider {
     public func tryAcquire(_ path: String) throws -> (any HeldLock)? {
         let proxy = try Proxy.create(for: path, host: hostName)
         var mode = Mode.link
+        var brokeStale = false
         for _ in 0..<4 {
             let linked: Int32
             let linkError: Int32
@@ -57,7 +58,7 @@ public struct LinkBasedLockProvider: LockProvider {
             }
             if mode == .link ? FileIdentity.owns(path, descriptor: proxy.descriptor) : linked == 0 {
                 log.record("acquired", path: path, detail: mode == .link ? "" : "mode=exclusive-create")
-                return LinkBasedHeldLock(path: path, proxy: proxy, mode: mode, log: log)
+                return LinkBasedHeldLock(path: path, proxy: proxy, mode: mode, log: log, brokeStale: brokeStale)
             }
             if linked != 0, linkError != EEXIST {
                 if mode == .link, [EPERM, ENOTSUP, EOPNOTSUPP, ENOSYS, EXDEV].contains(linkError) {
@@ -81,10 +82,13 @@ public struct LinkBasedLockProvider: LockProvider {
                 log.record("refused", path: path)
                 return nil
             }
-            guard try clear(path, observed: observed, released: released, proxy: proxy, mode: mode) else {
+            switch try clear(path, observed: observed, released: released, proxy: proxy, mode: mode) {
+            case .claimedByAnother:
                 proxy.discard()
                 log.record("refused", path: path, detail: "reason=\"another contender is clearing it\"")
                 return nil
+            case .brokeStale: brokeStale = true
+            case .cleared: break
             }
         }
         proxy.discard()
@@ -92,9 +96,14 @@ public struct LinkBasedLockProvider: LockProvider {
         return nil
     }
 
+    /// What ``clear(_:observed:released:proxy:mode:)`` did.
+    enum Clearing { case claimedByAnother, cleared, brokeStale }
+
     /// Removes a released or stale lock, if this contender wins the claim to do so.
-    /// - Returns: false when another contender holds the claim.
-    private func clear(_ path: String, observed: stat, released: Bool, proxy: Proxy, mode: Mode) throws -> Bool {
+    /// - Returns: `.claimedByAnother` when another contender holds the claim; `.brokeStale` when
+    ///   this one removed a stale lock; `.cleared` otherwise (a released lock removed, or one
+    ///   taken or refreshed meanwhile left alone).
+    private func clear(_ path: String, observed: stat, released: Bool, proxy: Proxy, mode: Mode) throws -> Clearing {
         let claim = path + ".break"
         let claimed: Bool
         switch mode {
@@ -108,7 +117,7 @@ public struct LinkBasedLockProvider: LockProvider {
         }
         guard claimed else {
             removeAbandonedClaim(claim)
-            return false
+            return .claimedByAnother
         }
         defer { unlink(claim) }
         // Re-check under the claim: clear only the inode judged free or stale, never a lock
@@ -121,8 +130,9 @@ public struct LinkBasedLockProvider: LockProvider {
                        detail: "age=\(String(format: "%.1f", FileIdentity.age(current)))s")
             // A holder that released took its proxy with it; only a dead holder leaves one.
             if !released { sweepProxies(of: path) }
+            return released ? .cleared : .brokeStale
         }
-        return true
+        return .cleared
     }
 
     /// A claim left by a contender that died while clearing is removed once it is stale.

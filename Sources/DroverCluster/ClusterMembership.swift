@@ -140,6 +140,8 @@ public struct ClusterMembership: Sendable {
     /// the next beat tries again.
     public func heartbeat() async {
         guard let id = runtime.nodeID else { return }
+        let started = ContinuousClock.now
+        defer { runtime.metrics.heartbeatLatency.record(.now - started) }
         do {
             var loads = [Double](repeating: 0, count: 3)
             let cpus = Double(max(1, ProcessInfo.processInfo.activeProcessorCount))

@@ -8,6 +8,9 @@ public enum NodeEndpoint {
     public static let healthCheck = "/health-check"
     /// The seed's status report (`GET`, unsigned; loopback and cluster nodes only).
     public static let status = "/load-balancer/status"
+    /// Prometheus metrics (`GET`), for this machine, the cluster's nodes and
+    /// `metrics-allowed-addresses`.
+    public static let metrics = "/metrics"
     /// Every signed internal call's path starts with this.
     public static let internalPrefix = "/load-balancer/"
 }

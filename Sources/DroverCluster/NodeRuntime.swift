@@ -19,6 +19,8 @@ public final class NodeRuntime: Sendable {
     public let replayGuard = ReplayGuard()
     /// Revoked sign-ins, as last read from the registry (``refreshRevocations()``).
     public let revocations = RevocationList()
+    /// What the node counts and times (`GET /metrics`).
+    public let metrics: NodeMetrics
 
     /// Reads the registry's revocations; a registry that cannot be read changes nothing.
     public func refreshRevocations() async {
@@ -64,10 +66,13 @@ public final class NodeRuntime: Sendable {
 
     private let state: Mutex<State>
 
-    public init(setup: NodeSetup, store: any RegistryStore, address: NodeAddress, logger: Logger) throws {
+    /// - Parameter metrics: where the node's metrics are kept; droverd passes the one whose
+    ///   registry it also gave swift-metrics.
+    public init(setup: NodeSetup, store: any RegistryStore, address: NodeAddress, logger: Logger, metrics: NodeMetrics = NodeMetrics()) throws {
         configuration = setup.configuration
         key = setup.key
-        self.store = store
+        self.metrics = metrics
+        self.store = MeasuredRegistryStore(store, metrics: metrics)
         catalog = setup.catalog
         self.address = address
         self.logger = logger
@@ -82,7 +87,7 @@ public final class NodeRuntime: Sendable {
     public var loadBalancer: LoadBalancerConfiguration { state.withLock { $0.loadBalancer } }
     public var diagnostics: Diagnostics { state.withLock { $0.diagnostics } }
     /// Where the node's events go: its log, and its diagnostics as configured now.
-    public var events: EventLog { EventLog(logger: logger, diagnostics: diagnostics) }
+    public var events: EventLog { EventLog(logger: logger, diagnostics: diagnostics, observer: metrics.count) }
     public var balancer: any BalancerStrategy { state.withLock { $0.balancer } }
     public var client: NodeClient { state.withLock { $0.client } }
     public var offlineMode: Bool { state.withLock { $0.offlineMode } }

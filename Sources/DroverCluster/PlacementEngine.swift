@@ -9,12 +9,16 @@ public struct PlacementEngine: Sendable {
     public let strategy: any BalancerStrategy
     public let heartbeatInterval: Int
     public let diagnostics: Diagnostics
+    /// Where a node's placements are counted and timed (nil for the command line's dry runs).
+    public let metrics: NodeMetrics?
 
-    public init(store: any RegistryStore, strategy: any BalancerStrategy, heartbeatInterval: Int, diagnostics: Diagnostics) {
+    public init(store: any RegistryStore, strategy: any BalancerStrategy, heartbeatInterval: Int, diagnostics: Diagnostics,
+                metrics: NodeMetrics? = nil) {
         self.store = store
         self.strategy = strategy
         self.heartbeatInterval = heartbeatInterval
         self.diagnostics = diagnostics
+        self.metrics = metrics
     }
 
     /// Every node, as a candidate or with the reason it is excluded.
@@ -35,29 +39,49 @@ public struct PlacementEngine: Sendable {
 
     /// Places a new session and stores it in state `starting` on the chosen node.
     public func placeNew(_ session: SessionRecord) async throws -> (SessionRecord, PlacementDecision) {
-        let started = ContinuousClock.now
-        let (survey, prepared) = try await prepare(username: session.username)
-        let decision = DecisionBox()
-        let stored = try await store.placeNewSession(session) { counts in
-            try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
-        }
-        let made = decision.value!
-        record(session: stored, survey: survey, decision: made, took: ContinuousClock.now - started)
-        return (stored, made)
+        try await counted {
+            let started = ContinuousClock.now
+            let (survey, prepared) = try await prepare(username: session.username)
+            let decision = DecisionBox()
+            let stored = try await store.placeNewSession(session) { counts in
+                try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
+            }
+            let made = decision.value!
+            record(session: stored, survey: survey, decision: made, took: ContinuousClock.now - started)
+            return (stored, made)
+        }!
     }
 
     /// Places an existing session (suspended, or left by a dead node) by compare-and-set from
     /// `expected`; nil when someone else moved it first.
     public func placeExisting(_ session: SessionRecord, from expected: SessionOwnership) async throws -> (SessionRecord, PlacementDecision)? {
+        try await counted {
+            let started = ContinuousClock.now
+            let (survey, prepared) = try await prepare(username: session.username)
+            let decision = DecisionBox()
+            guard let stored = try await store.placeExistingSession(session.id, from: expected, choose: { counts in
+                try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
+            }) else { return nil }
+            let made = decision.value!
+            record(session: stored, survey: survey, decision: made, took: ContinuousClock.now - started)
+            return (stored, made)
+        }
+    }
+
+    /// Counts and times a placement by its outcome: `placed`, `moved-meanwhile` (another node
+    /// placed the session first), `no-node` (none could take it) or `failed`.
+    private func counted<T>(_ placement: () async throws -> T?) async throws -> T? {
         let started = ContinuousClock.now
-        let (survey, prepared) = try await prepare(username: session.username)
-        let decision = DecisionBox()
-        guard let stored = try await store.placeExistingSession(session.id, from: expected, choose: { counts in
-            try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
-        }) else { return nil }
-        let made = decision.value!
-        record(session: stored, survey: survey, decision: made, took: ContinuousClock.now - started)
-        return (stored, made)
+        let outcome: String
+        defer { metrics?.placement(strategy: strategy.name, outcome: outcome, took: .now - started) }
+        do {
+            let placed = try await placement()
+            outcome = placed == nil ? "moved-meanwhile" : "placed"
+            return placed
+        } catch {
+            if case PlacementError.noEligibleNode = error { outcome = "no-node" } else { outcome = "failed" }
+            throw error
+        }
     }
 
     private func prepare(username: String) async throws -> (PlacementCandidates, PlacementPreparation) {

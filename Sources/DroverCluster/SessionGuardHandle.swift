@@ -73,7 +73,7 @@ final class SessionGuardHandle: SessionControl {
                         case .ended(let reason, let status, let detail): report(.ended(reason, status: status, detail: detail))
                         case .refreshed: report(.lockRefreshed)
                         case .refreshFailed(let message): report(.lockRefreshFailed(message))
-                        case .locked: break
+                        case .locked(let brokeStale): report(.locked(brokeStale: brokeStale))
                         }
                     } closed: {
                         report(.guardGone)

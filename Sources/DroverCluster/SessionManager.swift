@@ -47,7 +47,8 @@ public final class SessionManager: Sendable {
     init(runtime: NodeRuntime, launcher: any SessionLauncher) {
         self.runtime = runtime
         supervisor = SessionSupervisor(launcher: launcher) { [runtime] id, event, _ in
-            // What the guards say of the leases reaches the node's log and diagnostics.
+            // What the guards say of the leases reaches the node's log, diagnostics and metrics.
+            runtime.metrics.lock(event)
             switch event {
             case .lockRefreshFailed(let message):
                 runtime.events.emit(.sessionLockRefreshFailed(session: id, error: message))
@@ -75,11 +76,17 @@ public final class SessionManager: Sendable {
 
     func engine() -> PlacementEngine {
         PlacementEngine(store: store, strategy: runtime.balancer, heartbeatInterval: runtime.loadBalancer.heartbeatInterval,
-                        diagnostics: runtime.diagnostics)
+                        diagnostics: runtime.diagnostics, metrics: runtime.metrics)
     }
 
     /// The sessions this node runs.
     public func localSessionIDs() -> [String] { supervisor.ids }
+
+    /// The node's metrics as Prometheus text, with its sessions by phase and its status read now.
+    public func metricsExposition() -> [UInt8] {
+        let status = runtime.view.first { $0.id == runtime.nodeID }?.status
+        return runtime.metrics.exposition(sessionsByState: supervisor.countsByPhase, status: status)
+    }
 
     // MARK: creating and launching
 
@@ -229,6 +236,7 @@ public final class SessionManager: Sendable {
             home: account.home, socketPath: socket, environment: environment, stopGrace: suspendGrace,
             droverdSilence: SessionGuardProtocol.droverdSilenceBound(timeoutInterval: timeoutInterval),
             testMode: ProcessInfo.processInfo.environment["DROVER_TEST_SESSION_GUARD"].flatMap(SessionGuardProtocol.TestMode.init))
+        let started = ContinuousClock.now
         let pid = try await supervisor.start(id, spec: spec, username: account.name, stateDirectory: stateDirectory) { [runtime] in !runtime.isCutOff }
         do {
             try await waitUntilAnswering(id: id, socket: socket, account: account, log: stateDirectory + "/session.log")
@@ -238,6 +246,7 @@ public final class SessionManager: Sendable {
             }
             supervisor.apply(.answered, to: id)
             routes.remember(id, .local(socket: socket), username: account.name)
+            (isNew ? runtime.metrics.startLatency : runtime.metrics.resumeLatency).record(.now - started)
             runtime.events.emit(.sessionStarted(session: id, user: account.name, pid: pid, isolation: supervisor.session(id)?.isolation ?? "?"))
             if !isNew { await announceMove(id) }
             return try await store.session(id) ?? session
@@ -343,7 +352,9 @@ public final class SessionManager: Sendable {
             _ = try await store.transitionSession(id, from: running, to: SessionOwnership(node: self_, state: .suspending, pid: pid))
         }
         // SIGUSR1, the grace to save, then every process of the session is ended.
+        let started = ContinuousClock.now
         await supervisor.stop(id, .suspend)
+        runtime.metrics.suspendLatency.record(.now - started)
         if case .ended(.suspended, _, let detail) = supervisor.session(id)?.end, !detail.isEmpty {
             runtime.events.emit(.sessionKilledAfterGrace(session: id))
         }

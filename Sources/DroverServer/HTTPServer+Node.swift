@@ -30,6 +30,6 @@ extension HTTPServer {
                                     limits: ClientLimits(headerTimeout: .seconds(Int64(server.headerTimeout)),
                                                          keepAliveTimeout: .seconds(Int64(server.keepAliveTimeout)),
                                                          maxConnections: server.maxConnections),
-                                    logger: logger)
+                                    metrics: runtime.metrics, logger: logger)
     }
 }

@@ -1,4 +1,5 @@
-import DroverCluster
+public import DroverCluster
+import Prometheus
 public import Logging
 public import NIOCore
 import NIOHTTP1
@@ -30,15 +31,17 @@ public struct HTTPServer: Service {
     ///   - proxy: where `/s/<id>/…` requests go; nil serves none.
     ///   - sessionResponseTimeout: seconds a session may take to start answering (504 after).
     ///   - limits: how long a client may take over a head or stay idle, and how many may be open.
+    ///   - metrics: where open client connections are counted.
     public init(host: String, port: Int, responder: any HTTPResponder, proxy: (any ProxyResolver)? = nil, tls: NIOSSLContext? = nil,
-                sessionResponseTimeout: Int = 60, limits: ClientLimits = ClientLimits(), logger: Logger) async throws {
+                sessionResponseTimeout: Int = 60, limits: ClientLimits = ClientLimits(), metrics: NodeMetrics? = nil,
+                logger: Logger) async throws {
         self.host = host
         self.port = port
         self.responder = responder
         self.proxy = proxy
         self.logger = logger
         self.tls = tls
-        let connections = OpenConnections()
+        let connections = OpenConnections(counted: metrics?.clientConnections)
         self.connections = connections
         channel = try await Self.bind(host: host, port: port, responder: responder, proxy: proxy, tls: tls,
                                       responseTimeout: .seconds(Int64(sessionResponseTimeout)), limits: limits, connections: connections,
@@ -112,6 +115,12 @@ public struct HTTPServer: Service {
 /// exchange (``ChannelShouldQuiesceEvent``) and close what is left at a deadline.
 final class OpenConnections: Sendable {
     private let open = Mutex([ObjectIdentifier: any Channel]())
+    /// The metrics' gauge of open client connections.
+    private let gauge: Gauge?
+
+    init(counted gauge: Gauge? = nil) {
+        self.gauge = gauge
+    }
 
     /// Counts `channel` as open until it closes, unless `limit` connections are open already.
     /// - Returns: whether it was added.
@@ -122,7 +131,13 @@ final class OpenConnections: Sendable {
             open[id] = channel
             return true
         }
-        if added { channel.closeFuture.whenComplete { _ in self.open.withLock { _ = $0.removeValue(forKey: id) } } }
+        if added {
+            gauge?.increment()
+            channel.closeFuture.whenComplete { _ in
+                self.open.withLock { _ = $0.removeValue(forKey: id) }
+                self.gauge?.decrement()
+            }
+        }
         return added
     }
 

@@ -38,6 +38,9 @@ public struct NodeResponder: HTTPResponder {
         if request.head.method == .GET, path == NodeEndpoint.status {
             return await status(request)
         }
+        if request.head.method == .GET, path == NodeEndpoint.metrics {
+            return metrics(request)
+        }
         if path.hasPrefix(NodeEndpoint.internalPrefix) {
             return await internalCall(request)
         }
@@ -53,15 +56,20 @@ public struct NodeResponder: HTTPResponder {
         request.remoteAddress?.ipAddress
     }
 
-    /// Served only to this machine's loopback (127.0.0.1, ::1) and to the `Online` nodes of
-    /// the node's view (refreshed every heartbeat interval). A refusal reads nothing from the
-    /// registry, and its log line is written at most once a minute per address.
+    /// Whether `remote` is this machine's loopback (127.0.0.1, ::1) or an `Online` node of the
+    /// node's view (refreshed every heartbeat interval): who may read the status endpoint.
+    func isMachineOrPeer(_ remote: String) -> Bool {
+        remote == "127.0.0.1" || remote == "::1" || remote == "::ffff:127.0.0.1"
+            || membership.runtime.view.contains { $0.status == .online && ($0.ipv4 == remote || $0.host == remote) }
+    }
+
+    /// Served only to this machine and the cluster's `Online` nodes (``isMachineOrPeer(_:)``).
+    /// A refusal reads nothing from the registry, and its log line is written at most once a
+    /// minute per address.
     func status(_ request: HTTPRequest) async -> HTTPResponse {
         let runtime = membership.runtime
         let remote = Self.remoteIP(request) ?? ""
-        let allowed = remote == "127.0.0.1" || remote == "::1" || remote == "::ffff:127.0.0.1"
-            || runtime.view.contains { $0.status == .online && ($0.ipv4 == remote || $0.host == remote) }
-        guard allowed else {
+        guard isMachineOrPeer(remote) else {
             if refusals.shouldReport(remote) { runtime.events.emit(.statusRefused(remote: remote)) }
             return .text(.forbidden, "forbidden: the status endpoint answers only this machine and the cluster's Online nodes\n")
         }
@@ -73,6 +81,19 @@ public struct NodeResponder: HTTPResponder {
         } catch {
             return .text(.serviceUnavailable, "the registry is unavailable: \(error)\n")
         }
+    }
+
+    /// Prometheus metrics, to whom may read the status endpoint and to
+    /// `metrics-allowed-addresses` (a Prometheus server elsewhere). Read from memory only.
+    func metrics(_ request: HTTPRequest) -> HTTPResponse {
+        let remote = Self.remoteIP(request) ?? ""
+        guard isMachineOrPeer(remote) || membership.runtime.configuration.server.metricsAllowedAddresses.contains(where: { $0.contains(remote) }) else {
+            if refusals.shouldReport(remote) { membership.runtime.events.emit(.statusRefused(remote: remote)) }
+            return .text(.forbidden, "forbidden: /metrics answers this machine, the cluster's Online nodes and metrics-allowed-addresses in rserver.conf\n")
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/plain; version=0.0.4; charset=utf-8")
+        return HTTPResponse(status: .ok, headers: headers, body: ByteBuffer(bytes: sessions.metricsExposition()))
     }
 
     /// Verifies the signature (and refuses replays) before any internal handler runs.

@@ -32,8 +32,12 @@ public protocol ProxyResolver: Sendable {
     func decision(for head: HTTPRequestHead) async -> ProxyDecision
     /// A request with these headers became a WebSocket tunnel on `channel` (the client's).
     func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders)
+    /// The proxied request `head` was answered with `status`, the answer's head `took` after
+    /// the request's (the answer of the session, or the proxy's 502 or 504 in its stead).
+    func answered(_ head: HTTPRequestHead, status: Int, took: Duration)
 }
 
 extension ProxyResolver {
     public func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders) {}
+    public func answered(_ head: HTTPRequestHead, status: Int, took: Duration) {}
 }

@@ -31,6 +31,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private var reading = true
     /// The headers of the request in progress (a tunnel is registered with its cookie).
     private var requestHeaders = HTTPHeaders()
+    /// The proxied request in flight and when it arrived, until its answer's head is written.
+    private var proxied: (head: HTTPRequestHead, since: NIODeadline)?
     /// The client's address for X-Forwarded-For, worked out once per connection.
     private lazy var clientAddress: String = context?.remoteAddress?.ipAddress ?? "unknown"
 
@@ -133,15 +135,21 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .none:
             break
         case .resolve(let head):
+            proxied = (head, .now())
             resolve(head)
         case .respondLocally(let head, let body):
             respondLocally(head: head, body: body, context: context)
         case .respond(let response):
+            // Answered by the proxy without reaching a session (refused, not found): not a
+            // proxied request.
+            proxied = nil
             write(response, context: context)
         case .reportUpstreamFailure(let response):
             onUpstreamFailure?()
+            answered(response.head.status)
             write(response, context: context)
         case .abandonUpstream(let response):
+            answered(response.head.status)
             // Forgotten before it is closed, so its closing is not taken for a session that
             // hung up (which would answer 502 instead).
             let late = upstream?.channel
@@ -166,6 +174,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             upstream?.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
             if let next { carryOut(next, context: context) }
         case .writeHead(let head):
+            answered(head.status)
             context.write(wrapOutboundOut(.head(head)), promise: nil)
         case .writeBody(let chunk):
             context.write(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
@@ -191,6 +200,13 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .finish(let next):
             carryOut(next, context: context)
         }
+    }
+
+    /// Tells the proxy that the request in flight was answered.
+    private func answered(_ status: HTTPResponseStatus) {
+        guard let (head, since) = proxied else { return }
+        proxied = nil
+        proxy?.answered(head, status: Int(status.code), took: .nanoseconds((NIODeadline.now() - since).nanoseconds))
     }
 
     private func syncReads() {

@@ -64,9 +64,19 @@ public struct SessionProxyResolver: ProxyResolver {
 
     /// Signing out closes the tunnels opened with the cookie.
     public func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders) {
+        let webSockets = sessions.runtime.metrics.webSockets
+        webSockets.increment()
+        channel.closeFuture.whenComplete { _ in webSockets.decrement() }
         guard !requestHeaders.contains(name: Self.hopHeader),
               let cookie = SignInCookie.value(named: SignInCookie.name, inHeader: requestHeaders.first(name: "Cookie")) else { return }
         auth.tunnels.add(channel, cookie: cookie)
+    }
+
+    /// Counted by the node the client reached, not again by the owner a hop reaches, so a
+    /// cluster's total is the sum over its nodes.
+    public func answered(_ head: HTTPRequestHead, status: Int, took: Duration) {
+        guard !head.headers.contains(name: Self.hopHeader) else { return }
+        sessions.runtime.metrics.proxied(status: status, took: took)
     }
 
     /// Cross-site WebSocket hijacking: a browser sends the user's cookie with a WebSocket

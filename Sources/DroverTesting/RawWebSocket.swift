@@ -15,10 +15,37 @@ public enum RawWebSocket {
         }
     }
 
-    static func blockingEcho(host: String, port: Int, path: String, headers: [(String, String)], message: String,
-                             timeout: TimeInterval) throws -> String {
-        let fd = try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
-        defer { close(fd) }
+    /// An upgraded connection held open until ``close()``: a WebSocket the node counts as open.
+    public final class Held: Sendable {
+        let fd: Int32
+
+        init(fd: Int32) {
+            self.fd = fd
+        }
+
+        public func close() {
+            Foundation.close(fd)
+        }
+    }
+
+    /// Opens `path` as a WebSocket and holds it open, sending nothing.
+    public static func hold(host: String, port: Int, path: String, headers: [(String, String)] = [],
+                            timeout: TimeInterval = 30) async throws -> Held {
+        try await onOwnThread {
+            let fd = try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
+            do {
+                _ = try upgrade(fd, host: host, port: port, path: path, headers: headers)
+            } catch {
+                close(fd)
+                throw error
+            }
+            return Held(fd: fd)
+        }
+    }
+
+    /// Sends the upgrade request and reads the `101` head.
+    /// - Returns: the bytes read past the head.
+    static func upgrade(_ fd: Int32, host: String, port: Int, path: String, headers: [(String, String)]) throws -> [UInt8] {
         let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
         var request = "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
@@ -32,7 +59,14 @@ public enum RawWebSocket {
         }
         let head = String(decoding: received[..<headEnd!], as: UTF8.self)
         guard head.hasPrefix("HTTP/1.1 101") else { throw TestFailure("no upgrade: \(head.split(separator: "\r\n").first ?? "")") }
-        var rest = Array(received[(headEnd! + 4)...])
+        return Array(received[(headEnd! + 4)...])
+    }
+
+    static func blockingEcho(host: String, port: Int, path: String, headers: [(String, String)], message: String,
+                             timeout: TimeInterval) throws -> String {
+        let fd = try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
+        defer { close(fd) }
+        var rest = try upgrade(fd, host: host, port: port, path: path, headers: headers)
         let payload = Array(message.utf8)
         precondition(payload.count < 126, "short messages only")
         let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }

@@ -67,7 +67,7 @@ final class SessionGuard: Sendable {
         }
         held.withLock { $0 = lock }
         lastRefresh.store(monotonicNanoseconds(), ordering: .sequentiallyConsistent)
-        events.send(.locked)
+        events.send(.locked(brokeStale: lock.brokeStale))
         // The lease runs from the moment the lock is ours: refreshes (and the watchdog) start
         // now, not once the command is up.
         let leaseBound = SessionGuardProtocol.leaseBound(timeoutInterval: fileLocks.timeoutInterval)

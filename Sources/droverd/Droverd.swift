@@ -5,6 +5,8 @@ import DroverPlugins
 import DroverServer
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 
 /// The Drover node daemon.
@@ -57,6 +59,10 @@ struct Droverd: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "droverd")
+        // The node's metrics (GET /metrics); libraries that report through swift-metrics land
+        // in the same registry.
+        let metrics = NodeMetrics()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         let stops = StopRequests()
         let signals = await stops.install()
         defer { signals.cancel() }
@@ -86,7 +92,7 @@ struct Droverd: AsyncParsableCommand {
         signal(SIGHUP, SIG_IGN)
         let node: NodeAssembly
         do {
-            node = try await NodeAssembly.make(setup: setup, logger: logger)
+            node = try await NodeAssembly.make(setup: setup, logger: logger, metrics: metrics)
         } catch let error as NodeAssembly.Failure {
             FileHandle.standardError.write(Data("droverd: \(error.message)\n".utf8))
             throw ExitCode(error.status)

@@ -16,7 +16,7 @@ struct NodeAssembly {
     let services: [any Service]
     let pidFile: String?
 
-    static func make(setup: NodeSetup, logger: Logger) async throws -> NodeAssembly {
+    static func make(setup: NodeSetup, logger: Logger, metrics: NodeMetrics) async throws -> NodeAssembly {
         let config = setup.configuration
         let context = PluginContext(config, key: setup.key, logger: logger)
         let store: any RegistryStore
@@ -36,7 +36,8 @@ struct NodeAssembly {
         let membership: ClusterMembership
         do {
             try await store.migrate()
-            membership = ClusterMembership(runtime: try NodeRuntime(setup: setup, store: store, address: address, logger: logger))
+            membership = ClusterMembership(runtime: try NodeRuntime(setup: setup, store: store, address: address, logger: logger,
+                                                                    metrics: metrics))
         } catch {
             throw Failure(message: "\(error)", status: 1)
         }

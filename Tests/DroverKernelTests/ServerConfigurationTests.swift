@@ -84,7 +84,7 @@ import Testing
         ("max-starting-sessions=0", 1, "'max-starting-sessions' must be from 1 to 100000, found 0"),
         ("ssl-enabled=1\nssl-certificate-key=k.pem", 1, "ssl-enabled=1 needs ssl-certificate=PATH (a PEM certificate chain)"),
         ("ssl-enabled=1\nssl-certificate=c.pem", 1, "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)"),
-        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id, auth-none-allow-anyone-on-the-network, www-allowed-origins"),
+        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id, auth-none-allow-anyone-on-the-network, www-allowed-origins, metrics-allowed-addresses"),
         ("auth-none=1", 1, "auth-none=1 would let anyone who reaches www-address 0.0.0.0 act as the user running droverd; set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want"),
         ("www-address=10.0.0.5\nauth-none=1", 2, "auth-none=1 would let anyone who reaches www-address 10.0.0.5 act as the user running droverd; set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want"),
         ("www-allowed-origins=app.example.com", 1, "'www-allowed-origins' takes origins like https://app.example.com:8443 (scheme, host and port, no path), found 'app.example.com'"),
@@ -93,8 +93,22 @@ import Testing
         ("www-keep-alive-timeout=never", 1, "'www-keep-alive-timeout' must be a whole number, found 'never'"),
         ("www-max-connections=0", 1, "'www-max-connections' must be from 1 to 1000000, found 0"),
         ("auth-minimum-user-id=-1", 1, "'auth-minimum-user-id' must be from 0 to 2147483647, found -1"),
+        ("metrics-allowed-addresses=10.0.0.1, prometheus.example", 1,
+         "'metrics-allowed-addresses' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found 'prometheus.example'"),
+        ("metrics-allowed-addresses=10.0.0.0/33", 1,
+         "'metrics-allowed-addresses' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found '10.0.0.0/33'"),
     ])
     func rejectsBadInput(text: String, line: Int, message: String) {
         #expect(throws: ConfigurationError(file: "/etc/drover/rserver.conf", line: line, message)) { try parse(text) }
+    }
+
+    /// `metrics-allowed-addresses` takes addresses and networks of both families.
+    @Test func metricsAllowedAddressesTakesAddressesAndNetworks() throws {
+        let good = try ServerConfiguration(parsing: "metrics-allowed-addresses=10.0.0.0/8 192.168.1.7,fd00::/8\n", path: "/etc/drover/rserver.conf", baseDirectory: "/etc/drover")
+        let ranges = good.metricsAllowedAddresses
+        #expect(ranges.count == 3)
+        #expect(ranges[0].contains("10.200.3.4") && !ranges[0].contains("11.0.0.1") && ranges[0].contains("::ffff:10.1.1.1"))
+        #expect(ranges[1].contains("192.168.1.7") && !ranges[1].contains("192.168.1.8"))
+        #expect(ranges[2].contains("fd12::1") && !ranges[2].contains("fe80::1") && !ranges[2].contains("10.0.0.1"))
     }
 }

@@ -16,6 +16,9 @@ enum SessionEvent: Sendable, Equatable {
     case ended(SessionGuardProtocol.EndReason, status: Int32, detail: String)
     /// Its guard exited (or was killed) without saying the session ended first.
     case guardGone
+    /// Its guard took the session's lock, breaking a stale one when `brokeStale` (the state
+    /// does not change: lock metrics).
+    case locked(brokeStale: Bool)
     /// Its guard refreshed the session's lock (the state does not change: lock metrics).
     case lockRefreshed
     /// A refresh of its lock failed; the guard ends the session if none succeeds in time.

@@ -138,6 +138,23 @@ final class SessionSupervisor: Sendable {
     func session(_ id: String) -> Supervised? { sessions.withLock { $0[id] } }
     var ids: [String] { sessions.withLock { Array($0.keys) } }
 
+    /// How many sessions are in each phase: `starting` (from the launch until they answer),
+    /// `running`, `stopping`; those already over are not counted.
+    var countsByPhase: [String: Int] {
+        sessions.withLock { sessions in
+            var counts: [String: Int] = [:]
+            for session in sessions.values {
+                switch session.state {
+                case .launching, .starting: counts["starting", default: 0] += 1
+                case .running: counts["running", default: 0] += 1
+                case .stopping: counts["stopping", default: 0] += 1
+                case .failedToStart, .ended, .finished: break
+                }
+            }
+            return counts
+        }
+    }
+
     /// The socket of session `id` while it runs.
     func runningSocket(_ id: String) -> String? {
         sessions.withLock { $0[id].flatMap { $0.state.isRunning ? $0.socket : nil } }

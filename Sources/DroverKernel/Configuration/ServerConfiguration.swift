@@ -8,14 +8,15 @@ import Foundation
 /// `session-command` (none), `session-response-timeout` (60), `max-starting-sessions` (128),
 /// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
 /// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000),
-/// `auth-none-allow-anyone-on-the-network` (0), `www-allowed-origins` (none).
+/// `auth-none-allow-anyone-on-the-network` (0), `www-allowed-origins` (none),
+/// `metrics-allowed-addresses` (none).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
                        "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
-                       "auth-none-allow-anyone-on-the-network", "www-allowed-origins"]
+                       "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -48,6 +49,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `www-allowed-origins`: origins (`scheme://host[:port]`, separated by commas or spaces)
     /// whose pages may open WebSockets to sessions, besides the node's own.
     public var allowedOrigins: [String] = []
+    /// `metrics-allowed-addresses`: addresses and networks (`10.1.2.3`, `10.0.0.0/8`, separated
+    /// by commas or spaces) that may read `GET /metrics`, besides this machine and the
+    /// cluster's nodes (who may always).
+    public var metricsAllowedAddresses: [AddressRange] = []
     /// `auth-none-allow-anyone-on-the-network`: lets `auth-none` serve on an address that is
     /// not loopback, where anyone who reaches it acts as droverd's user.
     public var authNoneOnNetwork = false
@@ -94,6 +99,15 @@ public struct ServerConfiguration: Sendable, Equatable {
             for origin in allowedOrigins where !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) || origin.dropFirst(8).contains("/") {
                 throw ConfigurationError(file: file.path, line: reader.entry("www-allowed-origins")?.line,
                                          "'www-allowed-origins' takes origins like https://app.example.com:8443 (scheme, host and port, no path), found '\(origin)'")
+            }
+        }
+        if let addresses = try reader.string("metrics-allowed-addresses") {
+            for text in addresses.split(whereSeparator: { $0 == "," || $0 == " " }) {
+                guard let range = AddressRange(String(text)) else {
+                    throw ConfigurationError(file: file.path, line: reader.entry("metrics-allowed-addresses")?.line,
+                                             "'metrics-allowed-addresses' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found '\(text)'")
+                }
+                metricsAllowedAddresses.append(range)
             }
         }
         if authNone, !authNoneOnNetwork, !Self.isLoopback(wwwAddress) {

@@ -40,6 +40,13 @@ public protocol HeldLock: AnyObject, Sendable {
     func refresh() throws -> Bool
     /// Gives the lock up.
     func release() throws
+    /// Whether taking it broke a stale lock left by a holder that stopped refreshing (for the
+    /// node's metrics). Providers whose locks die with their holder never break one.
+    var brokeStale: Bool { get }
+}
+
+extension HeldLock {
+    public var brokeStale: Bool { false }
 }
 
 /// Builds a ``LockProvider`` from `file-locks`.

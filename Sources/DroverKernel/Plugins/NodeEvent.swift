@@ -319,18 +319,22 @@ public enum NodeEvent: Sendable {
     }
 }
 
-/// Where a node's events go: its log and its diagnostics sink (when one is configured).
+/// Where a node's events go: its log, its diagnostics sink (when one is configured) and its
+/// observer (the node's metrics).
 public struct EventLog: Sendable {
     public let logger: Logger
     public let diagnostics: Diagnostics
+    let observer: (@Sendable (NodeEvent) -> Void)?
 
-    public init(logger: Logger, diagnostics: Diagnostics) {
+    public init(logger: Logger, diagnostics: Diagnostics, observer: (@Sendable (NodeEvent) -> Void)? = nil) {
         self.logger = logger
         self.diagnostics = diagnostics
+        self.observer = observer
     }
 
-    /// Writes `event`'s log line and its diagnostics record.
+    /// Writes `event`'s log line and its diagnostics record, and tells the observer.
     public func emit(_ event: NodeEvent) {
+        observer?(event)
         let fields = event.fields
         if logger.logLevel <= event.level {
             var metadata = Logger.Metadata()

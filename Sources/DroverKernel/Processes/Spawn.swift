@@ -1,5 +1,5 @@
 import CShims
-public import Foundation
+import Foundation
 
 /// Starting a process with `posix_spawn`, the one way Drover starts one: the descriptors the
 /// child gets are named, and every other descriptor of this process is closed in the child,

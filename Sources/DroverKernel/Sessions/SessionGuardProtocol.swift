@@ -108,8 +108,9 @@ public enum SessionGuardProtocol {
 
     /// Guard to droverd.
     public enum Event: Sendable, Equatable {
-        /// The lock is ours; the command starts next.
-        case locked
+        /// The lock is ours (taken over from a dead holder when `brokeStale`); the command
+        /// starts next.
+        case locked(brokeStale: Bool)
         /// The lock stayed held elsewhere for `lockWait` seconds; nothing was started.
         case lockBusy(String)
         /// The command runs as `pid` (in a cgroup of its own, or only a process group: `isolation`).
@@ -123,7 +124,7 @@ public enum SessionGuardProtocol {
 
         public var line: String {
             switch self {
-            case .locked: "locked\n"
+            case .locked(let brokeStale): brokeStale ? "locked broke-stale\n" : "locked\n"
             case .lockBusy(let message): "lock-busy \(Self.oneLine(message))\n"
             case .started(let pid, let isolation): "started \(pid) \(isolation)\n"
             case .refreshed: "refreshed\n"
@@ -137,7 +138,7 @@ public enum SessionGuardProtocol {
             let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
             let rest = parts.count > 1 ? String(parts[1]) : ""
             switch parts.first {
-            case "locked": self = .locked
+            case "locked": self = .locked(brokeStale: rest == "broke-stale")
             case "lock-busy": self = .lockBusy(rest)
             case "refreshed": self = .refreshed
             case "refresh-failed": self = .refreshFailed(rest)
