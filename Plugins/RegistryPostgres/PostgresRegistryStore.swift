@@ -212,6 +212,18 @@ public final class PostgresRegistryStore: RegistryStore {
         try await withConnection { db, sql, _ in try sql.deleteSession(id, db) }
     }
 
+    public func appendAudit(_ records: [AuditRecord]) async throws {
+        try await withConnection { db, sql, _ in try sql.appendAudit(records, db) }
+    }
+
+    public func audit(matching filter: AuditFilter) async throws -> [AuditRecord] {
+        try await withConnection { db, sql, _ in try sql.audit(matching: filter, db) }
+    }
+
+    public func pruneAudit(before time: Date) async throws -> Int {
+        try await withConnection { db, sql, _ in try sql.pruneAudit(before: time, db) }
+    }
+
     public func snapshot() async throws -> RegistrySnapshot { try await withConnection { db, sql, _ in try sql.snapshot(db) } }
 
     public func restore(_ snapshot: RegistrySnapshot, replacing: Bool) async throws {

@@ -135,6 +135,18 @@ public final class SQLiteRegistryStore: RegistryStore {
     public func revocations(now: Date) async throws -> [CookieRevocation] {
         try await withConnection { try $1.revocations(now: now, $0) }
     }
+    public func appendAudit(_ records: [AuditRecord]) async throws {
+        try await withConnection { try $1.appendAudit(records, $0) }
+    }
+
+    public func audit(matching filter: AuditFilter) async throws -> [AuditRecord] {
+        try await withConnection { try $1.audit(matching: filter, $0) }
+    }
+
+    public func pruneAudit(before time: Date) async throws -> Int {
+        try await withConnection { try $1.pruneAudit(before: time, $0) }
+    }
+
     public func snapshot() async throws -> RegistrySnapshot { try await withConnection { try $1.snapshot($0) } }
 
     public func restore(_ snapshot: RegistrySnapshot, replacing: Bool) async throws {

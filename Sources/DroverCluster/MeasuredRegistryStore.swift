@@ -80,6 +80,13 @@ public struct MeasuredRegistryStore: RegistryStore {
     public func revocations(now: Date) async throws -> [CookieRevocation] {
         try await measure("revocations") { try await base.revocations(now: now) }
     }
+    public func appendAudit(_ records: [AuditRecord]) async throws {
+        try await measure("append_audit") { try await base.appendAudit(records) }
+    }
+    public func audit(matching filter: AuditFilter) async throws -> [AuditRecord] {
+        try await measure("audit") { try await base.audit(matching: filter) }
+    }
+    public func pruneAudit(before time: Date) async throws -> Int { try await measure("prune_audit") { try await base.pruneAudit(before: time) } }
     public func snapshot() async throws -> RegistrySnapshot { try await measure("snapshot") { try await base.snapshot() } }
     public func restore(_ snapshot: RegistrySnapshot, replacing: Bool) async throws {
         try await measure("restore") { try await base.restore(snapshot, replacing: replacing) }

@@ -44,6 +44,14 @@ public struct SQLRegistry: Sendable {
                     issued_up_to \(d.doubleType) NOT NULL, expires_at \(d.doubleType) NOT NULL)
                 """,
             ]),
+            (4, [
+                """
+                CREATE TABLE audit (id \(d.idType), at \(d.timeType) NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+                    target TEXT NOT NULL, username TEXT, node_id \(d.bigint), result TEXT NOT NULL, reason TEXT NOT NULL)
+                """,
+                "CREATE INDEX audit_by_time ON audit (at)",
+                "CREATE INDEX audit_by_username ON audit (username)",
+            ]),
         ]
     }
 
@@ -282,6 +290,50 @@ public struct SQLRegistry: Sendable {
             }
             return CookieRevocation(cookieDigest: row[0], username: username, issuedUpTo: upTo, expiresAt: expires)
         }
+    }
+
+    // MARK: the audit log
+
+    public func appendAudit(_ records: [AuditRecord], _ db: some SQLExecutor) throws {
+        guard !records.isEmpty else { return }
+        try db.transaction(begin: dialect.beginWrite) {
+            for r in records {
+                try db.execute("""
+                    INSERT INTO audit (at, actor, action, target, username, node_id, result, reason)
+                    VALUES (\(dialect.now), \(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(p(6)), \(p(7)))
+                    """, [r.actor, r.action, r.target, r.username, r.node.map(String.init), r.result, r.reason])
+            }
+        }
+    }
+
+    public func audit(matching filter: AuditFilter, _ db: some SQLExecutor) throws -> [AuditRecord] {
+        var conditions: [String] = []
+        var parameters: [String?] = []
+        if let since = filter.since {
+            parameters.append(RegistryRows.epoch(since))
+            conditions.append("at >= \(dialect.time(parameters.count))")
+        }
+        if let username = filter.username {
+            parameters.append(username)
+            conditions.append("username = \(p(parameters.count))")
+        }
+        let whereClause = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+        let rows = try db.query("""
+            SELECT id, \(dialect.epoch("at")), actor, action, target, username, node_id, result, reason FROM audit\(whereClause)
+            ORDER BY id DESC LIMIT \(max(0, filter.limit))
+            """, parameters)
+        return try rows.reversed().map { row in
+            guard row.count == 9, let id = row[0].flatMap({ Int64($0) }), let at = row[1].flatMap(Double.init), let actor = row[2],
+                  let action = row[3], let target = row[4], let result = row[7], let reason = row[8] else {
+                throw RegistryError.corrupt("an audit row that cannot be read: \(row)")
+            }
+            return AuditRecord(id: id, time: Date(timeIntervalSince1970: at), actor: actor, action: action, target: target,
+                               username: row[5], node: row[6].flatMap { Int64($0) }, result: result, reason: reason)
+        }
+    }
+
+    public func pruneAudit(before time: Date, _ db: some SQLExecutor) throws -> Int {
+        try db.execute("DELETE FROM audit WHERE at < \(dialect.time(1))", [RegistryRows.epoch(time)])
     }
 
     // MARK: copying

@@ -10,6 +10,7 @@ public final class InMemoryRegistryStore: RegistryStore {
         var nodes: [Int64: NodeRecord] = [:]
         var sessions: [String: SessionRecord] = [:]
         var revocations: [String: CookieRevocation] = [:]
+        var audit: [AuditRecord] = []
         var nextNodeID: Int64 = 1
         var closed = false
         var calls = 0
@@ -199,6 +200,33 @@ public final class InMemoryRegistryStore: RegistryStore {
 
     public func deleteSession(_ id: String) async throws -> Bool {
         try locked { $0.sessions.removeValue(forKey: id) != nil }
+    }
+
+    public func appendAudit(_ records: [AuditRecord]) async throws {
+        let now = clock()
+        try locked { state in
+            for var record in records {
+                record.id = (state.audit.last?.id ?? 0) + 1
+                record.time = now
+                state.audit.append(record)
+            }
+        }
+    }
+
+    public func audit(matching filter: AuditFilter) async throws -> [AuditRecord] {
+        try locked { state in
+            Array(state.audit.filter { record in
+                (filter.since.map { record.time! >= Self.microseconds($0) } ?? true) && (filter.username.map { record.username == $0 } ?? true)
+            }.suffix(max(0, filter.limit)))
+        }
+    }
+
+    public func pruneAudit(before time: Date) async throws -> Int {
+        try locked { state in
+            let before = state.audit.count
+            state.audit.removeAll { $0.time! < time }
+            return before - state.audit.count
+        }
     }
 
     public func snapshot() async throws -> RegistrySnapshot {

@@ -36,7 +36,7 @@ import Testing
         let node = try await old.registerNode(RegistryConformance.registration("h"))
         try await old.createSession(RegistryConformance.newSession("s1", node: node.id, state: .running))
         await old.close()
-        try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DELETE FROM schema_version WHERE version > 1;")
+        try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DROP TABLE audit; DELETE FROM schema_version WHERE version > 1;")
         let upgraded = try await harness.store()
         #expect(try await upgraded.nodes().map(\.host) == ["h"])
         #expect(try await upgraded.nodes().first?.unreachableSince == nil)
@@ -47,6 +47,9 @@ import Testing
         let revocation = CookieRevocation(cookieDigest: "d1", username: "u", issuedUpTo: 1, expiresAt: Date().timeIntervalSince1970 + 60)
         try await upgraded.revoke(revocation, now: Date())
         #expect(try await upgraded.revocations(now: Date()) == [revocation])
+        // Schema 4: the audit log.
+        try await upgraded.appendAudit([AuditRecord(actor: .daemon, action: "session-recover", target: "s1", username: "u", node: node.id)])
+        #expect(try await upgraded.audit(matching: AuditFilter()).map(\.action) == ["session-recover"])
         await upgraded.close()
     }
 

@@ -75,6 +75,14 @@ public protocol RegistryStore: Sendable {
     /// The revocations that have not expired at `now`.
     func revocations(now: Date) async throws -> [CookieRevocation]
 
+    /// Writes audit rows in one transaction, each stamped with the database's clock, in order.
+    func appendAudit(_ records: [AuditRecord]) async throws
+    /// The audit rows matching `filter`, oldest first (the newest `filter.limit`).
+    func audit(matching filter: AuditFilter) async throws -> [AuditRecord]
+    /// Removes the audit rows written before `time`.
+    /// - Returns: how many were removed.
+    func pruneAudit(before time: Date) async throws -> Int
+
     /// Every row, for copying a registry elsewhere (`drover migrate-db`).
     func snapshot() async throws -> RegistrySnapshot
     /// Writes every row of `snapshot` in one transaction, keeping ids, and moves id sequences

@@ -23,6 +23,7 @@ public enum RegistryConformance {
         case aPeerMarksOnlyASilentOnlineNodeUnreachableAndItsHeartbeatClearsTheMark
         case sessionsAreCreatedOnceFilteredTouchedAndDeleted
         case revocationsAreKeptOnceUntilTheyExpire
+        case auditRowsAreKeptInOrderFilteredAndPruned
         case transitionsAreCompareAndSet
         case thirtyTwoConcurrentClaimersExactlyOneWins
         case snapshotRestoresIntoAnEmptyStoreOnlyUnlessReplacing
@@ -156,6 +157,31 @@ public enum RegistryConformance {
             #expect(try await store.deleteSession("s2"))
             #expect(try await store.deleteSession("s2") == false)
             #expect(try await store.session("s2") == nil)
+            await store.close()
+        case .auditRowsAreKeptInOrderFilteredAndPruned:
+            let store = try await migrated(makeStore)
+            let start = try await store.now()
+            try await store.appendAudit([])
+            try await store.appendAudit([
+                AuditRecord(actor: .user("alice"), action: "session-create", target: "s1", username: "alice", node: 1),
+                AuditRecord(actor: .daemon, action: "session-end", target: "s1", username: "alice", node: 1, reason: "lease-lost: no refresh"),
+                AuditRecord(actor: .admin("root"), action: "node-offline", target: "node 2", node: 2),
+            ])
+            try await store.appendAudit([AuditRecord(actor: .user("bob"), action: "session-quit", target: "s2", username: "bob", node: nil,
+                                                     result: "failed", reason: "it's gone; \"quoted\"")])
+            let all = try await store.audit(matching: AuditFilter())
+            #expect(all.map(\.action) == ["session-create", "session-end", "node-offline", "session-quit"], "in the order written")
+            #expect(all.map(\.actor) == ["user:alice", "daemon", "admin:root", "user:bob"])
+            #expect(all[3].result == "failed" && all[3].reason == "it's gone; \"quoted\"" && all[3].node == nil && all[2].username == nil)
+            #expect(all.allSatisfy { $0.time! >= start.addingTimeInterval(-1) && $0.time! <= start.addingTimeInterval(60) }, "the database clock")
+            #expect(Set(all.compactMap(\.id)).count == 4)
+            #expect(try await store.audit(matching: AuditFilter(username: "alice")).map(\.action) == ["session-create", "session-end"])
+            #expect(try await store.audit(matching: AuditFilter(limit: 2)).map(\.action) == ["node-offline", "session-quit"], "the newest, oldest first")
+            #expect(try await store.audit(matching: AuditFilter(since: start.addingTimeInterval(3600))).isEmpty)
+            #expect(try await store.audit(matching: AuditFilter(since: start.addingTimeInterval(-1))).count == 4)
+            #expect(try await store.pruneAudit(before: start.addingTimeInterval(-3600)) == 0)
+            #expect(try await store.pruneAudit(before: start.addingTimeInterval(3600)) == 4)
+            #expect(try await store.audit(matching: AuditFilter()).isEmpty)
             await store.close()
         case .revocationsAreKeptOnceUntilTheyExpire:
             let store = try await migrated(makeStore)
