@@ -281,10 +281,23 @@ public struct ClusterMembership: Sendable {
         do {
             _ = try await runtime.store.setNodeStatus(wanted, node: id)
             runtime.events.emit(.statusChanged(node: id, offlineMode: flagged))
+            // The flag file is the operator's (`drover offline`/`online`); a stop is the daemon's.
+            let actor: AuditRecord.Actor = runtime.isStopping ? .daemon : .admin(Self.flagOwner(runtime.configuration.offlineFlagFile))
+            runtime.audit(actor, flagged ? "node-offline" : "node-online", "node \(id)",
+                          reason: runtime.isStopping ? "the node is stopping (SIGTERM)" : flagged ? "drover offline" : "drover online")
             await notifyPeers(.nodeStatus(.init(id: id, status: wanted)))
         } catch {
             runtime.events.emit(.statusWriteFailed(status: wanted.rawValue, error: "\(error)"))
         }
+    }
+
+    /// Who set or cleared the offline flag: the owner of the flag file, or of the folder it was
+    /// removed from (the operator who ran `drover offline`/`online`).
+    static func flagOwner(_ path: String) -> String {
+        var info = stat()
+        let exists = stat(path, &info) == 0 || stat((path as NSString).deletingLastPathComponent, &info) == 0
+        guard exists, let account = getpwuid(info.st_uid) else { return "uid \(exists ? info.st_uid : 0)" }
+        return String(cString: account.pointee.pw_name)
     }
 
     /// Re-reads `load-balancer` and applies `balancer`, `timeout` and `diagnostics` without a

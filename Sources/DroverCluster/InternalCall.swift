@@ -31,8 +31,9 @@ public enum InternalCall: Sendable, Equatable {
     case suspend(SessionCall)
     /// Quit a session running on the receiving node; answers 204.
     case quit(SessionCall)
-    /// Suspend every session of the receiving node; answers ``SuspendAllAnswer``.
-    case suspendAll
+    /// Suspend every session of the receiving node, for the operator named `by` (the audit
+    /// log's actor; nil from an older `drover`); answers ``SuspendAllAnswer``.
+    case suspendAll(by: String?)
     /// Re-read `load-balancer` now (`drover reload`); answers 200 with the settings in force,
     /// or 409 with why the file was refused (the running settings are kept).
     case reload
@@ -43,7 +44,12 @@ public enum InternalCall: Sendable, Equatable {
         public init(id: String) { self.id = id }
     }
 
-    /// The answer to ``suspendAll``.
+    /// The body of ``suspendAll(by:)``.
+    struct SuspendAllBody: Codable {
+        var by: String?
+    }
+
+    /// The answer to ``suspendAll(by:)``.
     public struct SuspendAllAnswer: Codable, Sendable, Equatable {
         public var suspended: Int
         public init(suspended: Int) { self.suspended = suspended }
@@ -77,7 +83,8 @@ public enum InternalCall: Sendable, Equatable {
     /// The JSON body (empty for calls without one).
     public var body: [UInt8] {
         switch self {
-        case .ping, .suspendAll, .reload: []
+        case .ping, .reload: []
+        case .suspendAll(let by): by.map { Self.encode(SuspendAllBody(by: $0)) } ?? []
         case .notice(let notice): notice.body
         case .launch(let session, let isNew): Self.encode(LaunchBody(id: session.id, new: isNew ? true : nil))
         case .suspend(let session), .quit(let session): Self.encode(session)
@@ -128,7 +135,7 @@ public enum InternalCall: Sendable, Equatable {
             case (.POST, "quit"):
                 self = .quit(try Self.decode(SessionCall.self, body, call: name))
             case (.POST, "suspend-all"):
-                self = .suspendAll
+                self = .suspendAll(by: body.isEmpty ? nil : try Self.decode(SuspendAllBody.self, body, call: name).by)
             case (.POST, "reload"):
                 self = .reload
             case (.POST, _):

@@ -121,7 +121,12 @@ public struct SessionService: Service {
     public func run() async throws {
         let sessions = self.sessions
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await repeatUntilShutdown(every: { 0.5 }) { await sessions.reapExited() } }
+            group.addTask {
+                await repeatUntilShutdown(every: { 0.5 }) {
+                    await sessions.reapExited()
+                    await sessions.runtime.flushAudit()
+                }
+            }
             // A registry read each time: less often.
             group.addTask {
                 await repeatUntilShutdown(every: { 2 }) {
@@ -129,10 +134,12 @@ public struct SessionService: Service {
                     await sessions.completeInterruptedStops()
                     await sessions.releaseSessionsTakenAway()
                     await sessions.freeOrphanedStarts()
+                    await sessions.pruneAudit()
                 }
             }
         }
-        let count = await sessions.suspendAll()
+        let count = await sessions.suspendAll(by: .daemon)
+        await sessions.runtime.flushAudit()
         if count > 0 { sessions.runtime.events.emit(.sessionsSuspendedBeforeLeaving(count: count)) }
     }
 }

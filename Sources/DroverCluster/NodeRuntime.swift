@@ -21,6 +21,22 @@ public final class NodeRuntime: Sendable {
     public let revocations = RevocationList()
     /// What the node counts and times (`GET /metrics`).
     public let metrics: NodeMetrics
+    /// The audit rows this node has still to write.
+    public let auditLog = AuditLog()
+
+    /// Records a state change in the audit log (written within half a second, in a batch).
+    /// - Parameter node: the node concerned; this node when not given.
+    public func audit(_ actor: AuditRecord.Actor, _ action: String, _ target: String, user: String? = nil, node: Int64? = nil,
+                      result: String = "ok", reason: String = "") {
+        auditLog.record(AuditRecord(actor: actor, action: action, target: target, username: user, node: node ?? nodeID,
+                                    result: result, reason: reason))
+    }
+
+    /// Writes the queued audit rows; says so when some had to be dropped.
+    public func flushAudit() async {
+        let (_, dropped) = await auditLog.flush(to: store)
+        if dropped > 0 { events.emit(.auditRowsDropped(count: dropped)) }
+    }
 
     /// Reads the registry's revocations; a registry that cannot be read changes nothing.
     public func refreshRevocations() async {

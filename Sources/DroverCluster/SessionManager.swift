@@ -37,6 +37,8 @@ public final class SessionManager: Sendable {
     private let starting = Mutex(0)
     /// The sessions whose start this node is carrying out now.
     private let launching = Mutex<Set<String>>([])
+    /// When this node last removed audit rows past `audit-retention-days`.
+    private let auditPrunedAt = Mutex<ContinuousClock.Instant?>(nil)
     /// Rows `starting` on this node with no start here, and when each was first seen so.
     private let orphanedStarts = Mutex<[String: ContinuousClock.Instant]>([:])
 
@@ -91,7 +93,18 @@ public final class SessionManager: Sendable {
     // MARK: creating and launching
 
     /// Places a new session for `username` and starts it, here or on the chosen node.
-    public func create(username: String, label: String?) async throws -> SessionRecord {
+    public func create(username: String, label: String?, by actor: AuditRecord.Actor) async throws -> SessionRecord {
+        do {
+            let session = try await placeAndLaunch(username: username, label: label)
+            runtime.audit(actor, "session-create", session.id, user: username, node: session.ownership.node)
+            return session
+        } catch {
+            runtime.audit(actor, "session-create", "-", user: username, node: nil, result: "failed", reason: "\(error)")
+            throw error
+        }
+    }
+
+    private func placeAndLaunch(username: String, label: String?) async throws -> SessionRecord {
         let now = try await store.now()
         let record = SessionRecord(id: Crypto.randomBytes(16).hexString, username: username,
                                    ownership: SessionOwnership(node: nil, state: .starting), createdAt: now, lastActive: now, label: label)
@@ -279,16 +292,34 @@ public final class SessionManager: Sendable {
 
     /// Suspends a session wherever it runs: SIGUSR1, a grace period to save its state, then
     /// SIGKILL; the row becomes `suspended` with no node.
-    public func suspend(_ id: String) async throws {
+    public func suspend(_ id: String, by actor: AuditRecord.Actor) async throws {
         guard let session = try await store.session(id) else { throw SessionError.notFound }
-        try await onOwner(session, .suspend(.init(id: id))) { try await self.suspendLocal(id) }
+        do {
+            try await onOwner(session, .suspend(.init(id: id))) { try await self.suspendLocal(id) }
+            runtime.audit(actor, "session-suspend", id, user: session.username, node: session.ownership.node)
+        } catch {
+            runtime.audit(actor, "session-suspend", id, user: session.username, node: session.ownership.node, result: "failed", reason: "\(error)")
+            throw error
+        }
     }
 
     /// Ends a session wherever it runs and removes it; returns only once its row is gone. The
     /// session may move meanwhile (its node restarted, or another request resumed it), so each
     /// step is checked against the row and taken again on its new owner, a few times at most.
-    public func quit(_ id: String) async throws {
-        guard var session = try await store.session(id) else { throw SessionError.notFound }
+    public func quit(_ id: String, by actor: AuditRecord.Actor) async throws {
+        guard let session = try await store.session(id) else { throw SessionError.notFound }
+        do {
+            try await quitWherever(session)
+            runtime.audit(actor, "session-quit", id, user: session.username, node: session.ownership.node)
+        } catch {
+            runtime.audit(actor, "session-quit", id, user: session.username, node: session.ownership.node, result: "failed", reason: "\(error)")
+            throw error
+        }
+    }
+
+    private func quitWherever(_ first: SessionRecord) async throws {
+        let id = first.id
+        var session = first
         for attempt in 1...8 {
             let ownership = session.ownership
             let ownerAlive = try await ownerIsAlive(ownership)
@@ -406,17 +437,36 @@ public final class SessionManager: Sendable {
         await membership.notifyPeers(.sessionMoved(.init(id: id)))
     }
 
+    /// Removes the audit rows older than `audit-retention-days`, at most every `every`
+    /// (an hour; sooner for a retention of less than an hour). Run by ``SessionService``.
+    public func pruneAudit() async {
+        let days = runtime.configuration.server.auditRetentionDays
+        guard days > 0 else { return }
+        let retention = days * 86_400
+        let every = Duration.seconds(min(3600, max(1, retention / 10)))
+        let due = auditPrunedAt.withLock { last in
+            if let last, ContinuousClock.now - last < every { return false }
+            last = .now
+            return true
+        }
+        guard due, let now = try? await store.now() else { return }
+        _ = try? await store.pruneAudit(before: now.addingTimeInterval(-retention))
+    }
+
     /// Suspends every session of this node (`drover suspend-all`, and SIGTERM before the node
     /// goes `Offline`).
-    public func suspendAll() async -> Int {
+    public func suspendAll(by actor: AuditRecord.Actor) async -> Int {
         let ids = localSessionIDs()
         await withTaskGroup(of: Void.self) { group in
             for id in ids {
                 group.addTask {
+                    let user = self.supervisor.session(id)?.username
                     do {
                         try await self.suspendLocal(id)
+                        self.runtime.audit(actor, "session-suspend", id, user: user)
                     } catch {
                         self.runtime.events.emit(.sessionSuspendFailed(session: id, error: "\(error)"))
+                        self.runtime.audit(actor, "session-suspend", id, user: user, result: "failed", reason: "\(error)")
                     }
                 }
             }
@@ -446,6 +496,9 @@ public final class SessionManager: Sendable {
                 guard try await release(row) else { continue }
                 released += 1
                 runtime.events.emit(.sessionReleased(session: row.id, was: row.ownership.state.rawValue))
+                runtime.audit(.daemon, "session-recover", row.id, user: row.username,
+                              reason: row.ownership.state == .quitting ? "its quit, left half done by this node's previous run, was completed"
+                                : "left \(row.ownership.state.rawValue) by this node's previous run; suspended, it starts again from its saved state")
             } catch {
                 runtime.events.emit(.sessionReleaseFailed(session: row.id, error: "\(error)"))
             }
@@ -479,6 +532,8 @@ public final class SessionManager: Sendable {
             supervisor.forget(row.id)
             routes.forget(row.id)
             runtime.events.emit(.sessionStopCompleted(session: row.id, was: row.ownership.state.rawValue))
+            runtime.audit(.daemon, "session-recover", row.id, user: row.username,
+                          reason: "its \(row.ownership.state == .quitting ? "quit" : "suspend"), left half done, was completed")
         }
     }
 
@@ -503,7 +558,10 @@ public final class SessionManager: Sendable {
         for id in due {
             let freed = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting),
                                                            to: SessionOwnership(node: nil, state: .suspended))
-            if freed == true { runtime.events.emit(.orphanedStartFreed(session: id)) }
+            if freed == true {
+                runtime.events.emit(.orphanedStartFreed(session: id))
+                runtime.audit(.daemon, "session-recover", id, reason: "placed on this node, its start never came; suspended")
+            }
             orphanedStarts.withLock { _ = $0.removeValue(forKey: id) }
         }
     }
@@ -537,6 +595,7 @@ public final class SessionManager: Sendable {
         guard supervisor.state(id)?.isRunning == true, let entry = supervisor.session(id) else { return }
         let owner = row.map { "\($0.ownership.node.map { "node \($0)" } ?? "no node") \($0.ownership.state.rawValue)" } ?? "no row"
         runtime.events.emit(.sessionTakenAway(session: id, row: owner))
+        runtime.audit(.daemon, "session-end", id, user: entry.username, reason: "taken away: its row says \(owner); this copy was ended")
         // Gone, or being quit elsewhere: nothing to save. Otherwise the new owner resumes it
         // from what this copy saves now (it cannot start before this copy's lock is free).
         let quit = row == nil || row?.ownership.state == .quitting
@@ -555,6 +614,7 @@ public final class SessionManager: Sendable {
         for (id, entry) in supervisor.ended() {
             guard case .ended(let reason, let detail) = entry.state else { continue }
             runtime.events.emit(.sessionEnded(session: id, reason: "\(reason)", detail: detail))
+            runtime.audit(.daemon, "session-end", id, user: entry.username, reason: detail.isEmpty ? "\(reason)" : "\(reason): \(detail)")
             _ = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
                                                    to: SessionOwnership(node: nil, state: .suspended))
             await finish(id, entry, .exited)
@@ -650,6 +710,9 @@ public final class SessionManager: Sendable {
     /// there first (the caller looks again).
     private func resume(_ session: SessionRecord, from expected: SessionOwnership) async throws -> SessionRoute? {
         guard let (placed, _) = try await engine().placeExisting(session, from: expected) else { return nil }
+        // A move when its row still named a node (gone, or unreachable); a resume otherwise.
+        let action = expected.node == nil ? "session-resume" : "session-move"
+        let reason = expected.node.map { "its node \($0) was gone (\(expected.state.rawValue) there)" } ?? ""
         let running: SessionRecord
         do {
             running = try await launchOnOwnerOrFree(placed)
@@ -659,7 +722,12 @@ public final class SessionManager: Sendable {
         } catch SessionError.moved {
             // Another request or node started or freed it meanwhile: look again.
             return nil
+        } catch {
+            runtime.audit(.user(session.username), action, session.id, user: session.username, node: placed.ownership.node,
+                          result: "failed", reason: "\(error)")
+            throw error
         }
+        runtime.audit(.user(session.username), action, session.id, user: session.username, node: running.ownership.node, reason: reason)
         guard running.ownership.state == .running, let owner = running.ownership.node else { return nil }
         if owner == runtime.nodeID { return liveSocket(session.id).map { .local(socket: $0) } }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { return nil }

@@ -141,8 +141,8 @@ public struct NodeResponder: HTTPResponder {
                 try await sessions.suspendLocal(session.id)
             case .quit(let session):
                 try await sessions.quitLocal(session.id)
-            case .suspendAll:
-                return UserAPI.json(.ok, InternalCall.SuspendAllAnswer(suspended: await sessions.suspendAll()))
+            case .suspendAll(let by):
+                return UserAPI.json(.ok, InternalCall.SuspendAllAnswer(suspended: await sessions.suspendAll(by: .admin(by ?? "unknown"))))
             case .reload:
                 switch await membership.reload() {
                 case .applied(let settings): return .text(.ok, settings + "\n")

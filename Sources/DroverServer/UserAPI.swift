@@ -91,26 +91,26 @@ struct UserAPI: Sendable {
                 } catch {
                     return Self.error(.badRequest, #"the body must be empty or JSON like {"label": "my analysis"}"#)
                 }
-                let session = try await sessions.create(username: user, label: asked.label)
+                let session = try await sessions.create(username: user, label: asked.label, by: .user(user))
                 return Self.json(.created, CreatedSession(id: session.id, node: session.ownership.node, url: "/s/\(session.id)/"))
             case (.POST, true, 4) where parts[3] == "suspend":
                 try await owned(parts[2], by: user)
-                try await sessions.suspend(parts[2])
+                try await sessions.suspend(parts[2], by: .user(user))
                 return HTTPResponse(status: .accepted)
             case (.DELETE, true, 3):
                 try await owned(parts[2], by: user)
-                try await sessions.quit(parts[2])
+                try await sessions.quit(parts[2], by: .user(user))
                 return HTTPResponse(status: .noContent)
             case (.POST, false, 1):
-                _ = try await sessions.create(username: user, label: form["label"].flatMap { $0.isEmpty ? nil : $0 })
+                _ = try await sessions.create(username: user, label: form["label"].flatMap { $0.isEmpty ? nil : $0 }, by: .user(user))
                 return Self.redirect("/")
             case (.POST, false, 3) where parts[2] == "suspend":
                 try await owned(parts[1], by: user)
-                try await sessions.suspend(parts[1])
+                try await sessions.suspend(parts[1], by: .user(user))
                 return Self.redirect("/")
             case (.POST, false, 3) where parts[2] == "quit":
                 try await owned(parts[1], by: user)
-                try await sessions.quit(parts[1])
+                try await sessions.quit(parts[1], by: .user(user))
                 return Self.redirect("/")
             default:
                 return Self.error(.notFound, "no such endpoint")
@@ -147,6 +147,7 @@ struct UserAPI: Sendable {
             }
             auth.revocations.add(revocation)
             sessions.runtime.events.emit(.signedOut(user: user))
+            sessions.runtime.audit(.user(user), "sign-out", user, user: user, reason: "its cookie revoked on every node")
             await ClusterMembership(runtime: sessions.runtime).notifyPeers(.revocationsChanged)
         }
         return Self.redirect("/", cookie: auth.signOutCookie)

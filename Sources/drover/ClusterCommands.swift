@@ -169,6 +169,8 @@ struct RevokeUser: AsyncParsableCommand {
             let read = try await store.nodesWithClock()
             let now = read.now.timeIntervalSince1970
             try await store.revoke(CookieRevocation(cookieDigest: nil, username: user, issuedUpTo: now, expiresAt: now + 12 * 3600), now: read.now)
+            try await store.appendAudit([AuditRecord(actor: .admin(Operator.name), action: "user-revoke", target: user, username: user, node: nil,
+                                                     reason: "every sign-in issued until now")])
             await tellPeers(.revocationsChanged, access: access, nodes: read.nodes, now: read.now)
         }
         print("Every sign-in of \(user) issued until now is revoked on every node.")

@@ -18,7 +18,7 @@ struct Drover: AsyncParsableCommand {
         subcommands: [
             ListNodes.self, DeleteNode.self, ResetCluster.self, Offline.self, Online.self, Reload.self,
             Status.self, ActiveSessions.self, SuspendAll.self, LockTester.self, GenerateKey.self,
-            EncryptPassword.self, MigrateDB.self, Verify.self, Place.self, RevokeUser.self,
+            EncryptPassword.self, MigrateDB.self, Verify.self, Place.self, RevokeUser.self, Audit.self,
         ])
 
     /// `drover [--config-dir DIR] COMMAND …`: the option may stand before the command, where

@@ -48,7 +48,7 @@ struct SuspendAll: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let response = try await LocalNode(try options.load()).call(.suspendAll)
+        let response = try await LocalNode(try options.load()).call(.suspendAll(by: Operator.name))
         guard response.status == 200, let answer = try? response.decode(InternalCall.SuspendAllAnswer.self) else {
             throw CommandFailure("the node answered \(response.status): \(response.text)", status: 1)
         }

@@ -9,14 +9,15 @@ import Foundation
 /// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
 /// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000),
 /// `auth-none-allow-anyone-on-the-network` (0), `www-allowed-origins` (none),
-/// `metrics-allowed-addresses` (none).
+/// `metrics-allowed-addresses` (none), `audit-retention-days` (90).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
                        "server-data-dir", "ssl-enabled", "ssl-certificate", "ssl-certificate-key",
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
-                       "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses"]
+                       "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
+                       "audit-retention-days"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -53,6 +54,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// by commas or spaces) that may read `GET /metrics`, besides this machine and the
     /// cluster's nodes (who may always).
     public var metricsAllowedAddresses: [AddressRange] = []
+    /// `audit-retention-days`: audit rows older than this are removed (decimals accepted; 0
+    /// keeps them for ever).
+    public var auditRetentionDays = 90.0
     /// `auth-none-allow-anyone-on-the-network`: lets `auth-none` serve on an address that is
     /// not loopback, where anyone who reaches it acts as droverd's user.
     public var authNoneOnNetwork = false
@@ -110,6 +114,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                 metricsAllowedAddresses.append(range)
             }
         }
+        auditRetentionDays = try reader.decimal("audit-retention-days", default: auditRetentionDays, minimum: 0)
         if authNone, !authNoneOnNetwork, !Self.isLoopback(wwwAddress) {
             throw ConfigurationError(file: file.path, line: reader.entry("auth-none")?.line,
                                      "auth-none=1 would let anyone who reaches www-address \(wwwAddress) act as the user running droverd; "

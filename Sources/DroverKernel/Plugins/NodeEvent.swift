@@ -66,6 +66,7 @@ public enum NodeEvent: Sendable {
     case sessionReleased(session: String, was: String)
     case sessionReleaseFailed(session: String, error: String)
     case sessionsReleased(count: Int)
+    case auditRowsDropped(count: Int)
     case sessionStopCompleted(session: String, was: String)
     case sessionsSuspendedBeforeLeaving(count: Int)
     case sessionTakenAway(session: String, row: String)
@@ -130,6 +131,7 @@ public enum NodeEvent: Sendable {
         case .sessionReleased: "session-released"
         case .sessionReleaseFailed: "session-release-failed"
         case .sessionsReleased: "sessions-released"
+        case .auditRowsDropped: "audit-rows-dropped"
         case .sessionStopCompleted: "session-stop-completed"
         case .sessionsSuspendedBeforeLeaving: "sessions-suspended-before-leaving"
         case .sessionTakenAway: "session-taken-away"
@@ -153,7 +155,7 @@ public enum NodeEvent: Sendable {
              .configurationDiffers:
             .warning
         case .leaveFailed, .statusWriteFailed, .reloadRefused, .clusterCheckFailed, .heartbeatFailed, .sessionSuspendFailed,
-             .previousRunUnreadable, .sessionReleaseFailed:
+             .previousRunUnreadable, .sessionReleaseFailed, .auditRowsDropped:
             .error
         case .cutOff:
             .critical
@@ -214,6 +216,7 @@ public enum NodeEvent: Sendable {
         case .sessionReleased: "freed a session left by this node's previous run"
         case .sessionReleaseFailed: "cannot free a session left by this node's previous run"
         case .sessionsReleased: "freed the sessions left by this node's previous run"
+        case .auditRowsDropped: "audit rows were dropped: the registry could not be written for too long"
         case .sessionStopCompleted: "finished a stop left half done"
         case .sessionsSuspendedBeforeLeaving: "suspended this node's sessions before leaving"
         case .sessionTakenAway: "a session this node runs is no longer its own in the registry; ending this copy"
@@ -304,7 +307,7 @@ public enum NodeEvent: Sendable {
             [("session", session), ("node-status", nodeStatus)]
         case .sessionReleased(let session, let was), .sessionStopCompleted(let session, let was):
             [("session", session), ("was", was)]
-        case .sessionsReleased(let count), .sessionsSuspendedBeforeLeaving(let count):
+        case .sessionsReleased(let count), .sessionsSuspendedBeforeLeaving(let count), .auditRowsDropped(let count):
             [("count", String(count))]
         case .sessionTakenAway(let session, let row):
             [("session", session), ("row", row)]
