@@ -167,4 +167,16 @@ import Testing
         #expect(bad.status != 0 && bad.stderr.contains("--since takes a time like"), "\(bad.stderr)")
         #expect(try await cluster.stop(survivor) == 0)
     }
+
+    /// Rows older than `audit-retention-days` are removed by the nodes.
+    @Test func rowsPastTheRetentionAreRemoved() async throws {
+        // 0.0001 days: 8.6 seconds.
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\naudit-retention-days=0.0001\n")
+        try await cluster.start(0)
+        #expect(try await cluster.drover(0, ["revoke-user", "alice"]).status == 0)
+        #expect(try await rows(cluster).map(\.action) == ["user-revoke"])
+        try await cluster.eventually("the row removed", timeout: 30) { try await rows(cluster).isEmpty }
+        #expect(try await cluster.stop(0) == 0)
+    }
 }
