@@ -9,7 +9,7 @@ import Synchronization
 /// before that lease can be judged stale anywhere (``SessionGuardProtocol``).
 ///
 /// Threads: the main one waits for the session's main process; one refreshes the lock every
-/// `refresh-rate`; one reads droverd's commands; and a watchdog that touches no file system
+/// `refresh-rate` or a third of the lease bound, whichever is sooner; one reads droverd's commands; and a watchdog that touches no file system
 /// (it reads the monotonic clock and sends signals) ends the session when the last good
 /// refresh is older than the lease bound, or droverd has said nothing for too long, even when a
 /// refresh hangs in a system call on a dead NFS mount.
@@ -72,7 +72,8 @@ final class SessionGuard: Sendable {
         // now, not once the command is up.
         let leaseBound = SessionGuardProtocol.leaseBound(timeoutInterval: fileLocks.timeoutInterval)
         if spec.testMode != .unguarded {
-            Thread { self.refreshLoop(lock, every: Double(locks.refreshInterval)) }.start()
+            let interval = SessionGuardProtocol.refreshInterval(refreshRate: locks.refreshInterval, timeoutInterval: fileLocks.timeoutInterval)
+            Thread { self.refreshLoop(lock, every: interval) }.start()
         }
         Thread { self.watchdog(leaseBound: leaseBound) }.start()
 

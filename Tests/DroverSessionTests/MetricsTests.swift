@@ -98,7 +98,7 @@ struct Scrape {
             return both.compactMap { $0?.sum("drover_session_suspend_duration_seconds_count") }.reduce(0, +) == 1
         }
         #expect(count(try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(ids[0])/count")) == 3)
-        // The guards refresh their locks every refresh-rate (4 s here).
+        // The guards refresh their locks every third of the lease bound (1.8 s here).
         try await cluster.eventually("lock refreshes counted", timeout: 15) {
             let both = [try? await scrape(via, promtool: promtool), try? await scrape(other, promtool: promtool)]
             return both.compactMap { $0?.sum("drover_lock_refreshes_total") }.reduce(0, +) > 0

@@ -159,6 +159,16 @@ public enum SessionGuardProtocol {
         }
     }
 
+    /// How often a guard refreshes its session's lock: every `refresh-rate` seconds, or a third
+    /// of the lease bound when that is sooner. With only `refresh-rate` (20 s against a bound
+    /// of 27 s by default) one refresh late by 7 s ended a session: a guard starved of the CPU
+    /// on a loaded machine (a burst of starts, a build) lost its lease and its session was
+    /// killed without saving. A third of the bound takes a stall of two thirds of it (18 s by
+    /// default) to lose a lease, and costs one more small write to the lock file a minute.
+    public static func refreshInterval(refreshRate: Int, timeoutInterval: Int) -> Double {
+        min(Double(refreshRate), leaseBound(timeoutInterval: timeoutInterval) / 3)
+    }
+
     /// The lease bound: a guard ends its session when no refresh has succeeded for this many
     /// seconds, which is `timeout-interval` less a margin (a tenth of it, at least half a
     /// second) for ending the processes and for clock differences between the nodes and the
