@@ -70,7 +70,7 @@ public final class NodeMetrics: Sendable {
         proxyLatency = histogram("proxied_request_duration", "Time from a proxied request's head to its answer's head.")
         clientConnections = gauge("client_connections", "Client connections open on this node.")
         webSockets = gauge("websockets", "WebSocket tunnels to sessions open through this node.")
-        heartbeatLatency = histogram("heartbeat_duration", "Time to write this node's heartbeat to the registry.")
+        heartbeatLatency = histogram("heartbeat_duration", "One heartbeat of this node: the registry write and the offline-mode check.")
         heartbeatFailures = counter("heartbeat_failures", "Heartbeats of this node that could not be written.")
         startLatency = histogram("session_start_duration", "Time to start a new session on this node until it answers.")
         resumeLatency = histogram("session_resume_duration", "Time to start a suspended or moved session on this node until it answers.")
