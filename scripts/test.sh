@@ -12,7 +12,7 @@ source scripts/install-deps.sh
 install_missing libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-config
 # A real browser for the cross-site WebSocket test; Prometheus's checker for the metrics test.
 install_missing chromium
-export DROVER_TEST_PROMTOOL=$(extract_promtool .build/test-tools/prometheus)
+export DROVER_TEST_PROMTOOL=$(extract_promtool "$PWD/.build/test-tools/prometheus")
 
 # 2. A private PostgreSQL for the integration tests.
 source scripts/private-postgres.sh
