@@ -272,19 +272,26 @@ public struct ClusterMembership: Sendable {
     /// Applies `drover offline` / `drover online` (the flag file) to this node's row.
     func applyOfflineFlag() async {
         let flagged = runtime.isStopping || FileManager.default.fileExists(atPath: runtime.configuration.offlineFlagFile)
-        let changed = runtime.offlineMode != flagged
-        runtime.update { $0.offlineMode = flagged }
+        // Checked and set in one step: the reload (SIGHUP) and the heartbeat apply the flag at
+        // the same moment, and only one of them may record the change.
+        let changed = runtime.update { state -> Bool in
+            defer { state.offlineMode = flagged }
+            return state.offlineMode != flagged
+        }
         guard let id = runtime.nodeID else { return }
         let wanted: NodeStatus = flagged ? .offlineMode : .online
         let stored = runtime.view.first { $0.id == id }?.status
         guard changed || (stored != nil && stored != wanted && (stored == .online || stored == .offlineMode)) else { return }
         do {
             _ = try await runtime.store.setNodeStatus(wanted, node: id)
-            runtime.events.emit(.statusChanged(node: id, offlineMode: flagged))
-            // The flag file is the operator's (`drover offline`/`online`); a stop is the daemon's.
-            let actor: AuditRecord.Actor = runtime.isStopping ? .daemon : .admin(Self.flagOwner(runtime.configuration.offlineFlagFile))
-            runtime.audit(actor, flagged ? "node-offline" : "node-online", "node \(id)",
-                          reason: runtime.isStopping ? "the node is stopping (SIGTERM)" : flagged ? "drover offline" : "drover online")
+            // A row merely put right again (it said otherwise) is not a change of the node's.
+            if changed {
+                runtime.events.emit(.statusChanged(node: id, offlineMode: flagged))
+                // The flag file is the operator's (`drover offline`/`online`); a stop is the daemon's.
+                let actor: AuditRecord.Actor = runtime.isStopping ? .daemon : .admin(Self.flagOwner(runtime.configuration.offlineFlagFile))
+                runtime.audit(actor, flagged ? "node-offline" : "node-online", "node \(id)",
+                              reason: runtime.isStopping ? "the node is stopping (SIGTERM)" : flagged ? "drover offline" : "drover online")
+            }
             await notifyPeers(.nodeStatus(.init(id: id, status: wanted)))
         } catch {
             runtime.events.emit(.statusWriteFailed(status: wanted.rawValue, error: "\(error)"))

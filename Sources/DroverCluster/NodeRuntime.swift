@@ -148,7 +148,8 @@ public final class NodeRuntime: Sendable {
         state.withLock { (ContinuousClock.now - $0.registryAnsweredAt) / .seconds(1) }
     }
 
-    func update(_ body: (inout State) -> Void) {
+    @discardableResult
+    func update<T>(_ body: (inout State) -> T) -> T {
         state.withLock { body(&$0) }
     }
 }
