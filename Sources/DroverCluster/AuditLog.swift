@@ -11,7 +11,19 @@ public final class AuditLog: Sendable {
     /// Rows kept while the registry cannot be written.
     static let capacity = 10_000
 
-    private let pending = Mutex<(rows: [AuditRecord], dropped: Int)>(([], 0))
+    private struct Pending {
+        var rows: [AuditRecord] = []
+        var dropped = 0
+
+        /// Drops the oldest rows past ``AuditLog/capacity``, counting them.
+        mutating func trim() {
+            guard rows.count > AuditLog.capacity else { return }
+            dropped += rows.count - AuditLog.capacity
+            rows.removeFirst(rows.count - AuditLog.capacity)
+        }
+    }
+
+    private let pending = Mutex(Pending())
     private let flushing = Mutex(false)
 
     public init() {}
@@ -20,39 +32,33 @@ public final class AuditLog: Sendable {
     public func record(_ row: AuditRecord) {
         pending.withLock { pending in
             pending.rows.append(row)
-            if pending.rows.count > Self.capacity {
-                pending.dropped += pending.rows.count - Self.capacity
-                pending.rows.removeFirst(pending.rows.count - Self.capacity)
-            }
+            pending.trim()
         }
     }
 
     /// Writes what is queued, in order.
-    /// - Returns: rows dropped since the last call because the queue was full (to be reported).
-    @discardableResult
-    public func flush(to store: any RegistryStore) async -> (written: Int, dropped: Int) {
+    /// - Returns: rows dropped since the last report because the queue was full (to be
+    ///   reported now; after a failed write they are reported with a later flush).
+    public func flush(to store: any RegistryStore) async -> Int {
         // One writer at a time, so the rows stay in order.
-        guard flushing.withLock({ busy in defer { busy = true }; return !busy }) else { return (0, 0) }
+        guard flushing.withLock({ busy in defer { busy = true }; return !busy }) else { return 0 }
         defer { flushing.withLock { $0 = false } }
-        let (rows, dropped) = pending.withLock { pending in
-            defer { pending = ([], 0) }
-            return (pending.rows, pending.dropped)
+        let taken = pending.withLock { pending in
+            defer { pending = Pending() }
+            return pending
         }
-        guard !rows.isEmpty else { return (0, dropped) }
+        guard !taken.rows.isEmpty else { return taken.dropped }
         do {
-            try await store.appendAudit(rows)
-            return (rows.count, dropped)
+            try await store.appendAudit(taken.rows)
+            return taken.dropped
         } catch {
             // Back in front of what came meanwhile, for the next try.
             pending.withLock { pending in
-                pending.rows = rows + pending.rows
-                pending.dropped += dropped
-                if pending.rows.count > Self.capacity {
-                    pending.dropped += pending.rows.count - Self.capacity
-                    pending.rows.removeFirst(pending.rows.count - Self.capacity)
-                }
+                pending.rows = taken.rows + pending.rows
+                pending.dropped += taken.dropped
+                pending.trim()
             }
-            return (0, 0)
+            return 0
         }
     }
 }

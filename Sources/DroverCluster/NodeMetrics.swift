@@ -55,14 +55,13 @@ public final class NodeMetrics: Sendable {
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         func counter(_ name: String, _ help: String, labels: [(String, String)] = []) -> Prometheus.Counter {
-            registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "drover", metricName: name, unitName: "total", helpText: help), labels: labels)
+            registry.makeCounter(descriptor: Family.named(name, "total", help), labels: labels)
         }
         func gauge(_ name: String, _ help: String) -> Gauge {
-            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "drover", metricName: name, unitName: "", helpText: help))
+            registry.makeGauge(descriptor: Family.named(name, "", help))
         }
         func histogram(_ name: String, _ help: String) -> DurationHistogram {
-            registry.makeDurationHistogram(descriptor: MetricNameDescriptor(namespace: "drover", metricName: name, unitName: "seconds", helpText: help),
-                                           buckets: Self.buckets)
+            registry.makeDurationHistogram(descriptor: Family.named(name, "seconds", help), buckets: Self.buckets)
         }
         proxiedByClass = (1...5).map {
             counter("proxied_requests", "Requests proxied to sessions by this node, by the class of the answer's status.", labels: [("class", "\($0)xx")])
@@ -85,7 +84,7 @@ public final class NodeMetrics: Sendable {
         _ = registry.makeCounter(descriptor: Family.startFailures)
     }
 
-    /// The states ``sessionsByState(_:)`` reports, always all of them.
+    /// The session states ``exposition(sessionsByState:status:)`` always reports, at zero when none.
     static let sessionStates = ["starting", "running", "stopping"]
 
     // MARK: the data path

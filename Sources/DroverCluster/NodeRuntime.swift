@@ -34,7 +34,7 @@ public final class NodeRuntime: Sendable {
 
     /// Writes the queued audit rows; says so when some had to be dropped.
     public func flushAudit() async {
-        let (_, dropped) = await auditLog.flush(to: store)
+        let dropped = await auditLog.flush(to: store)
         if dropped > 0 { events.emit(.auditRowsDropped(count: dropped)) }
     }
 
