@@ -87,16 +87,22 @@ final class SessionGuardHandle: SessionControl {
             }
             .takingOwnershipOfDescriptors(input: events[0], output: control[1]).get()
         let handle = SessionGuardHandle(guardPID: guardPID, channel: channel)
-        // The spec first, whole, before any tick can reach the pipe.
-        try? await channel.writeAndFlush(ByteBuffer(string: spec.line)).get()
-        // Duplicated on the channel's loop, where it cannot close meanwhile: a closed channel's
-        // descriptor number may already belong to something else.
+        // The spec first, whole, before any tick can reach the pipe; the ticker is given the pipe
+        // the moment the spec is written, on the channel's loop. Not after an `await`: the guard
+        // counts droverd's silence from the spec on, and in a burst of starts a task waits
+        // seconds for a thread of the cooperative pool (a proof run saw guards end their
+        // sessions "droverd-silent" before the ticker knew of them). Duplicated on that loop,
+        // where the descriptor cannot close meanwhile: a closed channel's descriptor number may
+        // already belong to something else.
         let output = control[1]
-        let duplicate = try? await channel.eventLoop.submit { channel.isActive ? fcntl(output, F_DUPFD_CLOEXEC, 0) : -1 }.get()
-        if let duplicate, duplicate >= 0 {
+        let registered = channel.writeAndFlush(ByteBuffer(string: spec.line)).map {
+            guard channel.isActive else { return }
+            let duplicate = fcntl(output, F_DUPFD_CLOEXEC, 0)
+            guard duplicate >= 0 else { return }
             let id = ticker.add(descriptor: duplicate, serving: serving)
             channel.closeFuture.whenComplete { _ in ticker.remove(id) }
         }
+        try? await registered.get()
         return handle
     }
 
