@@ -10,8 +10,8 @@ log() { printf '==> %s\n' "$*"; }
 # 1. System packages.
 source scripts/install-deps.sh
 install_missing libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-config
-# A real browser for the cross-site WebSocket test; Prometheus's checker for the metrics test.
-install_missing chromium
+# A real browser (and its WebDriver) for the cross-site WebSocket and dashboard tests; Prometheus's checker for the metrics test.
+install_missing chromium chromium-driver
 export DROVER_TEST_PROMTOOL=$(extract_promtool "$PWD/.build/test-tools/prometheus")
 
 # 2. A private PostgreSQL for the integration tests.

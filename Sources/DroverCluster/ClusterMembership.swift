@@ -181,6 +181,7 @@ public struct ClusterMembership: Sendable {
         let (nodes, now) = (read.nodes, read.now)
         // The node's view of the cluster comes from this read, twice per interval.
         runtime.update { $0.view = nodes }
+        runtime.loadHistory.record(nodes)
         let late = nodes.filter {
             $0.id != selfID && $0.status == .online && $0.unreachableSince == nil && now.timeIntervalSince($0.lastSeen) > silentFor
         }
@@ -269,14 +270,34 @@ public struct ClusterMembership: Sendable {
         return node
     }
 
+    /// Puts this node in offline mode or takes it out (the dashboard's action, here or through
+    /// a peer): the flag file `drover offline` writes, applied at once.
+    public func setOfflineMode(_ offline: Bool, by actor: AuditRecord.Actor) async throws {
+        let flag = runtime.configuration.offlineFlagFile
+        // Whichever applies the flag first (this call or the heartbeat) records it as this admin's.
+        runtime.update { $0.offlineModeAskedBy = actor }
+        if offline {
+            try FileManager.default.createDirectory(atPath: runtime.configuration.server.dataDirectory, withIntermediateDirectories: true)
+            try Data("offline\n".utf8).write(to: URL(fileURLWithPath: flag))
+        } else if unlink(flag) != 0, errno != ENOENT {
+            throw MembershipError(description: "cannot remove \(flag) (\(String(cString: strerror(errno))))", exitStatus: 1)
+        }
+        await applyOfflineFlag(by: actor)
+    }
+
     /// Applies `drover offline` / `drover online` (the flag file) to this node's row.
-    func applyOfflineFlag() async {
+    /// - Parameter actor: who asked, for the audit log; nil: the flag file's owner (or the
+    ///   daemon, stopping).
+    func applyOfflineFlag(by actor: AuditRecord.Actor? = nil) async {
         let flagged = runtime.isStopping || FileManager.default.fileExists(atPath: runtime.configuration.offlineFlagFile)
         // Checked and set in one step: the reload (SIGHUP) and the heartbeat apply the flag at
         // the same moment, and only one of them may record the change.
-        let changed = runtime.update { state -> Bool in
-            defer { state.offlineMode = flagged }
-            return state.offlineMode != flagged
+        let (changed, asked) = runtime.update { state -> (Bool, AuditRecord.Actor?) in
+            let changed = state.offlineMode != flagged
+            state.offlineMode = flagged
+            let asked = state.offlineModeAskedBy
+            if changed { state.offlineModeAskedBy = nil }
+            return (changed, asked)
         }
         guard let id = runtime.nodeID else { return }
         let wanted: NodeStatus = flagged ? .offlineMode : .online
@@ -287,10 +308,14 @@ public struct ClusterMembership: Sendable {
             // A row merely put right again (it said otherwise) is not a change of the node's.
             if changed {
                 runtime.events.emit(.statusChanged(node: id, offlineMode: flagged))
-                // The flag file is the operator's (`drover offline`/`online`); a stop is the daemon's.
-                let actor: AuditRecord.Actor = runtime.isStopping ? .daemon : .admin(Self.flagOwner(runtime.configuration.offlineFlagFile))
-                runtime.audit(actor, flagged ? "node-offline" : "node-online", "node \(id)",
-                              reason: runtime.isStopping ? "the node is stopping (SIGTERM)" : flagged ? "drover offline" : "drover online")
+                // The dashboard's admin, else the flag file's owner (`drover offline`/`online`);
+                // a stop is the daemon's.
+                let dashboard = actor ?? asked
+                let who: AuditRecord.Actor = dashboard
+                    ?? (runtime.isStopping ? .daemon : .admin(Self.flagOwner(runtime.configuration.offlineFlagFile)))
+                runtime.audit(who, flagged ? "node-offline" : "node-online", "node \(id)",
+                              reason: runtime.isStopping ? "the node is stopping (SIGTERM)" : dashboard != nil ? "the admin dashboard"
+                                : flagged ? "drover offline" : "drover online")
             }
             await notifyPeers(.nodeStatus(.init(id: id, status: wanted)))
         } catch {

@@ -34,6 +34,9 @@ public enum InternalCall: Sendable, Equatable {
     /// Suspend every session of the receiving node, for the operator named `by` (the audit
     /// log's actor; nil from an older `drover`); answers ``SuspendAllAnswer``.
     case suspendAll(by: String?)
+    /// Put the receiving node in offline mode or take it out, for the operator named (the admin
+    /// dashboard's action); answers 204.
+    case offlineMode(OfflineModeCall)
     /// Re-read `load-balancer` now (`drover reload`); answers 200 with the settings in force,
     /// or 409 with why the file was refused (the running settings are kept).
     case reload
@@ -42,6 +45,16 @@ public enum InternalCall: Sendable, Equatable {
     public struct SessionCall: Codable, Sendable, Equatable {
         public var id: String
         public init(id: String) { self.id = id }
+    }
+
+    /// The body of ``offlineMode(_:)``.
+    public struct OfflineModeCall: Codable, Sendable, Equatable {
+        public var offline: Bool
+        public var by: String
+        public init(offline: Bool, by: String) {
+            self.offline = offline
+            self.by = by
+        }
     }
 
     /// The body of ``suspendAll(by:)``.
@@ -74,6 +87,7 @@ public enum InternalCall: Sendable, Equatable {
         case .suspend: "suspend"
         case .quit: "quit"
         case .suspendAll: "suspend-all"
+        case .offlineMode: "offline-mode"
         case .reload: "reload"
         }
     }
@@ -88,6 +102,7 @@ public enum InternalCall: Sendable, Equatable {
         case .notice(let notice): notice.body
         case .launch(let session, let isNew): Self.encode(LaunchBody(id: session.id, new: isNew ? true : nil))
         case .suspend(let session), .quit(let session): Self.encode(session)
+        case .offlineMode(let call): Self.encode(call)
         }
     }
 
@@ -138,6 +153,8 @@ public enum InternalCall: Sendable, Equatable {
                 self = .suspendAll(by: body.isEmpty ? nil : try Self.decode(SuspendAllBody.self, body, call: name).by)
             case (.POST, "reload"):
                 self = .reload
+            case (.POST, "offline-mode"):
+                self = .offlineMode(try Self.decode(OfflineModeCall.self, body, call: name))
             case (.POST, _):
                 guard let notice = try PeerNotice(name: name, body: body) else { throw Refusal.unknown(method: method.rawValue, path: path) }
                 self = .notice(notice)

@@ -23,6 +23,8 @@ public final class NodeRuntime: Sendable {
     public let metrics: NodeMetrics
     /// The audit rows this node has still to write.
     public let auditLog = AuditLog()
+    /// Each node's recent load, as this node read it (the dashboard's charts).
+    public let loadHistory = LoadHistory()
 
     /// Records a state change in the audit log (written within half a second, in a batch).
     /// - Parameter node: the node concerned; this node when not given.
@@ -72,6 +74,8 @@ public final class NodeRuntime: Sendable {
         var offlineMode: Bool
         /// SIGTERM came: the node has left placement and starts no session any more.
         var stopping = false
+        /// Who asked for the offline-mode change not yet applied (the admin dashboard).
+        var offlineModeAskedBy: AuditRecord.Actor?
         var nodeID: Int64?
         var view: [NodeRecord] = []
         /// When the registry last answered this node, and when it last knew a peer could

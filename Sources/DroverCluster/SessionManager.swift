@@ -303,6 +303,33 @@ public final class SessionManager: Sendable {
         }
     }
 
+    /// Moves a session to `node` (the admin dashboard's action): suspended wherever it runs,
+    /// then placed on `node` by compare-and-set and started there from its saved state.
+    public func move(_ id: String, to node: Int64, by actor: AuditRecord.Actor) async throws {
+        guard var session = try await store.session(id) else { throw SessionError.notFound }
+        do {
+            let read = try await store.nodesWithClock()
+            guard let target = read.nodes.first(where: { $0.id == node }),
+                  target.isServing(now: read.now, heartbeatInterval: runtime.loadBalancer.heartbeatInterval) else {
+                throw SessionError.unavailable("node \(node) is not serving; pick an Online node")
+            }
+            if session.ownership.state != .suspended {
+                try await onOwner(session, .suspend(.init(id: id))) { try await self.suspendLocal(id) }
+                guard let now = try await store.session(id) else { throw SessionError.notFound }
+                session = now
+            }
+            guard session.ownership.state == .suspended,
+                  let placed = try await store.placeExistingSession(id, from: session.ownership, choose: { _ in node }) else {
+                throw SessionError.moved("session \(id) changed while it was moved; try again")
+            }
+            let running = try await launchOnOwnerOrFree(placed)
+            runtime.audit(actor, "session-move", id, user: session.username, node: running.ownership.node, reason: "to node \(node), asked for")
+        } catch {
+            runtime.audit(actor, "session-move", id, user: session.username, node: node, result: "failed", reason: "\(error)")
+            throw error
+        }
+    }
+
     /// Ends a session wherever it runs and removes it; returns only once its row is gone. The
     /// session may move meanwhile (its node restarted, or another request resumed it), so each
     /// step is checked against the row and taken again on its new owner, a few times at most.

@@ -12,6 +12,7 @@ public struct NodeResponder: HTTPResponder {
     let membership: ClusterMembership
     let sessions: SessionManager
     let userAPI: UserAPI
+    let dashboard: AdminDashboard
     let refusals = RateLimitedReports(every: .seconds(60))
 
     /// - Parameters:
@@ -21,6 +22,8 @@ public struct NodeResponder: HTTPResponder {
         self.membership = membership
         self.sessions = sessions
         userAPI = UserAPI(sessions: sessions, auth: authentication)
+        dashboard = AdminDashboard(sessions: sessions, membership: membership, auth: authentication,
+                                   adminGroup: membership.runtime.configuration.server.adminGroup)
     }
 
     /// The health check is answered on the event loop, never behind the node's other async
@@ -45,6 +48,9 @@ public struct NodeResponder: HTTPResponder {
             return await internalCall(request)
         }
         if let refusal = userAPI.auth.refusesHost(request.head.headers) { return refusal }
+        if let response = await dashboard.respond(to: request) {
+            return response
+        }
         if let response = await userAPI.respond(to: request) {
             return response
         }
@@ -143,6 +149,8 @@ public struct NodeResponder: HTTPResponder {
                 try await sessions.quitLocal(session.id)
             case .suspendAll(let by):
                 return UserAPI.json(.ok, InternalCall.SuspendAllAnswer(suspended: await sessions.suspendAll(by: .admin(by ?? "unknown"))))
+            case .offlineMode(let call):
+                try await membership.setOfflineMode(call.offline, by: .admin(call.by))
             case .reload:
                 switch await membership.reload() {
                 case .applied(let settings): return .text(.ok, settings + "\n")

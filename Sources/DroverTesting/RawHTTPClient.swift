@@ -49,7 +49,7 @@ public enum RawHTTPClient {
         if !body.isEmpty || method == "POST" || method == "PUT" { request += "Content-Length: \(body.utf8.count)\r\n" }
         request += "\r\n" + body
         try sendAll(fd, Array(request.utf8))
-        return try parse(try receiveAll(fd))
+        return try parse(try receiveAll(fd, answerTo: method))
     }
 
     /// Sends `raw` bytes as they are, shuts down the sending side (a half-close), and returns
@@ -88,8 +88,10 @@ public enum RawHTTPClient {
         return nil
     }
 
-    /// Reads until the server closes; a timeout is an error.
-    static func receiveAll(_ fd: Int32) throws -> [UInt8] {
+    /// Reads until the server closes; a timeout is an error. With `answerTo` (the request's
+    /// method), also stops at the end of an answer that carries a Content-Length: some servers
+    /// (chromedriver) keep the connection open after `Connection: close`.
+    static func receiveAll(_ fd: Int32, answerTo method: String? = nil) throws -> [UInt8] {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -97,6 +99,11 @@ public enum RawHTTPClient {
             if n == 0 { break }
             guard n > 0 else { throw TestFailure("recv: \(String(cString: strerror(errno)))") }
             received.append(contentsOf: buffer[0..<n])
+            if let method, let end = find(Array("\r\n\r\n".utf8), in: received),
+               let length = try parse(Array(received[..<(end + 4)])).header("Content-Length").flatMap(Int.init),
+               received.count >= end + 4 + (method == "HEAD" ? 0 : length) {
+                break
+            }
         }
         return received
     }

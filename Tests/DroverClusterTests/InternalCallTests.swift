@@ -5,7 +5,7 @@ import Testing
 /// The wire contract of the internal API: every call survives the trip through its request.
 @Suite struct InternalCallTests {
     static let everyCall: [InternalCall] = [
-        .ping, .suspendAll(by: nil), .suspendAll(by: "alice"), .reload,
+        .ping, .suspendAll(by: nil), .suspendAll(by: "alice"), .reload, .offlineMode(.init(offline: true, by: "alice")),
         .launch(.init(id: "0123456789abcdef"), isNew: true), .launch(.init(id: "0123456789abcdef"), isNew: false),
         .suspend(.init(id: "abc")), .quit(.init(id: "abc")),
         .notice(.nodeJoined(.init(id: 3, host: "node3.example.com", port: 8787))),

@@ -9,7 +9,7 @@ import Foundation
 /// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
 /// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000),
 /// `auth-none-allow-anyone-on-the-network` (0), `www-allowed-origins` (none),
-/// `metrics-allowed-addresses` (none), `audit-retention-days` (90).
+/// `metrics-allowed-addresses` (none), `audit-retention-days` (90), `admin-group` (none).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
@@ -17,7 +17,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
-                       "audit-retention-days"]
+                       "audit-retention-days", "admin-group"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -57,6 +57,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `audit-retention-days`: audit rows older than this are removed (decimals accepted; 0
     /// keeps them for ever).
     public var auditRetentionDays = 90.0
+    /// `admin-group`: members of this group may use the admin dashboard (`/admin`), as in
+    /// Workbench. With `auth-none` the daemon's own user may, whatever the group.
+    public var adminGroup: String?
     /// `auth-none-allow-anyone-on-the-network`: lets `auth-none` serve on an address that is
     /// not loopback, where anyone who reaches it acts as droverd's user.
     public var authNoneOnNetwork = false
@@ -114,6 +117,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                 metricsAllowedAddresses.append(range)
             }
         }
+        adminGroup = try reader.string("admin-group")
         auditRetentionDays = try reader.decimal("audit-retention-days", default: auditRetentionDays, minimum: 0)
         if authNone, !authNoneOnNetwork, !Self.isLoopback(wwwAddress) {
             throw ConfigurationError(file: file.path, line: reader.entry("auth-none")?.line,
