@@ -68,6 +68,19 @@ struct Browser {
         try #require(Data(base64Encoded: base64)).write(to: URL(fileURLWithPath: path))
     }
 
+    /// Runs `body` with a browser, which is closed afterwards whatever happens (a browser left
+    /// behind by a failed test would run on beside the rest of the suite).
+    static func using(_ body: (Browser) async throws -> Void) async throws {
+        let browser = try await start()
+        do {
+            try await body(browser)
+        } catch {
+            await browser.quit()
+            throw error
+        }
+        await browser.quit()
+    }
+
     func quit() async {
         _ = try? await RawHTTPClient.request("DELETE", host: "127.0.0.1", port: port, path: "/session/\(session)", timeout: 30)
         driver.signal(SIGTERM)
@@ -96,51 +109,55 @@ struct Browser {
                 let created = try await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/api/sessions")
                 sessions.append(try #require(json(created)["id"] as? String))
             }
-            let browser = try await Browser.start()
-            defer { Task { await browser.quit() } }
-            try await browser.open("http://\(via.address):\(via.port)/admin")
-            let page = try await browser.source
-            #expect(page.contains("Drover cluster") && sessions.allSatisfy { page.contains($0.prefix(8)) }, "\(page.prefix(2000))")
-            #expect(page.contains("node-\(ids[cluster.nodes[1].address]!)"), "every node listed")
-            let shots = ProcessInfo.processInfo.environment["DROVER_TEST_LOG_DIR"] ?? NSTemporaryDirectory()
-            try await browser.screenshot(to: shots + "/admin-dashboard.png")
-            print("admin dashboard screenshot: \(shots)/admin-dashboard.png")
-
-            // Suspend the first session with its button.
-            try await browser.click("form[action=\"/admin/sessions/\(sessions[0])/suspend\"] button")
-            try await cluster.eventually("the session suspended", timeout: 30) { try await listed(via)[sessions[0]]?.state == "suspended" }
-
-            // Move the second one to the other node with its menu.
-            let from = try #require(try await listed(via)[sessions[1]]?.node)
-            let to = try #require(ids.values.first { $0 != from })
-            try await browser.click("form[action=\"/admin/sessions/\(sessions[1])/move\"] option[value=\"\(to)\"]")
-            try await browser.click("form[action=\"/admin/sessions/\(sessions[1])/move\"] button")
-            try await cluster.eventually("the session running on node \(to)", timeout: 30) {
-                let row = try await listed(via)[sessions[1]]
-                return row?.state == "running" && row?.node == to
-            }
-            #expect(count(try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(sessions[1])/count")) == 0)
-
-            // Take the other node out of placement (through a signed call to it), and back.
-            let other = ids[cluster.nodes[1].address]!
-            try await browser.click("form[action=\"/admin/nodes/\(other)/offline\"] button")
-            try await cluster.eventually("node \(other) in offline mode") { try await cluster.statuses().first { $0.id == other }?.status == "Offline mode" }
-            try await browser.click("form[action=\"/admin/nodes/\(other)/online\"] button")
-            try await cluster.eventually("node \(other) online") { try await cluster.statuses().first { $0.id == other }?.status == "Online" }
-
-            // Each action is in the audit log as the admin's.
-            try await Task.sleep(for: .seconds(1.2))
-            let audit = try await cluster.drover(0, ["audit"])
-            let admin = "admin:" + String(cString: getpwuid(geteuid())!.pointee.pw_name)
-            for action in ["session-suspend  \(sessions[0])", "session-move  \(sessions[1])", "node-offline  node \(other)", "node-online  node \(other)"] {
-                #expect(audit.stdout.contains("\(admin)  \(action)"), "\(action) missing from:\n\(audit.stdout)")
-            }
-            // A form posted without the token is refused.
-            let forged = try await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/admin/sessions/\(sessions[1])/quit",
-                                                         headers: [("Origin", "http://evil.example"), ("Content-Type", "application/x-www-form-urlencoded")])
-            #expect(forged.status == 403)
+            try await Browser.using { browser in try await act(browser, cluster: cluster, ids: ids, sessions: sessions) }
             for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
         }
+    }
+
+    /// What the admin does in the browser, and what it must cause.
+    func act(_ browser: Browser, cluster: TestCluster, ids: [String: Int64], sessions: [String]) async throws {
+        let via = cluster.nodes[0]
+        try await browser.open("http://\(via.address):\(via.port)/admin")
+        let page = try await browser.source
+        #expect(page.contains("Drover cluster") && sessions.allSatisfy { page.contains($0.prefix(8)) }, "\(page.prefix(2000))")
+        #expect(page.contains("node-\(ids[cluster.nodes[1].address]!)"), "every node listed")
+        let shots = ProcessInfo.processInfo.environment["DROVER_TEST_LOG_DIR"] ?? NSTemporaryDirectory()
+        try await browser.screenshot(to: shots + "/admin-dashboard.png")
+        print("admin dashboard screenshot: \(shots)/admin-dashboard.png")
+
+        // Suspend the first session with its button.
+        try await browser.click("form[action=\"/admin/sessions/\(sessions[0])/suspend\"] button")
+        try await cluster.eventually("the session suspended", timeout: 30) { try await listed(via)[sessions[0]]?.state == "suspended" }
+
+        // Move the second one to the other node with its menu.
+        let from = try #require(try await listed(via)[sessions[1]]?.node)
+        let to = try #require(ids.values.first { $0 != from })
+        try await browser.click("form[action=\"/admin/sessions/\(sessions[1])/move\"] option[value=\"\(to)\"]")
+        try await browser.click("form[action=\"/admin/sessions/\(sessions[1])/move\"] button")
+        try await cluster.eventually("the session running on node \(to)", timeout: 30) {
+            let row = try await listed(via)[sessions[1]]
+            return row?.state == "running" && row?.node == to
+        }
+        #expect(count(try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(sessions[1])/count")) == 0)
+
+        // Take the other node out of placement (through a signed call to it), and back.
+        let other = ids[cluster.nodes[1].address]!
+        try await browser.click("form[action=\"/admin/nodes/\(other)/offline\"] button")
+        try await cluster.eventually("node \(other) in offline mode") { try await cluster.statuses().first { $0.id == other }?.status == "Offline mode" }
+        try await browser.click("form[action=\"/admin/nodes/\(other)/online\"] button")
+        try await cluster.eventually("node \(other) online") { try await cluster.statuses().first { $0.id == other }?.status == "Online" }
+
+        // Each action is in the audit log as the admin's.
+        try await Task.sleep(for: .seconds(1.2))
+        let audit = try await cluster.drover(0, ["audit"])
+        let admin = "admin:" + String(cString: getpwuid(geteuid())!.pointee.pw_name)
+        for action in ["session-suspend  \(sessions[0])", "session-move  \(sessions[1])", "node-offline  node \(other)", "node-online  node \(other)"] {
+            #expect(audit.stdout.contains("\(admin)  \(action)"), "\(action) missing from:\n\(audit.stdout)")
+        }
+        // A form posted without the token is refused.
+        let forged = try await RawHTTPClient.request("POST", host: via.address, port: via.port, path: "/admin/sessions/\(sessions[1])/quit",
+                                                     headers: [("Origin", "http://evil.example"), ("Content-Type", "application/x-www-form-urlencoded")])
+        #expect(forged.status == 403)
     }
 
     /// With PAM sign-in, only members of admin-group reach the dashboard.
