@@ -6,6 +6,10 @@ public import NIOHTTP1
 public enum NodeEndpoint {
     /// Liveness, answered on the event loop (`GET`, unsigned).
     public static let healthCheck = "/health-check"
+    /// Readiness for an external load balancer (`GET`, unsigned, answered on the event loop):
+    /// 200 while the node takes new sessions; 503 while it is in offline mode (`drover offline`,
+    /// a drain), stopping or cut off. `/health-check` stays the liveness check.
+    public static let ready = "/ready"
     /// The seed's status report (`GET`, unsigned; loopback and cluster nodes only).
     public static let status = "/load-balancer/status"
     /// Prometheus metrics (`GET`), for this machine, the cluster's nodes and
@@ -37,6 +41,10 @@ public enum InternalCall: Sendable, Equatable {
     /// Put the receiving node in offline mode or take it out, for the operator named (the admin
     /// dashboard's action); answers 204.
     case offlineMode(OfflineModeCall)
+    /// Move a session (suspend it where it runs, start it at once elsewhere: on the node named,
+    /// or where the balancer places it), for the operator named; answers 200 with the session
+    /// as it runs now. `drover drain` sends one per session of the node it drains.
+    case move(MoveCall)
     /// Re-read `load-balancer` now (`drover reload`); answers 200 with the settings in force,
     /// or 409 with why the file was refused (the running settings are kept).
     case reload
@@ -53,6 +61,19 @@ public enum InternalCall: Sendable, Equatable {
         public var by: String
         public init(offline: Bool, by: String) {
             self.offline = offline
+            self.by = by
+        }
+    }
+
+    /// The body of ``move(_:)``.
+    public struct MoveCall: Codable, Sendable, Equatable {
+        public var id: String
+        /// nil: where the balancer places it.
+        public var to: Int64?
+        public var by: String
+        public init(id: String, to: Int64? = nil, by: String) {
+            self.id = id
+            self.to = to
             self.by = by
         }
     }
@@ -88,6 +109,7 @@ public enum InternalCall: Sendable, Equatable {
         case .quit: "quit"
         case .suspendAll: "suspend-all"
         case .offlineMode: "offline-mode"
+        case .move: "move"
         case .reload: "reload"
         }
     }
@@ -103,6 +125,7 @@ public enum InternalCall: Sendable, Equatable {
         case .launch(let session, let isNew): Self.encode(LaunchBody(id: session.id, new: isNew ? true : nil))
         case .suspend(let session), .quit(let session): Self.encode(session)
         case .offlineMode(let call): Self.encode(call)
+        case .move(let call): Self.encode(call)
         }
     }
 
@@ -155,6 +178,8 @@ public enum InternalCall: Sendable, Equatable {
                 self = .reload
             case (.POST, "offline-mode"):
                 self = .offlineMode(try Self.decode(OfflineModeCall.self, body, call: name))
+            case (.POST, "move"):
+                self = .move(try Self.decode(MoveCall.self, body, call: name))
             case (.POST, _):
                 guard let notice = try PeerNotice(name: name, body: body) else { throw Refusal.unknown(method: method.rawValue, path: path) }
                 self = .notice(notice)

@@ -303,29 +303,41 @@ public final class SessionManager: Sendable {
         }
     }
 
-    /// Moves a session to `node` (the admin dashboard's action): suspended wherever it runs,
-    /// then placed on `node` by compare-and-set and started there from its saved state.
-    public func move(_ id: String, to node: Int64, by actor: AuditRecord.Actor) async throws {
+    /// Moves a session to `node` (the admin dashboard's choice), or with nil where the balancer
+    /// places it (a drain: the session's own node is in offline mode, so not a candidate):
+    /// suspended where it runs (its state saved), then started there at once, so its user finds
+    /// it running.
+    /// - Returns: the session as it runs now.
+    @discardableResult
+    public func move(_ id: String, to node: Int64?, by actor: AuditRecord.Actor) async throws -> SessionRecord {
         guard var session = try await store.session(id) else { throw SessionError.notFound }
+        let asked = node.map { "to node \($0), asked for" } ?? "placed by the balancer (drain)"
         do {
-            let read = try await store.nodesWithClock()
-            guard let target = read.nodes.first(where: { $0.id == node }),
-                  target.isServing(now: read.now, heartbeatInterval: runtime.loadBalancer.heartbeatInterval) else {
-                throw SessionError.unavailable("node \(node) is not serving; pick an Online node")
+            if let node {
+                let read = try await store.nodesWithClock()
+                guard let target = read.nodes.first(where: { $0.id == node }),
+                      target.isServing(now: read.now, heartbeatInterval: runtime.loadBalancer.heartbeatInterval) else {
+                    throw SessionError.unavailable("node \(node) is not serving; pick an Online node")
+                }
             }
             if session.ownership.state != .suspended {
                 try await onOwner(session, .suspend(.init(id: id))) { try await self.suspendLocal(id) }
                 guard let now = try await store.session(id) else { throw SessionError.notFound }
                 session = now
             }
-            guard session.ownership.state == .suspended,
-                  let placed = try await store.placeExistingSession(id, from: session.ownership, choose: { _ in node }) else {
-                throw SessionError.moved("session \(id) changed while it was moved; try again")
+            guard session.ownership.state == .suspended else { throw SessionError.moved("session \(id) changed while it was moved; try again") }
+            let placed: SessionRecord?
+            if let node {
+                placed = try await store.placeExistingSession(id, from: session.ownership, choose: { _ in node })
+            } else {
+                placed = try await engine().placeExisting(session, from: session.ownership)?.0
             }
+            guard let placed else { throw SessionError.moved("session \(id) changed while it was moved; try again") }
             let running = try await launchOnOwnerOrFree(placed)
-            runtime.audit(actor, "session-move", id, user: session.username, node: running.ownership.node, reason: "to node \(node), asked for")
+            runtime.audit(actor, "session-move", id, user: session.username, node: running.ownership.node, reason: asked)
+            return running
         } catch {
-            runtime.audit(actor, "session-move", id, user: session.username, node: node, result: "failed", reason: "\(error)")
+            runtime.audit(actor, "session-move", id, user: session.username, node: node, result: "failed", reason: "\(asked): \(error)")
             throw error
         }
     }

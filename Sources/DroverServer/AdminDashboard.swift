@@ -45,6 +45,9 @@ struct AdminDashboard: Sendable {
             case ("nodes", "offline"), ("nodes", "online"):
                 guard let node = Int64(parts[2]) else { return UserAPI.error(.badRequest, "not a node id: \(parts[2])") }
                 try await setOfflineMode(parts[3] == "offline", node: node, by: user)
+            case ("nodes", "drain"):
+                guard let node = Int64(parts[2]) else { return UserAPI.error(.badRequest, "not a node id: \(parts[2])") }
+                try await drain(node, by: user)
             case ("sessions", "suspend"):
                 try await sessions.suspend(parts[2], by: .admin(user))
             case ("sessions", "quit"):
@@ -101,6 +104,24 @@ struct AdminDashboard: Sendable {
         let response = try await runtime.client.call(.offlineMode(.init(offline: offline, by: user)), on: record)
         guard response.status == 204 else {
             throw SessionError.unavailable("node \(node) answered \(response.status): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    /// `drover drain` for node `node`: offline mode, then each of its sessions moved, running,
+    /// to the node the balancer picks.
+    func drain(_ node: Int64, by user: String) async throws {
+        try await setOfflineMode(true, node: node, by: user)
+        let running = try await runtime.store.sessions(matching: SessionFilter(node: node, states: [.starting, .running, .suspending]))
+        var failed: [String] = []
+        for session in running {
+            do {
+                try await sessions.move(session.id, to: nil, by: .admin(user))
+            } catch {
+                failed.append("\(session.id.prefix(8)): \(error)")
+            }
+        }
+        guard failed.isEmpty else {
+            throw SessionError.unavailable("\(failed.count) of \(running.count) session(s) could not be moved: " + failed.joined(separator: "; "))
         }
     }
 
@@ -161,7 +182,8 @@ struct AdminDashboard: Sendable {
                 + "<td>\(String(format: "%.2f", node.load.one))</td><td>\(Self.chart(runtime.loadHistory.samples(of: node.id)))</td>"
                 + "<td>\(counts[node.id] ?? 0)</td><td>"
             if node.status == .online || node.status == .offlineMode {
-                html += "<form method=\"post\" action=\"/admin/nodes/\(node.id)/\(action)\">\(csrf)<button>\(action == "offline" ? "take offline" : "bring online")</button></form>"
+                html += "<form method=\"post\" action=\"/admin/nodes/\(node.id)/\(action)\">\(csrf)<button>\(action == "offline" ? "take offline" : "bring online")</button></form> "
+                    + "<form method=\"post\" action=\"/admin/nodes/\(node.id)/drain\">\(csrf)<button>drain</button></form>"
             }
             html += "</td></tr>"
         }

@@ -29,10 +29,17 @@ public struct NodeResponder: HTTPResponder {
     /// The health check is answered on the event loop, never behind the node's other async
     /// work: a peer probing a busy node (say, one starting a hundred sessions) must find it
     /// alive, not time out and mark it Unreachable.
+    /// So is readiness (``NodeEndpoint/ready``), from the node's own state.
     public func immediateResponse(to head: HTTPRequestHead) -> HTTPResponse? {
-        guard head.method == .GET || head.method == .HEAD,
-              head.uri == NodeEndpoint.healthCheck || head.uri.hasPrefix(NodeEndpoint.healthCheck + "?") else { return nil }
-        return .text(.ok, "ok\n")
+        guard head.method == .GET || head.method == .HEAD else { return nil }
+        func isPath(_ path: String) -> Bool { head.uri == path || head.uri.hasPrefix(path + "?") }
+        if isPath(NodeEndpoint.healthCheck) { return .text(.ok, "ok\n") }
+        guard isPath(NodeEndpoint.ready) else { return nil }
+        let runtime = membership.runtime
+        if runtime.isStopping { return .text(.serviceUnavailable, "not ready: the node is stopping\n") }
+        if runtime.offlineMode { return .text(.serviceUnavailable, "not ready: offline mode (drover offline or drover drain; drover online ends it)\n") }
+        if runtime.isCutOff { return .text(.serviceUnavailable, "not ready: the node reaches neither the registry nor any peer\n") }
+        return .text(.ok, "ready\n")
     }
 
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
@@ -151,6 +158,8 @@ public struct NodeResponder: HTTPResponder {
                 return UserAPI.json(.ok, InternalCall.SuspendAllAnswer(suspended: await sessions.suspendAll(by: .admin(by ?? "unknown"))))
             case .offlineMode(let call):
                 try await membership.setOfflineMode(call.offline, by: .admin(call.by))
+            case .move(let call):
+                return UserAPI.json(.ok, SessionDescription(try await sessions.move(call.id, to: call.to, by: .admin(call.by))))
             case .reload:
                 switch await membership.reload() {
                 case .applied(let settings): return .text(.ok, settings + "\n")

@@ -17,7 +17,7 @@ struct Drover: AsyncParsableCommand {
             """,
         subcommands: [
             ListNodes.self, DeleteNode.self, ResetCluster.self, Offline.self, Online.self, Reload.self,
-            Status.self, ActiveSessions.self, SuspendAll.self, LockTester.self, GenerateKey.self,
+            Status.self, ActiveSessions.self, SuspendAll.self, Drain.self, LockTester.self, GenerateKey.self,
             EncryptPassword.self, MigrateDB.self, Verify.self, Place.self, RevokeUser.self, Audit.self,
         ])
 

@@ -56,6 +56,102 @@ struct SuspendAll: AsyncParsableCommand {
     }
 }
 
+struct Drain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Take this node out of placement and move each of its sessions, running, to the node the balancer picks.",
+        discussion: """
+            Offline mode first (as 'drover offline'), then each session is suspended (its state \
+            saved) and at once started on another node, so its user finds it running. Exits 1 if \
+            any session could not be moved, naming why; 'drover drain' again retries them. \
+            'drover online' takes the node back.
+            """)
+
+    @OptionGroup var options: ConfigOptions
+
+    /// What a moved session's answer says.
+    struct Moved: Decodable {
+        var node: Int64?
+    }
+
+    func run() async throws {
+        let config = try options.load()
+        let local = try LocalNode(config)
+        let self_ = try thisNode(config)
+        let started = ContinuousClock.now
+        let off = try await local.call(.offlineMode(.init(offline: true, by: Operator.name)))
+        guard off.status == 204 else {
+            throw CommandFailure("cannot put the node in offline mode: it answered \(off.status): \(off.text.trimmingCharacters(in: .whitespacesAndNewlines))", status: 1)
+        }
+        let sessions = try await RegistryAccess.using(options) { access in
+            try await access.store.sessions(matching: SessionFilter(node: self_, states: [.starting, .running, .suspending]))
+        }
+        print("Node \(self_) is in offline mode; moving its \(sessions.count) session(s).")
+        var movedTo: [Int64: Int] = [:]
+        var failures: [(String, String)] = []
+        let bar = ProgressBar(total: sessions.count)
+        for session in sessions {
+            do {
+                let answer = try await local.call(.move(.init(id: session.id, by: Operator.name)))
+                guard answer.status == 200, let moved = try? answer.decode(Moved.self), let node = moved.node else {
+                    throw CommandFailure("the node answered \(answer.status): \(answer.text.trimmingCharacters(in: .whitespacesAndNewlines))", status: 1)
+                }
+                movedTo[node, default: 0] += 1
+            } catch {
+                failures.append((session.id, "\(error)"))
+            }
+            bar.advance(failed: failures.count)
+        }
+        bar.finish()
+        let (seconds, attoseconds) = (ContinuousClock.now - started).components
+        let took = String(format: "%.1f", Double(seconds) + Double(attoseconds) / 1e18)
+        let destinations = movedTo.sorted { $0.key < $1.key }.map { "\($0.value) to node \($0.key)" }.joined(separator: ", ")
+        print("Moved \(sessions.count - failures.count) of \(sessions.count) session(s) in \(took) s" + (destinations.isEmpty ? "." : ": \(destinations)."))
+        guard failures.isEmpty else {
+            for (id, reason) in failures { print("not moved: \(id): \(reason)") }
+            throw CommandFailure("\(failures.count) session(s) could not be moved (above); run 'drover drain' again to retry them", status: 1)
+        }
+    }
+}
+
+/// A progress bar on a terminal (redrawn in place); elsewhere, nothing until the summary.
+final class ProgressBar {
+    let total: Int
+    private var done = 0
+    private let terminal = isatty(STDOUT_FILENO) == 1
+
+    init(total: Int) {
+        self.total = total
+        draw(failed: 0)
+    }
+
+    func advance(failed: Int) {
+        done += 1
+        draw(failed: failed)
+    }
+
+    func finish() {
+        if terminal, total > 0 { print("") }
+    }
+
+    private func draw(failed: Int) {
+        guard terminal, total > 0 else { return }
+        let width = 30
+        let filled = done * width / total
+        let line = "\r[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] \(done)/\(total)"
+            + (failed > 0 ? " (\(failed) failed)" : "")
+        FileHandle.standardOutput.write(Data(line.utf8))
+    }
+}
+
+/// This node's id, from the file droverd writes when it joins.
+func thisNode(_ config: DroverConfiguration) throws -> Int64 {
+    guard let text = try? String(contentsOfFile: config.nodeIDFile, encoding: .utf8),
+          let node = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        throw CommandFailure("this node has not joined yet (no \(config.nodeIDFile)); start droverd first", status: 1)
+    }
+    return node
+}
+
 struct ActiveSessions: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "active-sessions",
@@ -65,10 +161,7 @@ struct ActiveSessions: AsyncParsableCommand {
 
     func run() async throws {
         let config = try options.load()
-        guard let text = try? String(contentsOfFile: config.nodeIDFile, encoding: .utf8),
-              let node = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw CommandFailure("this node has not joined yet (no \(config.nodeIDFile)); start droverd first", status: 1)
-        }
+        let node = try thisNode(config)
         let (sessions, now) = try await RegistryAccess.using(options) { access in
             (try await access.store.sessions(matching: SessionFilter(node: node, states: [.starting, .running, .suspending])), try await access.store.now())
         }

@@ -146,6 +146,15 @@ struct Browser {
         try await cluster.eventually("node \(other) in offline mode") { try await cluster.statuses().first { $0.id == other }?.status == "Offline mode" }
         try await browser.click("form[action=\"/admin/nodes/\(other)/online\"] button")
         try await cluster.eventually("node \(other) online") { try await cluster.statuses().first { $0.id == other }?.status == "Online" }
+        // Drain the node the session was moved to: out of placement, and the session comes back,
+        // running.
+        try await browser.click("form[action=\"/admin/nodes/\(to)/drain\"] button")
+        try await cluster.eventually("node \(to) drained", timeout: 30) {
+            let row = try await listed(via)[sessions[1]]
+            return row?.state == "running" && row?.node == from
+        }
+        #expect(try await cluster.statuses().first { $0.id == to }?.status == "Offline mode")
+        #expect(count(try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(sessions[1])/count")) == 0)
 
         // Each action is in the audit log as the admin's.
         try await Task.sleep(for: .seconds(1.2))

@@ -1,0 +1,65 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+/// `drover drain` (issue 18, item 3) and `GET /ready`, against two real nodes.
+@Suite(.serialized) struct DrainTests {
+    /// The sessions as the user API lists them: id → (state, node).
+    func listed(_ node: ConfigDirectory) async throws -> [String: (state: String, node: Int64?)] {
+        let answer = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions")
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]], "\(answer.body)")
+        return Dictionary(uniqueKeysWithValues: rows.map { ($0["id"] as? String ?? "", ($0["state"] as? String ?? "", ($0["node"] as? NSNumber)?.int64Value)) })
+    }
+
+    func ready(_ node: ConfigDirectory) async throws -> Int {
+        try await RawHTTPClient.request(host: node.address, port: node.port, path: "/ready").status
+    }
+
+    @Test func aDrainMovesEverySessionRunningWithItsStateAndReadySaysTheNodeIsOut() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        for index in 0..<2 { try await cluster.start(index) }
+        let ids = try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id }
+        let (drained, kept) = (cluster.nodes[0], cluster.nodes[1])
+        let drainedID = try #require(ids[drained.address])
+        // Six sessions, spread over both nodes, each counted once.
+        for _ in 0..<6 {
+            let created = try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/api/sessions")
+            let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+            #expect(count(try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/s/\(id)/count")) == 1)
+        }
+        let onDrained = try await listed(kept).filter { $0.value.node == drainedID }.map(\.key)
+        #expect(onDrained.count >= 2, "the balancer put sessions on both nodes")
+        #expect(try await ready(drained) == 200)
+
+        let result = try await cluster.drover(0, ["drain"])
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("Moved \(onDrained.count) of \(onDrained.count) session(s)"), "\(result.stdout)")
+        // Out of rotation for an external balancer, yet alive.
+        #expect(try await ready(drained) == 503)
+        #expect(try await RawHTTPClient.request(host: drained.address, port: drained.port, path: "/health-check").status == 200)
+        // Each moved session runs on the other node, with its state: the next count is 2.
+        let after = try await listed(kept)
+        for id in onDrained {
+            #expect(after[id]?.state == "running" && after[id]?.node == ids[kept.address], "\(id): \(String(describing: after[id]))")
+            #expect(count(try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/s/\(id)/count")) == 2)
+        }
+        try await Task.sleep(for: .seconds(1.2))
+        let audit = try await cluster.drover(0, ["audit"])
+        for id in onDrained { #expect(audit.stdout.contains("session-move  \(id)"), "\(audit.stdout)") }
+        #expect(try await cluster.drover(0, ["online"]).status == 0)
+        try await cluster.eventually("node 0 ready again") { try await ready(drained) == 200 }
+
+        // With nowhere to go, a drain fails saying why, and the session is kept (suspended).
+        #expect(try await cluster.drover(1, ["offline"]).status == 0)
+        try await cluster.eventually("node 1 out of placement") { try await ready(kept) == 503 }
+        let created = try await RawHTTPClient.request("POST", host: drained.address, port: drained.port, path: "/api/sessions")
+        let stuck = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        let failed = try await cluster.drover(0, ["drain"])
+        #expect(failed.status == 1, "\(failed.stdout)\n\(failed.stderr)")
+        #expect(failed.stdout.contains("not moved: \(stuck)") && failed.stderr.contains("could not be moved"), "\(failed.stdout)\n\(failed.stderr)")
+        #expect(try await listed(drained)[stuck]?.state == "suspended")
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
+}
