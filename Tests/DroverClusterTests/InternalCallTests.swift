@@ -5,7 +5,7 @@ import Testing
 /// The wire contract of the internal API: every call survives the trip through its request.
 @Suite struct InternalCallTests {
     static let everyCall: [InternalCall] = [
-        .ping, .suspendAll(by: nil), .suspendAll(by: "alice"), .reload, .offlineMode(.init(offline: true, by: "alice")),
+        .ping, .suspendAll(by: nil), .suspendAll(by: "alice"), .reload, .offlineMode(.init(offline: true, by: "alice")), .move(.init(id: "abc", by: "alice")), .move(.init(id: "abc", to: 3, by: "bob")),
         .launch(.init(id: "0123456789abcdef"), isNew: true), .launch(.init(id: "0123456789abcdef"), isNew: false),
         .suspend(.init(id: "abc")), .quit(.init(id: "abc")),
         .notice(.nodeJoined(.init(id: 3, host: "node3.example.com", port: 8787))),
@@ -22,7 +22,7 @@ import Testing
     @Test func everyCallHasItsOwnPath() {
         #expect(Set(Self.everyCall.map(\.path)).count == Set(Self.everyCall.map(\.name)).count)
         #expect(Set(Self.everyCall.map(\.name)) == ["ping", "suspend-all", "reload", "launch", "suspend", "quit", "node-joined", "node-left",
-                                                     "node-deleted", "node-status", "session-moved"])
+                                                     "node-deleted", "node-status", "session-moved", "offline-mode", "move"])
     }
 
     @Test func theBodiesAreTheDocumentedJSON() {
