@@ -11,9 +11,12 @@ public struct PlacementEngine: Sendable {
     public let diagnostics: Diagnostics
     /// Where a node's placements are counted and timed (nil for the command line's dry runs).
     public let metrics: NodeMetrics?
+    /// `max-sessions-per-node` (0: no limit).
+    public let maxSessionsPerNode: Int
 
     public init(store: any RegistryStore, strategy: any BalancerStrategy, heartbeatInterval: Int, diagnostics: Diagnostics,
-                metrics: NodeMetrics? = nil) {
+                metrics: NodeMetrics? = nil, maxSessionsPerNode: Int = 0) {
+        self.maxSessionsPerNode = maxSessionsPerNode
         self.store = store
         self.strategy = strategy
         self.heartbeatInterval = heartbeatInterval
@@ -25,7 +28,8 @@ public struct PlacementEngine: Sendable {
     public func survey() async throws -> PlacementCandidates {
         let counts = try await store.activeSessionCounts()
         let read = try await store.nodesWithClock()
-        return PlacementCandidates(nodes: read.nodes, activeSessions: counts, now: read.now, heartbeatInterval: heartbeatInterval)
+        return PlacementCandidates(nodes: read.nodes, activeSessions: counts, now: read.now, heartbeatInterval: heartbeatInterval,
+                                   maxSessionsPerNode: maxSessionsPerNode)
     }
 
     /// What a placement for `username` would do now, without placing anything.

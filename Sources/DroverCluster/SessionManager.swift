@@ -78,7 +78,7 @@ public final class SessionManager: Sendable {
 
     func engine() -> PlacementEngine {
         PlacementEngine(store: store, strategy: runtime.balancer, heartbeatInterval: runtime.loadBalancer.heartbeatInterval,
-                        diagnostics: runtime.diagnostics, metrics: runtime.metrics)
+                        diagnostics: runtime.diagnostics, metrics: runtime.metrics, maxSessionsPerNode: runtime.loadBalancer.maxSessionsPerNode)
     }
 
     /// The sessions this node runs.
@@ -95,12 +95,24 @@ public final class SessionManager: Sendable {
     /// Places a new session for `username` and starts it, here or on the chosen node.
     public func create(username: String, label: String?, by actor: AuditRecord.Actor) async throws -> SessionRecord {
         do {
+            try await checkUserLimit(username)
             let session = try await placeAndLaunch(username: username, label: label)
             runtime.audit(actor, "session-create", session.id, user: username, node: session.ownership.node)
             return session
         } catch {
             runtime.audit(actor, "session-create", "-", user: username, node: nil, result: "failed", reason: "\(error)")
             throw error
+        }
+    }
+
+    /// `max-sessions-per-user`: every session of the user counts, suspended ones too (each can
+    /// be resumed at any time). Checked when a session is created.
+    private func checkUserLimit(_ username: String) async throws {
+        let limit = runtime.configuration.server.maxSessionsPerUser
+        guard limit > 0 else { return }
+        let count = try await store.sessions(matching: SessionFilter(username: username)).count
+        guard count < limit else {
+            throw SessionError.limitReached("\(username) has \(count) sessions, the most allowed (max-sessions-per-user=\(limit)); quit one to start another")
         }
     }
 

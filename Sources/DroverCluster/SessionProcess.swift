@@ -114,6 +114,8 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
     /// The row changed while the session was being started (another request or node started
     /// it, or freed it): not a failure of the session, the caller looks at the row again.
     case moved(String)
+    /// The user has `max-sessions-per-user` sessions already.
+    case limitReached(String)
 
     public var description: String {
         switch self {
@@ -123,17 +125,18 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .busy(let reason): reason
         case .stopping(let reason): reason
         case .moved(let reason): reason
+        case .limitReached(let reason): reason
         }
     }
 
-    /// 404 for a missing session, 429 for a node at its start limit, 500 for a start that
+    /// 404 for a missing session, 429 for a node at its start limit or a user at theirs, 500 for a start that
     /// failed, 503 for a session or node that is not available right now, 421 (misdirected)
     /// for a start sent to a node that is stopping, which its placer places again, 409 for a
     /// start whose row changed meanwhile.
     public var httpStatus: Int {
         switch self {
         case .notFound: 404
-        case .busy: 429
+        case .busy, .limitReached: 429
         case .launchFailed: 500
         case .unavailable: 503
         case .stopping: 421
@@ -146,7 +149,7 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         switch self {
         case .busy, .stopping, .moved: 1
         case .unavailable: 5
-        case .notFound, .launchFailed: nil
+        case .notFound, .launchFailed, .limitReached: nil
         }
     }
 }

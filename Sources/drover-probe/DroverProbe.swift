@@ -146,7 +146,8 @@ struct Place: AsyncParsableCommand {
         let store = try PluginCatalog.builtin.makeRegistryStore(config.database, context: context)
         let lb = config.effectiveLoadBalancer
         let strategy = try PluginCatalog.builtin.makeBalancer(lb, context: context)
-        let engine = PlacementEngine(store: store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off)
+        let engine = PlacementEngine(store: store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off,
+                                     maxSessionsPerNode: lb.maxSessionsPerNode)
         try await store.migrate()
         try await waitUntil(epoch: at)
         let times = try await withThrowingTaskGroup(of: Double.self) { group in

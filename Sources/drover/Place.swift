@@ -25,7 +25,8 @@ struct Place: AsyncParsableCommand {
             } catch {
                 throw CommandFailure("\(error)", status: 2)
             }
-            let engine = PlacementEngine(store: access.store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off)
+            let engine = PlacementEngine(store: access.store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off,
+                                         maxSessionsPerNode: lb.maxSessionsPerNode)
             do {
                 let (survey, decision) = try await engine.dryRun(username: user)
                 return (strategy, survey, decision as PlacementDecision?, nil as String?)

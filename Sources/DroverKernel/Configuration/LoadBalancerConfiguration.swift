@@ -6,7 +6,7 @@ import Foundation
 /// Keys (default): `balancer` (`sessions`), `www-host-name` (none), `timeout` (10 seconds, 0 = the
 /// system's own), `verify-ssl-certs` (1), `diagnostics` (off; `tmp` or `stderr`),
 /// `diagnostics-file` (`/tmp/drover-load-balancer-diagnostics`), `heartbeat-interval` (5 seconds),
-/// `ssl-ca-file` (none: the system's trust store only).
+/// `ssl-ca-file` (none: the system's trust store only), `max-sessions-per-node` (0: no limit).
 /// Plugins may declare keys of their own (``PluginSettings``).
 ///
 /// The legacy form, with the settings under `[config]` and node names under `[nodes]`, is
@@ -15,7 +15,7 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public static let fileName = "load-balancer"
     public static let defaultDiagnosticsFile = "/tmp/drover-load-balancer-diagnostics"
     static let keys = ["balancer", "www-host-name", "timeout", "verify-ssl-certs", "diagnostics",
-                       "diagnostics-file", "heartbeat-interval", "ssl-ca-file"]
+                       "diagnostics-file", "heartbeat-interval", "ssl-ca-file", "max-sessions-per-node"]
 
     /// `balancer`: the name of the balancer strategy plugin.
     public var balancer: String = "sessions"
@@ -34,6 +34,9 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var diagnosticsFile: String = Self.defaultDiagnosticsFile
     /// `heartbeat-interval`: seconds between a node's heartbeats.
     public var heartbeatInterval: Int = 5
+    /// `max-sessions-per-node`: a node running this many sessions is excluded from placement
+    /// as "full", whatever the balancer; 0: no limit. The same on every node.
+    public var maxSessionsPerNode: Int = 0
     /// Keys declared by plugins, with their values.
     public var pluginSettings: PluginSettings
     /// Non-fatal remarks for the operator (the legacy form's `[nodes]`).
@@ -69,6 +72,7 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
         diagnostics = try reader.string("diagnostics")
         diagnosticsFile = try reader.path("diagnostics-file") ?? diagnosticsFile
         heartbeatInterval = try reader.integer("heartbeat-interval", default: heartbeatInterval, in: 1...3600)
+        maxSessionsPerNode = try reader.integer("max-sessions-per-node", default: maxSessionsPerNode, in: 0...1_000_000)
         pluginSettings = PluginSettings(reader: reader, keys: pluginKeys)
         let nodes = file.entries.filter { $0.section == "nodes" }
         if !nodes.isEmpty {

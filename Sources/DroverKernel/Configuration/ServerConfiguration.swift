@@ -9,7 +9,7 @@ import Foundation
 /// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
 /// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000),
 /// `auth-none-allow-anyone-on-the-network` (0), `www-allowed-origins` (none),
-/// `metrics-allowed-addresses` (none), `audit-retention-days` (90), `admin-group` (none).
+/// `metrics-allowed-addresses` (none), `audit-retention-days` (90), `admin-group` (none), `max-sessions-per-user` (0: no limit).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
@@ -17,7 +17,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
-                       "audit-retention-days", "admin-group"]
+                       "audit-retention-days", "admin-group", "max-sessions-per-user"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -43,6 +43,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `max-starting-sessions`: sessions this node starts at once; one more start is answered
     /// 429 with `Retry-After` until one of them is up.
     public var maxStartingSessions = 128
+    /// `max-sessions-per-user`: sessions one user may have (any state); one more is refused
+    /// with 429. 0: no limit.
+    public var maxSessionsPerUser = 0
     /// `auth-none`: every visitor is the daemon's own user (single-user machines only).
     public var authNone = false
     /// `auth-pam-service`: the PAM service that authenticates sign-ins.
@@ -98,6 +101,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         sessionCommand = try reader.string("session-command")
         sessionResponseTimeout = try reader.integer("session-response-timeout", default: sessionResponseTimeout, in: 1...86_400)
         maxStartingSessions = try reader.integer("max-starting-sessions", default: maxStartingSessions, in: 1...100_000)
+        maxSessionsPerUser = try reader.integer("max-sessions-per-user", default: maxSessionsPerUser, in: 0...100_000)
         authNone = try reader.boolean("auth-none", default: false)
         authPAMService = try reader.string("auth-pam-service") ?? authPAMService
         authNoneOnNetwork = try reader.boolean("auth-none-allow-anyone-on-the-network", default: false)

@@ -5,10 +5,13 @@ public struct PlacementCandidates: Sendable {
     public var candidates: [PlacementCandidate]
     /// Excluded nodes with the reason, e.g. `in offline mode`.
     public var excluded: [(node: NodeRecord, reason: String)]
+    /// `max-sessions-per-node` (0: no limit).
+    public var maxSessionsPerNode: Int
 
     /// Candidates are nodes that are `Online` (not in offline mode, not `Deleting`, not
-    /// refused) and not `Unreachable`.
-    public init(nodes: [NodeRecord], activeSessions: [Int64: Int], now: Date, heartbeatInterval: Int) {
+    /// refused), not `Unreachable`, and not full (`maxSessionsPerNode` sessions or more).
+    public init(nodes: [NodeRecord], activeSessions: [Int64: Int], now: Date, heartbeatInterval: Int, maxSessionsPerNode: Int = 0) {
+        self.maxSessionsPerNode = maxSessionsPerNode
         var candidates: [PlacementCandidate] = []
         var excluded: [(NodeRecord, String)] = []
         for node in nodes {
@@ -16,6 +19,8 @@ public struct PlacementCandidates: Sendable {
                 excluded.append((node, node.status == .offlineMode ? "in offline mode" : node.status.rawValue))
             } else if node.isUnreachable(now: now, heartbeatInterval: heartbeatInterval) {
                 excluded.append((node, "Unreachable (last seen \(Int(now.timeIntervalSince(node.lastSeen))) s ago)"))
+            } else if let full = Self.fullness(activeSessions[node.id] ?? 0, max: maxSessionsPerNode) {
+                excluded.append((node, full))
             } else {
                 candidates.append(PlacementCandidate(node: node, activeSessions: activeSessions[node.id] ?? 0))
             }
@@ -29,8 +34,18 @@ public struct PlacementCandidates: Sendable {
         .noEligibleNode(excluded.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \($0.reason)" })
     }
 
-    /// The same candidates with current session counts.
-    public func refreshed(with counts: [Int64: Int]) -> [PlacementCandidate] {
-        candidates.map { PlacementCandidate(node: $0.node, activeSessions: counts[$0.node.id] ?? 0) }
+    /// The reason a node with `count` sessions is excluded, or nil when it is not full.
+    static func fullness(_ count: Int, max: Int) -> String? {
+        max > 0 && count >= max ? "full (\(count) sessions, max-sessions-per-node=\(max))" : nil
+    }
+
+    /// The same candidates with current session counts, less those that have become full.
+    /// - Throws: ``PlacementError/noEligibleNode(_:)`` when every one has.
+    public func refreshed(with counts: [Int64: Int]) throws(PlacementError) -> [PlacementCandidate] {
+        let current = candidates.map { PlacementCandidate(node: $0.node, activeSessions: counts[$0.node.id] ?? 0) }
+        let open = current.filter { Self.fullness($0.activeSessions, max: maxSessionsPerNode) == nil }
+        guard open.isEmpty, !current.isEmpty else { return open }
+        throw .noEligibleNode(excluded.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \($0.reason)" }
+            + current.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \(Self.fullness($0.activeSessions, max: maxSessionsPerNode)!)" })
     }
 }

@@ -17,6 +17,7 @@ public enum BalancerConformance {
     public enum Check: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case returnsACandidateAndHonoursExclusions
         case failsClearlyWithNoCandidate
+        case neverFillsANodePastItsLimit
 
         public var testDescription: String { rawValue }
     }
@@ -51,6 +52,16 @@ public enum BalancerConformance {
             }
             let strategy = try make()
             #expect(throws: PlacementError.noCandidates) { try strategy.choose(username: "u", among: [], prepared: .none) }
+        case .neverFillsANodePastItsLimit:
+            // max-sessions-per-node=3 on three nodes: nine placements fill them, whatever the
+            // strategy prefers, and the tenth finds every node "full".
+            let store = try await registryWithNodes(3)
+            let engine = PlacementEngine(store: store, strategy: try make(), heartbeatInterval: 3600, diagnostics: .off, maxSessionsPerNode: 3)
+            for n in 0..<9 { _ = try await engine.placeNew(newSessionRecord(user: "user\(n % 2)")) }
+            #expect(try await store.activeSessionCounts() == [1: 3, 2: 3, 3: 3])
+            let survey = try await engine.survey()
+            #expect(survey.candidates.isEmpty && survey.excluded.allSatisfy { $0.reason.hasPrefix("full") }, "\(survey.excluded.map(\.reason))")
+            await #expect(throws: PlacementError.self) { try await engine.placeNew(newSessionRecord(user: "u")) }
         }
     }
 
