@@ -137,7 +137,15 @@ public struct SessionService: Service {
                     await sessions.pruneAudit()
                 }
             }
+            // Client activity to the registry, and the idle timeout.
+            group.addTask {
+                await repeatUntilShutdown(every: { sessions.activityInterval }) {
+                    await sessions.flushActivity()
+                    await sessions.suspendIdle()
+                }
+            }
         }
+        await sessions.flushActivity()
         let count = await sessions.suspendAll(by: .daemon)
         await sessions.runtime.flushAudit()
         if count > 0 { sessions.runtime.events.emit(.sessionsSuspendedBeforeLeaving(count: count)) }

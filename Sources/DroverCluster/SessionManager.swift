@@ -29,6 +29,8 @@ public final class SessionManager: Sendable {
     let supervisor: SessionSupervisor
     /// Owners looked up recently, so the proxy does not read the registry for every request.
     let routes = RouteCache()
+    /// Client activity noted here, waiting to be written (the idle timeout's input).
+    let activity = SessionActivity()
     /// Seconds a suspending session gets to save its state before it is killed.
     let suspendGrace: Double = 10
     /// Seconds a starting session gets to answer on its socket.
@@ -304,14 +306,54 @@ public final class SessionManager: Sendable {
 
     /// Suspends a session wherever it runs: SIGUSR1, a grace period to save its state, then
     /// SIGKILL; the row becomes `suspended` with no node.
-    public func suspend(_ id: String, by actor: AuditRecord.Actor) async throws {
+    public func suspend(_ id: String, by actor: AuditRecord.Actor, reason: String? = nil) async throws {
         guard let session = try await store.session(id) else { throw SessionError.notFound }
         do {
             try await onOwner(session, .suspend(.init(id: id))) { try await self.suspendLocal(id) }
-            runtime.audit(actor, "session-suspend", id, user: session.username, node: session.ownership.node)
+            runtime.audit(actor, "session-suspend", id, user: session.username, node: session.ownership.node, reason: reason ?? "")
         } catch {
-            runtime.audit(actor, "session-suspend", id, user: session.username, node: session.ownership.node, result: "failed", reason: "\(error)")
+            runtime.audit(actor, "session-suspend", id, user: session.username, node: session.ownership.node, result: "failed", reason: (reason.map { $0 + ": " } ?? "") + "\(error)")
             throw error
+        }
+    }
+
+    /// Client activity on session `id`, through this node (the proxy's; see ``SessionActivity``).
+    public func noteActivity(_ id: String) {
+        activity.note(id)
+    }
+
+    /// `session-timeout-minutes` in seconds (0: off).
+    var idleTimeout: Double { runtime.configuration.server.sessionTimeoutMinutes * 60 }
+
+    /// How often ``flushActivity()`` and ``suspendIdle()`` run.
+    public var activityInterval: Double { SessionActivity.interval(timeoutSeconds: idleTimeout) }
+
+    /// Writes the activity noted since the last call to the registry; what cannot be written
+    /// now is kept for the next call.
+    public func flushActivity() async {
+        for (id, time) in activity.take() {
+            do {
+                try await store.touchSession(id, at: time)
+            } catch {
+                activity.note(id, at: time)
+            }
+        }
+    }
+
+    /// Suspends this node's running sessions that have had no client activity for
+    /// `session-timeout-minutes` (and one interval more: activity noted by another node
+    /// reaches the registry within an interval). Their state is saved as in any suspend; the
+    /// next request resumes them.
+    public func suspendIdle() async {
+        let timeout = idleTimeout
+        guard timeout > 0, let node = runtime.nodeID, !runtime.isStopping else { return }
+        guard let now = try? await store.now(),
+              let running = try? await store.sessions(matching: SessionFilter(node: node, states: [.running])) else { return }
+        let minutes = runtime.configuration.server.sessionTimeoutMinutes
+        for session in running where now.timeIntervalSince(session.lastActive) > timeout + activityInterval {
+            let idle = Int(now.timeIntervalSince(session.lastActive))
+            try? await suspend(session.id, by: .daemon,
+                               reason: "idle: no client activity for \(idle) s (session-timeout-minutes=\(String(format: "%g", minutes)))")
         }
     }
 

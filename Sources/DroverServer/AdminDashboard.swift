@@ -165,10 +165,12 @@ struct AdminDashboard: Sendable {
         let read: NodesWithClock
         let all: [SessionRecord]
         let counts: [Int64: Int]
+        let changes: [AuditRecord]
         do {
             read = try await runtime.store.nodesWithClock()
             all = try await runtime.store.sessions(matching: .all)
             counts = try await runtime.store.activeSessionCounts()
+            changes = try await runtime.store.audit(matching: AuditFilter(limit: 10))
         } catch {
             return "<p style=\"color:#a00\">The registry cannot be read: \(UserAPI.escape("\(error)"))</p>"
         }
@@ -189,7 +191,9 @@ struct AdminDashboard: Sendable {
         }
         html += "</table>"
         let targets = read.nodes.filter { $0.status == .online && $0.isServing(now: read.now, heartbeatInterval: interval) }
-        html += "<h2>Sessions (\(all.count))</h2><table><tr><th>Session</th><th>User</th><th>Node</th><th>State</th><th>Age</th><th>Last activity</th><th></th></tr>"
+        let timeout = runtime.configuration.server.sessionTimeoutMinutes
+        let policy = timeout > 0 ? " <small>— suspended after \(String(format: "%g", timeout)) min without client activity (session-timeout-minutes)</small>" : ""
+        html += "<h2>Sessions (\(all.count))\(policy)</h2><table><tr><th>Session</th><th>User</th><th>Node</th><th>State</th><th>Age</th><th>Last activity</th><th></th></tr>"
         for session in all {
             let id = UserAPI.escape(session.id)
             html += "<tr id=\"session-\(id)\"><td><code>\(id.prefix(8))</code>\(session.label.map { " " + UserAPI.escape($0) } ?? "")</td>"
@@ -206,6 +210,12 @@ struct AdminDashboard: Sendable {
                     + others.map { "<option value=\"\($0.id)\">node \($0.id)</option>" }.joined() + "</select> <button>move</button></form>"
             }
             html += "</td></tr>"
+        }
+        html += "</table><h2>Recent changes</h2><table><tr><th>Time</th><th>Actor</th><th>Action</th><th>Target</th><th>Node</th><th>Result</th><th>Reason</th></tr>"
+        for change in changes.reversed() {
+            html += "<tr><td>\(change.time.map { Self.age(read.now.timeIntervalSince($0)) + " ago" } ?? "")</td><td>\(UserAPI.escape(change.actor))</td>"
+                + "<td>\(UserAPI.escape(change.action))</td><td><code>\(UserAPI.escape(String(change.target.prefix(12))))</code></td>"
+                + "<td>\(change.node.map(String.init) ?? "–")</td><td>\(UserAPI.escape(change.result))</td><td>\(UserAPI.escape(change.reason))</td></tr>"
         }
         return html + "</table>"
     }

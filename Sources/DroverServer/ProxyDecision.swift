@@ -30,14 +30,16 @@ public protocol ProxyResolver: Sendable {
     func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision?
     /// The full decision: may read the registry, and start or move the session.
     func decision(for head: HTTPRequestHead) async -> ProxyDecision
-    /// A request with these headers became a WebSocket tunnel on `channel` (the client's).
-    func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders)
+    /// The request `head` became a WebSocket tunnel on `channel` (the client's).
+    /// - Returns: what to call when the client sends through the tunnel (at most once a
+    ///   second), or nil.
+    func tunnelOpened(_ channel: any Channel, request head: HTTPRequestHead) -> (@Sendable () -> Void)?
     /// The proxied request `head` was answered with `status`, the answer's head `took` after
     /// the request's (the answer of the session, or the proxy's 502 or 504 in its stead).
     func answered(_ head: HTTPRequestHead, status: Int, took: Duration)
 }
 
 extension ProxyResolver {
-    public func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders) {}
+    public func tunnelOpened(_ channel: any Channel, request head: HTTPRequestHead) -> (@Sendable () -> Void)? { nil }
     public func answered(_ head: HTTPRequestHead, status: Int, took: Duration) {}
 }

@@ -39,6 +39,10 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     var partner: GlueHandler?
+    /// Called when this side sends (the client's: activity for the idle timeout), at most
+    /// once a second.
+    var onRead: (@Sendable () -> Void)?
+    private var lastRead = NIODeadline.distantPast
     private var context: ChannelHandlerContext?
     private var pendingRead = false
 
@@ -73,6 +77,13 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if let onRead {
+            let now = NIODeadline.now()
+            if now - lastRead >= .seconds(1) {
+                lastRead = now
+                onRead()
+            }
+        }
         partner?.partnerWrite(data)
     }
 

@@ -30,7 +30,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Whether reading from the client is on (autoRead), kept in step with the machine's wish.
     private var reading = true
     /// The headers of the request in progress (a tunnel is registered with its cookie).
-    private var requestHeaders = HTTPHeaders()
+    private var requestHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
     /// The proxied request in flight and when it arrived, until its answer's head is written.
     private var proxied: (head: HTTPRequestHead, since: NIODeadline)?
     /// The client's address for X-Forwarded-For, worked out once per connection.
@@ -65,7 +65,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         switch part {
         case .head(let head):
             context?.triggerUserOutboundEvent(ClientPhase.exchange, promise: nil)
-            if machine.queuedNothing { requestHeaders = head.headers }
+            if machine.queuedNothing { requestHead = head }
             run(machine.requestHead(head, proxied: proxy != nil && head.uri.hasPrefix("/s/")))
         case .body(let chunk): run(machine.requestBody(chunk))
         case .end(let trailers): run(machine.requestEnd(trailers))
@@ -358,10 +358,11 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         responseTimer?.cancel()
         responseTimer = nil
         context.triggerUserOutboundEvent(ClientPhase.tunnel, promise: nil)
-        proxy?.tunnelOpened(context.channel, requestHeaders: requestHeaders)
+        let activity = proxy?.tunnelOpened(context.channel, request: requestHead)
         let clientChannel = context.channel
         let upstreamChannel = upstream.channel
         let (clientGlue, upstreamGlue) = GlueHandler.pair()
+        clientGlue.onRead = activity
         let client = context.pipeline.syncOperations
         let server = upstreamChannel.pipeline.syncOperations
         do {

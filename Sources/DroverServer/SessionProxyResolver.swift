@@ -62,14 +62,19 @@ public struct SessionProxyResolver: ProxyResolver {
         self.allowedOrigins = Set(allowedOrigins.map { $0.lowercased() })
     }
 
-    /// Signing out closes the tunnels opened with the cookie.
-    public func tunnelOpened(_ channel: any Channel, requestHeaders: HTTPHeaders) {
+    /// Signing out closes the tunnels opened with the cookie. What the client sends through
+    /// the tunnel is activity (the idle timeout), noted by the node the client reached.
+    public func tunnelOpened(_ channel: any Channel, request head: HTTPRequestHead) -> (@Sendable () -> Void)? {
         let webSockets = sessions.runtime.metrics.webSockets
         webSockets.increment()
         channel.closeFuture.whenComplete { _ in webSockets.decrement() }
-        guard !requestHeaders.contains(name: Self.hopHeader),
-              let cookie = SignInCookie.value(named: SignInCookie.name, inHeader: requestHeaders.first(name: "Cookie")) else { return }
-        auth.tunnels.add(channel, cookie: cookie)
+        guard !head.headers.contains(name: Self.hopHeader) else { return nil }
+        if let cookie = SignInCookie.value(named: SignInCookie.name, inHeader: head.headers.first(name: "Cookie")) {
+            auth.tunnels.add(channel, cookie: cookie)
+        }
+        guard let id = Self.sessionID(head) else { return nil }
+        let sessions = self.sessions
+        return { sessions.noteActivity(id) }
     }
 
     /// Counted by the node the client reached, not again by the owner a hop reaches, so a
@@ -140,8 +145,11 @@ public struct SessionProxyResolver: ProxyResolver {
         }
     }
 
+    /// A request of the session's user, to be sent on: client activity, noted by the node the
+    /// client reached (not again by the owner a hop reaches).
     func decision(_ route: SessionRoute, id: String, user: String, head: HTTPRequestHead) -> ProxyDecision {
         let sessions = self.sessions
+        if !head.headers.contains(name: Self.hopHeader) { sessions.noteActivity(id) }
         let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
         switch route {
         case .local(let socket):

@@ -26,6 +26,19 @@ public enum RawWebSocket {
         public func close() {
             Foundation.close(fd)
         }
+
+        /// Sends one masked text frame (the client's; what comes back is left unread).
+        public func send(_ message: String) async throws {
+            try await onOwnThread { try RawHTTPClient.sendAll(self.fd, RawWebSocket.frame(message)) }
+        }
+    }
+
+    /// A masked text frame, as a client sends it.
+    static func frame(_ message: String) -> [UInt8] {
+        let payload = Array(message.utf8)
+        precondition(payload.count < 126, "short messages only")
+        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
+        return [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $1 ^ mask[$0 % 4] }
     }
 
     /// Opens `path` as a WebSocket and holds it open, sending nothing.
@@ -67,10 +80,7 @@ public enum RawWebSocket {
         let fd = try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
         defer { close(fd) }
         var rest = try upgrade(fd, host: host, port: port, path: path, headers: headers)
-        let payload = Array(message.utf8)
-        precondition(payload.count < 126, "short messages only")
-        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
-        try RawHTTPClient.sendAll(fd, [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $1 ^ mask[$0 % 4] })
+        try RawHTTPClient.sendAll(fd, frame(message))
         while rest.count < 2 || rest.count < 2 + Int(rest[1] & 0x7f) { rest += try RawHTTPClient.receive(fd) }
         let length = Int(rest[1] & 0x7f)
         return String(decoding: rest[2..<(2 + length)], as: UTF8.self)

@@ -9,7 +9,8 @@ import Foundation
 /// `auth-none` (0), `auth-pam-service` (`drover`), `www-header-timeout` (30),
 /// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000),
 /// `auth-none-allow-anyone-on-the-network` (0), `www-allowed-origins` (none),
-/// `metrics-allowed-addresses` (none), `audit-retention-days` (90), `admin-group` (none), `max-sessions-per-user` (0: no limit).
+/// `metrics-allowed-addresses` (none), `audit-retention-days` (90), `admin-group` (none), `max-sessions-per-user` (0: no limit),
+/// `session-timeout-minutes` (0: never).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
@@ -17,7 +18,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
-                       "audit-retention-days", "admin-group", "max-sessions-per-user"]
+                       "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -46,6 +47,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `max-sessions-per-user`: sessions one user may have (any state); one more is refused
     /// with 429. 0: no limit.
     public var maxSessionsPerUser = 0
+    /// `session-timeout-minutes`: a session without client activity for this long is
+    /// suspended; 0: never. Decimals accepted.
+    public var sessionTimeoutMinutes: Double = 0
     /// `auth-none`: every visitor is the daemon's own user (single-user machines only).
     public var authNone = false
     /// `auth-pam-service`: the PAM service that authenticates sign-ins.
@@ -102,6 +106,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         sessionResponseTimeout = try reader.integer("session-response-timeout", default: sessionResponseTimeout, in: 1...86_400)
         maxStartingSessions = try reader.integer("max-starting-sessions", default: maxStartingSessions, in: 1...100_000)
         maxSessionsPerUser = try reader.integer("max-sessions-per-user", default: maxSessionsPerUser, in: 0...100_000)
+        sessionTimeoutMinutes = try reader.decimal("session-timeout-minutes", default: sessionTimeoutMinutes, minimum: 0)
         authNone = try reader.boolean("auth-none", default: false)
         authPAMService = try reader.string("auth-pam-service") ?? authPAMService
         authNoneOnNetwork = try reader.boolean("auth-none-allow-anyone-on-the-network", default: false)
