@@ -88,13 +88,6 @@ struct Browser {
 }
 
 @Suite(.serialized) struct AdminDashboardTests {
-    /// The sessions as the user API lists them: id → (state, node).
-    func listed(_ node: ConfigDirectory) async throws -> [String: (state: String, node: Int64?)] {
-        let answer = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions")
-        let rows = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]], "\(answer.body)")
-        return Dictionary(uniqueKeysWithValues: rows.map { ($0["id"] as? String ?? "", ($0["state"] as? String ?? "", ($0["node"] as? NSNumber)?.int64Value)) })
-    }
-
     @Test(.enabled(if: Browser.available || ProcessInfo.processInfo.environment["CI"] == "true"))
     func anAdminSeesTheClusterAndActsOnItFromARealBrowser() async throws {
         try await HeavyTests.oneAtATime {
@@ -127,15 +120,15 @@ struct Browser {
 
         // Suspend the first session with its button.
         try await browser.click("form[action=\"/admin/sessions/\(sessions[0])/suspend\"] button")
-        try await cluster.eventually("the session suspended", timeout: 30) { try await listed(via)[sessions[0]]?.state == "suspended" }
+        try await cluster.eventually("the session suspended", timeout: 30) { try await listedSessions(via)[sessions[0]]?.state == "suspended" }
 
         // Move the second one to the other node with its menu.
-        let from = try #require(try await listed(via)[sessions[1]]?.node)
+        let from = try #require(try await listedSessions(via)[sessions[1]]?.node)
         let to = try #require(ids.values.first { $0 != from })
         try await browser.click("form[action=\"/admin/sessions/\(sessions[1])/move\"] option[value=\"\(to)\"]")
         try await browser.click("form[action=\"/admin/sessions/\(sessions[1])/move\"] button")
         try await cluster.eventually("the session running on node \(to)", timeout: 30) {
-            let row = try await listed(via)[sessions[1]]
+            let row = try await listedSessions(via)[sessions[1]]
             return row?.state == "running" && row?.node == to
         }
         #expect(count(try await RawHTTPClient.request(host: via.address, port: via.port, path: "/s/\(sessions[1])/count")) == 0)
@@ -150,7 +143,7 @@ struct Browser {
         // running.
         try await browser.click("form[action=\"/admin/nodes/\(to)/drain\"] button")
         try await cluster.eventually("node \(to) drained", timeout: 30) {
-            let row = try await listed(via)[sessions[1]]
+            let row = try await listedSessions(via)[sessions[1]]
             return row?.state == "running" && row?.node == from
         }
         #expect(try await cluster.statuses().first { $0.id == to }?.status == "Offline mode")

@@ -5,13 +5,6 @@ import Testing
 
 /// `drover drain` (issue 18, item 3) and `GET /ready`, against two real nodes.
 @Suite(.serialized) struct DrainTests {
-    /// The sessions as the user API lists them: id → (state, node).
-    func listed(_ node: ConfigDirectory) async throws -> [String: (state: String, node: Int64?)] {
-        let answer = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions")
-        let rows = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]], "\(answer.body)")
-        return Dictionary(uniqueKeysWithValues: rows.map { ($0["id"] as? String ?? "", ($0["state"] as? String ?? "", ($0["node"] as? NSNumber)?.int64Value)) })
-    }
-
     func ready(_ node: ConfigDirectory) async throws -> Int {
         try await RawHTTPClient.request(host: node.address, port: node.port, path: "/ready").status
     }
@@ -29,7 +22,7 @@ import Testing
             let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
             #expect(count(try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/s/\(id)/count")) == 1)
         }
-        let onDrained = try await listed(kept).filter { $0.value.node == drainedID }.map(\.key)
+        let onDrained = try await listedSessions(kept).filter { $0.value.node == drainedID }.map(\.key)
         #expect(onDrained.count >= 2, "the balancer put sessions on both nodes")
         #expect(try await ready(drained) == 200)
 
@@ -40,7 +33,7 @@ import Testing
         #expect(try await ready(drained) == 503)
         #expect(try await RawHTTPClient.request(host: drained.address, port: drained.port, path: "/health-check").status == 200)
         // Each moved session runs on the other node, with its state: the next count is 2.
-        let after = try await listed(kept)
+        let after = try await listedSessions(kept)
         for id in onDrained {
             #expect(after[id]?.state == "running" && after[id]?.node == ids[kept.address], "\(id): \(String(describing: after[id]))")
             #expect(count(try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/s/\(id)/count")) == 2)
@@ -59,7 +52,7 @@ import Testing
         let failed = try await cluster.drover(0, ["drain"])
         #expect(failed.status == 1, "\(failed.stdout)\n\(failed.stderr)")
         #expect(failed.stdout.contains("not moved: \(stuck)") && failed.stderr.contains("could not be moved"), "\(failed.stdout)\n\(failed.stderr)")
-        #expect(try await listed(drained)[stuck]?.state == "suspended")
+        #expect(try await listedSessions(drained)[stuck]?.state == "suspended")
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
     }
 }

@@ -45,6 +45,13 @@ func json(_ response: RawHTTPClient.Response) -> [String: Any] {
     (try? JSONSerialization.jsonObject(with: Data(response.body.utf8))) as? [String: Any] ?? [:]
 }
 
+/// The sessions as node `node`'s user API lists them: id → (state, node).
+func listedSessions(_ node: ConfigDirectory) async throws -> [String: (state: String, node: Int64?)] {
+    let answer = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions")
+    let rows = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]], "\(answer.body)")
+    return Dictionary(uniqueKeysWithValues: rows.map { ($0["id"] as? String ?? "", ($0["state"] as? String ?? "", ($0["node"] as? NSNumber)?.int64Value)) })
+}
+
 func count(_ response: RawHTTPClient.Response) -> Int? {
     json(response)["count"] as? Int
 }
