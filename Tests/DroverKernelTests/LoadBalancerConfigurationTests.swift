@@ -15,6 +15,7 @@ import Testing
         #expect(config.diagnostics == nil)
         #expect(config.diagnosticsFile == "/tmp/drover-load-balancer-diagnostics")
         #expect(config.heartbeatInterval == 5)
+        #expect(config.maxSessionsPerNode == 0)
         #expect(config.warnings.isEmpty)
     }
 
@@ -27,7 +28,9 @@ import Testing
             diagnostics=tmp
             diagnostics-file=diag/lb.log
             heartbeat-interval=2
+            max-sessions-per-node=40
             """)
+        #expect(config.maxSessionsPerNode == 40)
         #expect(config.balancer == "system-load")
         #expect(config.wwwHostName == "server1.example.com")
         #expect(config.timeout == 0)
@@ -69,7 +72,8 @@ import Testing
     }
 
     @Test(arguments: [
-        ("color=blue", 1, "unknown key 'color'; known keys are balancer, www-host-name, timeout, verify-ssl-certs, diagnostics, diagnostics-file, heartbeat-interval, ssl-ca-file"),
+        ("color=blue", 1, "unknown key 'color'; known keys are balancer, www-host-name, timeout, verify-ssl-certs, diagnostics, diagnostics-file, heartbeat-interval, ssl-ca-file, max-sessions-per-node"),
+        ("max-sessions-per-node=-3", 1, "'max-sessions-per-node' must be from 0 to 1000000, found -3"),
         ("timeout=ten", 1, "'timeout' must be a whole number, found 'ten'"),
         ("timeout=-1", 1, "'timeout' must be from 0 to 3600, found -1"),
         ("heartbeat-interval=0", 1, "'heartbeat-interval' must be from 1 to 3600, found 0"),

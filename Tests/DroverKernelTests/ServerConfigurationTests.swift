@@ -25,6 +25,8 @@ import Testing
         #expect(config.keepAliveTimeout == 75)
         #expect(config.maxConnections == 4096)
         #expect(config.authNoneOnNetwork == false)
+        #expect(config.maxSessionsPerUser == 0)
+        #expect(config.sessionTimeoutMinutes == 0)
     }
 
     @Test func readsEveryKeyAndResolvesRelativePaths() async throws {
@@ -46,7 +48,11 @@ import Testing
             www-header-timeout=10
             www-keep-alive-timeout=20
             www-max-connections=100
+            max-sessions-per-user=3
+            session-timeout-minutes=0.5
             """)
+        #expect(config.maxSessionsPerUser == 3)
+        #expect(config.sessionTimeoutMinutes == 0.5)
         #expect(config.authMinimumUserID == 500)
         #expect(config.headerTimeout == 10)
         #expect(config.keepAliveTimeout == 20)
@@ -84,7 +90,7 @@ import Testing
         ("max-starting-sessions=0", 1, "'max-starting-sessions' must be from 1 to 100000, found 0"),
         ("ssl-enabled=1\nssl-certificate-key=k.pem", 1, "ssl-enabled=1 needs ssl-certificate=PATH (a PEM certificate chain)"),
         ("ssl-enabled=1\nssl-certificate=c.pem", 1, "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)"),
-        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id, auth-none-allow-anyone-on-the-network, www-allowed-origins, metrics-allowed-addresses, audit-retention-days, admin-group"),
+        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id, auth-none-allow-anyone-on-the-network, www-allowed-origins, metrics-allowed-addresses, audit-retention-days, admin-group, max-sessions-per-user, session-timeout-minutes"),
         ("auth-none=1", 1, "auth-none=1 would let anyone who reaches www-address 0.0.0.0 act as the user running droverd; set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want"),
         ("www-address=10.0.0.5\nauth-none=1", 2, "auth-none=1 would let anyone who reaches www-address 10.0.0.5 act as the user running droverd; set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want"),
         ("www-allowed-origins=app.example.com", 1, "'www-allowed-origins' takes origins like https://app.example.com:8443 (scheme, host and port, no path), found 'app.example.com'"),
@@ -95,6 +101,10 @@ import Testing
         ("auth-minimum-user-id=-1", 1, "'auth-minimum-user-id' must be from 0 to 2147483647, found -1"),
         ("metrics-allowed-addresses=10.0.0.1, prometheus.example", 1,
          "'metrics-allowed-addresses' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found 'prometheus.example'"),
+        ("max-sessions-per-user=-1", 1, "'max-sessions-per-user' must be from 0 to 100000, found -1"),
+        ("max-sessions-per-user=many", 1, "'max-sessions-per-user' must be a whole number, found 'many'"),
+        ("session-timeout-minutes=-2", 1, "'session-timeout-minutes' must be at least 0, found -2"),
+        ("session-timeout-minutes=1h", 1, "'session-timeout-minutes' must be a number, found '1h'"),
         ("metrics-allowed-addresses=10.0.0.0/33", 1,
          "'metrics-allowed-addresses' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found '10.0.0.0/33'"),
     ])

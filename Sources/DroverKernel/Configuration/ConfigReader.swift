@@ -48,7 +48,8 @@ struct ConfigReader {
             throw error(entry, "'\(key)' must be a number, found '\(entry.value)'")
         }
         guard value >= minimum else {
-            throw error(entry, "'\(key)' must be at least \(minimum), found \(entry.value)")
+            let shown = minimum == minimum.rounded() ? String(Int(minimum)) : String(minimum)
+            throw error(entry, "'\(key)' must be at least \(shown), found \(entry.value)")
         }
         return value
     }
