@@ -41,13 +41,18 @@ id=$(curl -sf -X POST -H "Cookie: drover-auth=$cookie" -H "X-CSRF-Token: $csrf" 
 url="http://127.0.0.1:$port/s/$id/count"
 curl -sf -H "Cookie: drover-auth=$cookie" "$url" >/dev/null
 
-measure() { # label -> "requests/s p99_ms"
-    local out
+cpu() { # pid -> CPU seconds used so far (user + system), 0 once it has gone
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+measure() { # [attacker pid] -> "requests/s p99_ms droverd_cpu_s attacker_cpu_s"
+    local out before attacker_before
+    before=$(cpu $node); attacker_before=$([ -n "${1:-}" ] && cpu "$1" || echo 0)
     out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -H "Cookie: drover-auth=$cookie" "$url")
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")
-    echo "$rps $p99"
+    echo "$rps $p99 $(awk -v a="$(cpu $node)" -v b="$before" 'BEGIN {print a - b}') $(awk -v a="$([ -n "${1:-}" ] && cpu "$1" || echo 0)" -v b="$attacker_before" 'BEGIN {print a - b}')"
 }
 
 cat > "$work/attack.py" <<'PY'
@@ -120,15 +125,19 @@ PY
 rounds=${ROUNDS:-3}
 : > "$work/results"
 for round in $(seq "$rounds"); do
-    read -r quiet_rps quiet_p99 < <(measure)
+    read -r quiet_rps quiet_p99 quiet_cpu _ < <(measure)
     python3 "$work/attack.py" "$port" "$((seconds + 10))" "${RATE:-200}" > "$work/attack.out" 2>&1 & attack=$!
     sleep 5
-    read -r hostile_rps hostile_p99 < <(measure)
+    read -r hostile_rps hostile_p99 hostile_cpu attacker_cpu < <(measure $attack)
     wait $attack || true
     attack=""
     echo "$quiet_rps $quiet_p99 $hostile_rps $hostile_p99" >> "$work/results"
     printf 'round %d: quiet %10s req/s p99 %6s ms | under attack %10s req/s p99 %6s ms | attack: %s\n' \
         "$round" "$quiet_rps" "$quiet_p99" "$hostile_rps" "$hostile_p99" "$(cat "$work/attack.out")"
+    # Where the CPU went: droverd's seconds in each run (of the CPUs x SECONDS the machine has), and
+    # the attacker's own, which a remote attacker would not take from this machine.
+    printf '         CPU-s of %d: droverd quiet %.1f, under attack %.1f; attacker %.1f\n' \
+        "$(( $(nproc) * seconds ))" "$quiet_cpu" "$hostile_cpu" "$attacker_cpu"
 done
 python3 - "$work/results" <<'PY'
 import statistics, sys

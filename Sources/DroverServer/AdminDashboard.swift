@@ -10,7 +10,7 @@ import NIOHTTP1
 /// offline mode on and off, a session suspended, quit or moved to a chosen node. Server-rendered
 /// HTML; a few lines of script fetch `/admin/live` every two seconds and swap it in. Every
 /// action is a form posted with the CSRF token and recorded in the audit log as the admin's.
-struct AdminDashboard: Sendable {
+public struct AdminDashboard: Sendable {
     let sessions: SessionManager
     let membership: ClusterMembership
     let auth: Authentication
@@ -25,7 +25,8 @@ struct AdminDashboard: Sendable {
         guard let user = auth.user(request) else { return UserAPI.redirect("/") }
         guard isAdmin(user) else {
             return .text(.forbidden, "forbidden: the dashboard is for members of admin-group"
-                         + (adminGroup.map { " (\($0))" } ?? ", which rserver.conf does not set") + "\n")
+                         + (adminGroup.map { Self.groupID($0) == nil ? " (\($0)), which is not a group on this machine" : " (\($0))" }
+                            ?? ", which rserver.conf does not set") + "\n")
         }
         let method = request.head.method
         if method == .GET, path == "/admin" { return await page(request, user: user) }
@@ -76,6 +77,13 @@ struct AdminDashboard: Sendable {
             guard getgrouplist(user, account.gid, &groups, &count) != -1 else { return false }
         }
         return groups.prefix(Int(count)).contains(gid)
+    }
+
+    /// What droverd says at start when nobody could ever open the dashboard: `admin-group`
+    /// names a group this machine does not have (with `auth-none` the group is not consulted).
+    public static func startWarning(adminGroup: String?, authNone: Bool) -> String? {
+        guard !authNone, let group = adminGroup, groupID(group) == nil else { return nil }
+        return "admin-group=\(group) is not a group on this machine, so nobody can open /admin; create it (groupadd \(group)) or name an existing group"
     }
 
     static func groupID(_ name: String) -> gid_t? {
@@ -175,13 +183,13 @@ struct AdminDashboard: Sendable {
             return "<p style=\"color:#a00\">The registry cannot be read: \(UserAPI.escape("\(error)"))</p>"
         }
         let interval = runtime.loadBalancer.heartbeatInterval
-        var html = "<h2>Nodes</h2><table><tr><th>Node</th><th>Address</th><th>Status</th><th>Load</th><th>Load, last minutes</th><th>Sessions</th><th></th></tr>"
+        var html = "<h2>Nodes</h2><table><tr><th>Node</th><th>Address</th><th>Status</th><th>Load per CPU</th><th>Last minutes</th><th>Sessions</th><th></th></tr>"
         for node in read.nodes {
             let status = node.displayStatus(now: read.now, heartbeatInterval: interval)
             let action = node.status == .offlineMode ? "online" : "offline"
             html += "<tr id=\"node-\(node.id)\"><td>\(node.id)\(node.id == runtime.nodeID ? " (this one)" : "")</td>"
                 + "<td>\(UserAPI.escape(node.host)):\(node.port)</td><td class=\"\(UserAPI.escape(status.split(separator: " ").first.map(String.init) ?? ""))\">\(UserAPI.escape(status))</td>"
-                + "<td>\(String(format: "%.2f", node.load.one))</td><td>\(Self.chart(runtime.loadHistory.samples(of: node.id)))</td>"
+                + "<td>\(String(format: "%.2f", node.load.one)) <small>(\(node.cpus) CPU\(node.cpus == 1 ? "" : "s"))</small></td><td>\(Self.chart(runtime.loadHistory.samples(of: node.id)))</td>"
                 + "<td>\(counts[node.id] ?? 0)</td><td>"
             if node.status == .online || node.status == .offlineMode {
                 html += "<form method=\"post\" action=\"/admin/nodes/\(node.id)/\(action)\">\(csrf)<button>\(action == "offline" ? "take offline" : "bring online")</button></form> "

@@ -87,6 +87,7 @@ struct Droverd: AsyncParsableCommand {
         }
 
         if let warning = Self.raiseOpenFileLimit(for: config.server.maxConnections) { events.emit(.configurationWarning(warning)) }
+        if let warning = AdminDashboard.startWarning(adminGroup: config.server.adminGroup, authNone: config.server.authNone) { events.emit(.configurationWarning(warning)) }
 
         // SIGHUP means "reload" (ReloadService); until that service runs it must not kill us.
         signal(SIGHUP, SIG_IGN)

@@ -127,6 +127,20 @@ import Testing
         #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
     }
 
+    /// admin-group naming a group this machine lacks is said at start: nobody could open /admin.
+    @Test func anAdminGroupThatIsNotAGroupHereIsWarnedAboutAtStart() async throws {
+        for (group, warned) in [("drover-no-such-group", true), ("root", false)] {
+            let config = try ConfigDirectory(rserver: "admin-group=\(group)\n")
+            let node = try RunningProcess("droverd", ["--config-dir", config.path])
+            try await node.waitUntil("health check") { await healthy(config) }
+            node.signal(SIGTERM)
+            #expect(try await node.wait(timeout: 15) == 0)
+            let warnings = node.stderr.split(separator: "\n").filter { $0.contains("event=configuration-warning") && $0.contains("admin-group") }
+            #expect(warnings.count == (warned ? 1 : 0), "\(group): \(node.stderr)")
+            if warned { #expect(warnings.first?.contains("admin-group=drover-no-such-group is not a group on this machine") == true) }
+        }
+    }
+
     @Test func diagnosticsGoToStderrOrToTheTmpFile() async throws {
         let config = try ConfigDirectory()
         try config.write("load-balancer", "diagnostics=stderr\n")

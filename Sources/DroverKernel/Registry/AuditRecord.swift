@@ -36,7 +36,8 @@ public struct AuditRecord: Sendable, Equatable, Codable {
     public var target: String
     /// The user whose session or sign-in it was (for `drover audit --user`).
     public var username: String?
-    /// The node that made the change.
+    /// The node concerned: where the session runs, ran or was to run (a move's destination), the
+    /// node switched on or off; the node that recorded the change when none of these applies.
     public var node: Int64?
     /// `ok` or `failed`.
     public var result: String
