@@ -16,7 +16,7 @@ work=$(mktemp -d /tmp/drover-drain.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then echo "logs kept in $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 mkdir -p "$work/shared"
 for n in 1 2 3; do

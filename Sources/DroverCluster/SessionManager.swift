@@ -366,6 +366,7 @@ public final class SessionManager: Sendable {
     public func move(_ id: String, to node: Int64?, by actor: AuditRecord.Actor) async throws -> SessionRecord {
         guard var session = try await store.session(id) else { throw SessionError.notFound }
         let asked = node.map { "to node \($0), asked for" } ?? "placed by the balancer (drain)"
+        let from = session.ownership.node
         do {
             if let node {
                 let read = try await store.nodesWithClock()
@@ -379,21 +380,46 @@ public final class SessionManager: Sendable {
                 guard let now = try await store.session(id) else { throw SessionError.notFound }
                 session = now
             }
-            guard session.ownership.state == .suspended else { throw SessionError.moved("session \(id) changed while it was moved; try again") }
             let placed: SessionRecord?
-            if let node {
+            if session.ownership.state != .suspended {
+                placed = nil
+            } else if let node {
                 placed = try await store.placeExistingSession(id, from: session.ownership, choose: { _ in node })
             } else {
                 placed = try await engine().placeExisting(session, from: session.ownership)?.0
             }
-            guard let placed else { throw SessionError.moved("session \(id) changed while it was moved; try again") }
-            let running = try await launchOnOwnerOrFree(placed)
-            runtime.audit(actor, "session-move", id, user: session.username, node: running.ownership.node, reason: asked)
-            return running
+            var launched: SessionRecord?
+            if let placed {
+                do { launched = try await launchOnOwnerOrFree(placed) } catch SessionError.moved {}
+            }
+            if let launched {
+                runtime.audit(actor, "session-move", id, user: session.username, node: launched.ownership.node, reason: asked)
+                return launched
+            }
+            guard let resumed = try await resumedMeanwhile(id, from: from, to: node) else {
+                throw SessionError.moved("session \(id) changed while it was moved; try again")
+            }
+            runtime.audit(actor, "session-move", id, user: session.username, node: resumed.ownership.node,
+                          reason: asked + "; resumed there meanwhile by a request of its user")
+            return resumed
         } catch {
             runtime.audit(actor, "session-move", id, user: session.username, node: node, result: "failed", reason: "\(asked): \(error)")
             throw error
         }
+    }
+
+    /// After a move lost its race for the suspended row: a request of the session's user may
+    /// have resumed it meanwhile (a suspended session starts on use, and the user's client keeps
+    /// asking during a drain). That is the move done when the session runs (or is starting, then
+    /// awaited) where the move wanted it: on `node`, or for a drain anywhere but `from`.
+    private func resumedMeanwhile(_ id: String, from: Int64?, to node: Int64?) async throws -> SessionRecord? {
+        let deadline = ContinuousClock.now + .seconds(runtime.configuration.server.sessionResponseTimeout)
+        while let now = try await store.session(id), let at = now.ownership.node, at != from, node == nil || at == node {
+            if now.ownership.state == .running { return now }
+            guard now.ownership.state == .starting, ContinuousClock.now < deadline else { return nil }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return nil
     }
 
     /// Ends a session wherever it runs and removes it; returns only once its row is gone. The

@@ -63,26 +63,41 @@ struct DemoSession {
             .withBoundSocket(listener).get()
         FileHandle.standardError.write(Data("drover-demo-session: serving \(base) on \(env["DROVER_SESSION_SOCKET"] ?? "descriptor \(listener)"), count \(state.value)\n".utf8))
         try await channel.closeFuture.get()
-        _ = sources
+        // A real use of the sources after the wait: `_ = sources` let an optimised build release
+        // (and so cancel) them at once, and the release binary then ignored SIGUSR1 and SIGTERM.
+        for source in sources { source.cancel() }
     }
 }
 
 /// The counter, restored from and saved to the state directory.
 final class CounterState: Sendable {
     let file: String
-    private let count: Mutex<Int>
+    /// The count, and whether it has been saved for good (the process is about to exit).
+    private let count: Mutex<(value: Int, saved: Bool)>
 
     init(file: String) {
         self.file = file
         let saved = (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        count = Mutex(saved ?? 0)
+        count = Mutex((saved ?? 0, false))
     }
 
-    var value: Int { count.withLock { $0 } }
-    func increment() -> Int { count.withLock { $0 += 1; return $0 } }
+    var value: Int { count.withLock { $0.value } }
+    /// The new count, or nil once the count has been saved: an increment answered after the
+    /// save would be lost with the process.
+    func increment() -> Int? {
+        count.withLock { count in
+            guard !count.saved else { return nil }
+            count.value += 1
+            return count.value
+        }
+    }
 
-    /// Writes the count atomically (temporary file, then rename).
+    /// Writes the count atomically (temporary file, then rename), and takes no increment after.
     func save() {
+        let value = count.withLock { count in
+            count.saved = true
+            return count.value
+        }
         let directory = (file as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try? Data("\(value)\n".utf8).write(to: URL(fileURLWithPath: file), options: .atomic)
@@ -117,7 +132,11 @@ final class DemoHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             case (.GET, base + "count"):
                 (status, type, body) = (.ok, "application/json", "{\"count\": \(state.value)}")
             case (.POST, base + "count"):
-                (status, type, body) = (.ok, "application/json", "{\"count\": \(state.increment())}")
+                if let count = state.increment() {
+                    (status, type, body) = (.ok, "application/json", "{\"count\": \(count)}")
+                } else {
+                    (status, type, body) = (.serviceUnavailable, "text/plain", "saving: the session is being suspended\n")
+                }
             case (.GET, base), (.GET, String(base.dropLast())):
                 (status, type, body) = (.ok, "text/html; charset=utf-8", page())
             default:
