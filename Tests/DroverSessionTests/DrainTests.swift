@@ -10,11 +10,17 @@ import Testing
         try await RawHTTPClient.request(host: node.address, port: node.port, path: "/ready").status
     }
 
-    @Test func aDrainMovesEverySessionRunningWithItsStateAndReadySaysTheNodeIsOut() async throws {
+    /// Two running nodes serving the demo session with `auth-none`, and their ids by address;
+    /// node 0 is the one the tests drain.
+    func twoNodes() async throws -> (TestCluster, [String: Int64]) {
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")
         for index in 0..<2 { try await cluster.start(index) }
-        let ids = try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id }
+        return (cluster, try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id })
+    }
+
+    @Test func aDrainMovesEverySessionRunningWithItsStateAndReadySaysTheNodeIsOut() async throws {
+        let (cluster, ids) = try await twoNodes()
         let (drained, kept) = (cluster.nodes[0], cluster.nodes[1])
         let drainedID = try #require(ids[drained.address])
         // Six sessions, spread over both nodes, each counted once.
@@ -57,15 +63,13 @@ import Testing
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
     }
 
-    /// Users keep working while their node drains: each client keeps counting through the other
-    /// node, so a request often finds its session suspended and resumes it before the drain
-    /// places it (a race the drain lost with a 409 "changed while it was moved" and exit 1). The
-    /// drain counts such a session as moved, and no answered count is lost.
+    /// Users keep working while their node drains: clients keep counting through the other node.
+    /// No answered count may be lost (the demo session answered counts between its save and its
+    /// exit), and every session is moved. A request may also resume a suspended session before
+    /// the drain places it, which the drain counts as moved; that race shows in the release
+    /// build's benchmark (Benchmarks/drain) more than here.
     @Test func aDrainWhileItsUsersKeepWorkingMovesEverySessionAndLosesNoCount() async throws {
-        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
-                                            rserver: "session-command=\(demoCommand)\nauth-none=1\n")
-        for index in 0..<2 { try await cluster.start(index) }
-        let ids = try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id }
+        let (cluster, ids) = try await twoNodes()
         let (drained, kept) = (cluster.nodes[0], cluster.nodes[1])
         let drainedID = try #require(ids[drained.address])
         for _ in 0..<8 {
