@@ -13,7 +13,9 @@ public struct NodeResponder: HTTPResponder {
     let sessions: SessionManager
     let userAPI: UserAPI
     let dashboard: AdminDashboard
-    let refusals = RateLimitedReports(every: .seconds(60))
+    /// Refusals are logged (and counted) at most once a minute per address, so a flood of them
+    /// cannot flood the log.
+    let refusals: RateLimitedReports
 
     /// - Parameters:
     ///   - membership: the cluster this node belongs to.
@@ -21,7 +23,9 @@ public struct NodeResponder: HTTPResponder {
     public init(membership: ClusterMembership, sessions: SessionManager, authentication: Authentication) {
         self.membership = membership
         self.sessions = sessions
-        userAPI = UserAPI(sessions: sessions, auth: authentication)
+        let refusals = RateLimitedReports(every: .seconds(60))
+        self.refusals = refusals
+        userAPI = UserAPI(sessions: sessions, auth: authentication, refusals: refusals)
         dashboard = AdminDashboard(sessions: sessions, membership: membership, auth: authentication,
                                    adminGroup: membership.runtime.configuration.server.adminGroup)
     }

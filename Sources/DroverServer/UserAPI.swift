@@ -8,6 +8,8 @@ import NIOHTTP1
 struct UserAPI: Sendable {
     let sessions: SessionManager
     let auth: Authentication
+    /// Throttled sign-ins are logged once a minute per address, like the node's other refusals.
+    let refusals: RateLimitedReports
 
     static func json(_ status: HTTPResponseStatus, _ value: some Encodable, headers: HTTPHeaders = [:]) -> HTTPResponse {
         let encoder = JSONEncoder()
@@ -183,7 +185,9 @@ struct UserAPI: Sendable {
         }
         let address = request.remoteAddress?.ipAddress ?? "unknown"
         if let wait = auth.throttle.wait(address: address, user: user) {
-            sessions.runtime.events.emit(.signInThrottled(user: user, address: address, seconds: wait))
+            if refusals.shouldReport("sign-in-throttled \(address)") {
+                sessions.runtime.events.emit(.signInThrottled(user: user, address: address, seconds: wait))
+            }
             return Self.tooManySignIns(wait)
         }
         switch await auth.pam.authenticate(username: user, password: password, remoteHost: address) {

@@ -88,6 +88,10 @@ import Testing
         #expect(later.first?.status == 303 && later.first?.cookie == true, "\(later)")
         let log = cluster.process(0)?.stderr ?? ""
         #expect(log.contains("event=sign-in-throttled"), "\(log.suffix(1500))")
+        // Three attempts from 127.0.0.20 were throttled; the log says so once (a flood of them
+        // must not flood the log).
+        let throttled = log.split(separator: "\n").filter { $0.contains("event=sign-in-throttled") && $0.contains("address=127.0.0.20 ") }
+        #expect(throttled.count == 1, "\(throttled)")
         #expect(try await cluster.stop(0) == 0)
     }
 
