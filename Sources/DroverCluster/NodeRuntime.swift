@@ -82,6 +82,7 @@ public final class NodeRuntime: Sendable {
         /// be reached (or that it had none): see ``isCutOff``.
         var registryAnsweredAt = ContinuousClock.now
         var peerAnsweredAt = ContinuousClock.now
+        var aliveWithheldReportedAt: ContinuousClock.Instant?
     }
 
     private let state: Mutex<State>
@@ -135,6 +136,21 @@ public final class NodeRuntime: Sendable {
             let bound = Duration.seconds(Self.cutOffBound(heartbeatInterval: state.loadBalancer.heartbeatInterval))
             return now - state.registryAnsweredAt > bound && now - state.peerAnsweredAt > bound
         }
+    }
+
+    /// Whether the guards may be told this node is alive (asked by the alive ticker for each
+    /// guard each second): not while it counts itself cut off, which it logs at most once a
+    /// second with how long the registry and the peers have been silent.
+    public func mayTellGuardsAlive() -> Bool {
+        guard isCutOff else { return true }
+        let (registry, peer, report) = state.withLock { state -> (Double, Double, Bool) in
+            let now = ContinuousClock.now
+            let report = state.aliveWithheldReportedAt.map { now - $0 >= .seconds(1) } ?? true
+            if report { state.aliveWithheldReportedAt = now }
+            return ((now - state.registryAnsweredAt) / .seconds(1), (now - state.peerAnsweredAt) / .seconds(1), report)
+        }
+        if report { events.emit(.aliveWithheld(registrySilent: registry, peerSilent: peer)) }
+        return false
     }
 
     /// The registry answered: the node is not cut off.

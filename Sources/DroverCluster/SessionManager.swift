@@ -264,7 +264,7 @@ public final class SessionManager: Sendable {
             droverdSilence: SessionGuardProtocol.droverdSilenceBound(timeoutInterval: timeoutInterval),
             testMode: ProcessInfo.processInfo.environment["DROVER_TEST_SESSION_GUARD"].flatMap(SessionGuardProtocol.TestMode.init))
         let started = ContinuousClock.now
-        let pid = try await supervisor.start(id, spec: spec, username: account.name, stateDirectory: stateDirectory) { [runtime] in !runtime.isCutOff }
+        let pid = try await supervisor.start(id, spec: spec, username: account.name, stateDirectory: stateDirectory) { [runtime] in runtime.mayTellGuardsAlive() }
         do {
             try await waitUntilAnswering(id: id, socket: socket, account: account, log: stateDirectory + "/session.log")
             let running = SessionOwnership(node: self_, state: .running, pid: pid)

@@ -71,6 +71,7 @@ import Testing
         #expect(doubles.isEmpty, "sessions ran twice: \(doubles)")
         let stderr = cluster.process(cut)?.stderr ?? ""
         #expect(stderr.contains("reaches neither the registry nor any peer"), "the cut node let its sessions go: \(stderr.suffix(2000))")
+        #expect(stderr.contains("event=alive-withheld"), "the cut node said it stopped feeding its guards: \(stderr.suffix(2000))")
         print("partition: \(theirs.count) session(s) of the cut node answered through the other within \(String(format: "%.1f", movedWithin)) s")
         for index in hosts.indices { _ = try await cluster.stop(index) }
     }

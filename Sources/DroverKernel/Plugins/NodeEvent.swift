@@ -36,6 +36,8 @@ public enum NodeEvent: Sendable {
     case peerUnreachable(node: Int64, silentSeconds: Double, error: String, address: String)
     case markUnreachableFailed(node: Int64, error: String)
     case cutOff(node: Int64?, silentSeconds: Double)
+    /// The alive ticker told no guard this node is alive: it counts itself cut off.
+    case aliveWithheld(registrySilent: Double, peerSilent: Double)
     case reconnected(node: Int64?)
     case peerCallFailed(peer: Int64, call: String, error: String, address: String)
     /// A peer's notice (named as the notice is), with its details.
@@ -106,6 +108,7 @@ public enum NodeEvent: Sendable {
         case .peerUnreachable: "node-unreachable"
         case .markUnreachableFailed: "mark-unreachable-failed"
         case .cutOff: "node-cut-off"
+        case .aliveWithheld: "alive-withheld"
         case .reconnected: "node-reconnected"
         case .peerCallFailed: "peer-call-failed"
         case .peerNotice(let name, _, _): name
@@ -152,7 +155,7 @@ public enum NodeEvent: Sendable {
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
              .markUnreachableFailed, .peerCallFailed, .statusRefused, .internalCallRefused, .hopRefused, .sessionStartFailed,
              .sessionKilledAfterGrace, .sessionEnded, .sessionLockRefreshFailed, .sessionLeaseEnded, .sessionTakenAway,
-             .configurationDiffers:
+             .configurationDiffers, .aliveWithheld:
             .warning
         case .leaveFailed, .statusWriteFailed, .reloadRefused, .clusterCheckFailed, .heartbeatFailed, .sessionSuspendFailed,
              .previousRunUnreadable, .sessionReleaseFailed, .auditRowsDropped:
@@ -192,6 +195,7 @@ public enum NodeEvent: Sendable {
         case .markUnreachableFailed: "cannot mark a node unreachable"
         case .cutOff: "this node reaches neither the registry nor any peer: letting its sessions end so other nodes can take them"
         case .reconnected: "this node reaches the cluster again"
+        case .aliveWithheld: "not telling the session guards this node is alive: it counts itself cut off, so its sessions will end"
         case .peerCallFailed: "cannot tell a peer"
         case .peerNotice: "peer event"
         case .statusRefused: "refused the status endpoint: not loopback and not a cluster node"
@@ -270,6 +274,8 @@ public enum NodeEvent: Sendable {
             [("node", node.map { String($0) } ?? "?"), ("silent", Self.decimal(silentSeconds, places: 1))]
         case .reconnected(let node):
             [("node", node.map { String($0) } ?? "?")]
+        case .aliveWithheld(let registrySilent, let peerSilent):
+            [("registry_silent", Self.decimal(registrySilent, places: 1)), ("peer_silent", Self.decimal(peerSilent, places: 1))]
         case .peerCallFailed(let peer, let call, let error, let address):
             [("peer", String(peer)), ("event", call), ("error", error), ("address", address)]
         case .peerNotice(_, let details, let from):
