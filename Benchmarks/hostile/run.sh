@@ -41,18 +41,22 @@ id=$(curl -sf -X POST -H "Cookie: drover-auth=$cookie" -H "X-CSRF-Token: $csrf" 
 url="http://127.0.0.1:$port/s/$id/count"
 curl -sf -H "Cookie: drover-auth=$cookie" "$url" >/dev/null
 
-cpu() { # pid -> CPU seconds used so far (user + system), 0 once it has gone
-    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+cpu() { # pid -> CPU seconds used so far (user + system); 0 once it has gone, or for no pid
+    [ -n "$1" ] && awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+since() { # before pid -> CPU seconds the process used since `before`
+    awk -v a="$(cpu "$2")" -v b="$1" 'BEGIN {print a - b}'
 }
 
 measure() { # [attacker pid] -> "requests/s p99_ms droverd_cpu_s attacker_cpu_s"
-    local out before attacker_before
-    before=$(cpu $node); attacker_before=$([ -n "${1:-}" ] && cpu "$1" || echo 0)
+    local attacker=${1:-} out before attacker_before
+    before=$(cpu $node); attacker_before=$(cpu "$attacker")
     out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -H "Cookie: drover-auth=$cookie" "$url")
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")
-    echo "$rps $p99 $(awk -v a="$(cpu $node)" -v b="$before" 'BEGIN {print a - b}') $(awk -v a="$([ -n "${1:-}" ] && cpu "$1" || echo 0)" -v b="$attacker_before" 'BEGIN {print a - b}')"
+    echo "$rps $p99 $(since "$before" $node) $(since "$attacker_before" "$attacker")"
 }
 
 cat > "$work/attack.py" <<'PY'

@@ -131,25 +131,27 @@ public final class NodeRuntime: Sendable {
     /// telling their guards it is alive and they end them (``SessionGuardHandle``). Computed
     /// from the last contacts, so it holds even while the loops that record them are stuck.
     public var isCutOff: Bool {
-        state.withLock { state in
-            let now = ContinuousClock.now
-            let bound = Duration.seconds(Self.cutOffBound(heartbeatInterval: state.loadBalancer.heartbeatInterval))
-            return now - state.registryAnsweredAt > bound && now - state.peerAnsweredAt > bound
-        }
+        state.withLock { Self.isCutOff($0, now: .now) }
+    }
+
+    private static func isCutOff(_ state: State, now: ContinuousClock.Instant) -> Bool {
+        let bound = Duration.seconds(cutOffBound(heartbeatInterval: state.loadBalancer.heartbeatInterval))
+        return now - state.registryAnsweredAt > bound && now - state.peerAnsweredAt > bound
     }
 
     /// Whether the guards may be told this node is alive (asked by the alive ticker for each
     /// guard each second): not while it counts itself cut off, which it logs at most once a
     /// second with how long the registry and the peers have been silent.
     public func mayTellGuardsAlive() -> Bool {
-        guard isCutOff else { return true }
-        let (registry, peer, report) = state.withLock { state -> (Double, Double, Bool) in
+        let withheld = state.withLock { state -> (registry: Double, peer: Double, report: Bool)? in
             let now = ContinuousClock.now
+            guard Self.isCutOff(state, now: now) else { return nil }
             let report = state.aliveWithheldReportedAt.map { now - $0 >= .seconds(1) } ?? true
             if report { state.aliveWithheldReportedAt = now }
             return ((now - state.registryAnsweredAt) / .seconds(1), (now - state.peerAnsweredAt) / .seconds(1), report)
         }
-        if report { events.emit(.aliveWithheld(registrySilent: registry, peerSilent: peer)) }
+        guard let withheld else { return true }
+        if withheld.report { events.emit(.aliveWithheld(registrySilent: withheld.registry, peerSilent: withheld.peer)) }
         return false
     }
 

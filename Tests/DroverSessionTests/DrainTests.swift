@@ -10,19 +10,27 @@ import Testing
         try await RawHTTPClient.request(host: node.address, port: node.port, path: "/ready").status
     }
 
-    /// Two running nodes serving the demo session with `auth-none`, and their ids by address;
-    /// node 0 is the one the tests drain.
-    func twoNodes() async throws -> (TestCluster, [String: Int64]) {
+    /// Two running nodes serving the demo session with `auth-none`: node 0 is the one the
+    /// tests drain, node 1 the one kept, each with its id.
+    struct TwoNodes {
+        let cluster: TestCluster
+        let drained: ConfigDirectory, kept: ConfigDirectory
+        let drainedID: Int64, keptID: Int64
+    }
+
+    func twoNodes() async throws -> TwoNodes {
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
                                             rserver: "session-command=\(demoCommand)\nauth-none=1\n")
         for index in 0..<2 { try await cluster.start(index) }
-        return (cluster, try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id })
+        let ids = try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id }
+        let (drained, kept) = (cluster.nodes[0], cluster.nodes[1])
+        return TwoNodes(cluster: cluster, drained: drained, kept: kept,
+                        drainedID: try #require(ids[drained.address]), keptID: try #require(ids[kept.address]))
     }
 
     @Test func aDrainMovesEverySessionRunningWithItsStateAndReadySaysTheNodeIsOut() async throws {
-        let (cluster, ids) = try await twoNodes()
-        let (drained, kept) = (cluster.nodes[0], cluster.nodes[1])
-        let drainedID = try #require(ids[drained.address])
+        let nodes = try await twoNodes()
+        let (cluster, drained, kept, drainedID) = (nodes.cluster, nodes.drained, nodes.kept, nodes.drainedID)
         // Six sessions, spread over both nodes, each counted once.
         for _ in 0..<6 {
             let created = try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/api/sessions")
@@ -42,7 +50,7 @@ import Testing
         // Each moved session runs on the other node, with its state: the next count is 2.
         let after = try await listedSessions(kept)
         for id in onDrained {
-            #expect(after[id]?.state == "running" && after[id]?.node == ids[kept.address], "\(id): \(String(describing: after[id]))")
+            #expect(after[id]?.state == "running" && after[id]?.node == nodes.keptID, "\(id): \(String(describing: after[id]))")
             #expect(count(try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/s/\(id)/count")) == 2)
         }
         try await Task.sleep(for: .seconds(1.2))
@@ -69,9 +77,8 @@ import Testing
     /// the drain places it, which the drain counts as moved; that race shows in the release
     /// build's benchmark (Benchmarks/drain) more than here.
     @Test func aDrainWhileItsUsersKeepWorkingMovesEverySessionAndLosesNoCount() async throws {
-        let (cluster, ids) = try await twoNodes()
-        let (drained, kept) = (cluster.nodes[0], cluster.nodes[1])
-        let drainedID = try #require(ids[drained.address])
+        let nodes = try await twoNodes()
+        let (cluster, kept, drainedID) = (nodes.cluster, nodes.kept, nodes.drainedID)
         for _ in 0..<8 {
             let created = try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/api/sessions")
             #expect(created.status == 201, "\(created.status) \(created.body)")
@@ -99,7 +106,7 @@ import Testing
         #expect(result.stdout.contains("Moved \(onDrained.count) of \(onDrained.count) session(s)"), "\(result.stdout)")
         let after = try await listedSessions(kept)
         for (index, id) in onDrained.enumerated() {
-            #expect(after[id]?.state == "running" && after[id]?.node == ids[kept.address], "\(id): \(String(describing: after[id]))")
+            #expect(after[id]?.state == "running" && after[id]?.node == nodes.keptID, "\(id): \(String(describing: after[id]))")
             let now = try await RawHTTPClient.request(host: kept.address, port: kept.port, path: "/s/\(id)/count")
             #expect(count(now) == counts[index], "\(id): \(counts[index]) counts answered")
         }
