@@ -25,6 +25,15 @@ final class AliveTicker: Sendable {
 
     private let state = Mutex(State())
     private static let line = Array(SessionGuardProtocol.Command.alive.line.utf8)
+    /// How far behind a tick may fall before it is reported: the guards end their sessions
+    /// after `timeout-interval / 2` of silence (3 s with the tests' scaled timeouts).
+    static let lateBound = Duration.milliseconds(500)
+    /// Told of a tick that woke late or took long (seconds each), with the number of guards.
+    private let late: @Sendable (_ late: Double, _ took: Double, _ guards: Int) -> Void
+
+    init(late: @escaping @Sendable (_ late: Double, _ took: Double, _ guards: Int) -> Void = { _, _, _ in }) {
+        self.late = late
+    }
 
     /// Starts ticking to `descriptor`, a guard's control pipe, while `serving` says so. The
     /// ticker owns the descriptor from here (the caller passes a close-on-exec duplicate of
@@ -67,6 +76,7 @@ final class AliveTicker: Sendable {
         while true {
             next = max(next + .seconds(1), ContinuousClock.now)
             Self.sleep(until: next)
+            let woke = ContinuousClock.now
             guard let guards = state.withLock({ state -> [(Int, Guard)]? in
                 if state.guards.isEmpty {
                     state.running = false
@@ -81,6 +91,10 @@ final class AliveTicker: Sendable {
                     guard let entry = state.guards[id] else { continue }
                     _ = Self.line.withUnsafeBytes { write(entry.descriptor, $0.baseAddress, $0.count) }
                 }
+            }
+            let done = ContinuousClock.now
+            if woke - next > Self.lateBound || done - woke > Self.lateBound {
+                late((woke - next) / .seconds(1), (done - woke) / .seconds(1), guards.count)
             }
         }
     }

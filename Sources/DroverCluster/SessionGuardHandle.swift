@@ -7,7 +7,7 @@ import Synchronization
 
 /// Starts sessions as droverd does: a `drover-session-guard` for each (``SessionGuardHandle``).
 struct GuardLauncher: SessionLauncher {
-    let ticker = AliveTicker()
+    let ticker: AliveTicker
 
     func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
                report: @escaping @Sendable (SessionEvent) -> Void) async throws -> any SessionControl {

@@ -45,7 +45,10 @@ public final class SessionManager: Sendable {
     private let orphanedStarts = Mutex<[String: ContinuousClock.Instant]>([:])
 
     public convenience init(runtime: NodeRuntime) {
-        self.init(runtime: runtime, launcher: GuardLauncher())
+        let ticker = AliveTicker { [events = runtime.events] late, took, guards in
+            events.emit(.aliveTickLate(late: late, took: took, guards: guards))
+        }
+        self.init(runtime: runtime, launcher: GuardLauncher(ticker: ticker))
     }
 
     init(runtime: NodeRuntime, launcher: any SessionLauncher) {

@@ -164,15 +164,20 @@ final class SessionGuard: Sendable {
         let silenceNanos = UInt64(spec.droverdSilence * 1e9)
         while !ending.load(ordering: .sequentiallyConsistent) {
             usleep(50_000)
-            let now = monotonicNanoseconds()
-            if spec.testMode != .unguarded, now &- lastRefresh.load(ordering: .sequentiallyConsistent) > leaseNanos {
+            guard spec.testMode != .unguarded else { continue }
+            let verdict = SessionGuardProtocol.watchdogVerdict(
+                now: monotonicNanoseconds(), lastRefresh: lastRefresh.load(ordering: .sequentiallyConsistent),
+                lastWord: lastAlive.load(ordering: .sequentiallyConsistent), leaseBound: leaseNanos, silenceBound: silenceNanos)
+            switch verdict {
+            case .leaseLost:
                 end(.leaseLost, status: -1, detail: "no refresh of the lock succeeded for \(leaseBound) s (timeout-interval less its margin)", release: false)
-            }
             // Bytes waiting in the pipe mean droverd did speak: this guard itself was not
             // scheduled (a machine stalled by a burst of starts wakes this thread before the
             // reader), and the reader will take them in a moment.
-            if spec.testMode != .unguarded, now &- lastAlive.load(ordering: .sequentiallyConsistent) > silenceNanos, !Self.inputWaiting() {
+            case .droverdSilent where !Self.inputWaiting():
                 end(.droverdSilent, status: -1, detail: "droverd said nothing for \(spec.droverdSilence) s", release: true)
+            default:
+                break
             }
         }
     }

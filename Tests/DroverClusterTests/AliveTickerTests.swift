@@ -53,6 +53,33 @@ struct AliveTickerTests {
         #expect(removed.text.isEmpty)
     }
 
+    /// A tick whose work takes longer than ``AliveTicker/lateBound`` is reported (droverd logs
+    /// `event=alive-tick-late`): a guard that hears nothing can then be told apart from a
+    /// ticker that was held up.
+    @Test func aTickThatTakesLongIsReportedAndAQuickOneIsNot() async throws {
+        var ends: [Int32] = [0, 0]
+        try #require(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        let reports = Mutex<[(late: Double, took: Double, guards: Int)]>([])
+        let ticker = AliveTicker { late, took, guards in reports.withLock { $0.append((late, took, guards)) } }
+        let slow = Mutex(false)
+        let id = ticker.add(descriptor: dup(ends[1])) {
+            if slow.withLock({ $0 }) { usleep(700_000) }
+            return true
+        }
+        close(ends[1])
+        defer { ticker.remove(id) }
+
+        _ = await read(ends[0], for: 2.5)
+        // (A tick may still wake late on a loaded machine, and says so, but its work was quick.)
+        #expect(reports.withLock { $0.allSatisfy { $0.took < 0.5 } }, "quick ticks reported as slow: \(reports.withLock { $0 })")
+        slow.withLock { $0 = true }
+        _ = await read(ends[0], for: 2.5)
+        let slowReports = reports.withLock { $0 }
+        #expect(!slowReports.isEmpty)
+        #expect(slowReports.allSatisfy { $0.took >= 0.6 && $0.guards == 1 }, "\(slowReports)")
+    }
+
     @Test func aGuardThatStoppedReadingNeverBlocksTheTicksOfTheOthers() async throws {
         var stuck: [Int32] = [0, 0]
         var healthy: [Int32] = [0, 0]

@@ -24,4 +24,25 @@ import Testing
             #expect(bound - SessionGuardProtocol.refreshInterval(refreshRate: rate, timeoutInterval: timeout) >= bound * 2 / 3 - 1e-9)
         }
     }
+
+    /// The watchdog reads the clock and then the stamps the guard's other threads keep; a stamp
+    /// made between the two reads is later than its `now`. That is a word just heard, not
+    /// centuries of silence (a healthy session was ended "droverd-silent" that way, about one
+    /// in 3,600 in a burst of starts).
+    @Test func aStampMadeAfterTheWatchdogReadTheClockIsNoSilence() {
+        let second: UInt64 = 1_000_000_000
+        let now = 500 * second
+        func verdict(refresh: UInt64, word: UInt64) -> SessionGuardProtocol.EndReason? {
+            SessionGuardProtocol.watchdogVerdict(now: now, lastRefresh: refresh, lastWord: word,
+                                                 leaseBound: 9 * second, silenceBound: 3 * second)
+        }
+        #expect(verdict(refresh: now - second, word: now + 1_000) == nil)
+        #expect(verdict(refresh: now + 1_000, word: now - second) == nil)
+        #expect(verdict(refresh: now + 1_000, word: now + 1_000) == nil)
+        // The bounds themselves still hold, the lease judged first.
+        #expect(verdict(refresh: now - second, word: now - 3 * second) == nil)
+        #expect(verdict(refresh: now - second, word: now - 3 * second - 1) == .droverdSilent)
+        #expect(verdict(refresh: now - 9 * second - 1, word: now - second) == .leaseLost)
+        #expect(verdict(refresh: now - 9 * second - 1, word: now - 4 * second) == .leaseLost)
+    }
 }

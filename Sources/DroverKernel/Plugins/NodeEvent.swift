@@ -38,6 +38,9 @@ public enum NodeEvent: Sendable {
     case cutOff(node: Int64?, silentSeconds: Double)
     /// The alive ticker told no guard this node is alive: it counts itself cut off.
     case aliveWithheld(registrySilent: Double, peerSilent: Double)
+    /// The alive ticker woke `late` seconds after its tick was due, or its tick took `took`
+    /// seconds: the guards heard nothing for that long (the machine, or this node, was held up).
+    case aliveTickLate(late: Double, took: Double, guards: Int)
     case reconnected(node: Int64?)
     case peerCallFailed(peer: Int64, call: String, error: String, address: String)
     /// A peer's notice (named as the notice is), with its details.
@@ -109,6 +112,7 @@ public enum NodeEvent: Sendable {
         case .markUnreachableFailed: "mark-unreachable-failed"
         case .cutOff: "node-cut-off"
         case .aliveWithheld: "alive-withheld"
+        case .aliveTickLate: "alive-tick-late"
         case .reconnected: "node-reconnected"
         case .peerCallFailed: "peer-call-failed"
         case .peerNotice(let name, _, _): name
@@ -155,7 +159,7 @@ public enum NodeEvent: Sendable {
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
              .markUnreachableFailed, .peerCallFailed, .statusRefused, .internalCallRefused, .hopRefused, .sessionStartFailed,
              .sessionKilledAfterGrace, .sessionEnded, .sessionLockRefreshFailed, .sessionLeaseEnded, .sessionTakenAway,
-             .configurationDiffers, .aliveWithheld:
+             .configurationDiffers, .aliveWithheld, .aliveTickLate:
             .warning
         case .leaveFailed, .statusWriteFailed, .reloadRefused, .clusterCheckFailed, .heartbeatFailed, .sessionSuspendFailed,
              .previousRunUnreadable, .sessionReleaseFailed, .auditRowsDropped:
@@ -196,6 +200,7 @@ public enum NodeEvent: Sendable {
         case .cutOff: "this node reaches neither the registry nor any peer: letting its sessions end so other nodes can take them"
         case .reconnected: "this node reaches the cluster again"
         case .aliveWithheld: "not telling the session guards this node is alive: it counts itself cut off, so its sessions will end"
+        case .aliveTickLate: "the session guards heard late that this node is alive: it was held up (a loaded or paused machine)"
         case .peerCallFailed: "cannot tell a peer"
         case .peerNotice: "peer event"
         case .statusRefused: "refused the status endpoint: not loopback and not a cluster node"
@@ -276,6 +281,8 @@ public enum NodeEvent: Sendable {
             [("node", node.map { String($0) } ?? "?")]
         case .aliveWithheld(let registrySilent, let peerSilent):
             [("registry_silent", Self.decimal(registrySilent, places: 1)), ("peer_silent", Self.decimal(peerSilent, places: 1))]
+        case .aliveTickLate(let late, let took, let guards):
+            [("late", Self.decimal(late, places: 2)), ("took", Self.decimal(took, places: 2)), ("guards", String(guards))]
         case .peerCallFailed(let peer, let call, let error, let address):
             [("peer", String(peer)), ("event", call), ("error", error), ("address", address)]
         case .peerNotice(_, let details, let from):

@@ -183,4 +183,25 @@ public enum SessionGuardProtocol {
     public static func droverdSilenceBound(timeoutInterval: Int) -> Double {
         max(1, Double(timeoutInterval) / 2)
     }
+
+    /// Nanoseconds from `then` to `now` on the monotonic clock, zero when `then` is the later.
+    ///
+    /// The guard's watchdog reads the clock, then the time another thread stamped (the last
+    /// word from droverd, the last good refresh). A stamp made between the two reads is later
+    /// than `now`: a plain unsigned difference wraps around to centuries, and the watchdog ended
+    /// a healthy session as "droverd-silent" the moment droverd spoke (about one session in
+    /// 3,600 in a burst of starts on a loaded machine).
+    public static func elapsed(since then: UInt64, now: UInt64) -> UInt64 {
+        now > then ? now - then : 0
+    }
+
+    /// What the guard's watchdog concludes at `now` (monotonic nanoseconds) from the last good
+    /// refresh and droverd's last word: the session's end, or nil while both are recent enough.
+    /// The lease is judged first: a lease past its bound is lost whatever droverd says.
+    public static func watchdogVerdict(now: UInt64, lastRefresh: UInt64, lastWord: UInt64,
+                                       leaseBound: UInt64, silenceBound: UInt64) -> EndReason? {
+        if elapsed(since: lastRefresh, now: now) > leaseBound { return .leaseLost }
+        if elapsed(since: lastWord, now: now) > silenceBound { return .droverdSilent }
+        return nil
+    }
 }
