@@ -2,13 +2,18 @@
 # Proxy throughput and latency: wrk against one demo session directly, through its owning
 # Drover node, through a non-owning node, and through nginx as a reverse proxy to it, all in
 # one run; then 1,000 WebSockets held through a node and the node's resident memory.
-# Usage: Benchmarks/proxy/run.sh [SECONDS] [CONNECTIONS]
+# Usage: Benchmarks/proxy/run.sh [SECONDS=10] [CONNECTIONS=64] [ROUNDS=3]
+# ROUNDS rounds, each running nginx and the two Drover paths in turn (the order alternating
+# between rounds, as single runs on a small machine vary by a third); the summary gives the
+# medians, with CPU seconds per 10,000 requests of the proxies (from /proc/<pid>/stat over each
+# run) beside throughput and latency. Instructions per request: Benchmarks/proxy/instructions.sh.
 # AUTH=cookie: the nodes use PAM sign-in (not auth-none) and every request carries a signed
 # sign-in cookie, as in production (the WebSocket part is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
 connections=${2:-64}
+rounds=${3:-3}
 for tool in wrk nginx; do
     command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null; break; }
 done
@@ -82,32 +87,66 @@ path="/s/$id/count"
 curl -sf "http://127.0.0.1:$nginx_port$path" >/dev/null
 curl -sf "${sign_in[@]}" "http://$owner:$port$path" >/dev/null
 
-echo "Proxy benchmark: wrk -t2 -c$connections -d${seconds}s --latency GET $path (keep-alive), $(nproc) cores, auth=$auth"
-declare -A rps p50 p99
-run() { # name url
-    local out
-    out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency "${sign_in[@]}" "$2")
-    rps[$1]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p50[$1]=$(awk '$1=="50%" {print $2}' <<<"$out")
-    p99[$1]=$(awk '$1=="99%" {print $2}' <<<"$out")
-    printf '%-18s %12s req/s   p50 %-9s p99 %s\n' "$1" "${rps[$1]}" "${p50[$1]}" "${p99[$1]}"
+owner_pid=$(pgrep -f "droverd --config-dir $work/$owner_dir")
+other_pid=$(pgrep -f "droverd --config-dir $work/node" | grep -vx "$owner_pid")
+nginx_pids="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
+session_pid=$(pgrep -f "^$bin/drover-demo-session" | head -1)
+cpu() { # pids -> CPU seconds they used so far (user + system)
+    local total=0 pid
+    for pid in "$@"; do
+        total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{print t + ($14 + $15) / hz}' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+    done
+    echo "$total"
 }
-if [ "${SKIP_WRK:-0}" = 1 ]; then
-    python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" 1000 3
-    exit 0
-fi
+
+echo "Proxy benchmark: wrk -t2 -c$connections -d${seconds}s --latency GET $path (keep-alive), $rounds rounds, $(nproc) cores, auth=$auth"
+echo "CPU-s/10k: CPU seconds per 10,000 requests of the proxy (both nodes on the non-owning path) and of the session"
+results=$work/results
+: > "$results"
+run() { # round name url pids...
+    local round=$1 name=$2 url=$3 out before session_before; shift 3
+    before=$(cpu "$@"); session_before=$(cpu $session_pid)
+    out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency "${sign_in[@]}" "$url")
+    local proxy_cpu session_cpu requests rps p50 p99
+    proxy_cpu=$(awk -v a="$(cpu "$@")" -v b="$before" 'BEGIN {print a - b}')
+    session_cpu=$(awk -v a="$(cpu $session_pid)" -v b="$session_before" 'BEGIN {print a - b}')
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    echo "$round $name $requests $rps $p50 $p99 $proxy_cpu $session_cpu" >> "$results"
+    awk -v r="$round" -v n="$name" -v q="$requests" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v c="$proxy_cpu" -v s="$session_cpu" \
+        'BEGIN {printf "round %d %-16s %10.0f req/s  p50 %-8s p99 %-8s proxy %.3f CPU-s/10k  session %.3f CPU-s/10k\n", r, n, rps, p50, p99, c * 10000 / q, s * 10000 / q}'
+}
 # No "direct" run: the session listens only on its Unix socket, which wrk cannot reach.
-run nginx "http://127.0.0.1:$nginx_port$path"
-run owning-node "http://$owner:$port$path"
-run non-owning-node "http://$other:$port$path"
-python3 - "${rps[owning-node]}" "${rps[nginx]}" "${p99[owning-node]}" "${p99[nginx]}" "${rps[non-owning-node]}" <<'PY'
-import sys, re
+for round in $(seq "$rounds"); do
+    if [ $((round % 2)) = 1 ]; then
+        run "$round" nginx "http://127.0.0.1:$nginx_port$path" $nginx_pids
+        run "$round" owning-node "http://$owner:$port$path" $owner_pid
+        run "$round" non-owning-node "http://$other:$port$path" $owner_pid $other_pid
+    else
+        run "$round" non-owning-node "http://$other:$port$path" $owner_pid $other_pid
+        run "$round" owning-node "http://$owner:$port$path" $owner_pid
+        run "$round" nginx "http://127.0.0.1:$nginx_port$path" $nginx_pids
+    fi
+done
+python3 - "$results" <<'PY'
+import sys, re, statistics
 def ms(t):
     m = re.match(r"([\d.]+)(us|ms|s)", t); v = float(m.group(1))
     return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
-own, ng, p99o, p99n, other = float(sys.argv[1]), float(sys.argv[2]), ms(sys.argv[3]), ms(sys.argv[4]), float(sys.argv[5])
-print(f"ratios: owning node / nginx throughput = {own/ng:.2f}x (target >= 0.80), p99 = {p99o/p99n:.2f}x (target <= 1.50); "
-      f"non-owning node / nginx throughput = {other/ng:.2f}x")
+runs = {}
+for line in open(sys.argv[1]):
+    _, name, requests, rps, p50, p99, proxy_cpu, session_cpu = line.split()
+    runs.setdefault(name, []).append((float(rps), ms(p50), ms(p99), float(proxy_cpu) * 1e4 / float(requests), float(session_cpu) * 1e4 / float(requests)))
+med = {name: [statistics.median(v[i] for v in values) for i in range(5)] for name, values in runs.items()}
+print(f"\nmedians of {len(runs['nginx'])} rounds:")
+for name in ("nginx", "owning-node", "non-owning-node"):
+    rps, p50, p99, cpu, session = med[name]
+    print(f"  {name:16s} {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  proxy {cpu:.3f} CPU-s/10k  session {session:.3f} CPU-s/10k")
+ng, own, other = med["nginx"], med["owning-node"], med["non-owning-node"]
+print(f"ratios to nginx (medians): owning node throughput {own[0] / ng[0]:.2f}x (target >= 1.0), p99 {own[2] / ng[2]:.2f}x (target <= 1.2), "
+      f"CPU per request {own[3] / ng[3]:.2f}x (target <= 1.0); non-owning node throughput {other[0] / ng[0]:.2f}x (target >= 0.7)")
 PY
 [ "$auth" = cookie ] && exit 0
 echo

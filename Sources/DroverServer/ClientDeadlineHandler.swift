@@ -30,7 +30,13 @@ enum ClientPhase: Sendable {
 /// now and then keeps no worker busy here, but each connection holds a file descriptor), or
 /// that stays idle between requests past the keep-alive timeout. It sits before the HTTP
 /// decoder and sees the raw bytes: a head's time is counted from its first byte, however
-/// slowly the rest comes. One timer per connection at a time.
+/// slowly the rest comes.
+///
+/// One timer per connection, moved on lazily: a keep-alive connection passes through every
+/// state on every request, and scheduling and cancelling timers for each was a measurable
+/// share of the proxy's work. The timer is only ever due at or before the deadline in force;
+/// when it fires early it is set again for the deadline, and when the deadline is gone (an
+/// exchange in progress) it lapses.
 final class ClientDeadlineHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -48,32 +54,45 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
 
     private let limits: ClientLimits
     private var state = State.awaitingRequest
-    private var timer: Scheduled<Void>?
+    /// When the connection is closed unless the state moves on first; nil during an exchange
+    /// and in a tunnel.
+    private var deadline: NIODeadline?
+    private var timer: (task: Scheduled<Void>, due: NIODeadline)?
+    private var context: ChannelHandlerContext?
 
     init(limits: ClientLimits) {
         self.limits = limits
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         // A new connection must send its first request's head within the header timeout.
-        if context.channel.isActive { arm(limits.headerTimeout, context: context) }
+        if context.channel.isActive { expect(within: limits.headerTimeout) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if timer == nil, state == .awaitingRequest { arm(limits.headerTimeout, context: context) }
+        if deadline == nil, state == .awaitingRequest { expect(within: limits.headerTimeout) }
         context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         cancel()
+        self.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if state == .awaitingRequest {
             state = .readingHead
-            arm(limits.headerTimeout, context: context)
+            // The timer is set when the read is over, if the head is still incomplete then:
+            // most heads arrive whole and the exchange begins within this read.
+            deadline = .now() + limits.headerTimeout
         }
         context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if state == .readingHead { armForDeadline() }
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -89,27 +108,45 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
         switch phase {
         case .exchange:
             state = .exchange
-            cancel()
+            deadline = nil
         case .betweenRequests:
             state = .awaitingRequest
-            arm(limits.keepAliveTimeout, context: context)
+            expect(within: limits.keepAliveTimeout)
         case .tunnel:
             state = .tunnel
-            cancel()
+            deadline = nil
         }
         promise?.succeed()
     }
 
-    private func arm(_ amount: TimeAmount, context: ChannelHandlerContext) {
-        cancel()
-        let channel = context.channel
-        timer = context.eventLoop.scheduleTask(in: amount) {
-            channel.close(promise: nil)
+    private func expect(within amount: TimeAmount) {
+        deadline = .now() + amount
+        armForDeadline()
+    }
+
+    /// Makes sure the timer fires by the deadline: a timer due later is replaced, one due
+    /// earlier is left to fire and look again.
+    private func armForDeadline() {
+        guard let deadline, let context else { return }
+        if let timer, timer.due <= deadline { return }
+        timer?.task.cancel()
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = (context.eventLoop.scheduleTask(deadline: deadline) { bound.value.timerFired() }, deadline)
+    }
+
+    private func timerFired() {
+        timer = nil
+        guard let deadline else { return }
+        if deadline <= .now() {
+            context?.close(promise: nil)
+        } else {
+            armForDeadline()
         }
     }
 
     private func cancel() {
-        timer?.cancel()
+        timer?.task.cancel()
         timer = nil
+        deadline = nil
     }
 }

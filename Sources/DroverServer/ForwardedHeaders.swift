@@ -10,6 +10,9 @@ enum HopByHop {
     /// Removes them from `headers`: the fixed ones, any `Proxy-*`, and those `Connection` names.
     /// With `keepingUpgrade`, `Connection: Upgrade` and `Upgrade` stay (a WebSocket handshake).
     static func remove(from headers: inout HTTPHeaders, keepingUpgrade: Bool) {
+        // Most messages carry none (every header a `Connection` names comes with `Connection`):
+        // looked for without building anything, as this runs for every proxied message.
+        guard headers.contains(where: { isFixedOrProxy($0.name) }) else { return }
         let named = Set(headers[canonicalForm: "connection"].map { $0.lowercased() })
         let upgrade = keepingUpgrade ? headers.first(name: "Upgrade") : nil
         let drop = headers.map { $0.name.lowercased() }.filter { fixed.contains($0) || $0.hasPrefix("proxy-") || named.contains($0) }
@@ -18,6 +21,32 @@ enum HopByHop {
             headers.add(name: "Connection", value: "Upgrade")
             headers.add(name: "Upgrade", value: upgrade)
         }
+    }
+
+    /// Whether `name` is one of the fixed hop-by-hop headers or a `Proxy-*` one, in any case.
+    static func isFixedOrProxy(_ name: String) -> Bool {
+        let count = name.utf8.count
+        if count >= 6, HeaderName.hasPrefix(name, "proxy-") { return true }
+        guard count == 2 || count == 7 || count == 10 else { return false }
+        return fixed.contains { HeaderName.equals(name, $0) }
+    }
+}
+
+/// Header names compared as HTTP compares them (ASCII, any case) without allocating: these
+/// comparisons run for every header of every proxied message.
+enum HeaderName {
+    /// Whether `name` is `lower` (given in lower case) in any case.
+    static func equals(_ name: String, _ lower: String) -> Bool {
+        name.utf8.count == lower.utf8.count && name.utf8.elementsEqual(lower.utf8, by: sameLetter)
+    }
+
+    /// Whether `name` starts with `lower` (given in lower case) in any case.
+    static func hasPrefix(_ name: String, _ lower: String) -> Bool {
+        name.utf8.count >= lower.utf8.count && name.utf8.prefix(lower.utf8.count).elementsEqual(lower.utf8, by: sameLetter)
+    }
+
+    private static func sameLetter(_ byte: UInt8, _ lower: UInt8) -> Bool {
+        byte == lower || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte + 32 == lower)
     }
 }
 
@@ -30,30 +59,53 @@ enum ForwardedRequest {
     ///   what a client sends in them is dropped. A hop from another node (its signature checked
     ///   before this runs) keeps that node's, and `X-Forwarded-For` gets the node's address
     ///   appended (`client, node`);
-    /// - Drover's hop headers and the sign-in cookie removed (they never reach a session; the
-    ///   next node trusts the signed hop instead), and `extra` added.
+    /// - every `X-Drover-*` header (the hop's) and the sign-in cookie removed (they never reach
+    ///   a session; the next node trusts the signed hop instead), and `extra` added.
+    ///
+    /// Built in one pass over the client's headers (this runs for every proxied request), each
+    /// `Cookie` header cleared of the sign-in cookie on its own.
     static func head(for head: HTTPRequestHead, clientAddress: String, isTLS: Bool, adding extra: [(String, String)],
                      upgrade: Bool) -> HTTPRequestHead {
-        var outgoing = head
         let isHop = head.headers.contains(name: SessionProxyResolver.hopHeader)
         let webSocket = upgrade && head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
-        HopByHop.remove(from: &outgoing.headers, keepingUpgrade: webSocket)
-        if isHop {
-            let forwardedFor = head.headers.first(name: "X-Forwarded-For").map { "\($0), \(clientAddress)" } ?? clientAddress
-            outgoing.headers.replaceOrAdd(name: "X-Forwarded-For", value: forwardedFor)
-        } else {
-            outgoing.headers.replaceOrAdd(name: "X-Forwarded-For", value: clientAddress)
-            outgoing.headers.replaceOrAdd(name: "X-Forwarded-Proto", value: isTLS ? "https" : "http")
-            outgoing.headers.remove(name: "X-Forwarded-Host")
-            if let host = head.headers.first(name: "Host") { outgoing.headers.add(name: "X-Forwarded-Host", value: host) }
-            outgoing.headers.remove(name: "Forwarded")
+        // Headers a `Connection` header names are hop-by-hop too (rare: only then is a set built).
+        let named = head.headers.contains(name: "Connection") ? Set(head.headers[canonicalForm: "connection"].map { $0.lowercased() }) : []
+        let extraNames = extra.map { $0.0.lowercased() }
+        var forwardedFor: String?
+        var host: String?
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 4 + extra.count)
+        for (name, value) in head.headers {
+            if HopByHop.isFixedOrProxy(name) || (!named.isEmpty && named.contains(name.lowercased())) { continue }
+            if HeaderName.equals(name, "host") {
+                if host == nil { host = value }
+            } else if HeaderName.hasPrefix(name, "x-forwarded-") || HeaderName.equals(name, "forwarded") {
+                // What a client says of itself is dropped; a hop keeps the forwarding node's.
+                guard isHop else { continue }
+                if HeaderName.equals(name, "x-forwarded-for") {
+                    if forwardedFor == nil { forwardedFor = value }
+                    continue
+                }
+            } else if HeaderName.hasPrefix(name, "x-drover-") || extraNames.contains(where: { HeaderName.equals(name, $0) }) {
+                continue
+            } else if HeaderName.equals(name, "cookie"), value.contains(SignInCookie.name) {
+                if let others = SignInCookie.removing(SignInCookie.name, fromHeader: value) { headers.add(name: name, value: others) }
+                continue
+            }
+            headers.add(name: name, value: value)
         }
-        for name in SessionProxyResolver.hopHeaders where outgoing.headers.contains(name: name) { outgoing.headers.remove(name: name) }
-        if let cookie = outgoing.headers.first(name: "Cookie"), cookie.contains(SignInCookie.name) {
-            outgoing.headers.remove(name: "Cookie")
-            if let others = SignInCookie.removing(SignInCookie.name, fromHeader: cookie) { outgoing.headers.add(name: "Cookie", value: others) }
+        headers.add(name: "X-Forwarded-For", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
+        if !isHop {
+            headers.add(name: "X-Forwarded-Proto", value: isTLS ? "https" : "http")
+            if let host { headers.add(name: "X-Forwarded-Host", value: host) }
         }
-        for (name, value) in extra { outgoing.headers.replaceOrAdd(name: name, value: value) }
+        if webSocket, let upgrade = head.headers.first(name: "Upgrade") {
+            headers.add(name: "Connection", value: "Upgrade")
+            headers.add(name: "Upgrade", value: upgrade)
+        }
+        for (name, value) in extra { headers.add(name: name, value: value) }
+        var outgoing = head
+        outgoing.headers = headers
         return outgoing
     }
 }

@@ -17,9 +17,8 @@ public struct SessionProxyResolver: ProxyResolver {
     static let hopHeader = "X-Drover-Hop"
     /// The user the forwarding node authenticated; trusted only with a valid hop signature.
     static let hopUserHeader = "X-Drover-Hop-User"
-    /// Every header of the hop: dropped from what a client sends, and before the session.
-    static let hopHeaders = [hopHeader, hopUserHeader, InternalRequestSignature.destinationHeader, InternalRequestSignature.timestampHeader,
-                             InternalRequestSignature.nonceHeader, InternalRequestSignature.signatureHeader]
+    // Every header of the hop is named `X-Drover-…`: what a client sends under such names is
+    // dropped, and none reaches a session (``ForwardedRequest``).
 
     /// Who a proxied request is from.
     enum Requester: Equatable {

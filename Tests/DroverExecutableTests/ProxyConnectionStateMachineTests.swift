@@ -392,6 +392,26 @@ import Testing
         #expect(upgrade.headers["Connection"] == ["Upgrade"])
     }
 
+    /// A client may send several `Cookie` headers: the sign-in cookie leaves each of them. And no
+    /// header in Drover's `X-Drover-` namespace reaches a session, whatever its case.
+    @Test func everyCookieHeaderLosesTheSignInCookieAndNoDroverHeaderPassesOn() {
+        let head = Self.head("/s/abc/x", headers: HTTPHeaders([
+            ("Host", "node1:8787"), ("Cookie", "a=1"), ("cookie", "\(SignInCookie.name)=secret; b=2"), ("COOKIE", "\(SignInCookie.name)=again"),
+            ("x-drover-hop-user", "root"), ("X-DROVER-Anything", "1"), ("X-Droverish", "kept"), ("x-extra", "from the client"),
+        ]))
+        let outgoing = ForwardedRequest.head(for: head, clientAddress: "127.0.0.9", isTLS: false, adding: [], upgrade: false)
+        #expect(outgoing.headers["Cookie"] == ["a=1", "b=2"])
+        #expect(!outgoing.headers.contains { $0.value.contains(SignInCookie.name) })
+        #expect(!outgoing.headers.contains { $0.name.lowercased().hasPrefix("x-drover-") })
+        #expect(outgoing.headers["X-Droverish"] == ["kept"])
+        #expect(outgoing.headers["Host"] == ["node1:8787"])
+        // The hop's own headers, added by the node, replace whatever the client sent.
+        let hop = ForwardedRequest.head(for: head, clientAddress: "127.0.0.9", isTLS: false,
+                                        adding: [(SessionProxyResolver.hopUserHeader, "alice"), ("X-Extra", "1")], upgrade: false)
+        #expect(hop.headers[SessionProxyResolver.hopUserHeader] == ["alice"])
+        #expect(hop.headers["X-Extra"] == ["1"])
+    }
+
     @Test func hopByHopAndClientForwardingHeadersAreNotPassedOn() {
         let head = Self.head("/s/abc/x", headers: [
             "Host": "node1:8787", "Connection": "keep-alive, X-Secret", "X-Secret": "1", "Keep-Alive": "timeout=5", "TE": "trailers",

@@ -123,19 +123,25 @@ import Testing
     }
 
     @Test func anIdleKeepAliveConnectionIsClosedAtTheKeepAliveTimeoutAndAHeadlessOneAtTheHeaderTimeout() async throws {
-        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: "auth-none=1\n" + Self.limits)
+        // Timeouts far enough apart that each close tells which one fired.
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "auth-none=1\nwww-header-timeout=3\nwww-keep-alive-timeout=12\n")
         try await cluster.start(0)
         let node = cluster.nodes[0]
         let script = #"""
         import socket, sys, time
         host, port = sys.argv[1], int(sys.argv[2])
-        def closed_after(send):
+        def closed_after(send, then_part_of_a_head=False):
             s = socket.create_connection((host, port))
             if send:
                 s.sendall(b"GET /health-check HTTP/1.1\r\nHost: node\r\n\r\n")
                 answer = b""
                 while not answer.endswith(b"ok\n"):
                     answer += s.recv(4096)
+            if then_part_of_a_head:
+                # Past the header timeout of the connection's start, within the keep-alive one.
+                time.sleep(4)
+                s.sendall(b"GET /health-check HTTP/1.1\r\nHost: no")
             started = time.monotonic()
             s.settimeout(60)
             try:
@@ -144,14 +150,17 @@ import Testing
             except OSError:
                 pass
             return time.monotonic() - started
-        print(closed_after(True), closed_after(False))
+        print(closed_after(True), closed_after(False), closed_after(True, then_part_of_a_head=True))
         """#
         let result = try await Executable.run("/usr/bin/env", ["python3", "-c", script, node.address, String(node.port)])
         let times = result.stdout.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        #expect(times.count == 2, "\(result.stdout) \(result.stderr)")
-        if times.count == 2 {
-            #expect(times[0] >= 9.8 && times[0] < 20, "idle keep-alive connection closed after \(times[0]) s (www-keep-alive-timeout=10)")
-            #expect(times[1] >= 3.8 && times[1] < 10, "connection without a request closed after \(times[1]) s (www-header-timeout=4)")
+        #expect(times.count == 3, "\(result.stdout) \(result.stderr)")
+        if times.count == 3 {
+            #expect(times[0] >= 11.8 && times[0] < 20, "idle keep-alive connection closed after \(times[0]) s (www-keep-alive-timeout=12)")
+            #expect(times[1] >= 2.8 && times[1] < 8, "connection without a request closed after \(times[1]) s (www-header-timeout=3)")
+            // Its second head's first bytes start the header timeout, which is shorter than
+            // what is left of the keep-alive timeout running until then (8 s).
+            #expect(times[2] >= 2.8 && times[2] < 6.5, "a stalled second head closed after \(times[2]) s (www-header-timeout=3)")
         }
         #expect(try await cluster.stop(0) == 0)
     }
