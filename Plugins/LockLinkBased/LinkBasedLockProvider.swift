@@ -42,6 +42,14 @@ public struct LinkBasedLockProvider: LockProvider {
     enum Mode: Sendable { case link, exclusiveCreate }
 
     public func tryAcquire(_ path: String) throws -> (any HeldLock)? {
+        // A lock held (and fresh) at this moment is refused before any proxy is made: a
+        // contender retrying while another holds the lock costs one `stat` an attempt, not a
+        // proxy created, linked and removed. Only a refusal is decided here; taking the lock
+        // is decided by the link below, as ever. (An error here is left to the full path.)
+        if (try? isLocked(path)) == true {
+            log.record("refused", path: path)
+            return nil
+        }
         let proxy = try Proxy.create(for: path, host: hostName)
         var mode = Mode.link
         var brokeStale = false

@@ -2,6 +2,7 @@ import DroverKernel
 import DroverTesting
 import Foundation
 import LockLinkBased
+import Synchronization
 import Testing
 
 @Suite struct LinkBasedLockTests {
@@ -82,6 +83,29 @@ import Testing
             #expect(log.contains("pid=\(getpid()) \(action) path=\(path)"), "missing '\(action)' in:\n\(log)")
         }
         try lock.release()
+    }
+
+    /// A contender that retries while another holds the lock is refused on one look at the
+    /// lock: it makes no proxy and links nothing (each refused attempt made, linked and removed
+    /// a proxy of its own, which cost contended throughput against flufl.lock). A released
+    /// lock is still taken by link.
+    @Test func aHeldLockIsRefusedWithoutMakingOrLinkingAProxy() throws {
+        let dir = TemporaryDirectory()
+        let links = Mutex(0)
+        let counting = LinkBasedLockProvider(refreshRate: 1, timeoutInterval: 30,
+                                             link: { from, to in links.withLock { $0 += 1 }; return Foundation.link(from, to) })
+        let path = dir.url("lock")
+        let held = try #require(try counting.tryAcquire(path))
+        let linksToAcquire = links.withLock { $0 }
+        #expect(linksToAcquire == 1)
+        let before = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+        for _ in 0..<5 { #expect(try counting.tryAcquire(path) == nil) }
+        #expect(links.withLock { $0 } == linksToAcquire, "a refused attempt linked a proxy")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == before)
+        try held.release()
+        let next = try #require(try counting.tryAcquire(path))
+        #expect(links.withLock { $0 } > linksToAcquire)
+        try next.release()
     }
 
     @Test func withoutHardLinksItFallsBackToExclusiveCreateAndSaysSo() async throws {
