@@ -1,6 +1,7 @@
 #ifndef DROVER_SHIMS_H
 #define DROVER_SHIMS_H
 #include <spawn.h>
+#include <stddef.h>
 
 /// Adds "close every descriptor from `lowest` up" to spawn actions (glibc 2.34+), so a child
 /// inherits nothing of ours but what the other actions give it.
@@ -12,4 +13,20 @@ void drover_malloc_trim(void);
 /// Moves the calling thread (only it) into the network namespace at `path` (`/run/netns/x`);
 /// 0, or minus the errno.
 int drover_enter_network_namespace(const char *path);
+
+/// An HMAC-SHA256 key made ready once (its inner and outer padded blocks hashed), opaque here.
+typedef struct {
+    _Alignas(16) unsigned char state[256];
+} drover_hmac_sha256_key;
+
+/// Makes `key` ready for `drover_hmac_sha256`.
+void drover_hmac_sha256_prepare(drover_hmac_sha256_key *prepared, const unsigned char *key, size_t length);
+
+/// HMAC-SHA256 of `message` under a prepared key, into `out` (32 bytes). Reads `prepared` only:
+/// one prepared key may be used from several threads at once.
+void drover_hmac_sha256(const drover_hmac_sha256_key *prepared, const unsigned char *message, size_t length,
+                        unsigned char out[32]);
+
+/// SHA-256 of `data` into `out` (32 bytes), without OpenSSL 3's per-call algorithm lookup.
+void drover_sha256(const unsigned char *data, size_t length, unsigned char out[32]);
 #endif

@@ -1,4 +1,5 @@
 import COpenSSL
+import CShims
 public import Foundation
 
 /// Small, allocation-light wrappers over OpenSSL's libcrypto.
@@ -23,12 +24,35 @@ public enum Crypto {
         return Array(out.prefix(Int(outLength)))
     }
 
+    /// An HMAC-SHA256 key made ready once (its padded blocks hashed), for keys that sign many
+    /// messages: OpenSSL 3's one-shot `HMAC()` sets the algorithm and the key up on every call,
+    /// several times the cost of the hashing (drover_hmac.c).
+    public struct PreparedHMACKey: @unchecked Sendable {
+        // Read only once made: one prepared key may sign from several threads at once.
+        private var prepared = drover_hmac_sha256_key()
+
+        public init(_ key: [UInt8]) {
+            key.withUnsafeBufferPointer { drover_hmac_sha256_prepare(&prepared, $0.baseAddress, $0.count) }
+        }
+
+        /// HMAC-SHA256 of `message`, the same as ``Crypto/hmacSHA256(key:message:)`` under this key.
+        public func authenticate(_ message: [UInt8]) -> [UInt8] {
+            var out = [UInt8](repeating: 0, count: 32)
+            withUnsafePointer(to: prepared) { key in
+                message.withUnsafeBufferPointer { m in
+                    out.withUnsafeMutableBufferPointer { drover_hmac_sha256(key, m.baseAddress, m.count, $0.baseAddress) }
+                }
+            }
+            return out
+        }
+    }
+
     /// SHA-256 digest of `data`.
     public static func sha256(_ data: some DataProtocol) -> [UInt8] {
         let bytes = Array(data)
         var out = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
-        bytes.withUnsafeBytes { b in
-            _ = SHA256(b.baseAddress?.assumingMemoryBound(to: UInt8.self), b.count, &out)
+        bytes.withUnsafeBufferPointer { b in
+            out.withUnsafeMutableBufferPointer { drover_sha256(b.baseAddress, b.count, $0.baseAddress) }
         }
         return out
     }
@@ -114,13 +138,16 @@ public enum CryptoError: Error, Equatable, CustomStringConvertible {
 extension Sequence<UInt8> {
     /// Lower-case hexadecimal.
     public var hexString: String {
-        let digits: [Character] = Array("0123456789abcdef")
-        var out = ""
-        for byte in self {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0f)])
+        let bytes = Array(self)
+        // Written as UTF-8 straight into the string's storage (signatures are made per request).
+        return String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            func digit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10 }
+            for (index, byte) in bytes.enumerated() {
+                out[2 * index] = digit(byte >> 4)
+                out[2 * index + 1] = digit(byte & 0x0f)
+            }
+            return bytes.count * 2
         }
-        return out
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The secret every node of a cluster shares. It signs cookies and node-to-node calls, encrypts
 /// database passwords, and its hash identifies the cluster.
@@ -14,6 +15,9 @@ public struct SecureCookieKey: Sendable, Equatable {
     /// The file it was read from.
     public let path: String
     let bytes: [UInt8]
+    /// The derived keys, made ready for signing as each purpose is first used: every request
+    /// between nodes is signed and verified, and every sign-in cookie checked, under one.
+    private let signingKeys = SigningKeys()
 
     /// A key from raw bytes (tests, and keys held in memory).
     public init(bytes: [UInt8], path: String = "<memory>") {
@@ -114,7 +118,20 @@ public struct SecureCookieKey: Sendable, Equatable {
 
     /// HMAC-SHA256 of `message` under the key derived for `purpose`.
     public func sign(_ message: [UInt8], purpose: String) -> [UInt8] {
-        Crypto.hmacSHA256(key: derivedKey(purpose: purpose), message: message)
+        signingKeys.key(for: purpose) { Crypto.PreparedHMACKey(derivedKey(purpose: purpose)) }.authenticate(message)
+    }
+
+    /// The prepared signing key of each purpose used so far (a handful: cookies, CSRF tokens,
+    /// node-to-node calls).
+    private final class SigningKeys: Sendable {
+        private let keys = Mutex<[String: Crypto.PreparedHMACKey]>([:])
+
+        func key(for purpose: String, make: () -> Crypto.PreparedHMACKey) -> Crypto.PreparedHMACKey {
+            if let key = keys.withLock({ $0[purpose] }) { return key }
+            let key = make()
+            keys.withLock { $0[purpose] = key }
+            return key
+        }
     }
 
     public static func == (lhs: SecureCookieKey, rhs: SecureCookieKey) -> Bool {
