@@ -27,6 +27,10 @@ public struct Authentication: Sendable {
     /// With `auth-none`, the names a browser may reach this node by besides an address
     /// (lower case): `localhost`, the machine's host name, `www-host-name`.
     let ownNames: Set<String>
+    /// `Host` values already found to be this node's, as sent: a browser sends the same one
+    /// with every request, and parsing it as an address each time was a visible part of the
+    /// proxy's cost per request.
+    let knownOwnHosts = KnownOwnHosts()
 
     /// Revoked sign-ins (sign-out, `drover revoke-user`), kept current by the node.
     let revocations: RevocationList
@@ -66,6 +70,13 @@ public struct Authentication: Sendable {
     }
 
     func isOwnHost(_ host: String) -> Bool {
+        if knownOwnHosts.contains(host) { return true }
+        guard Self.isOwnHost(host, names: ownNames) else { return false }
+        knownOwnHosts.insert(host)
+        return true
+    }
+
+    static func isOwnHost(_ host: String, names ownNames: Set<String>) -> Bool {
         var name = Substring(host.lowercased())
         if name.hasPrefix("[") {
             // [v6]:port
@@ -201,5 +212,21 @@ final class CookieTunnels: Sendable {
     /// Closes every tunnel whose cookie `revoked` says is revoked.
     func close(where revoked: (String) -> Bool) {
         for (channel, _) in open.withLock({ $0.values.filter { revoked($0.cookie) } }) { channel.close(promise: nil) }
+    }
+}
+
+/// `Host` values accepted as the node's own (``Authentication/isOwnHost(_:)``), at most
+/// ``capacity`` of them: only accepted values are kept, and once full the rest are checked
+/// each time, so no client can grow it without bound.
+final class KnownOwnHosts: Sendable {
+    static let capacity = 64
+    private let hosts = Mutex<Set<String>>([])
+
+    func contains(_ host: String) -> Bool {
+        hosts.withLock { $0.contains(host) }
+    }
+
+    func insert(_ host: String) {
+        hosts.withLock { if $0.count < Self.capacity { $0.insert(host) } }
     }
 }

@@ -16,7 +16,10 @@ public struct ClientLimits: Sendable, Equatable {
 }
 
 /// Where a client connection is between its exchanges, as ``RoutingServerHandler`` tells
-/// ``ClientDeadlineHandler`` (an outbound user event, so the two share no state).
+/// ``ClientDeadlineHandler``: by a direct call when the server built them into one pipeline
+/// (both run on the connection's event loop; an event through the pipeline cost every
+/// request two trips past the HTTP handlers and a dynamic cast), else as an outbound user
+/// event.
 enum ClientPhase: Sendable {
     /// A request's head arrived: its body and answer have deadlines of their own.
     case exchange
@@ -105,6 +108,12 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
             context.triggerUserOutboundEvent(event, promise: promise)
             return
         }
+        enter(phase)
+        promise?.succeed()
+    }
+
+    /// The connection moved on to `phase`. Only on the connection's event loop.
+    func enter(_ phase: ClientPhase) {
         switch phase {
         case .exchange:
             state = .exchange
@@ -116,7 +125,6 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
             state = .tunnel
             deadline = nil
         }
-        promise?.succeed()
     }
 
     private func expect(within amount: TimeAmount) {

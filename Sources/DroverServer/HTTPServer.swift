@@ -84,12 +84,14 @@ public struct HTTPServer: Service {
                     return channel.eventLoop.makeCompletedFuture {
                         let pipeline = channel.pipeline.syncOperations
                         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
-                        try pipeline.addHandler(ClientDeadlineHandler(limits: limits))
+                        let clientDeadlines = ClientDeadlineHandler(limits: limits)
+                        try pipeline.addHandler(clientDeadlines)
                         try pipeline.addHandler(HTTPResponseEncoder(), name: PipelineHandlerName.encoder)
                         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: PipelineHandlerName.decoder)
                         try pipeline.addHandler(HTTPServerProtocolErrorHandler(), name: PipelineHandlerName.protocolErrors)
                         try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
-                                                                         responseTimeout: responseTimeout, logger: logger), name: PipelineHandlerName.router)
+                                                                         responseTimeout: responseTimeout, logger: logger,
+                                                                         clientDeadlines: clientDeadlines), name: PipelineHandlerName.router)
                     }
                 }
                 .bind(host: host, port: port).get()

@@ -175,8 +175,8 @@ struct ProxyConnectionStateMachine {
             }
             return .none
         }
-        upgradeRequested = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
-            && head.headers.contains(name: "upgrade")
+        upgradeRequested = head.headers.contains(name: "upgrade")
+            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
         sessionPath = SessionProxyResolver.sessionID(head).map { "/s/\($0)/" }
         phase = .resolving(head: head, parts: [])
         return .resolve(head)

@@ -20,6 +20,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private let logger: Logger
     private let isTLS: Bool
     private var context: ChannelHandlerContext?
+    /// The connection's deadline handler, told of each phase directly; nil when there is none
+    /// in the same pipeline (the phase then goes out as an outbound user event).
+    private let clientDeadlines: ClientDeadlineHandler?
     private var machine: ProxyConnectionStateMachine
 
     /// The upstream connection the machine's `upstreamKey` names.
@@ -38,12 +41,22 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     /// - Parameter responseTimeout: how long a session may take to start answering a request
     ///   (`session-response-timeout`).
-    init(responder: any HTTPResponder, proxy: (any ProxyResolver)?, isTLS: Bool, responseTimeout: TimeAmount, logger: Logger) {
+    init(responder: any HTTPResponder, proxy: (any ProxyResolver)?, isTLS: Bool, responseTimeout: TimeAmount, logger: Logger,
+         clientDeadlines: ClientDeadlineHandler? = nil) {
         self.responder = responder
+        self.clientDeadlines = clientDeadlines
         self.proxy = proxy
         self.isTLS = isTLS
         self.logger = logger
         machine = ProxyConnectionStateMachine(responseTimeout: responseTimeout)
+    }
+
+    private func enter(_ phase: ClientPhase) {
+        if let clientDeadlines {
+            clientDeadlines.enter(phase)
+        } else {
+            context?.triggerUserOutboundEvent(phase, promise: nil)
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -64,7 +77,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private func handle(_ part: HTTPServerRequestPart) {
         switch part {
         case .head(let head):
-            context?.triggerUserOutboundEvent(ClientPhase.exchange, promise: nil)
+            enter(.exchange)
             if machine.queuedNothing { requestHead = head }
             run(machine.requestHead(head, proxied: proxy != nil && head.uri.hasPrefix("/s/")))
         case .body(let chunk): run(machine.requestBody(chunk))
@@ -231,7 +244,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .close:
             context.close(promise: nil)
         case .nextRequest(let replay):
-            context.triggerUserOutboundEvent(ClientPhase.betweenRequests, promise: nil)
+            enter(.betweenRequests)
             for part in replay { handle(part) }
         }
     }
@@ -357,7 +370,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         self.upstream = nil
         responseTimer?.cancel()
         responseTimer = nil
-        context.triggerUserOutboundEvent(ClientPhase.tunnel, promise: nil)
+        enter(.tunnel)
         let activity = proxy?.tunnelOpened(context.channel, request: requestHead)
         let clientChannel = context.channel
         let upstreamChannel = upstream.channel

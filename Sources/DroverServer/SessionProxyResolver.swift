@@ -102,14 +102,25 @@ public struct SessionProxyResolver: ProxyResolver {
     /// every proxied request. nil unless it has Drover's form (32 lower-case hex digits), so
     /// nothing else is ever looked up.
     static func sessionID(_ head: HTTPRequestHead) -> String? {
-        let uri = head.uri.utf8
-        guard uri.starts(with: "/s/".utf8) else { return nil }
-        let rest = uri.dropFirst(3)
-        let end = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? rest.endIndex
-        let id = rest[rest.startIndex..<end]
-        guard id.count == 32, id.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
-        else { return nil }
-        return String(Substring(uri[rest.startIndex..<end]))
+        sessionID(uri: head.uri)
+    }
+
+    /// The id in `/s/<32 lowercase hex digits>` followed by the end, `/` or `?`; nil for any
+    /// other path. Read off the path's bytes: this runs for every proxied request.
+    static func sessionID(uri: String) -> String? {
+        var uri = uri
+        return uri.withUTF8 { bytes -> String? in
+            let idEnd = 3 + 32
+            guard bytes.count >= idEnd, bytes[0] == UInt8(ascii: "/"), bytes[1] == UInt8(ascii: "s"), bytes[2] == UInt8(ascii: "/")
+            else { return nil }
+            if bytes.count > idEnd, bytes[idEnd] != UInt8(ascii: "/"), bytes[idEnd] != UInt8(ascii: "?") { return nil }
+            for index in 3..<idEnd {
+                let byte = bytes[index]
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+                else { return nil }
+            }
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[3..<idEnd]), as: UTF8.self)
+        }
     }
 
     public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {

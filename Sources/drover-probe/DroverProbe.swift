@@ -92,7 +92,7 @@ struct Lock: AsyncParsableCommand {
 struct LockBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lock-bench",
-        abstract: "Acquire and release one lock in a loop for a while; print JSON with operations and latency percentiles.")
+        abstract: "Acquire, refresh once and release one lock in a loop for a while; print JSON with operations and latency percentiles.")
 
     @Option var configDir: String
     @Option var lockType: String
@@ -119,6 +119,8 @@ struct LockBench: AsyncParsableCommand {
                     usleep(UInt32.random(in: 200...1000))
                     lock = try provider.tryAcquire(path)
                 }
+                // One lease refresh per hold, as a session's guard refreshes its lock.
+                _ = try lock?.refresh()
                 try lock?.release()
                 latencies.append(DispatchTime.now().uptimeNanoseconds - started)
             }

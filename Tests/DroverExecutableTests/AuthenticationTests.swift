@@ -44,4 +44,18 @@ import Testing
         #expect(memory.user(for: "c0", now: Date()) == nil, "started again from empty")
         #expect(memory.user(for: "one-more", now: Date()) == "u")
     }
+
+    @Test func aHostIsRememberedOnlyOnceAcceptedAndTheMemoryIsBounded() {
+        let auth = Authentication(key: key, authNone: true, pamService: "drover", secure: false, hostNames: ["drover.example"])
+        for _ in 0..<2 {  // the second round answers from memory
+            #expect(auth.refusesHost(HTTPHeaders([("Host", "127.0.0.1:8787")])) == nil)
+            #expect(auth.refusesHost(HTTPHeaders([("Host", "Drover.Example:8787")])) == nil)
+            #expect(auth.refusesHost(HTTPHeaders([("Host", "[::1]:8787")])) == nil)
+            #expect(auth.refusesHost(HTTPHeaders([("Host", "rebound.attacker.example:8787")]))?.status == .misdirectedRequest)
+        }
+        #expect(auth.knownOwnHosts.contains("127.0.0.1:8787"))
+        #expect(!auth.knownOwnHosts.contains("rebound.attacker.example:8787"), "a refused host is never remembered")
+        for port in 0..<(2 * KnownOwnHosts.capacity) { #expect(auth.isOwnHost("127.0.0.1:\(port)")) }
+        #expect(!auth.knownOwnHosts.contains("127.0.0.1:\(2 * KnownOwnHosts.capacity - 1)"), "no more than its capacity kept")
+    }
 }

@@ -161,7 +161,14 @@ final class SessionSupervisor: Sendable {
     }
 
     /// Whether session `id` is supervised here and ended without being asked.
-    func hasEnded(_ id: String) -> Bool { state(id)?.needsReaping ?? false }
+    /// Asked for every proxied request to a session of this node: reads the one field in place
+    /// rather than copying the session's record out of the table.
+    func hasEnded(_ id: String) -> Bool {
+        sessions.withLock { sessions in
+            guard let index = sessions.index(forKey: id) else { return false }
+            return sessions.values[index].state.needsReaping
+        }
+    }
 
     /// Sessions that ended without being asked, for the sweep.
     func ended() -> [(id: String, session: Supervised)] {
