@@ -1,4 +1,5 @@
-"""Acquire+release loops for the Python peers (flufl.lock, filelock), mirroring drover-probe lock-bench.
+"""Acquire, refresh and release loops for the Python peers (flufl.lock, filelock), mirroring drover-probe lock-bench
+(one lease refresh per hold, as a session's guard refreshes its lock).
 
 Usage: bench_peers.py PEER PATH SECONDS START_EPOCH -> prints one JSON line like drover-probe.
 """
@@ -22,6 +23,7 @@ if peer == "flufl.lock":
         except TimeOutError:
             return False
 
+    refresh = lock.refresh
     release = lock.unlock
 elif peer == "filelock":
     from filelock import FileLock, Timeout
@@ -35,6 +37,7 @@ elif peer == "filelock":
         except Timeout:
             return False
 
+    refresh = lambda: None  # an flock lock has no lease to refresh
     release = lock.release
 else:
     sys.exit(f"unknown peer {peer}")
@@ -47,6 +50,7 @@ while time.monotonic() < end:
     t0 = time.perf_counter_ns()
     while not attempt():
         time.sleep(random.uniform(0.0002, 0.001))
+    refresh()
     release()
     latencies.append(time.perf_counter_ns() - t0)
 latencies.sort()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lock throughput and latency: Drover's linkbased and advisory providers against Python's
 # flufl.lock (link-based, NFS-safe) and filelock (flock), in one run on one directory.
-# Each contender loops acquire+release for SECONDS; "contended" runs PROCS such loops at once.
+# Each contender loops acquire, one lease refresh and release for SECONDS; "contended" runs PROCS such loops at once.
 # Usage: Benchmarks/locks/run.sh [SECONDS] [PROCS] [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -6,7 +6,7 @@
 # request for both, their ratio, and where droverd's instructions go (by component and the
 # costliest functions). User-space instructions only: the kernel's share (reads, writes, epoll)
 # is not in callgrind's count.
-# Usage: Benchmarks/proxy/instructions.sh [REQUESTS=5000] [CONNECTIONS=8]
+# Usage: [BIN=DIR] Benchmarks/proxy/instructions.sh [REQUESTS=5000] [CONNECTIONS=8]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 requests=${1:-5000}
@@ -14,8 +14,11 @@ connections=${2:-8}
 for tool in nginx valgrind; do
     command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light valgrind >/dev/null; break; }
 done
-for product in droverd drover-session-guard drover-demo-session; do swift build -c release --product $product >/dev/null; done
-bin=$(swift build -c release --show-bin-path)
+# BIN=DIR: the release binaries of DIR instead of this checkout's (to compare two builds).
+if [ -z "${BIN:-}" ]; then
+    for product in droverd drover-session-guard drover-demo-session; do swift build -c release --product $product >/dev/null; done
+fi
+bin=${BIN:-$(swift build -c release --show-bin-path)}
 
 work=$(mktemp -d /tmp/drover-instructions.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -37,40 +40,27 @@ chmod 600 "$work/node/secure-cookie-key"
 
 # --fair-sched: valgrind runs one thread at a time; droverd's alive ticker must still get its
 # turn, or the session's guard would end the session as droverd-silent.
-valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/droverd.cg" \
-    "$bin/droverd" --config-dir "$work/node" 2> "$work/droverd.log" & droverd=$!
+# valgrind 3.19 cannot read the DWARF 5 of Swift's toolchain: droverd runs from a copy without
+# debug information (its symbol table, which names the functions, stays), beside its session
+# guard as droverd expects.
+mkdir "$work/bin"
+objcopy --strip-debug "$bin/droverd" "$work/bin/droverd"
+ln -s "$bin/drover-session-guard" "$work/bin/drover-session-guard"
+cc -O2 -shared -fPIC Benchmarks/proxy/sigsuspend-shim.c -o "$work/sigsuspend-shim.so"
+LD_PRELOAD="$work/sigsuspend-shim.so" valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/droverd.cg" \
+    "$work/bin/droverd" --config-dir "$work/node" 2> "$work/droverd.log" & droverd=$!
 cleanup() {
     kill $droverd 2>/dev/null || true
     [ -n "${nginx:-}" ] && kill $nginx 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -rf "$work"
+    [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/health-check" >/dev/null && break; sleep 0.2; done
 id=$(curl -sf -X POST "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
 session_socket="$work/node/data/sessions/$id.sock"
-cat > "$work/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-user root;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    upstream session { server unix:$session_socket; keepalive 64; }
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location / {
-            proxy_pass http://session;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$remote_addr;
-        }
-    }
-}
-CONF
+source Benchmarks/proxy/nginx-conf.sh
+nginx_conf "$work" "$nginx_port" "$session_socket" foreground > "$work/nginx.conf"
 valgrind --tool=callgrind --callgrind-out-file="$work/nginx.cg" nginx -c "$work/nginx.conf" 2> "$work/nginx-valgrind.log" & nginx=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$nginx_port/s/$id/count" >/dev/null && break; sleep 0.2; done
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Proxy throughput and latency: wrk against one demo session directly, through its owning
-# Drover node, through a non-owning node, and through nginx as a reverse proxy to it, all in
-# one run; then 1,000 WebSockets held through a node and the node's resident memory.
-# Usage: Benchmarks/proxy/run.sh [SECONDS=10] [CONNECTIONS=64] [ROUNDS=3]
+# Proxy throughput, latency and CPU: wrk against one demo session through its owning Drover
+# node, through a non-owning node, and through nginx as a reverse proxy to it, all in one run;
+# then 1,000 WebSockets held through a node and the node's resident memory.
+# Usage: [AUTH=cookie] [BIN=DIR] Benchmarks/proxy/run.sh [SECONDS=10] [CONNECTIONS=64] [ROUNDS=3]
 # ROUNDS rounds, each running nginx and the two Drover paths in turn (the order alternating
 # between rounds, as single runs on a small machine vary by a third); the summary gives the
 # medians, with CPU seconds per 10,000 requests of the proxies (from /proc/<pid>/stat over each
@@ -18,10 +18,13 @@ for tool in wrk nginx; do
     command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null; break; }
 done
 # droverd starts every session through drover-session-guard, found beside it.
-for product in droverd drover-session-guard drover-demo-session; do swift build -c release --product $product >/dev/null; done
 auth=${AUTH:-none}
-[ "$auth" = cookie ] && swift build -c release --product drover-probe >/dev/null
-bin=$(swift build -c release --show-bin-path)
+# BIN=DIR: the release binaries of DIR instead of this checkout's (to compare two builds).
+if [ -z "${BIN:-}" ]; then
+    for product in droverd drover-session-guard drover-demo-session; do swift build -c release --product $product >/dev/null; done
+    [ "$auth" = cookie ] && swift build -c release --product drover-probe >/dev/null
+fi
+bin=${BIN:-$(swift build -c release --show-bin-path)}
 
 work=$(mktemp -d /tmp/drover-proxybench.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -58,30 +61,10 @@ fi
 id=$(curl -sf -X POST "${sign_in[@]}" ${csrf:+-H "X-CSRF-Token: $csrf"} "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
 owner=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select n.host from session s join node n on n.id=s.node_id where s.id=?',(sys.argv[2],)).fetchone()[0])" "$work/shared/drover.sqlite" "$id")
 other=127.0.0.2; owner_dir=node1; [ "$owner" = 127.0.0.2 ] && { other=127.0.0.1; owner_dir=node2; }
-# The session listens only on its Unix socket, in a folder only droverd's user (root here) can
-# enter: nginx's worker runs as root too to reach it.
 session_socket="$work/$owner_dir/data/sessions/$id.sock"
 nginx_port=$(free_port)
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-user root;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    upstream session { server unix:$session_socket; keepalive 64; }
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location / {
-            proxy_pass http://session;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$remote_addr;
-        }
-    }
-}
-CONF
+source Benchmarks/proxy/nginx-conf.sh
+nginx_conf "$work" "$nginx_port" "$session_socket" > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 path="/s/$id/count"
 curl -sf "http://127.0.0.1:$nginx_port$path" >/dev/null
