@@ -102,13 +102,7 @@ public struct SessionProxyResolver: ProxyResolver {
     /// every proxied request. nil unless it has Drover's form (32 lower-case hex digits), so
     /// nothing else is ever looked up.
     static func sessionID(_ head: HTTPRequestHead) -> String? {
-        sessionID(uri: head.uri)
-    }
-
-    /// The id in `/s/<32 lowercase hex digits>` followed by the end, `/` or `?`; nil for any
-    /// other path. Read off the path's bytes: this runs for every proxied request.
-    static func sessionID(uri: String) -> String? {
-        var uri = uri
+        var uri = head.uri
         return uri.withUTF8 { bytes -> String? in
             let idEnd = 3 + 32
             guard bytes.count >= idEnd, bytes[0] == UInt8(ascii: "/"), bytes[1] == UInt8(ascii: "s"), bytes[2] == UInt8(ascii: "/")

@@ -134,7 +134,11 @@ final class SessionSupervisor: Sendable {
         }
     }
 
-    func state(_ id: String) -> SessionLifecycle? { sessions.withLock { $0[id]?.state } }
+    /// Asked for every proxied request to a session of this node (``hasEnded(_:)``): reads the
+    /// one field in place rather than copying the session's record out of the table.
+    func state(_ id: String) -> SessionLifecycle? {
+        sessions.withLock { sessions in sessions.index(forKey: id).map { sessions.values[$0].state } }
+    }
     func session(_ id: String) -> Supervised? { sessions.withLock { $0[id] } }
     var ids: [String] { sessions.withLock { Array($0.keys) } }
 
@@ -161,14 +165,7 @@ final class SessionSupervisor: Sendable {
     }
 
     /// Whether session `id` is supervised here and ended without being asked.
-    /// Asked for every proxied request to a session of this node: reads the one field in place
-    /// rather than copying the session's record out of the table.
-    func hasEnded(_ id: String) -> Bool {
-        sessions.withLock { sessions in
-            guard let index = sessions.index(forKey: id) else { return false }
-            return sessions.values[index].state.needsReaping
-        }
-    }
+    func hasEnded(_ id: String) -> Bool { state(id)?.needsReaping ?? false }
 
     /// Sessions that ended without being asked, for the sweep.
     func ended() -> [(id: String, session: Supervised)] {
