@@ -39,6 +39,10 @@ public final class SessionManager: Sendable {
     private let starting = Mutex(0)
     /// The sessions whose start this node is carrying out now.
     private let launching = Mutex<Set<String>>([])
+    /// The sessions whose suspend or quit this node is carrying out now: between the process's
+    /// end and the row's last write they look like a stop left half done, and
+    /// ``completeInterruptedStops()`` must leave them to their stop.
+    private let stopping = Mutex<Set<String>>([])
     /// When this node last removed audit rows past `audit-retention-days`.
     private let auditPrunedAt = Mutex<ContinuousClock.Instant?>(nil)
     /// Rows `starting` on this node with no start here, and when each was first seen so.
@@ -452,11 +456,16 @@ public final class SessionManager: Sendable {
                 // completes the quit when it comes back (`releaseRowsOfPreviousRun`).
                 if ownership.state == .quitting && ownership.node == nil {
                     // Another quit holds it; wait for it to finish.
-                } else if try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: runtime.nodeID, state: .quitting)) {
+                } else if try await whileStopping(id, {
+                    guard try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: runtime.nodeID, state: .quitting)) else {
+                        return false
+                    }
                     // The saved state goes first: a row left `quitting` gets its quit
                     // completed, a state folder without a row would stay for ever.
                     await removeSavedState(session)
                     _ = try await store.deleteSession(id)
+                    return true
+                }) {
                     routes.forget(id)
                     return
                 }
@@ -492,7 +501,18 @@ public final class SessionManager: Sendable {
         }
     }
 
+    /// Runs `body`, the stop of session `id`, with it marked as under way on this node.
+    private func whileStopping<T>(_ id: String, _ body: () async throws -> T) async throws -> T {
+        stopping.withLock { _ = $0.insert(id) }
+        defer { stopping.withLock { _ = $0.remove(id) } }
+        return try await body()
+    }
+
     public func suspendLocal(_ id: String) async throws {
+        try await whileStopping(id) { try await suspendHere(id) }
+    }
+
+    private func suspendHere(_ id: String) async throws {
         guard let self_ = runtime.nodeID, let entry = supervisor.session(id) else {
             // Not running here: a row left running by this node's previous life is simply freed.
             if let row = try await store.session(id), row.ownership.node == runtime.nodeID {
@@ -516,6 +536,10 @@ public final class SessionManager: Sendable {
     }
 
     public func quitLocal(_ id: String) async throws {
+        try await whileStopping(id) { try await quitHere(id) }
+    }
+
+    private func quitHere(_ id: String) async throws {
         guard let self_ = runtime.nodeID, let entry = supervisor.session(id) else {
             if let row = try await store.session(id), row.ownership.node == runtime.nodeID {
                 _ = try await release(row, quitting: true)
@@ -649,10 +673,13 @@ public final class SessionManager: Sendable {
     public func completeInterruptedStops() async {
         guard let self_ = runtime.nodeID,
               let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.suspending, .quitting])) else { return }
-        for row in rows where supervisor.state(row.id)?.isOver ?? true {
-            _ = try? await release(row)
+        let underWay = stopping.withLock { $0 }
+        for row in rows where supervisor.state(row.id)?.isOver ?? true && !underWay.contains(row.id) {
+            let released = (try? await release(row)) == true
             supervisor.forget(row.id)
             routes.forget(row.id)
+            // Not freed: the row changed meanwhile (its stop finished after all); nothing was recovered.
+            guard released else { continue }
             runtime.events.emit(.sessionStopCompleted(session: row.id, was: row.ownership.state.rawValue))
             runtime.audit(.daemon, "session-recover", row.id, user: row.username,
                           reason: "its \(row.ownership.state == .quitting ? "quit" : "suspend"), left half done, was completed")
