@@ -7,22 +7,6 @@ import NIOHTTP1
 enum HopByHop {
     static let fixed: Set<String> = ["connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"]
 
-    /// Removes them from `headers`: the fixed ones, any `Proxy-*`, and those `Connection` names.
-    /// With `keepingUpgrade`, `Connection: Upgrade` and `Upgrade` stay (a WebSocket handshake).
-    static func remove(from headers: inout HTTPHeaders, keepingUpgrade: Bool) {
-        // Most messages carry none (every header a `Connection` names comes with `Connection`):
-        // looked for without building anything, as this runs for every proxied message.
-        guard headers.contains(where: { isFixedOrProxy($0.name) }) else { return }
-        let named = Set(headers[canonicalForm: "connection"].map { $0.lowercased() })
-        let upgrade = keepingUpgrade ? headers.first(name: "Upgrade") : nil
-        let drop = headers.map { $0.name.lowercased() }.filter { fixed.contains($0) || $0.hasPrefix("proxy-") || named.contains($0) }
-        for name in Set(drop) { headers.remove(name: name) }
-        if let upgrade {
-            headers.add(name: "Connection", value: "Upgrade")
-            headers.add(name: "Upgrade", value: upgrade)
-        }
-    }
-
     /// Whether `name` is one of the fixed hop-by-hop headers or a `Proxy-*` one, in any case.
     static func isFixedOrProxy(_ name: String) -> Bool {
         let count = name.utf8.count
@@ -110,23 +94,9 @@ enum ForwardedRequest {
     }
 }
 
-/// The response a proxy passes back: the session's, without what it may not say.
+/// The response a proxy passes back: the session's, without what it may not say
+/// (``UpstreamResponseHead/forwarded(sessionPath:connection:)``).
 enum ForwardedResponse {
-    /// `head` with hop-by-hop headers removed (a `101` keeps its upgrade headers), and each
-    /// `Set-Cookie` confined to the session: its `Path` is `sessionPath` (or a path under it),
-    /// its `Domain` is dropped, and a cookie named like Drover's own (`drover-…`) is dropped.
-    static func head(_ head: HTTPResponseHead, sessionPath: String?) -> HTTPResponseHead {
-        var head = head
-        HopByHop.remove(from: &head.headers, keepingUpgrade: head.status == .switchingProtocols)
-        guard let sessionPath, head.headers.contains(name: "Set-Cookie") else { return head }
-        let cookies = head.headers["Set-Cookie"]
-        head.headers.remove(name: "Set-Cookie")
-        for cookie in cookies {
-            if let confined = confine(cookie, to: sessionPath) { head.headers.add(name: "Set-Cookie", value: confined) }
-        }
-        return head
-    }
-
     /// One `Set-Cookie` value confined to `path`, or nil when it must not be set at all.
     static func confine(_ cookie: String, to path: String) -> String? {
         let parts = cookie.split(separator: ";", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }

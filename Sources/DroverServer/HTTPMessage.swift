@@ -63,3 +63,27 @@ public protocol HTTPResponder: Sendable {
 extension HTTPResponder {
     public func immediateResponse(to head: HTTPRequestHead) -> HTTPResponse? { nil }
 }
+
+extension HTTPResponseHead {
+    /// The head as HTTP/1 bytes with `body` after it, in one buffer (one write). The head must
+    /// frame the body itself (the node's own responses carry `Content-Length`). A field whose
+    /// name or value could end the line early (CR, LF, NUL) is left out: it would let a value
+    /// an endpoint copied from a request split the response.
+    func serialized(body: ByteBuffer) -> ByteBuffer {
+        var out = ByteBufferAllocator().buffer(capacity: 64 + headers.count * 40 + body.readableBytes)
+        out.writeString("HTTP/\(version.major).\(version.minor) \(status.code) \(status.reasonPhrase)\r\n")
+        for (name, value) in headers where Self.isSafe(name) && Self.isSafe(value) {
+            out.writeString(name)
+            out.writeStaticString(": ")
+            out.writeString(value)
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("\r\n")
+        out.writeImmutableBuffer(body)
+        return out
+    }
+
+    private static func isSafe(_ text: String) -> Bool {
+        !text.utf8.contains { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") || $0 == 0 }
+    }
+}

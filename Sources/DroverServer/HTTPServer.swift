@@ -86,9 +86,8 @@ public struct HTTPServer: Service {
                         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
                         let clientDeadlines = ClientDeadlineHandler(limits: limits)
                         try pipeline.addHandler(clientDeadlines)
-                        try pipeline.addHandler(HTTPResponseEncoder(), name: PipelineHandlerName.encoder)
+                        // No response encoder: responses leave the router as bytes.
                         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: PipelineHandlerName.decoder)
-                        try pipeline.addHandler(HTTPServerProtocolErrorHandler(), name: PipelineHandlerName.protocolErrors)
                         try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
                                                                          responseTimeout: responseTimeout, logger: logger,
                                                                          clientDeadlines: clientDeadlines), name: PipelineHandlerName.router)

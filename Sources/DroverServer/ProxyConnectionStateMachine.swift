@@ -66,7 +66,8 @@ struct ProxyConnectionStateMachine {
         case respond(OwnResponse)
         /// Tell the resolver the upstream did not answer, then write the response.
         case reportUpstreamFailure(OwnResponse)
-        /// Drop the upstream (its closing is not the session hanging up), then respond: 504.
+        /// Drop the upstream (its closing is not the session hanging up), then respond: 504 when
+        /// it did not answer in time, 502 when its answer is not one to pass on.
         case abandonUpstream(OwnResponse)
         /// Close the current upstream if `closingCurrent`, connect to `upstream` and feed
         /// ``upstreamConnected(now:)`` or ``upstreamConnectFailed()`` back.
@@ -79,10 +80,13 @@ struct ProxyConnectionStateMachine {
         case forwardBody(ByteBuffer)
         /// Forward the request's end and flush; `next` when the response had already ended.
         case forwardEnd(HTTPHeaders?, next: Next?)
-        case writeHead(HTTPResponseHead)
-        case writeBody(ByteBuffer)
-        case writeEnd(HTTPHeaders?, next: Next)
-        /// Write the `101`'s end, then feed ``tunnelReady()`` back.
+        /// Write the head of the session's final answer (`status`), as bytes.
+        case writeHead(ByteBuffer, status: Int)
+        /// Write bytes of the session's answer as they are (its body, or an informational head).
+        case writeBytes(ByteBuffer)
+        /// The session's answer is complete: flush, then do `next`.
+        case writeEnd(next: Next)
+        /// Flush the `101`, then feed ``tunnelReady()`` back.
         case writeEndThenOpenTunnel
         /// Replace both connections' HTTP handlers by the byte tunnel.
         case openTunnel
@@ -352,36 +356,63 @@ struct ProxyConnectionStateMachine {
 
     // MARK: the upstream's answer
 
-    mutating func upstreamHead(_ head: HTTPResponseHead) -> Action {
+    mutating func upstreamHead(_ head: UpstreamResponseHead) -> Action {
         guard case .streaming = phase else { return .none }
+        if head.isInformational {
+            // An HTTP/1.0 client does not know them (RFC 9110 section 15.2).
+            return version == .http1_0 ? .none : .writeBytes(head.forwarded(sessionPath: sessionPath, connection: nil))
+        }
+        if head.framing == .switched, !upgradeRequested {
+            upstreamKey = nil
+            return .abandonUpstream(ownResponse(.text(.badGateway, "502 bad gateway: the session switched protocols unasked\n")))
+        }
         responseStarted = true
         responseDeadline = nil
-        var head = ForwardedResponse.head(head, sessionPath: sessionPath)
-        if head.status == .switchingProtocols, upgradeRequested {
+        if head.framing == .switched {
             phase = .switchingProtocols
-        } else if !keepAlive {
-            head.headers.replaceOrAdd(name: "Connection", value: "close")
+            return .writeHead(head.forwarded(sessionPath: sessionPath, connection: nil), status: head.status)
         }
-        return .writeHead(head)
+        // A body that ends with the connection (or chunks passed to an HTTP/1.0 client as
+        // their data alone) ends the client's connection too.
+        if head.closesClientConnection { keepAlive = false }
+        let connection: StaticString? = !keepAlive ? "close" : version == .http1_0 ? "keep-alive" : nil
+        return .writeHead(head.forwarded(sessionPath: sessionPath, connection: connection), status: head.status)
     }
 
     mutating func upstreamBody(_ chunk: ByteBuffer) -> Action {
         switch phase {
-        case .streaming, .switchingProtocols: .writeBody(chunk)
+        case .streaming, .switchingProtocols: .writeBytes(chunk)
         default: .none
         }
     }
 
-    mutating func upstreamEnd(_ trailers: HTTPHeaders?) -> Action {
+    mutating func upstreamEnd() -> Action {
         switch phase {
         case .switchingProtocols:
             return .writeEndThenOpenTunnel
         case .streaming:
             responseEnded = true
-            return .writeEnd(trailers, next: finishIfDone() ?? .awaitRequestEnd)
+            return .writeEnd(next: finishIfDone() ?? .awaitRequestEnd)
         default:
             return .none
         }
+    }
+
+    /// The session's answer is not HTTP this proxy passes on (``UpstreamResponseFramer/Failure``):
+    /// 502 when nothing of it was written yet, else the client's connection closes (its answer
+    /// cannot be completed).
+    mutating func upstreamMalformed(_ failure: UpstreamResponseFramer.Failure) -> Action {
+        guard case .streaming = phase else { return .none }
+        upstreamKey = nil
+        upstreamFull = false
+        guard !responseStarted else { return .close }
+        return .abandonUpstream(ownResponse(.text(.badGateway, "502 bad gateway: the session's answer is malformed: \(failure)\n")))
+    }
+
+    /// The upstream closes after the answer just read (it said so): the next request connects anew.
+    mutating func upstreamRetired() {
+        upstreamKey = nil
+        upstreamFull = false
     }
 
     /// The `101`'s end is written.
@@ -467,11 +498,8 @@ extension ProxyConnectionStateMachine.OwnResponse: Equatable {
 /// The names of the handlers in a node's connection pipelines, shared by the code that adds
 /// them and the code that takes them out when a connection becomes a tunnel.
 enum PipelineHandlerName {
-    static let encoder = "http-encoder"
     static let decoder = "http-decoder"
-    static let protocolErrors = "http-errors"
     static let router = "router"
     static let upstreamEncoder = "upstream-encoder"
-    static let upstreamDecoder = "upstream-decoder"
     static let upstream = "upstream"
 }

@@ -4,15 +4,35 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 
-/// Relays one upstream connection's HTTP responses to the client connection it serves. Lives on
-/// the client connection's event loop.
+/// Reads one upstream connection's HTTP responses as bytes (``UpstreamResponseFramer``) and hands
+/// them, event by event, to the client connection it serves. Lives on the client connection's
+/// event loop.
 final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
 
     weak var owner: RoutingServerHandler?
+    private var framer = UpstreamResponseFramer()
+
+    /// A request went out; its response comes next.
+    func expect(method: HTTPMethod, dechunk: Bool) {
+        framer.expect(method: method, dechunk: dechunk)
+    }
+
+    /// What the session sent after its `101`, once.
+    func takeUpgradeRemainder() -> ByteBuffer? {
+        framer.takeUpgradeRemainder()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        owner?.upstreamRead(unwrapInboundIn(data))
+        framer.receive(unwrapInboundIn(data))
+        do {
+            while let event = try framer.next() {
+                owner?.upstreamEvent(event, reusable: framer.reusable, from: self)
+            }
+        } catch {
+            owner?.upstreamMalformed(error, from: self)
+            context.close(promise: nil)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -20,6 +40,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if let event = framer.connectionClosed() { owner?.upstreamEvent(event, reusable: false, from: self) }
         owner?.upstreamClosed(context.channel)
     }
 

@@ -9,9 +9,12 @@ import NIOSSL
 /// the node's own endpoints from bounded, buffered requests, and session traffic (`/s/<id>/…`)
 /// streamed to and from the session through a reused upstream connection, until a
 /// `101 Switching Protocols` turns both connections into a raw byte tunnel (WebSocket).
+///
+/// Responses go out as bytes: the node's own are written here (``HTTPResponseHead/serialized(body:)``),
+/// the session's pass through as they came (``UpstreamResponseFramer``); no response encoder.
 final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundOut = ByteBuffer
 
     static let connectTimeout = TimeAmount.seconds(5)
 
@@ -36,6 +39,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private var requestHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
     /// The proxied request in flight and when it arrived, until its answer's head is written.
     private var proxied: (head: HTTPRequestHead, since: NIODeadline)?
+    /// A response's head is written and its end is not (a malformed request then gets no 400).
+    private var responseInFlight = false
     /// The client's address for X-Forwarded-For, worked out once per connection.
     private lazy var clientAddress: String = context?.remoteAddress?.ipAddress ?? "unknown"
 
@@ -109,14 +114,32 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         _ = upstream?.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable)
     }
 
-    func upstreamRead(_ part: HTTPClientResponsePart) {
-        switch part {
+    /// - Parameter reusable: whether the session keeps the connection after this response.
+    func upstreamEvent(_ event: UpstreamResponseFramer.Event, reusable: Bool, from handler: UpstreamHandler) {
+        guard let upstream, upstream.handler === handler else { return }
+        switch event {
         case .head(let head): run(machine.upstreamHead(head))
         case .body(let chunk):
             run(machine.upstreamBody(chunk))
-            if let context, !context.channel.isWritable { _ = upstream?.channel.setOption(ChannelOptions.autoRead, value: false) }
-        case .end(let trailers): run(machine.upstreamEnd(trailers))
+            if let context, !context.channel.isWritable { _ = upstream.channel.setOption(ChannelOptions.autoRead, value: false) }
+        case .end:
+            if !reusable {
+                // The session said it closes: forgotten now, so that the next request connects
+                // anew instead of racing the close.
+                self.upstream = nil
+                machine.upstreamRetired()
+                upstream.channel.close(promise: nil)
+            }
+            run(machine.upstreamEnd())
         }
+    }
+
+    func upstreamMalformed(_ failure: UpstreamResponseFramer.Failure, from handler: UpstreamHandler) {
+        guard let upstream, upstream.handler === handler else { return }
+        logger.warning("a session's answer is malformed; its connection is closed", metadata: ["reason": "\(failure)"])
+        self.upstream = nil
+        upstream.channel.close(promise: nil)
+        run(machine.upstreamMalformed(failure))
     }
 
     func upstreamReadComplete() {
@@ -136,8 +159,14 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("connection closed after error", metadata: ["error": "\(error)"])
+        // A request that is not HTTP is told so, unless an answer is already under way.
+        if error is HTTPParserError, !responseInFlight {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: Self.badRequest)), promise: nil)
+        }
         context.close(promise: nil)
     }
+
+    static let badRequest: StaticString = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
     // MARK: actions out
 
@@ -159,10 +188,10 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             write(response, context: context)
         case .reportUpstreamFailure(let response):
             onUpstreamFailure?()
-            answered(response.head.status)
+            answered(Int(response.head.status.code))
             write(response, context: context)
         case .abandonUpstream(let response):
-            answered(response.head.status)
+            answered(Int(response.head.status.code))
             // Forgotten before it is closed, so its closing is not taken for a session that
             // hung up (which would answer 502 instead).
             let late = upstream?.channel
@@ -186,19 +215,19 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .forwardEnd(let trailers, let next):
             upstream?.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
             if let next { carryOut(next, context: context) }
-        case .writeHead(let head):
-            answered(head.status)
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-        case .writeBody(let chunk):
-            context.write(wrapOutboundOut(.body(.byteBuffer(chunk))), promise: nil)
-        case .writeEnd(let trailers, let next):
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+        case .writeHead(let head, let status):
+            answered(status)
+            responseInFlight = true
+            context.write(wrapOutboundOut(head), promise: nil)
+        case .writeBytes(let bytes):
+            context.write(wrapOutboundOut(bytes), promise: nil)
+        case .writeEnd(let next):
+            responseInFlight = false
+            context.flush()
             carryOut(next, context: context)
         case .writeEndThenOpenTunnel:
-            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-                bound.value.run(bound.value.machine.tunnelReady())
-            }
+            context.flush()
+            run(machine.tunnelReady())
         case .openTunnel:
             openTunnel(context: context)
         case .scheduleTimer(let deadline):
@@ -216,10 +245,10 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     /// Tells the proxy that the request in flight was answered.
-    private func answered(_ status: HTTPResponseStatus) {
+    private func answered(_ status: Int) {
         guard let (head, since) = proxied else { return }
         proxied = nil
-        proxy?.answered(head, status: Int(status.code), took: .nanoseconds((NIODeadline.now() - since).nanoseconds))
+        proxy?.answered(head, status: status, took: .nanoseconds((NIODeadline.now() - since).nanoseconds))
     }
 
     private func syncReads() {
@@ -231,9 +260,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     /// Writes a whole response of the node's own, then does what follows it.
     private func write(_ response: ProxyConnectionStateMachine.OwnResponse, context: ChannelHandlerContext) {
-        context.write(wrapOutboundOut(.head(response.head)), promise: nil)
-        if response.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        responseInFlight = false
+        context.writeAndFlush(wrapOutboundOut(response.head.serialized(body: response.body)), promise: nil)
         carryOut(response.next, context: context)
     }
 
@@ -316,8 +344,6 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: tlsName)) }
                     try pipeline.addHandler(HTTPRequestEncoder(), name: PipelineHandlerName.upstreamEncoder)
-                    try pipeline.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)),
-                                            name: PipelineHandlerName.upstreamDecoder)
                     try pipeline.addHandler(bound.value, name: PipelineHandlerName.upstream)
                 }
             }
@@ -348,7 +374,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Sends the request head and every part that arrived while the destination was being
     /// decided or connected.
     private func send(_ head: HTTPRequestHead, parts: [HTTPServerRequestPart]) {
-        guard let channel = upstream?.channel else { return }
+        guard let (channel, handler) = upstream else { return }
+        handler.expect(method: head.method, dechunk: head.version == .http1_0)
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         for part in parts {
             switch part {
@@ -362,9 +389,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     /// After `101 Switching Protocols`: both connections drop HTTP and pass bytes through.
     ///
-    /// Order matters: the encoders go first (raw bytes must not reach them), then the HTTP
-    /// handlers, and the decoders last, so that bytes they already read past the HTTP part are
-    /// handed on to the glue.
+    /// Order matters: what the session sent past its `101` goes first, the glue is added before
+    /// the HTTP handlers leave, and the client's decoder last, so that bytes it already read past
+    /// the request are handed on to the glue.
     private func openTunnel(context: ChannelHandlerContext) {
         guard let upstream else { return }
         self.upstream = nil
@@ -374,6 +401,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         let activity = proxy?.tunnelOpened(context.channel, request: requestHead)
         let clientChannel = context.channel
         let upstreamChannel = upstream.channel
+        if let early = upstream.handler.takeUpgradeRemainder() { context.writeAndFlush(wrapOutboundOut(early), promise: nil) }
         let (clientGlue, upstreamGlue) = GlueHandler.pair()
         clientGlue.onRead = activity
         let client = context.pipeline.syncOperations
@@ -386,12 +414,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             upstreamChannel.close(promise: nil)
             return
         }
-        client.removeHandler(name: PipelineHandlerName.encoder, promise: nil)
         server.removeHandler(name: PipelineHandlerName.upstreamEncoder, promise: nil)
         server.removeHandler(name: PipelineHandlerName.upstream, promise: nil)
-        client.removeHandler(name: PipelineHandlerName.protocolErrors, promise: nil)
         client.removeHandler(context: context, promise: nil)
-        server.removeHandler(name: PipelineHandlerName.upstreamDecoder, promise: nil)
         client.removeHandler(name: PipelineHandlerName.decoder, promise: nil)
         _ = clientChannel.setOption(ChannelOptions.autoRead, value: true)
         _ = upstreamChannel.setOption(ChannelOptions.autoRead, value: true)

@@ -22,6 +22,18 @@ import Testing
 
     static func body(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 
+    /// A session's answer head as the framer reads it from `text`.
+    static func answerHead(_ text: String) -> UpstreamResponseHead {
+        var framer = UpstreamResponseFramer()
+        framer.expect(method: .GET, dechunk: false)
+        framer.receive(ByteBuffer(string: text))
+        guard case .head(let head) = try? framer.next() else { preconditionFailure("not a response head: \(text)") }
+        return head
+    }
+
+    static let ok = answerHead("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+    static let switching = answerHead("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+
     /// A machine with a proxied request of `uri` sent to `upstream` over a new connection.
     static func streaming(_ uri: String = "/s/abc/x", to upstream: Upstream = session, headers: HTTPHeaders = [:],
                           end: Bool = true) -> Machine {
@@ -58,11 +70,11 @@ import Testing
 
         var proxied = Self.streaming()
         guard case .none = proxied.quiesce() else { Issue.record("a proxied exchange was cut"); return }
-        guard case .writeHead(let head) = proxied.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok)) else {
+        guard case .writeHead(let written, _) = proxied.upstreamHead(Self.ok) else {
             Issue.record("head"); return
         }
-        #expect(head.headers["Connection"] == ["close"])
-        guard case .writeEnd(_, let next) = proxied.upstreamEnd(nil) else { Issue.record("end"); return }
+        #expect(Self.answerHead(String(buffer: written)).headers["Connection"] == ["close"])
+        guard case .writeEnd(let next) = proxied.upstreamEnd() else { Issue.record("end"); return }
         #expect(next == .close)
     }
 
@@ -173,8 +185,8 @@ import Testing
 
     @Test func theSameUpstreamIsReusedAndAnotherOneReplacesIt() throws {
         var machine = Self.streaming()
-        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
-        guard case .writeEnd(_, .nextRequest([])) = machine.upstreamEnd(nil) else { Issue.record("no end"); return }
+        _ = machine.upstreamHead(Self.ok)
+        guard case .writeEnd(.nextRequest([])) = machine.upstreamEnd() else { Issue.record("no end"); return }
 
         _ = machine.requestHead(Self.head("/s/abc/y"), proxied: true)
         guard case .send(_, _, let deadline) = machine.forward(Self.head("/s/abc/y"), to: Self.session, tls: nil,
@@ -182,9 +194,9 @@ import Testing
             Issue.record("the open upstream was not reused"); return
         }
         #expect(deadline == nil, "the armed timer is moved on lazily, not scheduled again")
-        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        _ = machine.upstreamHead(Self.ok)
         _ = machine.requestEnd(nil)
-        _ = machine.upstreamEnd(nil)
+        _ = machine.upstreamEnd()
 
         _ = machine.requestHead(Self.head("/s/def/y"), proxied: true)
         guard case .connect(let target, _, let closingCurrent) = machine.forward(Self.head("/s/def/y"), to: Self.otherNode, tls: nil,
@@ -195,8 +207,8 @@ import Testing
         #expect(closingCurrent)
 
         var closed = Self.streaming()
-        _ = closed.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
-        _ = closed.upstreamEnd(nil)
+        _ = closed.upstreamHead(Self.ok)
+        _ = closed.upstreamEnd()
         _ = closed.requestHead(Self.head("/s/abc/y"), proxied: true)
         guard case .connect = closed.forward(Self.head("/s/abc/y"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start) else {
             Issue.record("a closed upstream was reused"); return
@@ -241,12 +253,12 @@ import Testing
         var machine = Self.streaming(end: false)
         guard case .forwardBody(let chunk) = machine.requestBody(Self.body("up")) else { Issue.record("not forwarded"); return }
         #expect(chunk == Self.body("up"))
-        guard case .writeHead(let head) = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok)) else {
+        guard case .writeHead(let written, _) = machine.upstreamHead(Self.ok) else {
             Issue.record("head"); return
         }
-        #expect(head.status == .ok)
-        guard case .writeBody = machine.upstreamBody(Self.body("down")) else { Issue.record("body"); return }
-        guard case .writeEnd(_, .awaitRequestEnd) = machine.upstreamEnd(nil) else { Issue.record("end before request end"); return }
+        #expect(Self.answerHead(String(buffer: written)).status == 200)
+        guard case .writeBytes = machine.upstreamBody(Self.body("down")) else { Issue.record("body"); return }
+        guard case .writeEnd(.awaitRequestEnd) = machine.upstreamEnd() else { Issue.record("end before request end"); return }
         guard case .forwardEnd(nil, .nextRequest([])?) = machine.requestEnd(nil) else { Issue.record("request end"); return }
     }
 
@@ -256,11 +268,11 @@ import Testing
         _ = machine.requestEnd(nil)
         _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
         _ = machine.upstreamConnected(now: Self.start)
-        guard case .writeHead(let head) = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok)) else {
+        guard case .writeHead(let written, _) = machine.upstreamHead(Self.ok) else {
             Issue.record("head"); return
         }
-        #expect(head.headers["Connection"] == ["close"])
-        guard case .writeEnd(_, .close) = machine.upstreamEnd(nil) else { Issue.record("not closed"); return }
+        #expect(Self.answerHead(String(buffer: written)).headers["Connection"] == ["close"])
+        guard case .writeEnd(.close) = machine.upstreamEnd() else { Issue.record("not closed"); return }
     }
 
     @Test func aSessionThatHangsUpBeforeAnsweringIs502AndMidAnswerClosesTheClient() throws {
@@ -277,12 +289,12 @@ import Testing
         guard case .finish(.nextRequest([])) = midBody.requestEnd(nil) else { Issue.record("the dropped body did not end the exchange"); return }
 
         var during = Self.streaming()
-        _ = during.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        _ = during.upstreamHead(Self.ok)
         guard case .close = during.upstreamClosed() else { Issue.record("a cut answer left the client waiting"); return }
 
         var after = Self.streaming()
-        _ = after.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
-        _ = after.upstreamEnd(nil)
+        _ = after.upstreamHead(Self.ok)
+        _ = after.upstreamEnd()
         #expect(after.upstreamClosed().isNone, "an idle upstream closing is no one's business")
     }
 
@@ -313,16 +325,16 @@ import Testing
 
     @Test func aSessionThatStartedAnsweringIsNotCutOffByTheTimer() {
         var machine = Self.streaming()
-        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
+        _ = machine.upstreamHead(Self.ok)
         #expect(machine.responseDeadline == nil)
         #expect(machine.timerFired(now: Self.start + .seconds(600)).isNone)
-        guard case .writeBody = machine.upstreamBody(Self.body("slow but sure")) else { Issue.record("body"); return }
+        guard case .writeBytes = machine.upstreamBody(Self.body("slow but sure")) else { Issue.record("body"); return }
     }
 
     @Test func theTimerIsMovedOnForTheNextRequestOnTheSameConnection() {
         var machine = Self.streaming()
-        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .ok))
-        _ = machine.upstreamEnd(nil)
+        _ = machine.upstreamHead(Self.ok)
+        _ = machine.upstreamEnd()
         let later = Self.start + .seconds(50)
         _ = machine.requestHead(Self.head("/s/abc/y"), proxied: true)
         _ = machine.requestEnd(nil)
@@ -340,28 +352,30 @@ import Testing
     @Test func aSwitchingProtocolsAnswerToAnUpgradeOpensTheTunnel() throws {
         var machine = Self.streaming(headers: Self.upgradeHeaders)
         #expect(machine.upgradeRequested)
-        guard case .writeHead(let head) = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .switchingProtocols)) else {
+        guard case .writeHead(let written, _) = machine.upstreamHead(Self.switching) else {
             Issue.record("head"); return
         }
-        #expect(head.status == .switchingProtocols)
-        guard case .writeEndThenOpenTunnel = machine.upstreamEnd(nil) else { Issue.record("no tunnel"); return }
+        #expect(Self.answerHead(String(buffer: written)).headers["Connection"] == ["Upgrade"])
+        guard case .writeEndThenOpenTunnel = machine.upstreamEnd() else { Issue.record("no tunnel"); return }
         guard case .openTunnel = machine.tunnelReady() else { Issue.record("not opened"); return }
         #expect(machine.isTunnel)
         #expect(machine.requestHead(Self.head("/x"), proxied: false).isNone)
         #expect(machine.clientClosed().isNone, "the tunnel closes itself")
     }
 
-    @Test func aSwitchingProtocolsAnswerWithoutAnUpgradeRequestIsAnOrdinaryResponse() {
+    @Test func aSwitchingProtocolsAnswerNobodyAskedForIs502AndDropsTheUpstream() throws {
         var machine = Self.streaming()
         #expect(!machine.upgradeRequested)
-        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .switchingProtocols))
-        guard case .writeEnd(_, .nextRequest([])) = machine.upstreamEnd(nil) else { Issue.record("opened a tunnel"); return }
+        guard case .abandonUpstream(let response) = machine.upstreamHead(Self.switching) else { Issue.record("passed on"); return }
+        #expect(response.head.status == .badGateway)
+        #expect(response.next == .nextRequest(replay: []))
+        #expect(machine.upstreamKey == nil)
     }
 
     @Test func anUpstreamGoneBeforeTheTunnelOpensOpensNone() {
         var machine = Self.streaming(headers: Self.upgradeHeaders)
-        _ = machine.upstreamHead(HTTPResponseHead(version: .http1_1, status: .switchingProtocols))
-        _ = machine.upstreamEnd(nil)
+        _ = machine.upstreamHead(Self.switching)
+        _ = machine.upstreamEnd()
         _ = machine.upstreamClosed()
         #expect(machine.tunnelReady().isNone)
     }
@@ -454,14 +468,12 @@ import Testing
         #expect(ForwardedResponse.confine("DROVER-x=1", to: path) == nil)
         #expect(ForwardedResponse.confine("__Host-id=1; Path=/; Secure", to: path) == nil)
         #expect(ForwardedResponse.confine("garbage", to: path) == nil)
-        var head = HTTPResponseHead(version: .http1_1, status: .ok, headers: [
-            "Set-Cookie": "a=1; Path=/", "Set-Cookie": "drover-auth=x", "Connection": "keep-alive, X-Internal", "X-Internal": "1",
-            "Keep-Alive": "timeout=5", "Content-Length": "0",
-        ])
-        head = ForwardedResponse.head(head, sessionPath: path)
-        #expect(head.headers["Set-Cookie"] == ["a=1; Path=\(path)"])
-        #expect(!head.headers.contains(name: "X-Internal") && !head.headers.contains(name: "Keep-Alive") && !head.headers.contains(name: "Connection"))
-        #expect(head.headers["Content-Length"] == ["0"])
+        let head = Self.answerHead("HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: drover-auth=x\r\n"
+                                   + "Connection: keep-alive, X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n")
+        let forwarded = Self.answerHead(String(buffer: head.forwarded(sessionPath: path, connection: nil))).headers
+        #expect(forwarded["Set-Cookie"] == ["a=1; Path=\(path)"])
+        #expect(!forwarded.contains(name: "X-Internal") && !forwarded.contains(name: "Keep-Alive") && !forwarded.contains(name: "Connection"))
+        #expect(forwarded["Content-Length"] == ["0"])
     }
 }
 
