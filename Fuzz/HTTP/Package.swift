@@ -1,5 +1,6 @@
 // swift-tools-version:6.1
-// The HTTP request-path fuzz target, a package of its own so that its `-sanitize=fuzzer` build
+// The HTTP fuzz targets (the request path through a node's server, and the proxy's reading of
+// session answers), a package of its own so that its `-sanitize=fuzzer` build
 // never touches the main build. Fuzz/run.sh builds it with `swift build --package-path Fuzz/HTTP`.
 import Foundation
 import PackageDescription
@@ -14,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(path: root.path),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .target(name: "CFuzzMain"),
@@ -24,6 +26,16 @@ let package = Package(
                 .product(name: "DroverServer", package: drover),
                 .product(name: "DroverTesting", package: drover),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(
+            name: "FuzzResponse",
+            dependencies: [
+                "CFuzzMain",
+                .product(name: "DroverServer", package: drover),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]),
     ]

@@ -9,7 +9,7 @@ public import NIOHTTP1
 /// Strict where a lenient parser would let the session and the client see different messages
 /// (response smuggling): lines end in CRLF and nothing else; a header name is a token with no
 /// space before its colon; values carry no control characters; no folded lines; a
-/// `Content-Length` is digits (repeats must agree) and never comes with `Transfer-Encoding`;
+/// `Content-Length` is digits, once, and never comes with `Transfer-Encoding`;
 /// `chunked` is the last coding or none; chunk sizes are hex digits, at most 15 of them. Bytes
 /// when no response is due, or past a response's end, are an error too: the session answers
 /// one request at a time. Any error ends the connection (``Failure``).
