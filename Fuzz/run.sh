@@ -8,18 +8,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 kernel=Sources/DroverKernel
-config_sources=($kernel/Configuration/{ConfigFile,ConfigReader,ConfigurationError,ConfigSource,LoadBalancerConfiguration,ServerConfiguration,FileLocksConfiguration,DatabaseConfiguration}.swift)
+config_sources=($kernel/Configuration/{AddressRange,ConfigFile,ConfigReader,ConfigurationError,ConfigSource,LoadBalancerConfiguration,ServerConfiguration,FileLocksConfiguration,DatabaseConfiguration}.swift)
 security_sources=($kernel/Security/{Crypto,SecureCookieKey,SignInCookie,InternalRequestSignature}.swift)
 flags=(-sanitize=fuzzer,address -parse-as-library -O -swift-version 6 -enable-upcoming-feature ExistentialAny
        -enable-upcoming-feature InternalImportsByDefault -I Sources/COpenSSL -lcrypto)
-mkdir -p .build-fuzz Fuzz/out
+mkdir -p .build-fuzz/CShims Fuzz/out
+# The kernel's crypto calls into CShims (prepared HMAC keys): its C, compiled here, with a module map.
+printf 'module CShims [system] {\n    header "%s"\n    export *\n}\n' "$PWD/Sources/CShims/include/drover_shims.h" \
+    > .build-fuzz/CShims/module.modulemap
+for c in Sources/CShims/*.c; do
+    clang -O2 -c -I Sources/CShims/include "$c" -o ".build-fuzz/CShims/$(basename "$c" .c).o"
+done
+shims=(-I .build-fuzz/CShims .build-fuzz/CShims/*.o)
 build() { # target sources...
     local target=$1; shift
     swiftc "${flags[@]}" "$@" "Fuzz/$target.swift" -o ".build-fuzz/$target" 2> ".build-fuzz/$target.build.log" \
         || { cat ".build-fuzz/$target.build.log" >&2; exit 1; }
 }
 build ConfigParsers "${config_sources[@]}"
-build CookieAndSignature "${config_sources[@]}" "${security_sources[@]}"
+build CookieAndSignature "${shims[@]}" "${config_sources[@]}" "${security_sources[@]}"
 for product in HTTP Response; do
     http=(swift build -c release --package-path Fuzz/HTTP --scratch-path .build-fuzz/http --product Fuzz$product
           -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library)
