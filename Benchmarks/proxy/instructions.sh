@@ -18,7 +18,7 @@ done
 if [ -z "${BIN:-}" ]; then
     for product in droverd drover-session-guard drover-demo-session; do swift build -c release --product $product >/dev/null; done
 fi
-bin=${BIN:-$(swift build -c release --show-bin-path)}
+bin=$(cd "${BIN:-$(swift build -c release --show-bin-path)}" && pwd)  # absolute: the session command runs elsewhere
 
 work=$(mktemp -d /tmp/drover-instructions.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -24,7 +24,7 @@ if [ -z "${BIN:-}" ]; then
     for product in droverd drover-session-guard drover-demo-session; do swift build -c release --product $product >/dev/null; done
     [ "$auth" = cookie ] && swift build -c release --product drover-probe >/dev/null
 fi
-bin=${BIN:-$(swift build -c release --show-bin-path)}
+bin=$(cd "${BIN:-$(swift build -c release --show-bin-path)}" && pwd)  # absolute: the session command runs elsewhere
 
 work=$(mktemp -d /tmp/drover-proxybench.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
