@@ -87,3 +87,58 @@ extension HTTPResponseHead {
         !text.utf8.contains { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") || $0 == 0 }
     }
 }
+
+extension HTTPRequestHead {
+    /// The head as HTTP/1 bytes: request line, fields, empty line. The fields are the client's,
+    /// which the request decoder has validated, and the proxy's own.
+    func serialized() -> ByteBuffer {
+        var out = ByteBufferAllocator().buffer(capacity: 64 + uri.utf8.count + headers.count * 48)
+        out.writeString(method.rawValue)
+        out.writeStaticString(" ")
+        out.writeString(uri)
+        out.writeString(" HTTP/\(version.major).\(version.minor)\r\n")
+        for (name, value) in headers {
+            out.writeString(name)
+            out.writeStaticString(": ")
+            out.writeString(value)
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("\r\n")
+        return out
+    }
+}
+
+/// How a forwarded request's body goes on. The request decoder hands the body on as data, so a
+/// body the head calls chunked is chunked again; any other body (`Content-Length`) goes as it is.
+enum RequestBodyFraming {
+    case asItIs
+    case chunked
+
+    init(_ head: HTTPRequestHead) {
+        let chunked = head.headers[canonicalForm: "transfer-encoding"].last.map { HeaderName.equals(String($0), "chunked") } ?? false
+        self = chunked ? .chunked : .asItIs
+    }
+
+    /// The bytes of one piece of the body.
+    func body(_ data: ByteBuffer) -> ByteBuffer {
+        guard case .chunked = self, data.readableBytes > 0 else { return data }
+        var out = ByteBufferAllocator().buffer(capacity: data.readableBytes + 12)
+        out.writeString(String(data.readableBytes, radix: 16))
+        out.writeStaticString("\r\n")
+        out.writeImmutableBuffer(data)
+        out.writeStaticString("\r\n")
+        return out
+    }
+
+    /// The bytes that end the body (with `trailers` when chunked), nil when there are none.
+    func end(_ trailers: HTTPHeaders?) -> ByteBuffer? {
+        guard case .chunked = self else { return nil }
+        var out = ByteBufferAllocator().buffer(capacity: 5)
+        out.writeStaticString("0\r\n")
+        for (name, value) in trailers ?? [:] {
+            out.writeString("\(name): \(value)\r\n")
+        }
+        out.writeStaticString("\r\n")
+        return out
+    }
+}

@@ -500,6 +500,5 @@ extension ProxyConnectionStateMachine.OwnResponse: Equatable {
 enum PipelineHandlerName {
     static let decoder = "http-decoder"
     static let router = "router"
-    static let upstreamEncoder = "upstream-encoder"
     static let upstream = "upstream"
 }

@@ -10,8 +10,10 @@ import NIOSSL
 /// streamed to and from the session through a reused upstream connection, until a
 /// `101 Switching Protocols` turns both connections into a raw byte tunnel (WebSocket).
 ///
-/// Responses go out as bytes: the node's own are written here (``HTTPResponseHead/serialized(body:)``),
-/// the session's pass through as they came (``UpstreamResponseFramer``); no response encoder.
+/// Everything goes out as bytes: the node's own responses are written here
+/// (``HTTPResponseHead/serialized(body:)``), the session's pass through as they came
+/// (``UpstreamResponseFramer``), and a forwarded request's head is serialized here
+/// (``HTTPRequestHead/serialized()``) with its body framed by ``RequestBodyFraming``; no encoders.
 final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = ByteBuffer
@@ -39,6 +41,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private var requestHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
     /// The proxied request in flight and when it arrived, until its answer's head is written.
     private var proxied: (head: HTTPRequestHead, since: NIODeadline)?
+    /// How the body of the request in flight is framed on its way to the upstream.
+    private var requestFraming = RequestBodyFraming.asItIs
     /// A response's head is written and its end is not (a malformed request then gets no 400).
     private var responseInFlight = false
     /// The client's address for X-Forwarded-For, worked out once per connection.
@@ -211,9 +215,13 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .closeNewUpstream:
             break  // handled where the connection completes
         case .forwardBody(let chunk):
-            upstream?.channel.write(HTTPClientRequestPart.body(.byteBuffer(chunk)), promise: nil)
+            upstream?.channel.write(requestFraming.body(chunk), promise: nil)
         case .forwardEnd(let trailers, let next):
-            upstream?.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+            if let end = requestFraming.end(trailers) {
+                upstream?.channel.writeAndFlush(end, promise: nil)
+            } else {
+                upstream?.channel.flush()
+            }
             if let next { carryOut(next, context: context) }
         case .writeHead(let head, let status):
             answered(status)
@@ -343,7 +351,6 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: tlsName)) }
-                    try pipeline.addHandler(HTTPRequestEncoder(), name: PipelineHandlerName.upstreamEncoder)
                     try pipeline.addHandler(bound.value, name: PipelineHandlerName.upstream)
                 }
             }
@@ -376,11 +383,12 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private func send(_ head: HTTPRequestHead, parts: [HTTPServerRequestPart]) {
         guard let (channel, handler) = upstream else { return }
         handler.expect(method: head.method, dechunk: head.version == .http1_0)
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        requestFraming = RequestBodyFraming(head)
+        channel.write(head.serialized(), promise: nil)
         for part in parts {
             switch part {
-            case .body(let chunk): channel.write(HTTPClientRequestPart.body(.byteBuffer(chunk)), promise: nil)
-            case .end(let trailers): channel.write(HTTPClientRequestPart.end(trailers), promise: nil)
+            case .body(let chunk): channel.write(requestFraming.body(chunk), promise: nil)
+            case .end(let trailers): if let end = requestFraming.end(trailers) { channel.write(end, promise: nil) }
             case .head: break
             }
         }
@@ -414,7 +422,6 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             upstreamChannel.close(promise: nil)
             return
         }
-        server.removeHandler(name: PipelineHandlerName.upstreamEncoder, promise: nil)
         server.removeHandler(name: PipelineHandlerName.upstream, promise: nil)
         client.removeHandler(context: context, promise: nil)
         client.removeHandler(name: PipelineHandlerName.decoder, promise: nil)

@@ -10,8 +10,9 @@ import Testing
 /// Session answers pass through a node's real HTTP server as the bytes they are: over loopback,
 /// a stand-in session writes scripted bytes, and the client reads what the proxy made of them.
 @Suite struct ProxyResponseBytesTests {
-    /// Answers each request (read up to its empty line; no bodies) with the bytes scripted for
-    /// its path's last segment, closing the connection after when the script says so.
+    /// Answers each request with the bytes scripted for its path's last segment, closing the
+    /// connection after when the script says so; `echo` answers with the request as it came
+    /// (its body read by its `Content-Length`, or up to the chunked body's last chunk).
     final class ScriptedSession: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer
@@ -46,9 +47,27 @@ import Testing
             while let text = received.getString(at: received.readerIndex, length: received.readableBytes),
                   let end = text.range(of: "\r\n\r\n") {
                 let head = String(text[..<end.upperBound])
-                received.moveReaderIndex(forwardBy: head.utf8.count)
                 let path = head.split(separator: " ")[1]
                 let name = String(path.split(separator: "/").last ?? "")
+                if name == "echo" {
+                    let rest = text[end.upperBound...]
+                    let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+                        .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
+                    let bodyLength: Int
+                    if let length {
+                        guard rest.utf8.count >= length else { return }
+                        bodyLength = length
+                    } else {
+                        guard let zero = rest.range(of: "\r\n0\r\n"), let last = rest[zero.lowerBound...].range(of: "\r\n\r\n") else { return }
+                        bodyLength = rest[..<last.upperBound].utf8.count
+                    }
+                    let request = head + String(rest.utf8.prefix(bodyLength))!
+                    received.moveReaderIndex(forwardBy: request.utf8.count)
+                    context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: \(request.utf8.count)\r\n\r\n" + request)),
+                                          promise: nil)
+                    continue
+                }
+                received.moveReaderIndex(forwardBy: head.utf8.count)
                 let script = Self.scripts[name] ?? ("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", false)
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: script.bytes)), promise: nil)
                 if script.close { context.close(promise: nil) }
@@ -172,6 +191,32 @@ import Testing
             let answer = try await Self.exchange(port, Self.get("twice") + Self.get("length"))
             #expect(answer == "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + Self.ScriptedSession.scripts["length"]!.bytes)
             #expect(connections.value.load(ordering: .relaxed) == 2)
+        }
+    }
+
+    /// The request's head is written by the proxy (no encoder): its body goes on as it came,
+    /// chunked again when the client chunked it (the decoder hands over data alone).
+    @Test func requestBodiesReachTheSessionFramedAsTheClientSentThem() async throws {
+        try await Self.withProxy { port, _ in
+            let base = "POST /s/0123456789abcdef0123456789abcdef/echo HTTP/1.1\r\nHost: x\r\n"
+            let sized = try await Self.exchange(port, base + "Content-Length: 5\r\n\r\nhello")
+            #expect(sized.hasSuffix("\r\nContent-Length: 5\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\nhello"),
+                    "\(sized)")
+            let chunked = try await Self.exchange(port, base + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\n")
+            let echoed = try #require(chunked.range(of: "\r\n\r\nPOST ").map { String(chunked[$0.upperBound...]) })
+            #expect(echoed.hasPrefix("/s/0123456789abcdef0123456789abcdef/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"))
+            let body = try #require(echoed.range(of: "\r\n\r\n").map { String(echoed[$0.upperBound...]) })
+            // The chunks may be cut anew; their data and the trailer are the client's. (Bytes,
+            // not characters: CRLF is one Character.)
+            var data: [UInt8] = []
+            var rest = Array(body.utf8)
+            while let newline = rest.firstIndex(of: UInt8(ascii: "\n")),
+                  let size = Int(String(decoding: rest[..<(newline - 1)], as: UTF8.self), radix: 16), size > 0 {
+                data += rest[(newline + 1)..<(newline + 1 + size)]
+                rest = Array(rest[(newline + 1 + size + 2)...])
+            }
+            #expect(String(decoding: data, as: UTF8.self) == "abcde")
+            #expect(String(decoding: rest, as: UTF8.self) == "0\r\nT: 1\r\n\r\n")
         }
     }
 
