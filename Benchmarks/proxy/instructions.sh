@@ -6,7 +6,8 @@
 # request for both, their ratio, and where droverd's instructions go (by component and the
 # costliest functions). User-space instructions only: the kernel's share (reads, writes, epoll)
 # is not in callgrind's count.
-# Usage: [BIN=DIR] Benchmarks/proxy/instructions.sh [REQUESTS=5000] [CONNECTIONS=8]
+# AUTH=cookie: the node uses PAM sign-in and every request carries a signed sign-in cookie.
+# Usage: [AUTH=cookie] [BIN=DIR] Benchmarks/proxy/instructions.sh [REQUESTS=5000] [CONNECTIONS=8]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 requests=${1:-5000}
@@ -16,7 +17,7 @@ for tool in nginx valgrind; do
 done
 # BIN=DIR: the release binaries of DIR instead of this checkout's (to compare two builds).
 if [ -z "${BIN:-}" ]; then
-    for product in droverd drover-session-guard drover-demo-session; do swift build -c release --product $product >/dev/null; done
+    for product in droverd drover-session-guard drover-demo-session drover-probe; do swift build -c release --product $product >/dev/null; done
 fi
 bin=$(cd "${BIN:-$(swift build -c release --show-bin-path)}" && pwd)  # absolute: the session command runs elsewhere
 
@@ -31,7 +32,7 @@ www-port=$port
 server-data-dir=data
 server-shared-storage-path=$work/shared
 session-command=$bin/drover-demo-session
-auth-none=1
+$([ "${AUTH:-none}" = cookie ] && echo "auth-pam-service=login" || echo "auth-none=1")
 CONF
 printf 'provider=sqlite\ndirectory=%s\n' "$work/shared" > "$work/node/database.conf"
 : > "$work/node/load-balancer"
@@ -57,7 +58,13 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/health-check" >/dev/null && break; sleep 0.2; done
-id=$(curl -sf -X POST "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
+cookie=""
+sign_in=()
+if [ "${AUTH:-none}" = cookie ]; then
+    { read -r cookie; read -r csrf; } < <("$bin/drover-probe" cookie --config-dir "$work/node" --user "$(id -un)")
+    sign_in=(-H "Cookie: drover-auth=$cookie" -H "X-CSRF-Token: $csrf")
+fi
+id=$(curl -sf -X POST "${sign_in[@]}" "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
 session_socket="$work/node/data/sessions/$id.sock"
 source Benchmarks/proxy/nginx-conf.sh
 nginx_conf "$work" "$nginx_port" "$session_socket" foreground > "$work/nginx.conf"
@@ -65,14 +72,15 @@ valgrind --tool=callgrind --callgrind-out-file="$work/nginx.cg" nginx -c "$work/
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$nginx_port/s/$id/count" >/dev/null && break; sleep 0.2; done
 
 load() { # port count
-    python3 - "$1" "$2" "$connections" "/s/$id/count" <<'PY'
+    python3 - "$1" "$2" "$connections" "/s/$id/count" "$cookie" <<'PY'
 import http.client, sys, threading
-port, count, connections, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+port, count, connections, path, cookie = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+headers = {"Cookie": "drover-auth=" + cookie} if cookie else {}
 failures = []
 def client(n):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(n):
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         response.read()
         if response.status != 200:

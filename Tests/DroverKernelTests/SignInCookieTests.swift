@@ -67,6 +67,10 @@ import Testing
         ("theme=dark", "theme=dark"),
         ("my-drover-auth=1; drover-auth-x=2", "my-drover-auth=1; drover-auth-x=2"),
         (" drover-auth = x ; z=1", "z=1"),
+        ("a=1;;  ; b = 2 ", "a=1; b = 2"),
+        ("flag; drover-auth=x", "flag"),
+        ("\ta=1\t;drover-auth=y;drover-auth=z", "a=1"),
+        ("", nil),
     ] as [(String, String?)])
     func removingOneCookieKeepsTheOthers(header: String, expected: String?) {
         #expect(SignInCookie.removing("drover-auth", fromHeader: header) == expected)

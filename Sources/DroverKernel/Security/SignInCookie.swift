@@ -78,27 +78,36 @@ public enum SignInCookie {
         String(key.sign(Array(cookie.utf8), purpose: csrfPurpose).hexString.prefix(32))
     }
 
+    /// A `Cookie` header without the cookies named `name`; nil when none is left. The parts left
+    /// are joined by `; `, spaces and tabs around them dropped.
+    ///
+    /// Runs for every proxied request with a sign-in cookie, so it scans the header's bytes (it
+    /// trimmed with Foundation before, 75,000 instructions per request: more than the rest of
+    /// the proxy).
+    public static func removing(_ name: String, fromHeader header: String) -> String? {
+        let wanted = name.utf8
+        var kept = ""
+        kept.reserveCapacity(header.utf8.count)
+        var rest = Substring(header).utf8[...]
+        while !rest.isEmpty {
+            let end = rest.firstIndex(of: UInt8(ascii: ";")) ?? rest.endIndex
+            let part = trimmed(rest[rest.startIndex..<end])
+            let named = part.firstIndex(of: UInt8(ascii: "=")).map { trimmed(part[part.startIndex..<$0]).elementsEqual(wanted) } ?? false
+            if !part.isEmpty, !named {
+                if !kept.isEmpty { kept += "; " }
+                kept += Substring(part)
+            }
+            rest = end == rest.endIndex ? rest[end...] : rest[rest.index(after: end)...]
+        }
+        return kept.isEmpty ? nil : kept
+    }
+
     /// The value of cookie `name` in a `Cookie` header.
     ///
     /// Runs for every proxied request, so it scans the header in place (no Foundation trimming,
     /// no arrays of parts); spaces and tabs around names and values are ignored.
-    /// A `Cookie` header without the cookies named `name`; nil when none is left.
-    public static func removing(_ name: String, fromHeader header: String) -> String? {
-        let kept = header.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { pair in
-            guard let equals = pair.firstIndex(of: "=") else { return !pair.isEmpty }
-            return pair[..<equals].trimmingCharacters(in: .whitespaces) != name
-        }
-        return kept.isEmpty ? nil : kept.joined(separator: "; ")
-    }
-
     public static func value(named name: String, inHeader header: String?) -> String? {
         guard let header else { return nil }
-        let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-        func trimmed(_ part: Substring.UTF8View) -> Substring.UTF8View {
-            var part = part.drop(while: blank)
-            while let last = part.last, blank(last) { part = part.dropLast() }
-            return part
-        }
         let wanted = name.utf8
         var rest = Substring(header).utf8[...]
         while !rest.isEmpty {
@@ -111,5 +120,13 @@ public enum SignInCookie {
             rest = end == rest.endIndex ? rest[end...] : rest[rest.index(after: end)...]
         }
         return nil
+    }
+
+    /// `part` without the spaces and tabs around it.
+    private static func trimmed(_ part: Substring.UTF8View) -> Substring.UTF8View {
+        let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        var part = part.drop(while: blank)
+        while let last = part.last, blank(last) { part = part.dropLast() }
+        return part
     }
 }
