@@ -777,6 +777,15 @@ public final class SessionManager: Sendable {
         routes.forget(id)
     }
 
+    /// Forgets every cached route to the node at `host:port`: it has just (re)joined, and a
+    /// node that comes back has freed the sessions of its previous run, so a request sent
+    /// there on an old route would find its session gone (502 "moved while on its way").
+    public func forgetRoutes(toHost host: String, port: Int) {
+        routes.forget { route in
+            if case .remote(host, port, _) = route { true } else { false }
+        }
+    }
+
     /// A recently confirmed route, without touching the registry: the proxy's fast path.
     public func cachedRoute(_ id: String, username: String) -> SessionRoute? {
         guard let cached = freshRoute(id), cached.username == username else { return nil }

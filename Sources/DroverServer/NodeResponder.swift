@@ -148,6 +148,9 @@ public struct NodeResponder: HTTPResponder {
                 return .text(.ok, "pong\n")
             case .notice(.sessionMoved(let session)):
                 sessions.invalidateRoute(session.id)
+            case .notice(.nodeJoined(let joined)):
+                sessions.forgetRoutes(toHost: joined.host, port: joined.port)
+                await membership.received(.nodeJoined(joined), from: remote)
             case .notice(.revocationsChanged):
                 await membership.runtime.refreshRevocations()
             case .notice(let notice):

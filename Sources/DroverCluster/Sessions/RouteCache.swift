@@ -42,5 +42,10 @@ final class RouteCache: Sendable {
         entries.withLock { _ = $0.removeValue(forKey: id) }
     }
 
+    /// Forgets every route that `matches`.
+    func forget(where matches: (SessionRoute) -> Bool) {
+        entries.withLock { entries in entries = entries.filter { !matches($0.value.entry.route) } }
+    }
+
     var count: Int { entries.withLock { $0.count } }
 }
