@@ -236,6 +236,18 @@ func spec(_ id: String) -> SessionGuardProtocol.Spec {
         #expect(cache.count == 0, "an expired route is dropped, not kept")
     }
 
+    /// A node that (re)joins has freed its previous run's sessions: the routes to it go, and no other.
+    @Test func forgettingTheRoutesToOneNodeKeepsTheOthers() {
+        let cache = RouteCache(timeToLive: .seconds(5))
+        cache.remember("s1", .remote(host: "10.0.0.2", port: 8787), username: "alice")
+        cache.remember("s2", .remote(host: "10.0.0.2", port: 8788), username: "alice")
+        cache.remember("s3", .remote(host: "10.0.0.3", port: 8787), username: "bob")
+        cache.remember("s4", .local(socket: "/run/s4.sock"), username: "bob")
+        cache.forget { if case .remote("10.0.0.2", 8787, _) = $0 { true } else { false } }
+        #expect(cache.fresh("s1") == nil)
+        #expect(cache.fresh("s2") != nil && cache.fresh("s3") != nil && cache.fresh("s4") != nil)
+    }
+
     @Test func rememberingAgainRenewsAndForgettingDrops() {
         let clock = ManualClock()
         let cache = RouteCache(timeToLive: .seconds(5)) { clock.now }
