@@ -287,9 +287,10 @@ public struct UpstreamResponseHead: Sendable {
         return value.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
     }
 
+    /// ``HopByHop/fixed`` or `Proxy-*`: the request side's list, read here from bytes.
     private static func isFixedHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
-        equals(name, "keep-alive") || equals(name, "te") || equals(name, "trailer") || equals(name, "proxy-connection")
-            || (name.count >= 6 && equals(UnsafeRawBufferPointer(rebasing: name.prefix(6)), "proxy-"))
+        (name.count >= 6 && equals(UnsafeRawBufferPointer(rebasing: name.prefix(6)), "proxy-"))
+            || HopByHop.fixed.contains { equals(name, $0.utf8) }
     }
 
     /// Whether `name` is `lower` (ASCII, given in lower case) in any case.
