@@ -88,6 +88,9 @@ struct ProxyConnectionStateMachine {
         case writeEnd(next: Next)
         /// Flush the `101`, then feed ``tunnelReady()`` back.
         case writeEndThenOpenTunnel
+        /// A hop's opening is accepted (its session's socket connected): write and flush the
+        /// node's own `101`, then feed ``tunnelReady()`` back.
+        case acceptSplice
         /// Replace both connections' HTTP handlers by the byte tunnel.
         case openTunnel
         /// The response timer fired early (it is moved on lazily): arm it again.
@@ -118,8 +121,11 @@ struct ProxyConnectionStateMachine {
     private var responseEnded = false
     /// The client half-closed: it sends nothing more, but still reads what it asked for.
     private var inputClosed = false
-    /// Where the connected upstream goes (`target:tls`), nil when there is none.
-    private(set) var upstreamKey: String?
+    /// Where the connected upstream goes, nil when there is none.
+    private(set) var upstreamKey: UpstreamKey?
+    /// The request is another node's opening (``HopOpening``): its session's socket is being
+    /// connected, and the connection becomes a byte tunnel to it.
+    private(set) var isSplice = false
     /// The upstream stopped taking the request's bytes.
     private var upstreamFull = false
     /// The request waits for its destination (or for its upstream to connect).
@@ -314,7 +320,7 @@ struct ProxyConnectionStateMachine {
     mutating func forward(_ head: HTTPRequestHead, to upstream: Upstream, tls: NIOSSLContext?, upstreamActive: Bool,
                           now: NIODeadline) -> Action {
         guard case .resolving(_, let parts) = phase else { return .none }
-        let key = "\(upstream):\(tls != nil)"
+        let key = UpstreamKey(upstream: upstream, tls: tls.map(ObjectIdentifier.init))
         if upstreamKey == key, upstreamActive {
             return send(head, parts: parts, now: now)
         }
@@ -327,12 +333,36 @@ struct ProxyConnectionStateMachine {
     }
 
     /// The key of the upstream being connected.
-    private var pendingKey: String?
+    private var pendingKey: UpstreamKey?
+
+    /// The request is another node's verified opening (``HopOpening``): connect the session's
+    /// socket, then answer `101` and pass bytes. An opening has no body and nothing may follow it
+    /// before the `101`: anything else is refused.
+    mutating func splice(to upstream: Upstream) -> Action {
+        guard case .resolving(let head, let parts) = phase else { return .none }
+        guard requestEnded, parts.count == 1, queued.isEmpty else {
+            keepAlive = false
+            return .respond(ownResponse(.text(.badRequest, "an opening of a session hop has no body, and nothing follows it before its 101\n")))
+        }
+        let closingCurrent = upstreamKey != nil
+        upstreamKey = nil
+        isSplice = true
+        phase = .connecting(head: head, parts: [])
+        awaitingUpstream = true
+        pendingKey = UpstreamKey(upstream: upstream, tls: nil)
+        return .connect(upstream, tls: nil, closingCurrent: closingCurrent)
+    }
 
     mutating func upstreamConnected(now: NIODeadline) -> Action {
         guard case .connecting(let head, let parts) = phase else { return .closeNewUpstream }
         upstreamKey = pendingKey
         pendingKey = nil
+        if isSplice {
+            awaitingUpstream = false
+            responseStarted = true
+            phase = .switchingProtocols
+            return .acceptSplice
+        }
         return send(head, parts: parts, now: now)
     }
 
@@ -341,6 +371,15 @@ struct ProxyConnectionStateMachine {
         pendingKey = nil
         awaitingUpstream = false
         return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session does not answer; retry in a moment\n")))
+    }
+
+    /// The node an upstream ``Upstream/node(host:port:name:connectTimeout:opening:)`` goes to
+    /// did not accept the opening: its answer (`response`) is the client's.
+    mutating func upstreamRefused(_ response: HTTPResponse) -> Action {
+        guard case .connecting = phase else { return .none }
+        pendingKey = nil
+        awaitingUpstream = false
+        return .reportUpstreamFailure(ownResponse(response))
     }
 
     private mutating func send(_ head: HTTPRequestHead, parts: [HTTPServerRequestPart], now: NIODeadline) -> Action {
@@ -487,6 +526,12 @@ struct ProxyConnectionStateMachine {
         queued = []
         return .nextRequest(replay: replay)
     }
+}
+
+/// What an upstream connection is reused for: the same place, over the same TLS context.
+struct UpstreamKey: Equatable {
+    let upstream: Upstream
+    let tls: ObjectIdentifier?
 }
 
 extension ProxyConnectionStateMachine.OwnResponse: Equatable {

@@ -8,19 +8,52 @@ public import NIOSSL
 public enum Upstream: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
     case tcp(host: String, port: Int, name: String? = nil, connectTimeout: TimeAmount = .seconds(10))
+    /// Another node, on a connection that node joins to the session's socket: it opens with
+    /// `opening` (a signed request, answered `101`), and the requests that follow reach the
+    /// session as they are, so the owner does no HTTP work for them (``HopOpening``).
+    case node(host: String, port: Int, name: String?, connectTimeout: TimeAmount, opening: HopOpening)
 
     public var description: String {
         switch self {
         case .unix(let path): "unix:\(path)"
-        case .tcp(let host, let port, let name, _): name.map { "\($0) (\(host)):\(port)" } ?? "\(host):\(port)"
+        case .tcp(let host, let port, let name, _), .node(let host, let port, let name, _, _):
+            name.map { "\($0) (\(host)):\(port)" } ?? "\(host):\(port)"
         }
     }
+}
+
+/// The request that opens a connection to another node for one session of one user (DESIGN.md
+/// section 6, "Session hops"): `GET /s/<id>/` with `Upgrade: drover-session` and the hop's
+/// signed headers. The owner verifies it once, refuses a replay, answers `101` and joins the
+/// connection to the session's socket; what follows on the connection is the session's traffic.
+/// Two openings are the same connection's when they name the same session and user.
+public struct HopOpening: Sendable, Equatable {
+    public let session: String
+    public let user: String
+    /// The opening's bytes, signed when called (a fresh timestamp and nonce for each connection).
+    public let request: @Sendable () -> ByteBuffer
+
+    public init(session: String, user: String, request: @escaping @Sendable () -> ByteBuffer) {
+        self.session = session
+        self.user = user
+        self.request = request
+    }
+
+    public static func == (lhs: HopOpening, rhs: HopOpening) -> Bool {
+        lhs.session == rhs.session && lhs.user == rhs.user
+    }
+
+    /// The `Upgrade` token of an opening.
+    public static let protocolName = "drover-session"
 }
 
 /// Where a proxied request goes, or the answer to give instead.
 public enum ProxyDecision: Sendable {
     /// Forward to `upstream` (TLS when `tls` is set), adding `headers`.
     case forward(Upstream, tls: NIOSSLContext?, headers: [(String, String)], onFailure: @Sendable () -> Void)
+    /// The request is another node's verified ``HopOpening``: answer `101` and join the
+    /// connection to the session's socket at `path`.
+    case splice(path: String, onFailure: @Sendable () -> Void)
     case respond(HTTPResponse)
 }
 

@@ -53,6 +53,133 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
+/// Opens a connection to another node for one session (``HopOpening``): writes the signed
+/// opening once the connection is up, reads the node's answer with the framer a session's
+/// answers get, and leaves the pipeline on its `101`: what follows is the session's. Any other
+/// answer (the owner's refusal: 404, 403, 502 …) fails `opened` with that answer, for the
+/// client; no answer within `timeout` (`session-response-timeout`: the owner may be resuming the
+/// session) fails it with 504.
+final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// The node's answer, when it is not `101`: what the client is told.
+    struct Refused: Error {
+        let response: HTTPResponse
+    }
+
+    /// A refusal's body is the owner's one-line reason: more is not read.
+    static let maximumRefusalBody = 4096
+
+    let opened: EventLoopPromise<Void>
+    private let request: ByteBuffer
+    private let timeout: TimeAmount
+    private var framer = UpstreamResponseFramer()
+    private var refusal: (status: HTTPResponseStatus, body: ByteBuffer)?
+    private var timer: Scheduled<Void>?
+    private var started = false
+    private var settled = false
+
+    init(request: ByteBuffer, timeout: TimeAmount, opened: EventLoopPromise<Void>) {
+        self.request = request
+        self.timeout = timeout
+        self.opened = opened
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
+        framer.expect(method: .GET, dechunk: false)
+        context.writeAndFlush(wrapOutboundOut(request), promise: nil)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let seconds = timeout.nanoseconds / 1_000_000_000
+        timer = context.eventLoop.scheduleTask(in: timeout) {
+            let (this, context) = bound.value
+            this.timer = nil
+            this.fail(.gatewayTimeout, "504 gateway timeout: the session's node did not answer within \(seconds) s (session-response-timeout)\n",
+                      context: context)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !settled else { return }
+        framer.receive(unwrapInboundIn(data))
+        do {
+            while !settled, let event = try framer.next() {
+                switch event {
+                case .head(let head) where head.status == 101 && refusal == nil:
+                    accept(context: context)
+                case .head(let head):
+                    refusal = (head.responseStatus, ByteBuffer())
+                case .body(var chunk):
+                    if let length = refusal?.body.readableBytes, length < Self.maximumRefusalBody { refusal?.body.writeBuffer(&chunk) }
+                case .end:
+                    let answer = refusal ?? (.badGateway, ByteBuffer())
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+                    settle(.failure(Refused(response: HTTPResponse(status: answer.status, headers: headers, body: answer.body))))
+                    context.close(promise: nil)
+                }
+            }
+        } catch {
+            fail(.badGateway, "502 bad gateway: the session's node answered a hop with something that is not HTTP (\(error))\n", context: context)
+        }
+    }
+
+    /// The `101`: this handler leaves, and the connection is the session's. Nothing may follow
+    /// it before a request (a session does not speak first).
+    private func accept(context: ChannelHandlerContext) {
+        if framer.takeUpgradeRemainder() != nil {
+            fail(.badGateway, "502 bad gateway: the session's node sent bytes after accepting a hop, before any request\n", context: context)
+            return
+        }
+        settle(.success(()))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(.badGateway, "502 bad gateway: the session's node closed the connection; retry in a moment\n", context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if settled {
+            context.fireErrorCaught(error)
+            return
+        }
+        fail(.badGateway, "502 bad gateway: the session's node does not answer (\(error)); retry in a moment\n", context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        settle(.failure(Refused(response: .text(.badGateway, "502 bad gateway: the connection to the session's node ended\n"))))
+    }
+
+    private func fail(_ status: HTTPResponseStatus, _ reason: String, context: ChannelHandlerContext) {
+        guard !settled else { return }
+        settle(.failure(Refused(response: .text(status, reason))))
+        context.close(promise: nil)
+    }
+
+    private func settle(_ result: Result<Void, any Error>) {
+        guard !settled else { return }
+        settled = true
+        timer?.cancel()
+        timer = nil
+        opened.completeWith(result)
+    }
+}
+
 /// After a protocol upgrade: moves raw bytes to the partner channel, with backpressure.
 final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer

@@ -8,7 +8,9 @@ import NIOSSL
 /// Serves one client connection by carrying out what its ``ProxyConnectionStateMachine`` says:
 /// the node's own endpoints from bounded, buffered requests, and session traffic (`/s/<id>/…`)
 /// streamed to and from the session through a reused upstream connection, until a
-/// `101 Switching Protocols` turns both connections into a raw byte tunnel (WebSocket).
+/// `101 Switching Protocols` turns both connections into a raw byte tunnel (WebSocket). Another
+/// node's session hop is one too: its verified opening (``HopOpening``) is answered with the
+/// node's own `101` once the session's socket is connected (``ProxyDecision/splice(path:onFailure:)``).
 ///
 /// Everything goes out as bytes: the node's own responses are written here
 /// (``HTTPResponseHead/serialized(body:)``), the session's pass through as they came
@@ -171,6 +173,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     static let badRequest: StaticString = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    /// The answer to another node's accepted ``HopOpening``.
+    static let spliceAccepted: StaticString = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: drover-session\r\n\r\n"
 
     // MARK: actions out
 
@@ -235,6 +239,10 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             carryOut(next, context: context)
         case .writeEndThenOpenTunnel:
             context.flush()
+            run(machine.tunnelReady())
+        case .acceptSplice:
+            proxied = nil
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: Self.spliceAccepted)), promise: nil)
             run(machine.tunnelReady())
         case .openTunnel:
             openTunnel(context: context)
@@ -328,6 +336,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         switch decision {
         case .respond(let response):
             run(machine.decided(response))
+        case .splice(let path, let onFailure):
+            onUpstreamFailure = onFailure
+            run(machine.splice(to: .unix(path: path)))
         case .forward(let target, let tls, let extra, let onFailure):
             onUpstreamFailure = onFailure
             let outgoing = ForwardedRequest.head(for: head, clientAddress: clientAddress, isTLS: isTLS, adding: extra,
@@ -342,22 +353,44 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         let bound = NIOLoopBound(handler, eventLoop: context.eventLoop)
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         var bootstrap = ClientBootstrap(group: context.eventLoop).connectTimeout(Self.connectTimeout)
-        if case .tcp(_, _, _, let connectTimeout) = target {
+        var tlsName: String?
+        var opening: HopOpeningHandler?
+        switch target {
+        case .unix:
+            break
+        case .tcp(_, _, let name, let connectTimeout):
             bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connectTimeout(connectTimeout)
+            tlsName = name
+        case .node(_, _, let name, let connectTimeout, let hop):
+            bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connectTimeout(connectTimeout)
+            tlsName = name
+            opening = HopOpeningHandler(request: hop.request(), timeout: machine.responseTimeout,
+                                        opened: context.eventLoop.makePromise(of: Void.self))
         }
-        let tlsName: String? = if case .tcp(_, _, let name, _) = target { name } else { nil }
+        let openingBound = NIOLoopBound(opening, eventLoop: context.eventLoop)
         let connecting = bootstrap
-            .channelInitializer { channel in
+            .channelInitializer { [tlsName] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: tlsName)) }
+                    if let opening = openingBound.value { try pipeline.addHandler(opening) }
                     try pipeline.addHandler(bound.value, name: PipelineHandlerName.upstream)
                 }
             }
-        let connected: EventLoopFuture<any Channel>
+        var connected: EventLoopFuture<any Channel>
         switch target {
         case .unix(let path): connected = connecting.connect(unixDomainSocketPath: path)
-        case .tcp(let host, let port, _, _): connected = connecting.connect(peer: host, port: port)
+        case .tcp(let host, let port, _, _), .node(let host, let port, _, _, _): connected = connecting.connect(peer: host, port: port)
+        }
+        if let opened = opening?.opened {
+            // Connected once the node has accepted the opening; a refusal is its answer.
+            connected.whenFailure { opened.fail($0) }  // never written: the promise is settled all the same
+            connected = connected.flatMap { channel in
+                opened.futureResult.map { channel }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
         }
         connected.whenComplete { result in
             let this = me.value
@@ -371,6 +404,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                 }
                 this.upstream = (channel, bound.value)
                 this.run(action)
+            case .failure(let refused as HopOpeningHandler.Refused):
+                this.logger.debug("a node did not accept a session hop", metadata: ["upstream": "\(target)", "status": "\(refused.response.status.code)"])
+                this.run(this.machine.upstreamRefused(refused.response))
             case .failure(let error):
                 this.logger.debug("proxy upstream unreachable", metadata: ["upstream": "\(target)", "error": "\(error)"])
                 this.run(this.machine.upstreamConnectFailed())
@@ -406,7 +442,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         responseTimer?.cancel()
         responseTimer = nil
         enter(.tunnel)
-        let activity = proxy?.tunnelOpened(context.channel, request: requestHead)
+        // A hop's splice is not a WebSocket of this node's: the node the client reached counts it.
+        let activity = machine.isSplice ? nil : proxy?.tunnelOpened(context.channel, request: requestHead)
         let clientChannel = context.channel
         let upstreamChannel = upstream.channel
         if let early = upstream.handler.takeUpgradeRemainder() { context.writeAndFlush(wrapOutboundOut(early), promise: nil) }

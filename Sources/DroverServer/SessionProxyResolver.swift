@@ -23,6 +23,8 @@ public struct SessionProxyResolver: ProxyResolver {
     /// Who a proxied request is from.
     enum Requester: Equatable {
         case user(String)
+        /// Another node's verified ``HopOpening`` for this user's session (its nonce now used).
+        case opening(String)
         case anonymous
         /// Hop headers whose signature does not verify: refused.
         case forgedHop(String)
@@ -32,24 +34,50 @@ public struct SessionProxyResolver: ProxyResolver {
 
     /// A request forwarded by another node is trusted on the node-to-node signature over its
     /// method, target and user (so the user's cookie need not travel, and is not trusted on
-    /// the second node); anything else on its sign-in cookie.
+    /// the second node); anything else on its sign-in cookie. An opening (``HopOpening``) is
+    /// signed for that purpose alone, and accepted once: it gives a connection to the session.
     func requester(_ head: HTTPRequestHead) -> Requester {
         guard head.headers.contains(name: Self.hopHeader) else {
             if auth.refusesHost(head.headers) != nil { return .misdirected }
             return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
         }
         guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
+        let opening = Self.isOpening(head)
         do {
-            _ = try InternalRequestSignature.verify(method: head.method.rawValue, path: head.uri, body: Self.hopBody(user),
-                                                    header: { head.headers.first(name: $0) }, key: sessions.runtime.key,
-                                                    isOwnDestination: sessions.runtime.isOwnDestination)
-            return .user(user)
+            let verified = try InternalRequestSignature.verify(method: head.method.rawValue, path: head.uri,
+                                                               body: opening ? Self.openingBody(user) : Self.hopBody(user),
+                                                               header: { head.headers.first(name: $0) }, key: sessions.runtime.key,
+                                                               isOwnDestination: sessions.runtime.isOwnDestination)
+            guard opening else { return .user(user) }
+            guard sessions.runtime.replayGuard.accept(nonce: verified.nonce, timestamp: verified.timestamp) else {
+                return .forgedHop("\(InternalRequestSignature.Refusal.replayed)")
+            }
+            return .opening(user)
         } catch {
             return .forgedHop("\(error)")
         }
     }
 
     static func hopBody(_ user: String) -> [UInt8] { Array("proxy-hop\n\(user)".utf8) }
+    static func openingBody(_ user: String) -> [UInt8] { Array("proxy-splice\n\(user)".utf8) }
+
+    /// Whether `head` asks to open a session hop (``HopOpening``; trusted only once verified).
+    static func isOpening(_ head: HTTPRequestHead) -> Bool {
+        head.method == .GET && head.headers[canonicalForm: "upgrade"].contains { HeaderName.equals(String($0), HopOpening.protocolName) }
+    }
+
+    /// The bytes of an opening from this node to the node at `destination` (`host:port`), for
+    /// the session `id` of `user`, signed now.
+    static func openingRequest(session id: String, user: String, destination: String, key: SecureCookieKey) -> ByteBuffer {
+        let path = "/s/\(id)/"
+        var text = "GET \(path) HTTP/1.1\r\nHost: \(destination)\r\nConnection: Upgrade\r\nUpgrade: \(HopOpening.protocolName)\r\n"
+            + "\(hopHeader): 1\r\n\(hopUserHeader): \(user)\r\n"
+        for (name, value) in InternalRequestSignature.headers(method: "GET", path: path, body: openingBody(user), destination: destination, key: key) {
+            text += "\(name): \(value)\r\n"
+        }
+        text += "\r\n"
+        return ByteBuffer(string: text)
+    }
 
     /// Origins besides the node's own whose pages may open WebSockets (`www-allowed-origins`).
     let allowedOrigins: Set<String>
@@ -118,6 +146,8 @@ public struct SessionProxyResolver: ProxyResolver {
     }
 
     public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {
+        // An opening's nonce is used once, by the full decision.
+        guard !(Self.isOpening(head) && head.headers.contains(name: Self.hopHeader)) else { return nil }
         guard let id = Self.sessionID(head), refusesOrigin(head) == nil, case .user(let user) = requester(head),
               let route = sessions.cachedRoute(id, username: user) else { return nil }
         return decision(route, id: id, user: user, head: head)
@@ -131,7 +161,7 @@ public struct SessionProxyResolver: ProxyResolver {
         }
         let user: String
         switch requester(head) {
-        case .user(let name):
+        case .user(let name), .opening(let name):
             user = name
         case .anonymous:
             return .respond(.text(.unauthorized, "sign in first: open / on this server\n"))
@@ -155,19 +185,26 @@ public struct SessionProxyResolver: ProxyResolver {
         let sessions = self.sessions
         if !head.headers.contains(name: Self.hopHeader) { sessions.noteActivity(id) }
         let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
+        let isHop = head.headers.contains(name: Self.hopHeader)
         switch route {
         case .local(let socket):
+            if isHop, Self.isOpening(head) { return .splice(path: socket, onFailure: forget) }
             return .forward(.unix(path: socket), tls: nil, headers: [], onFailure: forget)
         case .remote(let host, let port, let name):
-            if head.headers.contains(name: Self.hopHeader) {
+            if isHop {
                 forget()
                 return .respond(.text(.badGateway, "502 bad gateway: the session moved while the request was on its way; retry\n"))
             }
-            let signature = InternalRequestSignature.headers(method: head.method.rawValue, path: head.uri, body: Self.hopBody(user),
-                                                             destination: NodeRuntime.destination(host: host, port: port), key: sessions.runtime.key)
+            // The request goes on as it would to a session of this node's, on a connection the
+            // owner joins to the session (opened once, signed for this session and user).
+            let destination = NodeRuntime.destination(host: host, port: port)
+            let key = sessions.runtime.key
+            let opening = HopOpening(session: id, user: user) {
+                Self.openingRequest(session: id, user: user, destination: destination, key: key)
+            }
             let connectTimeout = TimeAmount.seconds(NodeClient.connectSeconds(timeout: sessions.runtime.loadBalancer.timeout))
-            return .forward(.tcp(host: host, port: port, name: name, connectTimeout: connectTimeout), tls: peerTLS,
-                            headers: [(Self.hopHeader, "1"), (Self.hopUserHeader, user)] + signature, onFailure: forget)
+            return .forward(.node(host: host, port: port, name: name, connectTimeout: connectTimeout, opening: opening), tls: peerTLS,
+                            headers: [], onFailure: forget)
         }
     }
 }

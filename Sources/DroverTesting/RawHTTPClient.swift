@@ -163,8 +163,18 @@ public enum RawHTTPClient {
             return ended ?? "open"
         }
 
+        /// Sends `raw` (a whole request, as bytes) and reads one answer: its head, and its body
+        /// by its Content-Length (none: no body, as after a `101`).
+        public func exchange(_ raw: String) async throws -> Response {
+            try await onOwnThread { try self.blockingExchange(raw) }
+        }
+
         private func blockingRequest(_ method: String, path: String) throws -> Response {
-            try RawHTTPClient.sendAll(fd, Array("\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: 0\r\n\r\n".utf8))
+            try blockingExchange("\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: 0\r\n\r\n")
+        }
+
+        private func blockingExchange(_ raw: String) throws -> Response {
+            try RawHTTPClient.sendAll(fd, Array(raw.utf8))
             var buffered = pending.withLock { $0 }
             while true {
                 if let end = RawHTTPClient.find(Array("\r\n\r\n".utf8), in: buffered) {

@@ -386,6 +386,84 @@ import Testing
         #expect(machine.upstreamKey == nil)
     }
 
+    // MARK: session hops
+
+    static func hop(_ session: String, user: String = "alice") -> Upstream {
+        .node(host: "127.0.0.2", port: 8787, name: nil, connectTimeout: .seconds(2),
+              opening: HopOpening(session: session, user: user) { ByteBuffer(string: "opening") })
+    }
+
+    /// A hop's connection is one session's of one user: a request for another session (or
+    /// user) through the same node opens another.
+    @Test func aHopConnectionServesOneSessionOfOneUser() {
+        var machine = Self.streaming("/s/abc/x", to: Self.hop("abc"))
+        _ = machine.upstreamHead(Self.ok)
+        _ = machine.upstreamEnd()
+        _ = machine.requestHead(Self.head("/s/abc/y"), proxied: true)
+        guard case .send = machine.forward(Self.head("/s/abc/y"), to: Self.hop("abc"), tls: nil, upstreamActive: true, now: Self.start) else {
+            Issue.record("the same session's hop was not reused"); return
+        }
+        _ = machine.requestEnd(nil)
+        _ = machine.upstreamHead(Self.ok)
+        _ = machine.upstreamEnd()
+        for other in [Self.hop("def"), Self.hop("abc", user: "bob")] {
+            var next = machine
+            _ = next.requestHead(Self.head("/s/abc/z"), proxied: true)
+            guard case .connect(let target, _, let closingCurrent) = next.forward(Self.head("/s/abc/z"), to: other, tls: nil,
+                                                                                 upstreamActive: true, now: Self.start) else {
+                Issue.record("\(other) reused another session's hop"); return
+            }
+            #expect(target == other && closingCurrent)
+        }
+    }
+
+    /// The owner's side: a verified opening connects the session's socket, answers 101 and
+    /// becomes a tunnel, without a WebSocket's bookkeeping.
+    @Test func anAcceptedOpeningBecomesATunnelToTheSession() {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/s/abc/"), proxied: true)
+        _ = machine.requestEnd(nil)
+        guard case .connect(let target, let tls, false) = machine.splice(to: Self.session), tls == nil else {
+            Issue.record("an opening did not connect the session"); return
+        }
+        #expect(target == Self.session)
+        #expect(!machine.wantsReads, "nothing is read before the 101")
+        guard case .acceptSplice = machine.upstreamConnected(now: Self.start) else { Issue.record("no 101"); return }
+        guard case .openTunnel = machine.tunnelReady() else { Issue.record("no tunnel"); return }
+        #expect(machine.isTunnel && machine.isSplice)
+        #expect(machine.wantsReads)
+    }
+
+    @Test func anOpeningWithABodyOrAfterTheSocketFailedIsAnsweredAndNotSpliced() {
+        var withBody = Machine(responseTimeout: Self.timeout)
+        _ = withBody.requestHead(Self.head("/s/abc/"), proxied: true)
+        _ = withBody.requestBody(Self.body("x"))
+        _ = withBody.requestEnd(nil)
+        let refused = Self.ownResponse(withBody.splice(to: Self.session))
+        #expect(refused?.head.status == .badRequest && refused?.next == .close, "\(String(describing: refused))")
+
+        var unreachable = Machine(responseTimeout: Self.timeout)
+        _ = unreachable.requestHead(Self.head("/s/abc/"), proxied: true)
+        _ = unreachable.requestEnd(nil)
+        _ = unreachable.splice(to: Self.session)
+        guard case .reportUpstreamFailure(let failure) = unreachable.upstreamConnectFailed() else { Issue.record("no 502"); return }
+        #expect(failure.head.status == .badGateway)
+        #expect(!unreachable.isTunnel)
+    }
+
+    /// The client's side: the owner's refusal of the opening is the client's answer.
+    @Test func aRefusedOpeningIsTheClientsAnswer() {
+        var machine = Machine(responseTimeout: Self.timeout)
+        _ = machine.requestHead(Self.head("/s/abc/x"), proxied: true)
+        _ = machine.requestEnd(nil)
+        _ = machine.forward(Self.head("/s/abc/x"), to: Self.hop("abc"), tls: nil, upstreamActive: false, now: Self.start)
+        guard case .reportUpstreamFailure(let answer) = machine.upstreamRefused(.text(.notFound, "no such session\n")) else {
+            Issue.record("the refusal was not reported"); return
+        }
+        #expect(answer.head.status == .notFound && answer.body == Self.body("no such session\n") && answer.next == .nextRequest(replay: []))
+        #expect(machine.upstreamKey == nil)
+    }
+
     // MARK: the proxy's headers
 
     @Test func theForwardedRequestCarriesTheProxysHeadersAndNotTheSignInCookie() {

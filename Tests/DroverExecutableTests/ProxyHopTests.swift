@@ -16,16 +16,35 @@ import Testing
                                             authentication: Authentication(key: node.runtime.key, authNone: true, pamService: "login", secure: false),
                                             peerTLS: nil)
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/s/abc/count")
-        guard case .forward(let byName, _, _, _) = resolver.decision(.remote(host: "127.0.0.2", port: 8443, name: "node2.example.com"),
-                                                                     id: "abc", user: "alice", head: head) else {
-            Issue.record("not forwarded"); return
+        guard case .forward(.node(let host, let port, let name, let connectTimeout, let opening), _, let headers, _) =
+            resolver.decision(.remote(host: "127.0.0.2", port: 8443, name: "node2.example.com"), id: "abc", user: "alice", head: head) else {
+            Issue.record("not forwarded to a node"); return
         }
-        #expect(byName == .tcp(host: "127.0.0.2", port: 8443, name: "node2.example.com", connectTimeout: .seconds(2)))
-        guard case .forward(let byAddress, _, _, _) = resolver.decision(.remote(host: "127.0.0.3", port: 8443), id: "abc", user: "alice",
-                                                                        head: head) else {
-            Issue.record("not forwarded"); return
+        #expect(host == "127.0.0.2" && port == 8443 && name == "node2.example.com" && connectTimeout == .seconds(2))
+        #expect(opening == HopOpening(session: "abc", user: "alice") { ByteBuffer() })
+        #expect(headers.isEmpty, "the requests on a hop go as to a session of this node's: no hop headers")
+        guard case .forward(.node(_, _, let noName, _, _), _, _, _) = resolver.decision(.remote(host: "127.0.0.3", port: 8443), id: "abc",
+                                                                                        user: "alice", head: head) else {
+            Issue.record("not forwarded to a node"); return
         }
-        #expect(byAddress == .tcp(host: "127.0.0.3", port: 8443, name: nil, connectTimeout: .seconds(2)))
+        #expect(noName == nil)
+
+        // The opening: signed for the destination, for this purpose and user, fresh each time.
+        let text = String(buffer: opening.request())
+        #expect(text.hasPrefix("GET /s/abc/ HTTP/1.1\r\nHost: 127.0.0.2:8443\r\nConnection: Upgrade\r\nUpgrade: drover-session\r\n"), "\(text)")
+        #expect(text.hasSuffix("\r\n\r\n") && text.contains("\r\nX-Drover-Hop-User: alice\r\n"))
+        let fields = Dictionary(text.split(separator: "\r\n").dropFirst().map { line in
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            return (parts[0], parts[1])
+        }, uniquingKeysWith: { first, _ in first })
+        func verify(_ body: [UInt8]) -> Bool {
+            (try? InternalRequestSignature.verify(method: "GET", path: "/s/abc/", body: body, header: { fields[$0] }, key: node.runtime.key,
+                                                  isOwnDestination: { $0 == "127.0.0.2:8443" })) != nil
+        }
+        #expect(verify(SessionProxyResolver.openingBody("alice")))
+        #expect(!verify(SessionProxyResolver.hopBody("alice")), "an opening is no plain hop")
+        #expect(!verify(SessionProxyResolver.openingBody("bob")))
+        #expect(String(buffer: opening.request()) != text, "each connection's opening has its own nonce")
         await node.stop()
     }
 }
