@@ -87,17 +87,18 @@ echo "CPU-s/10k: CPU seconds per 10,000 requests of the proxy (both nodes on the
 results=$work/results
 : > "$results"
 run() { # round name url pids...
-    local round=$1 name=$2 url=$3 out before session_before; shift 3
-    before=$(cpu "$@"); session_before=$(cpu $session_pid)
+    local round=$1 name=$2 url=$3 out before session_before first_before; shift 3
+    before=$(cpu "$@"); session_before=$(cpu $session_pid); first_before=$(cpu "$1")
     out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency "${sign_in[@]}" "$url")
     local proxy_cpu session_cpu requests rps p50 p99
     proxy_cpu=$(awk -v a="$(cpu "$@")" -v b="$before" 'BEGIN {print a - b}')
     session_cpu=$(awk -v a="$(cpu $session_pid)" -v b="$session_before" 'BEGIN {print a - b}')
+    first_cpu=$(awk -v a="$(cpu "$1")" -v b="$first_before" 'BEGIN {print a - b}')  # the owner's share, on the non-owning path
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    echo "$round $name $requests $rps $p50 $p99 $proxy_cpu $session_cpu" >> "$results"
+    echo "$round $name $requests $rps $p50 $p99 $proxy_cpu $session_cpu $first_cpu" >> "$results"
     awk -v r="$round" -v n="$name" -v q="$requests" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v c="$proxy_cpu" -v s="$session_cpu" \
         'BEGIN {printf "round %d %-16s %10.0f req/s  p50 %-8s p99 %-8s proxy %.3f CPU-s/10k  session %.3f CPU-s/10k\n", r, n, rps, p50, p99, c * 10000 / q, s * 10000 / q}'
 }
@@ -120,13 +121,15 @@ def ms(t):
     return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
 runs = {}
 for line in open(sys.argv[1]):
-    _, name, requests, rps, p50, p99, proxy_cpu, session_cpu = line.split()
-    runs.setdefault(name, []).append((float(rps), ms(p50), ms(p99), float(proxy_cpu) * 1e4 / float(requests), float(session_cpu) * 1e4 / float(requests)))
-med = {name: [statistics.median(v[i] for v in values) for i in range(5)] for name, values in runs.items()}
+    _, name, requests, rps, p50, p99, proxy_cpu, session_cpu, owner_cpu = line.split()
+    runs.setdefault(name, []).append((float(rps), ms(p50), ms(p99), float(proxy_cpu) * 1e4 / float(requests), float(session_cpu) * 1e4 / float(requests),
+                                      float(owner_cpu) * 1e4 / float(requests)))
+med = {name: [statistics.median(v[i] for v in values) for i in range(6)] for name, values in runs.items()}
 print(f"\nmedians of {len(runs['nginx'])} rounds:")
 for name in ("nginx", "owning-node", "non-owning-node"):
-    rps, p50, p99, cpu, session = med[name]
-    print(f"  {name:16s} {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  proxy {cpu:.3f} CPU-s/10k  session {session:.3f} CPU-s/10k")
+    rps, p50, p99, cpu, session, owner = med[name]
+    split = f"  (owner {owner:.3f}, first node {cpu - owner:.3f})" if name == "non-owning-node" else ""
+    print(f"  {name:16s} {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  proxy {cpu:.3f} CPU-s/10k  session {session:.3f} CPU-s/10k{split}")
 ng, own, other = med["nginx"], med["owning-node"], med["non-owning-node"]
 print(f"ratios to nginx (medians): owning node throughput {own[0] / ng[0]:.2f}x (target >= 1.0), p99 {own[2] / ng[2]:.2f}x (target <= 1.2), "
       f"CPU per request {own[3] / ng[3]:.2f}x (target <= 1.0); non-owning node throughput {other[0] / ng[0]:.2f}x (target >= 0.7)")

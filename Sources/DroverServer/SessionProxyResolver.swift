@@ -197,10 +197,9 @@ public struct SessionProxyResolver: ProxyResolver {
             }
             // The request goes on as it would to a session of this node's, on a connection the
             // owner joins to the session (opened once, signed for this session and user).
-            let destination = NodeRuntime.destination(host: host, port: port)
             let key = sessions.runtime.key
             let opening = HopOpening(session: id, user: user) {
-                Self.openingRequest(session: id, user: user, destination: destination, key: key)
+                Self.openingRequest(session: id, user: user, destination: NodeRuntime.destination(host: host, port: port), key: key)
             }
             let connectTimeout = TimeAmount.seconds(NodeClient.connectSeconds(timeout: sessions.runtime.loadBalancer.timeout))
             return .forward(.node(host: host, port: port, name: name, connectTimeout: connectTimeout, opening: opening), tls: peerTLS,
