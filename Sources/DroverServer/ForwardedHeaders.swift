@@ -72,7 +72,7 @@ enum ForwardedRequest {
                 }
             } else if HeaderName.hasPrefix(name, "x-drover-") || extraNames.contains(where: { HeaderName.equals(name, $0) }) {
                 continue
-            } else if HeaderName.equals(name, "cookie"), value.contains(SignInCookie.name) {
+            } else if HeaderName.equals(name, "cookie"), SignInCookie.names(SignInCookie.name, inHeader: value) {
                 if let others = SignInCookie.removing(SignInCookie.name, fromHeader: value) { headers.add(name: name, value: others) }
                 continue
             }

@@ -75,4 +75,42 @@ import Testing
     func removingOneCookieKeepsTheOthers(header: String, expected: String?) {
         #expect(SignInCookie.removing("drover-auth", fromHeader: header) == expected)
     }
+
+    @Test(arguments: [
+        ("drover-auth=x", true), ("a=1; drover-auth=", true), (" drover-auth = x ; z=1", true), ("\tdrover-auth\t=y", true),
+        ("my-drover-auth=1; drover-auth-x=2", false), ("drover-auth", false), ("theme=dark", false), ("", false), (";;", false),
+        ("a=drover-auth", false),
+    ] as [(String, Bool)])
+    func aCookieIsNamedOnlyByItsExactName(header: String, named: Bool) {
+        #expect(SignInCookie.names("drover-auth", inHeader: header) == named)
+    }
+
+    /// The byte scans against the obvious reading of a `Cookie` header (split on `;`, trim
+    /// spaces and tabs, split each part at its first `=`), on headers made of the pieces that
+    /// matter, from a fixed seed.
+    @Test func theByteScansAgreeWithTheObviousReadingOnRandomHeaders() {
+        let pieces = ["drover-auth", "drover-auth2", "x", "é", "=", ";", " ", "\t", "a=1", "drover-auth=v"]
+        func trim(_ text: Substring) -> Substring {
+            var text = text.drop { $0 == " " || $0 == "\t" }
+            while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
+            return text
+        }
+        var state: UInt64 = 0x2545F4914F6CDD1D
+        for _ in 0..<5_000 {
+            var header = ""
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            for _ in 0..<Int(state >> 60) {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                header += pieces[Int(state >> 33) % pieces.count]
+            }
+            let parts = header.split(separator: ";", omittingEmptySubsequences: false).map(trim)
+            func name(_ part: Substring) -> Substring? { part.firstIndex(of: "=").map { trim(part[..<$0]) } }
+            func value(_ part: Substring) -> Substring { part.firstIndex(of: "=").map { trim(part[part.index(after: $0)...]) } ?? "" }
+            let kept = parts.filter { !$0.isEmpty && name($0) != "drover-auth" }.joined(separator: "; ")
+            #expect(SignInCookie.removing("drover-auth", fromHeader: header) == (kept.isEmpty ? nil : kept), "\(header.debugDescription)")
+            #expect(SignInCookie.names("drover-auth", inHeader: header) == parts.contains { name($0) == "drover-auth" }, "\(header.debugDescription)")
+            let found = parts.first { name($0) == "drover-auth" && !value($0).isEmpty }.map { String(value($0)) }
+            #expect(SignInCookie.value(named: "drover-auth", inHeader: header) == found, "\(header.debugDescription)")
+        }
+    }
 }
