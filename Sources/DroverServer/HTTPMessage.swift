@@ -72,13 +72,7 @@ extension HTTPResponseHead {
     func serialized(body: ByteBuffer) -> ByteBuffer {
         var out = ByteBufferAllocator().buffer(capacity: 64 + headers.count * 40 + body.readableBytes)
         out.writeString("HTTP/\(version.major).\(version.minor) \(status.code) \(status.reasonPhrase)\r\n")
-        for (name, value) in headers where Self.isSafe(name) && Self.isSafe(value) {
-            out.writeString(name)
-            out.writeStaticString(": ")
-            out.writeString(value)
-            out.writeStaticString("\r\n")
-        }
-        out.writeStaticString("\r\n")
+        out.writeFields(headers) { Self.isSafe($0) && Self.isSafe($1) }
         out.writeImmutableBuffer(body)
         return out
     }
@@ -97,14 +91,22 @@ extension HTTPRequestHead {
         out.writeStaticString(" ")
         out.writeString(uri)
         out.writeString(" HTTP/\(version.major).\(version.minor)\r\n")
-        for (name, value) in headers {
-            out.writeString(name)
-            out.writeStaticString(": ")
-            out.writeString(value)
-            out.writeStaticString("\r\n")
-        }
-        out.writeStaticString("\r\n")
+        out.writeFields(headers)
         return out
+    }
+}
+
+extension ByteBuffer {
+    /// `name: value` lines for the fields `include` accepts, then the empty line that ends a
+    /// head (or a chunked body's trailers).
+    mutating func writeFields(_ fields: HTTPHeaders, where include: (String, String) -> Bool = { _, _ in true }) {
+        for (name, value) in fields where include(name, value) {
+            writeString(name)
+            writeStaticString(": ")
+            writeString(value)
+            writeStaticString("\r\n")
+        }
+        writeStaticString("\r\n")
     }
 }
 
@@ -135,10 +137,7 @@ enum RequestBodyFraming {
         guard case .chunked = self else { return nil }
         var out = ByteBufferAllocator().buffer(capacity: 5)
         out.writeStaticString("0\r\n")
-        for (name, value) in trailers ?? [:] {
-            out.writeString("\(name): \(value)\r\n")
-        }
-        out.writeStaticString("\r\n")
+        out.writeFields(trailers ?? [:])
         return out
     }
 }
