@@ -114,8 +114,13 @@ struct ProxyConnectionStateMachine {
     /// The node is stopping: the exchange in progress is the connection's last.
     private var quiescing = false
     private(set) var upgradeRequested = false
+    /// The target of the proxied request in progress, nil for another request.
+    private var proxiedURI: String?
     /// `/s/<id>/` of the proxied request in progress: the session's cookies are confined to it.
-    private var sessionPath: String?
+    /// Worked out when an answer sets cookies, not for every request.
+    private var sessionPath: String? {
+        proxiedURI.flatMap { SessionProxyResolver.sessionID(uri: $0) }.map { "/s/\($0)/" }
+    }
     private var requestEnded = false
     private var responseStarted = false
     private var responseEnded = false
@@ -187,7 +192,7 @@ struct ProxyConnectionStateMachine {
         }
         upgradeRequested = head.headers.contains(name: "upgrade")
             && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
-        sessionPath = SessionProxyResolver.sessionID(head).map { "/s/\($0)/" }
+        proxiedURI = head.uri
         phase = .resolving(head: head, parts: [])
         return .resolve(head)
     }

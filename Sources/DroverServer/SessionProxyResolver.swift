@@ -130,7 +130,11 @@ public struct SessionProxyResolver: ProxyResolver {
     /// every proxied request. nil unless it has Drover's form (32 lower-case hex digits), so
     /// nothing else is ever looked up.
     static func sessionID(_ head: HTTPRequestHead) -> String? {
-        var uri = head.uri
+        sessionID(uri: head.uri)
+    }
+
+    static func sessionID(uri: String) -> String? {
+        var uri = uri
         return uri.withUTF8 { bytes -> String? in
             let idEnd = 3 + 32
             guard bytes.count >= idEnd, bytes[0] == UInt8(ascii: "/"), bytes[1] == UInt8(ascii: "s"), bytes[2] == UInt8(ascii: "/")

@@ -98,8 +98,8 @@ public struct UpstreamResponseHead: Sendable {
     private static func parse(_ raw: UnsafeRawBufferPointer, isHEAD: Bool) throws(UpstreamResponseFramer.Failure)
         -> (status: Int, minor: Int, statusLineEnd: Int, fields: [Field], framing: Framing, keepsConnection: Bool) {
         // Status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF.
-        let prefix: [UInt8] = Array("HTTP/1.".utf8)
-        guard raw.count >= 14, raw.prefix(7).elementsEqual(prefix), raw[7] == UInt8(ascii: "0") || raw[7] == UInt8(ascii: "1"),
+        guard raw.count >= 14, raw[0] == UInt8(ascii: "H"), raw[1] == UInt8(ascii: "T"), raw[2] == UInt8(ascii: "T"),
+              raw[3] == UInt8(ascii: "P"), raw[4] == UInt8(ascii: "/"), raw[5] == UInt8(ascii: "1"), raw[6] == UInt8(ascii: "."), raw[7] == UInt8(ascii: "0") || raw[7] == UInt8(ascii: "1"),
               raw[8] == UInt8(ascii: " "), isDigit(raw[9]), isDigit(raw[10]), isDigit(raw[11]), raw[9] != UInt8(ascii: "0")
         else { throw failure("a malformed status line") }
         let minor = Int(raw[7] - UInt8(ascii: "0"))
@@ -195,8 +195,11 @@ public struct UpstreamResponseHead: Sendable {
     /// passed on, each `Set-Cookie` confined to the session (``ForwardedResponse/confine(_:to:)``)
     /// when `sessionPath` is known, and `Connection: <connection>` when given (not with a 101).
     ///
-    /// Most heads need none of it and go on as the very bytes that came.
-    func forwarded(sessionPath: String?, connection: StaticString?) -> ByteBuffer {
+    /// Most heads need none of it and go on as the very bytes that came. (`sessionPath` is
+    /// worked out only for a head that sets cookies.)
+    func forwarded(sessionPath findSessionPath: @autoclosure () -> String?, connection: StaticString?) -> ByteBuffer {
+        let hasCookies = fields.contains { $0.kind == .setCookie }
+        let sessionPath = hasCookies ? findSessionPath() : nil
         let switching = framing == .switched
         let rewrite = connection != nil || dechunked || fields.contains { field in
             switch field.kind {
