@@ -40,56 +40,49 @@ enum ForwardedRequest {
     /// - hop-by-hop headers removed (``HopByHop``), `Upgrade` kept only for a WebSocket upgrade;
     /// - `X-Forwarded-Proto` and `X-Forwarded-Host` set from this node's view (the scheme it
     ///   serves, the `Host` it was sent), and `X-Forwarded-For` set to the client's address:
-    ///   what a client sends in them is dropped. A hop from another node (its signature checked
-    ///   before this runs) keeps that node's, and `X-Forwarded-For` gets the node's address
-    ///   appended (`client, node`);
-    /// - every `X-Drover-*` header (the hop's) and the sign-in cookie removed (they never reach
-    ///   a session; the next node trusts the signed hop instead), and `extra` added.
+    ///   what a client sends in them is dropped. (A request for another node's session goes
+    ///   there as it is built here, on a session hop the owner splices to the session.)
+    /// - every `X-Drover-*` header and the sign-in cookie removed (they never reach a session),
+    ///   and `extra` added.
     ///
     /// Built in one pass over the client's headers (this runs for every proxied request), each
     /// `Cookie` header cleared of the sign-in cookie on its own.
     static func head(for head: HTTPRequestHead, clientAddress: String, isTLS: Bool, adding extra: [(String, String)],
                      upgrade: Bool) -> HTTPRequestHead {
-        let isHop = head.headers.contains(name: SessionProxyResolver.hopHeader)
         let webSocket = upgrade && head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
         // Headers a `Connection` header names are hop-by-hop too (rare: only then is a set built).
         let named = head.headers.contains(name: "Connection") ? Set(head.headers[canonicalForm: "connection"].map { $0.lowercased() }) : []
         let extraNames = extra.map { $0.0.lowercased() }
-        var forwardedFor: String?
         var host: String?
-        var headers = HTTPHeaders()
+        // Collected as pairs and handed to `HTTPHeaders` whole: its `add` checks each name again
+        // (the client's were checked by the decoder, the node's own are literals), 2,200
+        // instructions a request.
+        var headers: [(String, String)] = []
         headers.reserveCapacity(head.headers.count + 4 + extra.count)
         for (name, value) in head.headers {
             if HopByHop.isFixedOrProxy(name) || (!named.isEmpty && named.contains(name.lowercased())) { continue }
             if HeaderName.equals(name, "host") {
                 if host == nil { host = value }
             } else if HeaderName.hasPrefix(name, "x-forwarded-") || HeaderName.equals(name, "forwarded") {
-                // What a client says of itself is dropped; a hop keeps the forwarding node's.
-                guard isHop else { continue }
-                if HeaderName.equals(name, "x-forwarded-for") {
-                    if forwardedFor == nil { forwardedFor = value }
-                    continue
-                }
+                continue  // what a client says of itself
             } else if HeaderName.hasPrefix(name, "x-drover-") || extraNames.contains(where: { HeaderName.equals(name, $0) }) {
                 continue
             } else if HeaderName.equals(name, "cookie"), SignInCookie.names(SignInCookie.name, inHeader: value) {
-                if let others = SignInCookie.removing(SignInCookie.name, fromHeader: value) { headers.add(name: name, value: others) }
+                if let others = SignInCookie.removing(SignInCookie.name, fromHeader: value) { headers.append((name, others)) }
                 continue
             }
-            headers.add(name: name, value: value)
+            headers.append((name, value))
         }
-        headers.add(name: "X-Forwarded-For", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
-        if !isHop {
-            headers.add(name: "X-Forwarded-Proto", value: isTLS ? "https" : "http")
-            if let host { headers.add(name: "X-Forwarded-Host", value: host) }
-        }
+        headers.append(("X-Forwarded-For", clientAddress))
+        headers.append(("X-Forwarded-Proto", isTLS ? "https" : "http"))
+        if let host { headers.append(("X-Forwarded-Host", host)) }
         if webSocket, let upgrade = head.headers.first(name: "Upgrade") {
-            headers.add(name: "Connection", value: "Upgrade")
-            headers.add(name: "Upgrade", value: upgrade)
+            headers.append(("Connection", "Upgrade"))
+            headers.append(("Upgrade", upgrade))
         }
-        for (name, value) in extra { headers.add(name: name, value: value) }
+        for (name, value) in extra { headers.append((name, value)) }
         var outgoing = head
-        outgoing.headers = headers
+        outgoing.headers = HTTPHeaders(headers)
         return outgoing
     }
 }

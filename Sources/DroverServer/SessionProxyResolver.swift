@@ -13,9 +13,9 @@ public struct SessionProxyResolver: ProxyResolver {
     let auth: Authentication
     /// TLS for hops to other nodes, per the cluster's protocol; nil for http.
     let peerTLS: NIOSSLContext?
-    /// Marks a request forwarded by another node, so it is never forwarded twice.
+    /// Marks another node's opening of a session hop (``HopOpening``).
     static let hopHeader = "X-Drover-Hop"
-    /// The user the forwarding node authenticated; trusted only with a valid hop signature.
+    /// The user the opening node authenticated; trusted only with a valid signature.
     static let hopUserHeader = "X-Drover-Hop-User"
     // Every header of the hop is named `X-Drover-…`: what a client sends under such names is
     // dropped, and none reaches a session (``ForwardedRequest``).
@@ -32,23 +32,21 @@ public struct SessionProxyResolver: ProxyResolver {
         case misdirected
     }
 
-    /// A request forwarded by another node is trusted on the node-to-node signature over its
-    /// method, target and user (so the user's cookie need not travel, and is not trusted on
-    /// the second node); anything else on its sign-in cookie. An opening (``HopOpening``) is
-    /// signed for that purpose alone, and accepted once: it gives a connection to the session.
+    /// Another node's opening of a session hop (``HopOpening``) is trusted on the node-to-node
+    /// signature over its target and user (so the user's cookie need not travel, and is not
+    /// trusted on the second node), signed for that purpose alone and accepted once; anything
+    /// else on its sign-in cookie. A hop header on anything but an opening is refused.
     func requester(_ head: HTTPRequestHead) -> Requester {
         guard head.headers.contains(name: Self.hopHeader) else {
             if auth.refusesHost(head.headers) != nil { return .misdirected }
             return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
         }
+        guard Self.isOpening(head) else { return .forgedHop("not an opening (Upgrade: \(HopOpening.protocolName))") }
         guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
-        let opening = Self.isOpening(head)
         do {
-            let verified = try InternalRequestSignature.verify(method: head.method.rawValue, path: head.uri,
-                                                               body: opening ? Self.openingBody(user) : Self.hopBody(user),
+            let verified = try InternalRequestSignature.verify(method: head.method.rawValue, path: head.uri, body: Self.openingBody(user),
                                                                header: { head.headers.first(name: $0) }, key: sessions.runtime.key,
                                                                isOwnDestination: sessions.runtime.isOwnDestination)
-            guard opening else { return .user(user) }
             guard sessions.runtime.replayGuard.accept(nonce: verified.nonce, timestamp: verified.timestamp) else {
                 return .forgedHop("\(InternalRequestSignature.Refusal.replayed)")
             }
@@ -58,7 +56,6 @@ public struct SessionProxyResolver: ProxyResolver {
         }
     }
 
-    static func hopBody(_ user: String) -> [UInt8] { Array("proxy-hop\n\(user)".utf8) }
     static func openingBody(_ user: String) -> [UInt8] { Array("proxy-splice\n\(user)".utf8) }
 
     /// Whether `head` asks to open a session hop (``HopOpening``; trusted only once verified).
@@ -151,7 +148,7 @@ public struct SessionProxyResolver: ProxyResolver {
 
     public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {
         // An opening's nonce is used once, by the full decision.
-        guard !(Self.isOpening(head) && head.headers.contains(name: Self.hopHeader)) else { return nil }
+        guard !head.headers.contains(name: Self.hopHeader) else { return nil }
         guard let id = Self.sessionID(head), refusesOrigin(head) == nil, case .user(let user) = requester(head),
               let route = sessions.cachedRoute(id, username: user) else { return nil }
         return decision(route, id: id, user: user, head: head)
@@ -192,7 +189,7 @@ public struct SessionProxyResolver: ProxyResolver {
         let isHop = head.headers.contains(name: Self.hopHeader)
         switch route {
         case .local(let socket):
-            if isHop, Self.isOpening(head) { return .splice(path: socket, onFailure: forget) }
+            if isHop { return .splice(path: socket, onFailure: forget) }
             return .forward(.unix(path: socket), tls: nil, headers: [], onFailure: forget)
         case .remote(let host, let port, let name):
             if isHop {

@@ -46,19 +46,23 @@ import Testing
         await node.stop()
     }
 
-    /// A proxied request forwarded by another node is trusted on its hop signature, which names
-    /// the node it was sent to: one captured on its way to another node is refused here.
+    /// Another node's opening of a session hop is trusted on its signature, which names the node
+    /// it was sent to: one captured on its way to another node is refused here. A hop header on
+    /// anything but an opening is refused, signed or not.
     @Test func aProxyHopSignedForAnotherNodeIsRefused() async throws {
         let node = try await InProcessNode()
         let path = "/s/0123456789abcdef0123456789abcdef/"
-        func hop(_ destination: String) async throws -> RawHTTPClient.Response {
-            let signed = node.signedHeaders("GET", path, body: "proxy-hop\nsomeone", destination: destination)
-            return try await node.request(path, headers: [("X-Drover-Hop", "1"), ("X-Drover-Hop-User", "someone")] + signed)
+        func hop(_ destination: String, opening: Bool = true) async throws -> RawHTTPClient.Response {
+            let signed = node.signedHeaders("GET", path, body: opening ? "proxy-splice\nsomeone" : "proxy-hop\nsomeone", destination: destination)
+            let upgrade = opening ? [("Connection", "Upgrade"), ("Upgrade", "drover-session")] : []
+            return try await node.request(path, headers: upgrade + [("X-Drover-Hop", "1"), ("X-Drover-Hop-User", "someone")] + signed)
         }
         let elsewhere = try await hop("127.0.0.9:\(node.port)")
         #expect(elsewhere.status == 403, "\(elsewhere.status) \(elsewhere.body)")
         #expect(elsewhere.body.contains("signed for another node"), "\(elsewhere.body)")
-        // Signed for this node the hop is trusted: the session simply does not exist.
+        let plain = try await hop("127.0.0.1:\(node.port)", opening: false)
+        #expect(plain.status == 403 && plain.body.contains("not an opening"), "\(plain.status) \(plain.body)")
+        // Signed for this node the opening is trusted: the session simply does not exist.
         #expect(try await hop("127.0.0.1:\(node.port)").status == 404)
         await node.stop()
     }

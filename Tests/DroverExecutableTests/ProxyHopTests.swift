@@ -42,7 +42,7 @@ import Testing
                                                   isOwnDestination: { $0 == "127.0.0.2:8443" })) != nil
         }
         #expect(verify(SessionProxyResolver.openingBody("alice")))
-        #expect(!verify(SessionProxyResolver.hopBody("alice")), "an opening is no plain hop")
+        #expect(!verify(Array("proxy-hop\nalice".utf8)), "signed for the purpose of an opening alone")
         #expect(!verify(SessionProxyResolver.openingBody("bob")))
         #expect(String(buffer: opening.request()) != text, "each connection's opening has its own nonce")
         await node.stop()

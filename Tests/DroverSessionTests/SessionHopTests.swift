@@ -60,6 +60,14 @@ import Testing
             let refused = try await RawHTTPClient.KeepAlive(host: home.address, port: home.port).exchange(forged)
             #expect(refused.status == 403, "\(why): \(refused.status) \(refused.body)")
         }
+        // A hop header on anything but an opening, signed as the plain hops of earlier versions
+        // were: refused (only openings are trusted).
+        let path = "/s/\(id)/count"
+        let plain = InternalRequestSignature.headers(method: "GET", path: path, body: Array("proxy-hop\n\(user)".utf8), destination: destination,
+                                                     key: SecureCookieKey(bytes: Array(TestCluster.defaultKey.utf8)))
+        let refusedPlain = try await RawHTTPClient.request(host: home.address, port: home.port, path: path,
+                                                           headers: [("X-Drover-Hop", "1"), ("X-Drover-Hop-User", user)] + plain)
+        #expect(refusedPlain.status == 403 && refusedPlain.body.contains("not an opening"), "\(refusedPlain.status) \(refusedPlain.body)")
         // Another user's opening for this session: the session does not exist for them.
         let stranger = try await RawHTTPClient.KeepAlive(host: home.address, port: home.port)
             .exchange(Self.opening(session: id, user: "nobody", destination: destination))
