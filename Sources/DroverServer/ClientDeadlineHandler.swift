@@ -56,11 +56,13 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
     }
 
     private let limits: ClientLimits
-    private var state = State.awaitingRequest
+    // Unchecked for overlapping access (dynamic checks on every request, as in
+    // ``RoutingServerHandler``): one event loop, and no access spans a call that reaches it again.
+    @exclusivity(unchecked) private var state = State.awaitingRequest
     /// When the connection is closed unless the state moves on first; nil during an exchange
     /// and in a tunnel.
-    private var deadline: NIODeadline?
-    private var timer: (task: Scheduled<Void>, due: NIODeadline)?
+    @exclusivity(unchecked) private var deadline: NIODeadline?
+    @exclusivity(unchecked) private var timer: (task: Scheduled<Void>, due: NIODeadline)?
     private var context: ChannelHandlerContext?
 
     init(limits: ClientLimits) {

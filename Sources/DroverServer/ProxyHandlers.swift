@@ -11,7 +11,9 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
     weak var owner: RoutingServerHandler?
-    private var framer = UpstreamResponseFramer()
+    /// Unchecked for overlapping access, as ``RoutingServerHandler``'s machine: one event loop,
+    /// and the framer calls nothing outside it.
+    @exclusivity(unchecked) private var framer = UpstreamResponseFramer()
 
     /// A request went out; its response comes next.
     func expect(method: HTTPMethod, dechunk: Bool) {
@@ -186,12 +188,14 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    var partner: GlueHandler?
+    /// Unchecked for overlapping access, as in ``RoutingServerHandler``: one event loop, read or
+    /// assigned whole.
+    @exclusivity(unchecked) var partner: GlueHandler?
     /// Called when this side sends (the client's: activity for the idle timeout), at most
     /// once a second.
     var onRead: (@Sendable () -> Void)?
     private var lastRead = NIODeadline.distantPast
-    private var context: ChannelHandlerContext?
+    @exclusivity(unchecked) private var context: ChannelHandlerContext?
     private var pendingRead = false
 
     static func pair() -> (GlueHandler, GlueHandler) {
