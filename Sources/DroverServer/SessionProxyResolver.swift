@@ -26,7 +26,7 @@ public struct SessionProxyResolver: ProxyResolver {
         /// Another node's verified ``HopOpening`` for this user's session (its nonce now used).
         case opening(String)
         case anonymous
-        /// Hop headers whose signature does not verify: refused.
+        /// Hop headers on anything but a verified opening: refused.
         case forgedHop(String)
         /// With `auth-none`, a `Host` that is not this node's (``Authentication/refusesHost(_:)``).
         case misdirected
@@ -170,7 +170,7 @@ public struct SessionProxyResolver: ProxyResolver {
             return .respond(auth.refusesHost(head.headers) ?? .text(.misdirectedRequest, "misdirected\n"))
         case .forgedHop(let reason):
             sessions.runtime.events.emit(.hopRefused(reason: "\(reason)"))
-            return .respond(.text(.forbidden, "forbidden: a forwarded request whose node-to-node signature does not verify (\(reason))\n"))
+            return .respond(.text(.forbidden, "forbidden: a session hop whose opening does not verify (\(reason))\n"))
         }
         do {
             guard let route = try await sessions.route(id, username: user) else { return .respond(.text(.notFound, "no such session\n")) }
