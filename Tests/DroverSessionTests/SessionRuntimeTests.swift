@@ -67,8 +67,13 @@ import Testing
                 if !unguarded { throw error }
             }
         }
-        let remaining = 18 - Date().timeIntervalSince(stoppedAt)
-        if remaining > 0 { try await Task.sleep(for: .seconds(remaining)) }
+        // Paused for 18 s in all, and for at least 3 s after the last answer through the other
+        // node: a request the other node had already sent to the paused owner waits there until
+        // the client gives up (20 s), so the moves can come only at the end of the loop; resumed
+        // at once, the owner ended its copies within the watcher's glance (a proof run saw no
+        // double with the lease off).
+        let remaining = max(18 - Date().timeIntervalSince(stoppedAt), 3)
+        try await Task.sleep(for: .seconds(remaining))
         process.signal(SIGCONT)
         // Afterwards every session answers through either node.
         if !unguarded {
