@@ -37,10 +37,7 @@ public struct SessionProxyResolver: ProxyResolver {
     /// trusted on the second node), signed for that purpose alone and accepted once; anything
     /// else on its sign-in cookie. A hop header on anything but an opening is refused.
     func requester(_ head: HTTPRequestHead) -> Requester {
-        guard head.headers.contains(name: Self.hopHeader) else {
-            if auth.refusesHost(head.headers) != nil { return .misdirected }
-            return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
-        }
+        guard head.headers.contains(name: Self.hopHeader) else { return client(head) }
         guard Self.isOpening(head) else { return .forgedHop("not an opening (Upgrade: \(HopOpening.protocolName))") }
         guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
         do {
@@ -54,6 +51,13 @@ public struct SessionProxyResolver: ProxyResolver {
         } catch {
             return .forgedHop("\(error)")
         }
+    }
+
+    /// Who a request that is not a hop is from: its sign-in cookie (with `auth-none`, the
+    /// daemon's user, when its `Host` is this node's).
+    private func client(_ head: HTTPRequestHead) -> Requester {
+        if auth.refusesHost(head.headers) != nil { return .misdirected }
+        return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
     }
 
     static func openingBody(_ user: String) -> [UInt8] { Array("proxy-splice\n\(user)".utf8) }
@@ -149,7 +153,7 @@ public struct SessionProxyResolver: ProxyResolver {
     public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {
         // An opening's nonce is used once, by the full decision.
         guard !head.headers.contains(name: Self.hopHeader) else { return nil }
-        guard let id = Self.sessionID(head), refusesOrigin(head) == nil, case .user(let user) = requester(head),
+        guard let id = Self.sessionID(head), refusesOrigin(head) == nil, case .user(let user) = client(head),
               let route = sessions.cachedRoute(id, username: user) else { return nil }
         return decision(route, id: id, user: user, head: head)
     }
@@ -184,9 +188,9 @@ public struct SessionProxyResolver: ProxyResolver {
     /// client reached (not again by the owner a hop reaches).
     func decision(_ route: SessionRoute, id: String, user: String, head: HTTPRequestHead) -> ProxyDecision {
         let sessions = self.sessions
-        if !head.headers.contains(name: Self.hopHeader) { sessions.noteActivity(id) }
-        let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
         let isHop = head.headers.contains(name: Self.hopHeader)
+        if !isHop { sessions.noteActivity(id) }
+        let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
         switch route {
         case .local(let socket):
             if isHop { return .splice(path: socket, onFailure: forget) }
