@@ -14,8 +14,8 @@ struct GuardLauncher: SessionLauncher {
         try await SessionGuardHandle.start(spec, ticker: ticker, serving: serving, report: report)
     }
 
-    func answers(socket: String, path: String) async -> Bool {
-        await SessionProcess.answers(socket: socket, path: path)
+    func answers(_ endpoint: SessionEndpoint, path: String) async -> Bool {
+        await SessionProcess.answers(endpoint, path: path)
     }
 }
 

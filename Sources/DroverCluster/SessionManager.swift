@@ -7,9 +7,12 @@ import Synchronization
 
 /// Where a session can be reached: on this node at its Unix socket, or through another node.
 public enum SessionRoute: Sendable, Equatable {
-    case local(socket: String)
+    case local(SessionEndpoint)
     /// Another node: its address, and the name its certificate carries (``NodeClient/tlsName(of:)``).
     case remote(host: String, port: Int, name: String? = nil)
+
+    /// A session of this node on the guard's socket (`session-command`'s kind).
+    public static func local(socket path: String) -> SessionRoute { .local(.guardSocket(path)) }
 }
 
 /// Starts, suspends, resumes, moves and quits sessions; the node's side of DESIGN.md section 7.
@@ -23,7 +26,6 @@ public enum SessionRoute: Sendable, Equatable {
 /// could be judged stale anywhere.
 public final class SessionManager: Sendable {
     public let runtime: NodeRuntime
-    let sessionCommand: String?
     let lockDirectory: String
     /// Sessions whose process this node runs.
     let supervisor: SessionSupervisor
@@ -33,8 +35,8 @@ public final class SessionManager: Sendable {
     let activity = SessionActivity()
     /// Seconds a suspending session gets to save its state before it is killed.
     let suspendGrace: Double = 10
-    /// Seconds a starting session gets to answer on its socket.
-    let startTimeout: Double = 30
+    /// Seconds the slowest kind gets to answer its readiness check (`start-timeout`).
+    var startTimeout: Double { Double(runtime.configuration.kinds.kinds.map(\.startTimeout).max() ?? 30) }
     /// Starts under way on this node, bounded by `max-starting-sessions`.
     private let starting = Mutex(0)
     /// The sessions whose start this node is carrying out now.
@@ -70,7 +72,6 @@ public final class SessionManager: Sendable {
             }
         }
         let config = runtime.configuration
-        sessionCommand = config.server.sessionCommand.map { Self.resolveCommand($0, against: config.directory) }
         lockDirectory = (config.server.sharedStoragePath ?? config.server.dataDirectory + "/shared") + "/sessions"
     }
 
@@ -102,14 +103,16 @@ public final class SessionManager: Sendable {
     // MARK: creating and launching
 
     /// Places a new session for `username` and starts it, here or on the chosen node.
-    public func create(username: String, label: String?, by actor: AuditRecord.Actor) async throws -> SessionRecord {
+    public func create(username: String, label: String?, kind asked: String? = nil, by actor: AuditRecord.Actor) async throws -> SessionRecord {
         do {
+            let kind = try await admitKind(asked, for: username)
             try await checkUserLimit(username)
-            let session = try await placeAndLaunch(username: username, label: label)
-            runtime.audit(actor, "session-create", session.id, user: username, node: session.ownership.node)
+            let session = try await placeAndLaunch(username: username, label: label, kind: kind.name)
+            runtime.audit(actor, "session-create", session.id, user: username, node: session.ownership.node, reason: "kind \(kind.name)")
             return session
         } catch {
-            runtime.audit(actor, "session-create", "-", user: username, node: nil, result: "failed", reason: "\(error)")
+            runtime.audit(actor, "session-create", "-", user: username, node: nil, result: "failed",
+                          reason: (asked.map { "kind \(Self.shown($0)): " } ?? "") + "\(error)")
             throw error
         }
     }
@@ -125,10 +128,11 @@ public final class SessionManager: Sendable {
         }
     }
 
-    private func placeAndLaunch(username: String, label: String?) async throws -> SessionRecord {
+    private func placeAndLaunch(username: String, label: String?, kind: String) async throws -> SessionRecord {
         let now = try await store.now()
         let record = SessionRecord(id: Crypto.randomBytes(16).hexString, username: username,
-                                   ownership: SessionOwnership(node: nil, state: .starting), createdAt: now, lastActive: now, label: label)
+                                   ownership: SessionOwnership(node: nil, state: .starting), createdAt: now, lastActive: now, label: label,
+                                   kind: kind)
         for attempt in 1... {
             let (placed, _) = try await engine().placeNew(record)
             do {
@@ -246,8 +250,8 @@ public final class SessionManager: Sendable {
               session.ownership.node == self_, session.ownership.state == .starting else {
             throw SessionError.moved("session \(id) is no longer waiting to start on this node; it was moved meanwhile")
         }
-        guard let command = sessionCommand else {
-            throw SessionError.launchFailed("no session-command is configured in rserver.conf")
+        guard let kind = runtime.configuration.kinds[session.kind] else {
+            throw SessionError.kindUnavailable("session \(id) is a '\(Self.shown(session.kind))' session, a kind this node no longer offers")
         }
         guard let account = await SessionProcess.lookUp(session.username) else {
             throw SessionError.launchFailed("there is no system account '\(session.username)' on this node")
@@ -256,30 +260,18 @@ public final class SessionManager: Sendable {
             throw SessionError.launchFailed("droverd runs as \(SessionProcess.currentAccount?.name ?? "uid \(geteuid())") and can only start its own user's sessions; run it as root")
         }
         let stateDirectory = account.stateDirectory(id)
-        let socket = runtime.configuration.server.dataDirectory + "/sessions/" + id + ".sock"
-        let environment = [
-            "HOME": account.home, "USER": account.name, "LOGNAME": account.name,
-            "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": ProcessInfo.processInfo.environment["LANG"] ?? "C.UTF-8",
-            "DROVER_SESSION_ID": id, "DROVER_SESSION_SOCKET": socket, "DROVER_SESSION_LISTEN_FD": "3",
-            "DROVER_SESSION_STATE_DIR": stateDirectory, "DROVER_SESSION_BASE_PATH": "/s/\(id)/",
-        ]
-        let timeoutInterval = runtime.configuration.fileLocks.timeoutInterval
-        let spec = SessionGuardProtocol.Spec(
-            sessionID: id, configDirectory: runtime.configuration.directory, lockPath: lockDirectory + "/" + id + ".lock",
-            lockWait: Double(timeoutInterval) + 5, command: command, userName: account.name, uid: account.uid, gid: account.gid,
-            home: account.home, socketPath: socket, environment: environment, stopGrace: suspendGrace,
-            droverdSilence: SessionGuardProtocol.droverdSilenceBound(timeoutInterval: timeoutInterval),
-            testMode: ProcessInfo.processInfo.environment["DROVER_TEST_SESSION_GUARD"].flatMap(SessionGuardProtocol.TestMode.init))
+        let plan = try launchPlan(id, kind: kind, account: account)
         let started = ContinuousClock.now
-        let pid = try await supervisor.start(id, spec: spec, username: account.name, stateDirectory: stateDirectory) { [runtime] in runtime.mayTellGuardsAlive() }
+        let pid = try await supervisor.start(id, spec: plan.spec, endpoint: plan.endpoint, username: account.name,
+                                             stateDirectory: stateDirectory) { [runtime] in runtime.mayTellGuardsAlive() }
         do {
-            try await waitUntilAnswering(id: id, socket: socket, account: account, log: stateDirectory + "/session.log")
+            try await waitUntilAnswering(id: id, kind: kind, plan: plan, account: account, log: stateDirectory + "/session.log")
             let running = SessionOwnership(node: self_, state: .running, pid: pid)
             guard try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting), to: running) else {
                 throw SessionError.moved("session \(id) was moved while it started")
             }
             supervisor.apply(.answered, to: id)
-            routes.remember(id, .local(socket: socket), username: account.name)
+            if let endpoint = supervisor.runningEndpoint(id) { routes.remember(id, .local(endpoint), username: account.name, kind: kind.name) }
             (isNew ? runtime.metrics.startLatency : runtime.metrics.resumeLatency).record(.now - started)
             runtime.events.emit(.sessionStarted(session: id, user: account.name, pid: pid, isolation: supervisor.session(id)?.isolation ?? "?"))
             if !isNew { await announceMove(id) }
@@ -291,19 +283,27 @@ public final class SessionManager: Sendable {
         }
     }
 
-    /// Waits until the session answers an HTTP request on its socket (the socket accepts
-    /// connections from the start: being bound is not being up).
-    func waitUntilAnswering(id: String, socket: String, account: SessionProcess.Account, log: String) async throws {
-        let deadline = Date().addingTimeInterval(startTimeout)
-        while await !supervisor.launcher.answers(socket: socket, path: "/s/\(id)/") {
-            if case .failedToStart(let why) = supervisor.state(id) ?? .failedToStart("it is gone") {
-                // The log's tail, read with the user's rights: what the user could read anyway.
-                let tail = await SessionProcess.runAsUser(account, ["/usr/bin/tail", "-c", "300", "--", log])
-                    .trimmingCharacters(in: .whitespacesAndNewlines)
-                throw SessionError.launchFailed("the session command \(why) before answering" + (tail.isEmpty ? "" : ": \(tail)"))
+    /// Waits until the session answers its kind's readiness check at its endpoint, on a
+    /// connection whose listener was verified (being bound is not being up).
+    func waitUntilAnswering(id: String, kind: SessionKind, plan: SessionLaunchPlan, account: SessionProcess.Account, log: String) async throws {
+        let deadline = Date().addingTimeInterval(plan.startTimeout)
+        while true {
+            // The cgroup is known once the guard reported the start.
+            let endpoint = supervisor.session(id)?.endpoint ?? plan.endpoint
+            if await supervisor.launcher.answers(endpoint, path: plan.readyPath) { return }
+            let state = supervisor.state(id) ?? .failedToStart("it is gone")
+            let failed: String? = switch state {
+            case .failedToStart(let why): "\(why) before answering"
+            case .ended(let reason, let detail): "ended (\(reason)\(detail.isEmpty ? "" : ": \(detail)")) before answering"
+            default: Date() < deadline ? nil : "did not answer \(plan.readyPath) within its start-timeout (\(Int(plan.startTimeout)) s)"
             }
-            guard Date() < deadline else {
-                throw SessionError.launchFailed("the session did not answer on its socket within \(Int(startTimeout)) s")
+            if let failed {
+                // The log's tail, read with the user's rights: what the user could read anyway.
+                // Secrets removed: the session's own never reaches a message.
+                var tail = await SessionProcess.runAsUser(account, ["/usr/bin/tail", "-c", "600", "--", log])
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                if let secret = plan.endpoint.secret?.value { tail = tail.replacingOccurrences(of: secret, with: "[secret]") }
+                throw SessionError.launchFailed("the '\(kind.name)' session \(failed)" + (tail.isEmpty ? "" : "; the end of its log: \(tail)"))
             }
             try await Task.sleep(for: .milliseconds(40))
         }
@@ -817,7 +817,7 @@ public final class SessionManager: Sendable {
             guard let session = try await store.session(id) else { return nil }
             guard session.username == username else { return nil }
             if let route = try await routeOrRecover(session) {
-                routes.remember(id, route, username: username)
+                routes.remember(id, route, username: username, kind: session.kind)
                 return route
             }
         } while ContinuousClock.now < deadline
@@ -833,7 +833,7 @@ public final class SessionManager: Sendable {
             if node.isServing(now: now, heartbeatInterval: interval) {
                 switch ownership.state {
                 case .running:
-                    if owner == runtime.nodeID, let socket = liveSocket(session.id) { return .local(socket: socket) }
+                    if owner == runtime.nodeID, let endpoint = liveEndpoint(session.id) { return .local(endpoint) }
                     if owner != runtime.nodeID { return .remote(host: node.ipv4 ?? node.host, port: node.port, name: NodeClient.tlsName(of: node)) }
                     // Ours in the registry but not running here (a previous life of this node).
                     _ = try await store.transitionSession(session.id, from: ownership, to: SessionOwnership(node: nil, state: .suspended))
@@ -859,14 +859,21 @@ public final class SessionManager: Sendable {
         return try await resume(session, from: ownership)
     }
 
-    /// The socket of a session this node runs (or is finishing starting), unless it ended.
-    private func liveSocket(_ id: String) -> String? {
-        supervisor.session(id).flatMap { $0.state.isOver ? nil : $0.socket }
+    /// The endpoint of a session this node runs (or is finishing starting), unless it ended.
+    private func liveEndpoint(_ id: String) -> SessionEndpoint? {
+        supervisor.session(id).flatMap { $0.state.isOver ? nil : $0.endpoint }
     }
 
     /// Places a suspended (or orphaned) session again and starts it; nil when another node got
     /// there first (the caller looks again).
     private func resume(_ session: SessionRecord, from expected: SessionOwnership) async throws -> SessionRoute? {
+        // Clear answers, not a loop of failed starts: a kind removed from the configuration, a
+        // user who has left the kind's groups.
+        guard let kind = runtime.configuration.kinds[session.kind] else {
+            throw SessionError.kindUnavailable("session \(session.id) is a '\(Self.shown(session.kind))' session, and that kind is no longer configured; "
+                + "quit it (its files stay in your home) and start another kind")
+        }
+        try await checkGroups(kind, session.username)
         guard let (placed, _) = try await engine().placeExisting(session, from: expected) else { return nil }
         // A move when its row still named a node (gone, or unreachable); a resume otherwise.
         let action = expected.node == nil ? "session-resume" : "session-move"
@@ -887,7 +894,7 @@ public final class SessionManager: Sendable {
         }
         runtime.audit(.user(session.username), action, session.id, user: session.username, node: running.ownership.node, reason: reason)
         guard running.ownership.state == .running, let owner = running.ownership.node else { return nil }
-        if owner == runtime.nodeID { return liveSocket(session.id).map { .local(socket: $0) } }
+        if owner == runtime.nodeID { return liveEndpoint(session.id).map { .local($0) } }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { return nil }
         return .remote(host: node.ipv4 ?? node.host, port: node.port, name: NodeClient.tlsName(of: node))
     }

@@ -11,6 +11,17 @@ enum SessionProcess {
         var uid: uid_t
         var gid: gid_t
         var home: String
+        /// The login shell (`pw_shell`).
+        var shell: String = "/bin/sh"
+
+        /// The shell a session's command runs in as a login would: the account's, when it is a
+        /// login shell listed in `/etc/shells`; else `/bin/sh` (an account whose shell is
+        /// `nologin` still gets `/etc/profile` and `~/.profile`).
+        var loginShell: String {
+            let listed = ((try? String(contentsOfFile: "/etc/shells", encoding: .utf8)) ?? "").split(separator: "\n")
+                .map { $0.trimmingCharacters(in: .whitespaces) }
+            return listed.contains(shell) && access(shell, X_OK) == 0 ? shell : "/bin/sh"
+        }
 
         /// Where a session of this account keeps its saved state (in the shared home).
         func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
@@ -22,7 +33,32 @@ enum SessionProcess {
         var found: UnsafeMutablePointer<passwd>?
         var buffer = [CChar](repeating: 0, count: 16_384)
         guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
-        return Account(name: name, uid: entry.pw_uid, gid: entry.pw_gid, home: String(cString: entry.pw_dir))
+        return Account(name: name, uid: entry.pw_uid, gid: entry.pw_gid, home: String(cString: entry.pw_dir),
+                       shell: entry.pw_shell.map { String(cString: $0) } ?? "/bin/sh")
+    }
+
+    /// The names of the groups `name` is a member of (its primary group included).
+    static func groups(_ name: String) -> Set<String> {
+        guard let account = account(name) else { return [] }
+        var count: Int32 = 256
+        var ids = [gid_t](repeating: 0, count: Int(count))
+        if getgrouplist(name, account.gid, &ids, &count) < 0 {
+            ids = [gid_t](repeating: 0, count: Int(count))
+            guard getgrouplist(name, account.gid, &ids, &count) >= 0 else { return [] }
+        }
+        var names = Set<String>()
+        var entry = group()
+        var found: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 65_536)
+        for id in ids.prefix(Int(count)) where getgrgid_r(id, &entry, &buffer, buffer.count, &found) == 0 && found != nil {
+            names.insert(String(cString: entry.gr_name))
+        }
+        return names
+    }
+
+    /// ``groups(_:)`` on a thread of the blocking-work pool.
+    static func lookUpGroups(_ name: String) async -> Set<String> {
+        (try? await NIOThreadPool.singleton.runIfActive { groups(name) }) ?? []
     }
 
     /// ``account(_:)`` on a thread of the blocking-work pool, never on the cooperative one: the
@@ -77,23 +113,23 @@ enum SessionProcess {
         return String(decoding: collected, as: UTF8.self)
     }
 
-    /// Whether the session answers an HTTP request on its Unix socket within half a second
-    /// (any status line counts). Blocking I/O, on a thread of its own.
-    static func answers(socket path: String, path uri: String) async -> Bool {
+    /// Whether the session answers an HTTP request at its endpoint within half a second (any
+    /// status line counts), on a connection whose listener was verified to be the session's.
+    /// Blocking I/O, on a thread of its own.
+    static func answers(_ endpoint: SessionEndpoint, path uri: String) async -> Bool {
         await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: probe(socket: path, uri: uri)) }.start()
+            Thread { continuation.resume(returning: probe(endpoint, uri: uri)) }.start()
         }
     }
 
-    private static func probe(socket path: String, uri: String) -> Bool {
-        let fd = Foundation.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
+    private static func probe(_ endpoint: SessionEndpoint, uri: String) -> Bool {
+        guard let fd = try? SessionConnector().connect(endpoint) else { return false }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard UnixSocketAddress.with(path, { connect(fd, $0, $1) }) == 0 else { return false }
-        let request = Array("GET \(uri) HTTP/1.1\r\nHost: drover\r\nConnection: close\r\n\r\n".utf8)
+        let secret = endpoint.secret.map { "\($0.header): \($0.value)\r\n" } ?? ""
+        let request = Array("GET \(uri) HTTP/1.1\r\nHost: localhost\r\n\(secret)Connection: close\r\n\r\n".utf8)
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return false }
         var answer = [UInt8](repeating: 0, count: 5)
         let received = answer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_WAITALL)) }
@@ -116,6 +152,12 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
     case moved(String)
     /// The user has `max-sessions-per-user` sessions already.
     case limitReached(String)
+    /// No such kind is configured (or none was named and there is no default).
+    case unknownKind(String)
+    /// The user's groups may not start this kind.
+    case kindForbidden(String)
+    /// The session's kind is no longer configured, or no node can run it now.
+    case kindUnavailable(String)
 
     public var description: String {
         switch self {
@@ -126,6 +168,7 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .stopping(let reason): reason
         case .moved(let reason): reason
         case .limitReached(let reason): reason
+        case .unknownKind(let reason), .kindForbidden(let reason), .kindUnavailable(let reason): reason
         }
     }
 
@@ -141,6 +184,9 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .unavailable: 503
         case .stopping: 421
         case .moved: 409
+        case .unknownKind: 400
+        case .kindForbidden: 403
+        case .kindUnavailable: 503
         }
     }
 
@@ -149,7 +195,8 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         switch self {
         case .busy, .stopping, .moved: 1
         case .unavailable: 5
-        case .notFound, .launchFailed, .limitReached: nil
+        case .kindUnavailable: 30
+        case .notFound, .launchFailed, .limitReached, .unknownKind, .kindForbidden: nil
         }
     }
 }

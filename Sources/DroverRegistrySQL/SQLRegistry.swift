@@ -52,6 +52,8 @@ public struct SQLRegistry: Sendable {
                 "CREATE INDEX audit_by_time ON audit (at)",
                 "CREATE INDEX audit_by_username ON audit (username)",
             ]),
+            // Session kinds: each session's kind; rows from before are the `default` kind.
+            (5, ["ALTER TABLE session ADD COLUMN kind TEXT NOT NULL DEFAULT 'default'"]),
         ]
     }
 
@@ -161,13 +163,13 @@ public struct SQLRegistry: Sendable {
 
     private func sessionParameters(_ s: SessionRecord) -> [String?] {
         [s.id, s.username, s.ownership.node.map(String.init), s.ownership.pid.map(String.init), s.ownership.port.map(String.init),
-         s.ownership.state.rawValue, RegistryRows.epoch(s.createdAt), RegistryRows.epoch(s.lastActive), s.label]
+         s.ownership.state.rawValue, RegistryRows.epoch(s.createdAt), RegistryRows.epoch(s.lastActive), s.label, s.kind]
     }
 
     private var insertSession: String {
         """
-        INSERT INTO session (id, username, node_id, pid, port, state, created_at, last_active, label)
-        VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(p(6)), \(dialect.time(7)), \(dialect.time(8)), \(p(9)))
+        INSERT INTO session (id, username, node_id, pid, port, state, created_at, last_active, label, kind)
+        VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(p(6)), \(dialect.time(7)), \(dialect.time(8)), \(p(9)), \(p(10)))
         """
     }
 

@@ -36,6 +36,14 @@ enum HeaderName {
 
 /// The request a proxy sends on: the client's, with the proxy's own headers.
 enum ForwardedRequest {
+    /// `uri` without `prefix` (`/s/<id>`) in front: `/s/<id>/lab?x` becomes `/lab?x`, and
+    /// `/s/<id>` or `/s/<id>?x` becomes `/` or `/?x`.
+    static func stripping(_ prefix: String, from uri: String) -> String {
+        guard uri.hasPrefix(prefix) else { return uri }
+        let rest = uri.dropFirst(prefix.count)
+        return rest.hasPrefix("/") ? String(rest) : "/" + rest
+    }
+
     /// `head` as it goes on to the session or the owning node:
     /// - hop-by-hop headers removed (``HopByHop``), `Upgrade` kept only for a WebSocket upgrade;
     /// - `X-Forwarded-Proto` and `X-Forwarded-Host` set from this node's view (the scheme it

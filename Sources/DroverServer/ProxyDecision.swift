@@ -1,3 +1,4 @@
+public import DroverCluster
 public import NIOCore
 public import NIOHTTP1
 public import NIOSSL
@@ -7,6 +8,9 @@ public import NIOSSL
 /// `timeout` in load-balancer, as for every peer call).
 public enum Upstream: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
+    /// A session of this node, reached by its kind's endpoint (``SessionConnector`` verifies
+    /// the listener before a byte is sent).
+    case session(SessionEndpoint)
     case tcp(host: String, port: Int, name: String? = nil, connectTimeout: TimeAmount = .seconds(10))
     /// Another node, on a connection that node joins to the session's socket: it opens with
     /// `opening` (a signed request, answered `101`), and the requests that follow reach the
@@ -16,6 +20,7 @@ public enum Upstream: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unix(let path): "unix:\(path)"
+        case .session(let endpoint): endpoint.description
         case .tcp(let host, let port, let name, _), .node(let host, let port, let name, _, _):
             name.map { "\($0) (\(host)):\(port)" } ?? "\(host):\(port)"
         }
@@ -50,10 +55,11 @@ public struct HopOpening: Sendable, Equatable {
 /// Where a proxied request goes, or the answer to give instead.
 public enum ProxyDecision: Sendable {
     /// Forward to `upstream` (TLS when `tls` is set), adding `headers`.
-    case forward(Upstream, tls: NIOSSLContext?, headers: [(String, String)], onFailure: @Sendable () -> Void)
+    /// `stripping` is taken off the front of the request's path (a kind with `base-path=strip`).
+    case forward(Upstream, tls: NIOSSLContext?, headers: [(String, String)], stripping: String? = nil, onFailure: @Sendable () -> Void)
     /// The request is another node's verified ``HopOpening``: answer `101` and join the
-    /// connection to the session's socket at `path`.
-    case splice(path: String, onFailure: @Sendable () -> Void)
+    /// connection to the session at `endpoint`.
+    case splice(SessionEndpoint, onFailure: @Sendable () -> Void)
     case respond(HTTPResponse)
 }
 

@@ -1,3 +1,4 @@
+import DroverCluster
 import DroverKernel
 import Logging
 import NIOCore
@@ -341,13 +342,14 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         switch decision {
         case .respond(let response):
             run(machine.decided(response))
-        case .splice(let path, let onFailure):
+        case .splice(let endpoint, let onFailure):
             onUpstreamFailure = onFailure
-            run(machine.splice(to: .unix(path: path)))
-        case .forward(let target, let tls, let extra, let onFailure):
+            run(machine.splice(to: .session(endpoint)))
+        case .forward(let target, let tls, let extra, let stripping, let onFailure):
             onUpstreamFailure = onFailure
-            let outgoing = ForwardedRequest.head(for: head, clientAddress: clientAddress, isTLS: isTLS, adding: extra,
+            var outgoing = ForwardedRequest.head(for: head, clientAddress: clientAddress, isTLS: isTLS, adding: extra,
                                                  upgrade: machine.upgradeRequested)
+            if let stripping { outgoing.uri = ForwardedRequest.stripping(stripping, from: outgoing.uri) }
             run(machine.forward(outgoing, to: target, tls: tls, upstreamActive: upstream?.channel.isActive ?? false, now: .now()))
         }
     }
@@ -361,7 +363,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         var tlsName: String?
         var opening: HopOpeningHandler?
         switch target {
-        case .unix:
+        case .unix, .session:
             break
         case .tcp(_, _, let name, let connectTimeout):
             bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connectTimeout(connectTimeout)
@@ -385,6 +387,19 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         var connected: EventLoopFuture<any Channel>
         switch target {
         case .unix(let path): connected = connecting.connect(unixDomainSocketPath: path)
+        case .session(let endpoint):
+            if case .guardSocket(let path) = endpoint.address {
+                connected = connecting.connect(unixDomainSocketPath: path)
+            } else {
+                // Connected and verified here, before the channel exists: nothing is sent to a
+                // listener that is not the session's (a planted socket, a squatted port).
+                do throws(SessionEndpointRefusal) {
+                    connected = connecting.withConnectedSocket(try SessionConnector().connect(endpoint))
+                } catch {
+                    if error.isForeign { logger.warning("refused a session's endpoint", metadata: ["endpoint": "\(endpoint)", "reason": "\(error.reason)"]) }
+                    connected = context.eventLoop.makeFailedFuture(error)
+                }
+            }
         case .tcp(let host, let port, _, _), .node(let host, let port, _, _, _): connected = connecting.connect(peer: host, port: port)
         }
         if let opened = opening?.opened {

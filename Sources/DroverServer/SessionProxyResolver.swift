@@ -192,9 +192,10 @@ public struct SessionProxyResolver: ProxyResolver {
         if !isHop { sessions.noteActivity(id) }
         let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
         switch route {
-        case .local(let socket):
-            if isHop { return .splice(path: socket, onFailure: forget) }
-            return .forward(.unix(path: socket), tls: nil, headers: [], onFailure: forget)
+        case .local(let endpoint):
+            if isHop { return .splice(endpoint, onFailure: forget) }
+            let delivery = SessionDelivery(strippedPrefix: endpoint.strippedPrefix, secret: endpoint.secret)
+            return .forward(.session(endpoint), tls: nil, headers: delivery.headers, stripping: delivery.strippedPrefix, onFailure: forget)
         case .remote(let host, let port, let name):
             if isHop {
                 forget()
@@ -207,8 +208,10 @@ public struct SessionProxyResolver: ProxyResolver {
                 Self.openingRequest(session: id, user: user, destination: NodeRuntime.destination(host: host, port: port), key: key)
             }
             let connectTimeout = TimeAmount.seconds(NodeClient.connectSeconds(timeout: sessions.runtime.loadBalancer.timeout))
+            // The owner only splices: the prefix and the secret are this node's to apply.
+            let delivery = sessions.delivery(id)
             return .forward(.node(host: host, port: port, name: name, connectTimeout: connectTimeout, opening: opening), tls: peerTLS,
-                            headers: [], onFailure: forget)
+                            headers: delivery.headers, stripping: delivery.strippedPrefix, onFailure: forget)
         }
     }
 }

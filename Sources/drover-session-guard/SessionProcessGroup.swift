@@ -40,8 +40,19 @@ struct SessionProcessGroup: Sendable {
     /// itself into the cgroup before it runs anything of the user's (a shell writes its own pid
     /// into `cgroup.procs`, then execs), so nothing can start outside it.
     static func start(spec: SessionGuardProtocol.Spec) throws -> SessionProcessGroup {
-        let listener = try listen(at: spec.socketPath)
-        defer { close(listener) }
+        // The endpoint: a socket the guard binds (descriptor 3), or the session's own folder
+        // where the program binds its socket (and finds its secret).
+        var listener: Int32?
+        switch spec.endpointType {
+        case .inherited, .systemd:
+            let fd = try listen(at: spec.socketPath)
+            if spec.endpointType == .systemd { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+            listener = fd
+        case .unixSocket, .tcpPort:
+            break
+        }
+        defer { if let listener { close(listener) } }
+        if let run = spec.runDirectory { try RunDirectory.make(run, uid: spec.uid, gid: spec.gid, secret: spec.secret) }
         let isolation = makeCgroup(spec.sessionID)
         var setpriv = ["/usr/bin/setpriv", "--pdeathsig", "KILL"]
         if geteuid() == 0, spec.uid != 0 {
@@ -50,22 +61,35 @@ struct SessionProcessGroup: Sendable {
         // Everything inside the user's home is done by the user's own shell, after the drop of
         // rights: making the state folder and opening session.log (a symlink planted there
         // reaches only what the user could write anyway). Nothing here runs as root in it.
-        let asUser = "umask 077; mkdir -p \"$DROVER_SESSION_STATE_DIR\" || exit 125; "
-            + "exec >>\"$DROVER_SESSION_STATE_DIR/session.log\" 2>&1 || exit 125; cd \"$HOME\" 2>/dev/null; exec " + spec.command
-        setpriv += ["--", "/bin/sh", "-c", asUser]
+        let prologue = "umask 077; mkdir -p \"$DROVER_SESSION_STATE_DIR\" || exit 125; "
+            + "exec >>\"$DROVER_SESSION_STATE_DIR/session.log\" 2>&1 || exit 125; cd \"$HOME\" 2>/dev/null; "
+        if let arguments = spec.arguments {
+            // A kind: its argument vector, never a shell line, run by the user's login shell
+            // (`$SHELL -l`: /etc/profile and the user's profile, so a conda or virtual
+            // environment on the user's PATH is found). systemd's convention names the
+            // program's own pid, which the exec chain keeps.
+            let activation = spec.endpointType == .systemd ? "LISTEN_PID=$$; LISTEN_FDS=1; LISTEN_FDNAMES=drover; export LISTEN_PID LISTEN_FDS LISTEN_FDNAMES; " : ""
+            let login = spec.loginShell ?? "/bin/sh"
+            setpriv += ["--", "/bin/sh", "-c", prologue + activation + "exec \"$0\" -l -c 'exec \"$@\"' \"$0\" \"$@\"", login] + arguments
+        } else {
+            setpriv += ["--", "/bin/sh", "-c", prologue + "exec " + spec.command]
+        }
         var arguments = setpriv
         if let cgroup = isolation.cgroupPath {
             // The session id is hex, so the path needs no quoting beyond the single quotes.
             arguments = ["/bin/sh", "-c", "echo $$ > '\(cgroup)/cgroup.procs' || exit 126; exec \"$@\"", "drover-session"] + setpriv
         }
+        var descriptors: [(Int32, Spawn.Descriptor)] = [(0, .null), (1, .null), (2, .null)]
+        // The inherited endpoint: the listening socket, as descriptor 3.
+        if let listener { descriptors.append((3, .inherited(listener))) }
         let pid: pid_t
         do {
-            // The session's only endpoint: the listening socket, as descriptor 3.
             pid = try Spawn.start(arguments, environment: spec.environment.map { "\($0.key)=\($0.value)" },
-                                  descriptors: [(0, .null), (1, .null), (2, .null), (3, .inherited(listener))], newProcessGroup: true)
+                                  descriptors: descriptors, newProcessGroup: true)
         } catch {
             if let cgroup = isolation.cgroupPath { rmdir(cgroup) }
-            throw LockError(path: spec.command, "cannot start the session command (\(error))")
+            if let run = spec.runDirectory { RunDirectory.remove(run) }
+            throw LockError(path: spec.arguments?.first ?? spec.command, "cannot start the session command (\(error))")
         }
         return SessionProcessGroup(pid: pid, isolation: isolation)
     }

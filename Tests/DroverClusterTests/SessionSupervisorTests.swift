@@ -48,8 +48,9 @@ final class FakeLauncher: SessionLauncher {
         return control
     }
 
-    func answers(socket: String, path: String) async -> Bool {
-        answering.withLock { $0.contains(socket) }
+    func answers(_ endpoint: SessionEndpoint, path: String) async -> Bool {
+        guard case .guardSocket(let socket) = endpoint.address else { return false }
+        return answering.withLock { $0.contains(socket) }
     }
 
     func report(_ id: String, _ event: SessionEvent) {
@@ -131,9 +132,9 @@ func spec(_ id: String) -> SessionGuardProtocol.Spec {
         let (supervisor, pid) = try await supervised(launcher, "s1")
         #expect(pid == 42)
         #expect(supervisor.state("s1") == .starting(pid: 42))
-        #expect(supervisor.runningSocket("s1") == nil, "no route before it answers")
+        #expect(supervisor.runningEndpoint("s1") == nil, "no route before it answers")
         supervisor.apply(.answered, to: "s1")
-        #expect(supervisor.runningSocket("s1") == "/nonexistent/s1.sock")
+        #expect(supervisor.runningEndpoint("s1") == .guardSocket("/nonexistent/s1.sock"))
         #expect(supervisor.ended().isEmpty)
     }
 
@@ -145,7 +146,7 @@ func spec(_ id: String) -> SessionGuardProtocol.Spec {
             try await supervisor.start("s1", spec: spec("s1"), username: "alice", stateDirectory: "/x") { true }
         }
         #expect(supervisor.state("s1") == .running(pid: 42), "the first one is still supervised")
-        #expect(supervisor.runningSocket("s1") == "/nonexistent/s1.sock")
+        #expect(supervisor.runningEndpoint("s1") == .guardSocket("/nonexistent/s1.sock"))
     }
 
     @Test func aBusyLockFailsTheStartWithItsReasonAsWorthRetrying() async throws {

@@ -16,14 +16,14 @@ import Testing
                                             authentication: Authentication(key: node.runtime.key, authNone: true, pamService: "login", secure: false),
                                             peerTLS: nil)
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/s/abc/count")
-        guard case .forward(.node(let host, let port, let name, let connectTimeout, let opening), _, let headers, _) =
+        guard case .forward(.node(let host, let port, let name, let connectTimeout, let opening), _, let headers, _, _) =
             resolver.decision(.remote(host: "127.0.0.2", port: 8443, name: "node2.example.com"), id: "abc", user: "alice", head: head) else {
             Issue.record("not forwarded to a node"); return
         }
         #expect(host == "127.0.0.2" && port == 8443 && name == "node2.example.com" && connectTimeout == .seconds(2))
         #expect(opening == HopOpening(session: "abc", user: "alice") { ByteBuffer() })
         #expect(headers.isEmpty, "the requests on a hop go as to a session of this node's: no hop headers")
-        guard case .forward(.node(_, _, let noName, _, _), _, _, _) = resolver.decision(.remote(host: "127.0.0.3", port: 8443), id: "abc",
+        guard case .forward(.node(_, _, let noName, _, _), _, _, _, _) = resolver.decision(.remote(host: "127.0.0.3", port: 8443), id: "abc",
                                                                                         user: "alice", head: head) else {
             Issue.record("not forwarded to a node"); return
         }

@@ -29,4 +29,21 @@ void drover_hmac_sha256(const drover_hmac_sha256_key *prepared, const unsigned c
 
 /// SHA-256 of `data` into `out` (32 bytes), without OpenSSL 3's per-call algorithm lookup.
 void drover_sha256(const unsigned char *data, size_t length, unsigned char out[32]);
+
+/// Connects `fd` (an AF_UNIX stream socket) to `path` with the rights of `uid`/`gid` alone: for
+/// the calling thread only (raw system calls, not glibc's process-wide wrappers), its file-system
+/// uid and gid become the user's and its supplementary groups only `gid`, and are restored
+/// before it returns. A link planted at `path` therefore reaches only what the user could reach.
+/// 0, or minus the errno.
+int drover_connect_unix_as(int fd, const char *path, unsigned int uid, unsigned int gid);
+
+/// A Unix socket peer's credentials (`SO_PEERCRED`): for a connected client, the listener's.
+typedef struct {
+    int pid;
+    unsigned int uid;
+    unsigned int gid;
+} drover_peer_credentials;
+
+/// 0, or -1 with errno set.
+int drover_get_peer_credentials(int fd, drover_peer_credentials *out);
 #endif

@@ -7,6 +7,9 @@ final class RouteCache: Sendable {
     struct Entry: Sendable, Equatable {
         var route: SessionRoute
         var username: String
+        /// The session's kind: what the node the client reached does to its requests (strip
+        /// the prefix, add the secret) depends on it.
+        var kind: String = "default"
     }
 
     let timeToLive: Duration
@@ -20,9 +23,9 @@ final class RouteCache: Sendable {
     }
 
     /// Records that session `id` of `username` was found at `route` just now.
-    func remember(_ id: String, _ route: SessionRoute, username: String) {
+    func remember(_ id: String, _ route: SessionRoute, username: String, kind: String = "default") {
         let at = now()
-        entries.withLock { $0[id] = (Entry(route: route, username: username), at) }
+        entries.withLock { $0[id] = (Entry(route: route, username: username, kind: kind), at) }
     }
 
     /// The route confirmed less than `timeToLive` ago, if any.

@@ -11,8 +11,9 @@ protocol SessionLauncher: Sendable {
     ///   lets the guard end the session (the node is cut off).
     func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
                report: @escaping @Sendable (SessionEvent) -> Void) async throws -> any SessionControl
-    /// Whether the session answers an HTTP request for `path` on its socket.
-    func answers(socket: String, path: String) async -> Bool
+    /// Whether the session answers an HTTP request for `path` at its endpoint (a verified
+    /// connection: ``SessionConnector``).
+    func answers(_ endpoint: SessionEndpoint, path: String) async -> Bool
 }
 
 /// droverd's hold on one started session.
@@ -30,8 +31,8 @@ final class SessionSupervisor: Sendable {
     struct Supervised: Sendable {
         var state: SessionLifecycle = .launching
         var username: String
-        /// Its Unix socket (only droverd's user can reach it).
-        var socket: String
+        /// Where droverd reaches it; its cgroup is filled in once the guard reports it.
+        var endpoint: SessionEndpoint
         var stateDirectory: String
         var control: (any SessionControl)?
         /// The guard's report of its end (`.ended`), kept for the log.
@@ -63,12 +64,12 @@ final class SessionSupervisor: Sendable {
     /// - Returns: the pid of its main process.
     /// - Throws: ``SessionError/launchFailed(_:)`` with the reason it did not start, or
     ///   ``SessionError/unavailable(_:)`` when its lock stayed held elsewhere.
-    func start(_ id: String, spec: SessionGuardProtocol.Spec, username: String, stateDirectory: String,
+    func start(_ id: String, spec: SessionGuardProtocol.Spec, endpoint: SessionEndpoint? = nil, username: String, stateDirectory: String,
                serving: @escaping @Sendable () -> Bool) async throws -> Int32 {
         let added = sessions.withLock { sessions -> Bool in
             // One start at a time: a second would replace the first one's entry and lose it.
             if let existing = sessions[id], !existing.state.isOver { return false }
-            sessions[id] = Supervised(username: username, socket: spec.socketPath, stateDirectory: stateDirectory)
+            sessions[id] = Supervised(username: username, endpoint: endpoint ?? .guardSocket(spec.socketPath), stateDirectory: stateDirectory)
             return true
         }
         guard added else { throw SessionError.unavailable("session \(id) is already being started or run on this node") }
@@ -104,7 +105,10 @@ final class SessionSupervisor: Sendable {
             sessions[id]?.state = new
             if case .ended = event { sessions[id]?.end = event }
             if case .lockBusy = event { sessions[id]?.lockWasBusy = true }
-            if case .started(_, let isolation) = event { sessions[id]?.isolation = isolation }
+            if case .started(_, let isolation) = event {
+                sessions[id]?.isolation = isolation
+                sessions[id]?.endpoint.cgroup = Self.cgroupPath(isolation)
+            }
             return new
         }) else { return }
         observer(id, event, state)
@@ -159,9 +163,15 @@ final class SessionSupervisor: Sendable {
         }
     }
 
-    /// The socket of session `id` while it runs.
-    func runningSocket(_ id: String) -> String? {
-        sessions.withLock { $0[id].flatMap { $0.state.isRunning ? $0.socket : nil } }
+    /// The endpoint of session `id` while it runs.
+    func runningEndpoint(_ id: String) -> SessionEndpoint? {
+        sessions.withLock { $0[id].flatMap { $0.state.isRunning ? $0.endpoint : nil } }
+    }
+
+    /// The cgroup folder in a guard's `started` report (`cgroup2:PATH`, `freezer:PATH`).
+    static func cgroupPath(_ isolation: String) -> String? {
+        for prefix in ["cgroup2:", "freezer:"] where isolation.hasPrefix(prefix) { return String(isolation.dropFirst(prefix.count)) }
+        return nil
     }
 
     /// Whether session `id` is supervised here and ended without being asked.

@@ -17,6 +17,8 @@ public struct DroverConfiguration: Sendable, Equatable {
     public var server: ServerConfiguration
     public var fileLocks: FileLocksConfiguration
     public var database: DatabaseConfiguration
+    /// The session kinds (`kinds/*.conf`, and `session-command` as the kind `default`).
+    public var kinds = SessionKinds(kinds: [], defaultKind: nil)
     /// Non-fatal remarks for the operator.
     public var warnings: [String]
     /// A hash of every setting except the address keys (`www-host-name`, `www-address`,
@@ -102,6 +104,7 @@ public struct DroverConfiguration: Sendable, Equatable {
             database = try DatabaseConfiguration(file: file, baseDirectory: dir, defaultDirectory: server.dataDirectory)
             try refuseReadableSecret(database, path: path(DatabaseConfiguration.fileName))
         }
+        let kinds = try SessionKinds.load(directory: dir, server: server, settings: &settings)
         let launcherFiles = ["launcher.pub", "launcher.pem"].compactMap { name in
             FileManager.default.contents(atPath: path(name)).map { name + ":" + Crypto.sha256($0).hexString }
         }
@@ -120,7 +123,7 @@ public struct DroverConfiguration: Sendable, Equatable {
                 + "its sessions in \(standalone.directory)/\(standalone.database).sqlite; create load-balancer (it may be empty) to join the cluster")
         }
         return DroverConfiguration(directory: dir, loadBalancer: loadBalancer, server: server, fileLocks: fileLocks,
-                                   database: database, warnings: warnings,
+                                   database: database, kinds: kinds, warnings: warnings,
                                    fingerprint: String(Crypto.sha256(Array(settings.sorted().joined(separator: "\n").utf8)).hexString.prefix(16)),
                                    launcherFingerprint: launcherFiles.isEmpty ? nil
                                        : String(Crypto.sha256(Array(launcherFiles.joined(separator: "\n").utf8)).hexString.prefix(16)))

@@ -18,7 +18,8 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "session-command", "session-response-timeout", "max-starting-sessions", "auth-none", "auth-pam-service",
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
-                       "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes"]
+                       "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes",
+                       "default-session-kind"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -38,6 +39,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var sslCertificateKey: String?
     /// `session-command`: the program started for each session.
     public var sessionCommand: String?
+    /// `default-session-kind`: the kind a start that names none gets (default: `default`, which
+    /// is `session-command`, when that is set; else the only kind, when there is one).
+    public var defaultSessionKind: String?
     /// `session-response-timeout`: seconds a session may take to start answering a proxied
     /// request before the client gets 504 (raise it for long-polling sessions).
     public var sessionResponseTimeout = 60
@@ -103,6 +107,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         sslCertificate = try reader.path("ssl-certificate")
         sslCertificateKey = try reader.path("ssl-certificate-key")
         sessionCommand = try reader.string("session-command")
+        defaultSessionKind = try reader.string("default-session-kind")
         sessionResponseTimeout = try reader.integer("session-response-timeout", default: sessionResponseTimeout, in: 1...86_400)
         maxStartingSessions = try reader.integer("max-starting-sessions", default: maxStartingSessions, in: 1...100_000)
         maxSessionsPerUser = try reader.integer("max-sessions-per-user", default: maxSessionsPerUser, in: 0...100_000)

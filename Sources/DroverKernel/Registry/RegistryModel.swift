@@ -179,9 +179,13 @@ public struct SessionRecord: Sendable, Equatable, Identifiable {
     public var createdAt: Date
     public var lastActive: Date
     public var label: String?
+    /// The session kind it runs (`kinds/<kind>.conf`; `default` is `session-command`).
+    public var kind: String
 
-    public init(id: String, username: String, ownership: SessionOwnership, createdAt: Date, lastActive: Date, label: String?) {
+    public init(id: String, username: String, ownership: SessionOwnership, createdAt: Date, lastActive: Date, label: String?,
+                kind: String = "default") {
         self.id = id
+        self.kind = kind
         self.username = username
         self.ownership = ownership
         self.createdAt = createdAt

@@ -38,6 +38,20 @@ public enum SessionGuardProtocol {
         public var droverdSilence: Double
         /// Test-only behaviour, from droverd's `DROVER_TEST_SESSION_GUARD`; nil in production.
         public var testMode: TestMode?
+        /// A session kind's argument vector (placeholders filled in), run as the user in a login
+        /// shell; nil for `session-command`, whose shell line is ``command``.
+        public var arguments: [String]?
+        /// How droverd reaches the program (nil: `inherited`).
+        public var endpoint: SessionKind.Endpoint?
+        /// The user's login shell (`SHELL`), which runs ``arguments`` as a login would.
+        public var loginShell: String?
+        /// The session's own folder, for `unix-socket` (the program binds its socket there) and
+        /// for a secret: the guard makes it, in a tree only root may write, owned by the user with
+        /// mode 0700, and removes it through directory descriptors at the end.
+        public var runDirectory: String?
+        /// The session's secret, written to `secret` in ``runDirectory`` (mode 0600, the user's)
+        /// for a program that checks one. Never in an argument or the environment.
+        public var secret: String?
 
         public init(sessionID: String, configDirectory: String, lockPath: String, lockWait: Double, command: String,
                     userName: String, uid: UInt32, gid: UInt32, home: String, socketPath: String, environment: [String: String],
@@ -57,6 +71,13 @@ public enum SessionGuardProtocol {
             self.droverdSilence = droverdSilence
             self.testMode = testMode
         }
+
+        /// The endpoint in force.
+        public var endpointType: SessionKind.Endpoint { endpoint ?? .inherited }
+        /// The file in ``runDirectory`` that holds the secret.
+        public static let secretFileName = "secret"
+        /// The socket a `unix-socket` program binds in ``runDirectory``.
+        public static let socketFileName = "http.sock"
 
         /// One line of JSON.
         public var line: String {
