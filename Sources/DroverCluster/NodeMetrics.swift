@@ -44,6 +44,7 @@ public final class NodeMetrics: Sendable {
         static var sessionEnds: MetricNameDescriptor { named("session_unasked_ends", "total", "Sessions of this node ended without being asked, by reason (exited, lease-lost, droverd-silent, guard-gone, taken-away).") }
         static var startFailures: MetricNameDescriptor { named("session_start_failures", "total", "Session starts on this node that failed.") }
         static var sessions: MetricNameDescriptor { named("sessions", "", "Sessions this node runs, by state (suspended sessions belong to no node).") }
+        static var sessionsByKind: MetricNameDescriptor { named("sessions_by_kind", "", "Sessions this node starts or runs, by session kind.") }
         static var nodeStatus: MetricNameDescriptor { named("node_status", "", "1 for this node's status as the registry records it, 0 for the others.") }
     }
 
@@ -155,7 +156,11 @@ public final class NodeMetrics: Sendable {
 
     /// The exposition: the node's own sessions by state and its status are read now, the rest
     /// was counted as it happened.
-    public func exposition(sessionsByState: [String: Int], status: NodeStatus?) -> [UInt8] {
+    public func exposition(sessionsByState: [String: Int], sessionsByKind: [String: Int] = [:], kinds: [String] = [], status: NodeStatus?) -> [UInt8] {
+        // Every configured kind from the first scrape, at zero when none runs.
+        for kind in Set(kinds).union(sessionsByKind.keys) {
+            registry.makeGauge(descriptor: Family.sessionsByKind, labels: [("kind", kind)]).set(to: Double(sessionsByKind[kind] ?? 0))
+        }
         for state in Set(Self.sessionStates).union(sessionsByState.keys) {
             registry.makeGauge(descriptor: Family.sessions, labels: [("state", state)]).set(to: Double(sessionsByState[state] ?? 0))
         }

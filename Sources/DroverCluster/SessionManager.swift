@@ -97,7 +97,8 @@ public final class SessionManager: Sendable {
     /// The node's metrics as Prometheus text, with its sessions by phase and its status read now.
     public func metricsExposition() -> [UInt8] {
         let status = runtime.view.first { $0.id == runtime.nodeID }?.status
-        return runtime.metrics.exposition(sessionsByState: supervisor.countsByPhase, status: status)
+        return runtime.metrics.exposition(sessionsByState: supervisor.countsByPhase, sessionsByKind: supervisor.countsByKind,
+                                          kinds: runtime.configuration.kinds.names, status: status)
     }
 
     // MARK: creating and launching

@@ -201,11 +201,11 @@ public struct AdminDashboard: Sendable {
         let targets = read.nodes.filter { $0.status == .online && $0.isServing(now: read.now, heartbeatInterval: interval) }
         let timeout = runtime.configuration.server.sessionTimeoutMinutes
         let policy = timeout > 0 ? " <small>— suspended after \(String(format: "%g", timeout)) min without client activity (session-timeout-minutes)</small>" : ""
-        html += "<h2>Sessions (\(all.count))\(policy)</h2><table><tr><th>Session</th><th>User</th><th>Node</th><th>State</th><th>Age</th><th>Last activity</th><th></th></tr>"
+        html += "<h2>Sessions (\(all.count))\(policy)</h2><table><tr><th>Session</th><th>User</th><th>Kind</th><th>Node</th><th>State</th><th>Age</th><th>Last activity</th><th></th></tr>"
         for session in all {
             let id = UserAPI.escape(session.id)
             html += "<tr id=\"session-\(id)\"><td><code>\(id.prefix(8))</code>\(session.label.map { " " + UserAPI.escape($0) } ?? "")</td>"
-                + "<td>\(UserAPI.escape(session.username))</td><td>\(session.ownership.node.map(String.init) ?? "–")</td>"
+                + "<td>\(UserAPI.escape(session.username))</td><td>\(UserAPI.escape(session.kind))</td><td>\(session.ownership.node.map(String.init) ?? "–")</td>"
                 + "<td>\(session.ownership.state.rawValue)</td><td>\(Self.age(read.now.timeIntervalSince(session.createdAt)))</td>"
                 + "<td>\(Self.age(read.now.timeIntervalSince(session.lastActive))) ago</td><td>"
             if session.ownership.state == .running {

@@ -71,6 +71,11 @@ struct UserAPI: Sendable {
         default:
             break
         }
+        if method == .GET, path == "/api/kinds" {
+            guard let user = auth.user(request) else { return Self.error(.unauthorized, "sign in first (POST /sign-in)") }
+            let defaultKind = sessions.runtime.configuration.kinds.defaultKind
+            return Self.json(.ok, await sessions.kinds(for: user).map { KindDescription($0, isDefault: $0.name == defaultKind) })
+        }
         let isAPI = path.hasPrefix("/api/sessions")
         let isForm = path == "/sessions" || path.hasPrefix("/sessions/")
         guard isAPI || isForm else { return nil }
@@ -90,10 +95,12 @@ struct UserAPI: Sendable {
                 let asked: NewSession
                 do {
                     asked = request.body.readableBytes == 0 ? NewSession() : try JSONDecoder().decode(NewSession.self, from: Data(request.body.readableBytesView))
+                } catch let error as NewSession.UnknownKey {
+                    return Self.error(.badRequest, "unknown key '\(error.key)' in the body; it takes \(NewSession.CodingKeys.allCases.map(\.rawValue).joined(separator: " and "))")
                 } catch {
-                    return Self.error(.badRequest, #"the body must be empty or JSON like {"label": "my analysis"}"#)
+                    return Self.error(.badRequest, #"the body must be empty or JSON like {"kind": "jupyterlab", "label": "my analysis"}"#)
                 }
-                let session = try await sessions.create(username: user, label: asked.label, by: .user(user))
+                let session = try await sessions.create(username: user, label: asked.label, kind: asked.kind, by: .user(user))
                 return Self.json(.created, CreatedSession(id: session.id, node: session.ownership.node, url: "/s/\(session.id)/"))
             case (.POST, true, 4) where parts[3] == "suspend":
                 try await owned(parts[2], by: user)
@@ -104,7 +111,8 @@ struct UserAPI: Sendable {
                 try await sessions.quit(parts[2], by: .user(user))
                 return HTTPResponse(status: .noContent)
             case (.POST, false, 1):
-                _ = try await sessions.create(username: user, label: form["label"].flatMap { $0.isEmpty ? nil : $0 }, by: .user(user))
+                _ = try await sessions.create(username: user, label: form["label"].flatMap { $0.isEmpty ? nil : $0 },
+                                              kind: form["kind"].flatMap { $0.isEmpty ? nil : $0 }, by: .user(user))
                 return Self.redirect("/")
             case (.POST, false, 3) where parts[2] == "suspend":
                 try await owned(parts[1], by: user)
@@ -236,16 +244,25 @@ struct UserAPI: Sendable {
         let hidden = "<input type=\"hidden\" name=\"csrf\" value=\"\(csrf)\">"
         body += "<p>Signed in as <strong>\(Self.escape(user))</strong>."
         if !auth.authNone { body += " <form method=\"post\" action=\"/sign-out\" style=\"display:inline\">\(hidden)<button>Sign out</button></form>" }
-        body += "</p><form method=\"post\" action=\"/sessions\">\(hidden)<input name=\"label\" placeholder=\"label (optional)\"> <button>Start a session</button></form>"
+        let kinds = await sessions.kinds(for: user)
+        let defaultKind = sessions.runtime.configuration.kinds.defaultKind
+        var picker = ""
+        if kinds.count > 1 || (kinds.count == 1 && kinds[0].name != defaultKind) {
+            picker = "<select name=\"kind\" aria-label=\"kind\">" + kinds.map { kind in
+                "<option value=\"\(Self.escape(kind.name))\"\(kind.name == defaultKind ? " selected" : "")>\(Self.escape(kind.label))</option>"
+            }.joined() + "</select> "
+        }
+        body += "</p><form method=\"post\" action=\"/sessions\">\(hidden)\(picker)<input name=\"label\" placeholder=\"label (optional)\"> <button>Start a session</button></form>"
         let list = (try? await self.list(user)) ?? []
         if list.isEmpty {
             body += "<p>No sessions yet.</p>"
         } else {
-            body += "<table cellpadding=\"6\"><tr><th align=\"left\">Session</th><th>State</th><th>Node</th><th>Created</th><th></th></tr>"
+            body += "<table cellpadding=\"6\"><tr><th align=\"left\">Session</th><th>Kind</th><th>State</th><th>Node</th><th>Created</th><th></th></tr>"
             for session in list {
                 let id = Self.escape(session.id)
                 let label = session.label.map { " — " + Self.escape($0) } ?? ""
-                body += "<tr><td><a href=\"/s/\(id)/\">\(id.prefix(8))</a>\(label)</td><td>\(session.ownership.state.rawValue)</td>"
+                let kindLabel = Self.escape(sessions.runtime.configuration.kinds[session.kind]?.label ?? session.kind)
+                body += "<tr><td><a href=\"/s/\(id)/\">\(id.prefix(8))</a>\(label)</td><td>\(kindLabel)</td><td>\(session.ownership.state.rawValue)</td>"
                     + "<td>\(session.ownership.node.map(String.init) ?? "–")</td><td>\(session.createdAt.formatted(.iso8601))</td><td>"
                     + "<a href=\"/s/\(id)/\">open</a> "
                     + "<form method=\"post\" action=\"/sessions/\(id)/suspend\" style=\"display:inline\">\(hidden)<button>suspend</button></form> "
@@ -266,6 +283,7 @@ struct SessionDescription: Encodable, Equatable {
     var state: String
     var node: Int64?
     var label: String?
+    var kind: String
     var created: String
 
     init(_ session: SessionRecord) {
@@ -273,6 +291,7 @@ struct SessionDescription: Encodable, Equatable {
         state = session.ownership.state.rawValue
         node = session.ownership.node
         label = session.label
+        kind = session.kind
         created = session.createdAt.formatted(.iso8601)
     }
 
@@ -283,15 +302,56 @@ struct SessionDescription: Encodable, Equatable {
         try container.encode(state, forKey: .state)
         try container.encode(node, forKey: .node)
         try container.encode(label, forKey: .label)
+        try container.encode(kind, forKey: .kind)
         try container.encode(created, forKey: .created)
     }
 
-    enum CodingKeys: String, CodingKey { case id, state, node, label, created }
+    enum CodingKeys: String, CodingKey { case id, state, node, label, kind, created }
 }
 
-/// `POST /api/sessions`'s body (optional).
+/// `GET /api/kinds`: a kind the user may start.
+struct KindDescription: Encodable {
+    var name: String
+    var label: String
+    var `default`: Bool
+
+    init(_ kind: SessionKind, isDefault: Bool) {
+        name = kind.name
+        label = kind.label
+        self.default = isDefault
+    }
+}
+
+/// `POST /api/sessions`'s body (optional). A key it does not know is refused, not ignored: a
+/// `kind` sent to a node that did not know it would otherwise have started the default program.
 struct NewSession: Decodable {
     var label: String?
+    var kind: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case kind, label }
+
+    struct UnknownKey: Error {
+        var key: String
+    }
+
+    /// Any key, to find the ones not in ``CodingKeys``.
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    init() {}
+
+    init(from decoder: any Decoder) throws {
+        for key in try decoder.container(keyedBy: AnyKey.self).allKeys where CodingKeys(rawValue: key.stringValue) == nil {
+            throw UnknownKey(key: String(key.stringValue.prefix(40)))
+        }
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        label = try container.decodeIfPresent(String.self, forKey: .label)
+        kind = try container.decodeIfPresent(String.self, forKey: .kind)
+    }
 }
 
 /// `POST /api/sessions`'s answer.

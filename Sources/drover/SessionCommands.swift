@@ -155,7 +155,12 @@ func thisNode(_ config: DroverConfiguration) throws -> Int64 {
 struct ActiveSessions: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "active-sessions",
-        abstract: "List the sessions running on this node: pid, user, session id, age.")
+        abstract: "List the sessions running on this node: pid, user, session id, kind, age.")
+
+    /// A value read from the registry, safe for a terminal: control characters escaped.
+    static func printable(_ text: String) -> String {
+        text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "\\x" + String(format: "%02x", $0.value) : String($0) }.joined()
+    }
 
     @OptionGroup var options: ConfigOptions
 
@@ -166,13 +171,14 @@ struct ActiveSessions: AsyncParsableCommand {
             (try await access.store.sessions(matching: SessionFilter(node: node, states: [.starting, .running, .suspending])), try await access.store.now())
         }
         print("PID".padding(toLength: 8, withPad: " ", startingAt: 0) + "USER".padding(toLength: 16, withPad: " ", startingAt: 0)
-              + "SESSION".padding(toLength: 34, withPad: " ", startingAt: 0) + "AGE")
+              + "SESSION".padding(toLength: 34, withPad: " ", startingAt: 0) + "KIND".padding(toLength: 14, withPad: " ", startingAt: 0) + "AGE")
         for session in sessions {
             let age = Int(now.timeIntervalSince(session.createdAt))
             let ageText = age >= 3600 ? "\(age / 3600)h\(age % 3600 / 60)m" : age >= 60 ? "\(age / 60)m\(age % 60)s" : "\(age)s"
             print((session.ownership.pid.map(String.init) ?? "-").padding(toLength: 8, withPad: " ", startingAt: 0)
                   + session.username.padding(toLength: 16, withPad: " ", startingAt: 0)
-                  + session.id.padding(toLength: 34, withPad: " ", startingAt: 0) + ageText
+                  + session.id.padding(toLength: 34, withPad: " ", startingAt: 0)
+                  + Self.printable(session.kind).padding(toLength: 14, withPad: " ", startingAt: 0) + ageText
                   + (session.ownership.state == .running ? "" : " (\(session.ownership.state.rawValue))"))
         }
     }

@@ -34,6 +34,8 @@ final class SessionSupervisor: Sendable {
         /// Where droverd reaches it; its cgroup is filled in once the guard reports it.
         var endpoint: SessionEndpoint
         var stateDirectory: String
+        /// Its session kind.
+        var kind: String = "default"
         var control: (any SessionControl)?
         /// The guard's report of its end (`.ended`), kept for the log.
         var end: SessionEvent?
@@ -69,7 +71,8 @@ final class SessionSupervisor: Sendable {
         let added = sessions.withLock { sessions -> Bool in
             // One start at a time: a second would replace the first one's entry and lose it.
             if let existing = sessions[id], !existing.state.isOver { return false }
-            sessions[id] = Supervised(username: username, endpoint: endpoint ?? .guardSocket(spec.socketPath), stateDirectory: stateDirectory)
+            sessions[id] = Supervised(username: username, endpoint: endpoint ?? .guardSocket(spec.socketPath), stateDirectory: stateDirectory,
+                                      kind: spec.environment["DROVER_SESSION_KIND"] ?? "default")
             return true
         }
         guard added else { throw SessionError.unavailable("session \(id) is already being started or run on this node") }
@@ -159,6 +162,15 @@ final class SessionSupervisor: Sendable {
                 case .failedToStart, .ended, .finished: break
                 }
             }
+            return counts
+        }
+    }
+
+    /// Sessions starting or running here, by kind.
+    var countsByKind: [String: Int] {
+        sessions.withLock { sessions in
+            var counts: [String: Int] = [:]
+            for session in sessions.values where !session.state.isOver { counts[session.kind, default: 0] += 1 }
             return counts
         }
     }
