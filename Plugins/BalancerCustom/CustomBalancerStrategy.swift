@@ -4,8 +4,8 @@ public import Logging
 
 /// Asks an executable of the operator's to pick the node (`balancer=custom`).
 ///
-/// The script gets `DROVER_USERNAME` and `DROVER_NODES` (the candidates' `host:port`, comma
-/// separated) in its environment and must print exactly one of those entries. A script that is
+/// The script gets `DROVER_USERNAME`, `DROVER_SESSION_KIND` and `DROVER_NODES` (the
+/// candidates' `host:port`, comma separated; each can run the kind) in its environment and must print exactly one of those entries. A script that is
 /// missing, fails, runs past `timeout`, or prints anything else is logged with the reason and
 /// the session is placed as `balancer=sessions` would: a user never waits on a broken script.
 public struct CustomBalancerStrategy: BalancerStrategy {
@@ -20,9 +20,10 @@ public struct CustomBalancerStrategy: BalancerStrategy {
         self.logger = logger
     }
 
-    public func prepare(username: String, among candidates: [PlacementCandidate]) async -> PlacementPreparation {
+    public func prepare(_ request: PlacementRequest, among candidates: [PlacementCandidate]) async -> PlacementPreparation {
+        let username = request.username
         let entries = candidates.map(\.endpoint)
-        let outcome = await ScriptRunner.run(script, environment: ["DROVER_USERNAME": username, "DROVER_NODES": entries.joined(separator: ",")],
+        let outcome = await ScriptRunner.run(script, environment: ["DROVER_USERNAME": username, "DROVER_SESSION_KIND": request.kind, "DROVER_NODES": entries.joined(separator: ",")],
                                              timeoutSeconds: timeoutSeconds)
         let failure: String
         switch outcome {
@@ -41,7 +42,7 @@ public struct CustomBalancerStrategy: BalancerStrategy {
         return PlacementPreparation(preferred: nil, note: note)
     }
 
-    public func choose(username: String, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
+    public func choose(_ request: PlacementRequest, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
         let scores = candidates.map { PlacementDecision.Score(node: $0.node.id, value: nil, detail: "\($0.endpoint), \($0.activeSessions) sessions") }
         if let preferred = prepared.preferred, candidates.contains(where: { $0.node.id == preferred }) {
             return PlacementDecision(chosen: preferred, scores: scores, note: prepared.note)

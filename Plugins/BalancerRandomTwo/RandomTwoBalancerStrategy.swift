@@ -8,7 +8,7 @@ public struct RandomTwoBalancerStrategy: BalancerStrategy {
 
     public init() {}
 
-    public func choose(username: String, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
+    public func choose(_ request: PlacementRequest, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
         guard !candidates.isEmpty else { throw PlacementError.noCandidates }
         let picked = Array(candidates.shuffled().prefix(2))
         let chosen = PlacementCandidate.fewestSessions(picked)!

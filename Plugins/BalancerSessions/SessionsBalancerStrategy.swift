@@ -8,7 +8,7 @@ public struct SessionsBalancerStrategy: BalancerStrategy {
 
     public init() {}
 
-    public func choose(username: String, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
+    public func choose(_ request: PlacementRequest, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
         guard let best = PlacementCandidate.fewestSessions(candidates) else { throw PlacementError.noCandidates }
         return PlacementDecision(chosen: best.node.id, scores: candidates.map { candidate in
             PlacementDecision.Score(node: candidate.node.id, value: Double(candidate.activeSessions),

@@ -8,7 +8,7 @@ public struct SystemLoadBalancerStrategy: BalancerStrategy {
 
     public init() {}
 
-    public func choose(username: String, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
+    public func choose(_ request: PlacementRequest, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
         let best = candidates.min { a, b in
             (a.node.load.five, a.activeSessions, a.node.id) < (b.node.load.five, b.activeSessions, b.node.id)
         }

@@ -34,8 +34,8 @@ public struct UserHashBalancerStrategy: BalancerStrategy {
         return hash ^ (hash >> 31)
     }
 
-    public func choose(username: String, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
-        let ranking = Self.ranking(username: username, among: candidates)
+    public func choose(_ request: PlacementRequest, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision {
+        let ranking = Self.ranking(username: request.username, among: candidates)
         guard var chosen = ranking.first?.candidate else { throw PlacementError.noCandidates }
         var note: String?
         if let factor = balanceFactor {
@@ -51,7 +51,7 @@ public struct UserHashBalancerStrategy: BalancerStrategy {
         return PlacementDecision(chosen: chosen.node.id, scores: candidates.map { candidate in
             let rank = ranks[candidate.node.id]!
             return PlacementDecision.Score(node: candidate.node.id, value: Double(rank),
-                                           detail: "choice #\(rank) for \(username), \(candidate.activeSessions) sessions")
+                                           detail: "choice #\(rank) for \(request.username), \(candidate.activeSessions) sessions")
         }, note: note)
     }
 }

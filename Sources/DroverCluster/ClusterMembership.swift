@@ -261,7 +261,7 @@ public struct ClusterMembership: Sendable {
         let config = runtime.configuration
         return NodeRegistration(host: runtime.address.host, ipv4: runtime.address.ipv4, port: runtime.address.port, status: status,
                                 cpus: ProcessInfo.processInfo.activeProcessorCount, version: Self.version,
-                                configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint)
+                                configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint, kinds: runtime.offeredKinds)
     }
 
     private func rejoinAfterRemoval() async throws -> NodeRecord {

@@ -25,6 +25,10 @@ public final class NodeRuntime: Sendable {
     public let auditLog = AuditLog()
     /// Each node's recent load, as this node read it (the dashboard's charts).
     public let loadHistory = LoadHistory()
+    /// Whether this node can run each configured kind, checked at start (``SessionKindCheck``).
+    public let kindAvailability: [SessionKindAvailability]
+    /// The kinds this node can run: it publishes them and is placed only sessions of these.
+    public var offeredKinds: [String] { kindAvailability.filter(\.offered).map(\.kind) }
 
     /// Records a state change in the audit log (written within half a second, in a batch).
     /// - Parameter node: the node concerned; this node when not given.
@@ -91,6 +95,7 @@ public final class NodeRuntime: Sendable {
     ///   registry it also gave swift-metrics.
     public init(setup: NodeSetup, store: any RegistryStore, address: NodeAddress, logger: Logger, metrics: NodeMetrics = NodeMetrics()) throws {
         configuration = setup.configuration
+        kindAvailability = SessionKindCheck.check(setup.configuration)
         key = setup.key
         self.metrics = metrics
         self.store = MeasuredRegistryStore(store, metrics: metrics)

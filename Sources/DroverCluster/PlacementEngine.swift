@@ -25,18 +25,18 @@ public struct PlacementEngine: Sendable {
     }
 
     /// Every node, as a candidate or with the reason it is excluded.
-    public func survey() async throws -> PlacementCandidates {
+    public func survey(kind: String? = nil) async throws -> PlacementCandidates {
         let counts = try await store.activeSessionCounts()
         let read = try await store.nodesWithClock()
         return PlacementCandidates(nodes: read.nodes, activeSessions: counts, now: read.now, heartbeatInterval: heartbeatInterval,
-                                   maxSessionsPerNode: maxSessionsPerNode)
+                                   maxSessionsPerNode: maxSessionsPerNode, kind: kind)
     }
 
-    /// What a placement for `username` would do now, without placing anything.
-    public func dryRun(username: String) async throws -> (PlacementCandidates, PlacementDecision) {
-        let survey = try await survey()
+    /// What a placement of `request` would do now, without placing anything.
+    public func dryRun(_ request: PlacementRequest) async throws -> (PlacementCandidates, PlacementDecision) {
+        let survey = try await survey(kind: request.kind)
         guard !survey.candidates.isEmpty else { throw survey.noCandidateError }
-        let decision = try await strategy.place(username: username, among: survey.candidates)
+        let decision = try await strategy.place(request, among: survey.candidates)
         guard survey.candidates.contains(where: { $0.node.id == decision.chosen }) else { throw PlacementError.invalidChoice(decision.chosen) }
         return (survey, decision)
     }
@@ -45,10 +45,11 @@ public struct PlacementEngine: Sendable {
     public func placeNew(_ session: SessionRecord) async throws -> (SessionRecord, PlacementDecision) {
         try await counted {
             let started = ContinuousClock.now
-            let (survey, prepared) = try await prepare(username: session.username)
+            let request = PlacementRequest(username: session.username, kind: session.kind)
+            let (survey, prepared) = try await prepare(request)
             let decision = DecisionBox()
             let stored = try await store.placeNewSession(session) { counts in
-                try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
+                try decision.decide(strategy, request, survey: survey, counts: counts, prepared: prepared)
             }
             let made = decision.value!
             record(session: stored, survey: survey, decision: made, took: ContinuousClock.now - started)
@@ -61,10 +62,11 @@ public struct PlacementEngine: Sendable {
     public func placeExisting(_ session: SessionRecord, from expected: SessionOwnership) async throws -> (SessionRecord, PlacementDecision)? {
         try await counted {
             let started = ContinuousClock.now
-            let (survey, prepared) = try await prepare(username: session.username)
+            let request = PlacementRequest(username: session.username, kind: session.kind)
+            let (survey, prepared) = try await prepare(request)
             let decision = DecisionBox()
             guard let stored = try await store.placeExistingSession(session.id, from: expected, choose: { counts in
-                try decision.decide(strategy, username: session.username, survey: survey, counts: counts, prepared: prepared)
+                try decision.decide(strategy, request, survey: survey, counts: counts, prepared: prepared)
             }) else { return nil }
             let made = decision.value!
             record(session: stored, survey: survey, decision: made, took: ContinuousClock.now - started)
@@ -88,10 +90,10 @@ public struct PlacementEngine: Sendable {
         }
     }
 
-    private func prepare(username: String) async throws -> (PlacementCandidates, PlacementPreparation) {
-        let survey = try await survey()
+    private func prepare(_ request: PlacementRequest) async throws -> (PlacementCandidates, PlacementPreparation) {
+        let survey = try await survey(kind: request.kind)
         guard !survey.candidates.isEmpty else { throw survey.noCandidateError }
-        return (survey, await strategy.prepare(username: username, among: survey.candidates))
+        return (survey, await strategy.prepare(request, among: survey.candidates))
     }
 
     /// Writes the explanation of a real placement, and how long it took (reading the nodes, the
@@ -100,7 +102,7 @@ public struct PlacementEngine: Sendable {
     private func record(session: SessionRecord, survey: PlacementCandidates, decision: PlacementDecision, took: Duration) {
         let scores = decision.scores.map { "\($0.node): \($0.detail)" }.joined(separator: "; ")
         let excluded = survey.excluded.map { "\($0.node.id): \($0.reason)" }.joined(separator: "; ")
-        var fields: [(String, String)] = [("session", session.id), ("user", session.username), ("balancer", strategy.name),
+        var fields: [(String, String)] = [("session", session.id), ("user", session.username), ("kind", session.kind), ("balancer", strategy.name),
                                           ("chosen", String(decision.chosen)), ("scores", scores)]
         if !excluded.isEmpty { fields.append(("excluded", excluded)) }
         if let note = decision.note { fields.append(("note", note)) }
@@ -115,9 +117,9 @@ private final class DecisionBox: Sendable {
     private let stored = Mutex<PlacementDecision?>(nil)
     var value: PlacementDecision? { stored.withLock { $0 } }
 
-    func decide(_ strategy: any BalancerStrategy, username: String, survey: PlacementCandidates, counts: [Int64: Int],
+    func decide(_ strategy: any BalancerStrategy, _ request: PlacementRequest, survey: PlacementCandidates, counts: [Int64: Int],
                 prepared: PlacementPreparation) throws -> Int64 {
-        let decision = try strategy.choose(username: username, among: survey.refreshed(with: counts), prepared: prepared)
+        let decision = try strategy.choose(request, among: survey.refreshed(with: counts), prepared: prepared)
         guard survey.candidates.contains(where: { $0.node.id == decision.chosen }) else { throw PlacementError.invalidChoice(decision.chosen) }
         stored.withLock { $0 = decision }
         return decision.chosen

@@ -12,9 +12,11 @@ struct SessionLaunchPlan: Sendable {
 }
 
 extension SessionManager {
-    /// The kinds `username` may start, with their groups checked.
+    /// The kinds `username` may start: offered by this node or another it knows online, with
+    /// their groups checked.
     public func kinds(for username: String) async -> [SessionKind] {
-        let kinds = runtime.configuration.kinds.kinds
+        let offered = Set(runtime.offeredKinds).union(runtime.view.filter { $0.status == .online }.flatMap(\.kinds))
+        let kinds = runtime.configuration.kinds.kinds.filter { offered.contains($0.name) }
         guard kinds.contains(where: { !$0.groups.isEmpty }) else { return kinds }
         let groups = await SessionProcess.lookUpGroups(username)
         return kinds.filter { $0.groups.isEmpty || !Set($0.groups).isDisjoint(with: groups) }
@@ -55,7 +57,7 @@ extension SessionManager {
         let stateDirectory = account.stateDirectory(id)
         let basePath = "/s/\(id)/"
         let guardSocket = config.server.dataDirectory + "/sessions/" + id + ".sock"
-        let runDirectory = config.server.dataDirectory + "/run/" + id
+        let runDirectory = config.sessionRunDirectory + "/" + id
         var values: [SessionKind.Placeholder: String] = [.sessionID: id, .basePath: basePath, .stateDirectory: stateDirectory]
         var environment = [
             "HOME": account.home, "USER": account.name, "LOGNAME": account.name, "SHELL": account.shell,

@@ -53,7 +53,7 @@ public struct SQLRegistry: Sendable {
                 "CREATE INDEX audit_by_username ON audit (username)",
             ]),
             // Session kinds: each session's kind; rows from before are the `default` kind.
-            (5, ["ALTER TABLE session ADD COLUMN kind TEXT NOT NULL DEFAULT 'default'"]),
+            (5, ["ALTER TABLE session ADD COLUMN kind TEXT NOT NULL DEFAULT 'default'", "ALTER TABLE node ADD COLUMN kinds TEXT"]),
         ]
     }
 
@@ -119,15 +119,16 @@ public struct SQLRegistry: Sendable {
 
     public func registerNode(_ r: NodeRegistration, _ db: some SQLExecutor) throws -> NodeRecord {
         let sql = """
-            INSERT INTO node (host, ipv4, port, status, last_seen, cpus, started_at, version, config_hash, launcher_fingerprint)
-            VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(dialect.now), \(p(5)), \(dialect.now), \(p(6)), \(p(7)), \(p(8)))
+            INSERT INTO node (host, ipv4, port, status, last_seen, cpus, started_at, version, config_hash, launcher_fingerprint, kinds)
+            VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(dialect.now), \(p(5)), \(dialect.now), \(p(6)), \(p(7)), \(p(8)), \(p(9)))
             ON CONFLICT (host, port) DO UPDATE SET ipv4 = excluded.ipv4, status = excluded.status, last_seen = excluded.last_seen,
                 cpus = excluded.cpus, started_at = excluded.started_at, version = excluded.version,
                 config_hash = excluded.config_hash, launcher_fingerprint = excluded.launcher_fingerprint,
-                unreachable_since = NULL
+                unreachable_since = NULL, kinds = excluded.kinds
             RETURNING \(nodeSelect)
             """
-        let rows = try db.query(sql, [r.host, r.ipv4, String(r.port), r.status.rawValue, String(r.cpus), r.version, r.configHash, r.launcherFingerprint])
+        let rows = try db.query(sql, [r.host, r.ipv4, String(r.port), r.status.rawValue, String(r.cpus), r.version, r.configHash, r.launcherFingerprint,
+                                      SessionKindNames.joined(r.kinds)])
         guard let row = rows.first else { throw RegistryError.corrupt("registering node \(r.host):\(r.port) returned no row") }
         return try RegistryRows.node(row)
     }
@@ -365,12 +366,12 @@ public struct SQLRegistry: Sendable {
             for n in snapshot.nodes {
                 try db.execute("""
                     INSERT INTO node (id, host, ipv4, port, status, last_seen, load1, load5, load15, cpus, started_at, version, config_hash, launcher_fingerprint,
-                        unreachable_since)
+                        unreachable_since, kinds)
                     VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(dialect.time(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)), \(dialect.time(11)), \(p(12)), \(p(13)), \(p(14)),
-                        \(dialect.time(15)))
+                        \(dialect.time(15)), \(p(16)))
                     """, [String(n.id), n.host, n.ipv4, String(n.port), n.status.rawValue, RegistryRows.epoch(n.lastSeen), String(n.load.one),
                           String(n.load.five), String(n.load.fifteen), String(n.cpus), RegistryRows.epoch(n.startedAt), n.version, n.configHash,
-                          n.launcherFingerprint, n.unreachableSince.map(RegistryRows.epoch)])
+                          n.launcherFingerprint, n.unreachableSince.map(RegistryRows.epoch), SessionKindNames.joined(n.kinds)])
             }
             for s in snapshot.sessions { try db.execute(insertSession, sessionParameters(s)) }
             if let resetSequence { _ = try db.query(resetSequence, []) }

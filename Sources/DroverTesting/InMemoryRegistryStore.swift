@@ -70,7 +70,8 @@ public final class InMemoryRegistryStore: RegistryStore {
             let node = NodeRecord(id: id, host: registration.host, ipv4: registration.ipv4, port: registration.port,
                                   status: registration.status, lastSeen: now, load: existing?.load ?? .zero,
                                   cpus: registration.cpus, startedAt: now, version: registration.version,
-                                  configHash: registration.configHash, launcherFingerprint: registration.launcherFingerprint)
+                                  configHash: registration.configHash, launcherFingerprint: registration.launcherFingerprint,
+                                  kinds: registration.kinds)
             state.nodes[id] = node
             return node
         }

@@ -12,10 +12,12 @@ struct Place: AsyncParsableCommand {
 
     @OptionGroup var options: ConfigOptions
     @Option(help: "The user to place.") var user: String
+    @Option(help: "The session kind to place (default: the configured default kind).") var kind: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let user = user
+        let asked = kind
         let (strategy, survey, decision, failure) = try await RegistryAccess.using(options) { access in
             let lb = access.configuration.effectiveLoadBalancer
             let strategy: any BalancerStrategy
@@ -28,10 +30,11 @@ struct Place: AsyncParsableCommand {
             let engine = PlacementEngine(store: access.store, strategy: strategy, heartbeatInterval: lb.heartbeatInterval, diagnostics: .off,
                                          maxSessionsPerNode: lb.maxSessionsPerNode)
             do {
-                let (survey, decision) = try await engine.dryRun(username: user)
+                let kind = asked ?? access.configuration.kinds.defaultKind ?? SessionKindNames.legacy
+                let (survey, decision) = try await engine.dryRun(PlacementRequest(username: user, kind: kind))
                 return (strategy, survey, decision as PlacementDecision?, nil as String?)
             } catch let error as PlacementError {
-                return (strategy, try await engine.survey(), nil, error.description)
+                return (strategy, try await engine.survey(kind: asked ?? access.configuration.kinds.defaultKind ?? SessionKindNames.legacy), nil, error.description)
             }
         }
         if json {
@@ -43,7 +46,7 @@ struct Place: AsyncParsableCommand {
     }
 
     func printTable(strategy: String, survey: PlacementCandidates, decision: PlacementDecision?, failure: String?) {
-        print("Balancer: \(strategy)   User: \(user)")
+        print("Balancer: \(strategy)   User: \(user)" + (kind.map { "   Kind: \($0)" } ?? ""))
         var rows: [(Int64, String, String)] = []
         for candidate in survey.candidates {
             let score = decision?.scores.first { $0.node == candidate.node.id }?.detail ?? "\(candidate.activeSessions) sessions"
@@ -73,7 +76,7 @@ struct Place: AsyncParsableCommand {
         }
         nodes += survey.excluded.map { ["id": $0.node.id, "address": "\($0.node.host):\($0.node.port)", "excluded": $0.reason] }
         nodes.sort { ($0["id"] as? Int64 ?? 0) < ($1["id"] as? Int64 ?? 0) }
-        let object: [String: Any] = ["balancer": strategy, "user": user, "nodes": nodes,
+        let object: [String: Any] = ["balancer": strategy, "user": user, "kind": kind.map { $0 as Any } ?? NSNull(), "nodes": nodes,
                                      "chosen": decision.map { $0.chosen as Any } ?? NSNull(),
                                      "note": decision?.note.map { $0 as Any } ?? NSNull(), "error": failure.map { $0 as Any } ?? NSNull()]
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()

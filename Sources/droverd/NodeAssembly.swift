@@ -42,6 +42,9 @@ struct NodeAssembly {
             throw Failure(message: "\(error)", status: 1)
         }
         let sessions = SessionManager(runtime: membership.runtime)
+        for availability in membership.runtime.kindAvailability where !availability.offered || !availability.notes.isEmpty {
+            membership.runtime.events.emit(.configurationWarning("session kind \(availability)"))
+        }
         if config.server.authNone {
             membership.runtime.events.emit(.authNoneInForce)
         }

@@ -46,11 +46,11 @@ import Testing
         let (stored, _) = try await engine.placeNew(BalancerConformance.newSessionRecord(user: "alice"))
         let event = try #require(sink.events.first)
         #expect(event.name == "placement")
-        #expect(event.fields.map(\.key) == ["session", "user", "balancer", "chosen", "scores", "excluded", "ms"])
-        #expect(event.fields[0].value == stored.id && event.fields[1].value == "alice" && event.fields[2].value == "sessions")
-        #expect(event.fields[4].value == "1: 0 sessions, load 0.0; 2: 0 sessions, load 0.0")
-        #expect(event.fields[5].value == "3: in offline mode")
-        let took = try #require(Double(event.fields[6].value), "placement time in ms: \(event.fields[6].value)")
+        #expect(event.fields.map(\.key) == ["session", "user", "kind", "balancer", "chosen", "scores", "excluded", "ms"])
+        #expect(event.fields[0].value == stored.id && event.fields[1].value == "alice" && event.fields[2].value == "default" && event.fields[3].value == "sessions")
+        #expect(event.fields[5].value == "1: 0 sessions, load 0.0; 2: 0 sessions, load 0.0")
+        #expect(event.fields[6].value == "3: in offline mode")
+        let took = try #require(Double(event.fields[7].value), "placement time in ms: \(event.fields[7].value)")
         #expect(took > 0 && took < 10_000)
     }
 }

@@ -15,7 +15,7 @@ import Testing
         if !script.isEmpty { try dir.write(file, script, mode: 0o755) }
         let strategy = try makeStrategy("balancer=custom\ntimeout=\(timeout)\n", configDirectory: dir.path)
         let started = Date()
-        let decision = try await strategy.place(username: "alice", among: candidates)
+        let decision = try await strategy.place(PlacementRequest(username: "alice"), among: candidates)
         return (decision, Date().timeIntervalSince(started))
     }
 
@@ -88,7 +88,7 @@ import Testing
         let dir = TemporaryDirectory()
         try dir.write("balancer-script", "#!/bin/sh\necho node1:8787\n", mode: 0o644)
         let strategy = try makeStrategy("balancer=custom\n", configDirectory: dir.path)
-        let plain = try await strategy.place(username: "u", among: candidates)
+        let plain = try await strategy.place(PlacementRequest(username: "u"), among: candidates)
         #expect(plain.note?.contains("it is not executable") == true)
     }
 }

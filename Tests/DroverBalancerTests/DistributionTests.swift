@@ -28,7 +28,7 @@ import Testing
     func assignments(_ users: Int, nodes: [Int64]) throws -> [Int64] {
         let candidates = nodes.map { PlacementCandidate(node: candidateNode($0, host: "10.0.0.\($0)"), activeSessions: 0) }
         let strategy = try makeStrategy("balancer=user-hash\n")
-        return try (0..<users).map { try strategy.choose(username: "user\($0)", among: candidates, prepared: .none).chosen }
+        return try (0..<users).map { try strategy.choose(PlacementRequest(username: "user\($0)"), among: candidates, prepared: .none).chosen }
     }
 
     @Test func userHashIsStableAndMovesOnlyWhatMustMove() async throws {
@@ -53,11 +53,11 @@ import Testing
         let strategy = try makeStrategy("balancer=user-hash\nuser-hash-balance-factor=1.25\n")
         let nodes = [1, 2, 3].map { candidateNode(Int64($0), host: "10.0.0.\($0)") }
         let user = "alice"
-        let idle = try strategy.choose(username: user, among: nodes.map { PlacementCandidate(node: $0, activeSessions: 4) }, prepared: .none)
+        let idle = try strategy.choose(PlacementRequest(username: user), among: nodes.map { PlacementCandidate(node: $0, activeSessions: 4) }, prepared: .none)
         let first = idle.chosen
         #expect(idle.note == nil)
         let loaded = nodes.map { PlacementCandidate(node: $0, activeSessions: $0.id == first ? 10 : 4) }
-        let decision = try strategy.choose(username: user, among: loaded, prepared: .none)
+        let decision = try strategy.choose(PlacementRequest(username: user), among: loaded, prepared: .none)
         #expect(decision.chosen != first)
         #expect(decision.note?.contains("over 1.25 x the average") == true)
         #expect(throws: ConfigurationError.self) { try makeStrategy("balancer=user-hash\nuser-hash-balance-factor=0.5\n") }
@@ -66,7 +66,7 @@ import Testing
 
     @Test func systemLoadPicksTheLowestFiveMinuteLoad() async throws {
         let strategy = try makeStrategy("balancer=system-load\n")
-        let decision = try strategy.choose(username: "u", among: [
+        let decision = try strategy.choose(PlacementRequest(username: "u"), among: [
             PlacementCandidate(node: candidateNode(1, load: 0.9), activeSessions: 0),
             PlacementCandidate(node: candidateNode(2, load: 0.1), activeSessions: 9),
             PlacementCandidate(node: candidateNode(3, load: 0.5), activeSessions: 0),

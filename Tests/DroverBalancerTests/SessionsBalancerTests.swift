@@ -19,19 +19,19 @@ import Testing
 
     @Test func picksFewestSessionsThenLowerLoadThenLowerID() async throws {
         let s = try strategy()
-        let fewest = try await s.place(username: "u", among: [
+        let fewest = try await s.place(PlacementRequest(username: "u"), among: [
             PlacementCandidate(node: node(1), activeSessions: 3),
             PlacementCandidate(node: node(2, load: 0.9), activeSessions: 1),
             PlacementCandidate(node: node(3), activeSessions: 2),
         ])
         #expect(fewest.chosen == 2)
         #expect(fewest.scores.map(\.value) == [3, 1, 2])
-        let byLoad = try await s.place(username: "u", among: [
+        let byLoad = try await s.place(PlacementRequest(username: "u"), among: [
             PlacementCandidate(node: node(1, load: 0.5), activeSessions: 1),
             PlacementCandidate(node: node(2, load: 0.2), activeSessions: 1),
         ])
         #expect(byLoad.chosen == 2)
-        let byID = try await s.place(username: "u", among: [
+        let byID = try await s.place(PlacementRequest(username: "u"), among: [
             PlacementCandidate(node: node(7), activeSessions: 0),
             PlacementCandidate(node: node(4), activeSessions: 0),
         ])
@@ -40,6 +40,6 @@ import Testing
 
     @Test func noCandidatesIsAnError() async throws {
         let s = try strategy()
-        await #expect(throws: PlacementError.noCandidates) { try await s.place(username: "u", among: []) }
+        await #expect(throws: PlacementError.noCandidates) { try await s.place(PlacementRequest(username: "u"), among: []) }
     }
 }

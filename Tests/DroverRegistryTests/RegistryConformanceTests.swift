@@ -36,7 +36,8 @@ import Testing
         let node = try await old.registerNode(RegistryConformance.registration("h"))
         try await old.createSession(RegistryConformance.newSession("s1", node: node.id, state: .running))
         await old.close()
-        try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DROP TABLE audit; DELETE FROM schema_version WHERE version > 1;")
+        try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DROP TABLE audit; "
+            + "ALTER TABLE session DROP COLUMN kind; ALTER TABLE node DROP COLUMN kinds; DELETE FROM schema_version WHERE version > 1;")
         let upgraded = try await harness.store()
         #expect(try await upgraded.nodes().map(\.host) == ["h"])
         #expect(try await upgraded.nodes().first?.unreachableSince == nil)
@@ -50,6 +51,16 @@ import Testing
         // Schema 4: the audit log.
         try await upgraded.appendAudit([AuditRecord(actor: .daemon, action: "session-recover", target: "s1", username: "u", node: node.id)])
         #expect(try await upgraded.audit(matching: AuditFilter()).map(\.action) == ["session-recover"])
+        // Schema 5: session kinds. What was there before is the `default` kind (session-command).
+        #expect(try await upgraded.session("s1")?.kind == "default")
+        #expect(try await upgraded.nodes().first?.kinds == ["default"])
+        var registration = RegistryConformance.registration("h")
+        registration.kinds = ["default", "jupyterlab"]
+        #expect(try await upgraded.registerNode(registration).kinds == ["default", "jupyterlab"])
+        var lab = RegistryConformance.newSession("s2", node: node.id, state: .running)
+        lab.kind = "jupyterlab"
+        try await upgraded.createSession(lab)
+        #expect(try await upgraded.session("s2")?.kind == "jupyterlab")
         await upgraded.close()
     }
 

@@ -129,6 +129,11 @@ public struct DroverConfiguration: Sendable, Equatable {
                                        : String(Crypto.sha256(Array(launcherFiles.joined(separator: "\n").utf8)).hexString.prefix(16)))
     }
 
+    /// `session-run-dir` in force.
+    public var sessionRunDirectory: String {
+        server.sessionRunDirectory ?? (geteuid() == 0 ? "/run/drover" : server.dataDirectory + "/run")
+    }
+
     /// Where a running node keeps its pid (`droverd.pid` in `server-data-dir`).
     public var pidFile: String { server.dataDirectory + "/droverd.pid" }
     /// Where a running node records its row id (`node-id` in `server-data-dir`).

@@ -19,7 +19,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
                        "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes",
-                       "default-session-kind"]
+                       "default-session-kind", "session-run-dir"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -42,6 +42,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `default-session-kind`: the kind a start that names none gets (default: `default`, which
     /// is `session-command`, when that is set; else the only kind, when there is one).
     public var defaultSessionKind: String?
+    /// `session-run-dir`: where each session of a `unix-socket` kind (or one with a secret) gets
+    /// its own folder. Users must be able to pass through every folder above it; droverd makes it
+    /// mode 0711 (no listing). Default: `/run/drover` when droverd runs as root, else `run` in
+    /// `server-data-dir`.
+    public var sessionRunDirectory: String?
     /// `session-response-timeout`: seconds a session may take to start answering a proxied
     /// request before the client gets 504 (raise it for long-polling sessions).
     public var sessionResponseTimeout = 60
@@ -108,6 +113,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         sslCertificateKey = try reader.path("ssl-certificate-key")
         sessionCommand = try reader.string("session-command")
         defaultSessionKind = try reader.string("default-session-kind")
+        sessionRunDirectory = try reader.path("session-run-dir")
         sessionResponseTimeout = try reader.integer("session-response-timeout", default: sessionResponseTimeout, in: 1...86_400)
         maxStartingSessions = try reader.integer("max-starting-sessions", default: maxStartingSessions, in: 1...100_000)
         maxSessionsPerUser = try reader.integer("max-sessions-per-user", default: maxSessionsPerUser, in: 0...100_000)

@@ -22,6 +22,21 @@ public struct PlacementCandidate: Sendable, Equatable {
     }
 }
 
+/// What is being placed: a struct so that later fields do not change every strategy's
+/// signature again.
+public struct PlacementRequest: Sendable, Equatable {
+    /// The session's user.
+    public var username: String
+    /// The session's kind (`kinds/<kind>.conf`; `default` is `session-command`). The candidates
+    /// a strategy is given can all run it.
+    public var kind: String
+
+    public init(username: String, kind: String = "default") {
+        self.username = username
+        self.kind = kind
+    }
+}
+
 /// What a strategy worked out before the choice: slow work (a script, a remote call) done
 /// outside the registry's placement lock.
 public struct PlacementPreparation: Sendable, Equatable {
@@ -68,27 +83,27 @@ public struct PlacementDecision: Sendable, Equatable {
 
 /// Picks the node for a new or resumed session (`balancer=` in `load-balancer`).
 ///
-/// A placement runs in two steps. ``prepare(username:among:)`` may be slow (it runs before any
-/// lock is taken). ``choose(username:among:prepared:)`` must be fast and synchronous: it runs
+/// A placement runs in two steps. ``prepare(_:among:)`` may be slow (it runs before any
+/// lock is taken). ``choose(_:among:prepared:)`` must be fast and synchronous: it runs
 /// while the registry serialises placements, with session counts that include every
 /// placement before it, so concurrent placements on several nodes cannot herd onto one node.
 public protocol BalancerStrategy: Sendable {
     /// The name that selected this strategy.
     var name: String { get }
     /// Slow work ahead of the choice. The default does nothing.
-    func prepare(username: String, among candidates: [PlacementCandidate]) async -> PlacementPreparation
-    /// Chooses among `candidates` (already filtered: online, reachable, not in offline mode;
-    /// never empty), whose session counts are current.
-    func choose(username: String, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision
+    func prepare(_ request: PlacementRequest, among candidates: [PlacementCandidate]) async -> PlacementPreparation
+    /// Chooses among `candidates` (already filtered: online, reachable, not in offline mode,
+    /// able to run the request's kind; never empty), whose session counts are current.
+    func choose(_ request: PlacementRequest, among candidates: [PlacementCandidate], prepared: PlacementPreparation) throws -> PlacementDecision
 }
 
 extension BalancerStrategy {
-    public func prepare(username: String, among candidates: [PlacementCandidate]) async -> PlacementPreparation { .none }
+    public func prepare(_ request: PlacementRequest, among candidates: [PlacementCandidate]) async -> PlacementPreparation { .none }
 
     /// Both steps at once, for dry runs and tests.
-    public func place(username: String, among candidates: [PlacementCandidate]) async throws -> PlacementDecision {
-        let prepared = await prepare(username: username, among: candidates)
-        return try choose(username: username, among: candidates, prepared: prepared)
+    public func place(_ request: PlacementRequest, among candidates: [PlacementCandidate]) async throws -> PlacementDecision {
+        let prepared = await prepare(request, among: candidates)
+        return try choose(request, among: candidates, prepared: prepared)
     }
 }
 

@@ -9,8 +9,10 @@ public struct PlacementCandidates: Sendable {
     public var maxSessionsPerNode: Int
 
     /// Candidates are nodes that are `Online` (not in offline mode, not `Deleting`, not
-    /// refused), not `Unreachable`, and not full (`maxSessionsPerNode` sessions or more).
-    public init(nodes: [NodeRecord], activeSessions: [Int64: Int], now: Date, heartbeatInterval: Int, maxSessionsPerNode: Int = 0) {
+    /// refused), not `Unreachable`, not full (`maxSessionsPerNode` sessions or more), and able
+    /// to run `kind` (nil: any).
+    public init(nodes: [NodeRecord], activeSessions: [Int64: Int], now: Date, heartbeatInterval: Int, maxSessionsPerNode: Int = 0,
+                kind: String? = nil) {
         self.maxSessionsPerNode = maxSessionsPerNode
         var candidates: [PlacementCandidate] = []
         var excluded: [(NodeRecord, String)] = []
@@ -19,6 +21,8 @@ public struct PlacementCandidates: Sendable {
                 excluded.append((node, node.status == .offlineMode ? "in offline mode" : node.status.rawValue))
             } else if node.isUnreachable(now: now, heartbeatInterval: heartbeatInterval) {
                 excluded.append((node, "Unreachable (last seen \(Int(now.timeIntervalSince(node.lastSeen))) s ago)"))
+            } else if let kind, !node.kinds.contains(kind) {
+                excluded.append((node, "unable to run '\(kind)' sessions (it offers \(node.kinds.isEmpty ? "no kind" : node.kinds.joined(separator: ", ")))"))
             } else if let full = Self.fullness(activeSessions[node.id] ?? 0, max: maxSessionsPerNode) {
                 excluded.append((node, full))
             } else {

@@ -76,9 +76,12 @@ public struct NodeRegistration: Sendable, Equatable {
     public var version: String
     public var configHash: String
     public var launcherFingerprint: String?
+    /// The session kinds the node can run (its programs are there and users may execute them).
+    public var kinds: [String]
 
     public init(host: String, ipv4: String?, port: Int, status: NodeStatus, cpus: Int, version: String,
-                configHash: String, launcherFingerprint: String?) {
+                configHash: String, launcherFingerprint: String?, kinds: [String] = [SessionKindNames.legacy]) {
+        self.kinds = kinds
         self.host = host
         self.ipv4 = ipv4
         self.port = port
@@ -87,6 +90,19 @@ public struct NodeRegistration: Sendable, Equatable {
         self.version = version
         self.configHash = configHash
         self.launcherFingerprint = launcherFingerprint
+    }
+}
+
+/// Names of session kinds that the registry's values refer to.
+public enum SessionKindNames {
+    /// The kind `session-command` defines, and the kind of rows written before kinds existed.
+    public static let legacy = "default"
+
+    /// A node's kinds as the registry stores them: comma-separated.
+    public static func joined(_ kinds: [String]) -> String { kinds.joined(separator: ",") }
+    public static func split(_ text: String?) -> [String] {
+        guard let text else { return [legacy] }
+        return text.split(separator: ",").map(String.init)
     }
 }
 
@@ -108,10 +124,14 @@ public struct NodeRecord: Sendable, Equatable, Identifiable {
     /// Set (database clock) by a peer that found this node silent past its heartbeat and could
     /// not reach it; cleared by the node's next heartbeat or registration.
     public var unreachableSince: Date?
+    /// The session kinds the node can run. A row written before kinds existed reads as the
+    /// `default` kind only.
+    public var kinds: [String]
 
     public init(id: Int64, host: String, ipv4: String?, port: Int, status: NodeStatus, lastSeen: Date,
                 load: LoadAverage, cpus: Int, startedAt: Date, version: String, configHash: String,
-                launcherFingerprint: String?, unreachableSince: Date? = nil) {
+                launcherFingerprint: String?, unreachableSince: Date? = nil, kinds: [String] = [SessionKindNames.legacy]) {
+        self.kinds = kinds
         self.id = id
         self.host = host
         self.ipv4 = ipv4

@@ -51,7 +51,7 @@ public enum BalancerConformance {
                 try await engine.placeNew(newSessionRecord(user: "u"))
             }
             let strategy = try make()
-            #expect(throws: PlacementError.noCandidates) { try strategy.choose(username: "u", among: [], prepared: .none) }
+            #expect(throws: PlacementError.noCandidates) { try strategy.choose(PlacementRequest(username: "u"), among: [], prepared: .none) }
         case .neverFillsANodePastItsLimit:
             // max-sessions-per-node=3 on three nodes: nine placements fill them, whatever the
             // strategy prefers, and the tenth finds every node "full".
