@@ -34,6 +34,16 @@ struct Verify: AsyncParsableCommand {
             pass("\(name)\(note)")
         }
         for warning in config.warnings { print("warn  \(warning)") }
+        // Session kinds this node can run; one it cannot is not offered (a warning, not a failure).
+        if config.kinds.kinds.isEmpty { print("warn  no session kind: add kinds/NAME.conf or session-command to rserver.conf") }
+        for availability in SessionKindCheck.check(config) {
+            let notes = availability.notes.isEmpty ? "" : " (" + availability.notes.joined(separator: "; ") + ")"
+            if availability.offered {
+                pass("session kind \(availability.kind)\(availability.kind == config.kinds.defaultKind ? ", the default" : "")\(notes)")
+            } else {
+                print("warn  session kind \(availability.kind) is not offered by this node\(notes)")
+            }
+        }
         let key: SecureCookieKey?
         if !config.isClustered, !FileManager.default.fileExists(atPath: config.secureCookieKeyPath) {
             // A single node makes its own key at its first start; nothing to fix.
