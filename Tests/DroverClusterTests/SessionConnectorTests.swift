@@ -29,7 +29,9 @@ import Testing
         print("listening", flush=True)
         while True:
             c, _ = s.accept()
-            try: c.sendall(("who=" + who + "\\n").encode())
+            try:
+                c.sendall(("who=" + who + "\\n").encode())
+                c.recv(1)  # held until the client closes, as a server holds a connection until its request is done
             except OSError: pass  # a client that was refused closed at once
             c.close()
         """
@@ -209,11 +211,4 @@ import Testing
         #expect(try Self.reach(endpoint, with: SessionConnector()).get() == "who=session")
     }
 
-    @Test func procNetTCPRowsAreRead() {
-        let row = "   3: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1001        0 123456 1 0000000000000000 20 4 30 10 -1"
-        #expect(TCPTable.parse(Substring(row)) == TCPTable.Socket(localPort: 8080, remotePort: 54321, state: 1, uid: 1001, inode: 123456, isLoopbackPair: true))
-        let mapped = "   0: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D431 01 00000000:00000000 00:00000000 00000000  1001 0 9 1"
-        #expect(TCPTable.parse(Substring(mapped))?.isLoopbackPair == true)
-        #expect(TCPTable.parse("  sl  local_address rem_address   st") == nil)
-    }
 }

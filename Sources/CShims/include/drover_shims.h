@@ -46,4 +46,16 @@ typedef struct {
 
 /// 0, or -1 with errno set.
 int drover_get_peer_credentials(int fd, drover_peer_credentials *out);
+
+/// The TCP socket whose local end is 127.0.0.1:`local_port` and whose remote end is
+/// 127.0.0.1:`remote_port` (IPv4, or IPv4-mapped IPv6), looked up exactly through the kernel's
+/// sock_diag (not /proc/net/tcp, whose reads may skip rows that move meanwhile): its owner's uid,
+/// its inode (0 while it waits in a listener's queue) and its TCP state. 0, or minus the errno
+/// (-ENOENT: no such socket).
+int drover_tcp_socket(unsigned short local_port, unsigned short remote_port, unsigned int *uid, unsigned long long *inode,
+                      unsigned char *state);
+
+/// The inodes of the TCP sockets listening on `port` (any address, IPv4 and IPv6), at most
+/// `capacity`: their number, or minus the errno.
+int drover_tcp_listeners(unsigned short port, unsigned long long *inodes, int capacity);
 #endif

@@ -91,7 +91,7 @@ public struct SessionEndpointRefusal: Error, Sendable, CustomStringConvertible, 
 ///   only), so a link the user planted at the socket's path reaches only what the user could
 ///   reach; then the listener's credentials (`SO_PEERCRED`) must be the session's uid and a
 ///   process of the session's cgroup.
-/// - `tcp-port`: the connection's server end (`/proc/net/tcp`) must belong to the session's uid,
+/// - `tcp-port`: the connection's server end (looked up through sock_diag) must belong to the session's uid,
 ///   and the socket that holds it — or, before the program accepted it, every listener on the
 ///   port — to a process of the session's cgroup.
 public struct SessionConnector: Sendable {
@@ -202,20 +202,28 @@ public struct SessionConnector: Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
         guard named == 0 else { throw Self.failed("getsockname", errno) }
-        let ourPort = Int(UInt16(bigEndian: local.sin_port))
-        let sockets = TCPTable.read()
-        // The server end of this very connection: its uid is its listener's, fixed when the
-        // connection was made, so a listener that went away meanwhile cannot hide whose it was.
-        guard let serverEnd = sockets.first(where: { $0.localPort == port && $0.remotePort == ourPort && $0.isLoopbackPair && $0.state != TCPTable.listen }) else {
-            throw SessionEndpointRefusal(isForeign: false, reason: "127.0.0.1:\(port): the connection's other end is not in /proc/net/tcp; refused")
+        let ourPort = UInt16(bigEndian: local.sin_port)
+        // The server end of this very connection, looked up exactly (sock_diag): its uid is its
+        // listener's, fixed when the connection was made, so a listener that went away
+        // meanwhile cannot hide whose it was.
+        var uid: UInt32 = 0
+        var inode: UInt64 = 0
+        var state: UInt8 = 0
+        let found = drover_tcp_socket(UInt16(port), ourPort, &uid, &inode, &state)
+        guard found == 0, state != UInt8(TCPTable.listen) else {
+            throw SessionEndpointRefusal(isForeign: false, reason: "127.0.0.1:\(port): the connection's other end cannot be looked up (\(found == 0 ? "a listener answered" : String(cString: strerror(-found)))); refused")
         }
-        if checks.contains(.listenerUser), serverEnd.uid != endpoint.uid {
-            throw SessionEndpointRefusal(isForeign: true, reason: "127.0.0.1:\(port) is held by uid \(serverEnd.uid), not the session's user (uid \(endpoint.uid)): refused")
+        if checks.contains(.listenerUser), uid != endpoint.uid {
+            throw SessionEndpointRefusal(isForeign: true, reason: "127.0.0.1:\(port) is held by uid \(uid), not the session's user (uid \(endpoint.uid)): refused")
         }
         guard checks.contains(.listenerCgroup), let cgroup = endpoint.cgroup else { return }
         // Accepted: the socket that holds it. Not yet: every listener it may wait in.
-        let inodes = serverEnd.inode != 0 ? [serverEnd.inode]
-            : sockets.filter { $0.state == TCPTable.listen && $0.localPort == port }.map(\.inode)
+        var inodes = [inode]
+        if inode == 0 {
+            var listeners = [UInt64](repeating: 0, count: 64)
+            let count = drover_tcp_listeners(UInt16(port), &listeners, Int32(listeners.count))
+            inodes = count > 0 ? Array(listeners.prefix(Int(count))) : []
+        }
         let held = Self.socketInodes(of: Self.members(of: cgroup))
         if inodes.isEmpty || !inodes.allSatisfy(held.contains) {
             throw SessionEndpointRefusal(isForeign: true, reason: "127.0.0.1:\(port) is listened on by a process that is not one of the session's: refused")
@@ -245,40 +253,7 @@ public struct SessionConnector: Sendable {
     }
 }
 
-/// The rows of `/proc/net/tcp` and `/proc/net/tcp6` this check needs.
+/// TCP states as the kernel numbers them.
 enum TCPTable {
-    static let listen = 0x0A
-
-    struct Socket: Equatable {
-        var localPort: Int
-        var remotePort: Int
-        var state: Int
-        var uid: uid_t
-        var inode: UInt64
-        /// Both ends on 127.0.0.1 (IPv4, or IPv4-mapped in tcp6), or a listener's any address.
-        var isLoopbackPair: Bool
-    }
-
-    static func read() -> [Socket] {
-        ["/proc/net/tcp", "/proc/net/tcp6"].flatMap { path in
-            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").dropFirst().compactMap(parse)
-        }
-    }
-
-    /// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode …`
-    static func parse(_ line: Substring) -> Socket? {
-        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-        guard fields.count >= 10 else { return nil }
-        func endpoint(_ text: Substring) -> (address: Substring, port: Int)? {
-            let parts = text.split(separator: ":")
-            guard parts.count == 2, let port = Int(parts[1], radix: 16) else { return nil }
-            return (parts[0], port)
-        }
-        guard let local = endpoint(fields[1]), let remote = endpoint(fields[2]), let state = Int(fields[3], radix: 16),
-              let uid = uid_t(fields[7]), let inode = UInt64(fields[9]) else { return nil }
-        // 127.0.0.1 as the kernel prints it: little-endian hex, alone or IPv4-mapped.
-        let loopback: Set<Substring> = ["0100007F", "0000000000000000FFFF00000100007F"]
-        return Socket(localPort: local.port, remotePort: remote.port, state: state, uid: uid, inode: inode,
-                      isLoopbackPair: loopback.contains(local.address) && loopback.contains(remote.address))
-    }
+    static let listen = 10
 }
