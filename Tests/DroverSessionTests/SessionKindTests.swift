@@ -33,7 +33,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             fd3 = bool(fcntl.fcntl(3, fcntl.F_GETFL) & os.O_NONBLOCK)
         body = json.dumps({"path": self.path, "uid": os.getuid(), "mode": mode, "listen_pid": os.environ.get("LISTEN_PID"),
                            "pid": os.getpid(), "listen_fds": os.environ.get("LISTEN_FDS"), "nonblocking": fd3,
-                           "foo": os.environ.get("DROVER_TEST_FOO"), "profile": os.environ.get("PROFILE_SAYS"),
+                           "foo": os.environ.get("KIND_TEST_FOO"), "profile": os.environ.get("PROFILE_SAYS"),
                            "home": os.environ.get("HOME"), "shell": os.environ.get("SHELL"), "kind": os.environ.get("DROVER_SESSION_KIND"),
                            "token_header": self.headers.get("X-Session-Token") is not None}).encode()
         self.send_response(200); self.send_header("Content-Type", "application/json")
@@ -248,6 +248,123 @@ elif mode == "systemd":
         try await cluster.eventually("nothing of the late session is left") { SystemUsers.processes(matching: "late-tcp").isEmpty }
         #expect(try await cluster.stop(0) == 0)
         #expect(try await cluster.stop(1) == 0)
+    }
+}
+
+extension SessionKindTests {
+    /// systemd's socket-activation convention, and the user's login environment: a bare program
+    /// name found on the PATH the user's profile sets, what the profile exports, the kind's env.
+    @Test(.enabled(if: SystemUsers.available))
+    func socketActivationInTheUsersLoginEnvironment() async throws {
+        try await SystemUsers.ensure([Self.owner])
+        let setup = try Setup()
+        let account = try #require(getpwnam(Self.owner)?.pointee)
+        let home = String(cString: account.pw_dir)
+        // The user's own files, as the user would have written them.
+        let bin = home + "/drover-test-bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try "#!/bin/sh\nexec /usr/bin/python3 \(setup.program) \"$@\"\n".write(toFile: bin + "/drover-test-program", atomically: false, encoding: .utf8)
+        try "export PATH=\"$HOME/drover-test-bin:$PATH\"\nexport PROFILE_SAYS=hello-from-profile\n".write(toFile: home + "/.profile", atomically: false, encoding: .utf8)
+        chmod(bin + "/drover-test-program", 0o755)
+        for path in [bin, bin + "/drover-test-program", home + "/.profile"] { chown(path, account.pw_uid, account.pw_gid) }
+        defer { _ = try? FileManager.default.removeItem(atPath: home + "/.profile") }
+        let cluster = try await setup.cluster(kinds: ["sd": #"command=["drover-test-program", "systemd"]"# + "\nendpoint=systemd-socket\nenv.KIND_TEST_FOO=foo-{session-id}\n"])
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let visitor = try await signIn(node, user: Self.owner)
+        let created = try await Self.start(node, visitor, kind: "sd")
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        let answer = json(try await Self.get(node, visitor, "/s/\(id)/x"))
+        #expect(answer["listen_fds"] as? String == "1" && answer["listen_pid"] as? String == (answer["pid"] as? Int).map(String.init))
+        #expect(answer["nonblocking"] as? Bool == true, "the descriptor arrives non-blocking: \(answer)")
+        #expect(answer["profile"] as? String == "hello-from-profile" && answer["foo"] as? String == "foo-\(id)" && answer["kind"] as? String == "sd")
+        #expect(answer["home"] as? String == home && answer["shell"] as? String == "/bin/sh")
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    /// A program that exits at once, or never answers, fails its start within its kind's
+    /// timeout: 500 naming the kind with the end of its log (its secret taken out), no row,
+    /// nothing left running.
+    @Test(.enabled(if: SystemUsers.available))
+    func aProgramThatNeverComesUpFailsItsStartClearly() async throws {
+        try await SystemUsers.ensure([Self.owner])
+        let setup = try Setup()
+        let cluster = try await setup.cluster(kinds: [
+            "exits": setup.kind(["exit", "{port}", "{secret-file}"], "endpoint=tcp-port\nsecret-header=X-Session-Token\n"),
+            "silent": setup.kind(["silent", "{socket}"], "endpoint=unix-socket\nstart-timeout=3\n"),
+        ])
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let visitor = try await signIn(node, user: Self.owner)
+
+        let exited = try await Self.start(node, visitor, kind: "exits")
+        #expect(exited.status == 500, "\(exited.body)")
+        #expect(exited.body.contains("the 'exits' session exited (status 3) before answering") && exited.body.contains("starting with token [secret]"),
+                "\(exited.body)")
+        let started = Date()
+        let silent = try await Self.start(node, visitor, kind: "silent")
+        #expect(silent.status == 500 && silent.body.contains("the 'silent' session did not answer") && silent.body.contains("start-timeout (3 s)"), "\(silent.body)")
+        #expect(Date().timeIntervalSince(started) < 15)
+        #expect(try await Self.get(node, visitor, "/api/sessions").body == "[]", "no row is left")
+        try await cluster.eventually("nothing is left running") {
+            SystemUsers.processes(matching: setup.program).isEmpty && (try? FileManager.default.contentsOfDirectory(atPath: setup.run.path + "/node0"))?.isEmpty != false
+        }
+        let audit = try await cluster.drover(0, ["audit", "--user", Self.owner])
+        #expect(audit.stdout.contains("kind exits") && audit.stdout.contains("[secret]") && audit.stdout.contains("failed"), "\(audit.stdout)")
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    /// Kinds by group, and the three cases a resume must answer clearly: the user has left the
+    /// kind's groups, the kind was removed, no node can run it.
+    @Test(.enabled(if: SystemUsers.available))
+    func kindsByGroupAndClearAnswersAtResume() async throws {
+        let (member, other, group) = (Self.owner, Self.stranger, "droverkgrp")
+        try await SystemUsers.ensure([member, other])
+        _ = try await Executable.run("/usr/sbin/groupadd", ["-f", group])
+        #expect(try await Executable.run("/usr/bin/gpasswd", ["-a", member, group]).status == 0)
+        defer { Task { _ = try? await Executable.run("/usr/bin/gpasswd", ["-d", member, group]) } }
+        let setup = try Setup()
+        let kinds = [
+            "grp": setup.kind(["unix", "{socket}"], "endpoint=unix-socket\ngroups=\(group)\n"),
+            "gone": setup.kind(["unix", "{socket}"], "endpoint=unix-socket\n"),
+            "missing": #"command=["/nonexistent/drover-program", "{socket}"]"# + "\nendpoint=unix-socket\n",
+        ]
+        let cluster = try await setup.cluster(kinds: kinds)
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let memberVisitor = try await signIn(node, user: member)
+        let otherVisitor = try await signIn(node, user: other)
+
+        // Offered by group; a kind whose program is missing is offered to nobody.
+        #expect(try await Self.get(node, memberVisitor, "/api/kinds").body.contains(#""name":"grp""#))
+        let othersKinds = try await Self.get(node, otherVisitor, "/api/kinds").body
+        #expect(!othersKinds.contains("grp") && !othersKinds.contains("missing"), "\(othersKinds)")
+        let forbidden = try await Self.start(node, otherVisitor, kind: "grp")
+        #expect(forbidden.status == 403 && forbidden.body.contains("only members of \(group) may"), "\(forbidden.body)")
+        let missing = try await Self.start(node, memberVisitor, kind: "missing")
+        #expect(missing.status == 503 && missing.body.contains("unable to run 'missing' sessions"), "\(missing.status) \(missing.body)")
+        let verify = try await cluster.drover(0, ["verify"])
+        #expect(verify.stdout.contains("warn  session kind missing is not offered by this node (its program /nonexistent/drover-program does not exist)"),
+                "\(verify.stdout)")
+
+        // A member's session, suspended; then the member leaves the group.
+        let grp = try #require(json(try await Self.start(node, memberVisitor, kind: "grp"))["id"] as? String)
+        let gone = try #require(json(try await Self.start(node, memberVisitor, kind: "gone"))["id"] as? String)
+        for id in [grp, gone] {
+            #expect(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions/\(id)/suspend",
+                                                    headers: memberVisitor.headers, timeout: 60).status == 202)
+        }
+        #expect(try await Executable.run("/usr/bin/gpasswd", ["-d", member, group]).status == 0)
+        let left = try await Self.get(node, memberVisitor, "/s/\(grp)/")
+        #expect(left.status == 403 && left.body.contains("may not start 'grp' sessions"), "\(left.status) \(left.body)")
+
+        // The kind `gone` is removed from the configuration.
+        #expect(try await cluster.stop(0) == 0)
+        try FileManager.default.removeItem(atPath: node.path + "/kinds/gone.conf")
+        try await cluster.start(0)
+        let removed = try await Self.get(node, memberVisitor, "/s/\(gone)/")
+        #expect(removed.status == 503 && removed.body.contains("'gone' session, and that kind is no longer configured"), "\(removed.status) \(removed.body)")
+        #expect(try await cluster.stop(0) == 0)
     }
 }
 
