@@ -28,3 +28,23 @@ extract_promtool() {
     fi
     echo "$dir/usr/bin/promtool"
 }
+
+# The Jupyter versions the tests run as real sessions, from PyPI.
+jupyter_packages=(jupyterlab==4.6.6 notebook==7.6.5)
+
+# Installs JupyterLab and Jupyter Notebook from PyPI into a virtual environment at DIR (kept
+# between runs: a marker names what is in it), with Debian's python3 so that every user can run
+# it. Usage: install_jupyter DIR; prints the environment's bin folder.
+install_jupyter() {
+    local dir=$1 wanted="${jupyter_packages[*]}"
+    if [ "$(cat "$dir/.drover-packages" 2>/dev/null)" != "$wanted" ]; then
+        echo "==> installing ${wanted} into $dir" >&2
+        rm -rf "$dir"
+        mkdir -p "$(dirname "$dir")"
+        /usr/bin/python3 -m venv "$dir" >&2
+        "$dir/bin/pip" install -q --disable-pip-version-check "${jupyter_packages[@]}" >&2
+        echo "$wanted" > "$dir/.drover-packages"
+        chmod -R a+rX "$dir"
+    fi
+    echo "$dir/bin"
+}

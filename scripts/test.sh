@@ -12,6 +12,11 @@ source scripts/install-deps.sh
 install_missing libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-config
 # A real browser (and its WebDriver) for the cross-site WebSocket and dashboard tests; Prometheus's checker for the metrics test.
 install_missing chromium chromium-driver
+# JupyterLab and Notebook from PyPI, run unmodified as sessions through their shipped kinds.
+install_missing python3-venv
+jupyter_dir=/var/cache/drover-tests/jupyter
+[ "$(id -u)" = 0 ] || jupyter_dir=${XDG_CACHE_HOME:-$HOME/.cache}/drover-tests/jupyter
+export DROVER_TEST_JUPYTER_BIN=$(install_jupyter "$jupyter_dir")
 export DROVER_TEST_PROMTOOL=$(extract_promtool "$PWD/.build/test-tools/prometheus")
 
 # 2. A private PostgreSQL for the integration tests.

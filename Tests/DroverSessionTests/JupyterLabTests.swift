@@ -1,0 +1,217 @@
+import DroverKernel
+import DroverTesting
+import Foundation
+import Testing
+
+extension Browser {
+    /// Types `text` into the element `css` finds.
+    func type(_ css: String, _ text: String) async throws {
+        let found = try await call("POST", "/element", #"{"using":"css selector","value":"\#(css.replacingOccurrences(of: "\"", with: "\\\""))"}"#)
+        guard let element = (found as? [String: Any])?.values.first as? String else { throw TestFailure("no element for \(css)") }
+        let body = try JSONSerialization.data(withJSONObject: ["text": text])
+        try await call("POST", "/element/\(element)/value", String(decoding: body, as: UTF8.self))
+    }
+
+    /// Runs `script` in the page; it calls `arguments[0]` with its result.
+    func runAsync(_ script: String, timeoutSeconds: Int = 120) async throws -> Any? {
+        try await call("POST", "/timeouts", #"{"script":\#(timeoutSeconds * 1000)}"#)
+        let body = try JSONSerialization.data(withJSONObject: ["script": script, "args": [] as [Any]])
+        return try await call("POST", "/execute/async", String(decoding: body, as: UTF8.self))
+    }
+
+    /// Runs `script` in the page and returns what it returns.
+    @discardableResult
+    func run(_ script: String) async throws -> Any? {
+        let body = try JSONSerialization.data(withJSONObject: ["script": script, "args": [] as [Any]])
+        return try await call("POST", "/execute/sync", String(decoding: body, as: UTF8.self))
+    }
+}
+
+/// The acceptance test of issue 33: JupyterLab from PyPI, started through its shipped kind, on a
+/// two-node cluster, used from a real browser (headless Chromium over WebDriver) as a person
+/// would: sign in, pick the kind, open the Lab, start a kernel with Jupyter's own XSRF cookie and
+/// header, run a cell over the kernel's WebSocket from the page's own origin, through either
+/// node; a saved notebook survives a suspend and a resume on the other node; a second real
+/// account reaches nothing; a planted socket is refused.
+@Suite(.serialized) struct JupyterLabTests {
+    static var jupyterBin: String? { ProcessInfo.processInfo.environment["DROVER_TEST_JUPYTER_BIN"] }
+    static let (owner, stranger) = ("droverjl1", "droverjl2")
+
+    /// In the Lab page: starts a kernel over the REST API with the `_xsrf` cookie as
+    /// `X-XSRFToken` (and shows a POST without it is refused), runs `print(6*7)` over the
+    /// kernel's WebSocket, saves a notebook. Reports `output:42 refused:403 saved:201` or what failed.
+    static let kernelScript = #"""
+    const done = arguments[arguments.length - 1];
+    (async () => {
+      try {
+        const base = location.pathname.slice(0, location.pathname.indexOf('/lab')) + '/';
+        const xsrf = decodeURIComponent((document.cookie.split('; ').find(c => c.startsWith('_xsrf=')) || '=').split('=').slice(1).join('='));
+        const refused = await fetch(base + 'api/kernels', {method: 'POST', body: '{"name":"python3"}'});
+        const made = await fetch(base + 'api/kernels', {method: 'POST', headers: {'X-XSRFToken': xsrf, 'Content-Type': 'application/json'}, body: '{"name":"python3"}'});
+        if (made.status !== 201) { done('kernel start: ' + made.status + ' ' + await made.text()); return; }
+        const kernel = await made.json();
+        const notebook = {type: 'notebook', format: 'json', content: {cells: [{cell_type: 'code', source: 'answer = 6*7  # drover acceptance', metadata: {}, outputs: [], execution_count: null}], metadata: {}, nbformat: 4, nbformat_minor: 5}};
+        const saved = await fetch(base + 'api/contents/drover-acceptance.ipynb', {method: 'PUT', headers: {'X-XSRFToken': xsrf, 'Content-Type': 'application/json'}, body: JSON.stringify(notebook)});
+        const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + base + 'api/kernels/' + kernel.id + '/channels');
+        const msgId = 'drover-' + Math.random();
+        ws.onopen = () => ws.send(JSON.stringify({
+          header: {msg_id: msgId, msg_type: 'execute_request', username: 'drover', session: 'drover-' + Math.random(), date: new Date().toISOString(), version: '5.3'},
+          parent_header: {}, metadata: {}, channel: 'shell', buffers: [],
+          content: {code: 'print(6*7)', silent: false, store_history: false, user_expressions: {}, allow_stdin: false, stop_on_error: true}}));
+        ws.onmessage = (event) => {
+          const message = JSON.parse(event.data);
+          if (message.parent_header && message.parent_header.msg_id === msgId && message.msg_type === 'stream') {
+            ws.close();
+            done('output:' + message.content.text.trim() + ' refused:' + refused.status + ' saved:' + saved.status);
+          }
+        };
+        ws.onerror = () => done('websocket error');
+        setTimeout(() => done('no output within 90 s'), 90000);
+      } catch (error) { done('error: ' + error); }
+    })();
+    """#
+
+    @Test(.enabled(if: (jupyterBin != nil && Browser.available && SystemUsers.available) || ProcessInfo.processInfo.environment["CI"] == "true"))
+    func jupyterLabThroughBothNodesInARealBrowser() async throws {
+        try await HeavyTests.oneAtATime { try await lab() }
+    }
+
+    func lab() async throws {
+        let bin = try #require(Self.jupyterBin, "no JupyterLab: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
+        #expect(Browser.available, "no chromedriver: scripts/test.sh installs Debian's chromium-driver package")
+        try await SystemUsers.ensure([Self.owner, Self.stranger])
+        let account = try #require(getpwnam(Self.owner)?.pointee)
+        // The user's own virtual environment, on the PATH their profile sets, as a user's conda
+        // or venv would be: the shipped kind names `jupyter-lab` alone.
+        let profile = String(cString: account.pw_dir) + "/.profile"
+        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
+        chown(profile, account.pw_uid, account.pw_gid)
+        // What an earlier run saved.
+        _ = try? FileManager.default.removeItem(atPath: String(cString: account.pw_dir) + "/drover-acceptance.ipynb")
+
+        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config/kinds.available/jupyterlab.conf").path
+        let run = TemporaryDirectory(prefix: "drover-lab-run")
+        chmod(run.path, 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite, rserver: """
+            session-command=\(demoCommand)
+            auth-pam-service=\(SystemUsers.pamService)
+            """)
+        for (index, node) in cluster.nodes.enumerated() {
+            let rserver = try String(contentsOfFile: node.path + "/rserver.conf", encoding: .utf8)
+            try node.write("rserver.conf", rserver + "\nsession-run-dir=\(run.path)/node\(index)\n")
+            try node.write("kinds/jupyterlab.conf", try String(contentsOfFile: shipped, encoding: .utf8))
+        }
+        try await cluster.start(0)
+        try await cluster.start(1)
+        let nodeIDs = try await cluster.statuses().reduce(into: [Int64: Int]()) { map, row in
+            map[row.id] = cluster.nodes.firstIndex { $0.address == row.host }
+        }
+
+        try await Browser.using { browser in
+            // Sign in on node 0 and start a JupyterLab session from the home page's picker.
+            let first = cluster.nodes[0]
+            try await signInThroughTheForm(browser, first)
+            try await browser.run("document.querySelector('select[name=kind]').value = 'jupyterlab'")
+            try await browser.click("form[action='/sessions'] button")
+            let id = try await eventuallyValue("the session is listed") {
+                (try await browser.run("const a = document.querySelector('a[href^=\"/s/\"]'); return a ? a.getAttribute('href') : null") as? String)
+                    .map { String($0.dropFirst(3).dropLast()) }
+            }
+            let visitor = try await signIn(first, user: Self.owner)
+            let row = try #require(try await Self.listed(first, visitor)[id], "session \(id) is listed")
+            #expect(try await RawHTTPClient.request(host: first.address, port: first.port, path: "/api/sessions", headers: visitor.headers)
+                        .body.contains(#""kind":"jupyterlab""#))
+            let ownerIndex = try #require(row.node.flatMap { nodeIDs[$0] })
+            let otherIndex = 1 - ownerIndex
+
+            // Through the owning node and through the other one.
+            for index in [ownerIndex, otherIndex] {
+                let node = cluster.nodes[index]
+                if index != 0 { try await signInThroughTheForm(browser, node) }
+                try await openLab(browser, node, id)
+                let result = try await browser.runAsync(Self.kernelScript) as? String
+                if let folder = ProcessInfo.processInfo.environment["DROVER_TEST_SCREENSHOTS"] {
+                    try await browser.screenshot(to: folder + "/jupyterlab-node\(index).png")
+                }
+                #expect(result == "output:42 refused:403 saved:\(index == ownerIndex ? 201 : 200)", "through node \(index): \(result ?? "nil")")
+            }
+
+            // The second account reaches nothing: not through the proxy, not the socket.
+            let strangerVisitor = try await signIn(first, user: Self.stranger)
+            #expect(try await RawHTTPClient.request(host: first.address, port: first.port, path: "/s/\(id)/lab", headers: strangerVisitor.headers).status == 404)
+            let socket = run.path + "/node\(ownerIndex)/\(id)/http.sock"
+            let direct = try await SessionKindTests.asUser(Self.stranger, ["/usr/bin/python3", "-c", SessionKindTests.connectAsUser, socket])
+            #expect(direct.stdout.hasPrefix("refused 13"), "\(direct.stdout)")
+
+            // The session plants another listener at its socket's path: refused, then put back.
+            let open = TemporaryDirectory(prefix: "drover-open")
+            chmod(open.path, 0o777)
+            let stranger = try #require(getpwnam(Self.stranger)?.pointee)
+            let planted = try RunningProcess("/usr/bin/setpriv", ["--reuid=\(stranger.pw_uid)", "--regid=\(stranger.pw_gid)", "--init-groups", "--",
+                                                                "/usr/bin/python3", "-c", "import os,socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\nos.chmod(sys.argv[1],0o777)\ns.listen(8)\nwhile True: s.accept()[0].sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 7\\r\\n\\r\\nplanted')",
+                                                                open.url("planted.sock")])
+            defer { planted.signal(SIGKILL) }
+            try await cluster.eventually("the planted listener") { FileManager.default.fileExists(atPath: open.url("planted.sock")) }
+            #expect(try await SessionKindTests.asUser(Self.owner, ["/bin/sh", "-c", "mv '\(socket)' '\(socket).real' && ln -s '\(open.url("planted.sock"))' '\(socket)'"]).status == 0)
+            let refused = try await RawHTTPClient.request(host: first.address, port: first.port, path: "/s/\(id)/api/status", headers: visitor.headers, timeout: 30)
+            #expect(refused.status == 502 && !refused.body.contains("planted"), "\(refused.status) \(refused.body)")
+            #expect(try await SessionKindTests.asUser(Self.owner, ["/bin/sh", "-c", "rm '\(socket)' && mv '\(socket).real' '\(socket)'"]).status == 0)
+            #expect(try await RawHTTPClient.request(host: first.address, port: first.port, path: "/s/\(id)/api/status", headers: visitor.headers, timeout: 30).status == 200)
+
+            // Suspended, its node taken out of placement, resumed on the other: the notebook is there.
+            #expect(try await RawHTTPClient.request("POST", host: first.address, port: first.port, path: "/api/sessions/\(id)/suspend",
+                                                    headers: visitor.headers, timeout: 60).status == 202)
+            #expect(try await cluster.drover(ownerIndex, ["offline"]).status == 0)
+            try await cluster.eventually("node \(ownerIndex) is in offline mode") { try await cluster.statuses().contains { $0.status == "Offline mode" } }
+            let node = cluster.nodes[otherIndex]
+            let otherVisitor = try await signIn(node, user: Self.owner)
+            let notebook = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/api/contents/drover-acceptance.ipynb",
+                                                           headers: otherVisitor.headers, timeout: 120)
+            #expect(notebook.status == 200 && notebook.body.contains("drover acceptance"), "\(notebook.status) \(notebook.body.prefix(300))")
+            let moved = try #require(try await Self.listed(node, otherVisitor)[id])
+            #expect(moved.node.flatMap { nodeIDs[$0] } == otherIndex && moved.state == "running")
+            try await openLab(browser, node, id)
+            #expect(try await browser.runAsync(Self.kernelScript) as? String == "output:42 refused:403 saved:200")
+            #expect(try await RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)",
+                                                    headers: otherVisitor.headers, timeout: 60).status == 204)
+        }
+        #expect(try await cluster.stop(0) == 0)
+        #expect(try await cluster.stop(1) == 0)
+        try? FileManager.default.removeItem(atPath: profile)
+    }
+
+    /// The user's sessions as the API lists them: id → (state, node).
+    static func listed(_ node: ConfigDirectory, _ visitor: Visitor) async throws -> [String: (state: String, node: Int64?)] {
+        let answer = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions", headers: visitor.headers)
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]], "\(answer.body)")
+        return Dictionary(uniqueKeysWithValues: rows.map { ($0["id"] as? String ?? "", ($0["state"] as? String ?? "", ($0["node"] as? NSNumber)?.int64Value)) })
+    }
+
+    func signInThroughTheForm(_ browser: Browser, _ node: ConfigDirectory) async throws {
+        try await browser.open(node.baseURL + "/")
+        try await browser.type("input[name=username]", Self.owner)
+        try await browser.type("input[name=password]", SystemUsers.password)
+        try await browser.click("form[action='/sign-in'] button")
+        _ = try await eventuallyValue("signed in on \(node.address)") {
+            (try await browser.source).contains("Signed in as") ? true : nil
+        }
+    }
+
+    /// Opens the Lab and waits for its interface (its scripts came through the proxy).
+    func openLab(_ browser: Browser, _ node: ConfigDirectory, _ id: String) async throws {
+        try await browser.open(node.baseURL + "/s/\(id)/lab")
+        _ = try await eventuallyValue("the Lab's interface on \(node.address)", timeout: 90) {
+            (try await browser.run("return document.querySelector('#jp-main-dock-panel') !== null && document.cookie.includes('_xsrf=')") as? Bool) == true ? true : nil
+        }
+    }
+
+    func eventuallyValue<T>(_ what: String, timeout: TimeInterval = 60, _ value: () async throws -> T?) async throws -> T {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let found = try? await value() { return found }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw TestFailure("\(what): not within \(Int(timeout)) s")
+    }
+}
