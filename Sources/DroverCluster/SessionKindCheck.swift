@@ -19,9 +19,9 @@ public struct SessionKindAvailability: Sendable, Equatable, CustomStringConverti
 public enum SessionKindCheck {
     /// Checks every kind of `config`. `asRoot`: droverd starts sessions as other users, so a
     /// program must be executable by them (read from the mode bits of the file and the folders
-    /// above it), not only by droverd.
+    /// above it), not only by droverd. With `auth-none` every session is droverd's own user's.
     public static func check(_ config: DroverConfiguration) -> [SessionKindAvailability] {
-        check(config, asRoot: geteuid() == 0)
+        check(config, asRoot: geteuid() == 0 && !config.server.authNone)
     }
 
     static func check(_ config: DroverConfiguration, asRoot: Bool) -> [SessionKindAvailability] {
@@ -49,8 +49,8 @@ public enum SessionKindCheck {
             } else if kind.shellLine == nil {
                 notes.append("'\(program)' is looked up on each user's login PATH when a session starts (not found on \(searchPath), so not checked here)")
             } else {
-                notes.append("'\(program)' is not on \(searchPath)")
-                offered = false
+                // A shell line may start with anything the shell understands (an assignment, a builtin).
+                notes.append("'\(program)' is not on \(searchPath); session-command is a shell line, so it is not checked further")
             }
             if asRoot, kind.endpoint == .unixSocket || kind.usesSecret,
                let blocked = unsearchableFolder((config.sessionRunDirectory as NSString).deletingLastPathComponent) {

@@ -26,10 +26,12 @@ extension SessionManager {
     /// kind is 400 naming the kinds; one the user's groups may not use is 403.
     public func admitKind(_ asked: String?, for username: String) async throws -> SessionKind {
         let configured = runtime.configuration.kinds
+        if configured.kinds.isEmpty {
+            // The operator's to fix, not the client's.
+            throw SessionError.launchFailed("no session kind is configured on this node; add kinds/NAME.conf or session-command to rserver.conf")
+        }
         guard let name = asked ?? configured.defaultKind else {
-            throw SessionError.unknownKind(configured.kinds.isEmpty
-                ? "no session kind is configured on this node; add kinds/NAME.conf or session-command to the configuration"
-                : "name a kind: {\"kind\": …} with one of \(configured.names.joined(separator: ", ")) (there is no default-session-kind)")
+            throw SessionError.unknownKind("name a kind: {\"kind\": …} with one of \(configured.names.joined(separator: ", ")) (there is no default-session-kind)")
         }
         guard let kind = configured[name] else {
             throw SessionError.unknownKind("there is no session kind '\(Self.shown(name))'; the kinds are \(configured.names.joined(separator: ", "))")

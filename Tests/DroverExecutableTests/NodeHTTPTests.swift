@@ -128,11 +128,11 @@ import Testing
         #expect(crossSite.body == #"{"error":"missing or wrong CSRF token: send the X-CSRF-Token header from GET /api/me"}"#)
         let badBody = try await signedIn.request("POST", "/api/sessions", body: "label=x")
         #expect(badBody.status == 400)
-        #expect(badBody.body == #"{"error":"the body must be empty or JSON like {\"label\": \"my analysis\"}"}"#)
+        #expect(badBody.body == #"{"error":"the body must be empty or JSON like {\"kind\": \"jupyterlab\", \"label\": \"my analysis\"}"}"#)
         // A start that cannot happen is the node's fault, 500, with the reason.
         let noCommand = try await signedIn.request("POST", "/api/sessions", body: #"{"label":"x"}"#)
         #expect(noCommand.status == 500)
-        #expect(noCommand.body == #"{"error":"the session could not start: no session-command is configured in rserver.conf"}"#)
+        #expect(noCommand.body == #"{"error":"the session could not start: no session kind is configured on this node; add kinds/NAME.conf or session-command to rserver.conf"}"#)
         await signedIn.stop()
 
         let anonymous = try await InProcessNode()

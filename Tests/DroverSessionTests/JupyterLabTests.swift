@@ -160,6 +160,9 @@ extension Browser {
             #expect(try await RawHTTPClient.request(host: first.address, port: first.port, path: "/s/\(id)/api/status", headers: visitor.headers, timeout: 30).status == 200)
 
             // Suspended, its node taken out of placement, resumed on the other: the notebook is there.
+            // The Lab's tab is closed first: it polls the server every few seconds, and a request
+            // for a suspended session resumes it at once, wherever the balancer places it.
+            try await browser.open("about:blank")
             #expect(try await RawHTTPClient.request("POST", host: first.address, port: first.port, path: "/api/sessions/\(id)/suspend",
                                                     headers: visitor.headers, timeout: 60).status == 202)
             #expect(try await cluster.drover(ownerIndex, ["offline"]).status == 0)
@@ -170,7 +173,9 @@ extension Browser {
                                                            headers: otherVisitor.headers, timeout: 120)
             #expect(notebook.status == 200 && notebook.body.contains("drover acceptance"), "\(notebook.status) \(notebook.body.prefix(300))")
             let moved = try #require(try await Self.listed(node, otherVisitor)[id])
-            #expect(moved.node.flatMap { nodeIDs[$0] } == otherIndex && moved.state == "running")
+            let statuses = try await cluster.statuses()
+            #expect(moved.node.flatMap { nodeIDs[$0] } == otherIndex && moved.state == "running",
+                    "\(moved), owner \(ownerIndex), nodes \(nodeIDs), \(statuses)")
             try await openLab(browser, node, id)
             #expect(try await browser.runAsync(Self.kernelScript) as? String == "output:42 refused:403 saved:200")
             #expect(try await RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)",

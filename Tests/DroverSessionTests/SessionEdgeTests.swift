@@ -13,7 +13,7 @@ import Testing
         let failed = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions")
         #expect(failed.status == 500, "a start that failed is not a node that is unavailable")
         #expect(failed.header("Retry-After") == nil)
-        #expect(failed.body.contains("the session command exited (status 3) before answering: cannot find my notebook"), "\(failed.body)")
+        #expect(failed.body.contains("the 'default' session exited (status 3) before answering; the end of its log: cannot find my notebook"), "\(failed.body)")
         #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions").body == "[]")
         #expect(try await cluster.stop(0) == 0)
     }
