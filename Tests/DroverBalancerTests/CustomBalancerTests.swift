@@ -15,7 +15,7 @@ import Testing
         if !script.isEmpty { try dir.write(file, script, mode: 0o755) }
         let strategy = try makeStrategy("balancer=custom\ntimeout=\(timeout)\n", configDirectory: dir.path)
         let started = Date()
-        let decision = try await strategy.place(PlacementRequest(username: "alice"), among: candidates)
+        let decision = try await strategy.place(PlacementRequest(username: "alice", kind: "jupyterlab"), among: candidates)
         return (decision, Date().timeIntervalSince(started))
     }
 
@@ -23,6 +23,7 @@ import Testing
         let (decision, _) = try await place(script: """
             #!/bin/sh
             [ "$DROVER_USERNAME" = alice ] || exit 9
+            [ "$DROVER_SESSION_KIND" = jupyterlab ] || exit 7
             [ "$DROVER_NODES" = "node1:8787,node2:8787,node3:8787" ] || exit 8
             echo node3:8787
             """)

@@ -18,6 +18,7 @@ public enum BalancerConformance {
         case returnsACandidateAndHonoursExclusions
         case failsClearlyWithNoCandidate
         case neverFillsANodePastItsLimit
+        case placesOnlyWhereTheKindRuns
 
         public var testDescription: String { rawValue }
     }
@@ -52,6 +53,24 @@ public enum BalancerConformance {
             }
             let strategy = try make()
             #expect(throws: PlacementError.noCandidates) { try strategy.choose(PlacementRequest(username: "u"), among: [], prepared: .none) }
+        case .placesOnlyWhereTheKindRuns:
+            // Nodes 2 and 4 run JupyterLab; every node runs the default kind; none runs RStudio.
+            let store = try await registryWithNodes(4) { $0 % 2 == 0 ? ["default", "jupyterlab"] : ["default"] }
+            let engine = PlacementEngine(store: store, strategy: try make(), heartbeatInterval: 3600, diagnostics: .off)
+            for n in 0..<12 {
+                let (stored, decision) = try await engine.placeNew(newSessionRecord(user: "user\(n)", kind: "jupyterlab"))
+                #expect([2, 4].contains(decision.chosen) && stored.kind == "jupyterlab", "a JupyterLab session on node \(decision.chosen)")
+                #expect(decision.scores.map(\.node).sorted() == [2, 4], "the strategy saw only the nodes that run the kind")
+            }
+            let survey = try await engine.survey(kind: "jupyterlab")
+            #expect(survey.excluded.map(\.reason) == Array(repeating: "unable to run 'jupyterlab' sessions (it offers default)", count: 2))
+            // A resume is placed the same way.
+            let suspended = try await engine.placeNew(newSessionRecord(user: "u", kind: "jupyterlab")).0
+            _ = try await store.transitionSession(suspended.id, from: suspended.ownership, to: SessionOwnership(node: nil, state: .suspended))
+            let suspendedRow = try #require(try await store.session(suspended.id))
+            let resumed = try #require(try await engine.placeExisting(suspendedRow, from: suspendedRow.ownership))
+            #expect([2, 4].contains(resumed.1.chosen))
+            await #expect(throws: PlacementError.self) { try await engine.placeNew(newSessionRecord(user: "u", kind: "rstudio")) }
         case .neverFillsANodePastItsLimit:
             // max-sessions-per-node=3 on three nodes: nine placements fill them, whatever the
             // strategy prefers, and the tenth finds every node "full".
@@ -65,20 +84,21 @@ public enum BalancerConformance {
         }
     }
 
-    /// An in-memory registry with `count` fresh, online nodes (ids 1...count, at 127.0.0.id).
-    public static func registryWithNodes(_ count: Int) async throws -> InMemoryRegistryStore {
+    /// An in-memory registry with `count` fresh, online nodes (ids 1...count, at 127.0.0.id),
+    /// each offering the kinds `kinds` gives it (default: `default` only).
+    public static func registryWithNodes(_ count: Int, kinds: (Int) -> [String] = { _ in ["default"] }) async throws -> InMemoryRegistryStore {
         let store = InMemoryRegistryStore()
         for n in 1...count {
             _ = try await store.registerNode(NodeRegistration(host: "127.0.0.\(n)", ipv4: "127.0.0.\(n)", port: 8787, status: .online,
-                                                              cpus: 2, version: "t", configHash: "h", launcherFingerprint: nil))
+                                                              cpus: 2, version: "t", configHash: "h", launcherFingerprint: nil, kinds: kinds(n)))
         }
         return store
     }
 
-    /// A new session of `user`, not placed yet.
-    public static func newSessionRecord(user: String) -> SessionRecord {
+    /// A new session of `user` and `kind`, not placed yet.
+    public static func newSessionRecord(user: String, kind: String = "default") -> SessionRecord {
         let now = Date()
         return SessionRecord(id: Crypto.randomBytes(16).hexString, username: user, ownership: SessionOwnership(node: nil, state: .starting),
-                             createdAt: now, lastActive: now, label: nil)
+                             createdAt: now, lastActive: now, label: nil, kind: kind)
     }
 }
