@@ -60,7 +60,7 @@ extension SessionManager {
         let basePath = "/s/\(id)/"
         let guardSocket = config.server.dataDirectory + "/sessions/" + id + ".sock"
         let runDirectory = config.sessionRunDirectory + "/" + id
-        var values: [SessionKind.Placeholder: String] = [.sessionID: id, .basePath: basePath, .stateDirectory: stateDirectory]
+        var values: [SessionKind.Placeholder: String] = [.sessionID: id, .user: account.name, .basePath: basePath, .stateDirectory: stateDirectory]
         var environment = [
             "HOME": account.home, "USER": account.name, "LOGNAME": account.name, "SHELL": account.shell,
             "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": ProcessInfo.processInfo.environment["LANG"] ?? "C.UTF-8",

@@ -57,7 +57,7 @@ import Testing
                     .hasPrefix("\(file):1: 'command' is the program and its arguments as a JSON array of non-empty strings"))
         #expect(refusal(#"command=[]"# + "\nendpoint=inherited\n").hasPrefix("\(file):1: 'command' is the program"))
         #expect(refusal(#"command=["/bin/app", "{sockt}"]"# + "\nendpoint=inherited\n")
-                    == "\(file):1: unknown placeholder '{sockt}' in 'command'; the placeholders are {session-id}, {base-path}, {socket}, {port}, {state-dir}, {secret-file}")
+                    == "\(file):1: unknown placeholder '{sockt}' in 'command'; the placeholders are {session-id}, {user}, {base-path}, {socket}, {port}, {state-dir}, {secret-file}")
         #expect(refusal(#"command=["/bin/app"]"#).hasPrefix("\(file): has no endpoint; add endpoint=unix-socket"))
         #expect(refusal(#"command=["/bin/app"]"# + "\nendpoint=socket\n")
                     == "\(file):2: 'endpoint' must be one of inherited, systemd-socket, unix-socket, tcp-port, found 'socket'")

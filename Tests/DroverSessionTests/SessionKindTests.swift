@@ -123,7 +123,9 @@ elif mode == "systemd":
     func aUnixSocketProgramIsServedAndAPlantedSocketIsRefused() async throws {
         try await SystemUsers.ensure([Self.owner, Self.stranger])
         let setup = try Setup()
-        let cluster = try await setup.cluster(kinds: ["py": setup.kind(["unix", "{socket}"], "label=Python\nendpoint=unix-socket\nready-path={base-path}ready\n")])
+        // The owner's own group (useradd makes one per user) may use the admin dashboard.
+        let cluster = try await setup.cluster(kinds: ["py": setup.kind(["unix", "{socket}"], "label=Python\nendpoint=unix-socket\nready-path={base-path}ready\n")],
+                                              rserver: "admin-group=\(Self.owner)\n")
         try await cluster.start(0)
         let node = cluster.nodes[0]
         let visitor = try await signIn(node, user: Self.owner)
@@ -147,6 +149,11 @@ elif mode == "systemd":
         #expect(try await cluster.drover(0, ["active-sessions"]).stdout.contains(" py "))
         let home = try await Self.get(node, visitor, "/")
         #expect(home.body.contains(#"<option value="py">Python</option>"#) && home.body.contains("<td>Python</td>"), "the home page's picker and list")
+        let dashboard = try await Self.get(node, visitor, "/admin")
+        #expect(dashboard.status == 200 && dashboard.body.contains("<td>\(Self.owner)</td><td>py</td>"), "the admin dashboard: \(dashboard.status)")
+        let metrics = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/metrics").body
+        #expect(metrics.contains(#"drover_sessions_by_kind{kind="py"} 1"#) && metrics.contains(#"drover_sessions_by_kind{kind="default"} 0"#),
+                "\(metrics.split(separator: "\n").filter { $0.contains("by_kind") })")
 
         // The socket is in the owner's own folder: no other local user can reach it.
         let socket = setup.run.path + "/node0/\(id)/http.sock"

@@ -42,6 +42,8 @@ public struct SessionKind: Sendable, Equatable, Codable {
     /// The placeholders a kind's command, environment and ready path may hold.
     public enum Placeholder: String, CaseIterable, Sendable {
         case sessionID = "session-id"
+        /// The session's user name.
+        case user
         /// `/s/<id>/`.
         case basePath = "base-path"
         /// The socket the program binds (`unix-socket` only).
