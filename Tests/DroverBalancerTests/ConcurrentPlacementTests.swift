@@ -12,7 +12,8 @@ enum PlacementBackend: String, CaseIterable, CustomTestStringConvertible, Sendab
 }
 
 /// A configuration directory on a fresh registry with three fresh, online nodes.
-func placementCluster(_ backend: PlacementBackend, loadBalancer: String = "heartbeat-interval=30\n") async throws -> (TemporaryDirectory, any RegistryStore) {
+func placementCluster(_ backend: PlacementBackend, loadBalancer: String = "heartbeat-interval=30\n",
+                      kinds: @escaping (Int) -> [String] = { _ in ["default"] }) async throws -> (TemporaryDirectory, any RegistryStore) {
     let dir = TemporaryDirectory(prefix: "drover-place")
     try dir.write("rserver.conf", "server-data-dir=data\nserver-shared-storage-path=shared\n")
     try dir.write("load-balancer", loadBalancer)
@@ -30,7 +31,7 @@ func placementCluster(_ backend: PlacementBackend, loadBalancer: String = "heart
     try await store.migrate()
     for n in 1...3 {
         _ = try await store.registerNode(NodeRegistration(host: "127.0.0.\(n)", ipv4: "127.0.0.\(n)", port: 8787, status: .online,
-                                                          cpus: 2, version: "t", configHash: "h", launcherFingerprint: nil))
+                                                          cpus: 2, version: "t", configHash: "h", launcherFingerprint: nil, kinds: kinds(n)))
     }
     return (dir, store)
 }
@@ -78,6 +79,26 @@ func placementCluster(_ backend: PlacementBackend, loadBalancer: String = "heart
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
         #expect(object["chosen"] as? Int == 2)
         #expect((object["nodes"] as? [[String: Any]])?.map { $0["excluded"] as? String } == [nil, nil, "in offline mode"])
+    }
+
+    @Test func placeTakesTheKindAndExcludesTheNodesThatCannotRunIt() async throws {
+        let (dir, store) = try await placementCluster(.sqlite) { $0 == 2 ? ["default"] : ["default", "jupyterlab"] }
+        await store.close()
+        let text = try await Executable.run("drover", ["place", "--user", "alice", "--kind", "jupyterlab", "--config-dir", dir.path])
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout == """
+            Balancer: sessions   User: alice   Kind: jupyterlab
+            Node  Address         Score
+            1     127.0.0.1:8787  0 sessions, load 0.0   <- chosen
+            2     127.0.0.2:8787  excluded: unable to run 'jupyterlab' sessions (it offers default)
+            3     127.0.0.3:8787  0 sessions, load 0.0
+            Choice: node 1 (127.0.0.1:8787)
+
+            """)
+        let none = try await Executable.run("drover", ["place", "--user", "alice", "--kind", "rstudio", "--json", "--config-dir", dir.path])
+        #expect(none.status == 1)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(none.stdout.utf8)) as? [String: Any])
+        #expect(object["kind"] as? String == "rstudio" && (object["error"] as? String)?.contains("unable to run 'rstudio' sessions") == true)
     }
 
     @Test func placeWithNoCandidateSaysWhyForEachNode() async throws {

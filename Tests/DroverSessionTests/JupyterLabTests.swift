@@ -193,6 +193,49 @@ extension Browser {
         return Dictionary(uniqueKeysWithValues: rows.map { ($0["id"] as? String ?? "", ($0["state"] as? String ?? "", ($0["node"] as? NSNumber)?.int64Value)) })
     }
 
+    /// Jupyter Notebook 7 from PyPI through its shipped kind: its tree page, and a kernel started
+    /// with Jupyter's XSRF cookie and header (refused without them), through the node.
+    @Test(.enabled(if: (jupyterBin != nil && SystemUsers.available) || ProcessInfo.processInfo.environment["CI"] == "true"))
+    func jupyterNotebookThroughItsShippedKind() async throws {
+        let bin = try #require(Self.jupyterBin, "no Jupyter: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
+        try await SystemUsers.ensure([Self.stranger])
+        let account = try #require(getpwnam(Self.stranger)?.pointee)
+        let profile = String(cString: account.pw_dir) + "/.profile"
+        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
+        chown(profile, account.pw_uid, account.pw_gid)
+        defer { try? FileManager.default.removeItem(atPath: profile) }
+        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config/kinds.available/jupyter-notebook.conf").path
+        let run = TemporaryDirectory(prefix: "drover-nb-run")
+        chmod(run.path, 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: """
+            auth-pam-service=\(SystemUsers.pamService)
+            session-run-dir=\(run.path)/node
+            """)
+        let node = cluster.nodes[0]
+        try node.write("kinds/jupyter-notebook.conf", try String(contentsOfFile: shipped, encoding: .utf8))
+        try await cluster.start(0)
+        let visitor = try await signIn(node, user: Self.stranger)
+        // The only kind is the default one: a start that names none gets it.
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions",
+                                                      headers: visitor.headers, timeout: 120)
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        let tree = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/tree", headers: visitor.headers, timeout: 60)
+        #expect(tree.status == 200 && tree.body.contains("Jupyter Notebook"), "\(tree.status)")
+        let xsrf = try #require(tree.headers.first { $0.0.lowercased() == "set-cookie" && $0.1.hasPrefix("_xsrf=") }
+            .map { String($0.1.dropFirst(6).prefix { $0 != ";" }) }, "\(tree.headers)")
+        let cookies = [("Cookie", visitor.cookie + "; _xsrf=" + xsrf), ("X-CSRF-Token", visitor.csrf)]
+        let refused = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/api/kernels",
+                                                      headers: cookies, body: #"{"name":"python3"}"#, timeout: 60)
+        #expect(refused.status == 403, "without X-XSRFToken: \(refused.status)")
+        let kernel = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/api/kernels",
+                                                     headers: cookies + [("X-XSRFToken", xsrf)], body: #"{"name":"python3"}"#, timeout: 60)
+        #expect(kernel.status == 201 && json(kernel)["execution_state"] != nil, "\(kernel.status) \(kernel.body)")
+        #expect(try await RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)",
+                                                headers: visitor.headers, timeout: 60).status == 204)
+        #expect(try await cluster.stop(0) == 0)
+    }
+
     func signInThroughTheForm(_ browser: Browser, _ node: ConfigDirectory) async throws {
         try await browser.open(node.baseURL + "/")
         try await browser.type("input[name=username]", Self.owner)
