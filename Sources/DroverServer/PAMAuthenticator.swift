@@ -87,7 +87,9 @@ public final class PAMAuthenticator: Sendable {
         // A module's failure delay calls this instead of sleeping on the pool's thread.
         let noDelay: @convention(c) (Int32, UInt32, UnsafeMutableRawPointer?) -> Void = { _, _, _ in }
         _ = pam_set_item(handle, PAM_FAIL_DELAY, unsafeBitCast(noDelay, to: UnsafeRawPointer.self))
-        var status = pam_authenticate(handle, 0)
+        // Never an empty password, whatever the stack says: Debian's common-auth has `nullok`,
+        // under which an account whose password was removed (`passwd -d`) signs in with none.
+        var status = pam_authenticate(handle, Int32(PAM_DISALLOW_NULL_AUTHTOK))
         if status == PAM_SUCCESS { status = pam_acct_mgmt(handle, 0) }
         var user: String?
         if status == PAM_SUCCESS {

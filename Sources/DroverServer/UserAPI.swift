@@ -188,6 +188,12 @@ struct UserAPI: Sendable {
         guard let user = form["username"], !user.isEmpty, let password = form["password"] else {
             return Self.redirect("/?error=missing")
         }
+        // What PAM reads is a C string: a NUL ends it early, so `bob%00x` would be counted by the
+        // throttle as a name of its own and authenticated as bob. No control character is part
+        // of a user name or password typed into a form; refused before the throttle and PAM.
+        if Self.hasControlCharacter(user) || Self.hasControlCharacter(password) {
+            return Self.error(.badRequest, "a user name or password may not contain control characters (a NUL, a newline …)")
+        }
         if auth.authNone {
             return Self.redirect("/")
         }
@@ -213,6 +219,11 @@ struct UserAPI: Sendable {
             sessions.runtime.events.emit(.signInRefused(user: user, address: address, reason: "refused by PAM"))
             return Self.redirect("/?error=refused")
         }
+    }
+
+    /// Whether `text` holds a character below U+0020 or U+007F (DEL).
+    static func hasControlCharacter(_ text: String) -> Bool {
+        text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }
     }
 
     static func escape(_ text: String) -> String {

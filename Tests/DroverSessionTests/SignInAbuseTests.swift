@@ -151,4 +151,49 @@ import Testing
         #expect(heard.contains("\(system) 127.0.0.50") && heard.contains("\(user) 127.0.0.51"), "PAM heard: \(heard)")
         #expect(try await cluster.stop(0) == 0)
     }
+
+    /// Issue 34, item 1: what the throttle counts and what PAM authenticates are the same name.
+    /// A NUL ends the C string PAM reads, so `name%00x` was a name of its own to the throttle and
+    /// the account `name` to PAM: it dodged the name's lockout and, with the password, signed in.
+    @Test(.enabled(if: SystemUsers.available))
+    func aNameOrPasswordWithAControlCharacterIsRefusedBeforeTheThrottleAndPAM() async throws {
+        let user = "drovertest8"
+        try await SystemUsers.ensure([user])
+        let cluster = try await cluster()
+        let node = cluster.nodes[0]
+        // Five wrong passwords lock the name out.
+        let locked = try await Self.send((0..<6).map { Attempt(source: "127.0.0.\(20 + $0)", user: user, password: "wrong-\($0)") }, to: node)
+        #expect(locked.last?.status == 429, "\(locked.map(\.status))")
+        let dodges = [
+            Attempt(source: "127.0.0.30", user: user + "\u{0}anything", password: SystemUsers.password),
+            Attempt(source: "127.0.0.31", user: user + "\u{0}", password: SystemUsers.password),
+            Attempt(source: "127.0.0.32", user: user, password: SystemUsers.password + "\u{0}more"),
+            Attempt(source: "127.0.0.33", user: user + "\n", password: SystemUsers.password),
+        ]
+        for answer in try await Self.send(dodges, to: node) {
+            #expect(answer.status == 400 && !answer.cookie, "a control character got through: \(answer.status)")
+        }
+        #expect(try await cluster.stop(0) == 0)
+    }
+
+    /// Issue 34, item 1: an account whose password was removed (`passwd -d`) never signs in
+    /// through the form, even under a PAM stack with `nullok` (Debian's common-auth has it).
+    @Test(.enabled(if: SystemUsers.available))
+    func anAccountWithAnEmptyPasswordNeverSignsIn() async throws {
+        let user = "drovertest9"
+        try await SystemUsers.ensure([user])
+        let service = "drover-test-nullok"
+        try "auth required pam_unix.so nullok\naccount required pam_unix.so\n".write(toFile: "/etc/pam.d/\(service)", atomically: true, encoding: .utf8)
+        #expect(try await Executable.run("/usr/bin/passwd", ["-d", user]).status == 0)
+        defer { Task { try? await SystemUsers.ensure([user]) } }  // a password again
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: "auth-pam-service=\(service)\n")
+        try await cluster.start(0)
+        // Under `nullok`, pam_unix passes an account without a password whatever is typed,
+        // unless it is told to disallow null tokens.
+        let answers = try await Self.send(["", "anything", "x"].enumerated().map { Attempt(source: "127.0.0.\(40 + $0.offset)", user: user, password: $0.element) },
+                                          to: cluster.nodes[0])
+        for answer in answers { #expect(answer.status == 303 && !answer.cookie, "an account without a password signed in: \(answers)") }
+        #expect(try await cluster.stop(0) == 0)
+        try await SystemUsers.ensure([user])
+    }
 }
