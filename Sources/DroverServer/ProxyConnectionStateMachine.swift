@@ -509,6 +509,12 @@ struct ProxyConnectionStateMachine {
     private mutating func ownResponse(_ response: HTTPResponse) -> OwnResponse {
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
+        // Drover's own pages and answers cannot be framed by another site (clickjacking the
+        // admin dashboard's buttons) nor sniffed as another type. A session's answers are the
+        // program's own business and do not come through here.
+        if !headers.contains(name: "Content-Security-Policy") { headers.add(name: "Content-Security-Policy", value: "frame-ancestors 'none'") }
+        headers.replaceOrAdd(name: "X-Frame-Options", value: "DENY")
+        headers.replaceOrAdd(name: "X-Content-Type-Options", value: "nosniff")
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
         responseStarted = true
         responseEnded = true

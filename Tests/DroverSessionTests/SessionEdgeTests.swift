@@ -20,6 +20,23 @@ import Testing
 
     /// Past `max-starting-sessions`, a start is refused at once with 429 and `Retry-After`,
     /// never a bare 503; every start within the limit succeeds.
+    /// Issue 34, item 8: another site cannot frame Drover's pages (the home page, the sign-in
+    /// form, the admin dashboard, errors), nor a browser sniff them; a session's pages are its own.
+    @Test func droversOwnPagesCannotBeFramedAndSessionPagesAreLeftAlone() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let id = try #require(try await startSessions(cluster, count: 1).first?.id)
+        for path in ["/", "/admin", "/api/me", "/api/sessions", "/nowhere", "/s/\(String(repeating: "0", count: 32))/"] {
+            let answer = try await RawHTTPClient.request(host: node.address, port: node.port, path: path)
+            #expect(answer.header("Content-Security-Policy") == "frame-ancestors 'none'" && answer.header("X-Frame-Options") == "DENY"
+                        && answer.header("X-Content-Type-Options") == "nosniff", "\(path): \(answer.status) \(answer.headers)")
+        }
+        let page = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/")
+        #expect(page.status == 200 && page.header("X-Frame-Options") == nil && page.header("Content-Security-Policy") == nil, "\(page.headers)")
+        #expect(try await cluster.stop(0) == 0)
+    }
+
     @Test func startsPastTheNodesLimitAre429WithRetryAfter() async throws {
         // A session that takes a second to start, so the starts overlap.
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
