@@ -182,6 +182,15 @@ struct ProxyConnectionStateMachine {
         requestEnded = false
         responseStarted = false
         responseEnded = false
+        // A header named in `Connection` is not passed on; were `Content-Length` or
+        // `Transfer-Encoding` named, the body would reach the session unframed, and the session
+        // would read it as further requests this node never saw (smuggling).
+        if Self.connectionNamesFraming(head.headers) {
+            keepAlive = false
+            requestEnded = true
+            phase = .respondingLocally
+            return .respond(ownResponse(.text(.badRequest, "400 bad request: Connection may not name Content-Length or Transfer-Encoding\n")))
+        }
         guard proxied else {
             phase = .local(head: head, body: ByteBuffer())
             // A body announced over the cap is refused before any of it is read.
@@ -255,6 +264,14 @@ struct ProxyConnectionStateMachine {
         case .respondingLocally, .switchingProtocols:
             requestEnded = true
             return .none
+        }
+    }
+
+    /// Whether a `Connection` header names a field that frames the message.
+    static func connectionNamesFraming(_ headers: HTTPHeaders) -> Bool {
+        guard headers.contains(name: "Connection") else { return false }
+        return headers[canonicalForm: "connection"].contains { token in
+            HeaderName.equals(String(token), "content-length") || HeaderName.equals(String(token), "transfer-encoding")
         }
     }
 

@@ -25,6 +25,8 @@ public struct UpstreamResponseHead: Sendable {
         /// `Upgrade`: passed on with a 101 only.
         case upgrade
         case transferEncoding
+        /// `Content-Length`: frames the answer, so it is passed on even when `Connection` names it.
+        case contentLength
         case setCookie
     }
 
@@ -136,6 +138,7 @@ public struct UpstreamResponseHead: Sendable {
                     throw failure("an invalid or repeated Content-Length")
                 }
                 contentLength = length
+                kind = .contentLength
             } else if equals(name, "transfer-encoding") {
                 kind = .transferEncoding
                 for coding in tokens(value) {
@@ -203,7 +206,7 @@ public struct UpstreamResponseHead: Sendable {
         let switching = framing == .switched
         let rewrite = connection != nil || dechunked || fields.contains { field in
             switch field.kind {
-            case .plain, .transferEncoding: false
+            case .plain, .transferEncoding, .contentLength: false
             case .hopByHop, .upgrade: true
             case .setCookie: sessionPath != nil
             }
@@ -229,7 +232,7 @@ public struct UpstreamResponseHead: Sendable {
                     }
                     continue
                 }
-            case .plain:
+            case .plain, .contentLength:
                 break
             }
             out.writeImmutableBuffer(bytes.getSlice(at: base + field.start, length: field.end - field.start)!)
