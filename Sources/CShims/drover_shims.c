@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <errno.h>
 #include <string.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -52,11 +53,20 @@ int drover_connect_unix_as(int fd, const char *path, unsigned int uid, unsigned 
     if (syscall(SYS_setgroups, 1, &only) != 0) return -errno;
     long oldGid = syscall(SYS_setfsgid, gid);
     long oldUid = syscall(SYS_setfsuid, uid);
-    int result = connect(fd, (struct sockaddr *)&address, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + length + 1));
-    int error = result == 0 ? 0 : errno;
+    int result, error;
+    // setfsuid says nothing of a failure (a uid not mapped in this user namespace): ask for the
+    // value in force (an invalid uid changes nothing and returns it) and connect only as the user.
+    if (syscall(SYS_setfsuid, (uid_t)-1) != (long)uid || syscall(SYS_setfsgid, (gid_t)-1) != (long)gid) {
+        result = -1;
+        error = EPERM;
+    } else {
+        result = connect(fd, (struct sockaddr *)&address, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + length + 1));
+        error = result == 0 ? 0 : errno;
+    }
     syscall(SYS_setfsuid, oldUid);
     syscall(SYS_setfsgid, oldGid);
-    syscall(SYS_setgroups, count, saved);
+    // A thread of droverd's left with a user's credentials would act as that user from then on.
+    if (syscall(SYS_setgroups, count, saved) != 0 || syscall(SYS_setfsuid, (uid_t)-1) != oldUid) abort();
     return result == 0 ? 0 : -error;
 }
 
@@ -178,20 +188,33 @@ int drover_tcp_socket(unsigned short local_port, unsigned short remote_port, uns
 struct drover_tcp_listening {
     unsigned short port;
     unsigned long long *inodes;
+    unsigned int *uids;
     int capacity;
     int count;
 };
 
+/// Whether a listener bound to this local address receives connections to 127.0.0.1.
+static int drover_reaches_loopback(const struct inet_diag_msg *message) {
+    const __be32 *address = message->id.idiag_src;
+    if (message->idiag_family == AF_INET) return address[0] == htonl(INADDR_LOOPBACK) || address[0] == htonl(INADDR_ANY);
+    // IPv6: any address (dual-stack), or IPv4-mapped 127.0.0.1 or 0.0.0.0.
+    if (address[0] != 0 || address[1] != 0) return 0;
+    if (address[2] == 0 && address[3] == 0) return 1;
+    return address[2] == htonl(0xffff) && (address[3] == htonl(INADDR_LOOPBACK) || address[3] == htonl(INADDR_ANY));
+}
+
 static int drover_tcp_collect(const struct inet_diag_msg *message, void *context) {
     struct drover_tcp_listening *listening = context;
-    if (ntohs(message->id.idiag_sport) == listening->port && listening->count < listening->capacity) {
-        listening->inodes[listening->count++] = message->idiag_inode;
+    if (ntohs(message->id.idiag_sport) == listening->port && drover_reaches_loopback(message) && listening->count < listening->capacity) {
+        listening->inodes[listening->count] = message->idiag_inode;
+        listening->uids[listening->count] = message->idiag_uid;
+        listening->count++;
     }
     return 0;
 }
 
-int drover_tcp_listeners(unsigned short port, unsigned long long *inodes, int capacity) {
-    struct drover_tcp_listening listening = {port, inodes, capacity, 0};
+int drover_tcp_listeners(unsigned short port, unsigned long long *inodes, unsigned int *uids, int capacity) {
+    struct drover_tcp_listening listening = {port, inodes, uids, capacity, 0};
     int families[2] = {AF_INET, AF_INET6};
     for (int index = 0; index < 2; index++) {
         int result = drover_tcp_diag(families[index], 1, 1u << 10 /* TCP_LISTEN */, NULL, drover_tcp_collect, &listening);

@@ -123,7 +123,7 @@ enum SessionProcess {
     }
 
     private static func probe(_ endpoint: SessionEndpoint, uri: String) -> Bool {
-        guard let fd = try? SessionConnector().connect(endpoint) else { return false }
+        guard let fd = try? SessionConnector().connect(endpoint, timeout: 0.5) else { return false }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

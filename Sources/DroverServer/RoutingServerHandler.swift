@@ -354,6 +354,48 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         }
     }
 
+    /// Connects to a session of this node by its kind's endpoint; nothing is sent before the
+    /// listener is known to be the session's (a planted socket, a squatted port are refused).
+    /// - The guard's socket: as any Unix socket (only droverd can reach it).
+    /// - A user's socket: connected without blocking (a program that lets its queue fill up is
+    ///   refused at once, never waited for on the event loop) with the user's rights, its
+    ///   credentials checked, then handed to NIO.
+    /// - A port: connected by NIO, not reading, then checked on the blocking-work pool (the check
+    ///   reads /proc); reading starts once it passed.
+    static func connect(_ bootstrap: ClientBootstrap, to endpoint: SessionEndpoint, on loop: any EventLoop, logger: Logger) -> EventLoopFuture<any Channel> {
+        let refused: @Sendable (SessionEndpointRefusal) -> Void = { refusal in
+            if refusal.isForeign { logger.warning("refused a session's endpoint", metadata: ["endpoint": "\(endpoint)", "reason": "\(refusal.reason)"]) }
+        }
+        switch endpoint.address {
+        case .guardSocket(let path):
+            return bootstrap.connect(unixDomainSocketPath: path)
+        case .userSocket:
+            do throws(SessionEndpointRefusal) {
+                return bootstrap.withConnectedSocket(try SessionConnector().connect(endpoint, timeout: 0))
+            } catch {
+                refused(error)
+                return loop.makeFailedFuture(error)
+            }
+        case .loopbackPort(let port):
+            return bootstrap.channelOption(.autoRead, value: false).connect(host: "127.0.0.1", port: port).flatMap { channel in
+                let localPort = UInt16(channel.localAddress?.port ?? 0)
+                return NIOThreadPool.singleton.runIfActive(eventLoop: channel.eventLoop) {
+                    do throws(SessionEndpointRefusal) {
+                        try SessionConnector().verifyTCP(endpoint, localPort: localPort)
+                    } catch {
+                        refused(error)
+                        throw error
+                    }
+                }.flatMap {
+                    channel.setOption(.autoRead, value: true).map { channel }
+                }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
+        }
+    }
+
     private func connect(to target: Upstream, tls: NIOSSLContext?, context: ChannelHandlerContext) {
         let handler = UpstreamHandler()
         handler.owner = self
@@ -388,18 +430,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         switch target {
         case .unix(let path): connected = connecting.connect(unixDomainSocketPath: path)
         case .session(let endpoint):
-            if case .guardSocket(let path) = endpoint.address {
-                connected = connecting.connect(unixDomainSocketPath: path)
-            } else {
-                // Connected and verified here, before the channel exists: nothing is sent to a
-                // listener that is not the session's (a planted socket, a squatted port).
-                do throws(SessionEndpointRefusal) {
-                    connected = connecting.withConnectedSocket(try SessionConnector().connect(endpoint))
-                } catch {
-                    if error.isForeign { logger.warning("refused a session's endpoint", metadata: ["endpoint": "\(endpoint)", "reason": "\(error.reason)"]) }
-                    connected = context.eventLoop.makeFailedFuture(error)
-                }
-            }
+            connected = Self.connect(connecting, to: endpoint, on: context.eventLoop, logger: logger)
         case .tcp(let host, let port, _, _), .node(let host, let port, _, _, _): connected = connecting.connect(peer: host, port: port)
         }
         if let opened = opening?.opened {

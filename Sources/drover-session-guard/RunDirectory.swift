@@ -25,7 +25,10 @@ enum RunDirectory {
         }
         chmod(tree, 0o711)
         // A folder left by a guard that died is removed first; nobody but root can have made it.
-        remove(path)
+        remove(path, uid: uid)
+        // What could not be removed (nested past 1,024 levels, a folder of someone else's moved
+        // in) is moved aside in root's tree, out of the way of this start.
+        if access(path, F_OK) == 0 { rename(path, tree + "/.stale-" + (path as NSString).lastPathComponent + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)) }
         guard mkdir(path, 0o700) == 0 else {
             throw Failure(description: "cannot make the session's folder \(path) (\(String(cString: strerror(errno))))")
         }
@@ -45,19 +48,29 @@ enum RunDirectory {
     }
 
     /// Removes the folder and everything in it, through descriptors opened without following
-    /// links: a link the user left inside leads nowhere.
-    static func remove(_ path: String) {
+    /// links: a link the user left inside leads nowhere. It goes down only into folders of the
+    /// session's user on the folder's own file system: a folder of someone else's that the user
+    /// moved in (a shared project tree whose parent they may write) is left alone, not emptied
+    /// with root's rights.
+    static func remove(_ path: String, uid: uid_t) {
         let parent = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard parent >= 0 else { return }
         defer { close(parent) }
-        removeEntry(named: (path as NSString).lastPathComponent, in: parent, depth: 0)
+        var top = stat()
+        guard fstatat(parent, (path as NSString).lastPathComponent, &top, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        removeEntry(named: (path as NSString).lastPathComponent, in: parent, depth: 0, uid: uid, device: top.st_dev)
     }
 
-    private static func removeEntry(named name: String, in parent: Int32, depth: Int) {
+    private static func removeEntry(named name: String, in parent: Int32, depth: Int, uid: uid_t, device: dev_t) {
         if unlinkat(parent, name, 0) == 0 || errno == ENOENT { return }
-        guard errno == EISDIR || errno == EPERM, depth < 32 else { return }
+        guard errno == EISDIR || errno == EPERM, depth < 1024 else { return }
         let fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_dev == device, info.st_uid == uid || (depth == 0 && info.st_uid == geteuid()) else {
+            close(fd)
+            return
+        }
         if let listing = fdopendir(dup(fd)) {
             var names: [String] = []
             while let entry = readdir(listing) {
@@ -65,7 +78,7 @@ enum RunDirectory {
                 if entryName != ".", entryName != ".." { names.append(entryName) }
             }
             closedir(listing)
-            for entryName in names { removeEntry(named: entryName, in: fd, depth: depth + 1) }
+            for entryName in names { removeEntry(named: entryName, in: fd, depth: depth + 1, uid: uid, device: device) }
         }
         close(fd)
         unlinkat(parent, name, AT_REMOVEDIR)

@@ -274,7 +274,7 @@ final class SessionGuard: Sendable {
             while !released.load(ordering: .sequentiallyConsistent), monotonicNanoseconds() < deadline { usleep(10_000) }
         }
         group?.removeCgroup()
-        if let run = spec.runDirectory { RunDirectory.remove(run) }
+        if let run = spec.runDirectory { RunDirectory.remove(run, uid: spec.uid) }
         // Only now may the main process's pid go back to the system: nothing signals it again.
         group?.reapMain()
         unlink(spec.socketPath)

@@ -88,7 +88,7 @@ struct SessionProcessGroup: Sendable {
                                   descriptors: descriptors, newProcessGroup: true)
         } catch {
             if let cgroup = isolation.cgroupPath { rmdir(cgroup) }
-            if let run = spec.runDirectory { RunDirectory.remove(run) }
+            if let run = spec.runDirectory { RunDirectory.remove(run, uid: spec.uid) }
             throw LockError(path: spec.arguments?.first ?? spec.command, "cannot start the session command (\(error))")
         }
         return SessionProcessGroup(pid: pid, isolation: isolation)

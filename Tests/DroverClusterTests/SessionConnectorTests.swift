@@ -62,7 +62,7 @@ import Testing
     /// What the listener at `endpoint` says, through `connector`; or the refusal.
     static func reach(_ endpoint: SessionEndpoint, with connector: SessionConnector) -> Result<String, SessionEndpointRefusal> {
         do throws(SessionEndpointRefusal) {
-            let fd = try connector.connect(endpoint)
+            let fd = try connector.connect(endpoint, timeout: 2)
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 64)
             let count = read(fd, &buffer, buffer.count)

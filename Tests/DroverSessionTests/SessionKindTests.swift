@@ -23,8 +23,23 @@ if mode == "exit":
     sys.exit(3)
 if mode == "silent":
     time.sleep(3600)
+jammed = []
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if mode == "unix" and self.path.endswith("/jam"):
+            # A new listener at the socket's path that never accepts, its queue filled.
+            os.unlink(sys.argv[2])
+            jam = socket.socket(socket.AF_UNIX)
+            jam.bind(sys.argv[2])
+            jam.listen(0)
+            for _ in range(8):
+                filler = socket.socket(socket.AF_UNIX)
+                filler.setblocking(False)
+                try: filler.connect(sys.argv[2])
+                except OSError: pass
+                jammed.append(filler)
+            jammed.append(jam)
+            self.send_response(200); self.send_header("Content-Length", "7"); self.end_headers(); self.wfile.write(b"jammed\n"); return
         if secret is not None and self.headers.get("X-Session-Token") != secret:
             self.send_response(403); self.send_header("Content-Length", "9"); self.end_headers(); self.wfile.write(b"no token\n"); return
         fd3 = None
@@ -177,9 +192,36 @@ elif mode == "systemd":
         #expect(cluster.process(0)?.stderr.contains("refused a session's endpoint") == true)
         #expect(cluster.process(0)?.stderr.contains("not the session's user") == true)
 
-        // Quit: the session's folder goes with it.
+        // The session's program lets its socket's queue fill up and never accepts: its requests
+        // are refused at once, and nothing else on the node waits for it (the connect never
+        // blocks an event loop: it froze the whole node, every user's traffic and the guards'
+        // signs of life, until the session ended).
+        #expect(try await Self.asUser(Self.owner, ["/bin/sh", "-c", "rm -f '\(socket)' && mv '\(socket).real' '\(socket)'"]).status == 0)
+        #expect(try await Self.get(node, visitor, "/s/\(id)/jam").body == "jammed\n")
+        let started = Date()
+        let jammed = await concurrently(8) { _ in (try? await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/x",
+                                                                                     headers: visitor.headers, timeout: 15))?.status }
+        #expect(jammed.allSatisfy { $0 == 502 }, "\(jammed)")
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/health-check", timeout: 5).status == 200)
+        #expect(Date().timeIntervalSince(started) < 10, "requests to a jammed session waited")
+
+        // The owner moves a folder of theirs holding the stranger's files into the session's
+        // folder: removing it at the end must not empty the stranger's folder with root's rights.
+        let shared = TemporaryDirectory(prefix: "drover-shared-tree")
+        chmod(shared.path, 0o777)
+        let (ownerAccount, strangerAccount) = (getpwnam(Self.owner)!.pointee, getpwnam(Self.stranger)!.pointee)
+        try FileManager.default.createDirectory(atPath: shared.url("project/theirs"), withIntermediateDirectories: true)
+        try "the stranger's work\n".write(toFile: shared.url("project/theirs/precious"), atomically: false, encoding: .utf8)
+        chown(shared.url("project"), ownerAccount.pw_uid, ownerAccount.pw_gid)
+        for path in [shared.url("project/theirs"), shared.url("project/theirs/precious")] { chown(path, strangerAccount.pw_uid, strangerAccount.pw_gid) }
+        #expect(try await Self.asUser(Self.owner, ["/bin/mv", shared.url("project"), setup.run.path + "/node0/\(id)/project"]).status == 0)
+
+        // Quit: the session's folder goes with it, but not what is someone else's.
         #expect(try await RawHTTPClient.request("DELETE", host: node.address, port: node.port, path: "/api/sessions/\(id)", headers: visitor.headers).status == 204)
-        #expect(!FileManager.default.fileExists(atPath: setup.run.path + "/node0/\(id)"))
+        #expect(try await Self.asUser(Self.owner, ["/bin/ls", setup.run.path + "/node0/\(id)/project/theirs"]).stdout.contains("precious")
+                    || FileManager.default.fileExists(atPath: setup.run.path + "/node0/\(id)/project/theirs/precious"),
+                "the stranger's file was removed with root's rights")
+        #expect(!FileManager.default.fileExists(atPath: setup.run.path + "/node0/\(id)/http.sock"))
         #expect(try await cluster.stop(0) == 0)
     }
 

@@ -55,7 +55,8 @@ int drover_get_peer_credentials(int fd, drover_peer_credentials *out);
 int drover_tcp_socket(unsigned short local_port, unsigned short remote_port, unsigned int *uid, unsigned long long *inode,
                       unsigned char *state);
 
-/// The inodes of the TCP sockets listening on `port` (any address, IPv4 and IPv6), at most
-/// `capacity`: their number, or minus the errno.
-int drover_tcp_listeners(unsigned short port, unsigned long long *inodes, int capacity);
+/// The TCP sockets listening on `port` that a connection to 127.0.0.1:`port` could reach
+/// (bound to 127.0.0.1 or to any address, IPv4 or IPv6 dual-stack; not 127.0.0.2 or ::1): their
+/// inodes and owners' uids, at most `capacity`. Their number, or minus the errno.
+int drover_tcp_listeners(unsigned short port, unsigned long long *inodes, unsigned int *uids, int capacity);
 #endif

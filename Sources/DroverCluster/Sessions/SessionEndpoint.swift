@@ -119,63 +119,57 @@ public struct SessionConnector: Sendable {
         checks = Checks.all.subtracting(skipped)
     }
 
-    /// A connected, blocking socket to the session, verified; the caller owns it.
-    public func connect(_ endpoint: SessionEndpoint) throws(SessionEndpointRefusal) -> Int32 {
-        switch endpoint.address {
-        case .guardSocket(let path):
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw Self.failed("socket", errno) }
-            guard UnixSocketAddress.with(path, { Foundation.connect(fd, $0, $1) }) == 0 else {
-                let error = errno
-                close(fd)
-                throw Self.failed("connect to \(path)", error)
-            }
-            return fd
-        case .userSocket(let path):
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw Self.failed("socket", errno) }
-            let result: Int32
-            if checks.contains(.userRights) {
-                result = drover_connect_unix_as(fd, path, endpoint.uid, endpoint.gid)
-            } else {
-                result = UnixSocketAddress.with(path, { Foundation.connect(fd, $0, $1) }) == 0 ? 0 : -errno
-            }
-            guard result == 0 else {
-                close(fd)
-                throw Self.failed("connect to \(path) as uid \(endpoint.uid)", -result)
-            }
-            do {
-                try verifyUnixPeer(fd, endpoint, path: path)
-            } catch {
-                close(fd)
-                throw error
-            }
-            return fd
-        case .loopbackPort(let port):
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw Self.failed("socket", errno) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Foundation.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else {
-                let error = errno
-                close(fd)
-                throw Self.failed("connect to 127.0.0.1:\(port)", error)
-            }
-            var one: Int32 = 1
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            do {
-                try verifyTCPPeer(fd, endpoint, port: port)
-            } catch {
-                close(fd)
-                throw error
-            }
-            return fd
+    /// A connected socket to the session, verified; the caller owns it.
+    /// - Parameter timeout: seconds the connect may wait for a listener whose queue is full
+    ///   (`SO_SNDTIMEO`); 0: none at all — the socket is made non-blocking, and a full queue is a
+    ///   refusal at once. A session's program can make its queue stay full; nothing that waits
+    ///   on it may hold a thread others need (an event loop above all).
+    public func connect(_ endpoint: SessionEndpoint, timeout: Double) throws(SessionEndpointRefusal) -> Int32 {
+        let family = if case .loopbackPort = endpoint.address { AF_INET } else { AF_UNIX }
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Self.failed("socket", errno) }
+        if timeout <= 0 {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        } else {
+            var bound = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1_000_000))
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, socklen_t(MemoryLayout<timeval>.size))
         }
+        do throws(SessionEndpointRefusal) {
+            switch endpoint.address {
+            case .guardSocket(let path):
+                guard UnixSocketAddress.with(path, { Foundation.connect(fd, $0, $1) }) == 0 else { throw Self.failed("connect to \(path)", errno) }
+            case .userSocket(let path):
+                let result: Int32
+                if checks.contains(.userRights) {
+                    result = drover_connect_unix_as(fd, path, endpoint.uid, endpoint.gid)
+                } else {
+                    result = UnixSocketAddress.with(path, { Foundation.connect(fd, $0, $1) }) == 0 ? 0 : -errno
+                }
+                guard result == 0 else { throw Self.failed("connect to \(path) as uid \(endpoint.uid)", -result) }
+                try verifyUnixPeer(fd, endpoint, path: path)
+            case .loopbackPort(let port):
+                guard timeout > 0 else { throw SessionEndpointRefusal(isForeign: false, reason: "a port is connected to without blocking by NIO, then verified") }
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(port).bigEndian)
+                address.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Foundation.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                guard connected == 0 else { throw Self.failed("connect to 127.0.0.1:\(port)", errno) }
+                var local = sockaddr_in()
+                var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+                let named = withUnsafeMutablePointer(to: &local) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+                }
+                guard named == 0 else { throw Self.failed("getsockname", errno) }
+                try verifyTCP(endpoint, localPort: UInt16(bigEndian: local.sin_port))
+            }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
     }
 
     static func failed(_ what: String, _ error: Int32) -> SessionEndpointRefusal {
@@ -195,37 +189,39 @@ public struct SessionConnector: Sendable {
         }
     }
 
-    private func verifyTCPPeer(_ fd: Int32, _ endpoint: SessionEndpoint, port: Int) throws(SessionEndpointRefusal) {
-        var local = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let named = withUnsafeMutablePointer(to: &local) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard named == 0 else { throw Self.failed("getsockname", errno) }
-        let ourPort = UInt16(bigEndian: local.sin_port)
-        // The server end of this very connection, looked up exactly (sock_diag): its uid is its
-        // listener's, fixed when the connection was made, so a listener that went away
-        // meanwhile cannot hide whose it was.
+    /// Checks a connection made to the session's port, from its local port `localPort`, before a
+    /// byte is sent on it. The connection's server end is looked up exactly (sock_diag). Once the
+    /// program accepted it, it is a socket with a file: its owner must be the session's user and
+    /// a process of the session's cgroup must hold it. Before that, it waits in the queue of a
+    /// listener that receives 127.0.0.1:port — every such listener must be the session's (the
+    /// owner of a socket without a file reads as root on many kernels, so the waiting socket's
+    /// own uid proves nothing).
+    /// Reads /proc for the cgroup's processes: run it off the event loops.
+    public func verifyTCP(_ endpoint: SessionEndpoint, localPort: UInt16) throws(SessionEndpointRefusal) {
+        guard case .loopbackPort(let port) = endpoint.address else { return }
         var uid: UInt32 = 0
         var inode: UInt64 = 0
         var state: UInt8 = 0
-        let found = drover_tcp_socket(UInt16(port), ourPort, &uid, &inode, &state)
+        let found = drover_tcp_socket(UInt16(port), localPort, &uid, &inode, &state)
         guard found == 0, state != UInt8(TCPTable.listen) else {
             throw SessionEndpointRefusal(isForeign: false, reason: "127.0.0.1:\(port): the connection's other end cannot be looked up (\(found == 0 ? "a listener answered" : String(cString: strerror(-found)))); refused")
         }
-        if checks.contains(.listenerUser), uid != endpoint.uid {
-            throw SessionEndpointRefusal(isForeign: true, reason: "127.0.0.1:\(port) is held by uid \(uid), not the session's user (uid \(endpoint.uid)): refused")
+        var owners: [(uid: UInt32, inode: UInt64)] = [(uid, inode)]
+        if inode == 0 {
+            var inodes = [UInt64](repeating: 0, count: 64)
+            var uids = [UInt32](repeating: 0, count: 64)
+            let count = Int(drover_tcp_listeners(UInt16(port), &inodes, &uids, Int32(inodes.count)))
+            guard count > 0 else {
+                throw SessionEndpointRefusal(isForeign: false, reason: "127.0.0.1:\(port): no listener holds the connection any more; refused")
+            }
+            owners = (0..<count).map { (uids[$0], inodes[$0]) }
+        }
+        if checks.contains(.listenerUser), let stranger = owners.first(where: { $0.uid != endpoint.uid }) {
+            throw SessionEndpointRefusal(isForeign: true, reason: "127.0.0.1:\(port) is held by uid \(stranger.uid), not the session's user (uid \(endpoint.uid)): refused")
         }
         guard checks.contains(.listenerCgroup), let cgroup = endpoint.cgroup else { return }
-        // Accepted: the socket that holds it. Not yet: every listener it may wait in.
-        var inodes = [inode]
-        if inode == 0 {
-            var listeners = [UInt64](repeating: 0, count: 64)
-            let count = drover_tcp_listeners(UInt16(port), &listeners, Int32(listeners.count))
-            inodes = count > 0 ? Array(listeners.prefix(Int(count))) : []
-        }
         let held = Self.socketInodes(of: Self.members(of: cgroup))
-        if inodes.isEmpty || !inodes.allSatisfy(held.contains) {
+        if !owners.allSatisfy({ held.contains($0.inode) }) {
             throw SessionEndpointRefusal(isForeign: true, reason: "127.0.0.1:\(port) is listened on by a process that is not one of the session's: refused")
         }
     }
@@ -235,14 +231,17 @@ public struct SessionConnector: Sendable {
         ((try? String(contentsOfFile: cgroup + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) }
     }
 
-    /// The inodes of the sockets the processes hold.
+    /// The inodes of the sockets the processes hold (the first 4,096 processes and 65,536
+    /// descriptors: the work a session's processes can make a check do is bounded).
     static func socketInodes(of pids: [pid_t]) -> Set<UInt64> {
         var inodes = Set<UInt64>()
         var buffer = [CChar](repeating: 0, count: 64)
-        for pid in pids {
+        var budget = 65_536
+        for pid in pids.prefix(4096) where budget > 0 {
             let folder = "/proc/\(pid)/fd"
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder) else { continue }
-            for entry in entries {
+            for entry in entries.prefix(budget) {
+                budget -= 1
                 let count = readlink(folder + "/" + entry, &buffer, buffer.count - 1)
                 guard count > 9 else { continue }
                 let target = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
