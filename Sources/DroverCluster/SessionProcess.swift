@@ -20,7 +20,9 @@ enum SessionProcess {
         var loginShell: String {
             let listed = ((try? String(contentsOfFile: "/etc/shells", encoding: .utf8)) ?? "").split(separator: "\n")
                 .map { $0.trimmingCharacters(in: .whitespaces) }
-            return listed.contains(shell) && access(shell, X_OK) == 0 ? shell : "/bin/sh"
+            // csh and tcsh take -l only alone (no -c): their users get /bin/sh's login, ~/.profile.
+            let cShell = ["csh", "tcsh"].contains((shell as NSString).lastPathComponent)
+            return listed.contains(shell) && access(shell, X_OK) == 0 && !cShell ? shell : "/bin/sh"
         }
 
         /// Where a session of this account keeps its saved state (in the shared home).

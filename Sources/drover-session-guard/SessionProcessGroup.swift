@@ -70,7 +70,9 @@ struct SessionProcessGroup: Sendable {
             // program's own pid, which the exec chain keeps.
             let activation = spec.endpointType == .systemd ? "LISTEN_PID=$$; LISTEN_FDS=1; LISTEN_FDNAMES=drover; export LISTEN_PID LISTEN_FDS LISTEN_FDNAMES; " : ""
             let login = spec.loginShell ?? "/bin/sh"
-            setpriv += ["--", "/bin/sh", "-c", prologue + activation + "exec \"$0\" -l -c 'exec \"$@\"' \"$0\" \"$@\"", login] + arguments
+            // fish passes what follows -c's script as $argv (no $0); POSIX shells as "$0" "$@".
+            let run = (login as NSString).lastPathComponent == "fish" ? "exec \"$0\" -l -c 'exec $argv' \"$@\"" : "exec \"$0\" -l -c 'exec \"$@\"' \"$0\" \"$@\""
+            setpriv += ["--", "/bin/sh", "-c", prologue + activation + run, login] + arguments
         } else {
             setpriv += ["--", "/bin/sh", "-c", prologue + "exec " + spec.command]
         }

@@ -51,7 +51,7 @@ import Testing
     @Test func everyMistakeNamesTheFileTheLineAndTheFix() {
         let file = "/etc/drover/kinds/lab.conf"
         #expect(refusal("endpoint=unix-socket\n\(Self.lab)\nlable=Lab\n")
-                    == "\(file):3: unknown key 'lable'; a kind takes base-path, command, endpoint, groups, label, ready-path, secret-header, start-timeout and env.NAME=value")
+                    == "\(file):3: unknown key 'lable'; a kind takes base-path, command, endpoint, groups, label, ready-path, secret-header, start-timeout, trust-local-users and env.NAME=value")
         #expect(refusal("endpoint=inherited\n").hasPrefix("\(file): has no command; add a line like command=["))
         #expect(refusal("command=jupyter-lab --ServerApp.sock={socket}\nendpoint=unix-socket\n")
                     .hasPrefix("\(file):1: 'command' is the program and its arguments as a JSON array of non-empty strings"))
@@ -64,6 +64,9 @@ import Testing
         #expect(refusal(#"command=["/bin/app"]"# + "\nendpoint=unix-socket\n")
                     == "\(file):2: endpoint=unix-socket needs {socket} in the command or an env.NAME line: that is where the program must bind")
         #expect(refusal(#"command=["/bin/app"]"# + "\nendpoint=tcp-port\n").hasPrefix("\(file):2: endpoint=tcp-port needs {port}"))
+        #expect(refusal(#"command=["/bin/app", "{port}"]"# + "\nendpoint=tcp-port\n")
+                    .hasPrefix("\(file):2: endpoint=tcp-port lets every local user of the node connect to the session's port: give the program a secret"))
+        #expect(refusal(#"command=["/bin/app", "{port}"]"# + "\nendpoint=tcp-port\ntrust-local-users=1\n") == "accepted")
         #expect(refusal(#"command=["/bin/app", "--port={port}"]"# + "\nendpoint=unix-socket\nenv.S={socket}\n")
                     == "\(file):2: {port} is only for endpoint=tcp-port; with endpoint=unix-socket remove it")
         #expect(refusal(#"command=["/bin/app", "{socket}"]"# + "\nendpoint=inherited\n")

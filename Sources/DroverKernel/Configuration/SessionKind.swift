@@ -63,7 +63,7 @@ public struct SessionKind: Sendable, Equatable, Codable {
     /// The kind `session-command` defines.
     public static let legacyName = "default"
     static let keys: Set<String> = ["label", "command", "endpoint", "ready-path", "start-timeout", "base-path", "groups",
-                                    "secret-header"]
+                                    "secret-header", "trust-local-users"]
 
     public var name: String
     public var label: String
@@ -239,6 +239,10 @@ public struct SessionKind: Sendable, Equatable, Codable {
             }
         } else if uses.contains(.secretFile) {
             throw ConfigurationError(file: file.path, "uses {secret-file} but has no secret-header=NAME, so droverd would not send the secret")
+        } else if endpoint == .tcpPort, !(try reader.boolean("trust-local-users", default: false)) {
+            // Every local user can connect to a loopback port; only a secret keeps them out.
+            throw reader.error(endpointEntry, "endpoint=tcp-port lets every local user of the node connect to the session's port: give the program a secret "
+                + "it checks (secret-header=NAME and {secret-file}), or, on nodes where users have no shell, say trust-local-users=1")
         }
         if let header = secretHeader?.lowercased(), ["authorization", "cookie", "host", "content-length", "transfer-encoding", "connection"].contains(header) {
             throw ConfigurationError(file: file.path, "secret-header=\(secretHeader!) would replace a header the client or the proxy needs; pick a header of the program's own (a token header)")
