@@ -166,10 +166,11 @@ public final class PostgresRegistryStore: RegistryStore {
         try await withConnection { db, sql, _ in try sql.activeSessionCounts(db) }
     }
 
-    public func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
+    public func placeNewSession(_ session: SessionRecord, userLimit: Int,
+                                choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
         try await withConnection { db, sql, isRetry in
             do {
-                return try sql.placeNewSession(session, choose: choose, db, isUniqueViolation: Self.isUniqueViolation)
+                return try sql.placeNewSession(session, userLimit: userLimit, choose: choose, db, isUniqueViolation: Self.isUniqueViolation)
             } catch RegistryError.duplicateSession(let id) where isRetry {
                 // The first attempt may have committed before the connection dropped.
                 guard let stored = try sql.session(id, db), stored.username == session.username else { throw RegistryError.duplicateSession(id) }

@@ -107,8 +107,9 @@ public final class SQLiteRegistryStore: RegistryStore {
         try await withConnection { try $1.activeSessionCounts($0) }
     }
 
-    public func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
-        try await withConnection { try $1.placeNewSession(session, choose: choose, $0, isUniqueViolation: { $0 is SQLiteConstraintError }) }
+    public func placeNewSession(_ session: SessionRecord, userLimit: Int,
+                                choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
+        try await withConnection { try $1.placeNewSession(session, userLimit: userLimit, choose: choose, $0, isUniqueViolation: { $0 is SQLiteConstraintError }) }
     }
 
     public func placeExistingSession(_ id: String, from expected: SessionOwnership,

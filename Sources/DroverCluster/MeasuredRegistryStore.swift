@@ -59,8 +59,9 @@ public struct MeasuredRegistryStore: RegistryStore {
     public func activeSessionCounts() async throws -> [Int64: Int] {
         try await measure("active_session_counts") { try await base.activeSessionCounts() }
     }
-    public func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
-        try await measure("place_session") { try await base.placeNewSession(session, choose: choose) }
+    public func placeNewSession(_ session: SessionRecord, userLimit: Int,
+                                choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
+        try await measure("place_session") { try await base.placeNewSession(session, userLimit: userLimit, choose: choose) }
     }
     public func placeExistingSession(_ id: String, from expected: SessionOwnership,
                                      choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord? {

@@ -41,14 +41,15 @@ public struct PlacementEngine: Sendable {
         return (survey, decision)
     }
 
-    /// Places a new session and stores it in state `starting` on the chosen node.
-    public func placeNew(_ session: SessionRecord) async throws -> (SessionRecord, PlacementDecision) {
+    /// Places a new session and stores it in state `starting` on the chosen node, unless its
+    /// user has `userLimit` sessions already (0: no limit), counted in the same step.
+    public func placeNew(_ session: SessionRecord, userLimit: Int = 0) async throws -> (SessionRecord, PlacementDecision) {
         try await counted {
             let started = ContinuousClock.now
             let request = PlacementRequest(username: session.username, kind: session.kind)
             let (survey, prepared) = try await prepare(request)
             let decision = DecisionBox()
-            let stored = try await store.placeNewSession(session) { counts in
+            let stored = try await store.placeNewSession(session, userLimit: userLimit) { counts in
                 try decision.decide(strategy, request, survey: survey, counts: counts, prepared: prepared)
             }
             let made = decision.value!

@@ -107,7 +107,6 @@ public final class SessionManager: Sendable {
     public func create(username: String, label: String?, kind asked: String? = nil, by actor: AuditRecord.Actor) async throws -> SessionRecord {
         do {
             let kind = try await admitKind(asked, for: username)
-            try await checkUserLimit(username)
             let session = try await placeAndLaunch(username: username, label: label, kind: kind.name)
             runtime.audit(actor, "session-create", session.id, user: username, node: session.ownership.node, reason: "kind \(kind.name)")
             return session
@@ -118,24 +117,21 @@ public final class SessionManager: Sendable {
         }
     }
 
-    /// `max-sessions-per-user`: every session of the user counts, suspended ones too (each can
-    /// be resumed at any time). Checked when a session is created.
-    private func checkUserLimit(_ username: String) async throws {
-        let limit = runtime.configuration.server.maxSessionsPerUser
-        guard limit > 0 else { return }
-        let count = try await store.sessions(matching: SessionFilter(username: username)).count
-        guard count < limit else {
-            throw SessionError.limitReached("\(username) has \(count) sessions, the most allowed (max-sessions-per-user=\(limit)); quit one to start another")
-        }
-    }
-
     private func placeAndLaunch(username: String, label: String?, kind: String) async throws -> SessionRecord {
         let now = try await store.now()
         let record = SessionRecord(id: Crypto.randomBytes(16).hexString, username: username,
                                    ownership: SessionOwnership(node: nil, state: .starting), createdAt: now, lastActive: now, label: label,
                                    kind: kind)
         for attempt in 1... {
-            let (placed, _) = try await engine().placeNew(record)
+            // `max-sessions-per-user`: every session of the user counts, suspended ones too (each
+            // can be resumed at any time), counted by the registry in the step that inserts the
+            // new one, so starts at once through several nodes cannot pass it together.
+            let placed: SessionRecord
+            do {
+                placed = try await engine().placeNew(record, userLimit: runtime.configuration.server.maxSessionsPerUser).0
+            } catch RegistryError.userLimitReached(let user, let count, let limit) {
+                throw SessionError.limitReached("\(user) has \(count) sessions, the most allowed (max-sessions-per-user=\(limit)); quit one to start another")
+            }
             do {
                 // A new session: no node can have a route to it cached, so nobody is told it moved.
                 return try await launchOnOwner(placed, isNew: true)

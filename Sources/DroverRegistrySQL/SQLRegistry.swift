@@ -218,9 +218,14 @@ public struct SQLRegistry: Sendable {
         }
     }
 
-    public func placeNewSession(_ session: SessionRecord, choose: ([Int64: Int]) throws -> Int64, _ db: some SQLExecutor,
+    public func placeNewSession(_ session: SessionRecord, userLimit: Int, choose: ([Int64: Int]) throws -> Int64, _ db: some SQLExecutor,
                                 isUniqueViolation: (any Error) -> Bool) throws -> SessionRecord {
         try underPlacementLock(db) {
+            if userLimit > 0 {
+                let count = try db.query("SELECT COUNT(*) FROM session WHERE username = \(p(1))", [session.username])
+                    .first?.first.flatMap { $0 }.flatMap { Int($0) } ?? 0
+                if count >= userLimit { throw RegistryError.userLimitReached(user: session.username, count: count, limit: userLimit) }
+            }
             var placed = session
             placed.ownership = SessionOwnership(node: try choose(try activeSessionCounts(db)), state: .starting)
             try createSession(placed, db, isUniqueViolation: isUniqueViolation)

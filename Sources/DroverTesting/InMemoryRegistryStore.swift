@@ -151,9 +151,12 @@ public final class InMemoryRegistryStore: RegistryStore {
 
     public func activeSessionCounts() async throws -> [Int64: Int] { try locked { Self.activeCounts($0) } }
 
-    public func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
+    public func placeNewSession(_ session: SessionRecord, userLimit: Int,
+                                choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
         try locked { state in
             guard state.sessions[session.id] == nil else { throw RegistryError.duplicateSession(session.id) }
+            let count = state.sessions.values.filter { $0.username == session.username }.count
+            if userLimit > 0, count >= userLimit { throw RegistryError.userLimitReached(user: session.username, count: count, limit: userLimit) }
             var placed = session
             placed.ownership = SessionOwnership(node: try choose(Self.activeCounts(state)), state: .starting)
             placed.createdAt = Self.microseconds(session.createdAt)

@@ -49,4 +49,20 @@ import Testing
         #expect(try await create(node).status == 201)
         #expect(try await cluster.stop(0) == 0)
     }
+
+    /// Issue 34, item 9: twelve starts at once by one user, split over two nodes, with
+    /// `max-sessions-per-user=2`: two sessions, ten refusals (the count was read, then the session
+    /// placed, with nothing in between: nine sessions were made). On SQLite and PostgreSQL.
+    @Test(arguments: PostgresTestServer.shouldRun ? ["sqlite", "postgresql"] : ["sqlite"])
+    func aBurstOfStartsAcrossNodesStaysWithinTheUsersLimit(backend name: String) async throws {
+        let backend: TestCluster.Backend = name == "sqlite" ? .sqlite : .postgresql(try PostgresTestServer.required())
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: backend,
+                                            rserver: "session-command=\(demoCommand)\nauth-none=1\nmax-sessions-per-user=2\n")
+        for index in 0..<2 { try await cluster.start(index) }
+        let answers = await concurrently(12) { index in (try? await self.create(cluster.nodes[index % 2]))?.status ?? 0 }
+        #expect(answers.filter { $0 == 201 }.count == 2 && answers.filter { $0 == 429 }.count == 10, "\(answers)")
+        let listed = try await RawHTTPClient.request(host: cluster.nodes[0].address, port: cluster.nodes[0].port, path: "/api/sessions")
+        #expect((try JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [Any])?.count == 2, "\(listed.body)")
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+    }
 }

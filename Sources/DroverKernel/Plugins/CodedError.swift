@@ -15,6 +15,7 @@ extension RegistryError: CodedError {
         switch self {
         case .unavailable, .closed: 503
         case .duplicateSession, .notEmpty: 409
+        case .userLimitReached: 429
         case .corrupt: 500
         }
     }
@@ -22,7 +23,7 @@ extension RegistryError: CodedError {
     public var retryAfterSeconds: Int? {
         switch self {
         case .unavailable, .closed: 5
-        case .duplicateSession, .notEmpty, .corrupt: nil
+        case .duplicateSession, .notEmpty, .corrupt, .userLimitReached: nil
         }
     }
 }

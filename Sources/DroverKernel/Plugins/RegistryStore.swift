@@ -51,10 +51,14 @@ public protocol RegistryStore: Sendable {
     /// Starting, running and suspending sessions, per owning node.
     func activeSessionCounts() async throws -> [Int64: Int]
     /// Places a new session: while holding the registry's placement lock (one placement at a
-    /// time across the cluster), reads every node's active session count, asks `choose` for a
-    /// node and inserts `session` there in state `starting`.
+    /// time across the cluster), counts the user's sessions (any state) and refuses with
+    /// ``RegistryError/userLimitReached(user:count:limit:)`` when they are `userLimit` already (0: no
+    /// limit), reads every node's active session count, asks `choose` for a node and inserts
+    /// `session` there in state `starting`. The count and the insert are one step: starts at once
+    /// on several nodes cannot pass the limit together.
     /// - Returns: the stored row.
-    func placeNewSession(_ session: SessionRecord, choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord
+    func placeNewSession(_ session: SessionRecord, userLimit: Int,
+                         choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord
     /// Places an existing session (suspended, or owned by a dead node) the same way, by
     /// compare-and-set from `expected` to the chosen node in state `starting`.
     /// - Returns: the stored row, or nil when the session no longer had `expected` ownership.
@@ -133,6 +137,8 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
     case unavailable(String)
     /// A row holds a value Drover cannot read; the text names the table, row and column.
     case corrupt(String)
+    /// The user has `limit` sessions already (`max-sessions-per-user`).
+    case userLimitReached(user: String, count: Int, limit: Int)
     /// The store was closed.
     case closed
 
@@ -142,6 +148,8 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
         case .notEmpty(let counts): "the target registry is not empty (\(counts)); pass --force to replace its rows"
         case .unavailable(let reason): reason
         case .corrupt(let what): "unreadable registry contents: \(what)"
+        case .userLimitReached(let user, let count, let limit):
+            "\(user) has \(count) sessions, the most allowed (max-sessions-per-user=\(limit)); quit one to start another"
         case .closed: "the registry store is closed"
         }
     }

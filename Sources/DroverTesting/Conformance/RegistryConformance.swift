@@ -26,6 +26,7 @@ public enum RegistryConformance {
         case auditRowsAreKeptInOrderFilteredAndPruned
         case transitionsAreCompareAndSet
         case thirtyTwoConcurrentClaimersExactlyOneWins
+        case aUsersLimitHoldsWhenTwelveStartAtOnce
         case snapshotRestoresIntoAnEmptyStoreOnlyUnlessReplacing
         case timesComeBackToTheMicrosecond
         case aClosedStoreRefusesCalls
@@ -233,6 +234,34 @@ public enum RegistryConformance {
             #expect(wins == 1)
             let owner = try #require(try await setup.session("contested")?.ownership)
             #expect(owner.state == .starting && owner.node != nil)
+            await setup.close()
+            for store in stores { await store.close() }
+        case .aUsersLimitHoldsWhenTwelveStartAtOnce:
+            // max-sessions-per-user=2, twelve starts of one user at once over four connections
+            // (as from several nodes): the count and the insert are one step, so two are placed.
+            let setup = try await migrated(makeStore)
+            let node = try await setup.registerNode(registration("h"))
+            let stores = try (0..<4).map { _ in try makeStore() }
+            let placed = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for start in 0..<12 {
+                    let store = stores[start % stores.count]
+                    group.addTask {
+                        do {
+                            _ = try await store.placeNewSession(newSession("limited\(start)", user: "alice"), userLimit: 2) { _ in node.id }
+                            return true
+                        } catch RegistryError.userLimitReached(let user, let count, let limit) {
+                            #expect(user == "alice" && count == 2 && limit == 2)
+                            return false
+                        }
+                    }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(placed == 2, "\(placed) sessions placed past max-sessions-per-user=2")
+            #expect(try await setup.sessions(matching: SessionFilter(username: "alice")).count == 2)
+            // Another user is not held back by alice's count, nor anyone by a limit of 0.
+            _ = try await setup.placeNewSession(newSession("bobs", user: "bob"), userLimit: 2) { _ in node.id }
+            _ = try await setup.placeNewSession(newSession("unlimited", user: "alice"), userLimit: 0) { _ in node.id }
             await setup.close()
             for store in stores { await store.close() }
         case .snapshotRestoresIntoAnEmptyStoreOnlyUnlessReplacing:
