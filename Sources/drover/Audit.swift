@@ -61,7 +61,10 @@ struct Audit: AsyncParsableCommand {
             } else {
                 let when = row.time.map(stamp.string(from:)) ?? "-"
                 let node = row.node.map { "node \($0)" } ?? "-"
-                print("\(when)  \(row.actor)  \(row.action)  \(row.target)  \(node)  \(row.result)\(row.reason.isEmpty ? "" : "  \(row.reason)")")
+                // Reasons carry text from users' programs (a failed start's log tail): escaped, so a
+                // session cannot forge or hide lines, or move the cursor, in an operator's terminal.
+                let fields = ["\(row.actor)", row.action, row.target, node, row.result].map(ActiveSessions.printable)
+                print("\(when)  " + fields.joined(separator: "  ") + (row.reason.isEmpty ? "" : "  " + ActiveSessions.printable(row.reason)))
             }
         }
         if rows.isEmpty, !json { FileHandle.standardError.write(Data("No audit rows match.\n".utf8)) }

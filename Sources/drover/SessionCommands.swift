@@ -157,9 +157,21 @@ struct ActiveSessions: AsyncParsableCommand {
         commandName: "active-sessions",
         abstract: "List the sessions running on this node: pid, user, session id, kind, age.")
 
-    /// A value read from the registry, safe for a terminal: control characters escaped.
+    /// A value read from the registry, safe for a terminal: control characters (C0, DEL and
+    /// C1, which includes the 8-bit escape introducers) and backslashes escaped.
     static func printable(_ text: String) -> String {
-        text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "\\x" + String(format: "%02x", $0.value) : String($0) }.joined()
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x5c: out += "\\\\"
+            case 0x0a: out += "\\n"
+            case 0x0d: out += "\\r"
+            case 0x09: out += "\\t"
+            case 0..<0x20, 0x7f, 0x80..<0xa0: out += String(format: "\\x%02x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     @OptionGroup var options: ConfigOptions

@@ -341,6 +341,8 @@ extension SessionKindTests {
         let cluster = try await setup.cluster(kinds: [
             "exits": setup.kind(["exit", "{port}", "{secret-file}"], "endpoint=tcp-port\nsecret-header=X-Session-Token\n"),
             "silent": setup.kind(["silent", "{socket}"], "endpoint=unix-socket\nstart-timeout=3\n"),
+            // A program whose output tries to forge a line in an operator's terminal.
+            "forger": #"command=["/bin/sh", "-c", "printf 'fine\\n2026-01-01T00:00:00Z  admin  session-quit  forged  node 1  ok\\033[2K\\r'; exit 4"]"# + "\nendpoint=inherited\n",
         ])
         try await cluster.start(0)
         let node = cluster.nodes[0]
@@ -358,8 +360,19 @@ extension SessionKindTests {
         try await cluster.eventually("nothing is left running") {
             SystemUsers.processes(matching: setup.program).isEmpty && (try? FileManager.default.contentsOfDirectory(atPath: setup.run.path + "/node0"))?.isEmpty != false
         }
+        let forged = try await Self.start(node, visitor, kind: "forger")
+        #expect(forged.status == 500 && forged.body.contains("'forger' session exited (status 4)"), "\(forged.body)")
+        try await cluster.eventually("the forger's row is written") {
+            try await cluster.drover(0, ["audit", "--user", Self.owner, "--json"]).stdout.contains("kind forger")
+        }
         let audit = try await cluster.drover(0, ["audit", "--user", Self.owner])
         #expect(audit.stdout.contains("kind exits") && audit.stdout.contains("[secret]") && audit.stdout.contains("failed"), "\(audit.stdout)")
+        // One line per row, whatever the programs printed: escaped, never a line or an escape of their own.
+        let lines = audit.stdout.split(separator: "\n")
+        #expect(!audit.stdout.contains("\u{1b}") && !lines.contains { $0.hasPrefix("2026-01-01T00:00:00Z") }, "\(audit.stdout)")
+        #expect(audit.stdout.contains(#"fine\n2026-01-01T00:00:00Z  admin  session-quit  forged  node 1  ok\x1b[2K"#), "\(audit.stdout)")
+        let rows = try await cluster.drover(0, ["audit", "--user", Self.owner, "--json"]).stdout.split(separator: "\n")
+        #expect(lines.count == rows.count && audit.stdout.contains("\u{1b}") == false)
         #expect(try await cluster.stop(0) == 0)
     }
 
