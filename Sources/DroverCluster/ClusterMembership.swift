@@ -349,6 +349,7 @@ public struct ClusterMembership: Sendable {
         do {
             let context = PluginContext(config, key: runtime.key, logger: logger)
             let balancer = try runtime.catalog.makeBalancer(lb, context: context)
+            runtime.metrics.prepare(strategy: balancer.name)
             let diagnostics = try runtime.catalog.makeDiagnostics(lb, context: context)
             let client = try NodeClient(key: runtime.key, protocol: runtime.clusterProtocol, timeoutSeconds: lb.timeout, caFile: lb.sslCAFile)
             runtime.update {

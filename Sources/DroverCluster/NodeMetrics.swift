@@ -88,6 +88,38 @@ public final class NodeMetrics: Sendable {
     /// The session states ``exposition(sessionsByState:status:)`` always reports, at zero when none.
     static let sessionStates = ["starting", "running", "stopping"]
 
+    // Label values known before anything happens: each of their series is exported from the
+    // first scrape, at zero, so a dashboard's rate() has a start to measure from (Prometheus's
+    // instrumentation guidelines).
+    static let placementOutcomes = ["placed", "moved-meanwhile", "no-node", "failed"]
+    static let registryOperations = ["active_session_counts", "append_audit", "audit", "cluster", "create_session", "define_cluster",
+                                     "delete_node", "delete_session", "heartbeat", "mark_unreachable", "migrate", "nodes", "now",
+                                     "place_session", "prune_audit", "register_node", "reset_cluster", "restore", "revocations", "revoke",
+                                     "session", "sessions", "set_node_status", "snapshot", "touch_session", "transition_session"]
+    static let refusalReasons = ["status-address", "internal-call-signature", "hop-signature", "sign-in-failed", "sign-in-throttled",
+                                 "websocket-origin"]
+    static let stops = ["suspended", "quit", "exited"]
+    static let unaskedEnds = ["exited", "lease-lost", "droverd-silent", "guard-died", "failed", "taken-away"]
+    static let notices = ["node-joined", "node-left", "node-deleted", "node-status", "session-moved", "revocations-changed"]
+
+    /// Makes every series whose labels are known in advance, at zero: the configured balancer's
+    /// placements by outcome, every registry operation, refusal reason, stop, end and notice.
+    /// Called at start and when a reload changes the balancer.
+    public func prepare(strategy: String) {
+        for outcome in Self.placementOutcomes {
+            _ = registry.makeCounter(descriptor: Family.placements, labels: [("strategy", strategy), ("outcome", outcome)])
+        }
+        _ = registry.makeDurationHistogram(descriptor: Family.placementLatency, labels: [("strategy", strategy)], buckets: Self.buckets)
+        for operation in Self.registryOperations {
+            _ = registry.makeDurationHistogram(descriptor: Family.registryLatency, labels: [("operation", operation)], buckets: Self.buckets)
+            _ = registry.makeCounter(descriptor: Family.registryErrors, labels: [("operation", operation)])
+        }
+        for reason in Self.refusalReasons { _ = registry.makeCounter(descriptor: Family.refusals, labels: [("reason", reason)]) }
+        for how in Self.stops { _ = registry.makeCounter(descriptor: Family.sessionStops, labels: [("how", how)]) }
+        for reason in Self.unaskedEnds { _ = registry.makeCounter(descriptor: Family.sessionEnds, labels: [("reason", reason)]) }
+        for call in Self.notices { _ = registry.makeCounter(descriptor: Family.peerCallFailures, labels: [("call", call)]) }
+    }
+
     // MARK: the data path
 
     /// One proxied request answered with `status` after `took`.

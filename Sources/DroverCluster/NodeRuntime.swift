@@ -105,6 +105,7 @@ public final class NodeRuntime: Sendable {
         let lb = setup.configuration.effectiveLoadBalancer
         clusterProtocol = ClusterProtocol(sslEnabled: setup.configuration.server.sslEnabled, verifySSLCerts: lb.verifySSLCerts)
         let balancer = try setup.catalog.makeBalancer(lb, context: PluginContext(setup.configuration, key: setup.key, logger: logger))
+        metrics.prepare(strategy: balancer.name)
         state = Mutex(State(loadBalancer: lb, diagnostics: setup.diagnostics, balancer: balancer,
                             client: try NodeClient(key: setup.key, protocol: clusterProtocol, timeoutSeconds: lb.timeout, caFile: lb.sslCAFile),
                             offlineMode: FileManager.default.fileExists(atPath: setup.configuration.offlineFlagFile)))

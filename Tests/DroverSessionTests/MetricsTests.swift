@@ -57,6 +57,35 @@ struct Scrape {
         return try Scrape(response.body)
     }
 
+    /// Issue 34, item 7: every counter and histogram exists from the first scrape, at zero, for
+    /// each label set known in advance, so a dashboard's rate() has a start.
+    @Test(.enabled(if: promtool != nil || ProcessInfo.processInfo.environment["CI"] == "true"))
+    func everySeriesKnownInAdvanceIsThereAtZeroFromTheFirstScrape() async throws {
+        let promtool = try #require(Self.promtool, "no promtool: scripts/test.sh takes it out of Debian's prometheus package")
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0)
+        let first = try await scrape(cluster.nodes[0], promtool: promtool)
+        func zero(_ name: String, _ labels: [String: String]) {
+            let found = first.series.filter { one in one.name == name && labels.allSatisfy { one.labels[$0.key] == $0.value } }
+            #expect(found.count == 1 && found.first?.value == 0, "\(name) \(labels): \(found.map(\.value))")
+        }
+        for outcome in ["placed", "moved-meanwhile", "no-node", "failed"] { zero("drover_placements_total", ["strategy": "sessions", "outcome": outcome]) }
+        zero("drover_placement_duration_seconds_count", ["strategy": "sessions"])
+        for reason in ["status-address", "internal-call-signature", "hop-signature", "sign-in-failed", "sign-in-throttled", "websocket-origin"] {
+            zero("drover_requests_refused_total", ["reason": reason])
+        }
+        for how in ["suspended", "quit", "exited"] { zero("drover_session_stops_total", ["how": how]) }
+        for reason in ["exited", "lease-lost", "droverd-silent", "guard-died", "failed", "taken-away"] { zero("drover_session_unasked_ends_total", ["reason": reason]) }
+        for call in ["node-joined", "node-left", "node-deleted", "node-status", "session-moved", "revocations-changed"] {
+            zero("drover_peer_call_failures_total", ["call": call])
+        }
+        for operation in ["place_session", "transition_session", "heartbeat", "sessions"] { zero("drover_registry_errors_total", ["operation": operation]) }
+        for name in ["drover_session_start_failures_total", "drover_heartbeat_failures_total", "drover_lock_breaks_total", "drover_session_start_duration_seconds_count"] {
+            zero(name, [:])
+        }
+        #expect(try await cluster.stop(0) == 0)
+    }
+
     @Test(.enabled(if: promtool != nil || ProcessInfo.processInfo.environment["CI"] == "true"))
     func eachNodeExportsItsOwnEventsAndTheCountersMoveWhenTheyHappen() async throws {
         let promtool = try #require(Self.promtool, "no promtool: scripts/test.sh takes it out of Debian's prometheus package")
