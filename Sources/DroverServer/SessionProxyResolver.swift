@@ -28,6 +28,8 @@ public struct SessionProxyResolver: ProxyResolver {
         case anonymous
         /// Hop headers on anything but a verified opening: refused.
         case forgedHop(String)
+        /// A verified opening beyond what the replay table keeps for its user (or at all): 503.
+        case busyHop(String)
         /// With `auth-none`, a `Host` that is not this node's (``Authentication/refusesHost(_:)``).
         case misdirected
     }
@@ -44,10 +46,12 @@ public struct SessionProxyResolver: ProxyResolver {
             let verified = try InternalRequestSignature.verify(method: head.method.rawValue, path: head.uri, body: Self.openingBody(user),
                                                                header: { head.headers.first(name: $0) }, key: sessions.runtime.key,
                                                                isOwnDestination: sessions.runtime.isOwnDestination)
-            guard sessions.runtime.replayGuard.accept(nonce: verified.nonce, timestamp: verified.timestamp) else {
-                return .forgedHop("\(InternalRequestSignature.Refusal.replayed)")
+            switch sessions.runtime.replayGuard.acceptOpening(nonce: verified.nonce, timestamp: verified.timestamp, user: user) {
+            case .accepted: return .opening(user)
+            case .replayed: return .forgedHop("\(InternalRequestSignature.Refusal.replayed)")
+            case .ownerFull: return .busyHop("\(user) opened too many session hops on this node in the last two minutes")
+            case .full: return .busyHop("this node has too many session hop openings in the last two minutes")
             }
-            return .opening(user)
         } catch {
             return .forgedHop("\(error)")
         }
@@ -175,6 +179,9 @@ public struct SessionProxyResolver: ProxyResolver {
         case .forgedHop(let reason):
             sessions.runtime.events.emit(.hopRefused(reason: "\(reason)"))
             return .respond(.text(.forbidden, "forbidden: a session hop whose opening does not verify (\(reason))\n"))
+        case .busyHop(let reason):
+            sessions.runtime.events.emit(.hopRefused(reason: reason))
+            return .respond(.text(.serviceUnavailable, "503 service unavailable: \(reason); retry in a moment\n", headers: ["Retry-After": "5"]))
         }
         do {
             guard let route = try await sessions.route(id, username: user) else { return .respond(.text(.notFound, "no such session\n")) }

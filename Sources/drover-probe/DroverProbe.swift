@@ -13,7 +13,7 @@ struct DroverProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drover-probe",
         abstract: "Test helper: act as one contending process against the configured plugins.",
-        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self, RegistryLoad.self, Cookie.self, DiagnosticsWrite.self])
+        subcommands: [Claim.self, Lock.self, LockBench.self, Place.self, RegistryLoad.self, Cookie.self, DiagnosticsWrite.self, ReplayBench.self])
 }
 
 /// The configuration in `directory` and the context its plugins are built with.
@@ -301,5 +301,62 @@ struct DiagnosticsWrite: AsyncParsableCommand {
         let sink = try factory.make(config: lb, context: context)
         await DiagnosticsConformance.recordConcurrently(into: sink, writers: writers, events: events)
         say("recorded \(writers * events)")
+    }
+}
+
+/// Accepts hop openings as a node under a flood does (`Benchmarks/replay/run.sh`): SECONDS of
+/// openings from one user, each a fresh nonce, at the rate the table allows, with the table as it
+/// was before issue 34 (a dictionary copied on every insertion past 10,000 entries, under one
+/// lock) and as it is (buckets per second). Prints openings per second and CPU seconds per
+/// 100,000 openings for each, and the entries kept.
+struct ReplayBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "replay-bench")
+    @Option var seconds: Double = 5
+
+    /// The table before: a nonce → time dictionary, filtered (a copy) on every insertion once it
+    /// holds more than 10,000 entries.
+    final class Before: @unchecked Sendable {
+        private var seen: [String: Double] = [:]
+        private let lock = NSLock()
+        func accept(nonce: String, timestamp: Double, now: Double) -> Bool {
+            lock.lock()
+            defer { lock.unlock() }
+            let horizon = now - 2 * InternalRequestSignature.allowedSkew
+            if seen.count > 10_000 { seen = seen.filter { $0.value > horizon } }
+            guard seen[nonce] == nil else { return false }
+            seen[nonce] = max(timestamp, now)
+            return true
+        }
+        var count: Int { lock.lock(); defer { lock.unlock() }; return seen.count }
+    }
+
+    func run() async throws {
+        func cpu() -> Double {
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        }
+        func measure(_ name: String, _ accept: (String, Double) -> Bool, kept: () -> Int) {
+            let started = Date()
+            let cpuStart = cpu()
+            var accepted = 0
+            var n = 0
+            while Date().timeIntervalSince(started) < seconds {
+                let now = Date().timeIntervalSince1970
+                for _ in 0..<100 {
+                    if accept("opening-\(n)-\(UInt64.random(in: 0...UInt64.max))", now) { accepted += 1 }
+                    n += 1
+                }
+            }
+            let elapsed = Date().timeIntervalSince(started)
+            let used = cpu() - cpuStart
+            print(String(format: "%-28@ %12.0f openings/s  %8.3f CPU-s per 100k  %8d entries kept", name as NSString,
+                         Double(accepted) / elapsed, used / Double(max(accepted, 1)) * 100_000, kept()))
+        }
+        let before = Before()
+        measure("before (copy past 10,000)", { before.accept(nonce: $0, timestamp: $1, now: $1) }, kept: { before.count })
+        let after = ReplayGuard(capacity: 10_000_000, perUser: 10_000_000)
+        measure("after (buckets per second)", { after.acceptOpening(nonce: $0, timestamp: $1, user: "mallory", now: Date(timeIntervalSince1970: $1)) == .accepted },
+                kept: { after.counts.openings })
     }
 }

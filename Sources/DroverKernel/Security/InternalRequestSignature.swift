@@ -80,21 +80,102 @@ public enum InternalRequestSignature {
     }
 }
 
-/// Remembers the nonces of accepted requests for twice the signature window, so a captured
-/// request cannot be sent again while its timestamp is still valid.
+/// Remembers the nonces of accepted signed requests for twice the signature window, so a
+/// captured request cannot be sent again while its timestamp is still valid.
+///
+/// Two tables: the cluster's own internal calls, and session-hop openings. A signed-in user can
+/// make a node open hops at will (a connection to their own session through another node, each
+/// request with `Connection: close`), so a flood of openings fills only the openings' table, and
+/// within it only the user's own share: the cluster's internal calls are never refused for want
+/// of room, and one user's flood refuses only that user's openings.
 public final class ReplayGuard: Sendable {
-    private let seen = Mutex<[String: Double]>([:])
+    private let internalCalls: Mutex<ReplayTable>
+    private let openings: Mutex<ReplayTable>
 
-    public init() {}
+    /// - Parameters:
+    ///   - capacity: nonces each table holds at most (the memory is bounded: about 100 bytes each).
+    ///   - perUser: openings of one user remembered at most (within twice the window).
+    public init(capacity: Int = 200_000, perUser: Int = 20_000) {
+        internalCalls = Mutex(ReplayTable(capacity: capacity, perOwner: capacity))
+        openings = Mutex(ReplayTable(capacity: capacity, perOwner: perUser))
+    }
 
-    /// True the first time `nonce` is seen (and records it), false for a replay.
+    /// True the first time `nonce` of an internal call is seen (and records it), false for a
+    /// replay (or, with the table full of unexpired nonces, for any call: never silently forgotten).
     public func accept(nonce: String, timestamp: Double, now: Date = Date()) -> Bool {
-        seen.withLock { seen in
-            let horizon = now.timeIntervalSince1970 - 2 * InternalRequestSignature.allowedSkew
-            if seen.count > 10_000 { seen = seen.filter { $0.value > horizon } }
-            guard seen[nonce] == nil else { return false }
-            seen[nonce] = max(timestamp, now.timeIntervalSince1970)
-            return true
+        internalCalls.withLock { $0.accept(nonce, owner: "", timestamp: timestamp, now: now.timeIntervalSince1970) } == .accepted
+    }
+
+    /// The same for the opening of a hop to a session of `user`.
+    public func acceptOpening(nonce: String, timestamp: Double, user: String, now: Date = Date()) -> ReplayTable.Verdict {
+        openings.withLock { $0.accept(nonce, owner: user, timestamp: timestamp, now: now.timeIntervalSince1970) }
+    }
+
+    /// Nonces remembered now: internal calls, openings.
+    public var counts: (internalCalls: Int, openings: Int) {
+        (internalCalls.withLock { $0.count }, openings.withLock { $0.count })
+    }
+}
+
+/// Nonces in buckets of one second by when they expire: an insertion and an expiry cost O(1)
+/// (a bucket is dropped whole), never a copy of the table.
+public struct ReplayTable: Sendable {
+    public enum Verdict: Sendable, Equatable {
+        case accepted
+        case replayed
+        /// Its owner has `perOwner` nonces remembered already.
+        case ownerFull
+        /// The table holds `capacity` nonces that have not expired.
+        case full
+    }
+
+    let capacity: Int
+    let perOwner: Int
+    private var expiries: [String: Int64] = [:]
+    private var buckets: [Int64: [(nonce: String, owner: String)]] = [:]
+    private var perOwnerCount: [String: Int] = [:]
+    /// The earliest second that may still hold a bucket.
+    private var oldest: Int64 = .max
+
+    init(capacity: Int, perOwner: Int) {
+        self.capacity = capacity
+        self.perOwner = perOwner
+    }
+
+    var count: Int { expiries.count }
+
+    mutating func accept(_ nonce: String, owner: String, timestamp: Double, now: Double) -> Verdict {
+        expire(before: Int64(now.rounded(.down)))
+        guard expiries[nonce] == nil else { return .replayed }
+        guard expiries.count < capacity else { return .full }
+        guard perOwnerCount[owner, default: 0] < perOwner else { return .ownerFull }
+        // Remembered until its timestamp has left the window on every side of the clock.
+        let expiry = Int64(max(timestamp, now).rounded(.up)) + Int64(2 * InternalRequestSignature.allowedSkew) + 1
+        expiries[nonce] = expiry
+        buckets[expiry, default: []].append((nonce, owner))
+        perOwnerCount[owner, default: 0] += 1
+        oldest = min(oldest, expiry)
+        return .accepted
+    }
+
+    /// Drops the buckets that expired before `second`, one second at a time from the oldest.
+    private mutating func expire(before second: Int64) {
+        guard oldest < second else { return }
+        // A clock that jumped far ahead drops everything at once instead of walking the gap.
+        if second - oldest > 3 * Int64(2 * InternalRequestSignature.allowedSkew) {
+            for (bucket, entries) in buckets where bucket < second { drop(bucket, entries) }
+        } else {
+            for bucket in oldest..<second { if let entries = buckets[bucket] { drop(bucket, entries) } }
+        }
+        oldest = buckets.keys.min() ?? .max
+    }
+
+    private mutating func drop(_ bucket: Int64, _ entries: [(nonce: String, owner: String)]) {
+        buckets.removeValue(forKey: bucket)
+        for entry in entries {
+            expiries.removeValue(forKey: entry.nonce)
+            let left = perOwnerCount[entry.owner, default: 1] - 1
+            perOwnerCount[entry.owner] = left > 0 ? left : nil
         }
     }
 }
