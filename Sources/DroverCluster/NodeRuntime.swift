@@ -25,6 +25,8 @@ public final class NodeRuntime: Sendable {
     public let auditLog = AuditLog()
     /// Each node's recent load, as this node read it (the dashboard's charts).
     public let loadHistory = LoadHistory()
+    /// Which refusals were logged lately (``reportRefusal(_:key:)``).
+    public let refusalReports = RateLimitedReports(every: .seconds(60))
     /// Whether this node can run each configured kind, checked at start (``SessionKindCheck``).
     public let kindAvailability: [SessionKindAvailability]
     /// The kinds this node can run: it publishes them and is placed only sessions of these.

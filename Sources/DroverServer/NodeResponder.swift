@@ -23,7 +23,7 @@ public struct NodeResponder: HTTPResponder {
     public init(membership: ClusterMembership, sessions: SessionManager, authentication: Authentication) {
         self.membership = membership
         self.sessions = sessions
-        let refusals = RateLimitedReports(every: .seconds(60))
+        let refusals = membership.runtime.refusalReports
         self.refusals = refusals
         userAPI = UserAPI(sessions: sessions, auth: authentication, refusals: refusals)
         dashboard = AdminDashboard(sessions: sessions, membership: membership, auth: authentication,
@@ -127,7 +127,8 @@ public struct NodeResponder: HTTPResponder {
                 throw InternalRequestSignature.Refusal.replayed
             }
         } catch {
-            runtime.events.emit(.internalCallRefused(path: path, remote: remote, reason: "\(error)"))
+            runtime.reportRefusal(.internalCallRefused(path: NodeEvent.bounded(path), remote: remote, reason: NodeEvent.bounded("\(error)")),
+                                  key: "internal-call \(remote)")
             return .text(.forbidden, "forbidden: \(error)\n")
         }
         let call: InternalCall
@@ -180,27 +181,3 @@ public struct NodeResponder: HTTPResponder {
     }
 }
 
-/// At most one report per key (a client address) in each `interval`: a flood of refused
-/// requests writes a line a minute, not a line a request. Bounded: past 10,000 keys the oldest
-/// are forgotten.
-final class RateLimitedReports: Sendable {
-    private let interval: Duration
-    private let last = Mutex<[String: ContinuousClock.Instant]>([:])
-
-    init(every interval: Duration) {
-        self.interval = interval
-    }
-
-    func shouldReport(_ key: String, now: ContinuousClock.Instant = .now) -> Bool {
-        last.withLock { last in
-            if let previous = last[key], now - previous < interval { return false }
-            if last.count >= 10_000 {
-                let horizon = now - interval
-                last = last.filter { $0.value > horizon }
-                if last.count >= 10_000 { last.removeAll() }
-            }
-            last[key] = now
-            return true
-        }
-    }
-}

@@ -165,7 +165,9 @@ public struct SessionProxyResolver: ProxyResolver {
     public func decision(for head: HTTPRequestHead) async -> ProxyDecision {
         guard let id = Self.sessionID(head) else { return .respond(.text(.notFound, "no such session\n")) }
         if let refusal = refusesOrigin(head) {
-            sessions.runtime.events.emit(.webSocketOriginRefused(session: id, origin: head.headers.first(name: "Origin") ?? ""))
+            // The resolver does not know the client's address: one line a minute for all of them.
+            sessions.runtime.reportRefusal(.webSocketOriginRefused(session: id, origin: NodeEvent.bounded(head.headers.first(name: "Origin") ?? "")),
+                                           key: "websocket-origin")
             return .respond(refusal)
         }
         let user: String
@@ -177,10 +179,10 @@ public struct SessionProxyResolver: ProxyResolver {
         case .misdirected:
             return .respond(auth.refusesHost(head.headers) ?? .text(.misdirectedRequest, "misdirected\n"))
         case .forgedHop(let reason):
-            sessions.runtime.events.emit(.hopRefused(reason: "\(reason)"))
+            sessions.runtime.reportRefusal(.hopRefused(reason: NodeEvent.bounded(reason)), key: "hop")
             return .respond(.text(.forbidden, "forbidden: a session hop whose opening does not verify (\(reason))\n"))
         case .busyHop(let reason):
-            sessions.runtime.events.emit(.hopRefused(reason: reason))
+            sessions.runtime.reportRefusal(.hopRefused(reason: NodeEvent.bounded(reason)), key: "hop")
             return .respond(.text(.serviceUnavailable, "503 service unavailable: \(reason); retry in a moment\n", headers: ["Retry-After": "5"]))
         }
         do {

@@ -337,6 +337,23 @@ public enum NodeEvent: Sendable {
 
 /// Where a node's events go: its log, its diagnostics sink (when one is configured) and its
 /// observer (the node's metrics).
+extension NodeEvent {
+    /// Text a client chose (a path, an Origin, a destination), as a log line may carry it: at
+    /// most 200 characters, control characters, quotes and backslashes escaped.
+    public static func bounded(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars.prefix(200) {
+            switch scalar.value {
+            case 0x5c: out += "\\\\"
+            case 0x22: out += "\\\""
+            case 0..<0x20, 0x7f, 0x80..<0xa0: out += String(format: "\\x%02x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return text.unicodeScalars.count > 200 ? out + "…" : out
+    }
+}
+
 public struct EventLog: Sendable {
     public let logger: Logger
     public let diagnostics: Diagnostics
