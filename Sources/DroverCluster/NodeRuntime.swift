@@ -72,6 +72,14 @@ public final class NodeRuntime: Sendable {
         return ["0.0.0.0", "::", ""].contains(server.wwwAddress) && ["127.0.0.1", "::1", "localhost"].contains(host)
     }
 
+    /// Whether a client address is one that clients may never starve (``ClientLimits``): a node
+    /// of the cluster as this node last saw it, or this machine (127.0.0.1, ::1: the `drover`
+    /// command).
+    public func isPrivilegedSource(_ address: String) -> Bool {
+        if address == "127.0.0.1" || address == "::1" || address == "::ffff:127.0.0.1" { return true }
+        return view.contains { $0.ipv4 == address || $0.host == address }
+    }
+
     struct State {
         var loadBalancer: LoadBalancerConfiguration
         var diagnostics: Diagnostics

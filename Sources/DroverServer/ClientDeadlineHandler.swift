@@ -3,16 +3,40 @@ public import NIOCore
 /// How much a client may hold of a node: how long it may take to send a request's head, how
 /// long an idle keep-alive connection stays, and how many connections may be open at once
 /// (`www-header-timeout`, `www-keep-alive-timeout`, `www-max-connections` in `rserver.conf`).
-public struct ClientLimits: Sendable, Equatable {
+public struct ClientLimits: Sendable {
     public var headerTimeout: TimeAmount
     public var keepAliveTimeout: TimeAmount
     public var maxConnections: Int
+    /// `www-body-timeout`: a body to the node's own endpoints must come whole within it; a body
+    /// streamed to a session may not pause (the node reading, the client sending nothing) longer.
+    public var bodyTimeout: TimeAmount
+    /// `www-max-connections-per-address`: client connections one address may hold open.
+    public var maxConnectionsPerAddress: Int
+    /// Sources that are never starved by clients: the cluster's nodes and this machine (the
+    /// CLI). They are not held to the per-address cap, and have room beyond `maxConnections`.
+    public var isPrivileged: @Sendable (String) -> Bool
 
-    public init(headerTimeout: TimeAmount = .seconds(30), keepAliveTimeout: TimeAmount = .seconds(75), maxConnections: Int = 4096) {
+    /// Connections beyond `maxConnections` kept for privileged sources.
+    public static let reserve = 64
+
+    public init(headerTimeout: TimeAmount = .seconds(30), keepAliveTimeout: TimeAmount = .seconds(75), maxConnections: Int = 4096,
+                bodyTimeout: TimeAmount = .seconds(60), maxConnectionsPerAddress: Int = 256,
+                isPrivileged: @escaping @Sendable (String) -> Bool = { _ in false }) {
         self.headerTimeout = headerTimeout
         self.keepAliveTimeout = keepAliveTimeout
         self.maxConnections = maxConnections
+        self.bodyTimeout = bodyTimeout
+        self.maxConnectionsPerAddress = maxConnectionsPerAddress
+        self.isPrivileged = isPrivileged
     }
+}
+
+/// How a request's body is timed (``ClientLimits/bodyTimeout``).
+enum BodyRule: Sendable, Equatable {
+    /// To the node's own endpoints (at most 1 MiB): whole within the timeout.
+    case whole
+    /// Streamed to a session (any length): no pause longer than the timeout.
+    case steady
 }
 
 /// Where a client connection is between its exchanges, as ``RoutingServerHandler`` tells
@@ -21,8 +45,15 @@ public struct ClientLimits: Sendable, Equatable {
 /// request two trips past the HTTP handlers and a dynamic cast), else as an outbound user
 /// event.
 enum ClientPhase: Sendable {
-    /// A request's head arrived: its body and answer have deadlines of their own.
-    case exchange
+    /// A request's head arrived: its answer has a deadline of its own; its body, when it has one
+    /// (`body`), must come by `www-body-timeout`: whole for the node's own endpoints (`.whole`),
+    /// never pausing longer for a session (`.steady`).
+    case exchange(body: BodyRule?)
+    /// The request's body has come whole.
+    case requestComplete
+    /// The node stopped or resumed reading the client (backpressure from a slow session): a
+    /// pause that is the node's own is not the client's.
+    case reading(Bool)
     /// The exchange is over and the connection stays open for the next request.
     case betweenRequests
     /// The connection became a byte tunnel (WebSocket): it lives as long as its session's.
@@ -46,12 +77,14 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
     typealias OutboundIn = NIOAny
     typealias OutboundOut = NIOAny
 
-    private enum State {
+    private enum State: Equatable {
         /// Nothing of the next request has come yet.
         case awaitingRequest
         /// The first bytes of a head came; the whole head must by the deadline.
         case readingHead
         case exchange
+        /// A body is coming, by the rule.
+        case readingBody(BodyRule)
         case tunnel
     }
 
@@ -86,6 +119,9 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if state == .readingBody(.steady), deadline != nil {
+            deadline = .now() + limits.bodyTimeout  // the timer, due earlier, looks again
+        }
         if state == .awaitingRequest {
             state = .readingHead
             // The timer is set when the read is over, if the head is still incomplete then:
@@ -117,9 +153,23 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
     /// The connection moved on to `phase`. Only on the connection's event loop.
     func enter(_ phase: ClientPhase) {
         switch phase {
-        case .exchange:
-            state = .exchange
-            deadline = nil
+        case .exchange(let body):
+            if let body {
+                state = .readingBody(body)
+                expect(within: limits.bodyTimeout)
+            } else {
+                state = .exchange
+                deadline = nil
+            }
+        case .requestComplete:
+            if case .readingBody = state {
+                state = .exchange
+                deadline = nil
+            }
+        case .reading(let on):
+            if case .readingBody = state {
+                if on { expect(within: limits.bodyTimeout) } else { deadline = nil }
+            }
         case .betweenRequests:
             state = .awaitingRequest
             expect(within: limits.keepAliveTimeout)

@@ -29,7 +29,10 @@ extension HTTPServer {
                                     proxy: proxy, tls: tls, sessionResponseTimeout: server.sessionResponseTimeout,
                                     limits: ClientLimits(headerTimeout: .seconds(Int64(server.headerTimeout)),
                                                          keepAliveTimeout: .seconds(Int64(server.keepAliveTimeout)),
-                                                         maxConnections: server.maxConnections),
+                                                         maxConnections: server.maxConnections,
+                                                         bodyTimeout: .seconds(Int64(server.bodyTimeout)),
+                                                         maxConnectionsPerAddress: server.maxConnectionsPerAddress,
+                                                         isPrivileged: { [runtime] address in runtime.isPrivilegedSource(address) }),
                                     metrics: runtime.metrics, logger: logger)
     }
 }

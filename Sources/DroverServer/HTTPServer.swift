@@ -75,8 +75,9 @@ public struct HTTPServer: Service {
                 .childChannelInitializer { channel in
                     // Past www-max-connections a client is told to come back (in plain text
                     // only: a TLS client would not read it) and closed.
-                    guard connections.add(channel, limit: limits.maxConnections) else {
-                        logger.debug("connection refused: www-max-connections reached", metadata: ["limit": "\(limits.maxConnections)"])
+                    guard connections.add(channel, limits: limits) else {
+                        logger.debug("connection refused: www-max-connections or www-max-connections-per-address reached",
+                                     metadata: ["limit": "\(limits.maxConnections)", "per-address": "\(limits.maxConnectionsPerAddress)"])
                         return channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(ConnectionRefusal(plainText: tls == nil))
                         }
@@ -116,6 +117,8 @@ public struct HTTPServer: Service {
 /// exchange (``ChannelShouldQuiesceEvent``) and close what is left at a deadline.
 final class OpenConnections: Sendable {
     private let open = Mutex([ObjectIdentifier: any Channel]())
+    /// Open connections by the client's address (IPv6 by its /64, which one host commonly has).
+    private let perAddress = Mutex((total: 0, counts: [String: Int]()))
     /// The metrics' gauge of open client connections.
     private let gauge: Gauge?
 
@@ -126,9 +129,33 @@ final class OpenConnections: Sendable {
     /// Counts `channel` as open until it closes, unless `limit` connections are open already.
     /// - Returns: whether it was added.
     func add(_ channel: any Channel, limit: Int = .max) -> Bool {
+        add(channel, limits: ClientLimits(maxConnections: limit, maxConnectionsPerAddress: .max))
+    }
+
+    /// Counts `channel` as open until it closes, unless its address has
+    /// `maxConnectionsPerAddress` open, or `maxConnections` are open already. A privileged
+    /// source (the cluster's nodes, this machine) is held to neither, only to a reserve beyond
+    /// `maxConnections`: clients cannot starve the nodes' calls or the CLI.
+    func add(_ channel: any Channel, limits: ClientLimits) -> Bool {
         let id = ObjectIdentifier(channel)
+        let address = channel.remoteAddress?.ipAddress ?? ""
+        let privileged = !address.isEmpty && limits.isPrivileged(address)
+        let key = Self.addressKey(address)
         let added = open.withLock { open in
-            guard open.count < limit else { return false }
+            // Clients share `maxConnections`; privileged sources may go past it by the reserve,
+            // and what they hold is not the clients'.
+            guard open.count < limits.maxConnections + ClientLimits.reserve else { return false }
+            if !privileged {
+                let fits = perAddress.withLock { clients in
+                    guard clients.total < limits.maxConnections, clients.counts[key, default: 0] < limits.maxConnectionsPerAddress else { return false }
+                    clients.counts[key, default: 0] += 1
+                    clients.total += 1
+                    return true
+                }
+                guard fits else { return false }
+            } else if open.count >= limits.maxConnections + ClientLimits.reserve {
+                return false
+            }
             open[id] = channel
             return true
         }
@@ -136,10 +163,26 @@ final class OpenConnections: Sendable {
             gauge?.increment()
             channel.closeFuture.whenComplete { _ in
                 self.open.withLock { _ = $0.removeValue(forKey: id) }
+                if !privileged {
+                    self.perAddress.withLock { clients in
+                        let left = clients.counts[key, default: 1] - 1
+                        clients.counts[key] = left > 0 ? left : nil
+                        clients.total -= 1
+                    }
+                }
                 self.gauge?.decrement()
             }
         }
         return added
+    }
+
+    /// The key an address's connections are counted under: an IPv4 address as it is, an IPv6
+    /// address by its first 64 bits.
+    static func addressKey(_ address: String) -> String {
+        guard address.contains(":") else { return address }
+        var bytes = in6_addr()
+        guard inet_pton(AF_INET6, address, &bytes) == 1 else { return address }
+        return withUnsafeBytes(of: bytes) { Array($0.prefix(8)) }.map { String(format: "%02x", $0) }.joined() + "::/64"
     }
 
     var count: Int { open.withLock { $0.count } }

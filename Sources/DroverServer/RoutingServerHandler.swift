@@ -94,11 +94,16 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private func handle(_ part: HTTPServerRequestPart) {
         switch part {
         case .head(let head):
-            enter(.exchange)
+            let proxied = proxy != nil && head.uri.hasPrefix("/s/")
+            let hasBody = head.headers.contains(name: "Transfer-Encoding")
+                || (head.headers.first(name: "Content-Length").flatMap(Int.init) ?? 0) > 0
+            enter(.exchange(body: hasBody ? (proxied ? .steady : .whole) : nil))
             if machine.queuedNothing { requestHead = head }
-            run(machine.requestHead(head, proxied: proxy != nil && head.uri.hasPrefix("/s/")))
+            run(machine.requestHead(head, proxied: proxied))
         case .body(let chunk): run(machine.requestBody(chunk))
-        case .end(let trailers): run(machine.requestEnd(trailers))
+        case .end(let trailers):
+            enter(.requestComplete)
+            run(machine.requestEnd(trailers))
         }
     }
 
@@ -278,6 +283,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         guard wanted != reading, let context else { return }
         reading = wanted
         _ = context.channel.setOption(ChannelOptions.autoRead, value: wanted)
+        enter(.reading(wanted))
     }
 
     /// Writes a whole response of the node's own, then does what follows it.

@@ -19,7 +19,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
                        "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes",
-                       "default-session-kind", "session-run-dir"]
+                       "default-session-kind", "session-run-dir", "www-body-timeout", "www-max-connections-per-address"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -93,6 +93,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `Retry-After` and closed. Each proxied connection also holds one to its session, so the
     /// node raises its open-file limit to at least twice this plus a margin where it may.
     public var maxConnections = 4096
+    /// `www-body-timeout`: seconds a request body to the node's own endpoints may take whole, and
+    /// the longest pause in a body streamed to a session.
+    public var bodyTimeout = 60
+    /// `www-max-connections-per-address`: client connections one address (an IPv6 /64) may hold
+    /// open; the cluster's nodes and this machine are not counted.
+    public var maxConnectionsPerAddress = 256
 
     /// Where the keys were read from.
     public var source = ConfigSource(file: Self.fileName)
@@ -148,6 +154,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         headerTimeout = try reader.integer("www-header-timeout", default: headerTimeout, in: 1...3600)
         keepAliveTimeout = try reader.integer("www-keep-alive-timeout", default: keepAliveTimeout, in: 1...86_400)
         maxConnections = try reader.integer("www-max-connections", default: maxConnections, in: 1...1_000_000)
+        bodyTimeout = try reader.integer("www-body-timeout", default: bodyTimeout, in: 1...86_400)
+        maxConnectionsPerAddress = try reader.integer("www-max-connections-per-address", default: maxConnectionsPerAddress, in: 1...1_000_000)
         if sslEnabled {
             let enabledLine = reader.entry("ssl-enabled")?.line
             if sslCertificate == nil {
