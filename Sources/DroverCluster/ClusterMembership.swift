@@ -345,7 +345,28 @@ public struct ClusterMembership: Sendable {
             runtime.events.emit(.reloadRefused(error: "\(error)"))
             return .refused("\(error)")
         }
-        let lb = config.effectiveLoadBalancer
+        // A key is applied whole or not at all: those that take a restart keep their running
+        // value (half-applied, ssl-ca-file changed node calls but not the proxy's hops, and
+        // heartbeat-interval this node's failure detector alone) and are named in the answer.
+        let running = runtime.loadBalancer
+        var lb = config.effectiveLoadBalancer
+        var restart: [String] = []
+        func keep<T: Equatable>(_ key: String, _ path: WritableKeyPath<LoadBalancerConfiguration, T>) {
+            guard lb[keyPath: path] != running[keyPath: path] else { return }
+            func shown(_ value: T) -> String { (value as? String?).map { $0 ?? "unset" } ?? "\(value)" }
+            restart.append("\(key) (running \(shown(running[keyPath: path])), file \(shown(lb[keyPath: path])))")
+            lb[keyPath: path] = running[keyPath: path]
+        }
+        keep("www-host-name", \.wwwHostName)
+        keep("verify-ssl-certs", \.verifySSLCerts)
+        keep("ssl-ca-file", \.sslCAFile)
+        keep("heartbeat-interval", \.heartbeatInterval)
+        let started = runtime.configuration
+        for (file, changed) in [(ServerConfiguration.fileName, config.server != started.server), (FileLocksConfiguration.fileName, config.fileLocks != started.fileLocks),
+                                (DatabaseConfiguration.fileName, config.database != started.database), (SessionKind.directoryName + "/", config.kinds != started.kinds)]
+            where changed {
+            restart.append("\(file) (read at start)")
+        }
         do {
             let context = PluginContext(config, key: runtime.key, logger: logger)
             let balancer = try runtime.catalog.makeBalancer(lb, context: context)
@@ -373,7 +394,8 @@ public struct ClusterMembership: Sendable {
         } catch {
             runtime.events.emit(.clusterCheckFailed(error: "\(error)"))
         }
-        return .applied("balancer=\(lb.balancer) timeout=\(lb.timeout) diagnostics=\(lb.diagnostics ?? "off")")
+        let applied = "balancer=\(lb.balancer) timeout=\(lb.timeout) diagnostics=\(lb.diagnostics ?? "off") max-sessions-per-node=\(lb.maxSessionsPerNode)"
+        return .applied(restart.isEmpty ? applied : applied + "; changed but applied only after a restart of droverd: " + restart.joined(separator: ", "))
     }
 
     /// What a reload did.

@@ -182,4 +182,24 @@ import Testing
         #expect(try await RawHTTPClient.request(host: "127.0.0.1", port: cluster.nodes[0].port, path: "/health-check").status == 200)
         #expect(try await cluster.stop(0) == 0)
     }
+
+    /// Issue 34, item 7: a reload applies each changed key whole, or says it takes a restart and
+    /// keeps the running value; it never leaves one half-applied.
+    @Test func reloadSaysWhichChangedKeysTakeARestartAndKeepsTheirRunningValues() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite)
+        try await cluster.start(0)
+        let rserver = try String(contentsOfFile: cluster.nodes[0].path + "/rserver.conf", encoding: .utf8)
+        try cluster.nodes[0].write("rserver.conf", rserver + "session-timeout-minutes=5\n")
+        try cluster.nodes[0].write("load-balancer", "heartbeat-interval=2\ntimeout=2\nverify-ssl-certs=0\nwww-host-name=other.example\nmax-sessions-per-node=5\n")
+        let reloaded = try await cluster.drover(0, ["reload"])
+        #expect(reloaded.status == 0, "\(reloaded.stderr)")
+        #expect(reloaded.stdout.contains("balancer=sessions timeout=2 diagnostics=off max-sessions-per-node=5; changed but applied only after a restart of droverd: "
+                                         + "www-host-name (running unset, file other.example), verify-ssl-certs (running true, file false), "
+                                         + "heartbeat-interval (running 1, file 2), rserver.conf (read at start)"), "\(reloaded.stdout)")
+        // Still the node it was: its name and timing unchanged, so its peers and guards agree.
+        #expect(try await RawHTTPClient.request(host: "127.0.0.1", port: cluster.nodes[0].port, path: "/health-check").status == 200)
+        let again = try await cluster.drover(0, ["reload"])
+        #expect(again.stdout.contains("heartbeat-interval (running 1, file 2)"), "a kept key is still reported: \(again.stdout)")
+        #expect(try await cluster.stop(0) == 0)
+    }
 }
