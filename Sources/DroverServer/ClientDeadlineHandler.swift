@@ -15,6 +15,9 @@ public struct ClientLimits: Sendable {
     /// Sources that are never starved by clients: the cluster's nodes and this machine (the
     /// CLI). They are not held to the per-address cap, and have room beyond `maxConnections`.
     public var isPrivileged: @Sendable (String) -> Bool
+    /// `www-trusted-proxies`: not held to the per-address cap (their clients are many), and
+    /// the only peers whose forwarding headers are believed.
+    var trustedProxies = TrustedProxies(ranges: [])
 
     /// Connections beyond `maxConnections` kept for privileged sources.
     public static let reserve = 64

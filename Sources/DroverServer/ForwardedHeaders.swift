@@ -56,7 +56,7 @@ enum ForwardedRequest {
     /// Built in one pass over the client's headers (this runs for every proxied request), each
     /// `Cookie` header cleared of the sign-in cookie on its own.
     static func head(for head: HTTPRequestHead, clientAddress: String, isTLS: Bool, adding extra: [(String, String)],
-                     upgrade: Bool) -> HTTPRequestHead {
+                     upgrade: Bool, forwardedHost: String? = nil) -> HTTPRequestHead {
         let webSocket = upgrade && head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
         // Headers a `Connection` header names are hop-by-hop too (rare: only then is a set built).
         let named = head.headers.contains(name: "Connection") ? Set(head.headers[canonicalForm: "connection"].map { $0.lowercased() }) : []
@@ -83,7 +83,7 @@ enum ForwardedRequest {
         }
         headers.append(("X-Forwarded-For", clientAddress))
         headers.append(("X-Forwarded-Proto", isTLS ? "https" : "http"))
-        if let host { headers.append(("X-Forwarded-Host", host)) }
+        if let host = forwardedHost ?? host { headers.append(("X-Forwarded-Host", host)) }
         if webSocket, let upgrade = head.headers.first(name: "Upgrade") {
             headers.append(("Connection", "Upgrade"))
             headers.append(("Upgrade", upgrade))

@@ -24,15 +24,17 @@ extension HTTPServer {
         }
         let proxy = SessionProxyResolver(sessions: sessions, authentication: authentication, peerTLS: peerTLS,
                                          allowedOrigins: server.allowedOrigins)
+        var limits = ClientLimits(headerTimeout: .seconds(Int64(server.headerTimeout)),
+                                  keepAliveTimeout: .seconds(Int64(server.keepAliveTimeout)),
+                                  maxConnections: server.maxConnections,
+                                  bodyTimeout: .seconds(Int64(server.bodyTimeout)),
+                                  maxConnectionsPerAddress: server.maxConnectionsPerAddress,
+                                  isPrivileged: { [runtime] address in runtime.isPrivilegedSource(address) })
+        limits.trustedProxies = TrustedProxies(ranges: server.trustedProxies)
         return try await HTTPServer(host: server.wwwAddress, port: server.wwwPort,
                                     responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
                                     proxy: proxy, tls: tls, sessionResponseTimeout: server.sessionResponseTimeout,
-                                    limits: ClientLimits(headerTimeout: .seconds(Int64(server.headerTimeout)),
-                                                         keepAliveTimeout: .seconds(Int64(server.keepAliveTimeout)),
-                                                         maxConnections: server.maxConnections,
-                                                         bodyTimeout: .seconds(Int64(server.bodyTimeout)),
-                                                         maxConnectionsPerAddress: server.maxConnectionsPerAddress,
-                                                         isPrivileged: { [runtime] address in runtime.isPrivilegedSource(address) }),
+                                    limits: limits,
                                     metrics: runtime.metrics, logger: logger)
     }
 }

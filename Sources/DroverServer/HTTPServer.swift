@@ -91,7 +91,8 @@ public struct HTTPServer: Service {
                         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: PipelineHandlerName.decoder)
                         try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
                                                                          responseTimeout: responseTimeout, logger: logger,
-                                                                         clientDeadlines: clientDeadlines), name: PipelineHandlerName.router)
+                                                                         clientDeadlines: clientDeadlines, trustedProxies: limits.trustedProxies),
+                                                name: PipelineHandlerName.router)
                     }
                 }
                 .bind(host: host, port: port).get()
@@ -141,11 +142,13 @@ final class OpenConnections: Sendable {
         let address = channel.remoteAddress?.ipAddress ?? ""
         let privileged = !address.isEmpty && limits.isPrivileged(address)
         let key = Self.addressKey(address)
+        // A trusted proxy's connections carry many clients: not held to one address's share.
+        let counted = !privileged && !limits.trustedProxies.contains(address)
         let added = open.withLock { open in
             // Clients share `maxConnections`; privileged sources may go past it by the reserve,
             // and what they hold is not the clients'.
             guard open.count < limits.maxConnections + ClientLimits.reserve else { return false }
-            if !privileged {
+            if counted {
                 let fits = perAddress.withLock { clients in
                     guard clients.total < limits.maxConnections, clients.counts[key, default: 0] < limits.maxConnectionsPerAddress else { return false }
                     clients.counts[key, default: 0] += 1
@@ -163,7 +166,7 @@ final class OpenConnections: Sendable {
             gauge?.increment()
             channel.closeFuture.whenComplete { _ in
                 self.open.withLock { _ = $0.removeValue(forKey: id) }
-                if !privileged {
+                if counted {
                     self.perAddress.withLock { clients in
                         let left = clients.counts[key, default: 1] - 1
                         clients.counts[key] = left > 0 ? left : nil

@@ -69,6 +69,11 @@ public protocol ProxyResolver: Sendable {
     func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision?
     /// The full decision: may read the registry, and start or move the session.
     func decision(for head: HTTPRequestHead) async -> ProxyDecision
+    /// The same, for a request whose browser-side origin a trusted proxy told
+    /// (`www-trusted-proxies`): `origin` is `scheme://host` as the browser used them, nil when
+    /// the node's own view stands. The defaults ignore it.
+    func cachedDecision(for head: HTTPRequestHead, origin: String?) -> ProxyDecision?
+    func decision(for head: HTTPRequestHead, origin: String?) async -> ProxyDecision
     /// The request `head` became a WebSocket tunnel on `channel` (the client's).
     /// - Returns: what to call when the client sends through the tunnel (at most once a
     ///   second), or nil.
@@ -79,6 +84,8 @@ public protocol ProxyResolver: Sendable {
 }
 
 extension ProxyResolver {
+    public func cachedDecision(for head: HTTPRequestHead, origin: String?) -> ProxyDecision? { cachedDecision(for: head) }
+    public func decision(for head: HTTPRequestHead, origin: String?) async -> ProxyDecision { await decision(for: head) }
     public func tunnelOpened(_ channel: any Channel, request head: HTTPRequestHead) -> (@Sendable () -> Void)? { nil }
     public func answered(_ head: HTTPRequestHead, status: Int, took: Duration) {}
 }

@@ -53,13 +53,16 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     @exclusivity(unchecked) private var requestFraming = RequestBodyFraming.asItIs
     /// A response's head is written and its end is not (a malformed request then gets no 400).
     @exclusivity(unchecked) private var responseInFlight = false
-    /// The client's address for X-Forwarded-For, worked out once per connection.
-    private lazy var clientAddress: String = context?.remoteAddress?.ipAddress ?? "unknown"
+    /// The connection's peer, worked out once per connection.
+    private lazy var peerAddress: String = context?.remoteAddress?.ipAddress ?? "unknown"
+    private lazy var peerIsTrustedProxy: Bool = !trustedProxies.isEmpty && trustedProxies.contains(peerAddress)
+    private let trustedProxies: TrustedProxies
 
     /// - Parameter responseTimeout: how long a session may take to start answering a request
     ///   (`session-response-timeout`).
     init(responder: any HTTPResponder, proxy: (any ProxyResolver)?, isTLS: Bool, responseTimeout: TimeAmount, logger: Logger,
-         clientDeadlines: ClientDeadlineHandler? = nil) {
+         clientDeadlines: ClientDeadlineHandler? = nil, trustedProxies: TrustedProxies = TrustedProxies(ranges: [])) {
+        self.trustedProxies = trustedProxies
         self.responder = responder
         self.clientDeadlines = clientDeadlines
         self.proxy = proxy
@@ -331,15 +334,25 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     // MARK: proxying
 
+    /// `scheme://host` as the browser used them, when a trusted proxy (a TLS terminator) said;
+    /// nil: the node's own scheme and the request's `Host`.
+    private func browserOrigin(_ head: HTTPRequestHead) -> String? {
+        guard peerIsTrustedProxy else { return nil }
+        let client = trustedProxies.client(peer: peerAddress, headers: head.headers)
+        guard client.scheme != nil || client.host != nil else { return nil }
+        return (client.scheme ?? (isTLS ? "https" : "http")) + "://" + (client.host ?? head.headers.first(name: "Host")?.lowercased() ?? "")
+    }
+
     private func resolve(_ head: HTTPRequestHead) {
         guard let proxy, let context else { return }
-        if let decision = proxy.cachedDecision(for: head) {
+        let origin = browserOrigin(head)
+        if let decision = proxy.cachedDecision(for: head, origin: origin) {
             apply(decision, head: head)
             return
         }
         machine.resolutionDeferred()
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.makeFutureWithTask { await proxy.decision(for: head) }.whenSuccess { decision in
+        context.eventLoop.makeFutureWithTask { await proxy.decision(for: head, origin: origin) }.whenSuccess { decision in
             bound.value.apply(decision, head: head)
         }
     }
@@ -353,8 +366,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             run(machine.splice(to: .session(endpoint)))
         case .forward(let target, let tls, let extra, let stripping, let onFailure):
             onUpstreamFailure = onFailure
-            var outgoing = ForwardedRequest.head(for: head, clientAddress: clientAddress, isTLS: isTLS, adding: extra,
-                                                 upgrade: machine.upgradeRequested)
+            let client = peerIsTrustedProxy ? trustedProxies.client(peer: peerAddress, headers: head.headers) : TrustedProxies.Client(address: peerAddress)
+            var outgoing = ForwardedRequest.head(for: head, clientAddress: client.address, isTLS: client.scheme.map { $0 == "https" } ?? isTLS,
+                                                 adding: extra, upgrade: machine.upgradeRequested, forwardedHost: client.host)
             if let stripping { outgoing.uri = ForwardedRequest.stripping(stripping, from: outgoing.uri) }
             run(machine.forward(outgoing, to: target, tls: tls, upstreamActive: upstream?.channel.isActive ?? false, now: .now()))
         }

@@ -122,10 +122,11 @@ public struct SessionProxyResolver: ProxyResolver {
     /// this node's own (the scheme it serves and the `Host` asked for) nor allowed by
     /// `www-allowed-origins` is refused. (A hop from another node was checked there.)
     /// - Returns: the refusal, or nil.
-    func refusesOrigin(_ head: HTTPRequestHead) -> HTTPResponse? {
+    func refusesOrigin(_ head: HTTPRequestHead, browserOrigin: String? = nil) -> HTTPResponse? {
         guard head.headers.contains(name: "Upgrade"), !head.headers.contains(name: Self.hopHeader),
               let origin = head.headers.first(name: "Origin")?.lowercased() else { return nil }
-        let own = (auth.secure ? "https://" : "http://") + (head.headers.first(name: "Host") ?? "").lowercased()
+        // Behind a trusted TLS terminator, the origin the browser used; else the node's own.
+        let own = browserOrigin ?? (auth.secure ? "https://" : "http://") + (head.headers.first(name: "Host") ?? "").lowercased()
         if origin == own || allowedOrigins.contains(origin) { return nil }
         return .text(.forbidden, "forbidden: a WebSocket from a page of \(origin.prefix(200)), which is not this node's origin "
             + "nor in www-allowed-origins\n")
@@ -155,16 +156,24 @@ public struct SessionProxyResolver: ProxyResolver {
     }
 
     public func cachedDecision(for head: HTTPRequestHead) -> ProxyDecision? {
+        cachedDecision(for: head, origin: nil)
+    }
+
+    public func decision(for head: HTTPRequestHead) async -> ProxyDecision {
+        await decision(for: head, origin: nil)
+    }
+
+    public func cachedDecision(for head: HTTPRequestHead, origin browserOrigin: String?) -> ProxyDecision? {
         // An opening's nonce is used once, by the full decision.
         guard !head.headers.contains(name: Self.hopHeader) else { return nil }
-        guard let id = Self.sessionID(head), refusesOrigin(head) == nil, case .user(let user) = client(head),
+        guard let id = Self.sessionID(head), refusesOrigin(head, browserOrigin: browserOrigin) == nil, case .user(let user) = client(head),
               let route = sessions.cachedRoute(id, username: user) else { return nil }
         return decision(route, id: id, user: user, head: head)
     }
 
-    public func decision(for head: HTTPRequestHead) async -> ProxyDecision {
+    public func decision(for head: HTTPRequestHead, origin browserOrigin: String?) async -> ProxyDecision {
         guard let id = Self.sessionID(head) else { return .respond(.text(.notFound, "no such session\n")) }
-        if let refusal = refusesOrigin(head) {
+        if let refusal = refusesOrigin(head, browserOrigin: browserOrigin) {
             // The resolver does not know the client's address: one line a minute for all of them.
             sessions.runtime.reportRefusal(.webSocketOriginRefused(session: id, origin: NodeEvent.bounded(head.headers.first(name: "Origin") ?? "")),
                                            key: "websocket-origin")

@@ -169,7 +169,9 @@ struct UserAPI: Sendable {
     /// Clients that send neither are not browsers.
     func refusesCrossSiteSignIn(_ request: HTTPRequest) -> HTTPResponse? {
         let headers = request.head.headers
-        let own = (auth.secure ? "https://" : "http://") + (headers.first(name: "Host") ?? "").lowercased()
+        // Behind a trusted TLS terminator, the scheme and host the browser used.
+        let client = self.client(request)
+        let own = (client.scheme ?? (auth.secure ? "https" : "http")) + "://" + (client.host ?? (headers.first(name: "Host") ?? "").lowercased())
         let from: String
         if let origin = headers.first(name: "Origin") {
             from = origin.lowercased()
@@ -197,7 +199,8 @@ struct UserAPI: Sendable {
         if auth.authNone {
             return Self.redirect("/")
         }
-        let address = request.remoteAddress?.ipAddress ?? "unknown"
+        // The client's own address, told by a trusted proxy in front of the node when there is one.
+        let address = client(request).address
         if let wait = auth.throttle.wait(address: address, user: user) {
             if refusals.shouldReport("sign-in-throttled \(address)") {
                 sessions.runtime.events.emit(.signInThrottled(user: user, address: address, seconds: wait))
@@ -219,6 +222,13 @@ struct UserAPI: Sendable {
             sessions.runtime.events.emit(.signInRefused(user: user, address: address, reason: "refused by PAM"))
             return Self.redirect("/?error=refused")
         }
+    }
+
+    /// Who sent `request`: its peer, or the client a trusted proxy names (`www-trusted-proxies`).
+    func client(_ request: HTTPRequest) -> TrustedProxies.Client {
+        let peer = request.remoteAddress?.ipAddress ?? "unknown"
+        let trusted = sessions.runtime.configuration.server.trustedProxies
+        return trusted.isEmpty ? TrustedProxies.Client(address: peer) : TrustedProxies(ranges: trusted).client(peer: peer, headers: request.head.headers)
     }
 
     /// Whether `text` holds a character below U+0020 or U+007F (DEL).

@@ -19,7 +19,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
                        "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes",
-                       "default-session-kind", "session-run-dir", "www-body-timeout", "www-max-connections-per-address"]
+                       "default-session-kind", "session-run-dir", "www-body-timeout", "www-max-connections-per-address", "www-trusted-proxies"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -99,6 +99,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `www-max-connections-per-address`: client connections one address (an IPv6 /64) may hold
     /// open; the cluster's nodes and this machine are not counted.
     public var maxConnectionsPerAddress = 256
+    /// `www-trusted-proxies`: addresses and networks of the load balancers and TLS terminators
+    /// in front of the node, whose `X-Forwarded-For`, `-Proto` and `-Host` (or `Forwarded`) are
+    /// believed; everyone else's are ignored.
+    public var trustedProxies: [AddressRange] = []
 
     /// Where the keys were read from.
     public var source = ConfigSource(file: Self.fileName)
@@ -141,6 +145,15 @@ public struct ServerConfiguration: Sendable, Equatable {
                                              "'metrics-allowed-addresses' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found '\(text)'")
                 }
                 metricsAllowedAddresses.append(range)
+            }
+        }
+        if let proxies = try reader.string("www-trusted-proxies") {
+            for text in proxies.split(whereSeparator: { $0 == "," || $0 == " " }) {
+                guard let range = AddressRange(String(text)) else {
+                    throw ConfigurationError(file: file.path, line: reader.entry("www-trusted-proxies")?.line,
+                                             "'www-trusted-proxies' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found '\(text)'")
+                }
+                trustedProxies.append(range)
             }
         }
         adminGroup = try reader.string("admin-group")
