@@ -103,41 +103,65 @@ public final class PAMAuthenticator: Sendable {
     }
 }
 
-/// Failed sign-ins, counted per client address and per user name: past a few, the next
-/// attempts are refused at once (429 with `Retry-After`) for a time that doubles with each
-/// further failure (5 s, 10 s, 20 s …), up to a quarter of an hour. Nothing waits on a thread. Counts are this
-/// node's own: a cluster of N nodes lets an attacker N times as many attempts.
+/// Failed sign-ins, counted so that one person's mistakes and one attacker's guesses keep out no
+/// one else (README, "Sign-in"). Past a few failures the next attempts are refused at once (429
+/// with `Retry-After`) for a time that doubles with each further failure (5 s, 10 s, 20 s …), up
+/// to a quarter of an hour; nothing waits on a thread. Three counts, each its own lockout:
+/// - a user name from one address (IPv6: its /64): after 5 failures — an office behind one NAT
+///   address is not locked out because one person mistyped, nor a user because one address
+///   hammers their name;
+/// - an address that fails for many different names (password spraying): after failures for
+///   10 names;
+/// - a user name from any address: after 20 failures — but not from an address where that
+///   name signed in before (remembered for 30 days), so an attacker who can name an account
+///   cannot lock its owner out.
+/// Counts are this node's own.
 final class SignInThrottle: Sendable {
     struct Record {
         var failures = 0
         var lockedUntil: Double = 0
         var lastFailure: Double = 0
+        /// For an address: the names it failed for (at most ``sprayNames`` kept).
+        var names: Set<String> = []
     }
 
-    /// Failures allowed before the lockout starts.
+    /// Failures of one name from one address before the lockout starts.
     let freeAttempts: Int
+    /// Names an address may fail for before it is locked.
+    static let sprayNames = 10
+    /// Failures of one name, from any address, before it is locked where it never signed in.
+    static let nameAttempts = 20
     /// The first lockout; each further failure doubles it.
     let firstLockout: Double
     static let longestLockout: Double = 900
     /// A record with no failure for this long is forgotten.
     static let memory: Double = 3600
+    /// How long an address where a name signed in is remembered for it.
+    static let knownFor: Double = 30 * 86_400
     static let capacity = 100_000
     private let records = Mutex<[String: Record]>([:])
+    private let known = Mutex<[String: Double]>([:])
 
     init(freeAttempts: Int = 5, firstLockout: Double = 5) {
         self.freeAttempts = freeAttempts
         self.firstLockout = firstLockout
     }
 
-    static func keys(address: String, user: String) -> [String] {
-        ["address " + address, "user " + user.lowercased()]
-    }
+    /// An address as counted: IPv4 as it is, IPv6 by its /64.
+    static func addressKey(_ address: String) -> String { OpenConnections.addressKey(address) }
+
+    static func pairKey(address: String, user: String) -> String { "pair " + user.lowercased() + " " + addressKey(address) }
+    static func addressOnly(_ address: String) -> String { "address " + addressKey(address) }
+    static func nameKey(_ user: String) -> String { "user " + user.lowercased() }
 
     /// Seconds to wait before the next attempt for `user` from `address`, or nil when it may
     /// be made now.
     func wait(address: String, user: String, now: Double = Date().timeIntervalSince1970) -> Int? {
+        let knownHere = known.withLock { ($0[Self.pairKey(address: address, user: user)] ?? 0) > now - Self.knownFor }
         let until = records.withLock { records in
-            Self.keys(address: address, user: user).compactMap { records[$0]?.lockedUntil }.max() ?? 0
+            var keys = [Self.pairKey(address: address, user: user), Self.addressOnly(address)]
+            if !knownHere { keys.append(Self.nameKey(user)) }
+            return keys.compactMap { records[$0]?.lockedUntil }.max() ?? 0
         }
         return until > now ? Int((until - now).rounded(.up)) : nil
     }
@@ -145,23 +169,38 @@ final class SignInThrottle: Sendable {
     func failed(address: String, user: String, now: Double = Date().timeIntervalSince1970) {
         records.withLock { records in
             if records.count >= Self.capacity { records = records.filter { now - $0.value.lastFailure < Self.memory } }
-            for key in Self.keys(address: address, user: user) {
+            func count(_ key: String, threshold: Int, name: String? = nil) {
                 var record = records[key] ?? Record()
                 if now - record.lastFailure >= Self.memory { record = Record() }
                 record.failures += 1
                 record.lastFailure = now
-                if record.failures >= freeAttempts {
-                    let doubling = min(record.failures - freeAttempts, 20)
+                var over = record.failures - threshold
+                if let name {
+                    if record.names.count < Self.sprayNames { record.names.insert(name) }
+                    over = record.names.count >= Self.sprayNames ? record.failures - record.names.count : -1
+                }
+                if over >= 0 {
+                    let doubling = min(over, 20)
                     record.lockedUntil = now + min(firstLockout * Double(1 << doubling), Self.longestLockout)
                 }
                 records[key] = record
             }
+            count(Self.pairKey(address: address, user: user), threshold: freeAttempts)
+            count(Self.addressOnly(address), threshold: 0, name: user.lowercased())
+            count(Self.nameKey(user), threshold: Self.nameAttempts)
         }
     }
 
-    /// A successful sign-in clears the user name's count (not the address's: an attacker's own
-    /// account must not reset it).
-    func succeeded(user: String) {
-        _ = records.withLock { $0.removeValue(forKey: "user " + user.lowercased()) }
+    /// A successful sign-in clears its name's counts and remembers the address for the name
+    /// (not the address's own count: an attacker's own account must not reset it).
+    func succeeded(user: String, address: String, now: Double = Date().timeIntervalSince1970) {
+        records.withLock { records in
+            records.removeValue(forKey: Self.nameKey(user))
+            records.removeValue(forKey: Self.pairKey(address: address, user: user))
+        }
+        known.withLock { known in
+            if known.count >= Self.capacity { known = known.filter { $0.value > now - Self.knownFor } }
+            known[Self.pairKey(address: address, user: user)] = now
+        }
     }
 }

@@ -209,7 +209,7 @@ struct UserAPI: Sendable {
         }
         switch await auth.pam.authenticate(username: user, password: password, remoteHost: address) {
         case .accepted(let account):
-            auth.throttle.succeeded(user: user)
+            auth.throttle.succeeded(user: user, address: address)
             return Self.redirect("/", cookie: auth.issueCookie(for: account).header)
         case .busy:
             return Self.error(.serviceUnavailable, "too many sign-ins are being checked; try again in a moment", retryAfter: 1)
