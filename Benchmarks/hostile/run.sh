@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A legitimate user's throughput and p99 latency through a Drover node, quiet and then under a
 # hostile load, side by side (issue 16's benchmark): 1,000 slowloris connections trickling a
-# header line every 2 s, requests announcing 100 MB bodies, bad-password sign-ins from 50
+# header line every 2 s, 400 connections from one address whose heads promise a body that never
+# comes (issue 34), requests announcing 100 MB bodies, bad-password sign-ins from 50
 # loopback addresses, and status-endpoint requests from an address it refuses. RATE=N paces the
 # three request floods at N requests per second each (default 200); RATE=0 sends them as fast as
 # the attacker can (on a 2-core machine the attacker's own CPU then competes with wrk and droverd). Everything on loopback, bounded in time. The user signs in with a real cookie
@@ -67,7 +68,7 @@ def pause(workers):  # each of `workers` tasks waits this long between requests
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
 end = time.monotonic() + seconds
-counts = {"slow closed": 0, "413": 0, "sign-in 303": 0, "sign-in 429": 0, "status 403": 0, "other": 0}
+counts = {"slow closed": 0, "413": 0, "sign-in 303": 0, "sign-in 429": 0, "status 403": 0, "stalled held": 0, "stalled refused": 0, "other": 0}
 async def slowloris():
     while time.monotonic() < end:
         try:
@@ -114,8 +115,26 @@ async def status_flood():
         except Exception:
             counts["other"] += 1
         await asyncio.sleep(pause(2))
+async def stalled_body():
+    # A head promising a body that never comes, from one address (issue 34): held until
+    # www-body-timeout, and no more of them than www-max-connections-per-address.
+    while time.monotonic() < end:
+        try:
+            r, w = await asyncio.open_connection(host, port, local_addr=("127.0.3.1", 0))
+            w.write(b"POST /api/sessions HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+            await w.drain()
+            first = await asyncio.wait_for(r.read(64), max(0.1, end - time.monotonic()))
+            counts["stalled refused" if b" 503 " in first else "stalled held"] += 1
+            w.close()
+            if b" 503 " in first: await asyncio.sleep(0.5)
+        except asyncio.TimeoutError:
+            counts["stalled held"] += 1
+        except (ConnectionError, OSError):
+            counts["other"] += 1
+            await asyncio.sleep(0.5)
 async def main():
     tasks = [asyncio.create_task(slowloris()) for _ in range(1000)]
+    tasks += [asyncio.create_task(stalled_body()) for _ in range(400)]
     tasks += [asyncio.create_task(oversized()) for _ in range(2)]
     tasks += [asyncio.create_task(bad_passwords(n)) for n in range(50)]
     tasks += [asyncio.create_task(status_flood()) for _ in range(2)]
