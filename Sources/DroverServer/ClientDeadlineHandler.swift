@@ -18,6 +18,8 @@ public struct ClientLimits: Sendable {
     /// `www-trusted-proxies`: not held to the per-address cap (their clients are many), and
     /// the only peers whose forwarding headers are believed.
     var trustedProxies = TrustedProxies(ranges: [])
+    /// `www-proxy-protocol`: connections from trusted proxies start with a PROXY protocol header.
+    var proxyProtocol = false
 
     /// Connections beyond `maxConnections` kept for privileged sources.
     public static let reserve = 64

@@ -31,6 +31,7 @@ extension HTTPServer {
                                   maxConnectionsPerAddress: server.maxConnectionsPerAddress,
                                   isPrivileged: { [runtime] address in runtime.isPrivilegedSource(address) })
         limits.trustedProxies = TrustedProxies(ranges: server.trustedProxies)
+        limits.proxyProtocol = server.proxyProtocol
         return try await HTTPServer(host: server.wwwAddress, port: server.wwwPort,
                                     responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
                                     proxy: proxy, tls: tls, sessionResponseTimeout: server.sessionResponseTimeout,

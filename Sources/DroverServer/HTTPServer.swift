@@ -84,6 +84,11 @@ public struct HTTPServer: Service {
                     }
                     return channel.eventLoop.makeCompletedFuture {
                         let pipeline = channel.pipeline.syncOperations
+                        // A TCP load balancer's PROXY header comes before anything, TLS included.
+                        let origin = ConnectionOrigin()
+                        if limits.proxyProtocol, let peer = channel.remoteAddress?.ipAddress, limits.trustedProxies.contains(peer) {
+                            try pipeline.addHandler(ProxyProtocolHandler(origin: origin))
+                        }
                         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
                         let clientDeadlines = ClientDeadlineHandler(limits: limits)
                         try pipeline.addHandler(clientDeadlines)
@@ -91,7 +96,8 @@ public struct HTTPServer: Service {
                         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: PipelineHandlerName.decoder)
                         try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
                                                                          responseTimeout: responseTimeout, logger: logger,
-                                                                         clientDeadlines: clientDeadlines, trustedProxies: limits.trustedProxies),
+                                                                         clientDeadlines: clientDeadlines, trustedProxies: limits.trustedProxies,
+                                                                         origin: origin),
                                                 name: PipelineHandlerName.router)
                     }
                 }

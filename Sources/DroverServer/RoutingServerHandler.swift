@@ -54,15 +54,19 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     /// A response's head is written and its end is not (a malformed request then gets no 400).
     @exclusivity(unchecked) private var responseInFlight = false
     /// The connection's peer, worked out once per connection.
-    private lazy var peerAddress: String = context?.remoteAddress?.ipAddress ?? "unknown"
+    private lazy var peerAddress: String = origin?.clientAddress ?? context?.remoteAddress?.ipAddress ?? "unknown"
+    /// Who the connection is from when a trusted TCP load balancer said so (PROXY protocol).
+    private let origin: ConnectionOrigin?
     private lazy var peerIsTrustedProxy: Bool = !trustedProxies.isEmpty && trustedProxies.contains(peerAddress)
     private let trustedProxies: TrustedProxies
 
     /// - Parameter responseTimeout: how long a session may take to start answering a request
     ///   (`session-response-timeout`).
     init(responder: any HTTPResponder, proxy: (any ProxyResolver)?, isTLS: Bool, responseTimeout: TimeAmount, logger: Logger,
-         clientDeadlines: ClientDeadlineHandler? = nil, trustedProxies: TrustedProxies = TrustedProxies(ranges: [])) {
+         clientDeadlines: ClientDeadlineHandler? = nil, trustedProxies: TrustedProxies = TrustedProxies(ranges: []),
+         origin: ConnectionOrigin? = nil) {
         self.trustedProxies = trustedProxies
+        self.origin = origin
         self.responder = responder
         self.clientDeadlines = clientDeadlines
         self.proxy = proxy
@@ -324,7 +328,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             run(machine.localResponse(immediate))
             return
         }
-        let request = HTTPRequest(head: head, body: body, remoteAddress: context.remoteAddress)
+        let told = origin?.clientAddress.flatMap { try? SocketAddress(ipAddress: $0, port: 0) }
+        let request = HTTPRequest(head: head, body: body, remoteAddress: told ?? context.remoteAddress)
         let responder = self.responder
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.makeFutureWithTask { await responder.respond(to: request) }.whenSuccess { response in

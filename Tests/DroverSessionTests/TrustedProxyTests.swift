@@ -75,4 +75,70 @@ import Testing
         #expect(!(try await firstLine(upgrade, from: "127.0.0.50")).hasPrefix("HTTP/1.1 403"), "the browser's own origin through the terminator")
         #expect(try await cluster.stop(0) == 0)
     }
+
+    /// The PROXY protocol (`www-proxy-protocol=1`): a TCP load balancer of `www-trusted-proxies`
+    /// names the client in a header before the request, in text (v1) or binary (v2); from anyone
+    /// else such a header is just a bad request.
+    @Test func aTrustedTCPLoadBalancerNamesTheClientInAProxyProtocolHeader() async throws {
+        let scripts = TemporaryDirectory(prefix: "drover-proxy-session")
+        try scripts.write("headers-session", """
+            #!/usr/bin/env python3
+            import http.server, json, os
+            class Echo(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = json.dumps(dict(self.headers.items())).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *args):
+                    pass
+            \(pythonServeOnListenFD)
+            serve(http.server.HTTPServer, Echo)
+            """, mode: 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(scripts.url("headers-session"))\nauth-none=1\nwww-trusted-proxies=127.0.0.50\nwww-proxy-protocol=1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let id = try #require(try await startSessions(cluster, count: 1).first?.id)
+        let client = """
+            import socket, sys
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])), source_address=(sys.argv[3], 0))
+            kind, path = sys.argv[4], sys.argv[5]
+            request = ("GET %s HTTP/1.1\\r\\nHost: %s:%s\\r\\nX-Forwarded-For: 192.0.2.66\\r\\nConnection: close\\r\\n\\r\\n" % (path, sys.argv[1], sys.argv[2])).encode()
+            if kind == "v1":
+                header = b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\\r\\n"
+            elif kind == "v2":
+                body = bytes([198, 51, 100, 4, 127, 0, 0, 1, 0x15, 0xb3, 0, 80])
+                header = b"\\r\\n\\r\\n\\x00\\r\\nQUIT\\n" + bytes([0x21, 0x11, 0, len(body)]) + body
+            else:
+                header = b""
+            s.sendall(header + request)
+            s.settimeout(5)
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk: break
+                    out += chunk
+            except socket.timeout:
+                pass
+            print(out.decode("latin-1"))
+            """
+        func send(_ kind: String, from source: String) async throws -> String {
+            try await Executable.run("/usr/bin/python3", ["-c", client, node.address, String(node.port), source, kind, "/s/\(id)/x"]).stdout
+        }
+        let v1 = try await send("v1", from: "127.0.0.50")
+        #expect(v1.hasPrefix("HTTP/1.0 200") && v1.contains(#""X-Forwarded-For": "203.0.113.9""#), "\(v1)")
+        let v2 = try await send("v2", from: "127.0.0.50")
+        #expect(v2.hasPrefix("HTTP/1.0 200") && v2.contains(#""X-Forwarded-For": "198.51.100.4""#), "\(v2)")
+        // The load balancer must send its header: without one, nothing is served.
+        let bare = try await send("none", from: "127.0.0.50")
+        #expect(bare.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(bare)")
+        // From anyone else a PROXY header is no header of theirs to give.
+        let forged = try await send("v1", from: "127.0.0.51")
+        #expect(forged.hasPrefix("HTTP/1.1 400") && !forged.contains("203.0.113.9"), "\(forged)")
+        #expect(try await cluster.stop(0) == 0)
+    }
 }

@@ -19,7 +19,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
                        "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes",
-                       "default-session-kind", "session-run-dir", "www-body-timeout", "www-max-connections-per-address", "www-trusted-proxies"]
+                       "default-session-kind", "session-run-dir", "www-body-timeout", "www-max-connections-per-address", "www-trusted-proxies", "www-proxy-protocol"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -103,6 +103,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// in front of the node, whose `X-Forwarded-For`, `-Proto` and `-Host` (or `Forwarded`) are
     /// believed; everyone else's are ignored.
     public var trustedProxies: [AddressRange] = []
+    /// `www-proxy-protocol`: connections from `www-trusted-proxies` start with a PROXY protocol
+    /// header (version 1 or 2) naming the client, as TCP load balancers send it.
+    public var proxyProtocol = false
 
     /// Where the keys were read from.
     public var source = ConfigSource(file: Self.fileName)
@@ -155,6 +158,11 @@ public struct ServerConfiguration: Sendable, Equatable {
                 }
                 trustedProxies.append(range)
             }
+        }
+        proxyProtocol = try reader.boolean("www-proxy-protocol", default: false)
+        if proxyProtocol, trustedProxies.isEmpty {
+            throw ConfigurationError(file: file.path, line: reader.entry("www-proxy-protocol")?.line,
+                                     "www-proxy-protocol=1 is only believed from www-trusted-proxies, and none is set; add www-trusted-proxies=ADDRESS of the load balancer")
         }
         adminGroup = try reader.string("admin-group")
         auditRetentionDays = try reader.decimal("audit-retention-days", default: auditRetentionDays, minimum: 0)
