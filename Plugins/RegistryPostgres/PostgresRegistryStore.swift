@@ -209,6 +209,14 @@ public final class PostgresRegistryStore: RegistryStore {
         try await withConnection { db, sql, _ in try sql.revocations(now: now, db) }
     }
 
+    public func recordSignInFailure(username: String, now: Date, window: Double) async throws -> Int {
+        try await withConnection { db, sql, _ in try sql.recordSignInFailure(username: username, now: now, window: window, db) }
+    }
+
+    public func clearSignInFailures(username: String) async throws {
+        try await withConnection { db, sql, _ in try sql.clearSignInFailures(username: username, db) }
+    }
+
     public func deleteSession(_ id: String) async throws -> Bool {
         try await withConnection { db, sql, _ in try sql.deleteSession(id, db) }
     }

@@ -136,6 +136,14 @@ public final class SQLiteRegistryStore: RegistryStore {
     public func revocations(now: Date) async throws -> [CookieRevocation] {
         try await withConnection { try $1.revocations(now: now, $0) }
     }
+
+    public func recordSignInFailure(username: String, now: Date, window: Double) async throws -> Int {
+        try await withConnection { try $1.recordSignInFailure(username: username, now: now, window: window, $0) }
+    }
+
+    public func clearSignInFailures(username: String) async throws {
+        try await withConnection { try $1.clearSignInFailures(username: username, $0) }
+    }
     public func appendAudit(_ records: [AuditRecord]) async throws {
         try await withConnection { try $1.appendAudit(records, $0) }
     }

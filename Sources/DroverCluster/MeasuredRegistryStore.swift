@@ -81,6 +81,12 @@ public struct MeasuredRegistryStore: RegistryStore {
     public func revocations(now: Date) async throws -> [CookieRevocation] {
         try await measure("revocations") { try await base.revocations(now: now) }
     }
+    public func recordSignInFailure(username: String, now: Date, window: Double) async throws -> Int {
+        try await measure("sign_in_failure") { try await base.recordSignInFailure(username: username, now: now, window: window) }
+    }
+    public func clearSignInFailures(username: String) async throws {
+        try await measure("sign_in_success") { try await base.clearSignInFailures(username: username) }
+    }
     public func appendAudit(_ records: [AuditRecord]) async throws {
         try await measure("append_audit") { try await base.appendAudit(records) }
     }

@@ -95,7 +95,7 @@ public final class NodeMetrics: Sendable {
     static let registryOperations = ["active_session_counts", "append_audit", "audit", "cluster", "create_session", "define_cluster",
                                      "delete_node", "delete_session", "heartbeat", "mark_unreachable", "migrate", "nodes", "now",
                                      "place_session", "prune_audit", "register_node", "reset_cluster", "restore", "revocations", "revoke",
-                                     "session", "sessions", "set_node_status", "snapshot", "touch_session", "transition_session"]
+                                     "session", "sessions", "set_node_status", "sign_in_failure", "sign_in_success", "snapshot", "touch_session", "transition_session"]
     static let refusalReasons = ["status-address", "internal-call-signature", "hop-signature", "sign-in-failed", "sign-in-throttled",
                                  "websocket-origin"]
     static let stops = ["suspended", "quit", "exited"]

@@ -54,6 +54,9 @@ public struct SQLRegistry: Sendable {
             ]),
             // Session kinds: each session's kind; rows from before are the `default` kind.
             (5, ["ALTER TABLE session ADD COLUMN kind TEXT NOT NULL DEFAULT 'default'", "ALTER TABLE node ADD COLUMN kinds TEXT"]),
+            // Failed sign-ins per name, shared by the cluster's nodes.
+            (6, ["CREATE TABLE sign_in_failure (username TEXT NOT NULL, at \(d.doubleType) NOT NULL)",
+                 "CREATE INDEX sign_in_failure_by_username ON sign_in_failure (username)"]),
         ]
     }
 
@@ -298,6 +301,23 @@ public struct SQLRegistry: Sendable {
             }
             return CookieRevocation(cookieDigest: row[0], username: username, issuedUpTo: upTo, expiresAt: expires)
         }
+    }
+
+    // MARK: failed sign-ins
+
+    public func recordSignInFailure(username: String, now: Date, window: Double, _ db: some SQLExecutor) throws -> Int {
+        let name = username.lowercased()
+        return try db.transaction(begin: dialect.beginWrite) {
+            try db.execute("DELETE FROM sign_in_failure WHERE username = \(p(1)) AND at < \(p(2))",
+                           [name, String(now.timeIntervalSince1970 - window)])
+            try db.execute("INSERT INTO sign_in_failure (username, at) VALUES (\(p(1)), \(p(2)))", [name, String(now.timeIntervalSince1970)])
+            return try db.query("SELECT COUNT(*) FROM sign_in_failure WHERE username = \(p(1))", [name])
+                .first?.first.flatMap { $0 }.flatMap { Int($0) } ?? 0
+        }
+    }
+
+    public func clearSignInFailures(username: String, _ db: some SQLExecutor) throws {
+        try db.execute("DELETE FROM sign_in_failure WHERE username = \(p(1))", [username.lowercased()])
     }
 
     // MARK: the audit log

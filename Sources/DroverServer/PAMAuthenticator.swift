@@ -115,7 +115,9 @@ public final class PAMAuthenticator: Sendable {
 /// - a user name from any address: after 20 failures — but not from an address where that
 ///   name signed in before (remembered for 30 days), so an attacker who can name an account
 ///   cannot lock its owner out.
-/// Counts are this node's own.
+/// The pair and address counts are this node's own; the name's is the cluster's, kept in the
+/// registry (``nameFailed(user:count:now:)``), this node's own only while the registry cannot
+/// be reached.
 final class SignInThrottle: Sendable {
     struct Record {
         var failures = 0
@@ -166,7 +168,9 @@ final class SignInThrottle: Sendable {
         return until > now ? Int((until - now).rounded(.up)) : nil
     }
 
-    func failed(address: String, user: String, now: Double = Date().timeIntervalSince1970) {
+    /// - Parameter countingName: also count the name here (when the registry, which counts it
+    ///   for the cluster, could not be reached).
+    func failed(address: String, user: String, countingName: Bool = true, now: Double = Date().timeIntervalSince1970) {
         records.withLock { records in
             if records.count >= Self.capacity { records = records.filter { now - $0.value.lastFailure < Self.memory } }
             func count(_ key: String, threshold: Int, name: String? = nil) {
@@ -187,7 +191,20 @@ final class SignInThrottle: Sendable {
             }
             count(Self.pairKey(address: address, user: user), threshold: freeAttempts)
             count(Self.addressOnly(address), threshold: 0, name: user.lowercased())
-            count(Self.nameKey(user), threshold: Self.nameAttempts)
+            if countingName { count(Self.nameKey(user), threshold: Self.nameAttempts) }
+        }
+    }
+
+    /// The name's failures as the registry counts them for the whole cluster, `count` after the
+    /// one just recorded: past ``nameAttempts`` the name is locked where it never signed in.
+    func nameFailed(user: String, count: Int, now: Double = Date().timeIntervalSince1970) {
+        records.withLock { records in
+            var record = records[Self.nameKey(user)] ?? Record()
+            record.failures = count
+            record.lastFailure = now
+            let over = count - Self.nameAttempts
+            if over >= 0 { record.lockedUntil = now + min(firstLockout * Double(1 << min(over, 20)), Self.longestLockout) }
+            records[Self.nameKey(user)] = record
         }
     }
 

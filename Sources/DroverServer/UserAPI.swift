@@ -210,18 +210,27 @@ struct UserAPI: Sendable {
         switch await auth.pam.authenticate(username: user, password: password, remoteHost: address) {
         case .accepted(let account):
             auth.throttle.succeeded(user: user, address: address)
+            try? await sessions.runtime.store.clearSignInFailures(username: user)
             return Self.redirect("/", cookie: auth.issueCookie(for: account).header)
         case .busy:
             return Self.error(.serviceUnavailable, "too many sign-ins are being checked; try again in a moment", retryAfter: 1)
         case .belowMinimumUserID(let account):
-            auth.throttle.failed(address: address, user: user)
+            await countFailure(user: user, address: address)
             sessions.runtime.events.emit(.signInRefused(user: account, address: address, reason: "user id below auth-minimum-user-id"))
             return Self.redirect("/?error=refused")
         case .refused:
-            auth.throttle.failed(address: address, user: user)
+            await countFailure(user: user, address: address)
             sessions.runtime.events.emit(.signInRefused(user: user, address: address, reason: "refused by PAM"))
             return Self.redirect("/?error=refused")
         }
+    }
+
+    /// A failed sign-in: the pair's and the address's counts here, the name's in the registry for
+    /// the whole cluster (here too when the registry cannot be reached).
+    func countFailure(user: String, address: String) async {
+        let clusterCount = try? await sessions.runtime.store.recordSignInFailure(username: user, now: Date(), window: SignInThrottle.memory)
+        auth.throttle.failed(address: address, user: user, countingName: clusterCount == nil)
+        if let clusterCount { auth.throttle.nameFailed(user: user, count: clusterCount) }
     }
 
     /// Who sent `request`: its peer, or the client a trusted proxy names (`www-trusted-proxies`).

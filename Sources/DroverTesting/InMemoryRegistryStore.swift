@@ -10,6 +10,7 @@ public final class InMemoryRegistryStore: RegistryStore {
         var nodes: [Int64: NodeRecord] = [:]
         var sessions: [String: SessionRecord] = [:]
         var revocations: [String: CookieRevocation] = [:]
+        var signInFailures: [String: [Double]] = [:]
         var audit: [AuditRecord] = []
         var nextNodeID: Int64 = 1
         var closed = false
@@ -196,6 +197,20 @@ public final class InMemoryRegistryStore: RegistryStore {
             state.revocations = state.revocations.filter { $0.value.expiresAt >= now.timeIntervalSince1970 }
             if state.revocations[revocation.id] == nil { state.revocations[revocation.id] = revocation }
         }
+    }
+
+    public func recordSignInFailure(username: String, now: Date, window: Double) async throws -> Int {
+        try locked { state in
+            let name = username.lowercased()
+            var times = (state.signInFailures[name] ?? []).filter { $0 >= now.timeIntervalSince1970 - window }
+            times.append(now.timeIntervalSince1970)
+            state.signInFailures[name] = times
+            return times.count
+        }
+    }
+
+    public func clearSignInFailures(username: String) async throws {
+        try locked { state in _ = state.signInFailures.removeValue(forKey: username.lowercased()) }
     }
 
     public func revocations(now: Date) async throws -> [CookieRevocation] {

@@ -37,7 +37,7 @@ import Testing
         try await old.createSession(RegistryConformance.newSession("s1", node: node.id, state: .running))
         await old.close()
         try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DROP TABLE audit; "
-            + "ALTER TABLE session DROP COLUMN kind; ALTER TABLE node DROP COLUMN kinds; DELETE FROM schema_version WHERE version > 1;")
+            + "ALTER TABLE session DROP COLUMN kind; ALTER TABLE node DROP COLUMN kinds; DROP TABLE sign_in_failure; DELETE FROM schema_version WHERE version > 1;")
         let upgraded = try await harness.store()
         #expect(try await upgraded.nodes().map(\.host) == ["h"])
         #expect(try await upgraded.nodes().first?.unreachableSince == nil)
@@ -61,6 +61,14 @@ import Testing
         lab.kind = "jupyterlab"
         try await upgraded.createSession(lab)
         #expect(try await upgraded.session("s2")?.kind == "jupyterlab")
+        // Schema 6: failed sign-ins per name, counted within a window, cleared by a sign-in.
+        let at = Date()
+        #expect(try await upgraded.recordSignInFailure(username: "Bob", now: at.addingTimeInterval(-100), window: 60) == 1)
+        #expect(try await upgraded.recordSignInFailure(username: "bob", now: at, window: 60) == 1, "the old one left the window")
+        #expect(try await upgraded.recordSignInFailure(username: "BOB", now: at, window: 60) == 2, "names count in any case")
+        #expect(try await upgraded.recordSignInFailure(username: "alice", now: at, window: 60) == 1)
+        try await upgraded.clearSignInFailures(username: "bob")
+        #expect(try await upgraded.recordSignInFailure(username: "bob", now: at, window: 60) == 1)
         await upgraded.close()
     }
 

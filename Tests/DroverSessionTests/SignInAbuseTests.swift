@@ -173,6 +173,26 @@ import Testing
         #expect(try await cluster.stop(0) == 0)
     }
 
+    /// Issue 34, item 6: a name's failures are counted for the whole cluster (in the registry):
+    /// twenty guesses spread over two nodes lock the name on both, where per node each had seen
+    /// only ten.
+    @Test(.enabled(if: SystemUsers.available))
+    func aNamesFailuresAreCountedAcrossTheCluster() async throws {
+        let victim = "drovertest9"
+        try await SystemUsers.ensure([victim])
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            rserver: "auth-pam-service=\(SystemUsers.pamService)\n")
+        for index in 0..<2 { try await cluster.start(index) }
+        for n in 0..<20 {
+            let answer = try await Self.send([Attempt(source: "127.0.3.\(n + 1)", user: victim, password: "guess\(n)")], to: cluster.nodes[n % 2])
+            #expect(answer.first?.status == 303 && answer.first?.cookie == false, "guess \(n): \(answer)")
+        }
+        let next = try await Self.send([Attempt(source: "127.0.3.99", user: victim, password: SystemUsers.password)], to: cluster.nodes[1])
+        #expect(next.first?.status == 429 && next.first?.cookie == false, "the name is locked by the cluster's count: \(next)")
+        for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
+        try await SystemUsers.ensure([victim])
+    }
+
     /// Issue 34, item 1: what the throttle counts and what PAM authenticates are the same name.
     /// A NUL ends the C string PAM reads, so `name%00x` was a name of its own to the throttle and
     /// the account `name` to PAM: it dodged the name's lockout and, with the password, signed in.

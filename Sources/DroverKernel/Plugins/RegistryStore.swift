@@ -79,6 +79,13 @@ public protocol RegistryStore: Sendable {
     /// The revocations that have not expired at `now`.
     func revocations(now: Date) async throws -> [CookieRevocation]
 
+    /// Records a failed sign-in for the user name `username` (any case) at `now`, forgets the
+    /// name's failures older than `window` seconds, and returns how many are left: the count
+    /// every node of the cluster shares, so N nodes do not give an attacker N times the attempts.
+    func recordSignInFailure(username: String, now: Date, window: Double) async throws -> Int
+    /// Forgets the name's failures (it signed in).
+    func clearSignInFailures(username: String) async throws
+
     /// Writes audit rows in one transaction, each stamped with the database's clock, in order.
     func appendAudit(_ records: [AuditRecord]) async throws
     /// The audit rows matching `filter`, oldest first (the newest `filter.limit`).
