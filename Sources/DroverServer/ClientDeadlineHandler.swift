@@ -20,6 +20,8 @@ public struct ClientLimits: Sendable {
     var trustedProxies = TrustedProxies(ranges: [])
     /// `www-proxy-protocol`: connections from trusted proxies start with a PROXY protocol header.
     var proxyProtocol = false
+    /// The requests in progress of each client of the trusted proxies (one table per server).
+    let forwardedClients = ForwardedClients()
 
     /// Connections beyond `maxConnections` kept for privileged sources.
     public static let reserve = 64

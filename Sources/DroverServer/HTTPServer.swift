@@ -97,7 +97,8 @@ public struct HTTPServer: Service {
                         try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
                                                                          responseTimeout: responseTimeout, logger: logger,
                                                                          clientDeadlines: clientDeadlines, trustedProxies: limits.trustedProxies,
-                                                                         origin: origin),
+                                                                         origin: origin, forwardedClients: limits.forwardedClients,
+                                                                         forwardedLimit: limits.maxConnectionsPerAddress),
                                                 name: PipelineHandlerName.router)
                     }
                 }

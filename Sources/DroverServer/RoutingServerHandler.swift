@@ -59,13 +59,20 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private let origin: ConnectionOrigin?
     private lazy var peerIsTrustedProxy: Bool = !trustedProxies.isEmpty && trustedProxies.contains(peerAddress)
     private let trustedProxies: TrustedProxies
+    /// A trusted proxy's clients, each held to its share one request at a time.
+    private let forwardedClients: ForwardedClients?
+    private let forwardedLimit: Int
+    /// The client of a trusted proxy whose request is in progress on this connection.
+    @exclusivity(unchecked) private var forwardedClient: String?
 
     /// - Parameter responseTimeout: how long a session may take to start answering a request
     ///   (`session-response-timeout`).
     init(responder: any HTTPResponder, proxy: (any ProxyResolver)?, isTLS: Bool, responseTimeout: TimeAmount, logger: Logger,
          clientDeadlines: ClientDeadlineHandler? = nil, trustedProxies: TrustedProxies = TrustedProxies(ranges: []),
-         origin: ConnectionOrigin? = nil) {
+         origin: ConnectionOrigin? = nil, forwardedClients: ForwardedClients? = nil, forwardedLimit: Int = .max) {
         self.trustedProxies = trustedProxies
+        self.forwardedClients = forwardedClients
+        self.forwardedLimit = forwardedLimit
         self.origin = origin
         self.responder = responder
         self.clientDeadlines = clientDeadlines
@@ -106,6 +113,20 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                 || (head.headers.first(name: "Content-Length").flatMap(Int.init) ?? 0) > 0
             enter(.exchange(body: hasBody ? (proxied ? .steady : .whole) : nil))
             if machine.queuedNothing { requestHead = head }
+            // A trusted proxy's client past its share of requests in progress: 503, the
+            // proxy's connection kept (the body is read and dropped).
+            // (A client a PROXY header named is counted so too: its connection came from the proxy.)
+            if peerIsTrustedProxy || origin?.clientAddress != nil, machine.queuedNothing, let forwardedClients {
+                let client = peerIsTrustedProxy ? trustedProxies.client(peer: peerAddress, headers: head.headers).address : peerAddress
+                if forwardedClients.enter(client, limit: forwardedLimit) {
+                    forwardedClient = client
+                } else {
+                    let action = machine.requestHead(head, proxied: true)
+                    guard case .resolve = action else { return run(action) }
+                    return run(machine.decided(.text(.serviceUnavailable, "503 service unavailable: \(client) has www-max-connections-per-address requests in progress\n",
+                                                     headers: ["Retry-After": "1"])))
+                }
+            }
             run(machine.requestHead(head, proxied: proxied))
         case .body(let chunk): run(machine.requestBody(chunk))
         case .end(let trailers):
@@ -131,6 +152,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        leaveForwardedClient()
         run(machine.clientClosed())
     }
 
@@ -307,8 +329,16 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .close:
             context.close(promise: nil)
         case .nextRequest(let replay):
+            leaveForwardedClient()
             enter(.betweenRequests)
             for part in replay { handle(part) }
+        }
+    }
+
+    private func leaveForwardedClient() {
+        if let client = forwardedClient {
+            forwardedClients?.leave(client)
+            forwardedClient = nil
         }
     }
 

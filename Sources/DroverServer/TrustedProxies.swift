@@ -1,5 +1,31 @@
 import DroverKernel
 import NIOHTTP1
+import Synchronization
+
+/// Requests in progress per client of the trusted proxies: a trusted proxy's connection carries
+/// many clients, so its clients are held to `www-max-connections-per-address` one request at a
+/// time instead of one connection at a time.
+final class ForwardedClients: Sendable {
+    private let inFlight = Mutex([String: Int]())
+
+    /// Counts a request of `address` in, unless it has `limit` in progress already.
+    func enter(_ address: String, limit: Int) -> Bool {
+        let key = OpenConnections.addressKey(address)
+        return inFlight.withLock { counts in
+            guard counts[key, default: 0] < limit else { return false }
+            counts[key, default: 0] += 1
+            return true
+        }
+    }
+
+    func leave(_ address: String) {
+        let key = OpenConnections.addressKey(address)
+        inFlight.withLock { counts in
+            let left = counts[key, default: 1] - 1
+            counts[key] = left > 0 ? left : nil
+        }
+    }
+}
 
 /// `www-trusted-proxies`: the load balancers and TLS terminators in front of the node. From one
 /// of them, the client is the last address of `X-Forwarded-For` (or `Forwarded: for=`) that is

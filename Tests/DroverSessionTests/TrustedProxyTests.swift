@@ -141,4 +141,48 @@ import Testing
         #expect(forged.hasPrefix("HTTP/1.1 400") && !forged.contains("203.0.113.9"), "\(forged)")
         #expect(try await cluster.stop(0) == 0)
     }
+
+    /// A trusted proxy's connection carries many clients: it is not held to one address's share
+    /// of connections, but each of its clients is held to that share of requests in progress.
+    @Test func eachClientOfATrustedProxyIsHeldToItsShareOfRequests() async throws {
+        let scripts = TemporaryDirectory(prefix: "drover-proxy-session")
+        try scripts.write("slow-session", """
+            #!/usr/bin/env python3
+            import http.server, os, time, urllib.parse
+            class Slow(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    ms = int(urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("ms", ["0"])[0])
+                    time.sleep(ms / 1000)
+                    self.send_response(200)
+                    self.send_header("Content-Length", "3")
+                    self.end_headers()
+                    self.wfile.write(b"ok\\n")
+                def log_message(self, *args):
+                    pass
+            \(pythonServeOnListenFD)
+            serve(http.server.ThreadingHTTPServer, Slow)
+            """, mode: 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: """
+            session-command=\(scripts.url("slow-session"))
+            auth-none=1
+            www-trusted-proxies=127.0.0.50
+            www-max-connections-per-address=3
+            """)
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let id = try #require(try await startSessions(cluster, count: 1).first?.id)
+        // Five slow requests of one client through the proxy at once, and one of another client.
+        let statuses = await concurrently(6) { index -> Int in
+            if index == 5 { try? await Task.sleep(for: .milliseconds(500)) }
+            let client = index == 5 ? "203.0.113.8" : "203.0.113.7"
+            return (try? await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/x?ms=\(index == 5 ? 0 : 2500)",
+                                                     headers: [("X-Forwarded-For", client)], localAddress: "127.0.0.50", timeout: 20))?.status ?? 0
+        }
+        #expect(statuses.prefix(5).filter { $0 == 200 }.count == 3 && statuses.prefix(5).filter { $0 == 503 }.count == 2, "\(statuses)")
+        #expect(statuses[5] == 200, "another client of the same proxy: \(statuses)")
+        // Their requests done, the client may send again.
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/x",
+                                                headers: [("X-Forwarded-For", "203.0.113.7")], localAddress: "127.0.0.50").status == 200)
+        #expect(try await cluster.stop(0) == 0)
+    }
 }
