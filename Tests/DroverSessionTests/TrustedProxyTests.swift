@@ -24,7 +24,8 @@ import Testing
         print(out.split(b"\\r\\n")[0].decode())
         """
 
-    @Test func aTrustedProxyNamesTheClientItsSchemeAndHostAndNobodyElseDoes() async throws {
+    /// A session that answers each GET with the request's headers, as JSON.
+    static func headersSession() throws -> TemporaryDirectory {
         let scripts = TemporaryDirectory(prefix: "drover-proxy-session")
         try scripts.write("headers-session", """
             #!/usr/bin/env python3
@@ -42,6 +43,11 @@ import Testing
             \(pythonServeOnListenFD)
             serve(http.server.HTTPServer, Echo)
             """, mode: 0o755)
+        return scripts
+    }
+
+    @Test func aTrustedProxyNamesTheClientItsSchemeAndHostAndNobodyElseDoes() async throws {
+        let scripts = try Self.headersSession()
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                             rserver: "session-command=\(scripts.url("headers-session"))\nauth-none=1\nwww-trusted-proxies=127.0.0.50\n")
         try await cluster.start(0)
@@ -80,23 +86,7 @@ import Testing
     /// names the client in a header before the request, in text (v1) or binary (v2); from anyone
     /// else such a header is just a bad request.
     @Test func aTrustedTCPLoadBalancerNamesTheClientInAProxyProtocolHeader() async throws {
-        let scripts = TemporaryDirectory(prefix: "drover-proxy-session")
-        try scripts.write("headers-session", """
-            #!/usr/bin/env python3
-            import http.server, json, os
-            class Echo(http.server.BaseHTTPRequestHandler):
-                def do_GET(self):
-                    body = json.dumps(dict(self.headers.items())).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                def log_message(self, *args):
-                    pass
-            \(pythonServeOnListenFD)
-            serve(http.server.HTTPServer, Echo)
-            """, mode: 0o755)
+        let scripts = try Self.headersSession()
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
                                             rserver: "session-command=\(scripts.url("headers-session"))\nauth-none=1\nwww-trusted-proxies=127.0.0.50\nwww-proxy-protocol=1\n")
         try await cluster.start(0)

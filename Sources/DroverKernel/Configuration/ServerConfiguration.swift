@@ -141,24 +141,8 @@ public struct ServerConfiguration: Sendable, Equatable {
                                          "'www-allowed-origins' takes origins like https://app.example.com:8443 (scheme, host and port, no path), found '\(origin)'")
             }
         }
-        if let addresses = try reader.string("metrics-allowed-addresses") {
-            for text in addresses.split(whereSeparator: { $0 == "," || $0 == " " }) {
-                guard let range = AddressRange(String(text)) else {
-                    throw ConfigurationError(file: file.path, line: reader.entry("metrics-allowed-addresses")?.line,
-                                             "'metrics-allowed-addresses' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found '\(text)'")
-                }
-                metricsAllowedAddresses.append(range)
-            }
-        }
-        if let proxies = try reader.string("www-trusted-proxies") {
-            for text in proxies.split(whereSeparator: { $0 == "," || $0 == " " }) {
-                guard let range = AddressRange(String(text)) else {
-                    throw ConfigurationError(file: file.path, line: reader.entry("www-trusted-proxies")?.line,
-                                             "'www-trusted-proxies' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found '\(text)'")
-                }
-                trustedProxies.append(range)
-            }
-        }
+        metricsAllowedAddresses = try Self.addressRanges("metrics-allowed-addresses", reader)
+        trustedProxies = try Self.addressRanges("www-trusted-proxies", reader)
         proxyProtocol = try reader.boolean("www-proxy-protocol", default: false)
         if proxyProtocol, trustedProxies.isEmpty {
             throw ConfigurationError(file: file.path, line: reader.entry("www-proxy-protocol")?.line,
@@ -188,6 +172,20 @@ public struct ServerConfiguration: Sendable, Equatable {
                                          "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)")
             }
         }
+    }
+
+    /// The addresses and networks of `key` (commas or spaces between them), or none.
+    static func addressRanges(_ key: String, _ reader: ConfigReader) throws(ConfigurationError) -> [AddressRange] {
+        guard let text = try reader.string(key) else { return [] }
+        var ranges: [AddressRange] = []
+        for item in text.split(whereSeparator: { $0 == "," || $0 == " " }) {
+            guard let range = AddressRange(String(item)) else {
+                throw ConfigurationError(file: reader.file.path, line: reader.entry(key)?.line,
+                                         "'\(key)' takes IP addresses or networks like 10.0.0.5 or 10.0.0.0/8, found '\(item)'")
+            }
+            ranges.append(range)
+        }
+        return ranges
     }
 
     /// Whether `address` is this machine's loopback only (127.0.0.0/8, ::1, localhost).
