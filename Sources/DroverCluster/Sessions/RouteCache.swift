@@ -1,3 +1,4 @@
+import DroverKernel
 import Synchronization
 
 /// Where sessions were found recently, so the proxy does not read the registry for every
@@ -9,7 +10,7 @@ final class RouteCache: Sendable {
         var username: String
         /// The session's kind: what the node the client reached does to its requests (strip
         /// the prefix, add the secret) depends on it.
-        var kind: String = "default"
+        var kind: String = SessionKindNames.legacy
     }
 
     let timeToLive: Duration
@@ -23,7 +24,7 @@ final class RouteCache: Sendable {
     }
 
     /// Records that session `id` of `username` was found at `route` just now.
-    func remember(_ id: String, _ route: SessionRoute, username: String, kind: String = "default") {
+    func remember(_ id: String, _ route: SessionRoute, username: String, kind: String = SessionKindNames.legacy) {
         let at = now()
         entries.withLock { $0[id] = (Entry(route: route, username: username, kind: kind), at) }
     }

@@ -35,7 +35,7 @@ final class SessionSupervisor: Sendable {
         var endpoint: SessionEndpoint
         var stateDirectory: String
         /// Its session kind.
-        var kind: String = "default"
+        var kind: String = SessionKindNames.legacy
         var control: (any SessionControl)?
         /// The guard's report of its end (`.ended`), kept for the log.
         var end: SessionEvent?
@@ -72,7 +72,7 @@ final class SessionSupervisor: Sendable {
             // One start at a time: a second would replace the first one's entry and lose it.
             if let existing = sessions[id], !existing.state.isOver { return false }
             sessions[id] = Supervised(username: username, endpoint: endpoint ?? .guardSocket(spec.socketPath), stateDirectory: stateDirectory,
-                                      kind: spec.environment["DROVER_SESSION_KIND"] ?? "default")
+                                      kind: spec.environment["DROVER_SESSION_KIND"] ?? SessionKindNames.legacy)
             return true
         }
         guard added else { throw SessionError.unavailable("session \(id) is already being started or run on this node") }

@@ -61,7 +61,7 @@ public struct SessionKind: Sendable, Equatable, Codable {
 
     public static let directoryName = "kinds"
     /// The kind `session-command` defines.
-    public static let legacyName = "default"
+    public static let legacyName = SessionKindNames.legacy
     static let keys: Set<String> = ["label", "command", "endpoint", "ready-path", "start-timeout", "base-path", "groups",
                                     "secret-header", "trust-local-users"]
 

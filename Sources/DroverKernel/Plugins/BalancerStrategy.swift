@@ -31,7 +31,7 @@ public struct PlacementRequest: Sendable, Equatable {
     /// a strategy is given can all run it.
     public var kind: String
 
-    public init(username: String, kind: String = "default") {
+    public init(username: String, kind: String = SessionKindNames.legacy) {
         self.username = username
         self.kind = kind
     }

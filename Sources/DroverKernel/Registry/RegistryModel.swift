@@ -203,7 +203,7 @@ public struct SessionRecord: Sendable, Equatable, Identifiable {
     public var kind: String
 
     public init(id: String, username: String, ownership: SessionOwnership, createdAt: Date, lastActive: Date, label: String?,
-                kind: String = "default") {
+                kind: String = SessionKindNames.legacy) {
         self.id = id
         self.kind = kind
         self.username = username
