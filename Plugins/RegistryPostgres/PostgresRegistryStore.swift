@@ -162,6 +162,15 @@ public final class PostgresRegistryStore: RegistryStore {
         }
     }
 
+    public func holdSession(_ id: String, from expected: SessionOwnership, reason: String) async throws -> Bool {
+        try await withConnection { db, sql, isRetry in
+            if try sql.holdSession(id, from: expected, reason: reason, db) { return true }
+            // As for a transition: a first attempt that committed left exactly this.
+            guard isRetry, let stored = try sql.session(id, db) else { return false }
+            return stored.ownership == SessionOwnership(node: nil, state: .suspended) && stored.hold == reason
+        }
+    }
+
     public func activeSessionCounts() async throws -> [Int64: Int] {
         try await withConnection { db, sql, _ in try sql.activeSessionCounts(db) }
     }

@@ -103,6 +103,10 @@ public final class SQLiteRegistryStore: RegistryStore {
         try await withConnection { try $1.transitionSession(id, from: expected, to: new, $0) }
     }
 
+    public func holdSession(_ id: String, from expected: SessionOwnership, reason: String) async throws -> Bool {
+        try await withConnection { try $1.holdSession(id, from: expected, reason: reason, $0) }
+    }
+
     public func activeSessionCounts() async throws -> [Int64: Int] {
         try await withConnection { try $1.activeSessionCounts($0) }
     }

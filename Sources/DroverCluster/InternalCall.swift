@@ -48,6 +48,9 @@ public enum InternalCall: Sendable, Equatable {
     /// Re-read `load-balancer` now (`drover reload`); answers 200 with the settings in force,
     /// or 409 with why the file was refused (the running settings are kept).
     case reload
+    /// The memory and CPU the receiving node's sessions use now, and their limits (the admin
+    /// dashboard reads them for sessions of other nodes); answers `[SessionResourceReport]`.
+    case resources
 
     /// A session named in a call.
     public struct SessionCall: Codable, Sendable, Equatable {
@@ -96,7 +99,10 @@ public enum InternalCall: Sendable, Equatable {
     }
 
     public var method: HTTPMethod {
-        if case .ping = self { .GET } else { .POST }
+        switch self {
+        case .ping, .resources: .GET
+        default: .POST
+        }
     }
 
     /// The call's name, the last part of its path.
@@ -111,6 +117,7 @@ public enum InternalCall: Sendable, Equatable {
         case .offlineMode: "offline-mode"
         case .move: "move"
         case .reload: "reload"
+        case .resources: "resources"
         }
     }
 
@@ -119,7 +126,7 @@ public enum InternalCall: Sendable, Equatable {
     /// The JSON body (empty for calls without one).
     public var body: [UInt8] {
         switch self {
-        case .ping, .reload: []
+        case .ping, .reload, .resources: []
         case .suspendAll(let by): by.map { Self.encode(SuspendAllBody(by: $0)) } ?? []
         case .notice(let notice): notice.body
         case .launch(let session, let isNew): Self.encode(LaunchBody(id: session.id, new: isNew ? true : nil))
@@ -165,6 +172,8 @@ public enum InternalCall: Sendable, Equatable {
             switch (method, name) {
             case (.GET, "ping"):
                 self = .ping
+            case (.GET, "resources"):
+                self = .resources
             case (.POST, "launch"):
                 let launch = try Self.decode(LaunchBody.self, body, call: name)
                 self = .launch(SessionCall(id: launch.id), isNew: launch.new ?? false)

@@ -56,6 +56,9 @@ public struct MeasuredRegistryStore: RegistryStore {
     public func transitionSession(_ id: String, from expected: SessionOwnership, to new: SessionOwnership) async throws -> Bool {
         try await measure("transition_session") { try await base.transitionSession(id, from: expected, to: new) }
     }
+    public func holdSession(_ id: String, from expected: SessionOwnership, reason: String) async throws -> Bool {
+        try await measure("hold_session") { try await base.holdSession(id, from: expected, reason: reason) }
+    }
     public func activeSessionCounts() async throws -> [Int64: Int] {
         try await measure("active_session_counts") { try await base.activeSessionCounts() }
     }

@@ -45,6 +45,11 @@ public final class NodeMetrics: Sendable {
         static var startFailures: MetricNameDescriptor { named("session_start_failures", "total", "Session starts on this node that failed.") }
         static var sessions: MetricNameDescriptor { named("sessions", "", "Sessions this node runs, by state (suspended sessions belong to no node).") }
         static var sessionsByKind: MetricNameDescriptor { named("sessions_by_kind", "", "Sessions this node starts or runs, by session kind.") }
+        static var memoryLimitKills: MetricNameDescriptor { named("session_memory_limit_kills", "total", "Sessions of this node ended for using more than their kind's memory-limit, by kind.") }
+        static var memoryBytes: MetricNameDescriptor { named("session_memory", "bytes", "Memory the running sessions of this node use now (their cgroups' count), summed by kind.") }
+        static var memoryLimitBytes: MetricNameDescriptor { named("session_memory_limit", "bytes", "The memory-limit of one session of the kind (kinds with a limit only).") }
+        static var cpuSeconds: MetricNameDescriptor { named("session_cpu", "seconds", "CPU time the running sessions of this node have used since they started, summed by kind.") }
+        static var cpuLimit: MetricNameDescriptor { named("session_cpu_limit", "cpus", "The cpu-limit of one session of the kind, in CPUs (kinds with a limit only).") }
         static var nodeStatus: MetricNameDescriptor { named("node_status", "", "1 for this node's status as the registry records it, 0 for the others.") }
     }
 
@@ -99,7 +104,7 @@ public final class NodeMetrics: Sendable {
     static let refusalReasons = ["status-address", "internal-call-signature", "hop-signature", "sign-in-failed", "sign-in-throttled",
                                  "websocket-origin"]
     static let stops = ["suspended", "quit", "exited"]
-    static let unaskedEnds = ["exited", "lease-lost", "droverd-silent", "guard-died", "failed", "taken-away"]
+    static let unaskedEnds = ["exited", "lease-lost", "droverd-silent", "guard-died", "failed", "taken-away", "memory-limit"]
     static let notices = ["node-joined", "node-left", "node-deleted", "node-status", "session-moved", "revocations-changed"]
 
     /// Makes every series whose labels are known in advance, at zero: the configured balancer's
@@ -184,14 +189,26 @@ public final class NodeMetrics: Sendable {
         }
     }
 
+    /// A session of `kind` ended for going over its memory limit.
+    func memoryLimitKill(kind: String) {
+        registry.makeCounter(descriptor: Family.memoryLimitKills, labels: [("kind", kind)]).increment()
+    }
+
     // MARK: scraping
 
     /// The exposition: the node's own sessions by state and its status are read now, the rest
     /// was counted as it happened.
-    public func exposition(sessionsByState: [String: Int], sessionsByKind: [String: Int] = [:], kinds: [String] = [], status: NodeStatus?) -> [UInt8] {
+    public func exposition(sessionsByState: [String: Int], sessionsByKind: [String: Int] = [:], kinds: [String] = [], status: NodeStatus?,
+                           resources: [SessionResourceReport] = [], limits: [String: SessionLimits] = [:]) -> [UInt8] {
         // Every configured kind from the first scrape, at zero when none runs.
         for kind in Set(kinds).union(sessionsByKind.keys) {
             registry.makeGauge(descriptor: Family.sessionsByKind, labels: [("kind", kind)]).set(to: Double(sessionsByKind[kind] ?? 0))
+            _ = registry.makeCounter(descriptor: Family.memoryLimitKills, labels: [("kind", kind)])
+            let running = resources.filter { $0.kind == kind }
+            registry.makeGauge(descriptor: Family.memoryBytes, labels: [("kind", kind)]).set(to: Double(running.compactMap(\.memoryBytes).reduce(0, +)))
+            registry.makeGauge(descriptor: Family.cpuSeconds, labels: [("kind", kind)]).set(to: running.compactMap(\.cpuSeconds).reduce(0, +))
+            if let bytes = limits[kind]?.memoryBytes { registry.makeGauge(descriptor: Family.memoryLimitBytes, labels: [("kind", kind)]).set(to: Double(bytes)) }
+            if let cpus = limits[kind]?.cpus { registry.makeGauge(descriptor: Family.cpuLimit, labels: [("kind", kind)]).set(to: cpus) }
         }
         for state in Set(Self.sessionStates).union(sessionsByState.keys) {
             registry.makeGauge(descriptor: Family.sessions, labels: [("state", state)]).set(to: Double(sessionsByState[state] ?? 0))

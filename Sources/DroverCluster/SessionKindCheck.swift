@@ -20,11 +20,15 @@ public enum SessionKindCheck {
     /// Checks every kind of `config`. `asRoot`: droverd starts sessions as other users, so a
     /// program must be executable by them (read from the mode bits of the file and the folders
     /// above it), not only by droverd. With `auth-none` every session is droverd's own user's.
-    public static func check(_ config: DroverConfiguration) -> [SessionKindAvailability] {
-        check(config, asRoot: geteuid() == 0 && !config.server.authNone)
+    ///
+    /// A kind with `memory-limit` or `cpu-limit` is offered only where the node can set them
+    /// (``CgroupHost/support(_:writable:)``): a node that cannot is not placed such sessions,
+    /// rather than running them unlimited.
+    public static func check(_ config: DroverConfiguration, cgroups: CgroupHost = .current()) -> [SessionKindAvailability] {
+        check(config, asRoot: geteuid() == 0 && !config.server.authNone, cgroups: cgroups)
     }
 
-    static func check(_ config: DroverConfiguration, asRoot: Bool) -> [SessionKindAvailability] {
+    static func check(_ config: DroverConfiguration, asRoot: Bool, cgroups: CgroupHost = .current()) -> [SessionKindAvailability] {
         config.kinds.kinds.map { kind in
             var notes: [String] = []
             var offered = true
@@ -56,6 +60,14 @@ public enum SessionKindCheck {
                let blocked = unsearchableFolder((config.sessionRunDirectory as NSString).deletingLastPathComponent) {
                 notes.append("users cannot pass through \(blocked) to reach their session's folder in \(config.sessionRunDirectory) (session-run-dir); run: chmod o+x \(blocked)")
                 offered = false
+            }
+            for controller in kind.limits.controllers {
+                let support = cgroups.support(controller)
+                if case .missing(let why) = support {
+                    let key = controller == .memory ? "memory-limit" : "cpu-limit"
+                    notes.append("\(key) cannot be enforced here: \(why); not offered rather than run unlimited")
+                    offered = false
+                }
             }
             return SessionKindAvailability(kind: kind.name, offered: offered, notes: notes)
         }

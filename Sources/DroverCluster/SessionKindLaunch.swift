@@ -109,6 +109,9 @@ extension SessionManager {
             spec.runDirectory = usesRunDirectory ? runDirectory : nil
             spec.secret = secret?.value
         }
+        if !kind.limits.isEmpty {
+            spec.limits = kind.limits
+        }
         let endpoint = SessionEndpoint(address: address, uid: account.uid, gid: account.gid, cgroup: nil,
                                        strippedPrefix: kind.basePath == .strip ? "/s/\(id)" : nil, secret: secret)
         return SessionLaunchPlan(spec: spec, endpoint: endpoint, readyPath: SessionKind.fill(kind.readyPath, values),

@@ -33,6 +33,8 @@ public final class SessionManager: Sendable {
     let routes = RouteCache()
     /// Client activity noted here, waiting to be written (the idle timeout's input).
     let activity = SessionActivity()
+    /// The sessions' last CPU readings (``resourceReports()``).
+    let cpuReadings = CPUReadings()
     /// Seconds a suspending session gets to save its state before it is killed.
     let suspendGrace: Double = 10
     /// Seconds the slowest kind gets to answer its readiness check (`start-timeout`).
@@ -97,8 +99,10 @@ public final class SessionManager: Sendable {
     /// The node's metrics as Prometheus text, with its sessions by phase and its status read now.
     public func metricsExposition() -> [UInt8] {
         let status = runtime.view.first { $0.id == runtime.nodeID }?.status
+        let kinds = runtime.configuration.kinds
         return runtime.metrics.exposition(sessionsByState: supervisor.countsByPhase, sessionsByKind: supervisor.countsByKind,
-                                          kinds: runtime.configuration.kinds.names, status: status)
+                                          kinds: kinds.names, status: status, resources: resourceReports(),
+                                          limits: Dictionary(uniqueKeysWithValues: kinds.kinds.map { ($0.name, $0.limits) }))
     }
 
     // MARK: creating and launching
@@ -754,17 +758,30 @@ public final class SessionManager: Sendable {
 
     /// Notices sessions that ended without being asked: their main process exited, or their
     /// guard ended them (lease lost, droverd silent) or died. The row is freed (`suspended`), so
-    /// the next request starts it again from its saved state.
+    /// the next request starts it again from its saved state — except for a session that went
+    /// over its memory limit: it is held (``SessionRecord/hold``), and its next request is told
+    /// so, with a way to start it again, rather than starting it into the same end.
     public func reapExited() async {
         guard let self_ = runtime.nodeID else { return }
         for (id, entry) in supervisor.ended() {
             guard case .ended(let reason, let detail) = entry.state else { continue }
             runtime.events.emit(.sessionEnded(session: id, reason: "\(reason)", detail: detail))
             runtime.audit(.daemon, "session-end", id, user: entry.username, reason: detail.isEmpty ? "\(reason)" : "\(reason): \(detail)")
-            _ = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .running),
-                                                   to: SessionOwnership(node: nil, state: .suspended))
+            let running = SessionOwnership(node: self_, state: .running)
+            if reason == SessionGuardProtocol.EndReason.memoryLimit.rawValue {
+                runtime.metrics.memoryLimitKill(kind: entry.kind)
+                _ = try? await store.holdSession(id, from: running, reason: detail)
+            } else {
+                _ = try? await store.transitionSession(id, from: running, to: SessionOwnership(node: nil, state: .suspended))
+            }
             await finish(id, entry, .exited)
         }
+    }
+
+    /// Starts again a session that was held (it went over its memory limit), at its user's
+    /// word: the page its next request showed, or `POST /api/sessions/ID/start`.
+    public func restart(_ id: String, username: String) async throws -> SessionRoute? {
+        try await route(id, username: username, startingHeld: true)
     }
 
     // MARK: finding sessions for the proxy
@@ -800,7 +817,9 @@ public final class SessionManager: Sendable {
     /// Where to send a request for session `id` of `username`, starting (or moving) the session
     /// first if it is suspended or its node is gone. nil when the session does not exist or
     /// belongs to someone else.
-    public func route(_ id: String, username: String) async throws -> SessionRoute? {
+    /// - Parameter startingHeld: start it even if it is held (its user asked); otherwise a held
+    ///   session is ``SessionError/held(_:)``.
+    public func route(_ id: String, username: String, startingHeld: Bool = false) async throws -> SessionRoute? {
         if let cached = freshRoute(id) {
             return cached.username == username ? cached.route : nil
         }
@@ -813,6 +832,9 @@ public final class SessionManager: Sendable {
         repeat {
             guard let session = try await store.session(id) else { return nil }
             guard session.username == username else { return nil }
+            if let hold = session.hold, !startingHeld, session.ownership.state == .suspended {
+                throw SessionError.held(hold)
+            }
             if let route = try await routeOrRecover(session) {
                 routes.remember(id, route, username: username, kind: session.kind)
                 return route

@@ -160,6 +160,8 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
     case kindForbidden(String)
     /// The session's kind is no longer configured, or no node can run it now.
     case kindUnavailable(String)
+    /// It was stopped (it went over its memory limit) and waits for its user to start it again.
+    case held(String)
 
     public var description: String {
         switch self {
@@ -171,6 +173,7 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .moved(let reason): reason
         case .limitReached(let reason): reason
         case .unknownKind(let reason), .kindForbidden(let reason), .kindUnavailable(let reason): reason
+        case .held(let reason): "the session was stopped: \(reason); start it again from the page of its address or with POST /api/sessions/ID/start"
         }
     }
 
@@ -189,6 +192,7 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .unknownKind: 400
         case .kindForbidden: 403
         case .kindUnavailable: 503
+        case .held: 409
         }
     }
 
@@ -198,7 +202,7 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .busy, .stopping, .moved: 1
         case .unavailable: 5
         case .kindUnavailable: 30
-        case .notFound, .launchFailed, .limitReached, .unknownKind, .kindForbidden: nil
+        case .notFound, .launchFailed, .limitReached, .unknownKind, .kindForbidden, .held: nil
         }
     }
 }

@@ -11,7 +11,7 @@ public enum RegistryRows {
                                      "cpus", "%EPOCH(started_at)%", "version", "config_hash", "launcher_fingerprint",
                                      "%EPOCH(unreachable_since)%", "kinds"]
     public static let sessionColumns = ["id", "username", "node_id", "pid", "port", "state", "%EPOCH(created_at)%",
-                                        "%EPOCH(last_active)%", "label", "kind"]
+                                        "%EPOCH(last_active)%", "label", "kind", "hold"]
     public static let clusterColumns = ["key_hash", "protocol", "%EPOCH(defined_at)%", "defined_by_node"]
 
     /// The column list for a SELECT, with `epoch` turning a time column into epoch seconds.
@@ -92,7 +92,8 @@ public enum RegistryRows {
         return SessionRecord(id: try r.text(0), username: try r.text(1),
                              ownership: SessionOwnership(node: try r.optionalInt(2), state: try r.enumeration(5, SessionState.self),
                                                          pid: pid.map { Int32(truncatingIfNeeded: $0) }, port: port.map { Int($0) }),
-                             createdAt: try r.date(6), lastActive: try r.date(7), label: r.optionalText(8), kind: try r.text(9))
+                             createdAt: try r.date(6), lastActive: try r.date(7), label: r.optionalText(8), kind: try r.text(9),
+                             hold: r.optionalText(10))
     }
 
     public static func cluster(_ row: [String?]) throws(RegistryError) -> ClusterRecord {

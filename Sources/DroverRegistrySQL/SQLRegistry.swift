@@ -57,6 +57,8 @@ public struct SQLRegistry: Sendable {
             // Failed sign-ins per name, shared by the cluster's nodes.
             (6, ["CREATE TABLE sign_in_failure (username TEXT NOT NULL, at \(d.doubleType) NOT NULL)",
                  "CREATE INDEX sign_in_failure_by_username ON sign_in_failure (username)"]),
+            // Sessions stopped for exceeding their memory limit wait for their user.
+            (7, ["ALTER TABLE session ADD COLUMN hold TEXT"]),
         ]
     }
 
@@ -167,13 +169,13 @@ public struct SQLRegistry: Sendable {
 
     private func sessionParameters(_ s: SessionRecord) -> [String?] {
         [s.id, s.username, s.ownership.node.map(String.init), s.ownership.pid.map(String.init), s.ownership.port.map(String.init),
-         s.ownership.state.rawValue, RegistryRows.epoch(s.createdAt), RegistryRows.epoch(s.lastActive), s.label, s.kind]
+         s.ownership.state.rawValue, RegistryRows.epoch(s.createdAt), RegistryRows.epoch(s.lastActive), s.label, s.kind, s.hold]
     }
 
     private var insertSession: String {
         """
-        INSERT INTO session (id, username, node_id, pid, port, state, created_at, last_active, label, kind)
-        VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(p(6)), \(dialect.time(7)), \(dialect.time(8)), \(p(9)), \(p(10)))
+        INSERT INTO session (id, username, node_id, pid, port, state, created_at, last_active, label, kind, hold)
+        VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(p(6)), \(dialect.time(7)), \(dialect.time(8)), \(p(9)), \(p(10)), \(p(11)))
         """
     }
 
@@ -190,11 +192,22 @@ public struct SQLRegistry: Sendable {
     public func transitionSession(_ id: String, from expected: SessionOwnership, to new: SessionOwnership, _ db: some SQLExecutor) throws -> Bool {
         let ownerMatch = expected.node == nil ? "node_id IS NULL" : "node_id = \(p(7))"
         let sql = """
-            UPDATE session SET node_id = \(p(1)), state = \(p(2)), pid = \(p(3)), port = \(p(4)), last_active = \(dialect.now)
+            UPDATE session SET node_id = \(p(1)), state = \(p(2)), pid = \(p(3)), port = \(p(4)), last_active = \(dialect.now), hold = NULL
             WHERE id = \(p(5)) AND state = \(p(6)) AND \(ownerMatch)
             """
         var parameters: [String?] = [new.node.map(String.init), new.state.rawValue, new.pid.map(String.init), new.port.map(String.init),
                                      id, expected.state.rawValue]
+        if let node = expected.node { parameters.append(String(node)) }
+        return try db.execute(sql, parameters) == 1
+    }
+
+    public func holdSession(_ id: String, from expected: SessionOwnership, reason: String, _ db: some SQLExecutor) throws -> Bool {
+        let ownerMatch = expected.node == nil ? "node_id IS NULL" : "node_id = \(p(4))"
+        let sql = """
+            UPDATE session SET node_id = NULL, state = 'suspended', pid = NULL, port = NULL, hold = \(p(1))
+            WHERE id = \(p(2)) AND state = \(p(3)) AND \(ownerMatch)
+            """
+        var parameters: [String?] = [reason, id, expected.state.rawValue]
         if let node = expected.node { parameters.append(String(node)) }
         return try db.execute(sql, parameters) == 1
     }

@@ -183,6 +183,7 @@ public struct AdminDashboard: Sendable {
             return "<p style=\"color:#a00\">The registry cannot be read: \(UserAPI.escape("\(error)"))</p>"
         }
         let interval = runtime.loadBalancer.heartbeatInterval
+        let usage = await sessions.clusterResourceReports(nodes: read.nodes)
         var html = "<h2>Nodes</h2><table><tr><th>Node</th><th>Address</th><th>Status</th><th>Load per CPU</th><th>Last minutes</th><th>Sessions</th><th></th></tr>"
         for node in read.nodes {
             let status = node.displayStatus(now: read.now, heartbeatInterval: interval)
@@ -201,13 +202,20 @@ public struct AdminDashboard: Sendable {
         let targets = read.nodes.filter { $0.status == .online && $0.isServing(now: read.now, heartbeatInterval: interval) }
         let timeout = runtime.configuration.server.sessionTimeoutMinutes
         let policy = timeout > 0 ? " <small>— suspended after \(String(format: "%g", timeout)) min without client activity (session-timeout-minutes)</small>" : ""
-        html += "<h2>Sessions (\(all.count))\(policy)</h2><table><tr><th>Session</th><th>User</th><th>Kind</th><th>Node</th><th>State</th><th>Age</th><th>Last activity</th><th></th></tr>"
+        html += "<h2>Sessions (\(all.count))\(policy)</h2><table><tr><th>Session</th><th>User</th><th>Kind</th><th>Node</th><th>State</th><th>Age</th><th>Last activity</th><th>Memory</th><th>CPU</th><th></th></tr>"
         for session in all {
             let id = UserAPI.escape(session.id)
+            // Use where it runs; the kind's limits otherwise (a suspended session takes nothing).
+            let limits = runtime.configuration.kinds[session.kind]?.limits ?? SessionLimits()
+            let report = usage[session.id]
+            let memory = report?.memoryText ?? limits.memoryBytes.map { "– / " + SessionLimits.formatBytes($0) } ?? "–"
+            let cpu = report?.cpuText ?? limits.cpus.map { "– / \(SessionLimits.formatCPUs($0)) CPU" } ?? "–"
+            let state = session.ownership.state.rawValue + (session.hold.map { " <small>(held: \(UserAPI.escape($0)))</small>" } ?? "")
             html += "<tr id=\"session-\(id)\"><td><code>\(id.prefix(8))</code>\(session.label.map { " " + UserAPI.escape($0) } ?? "")</td>"
                 + "<td>\(UserAPI.escape(session.username))</td><td>\(UserAPI.escape(session.kind))</td><td>\(session.ownership.node.map(String.init) ?? "–")</td>"
-                + "<td>\(session.ownership.state.rawValue)</td><td>\(Self.age(read.now.timeIntervalSince(session.createdAt)))</td>"
-                + "<td>\(Self.age(read.now.timeIntervalSince(session.lastActive))) ago</td><td>"
+                + "<td>\(state)</td><td>\(Self.age(read.now.timeIntervalSince(session.createdAt)))</td>"
+                + "<td>\(Self.age(read.now.timeIntervalSince(session.lastActive))) ago</td>"
+                + "<td class=\"memory\">\(UserAPI.escape(memory))</td><td class=\"cpu\">\(UserAPI.escape(cpu))</td><td>"
             if session.ownership.state == .running {
                 html += "<form method=\"post\" action=\"/admin/sessions/\(id)/suspend\">\(csrf)<button>suspend</button></form> "
             }

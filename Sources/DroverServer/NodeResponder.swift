@@ -168,6 +168,8 @@ public struct NodeResponder: HTTPResponder {
                 try await membership.setOfflineMode(call.offline, by: .admin(call.by))
             case .move(let call):
                 return UserAPI.json(.ok, SessionDescription(try await sessions.move(call.id, to: call.to, by: .admin(call.by))))
+            case .resources:
+                return UserAPI.json(.ok, sessions.resourceReports())
             case .reload:
                 switch await membership.reload() {
                 case .applied(let settings): return .text(.ok, settings + "\n")

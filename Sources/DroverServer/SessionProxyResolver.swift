@@ -197,9 +197,31 @@ public struct SessionProxyResolver: ProxyResolver {
         do {
             guard let route = try await sessions.route(id, username: user) else { return .respond(.text(.notFound, "no such session\n")) }
             return decision(route, id: id, user: user, head: head)
+        } catch SessionError.held(let reason) where (head.headers.first(name: "Accept") ?? "").contains("text/html") {
+            return .respond(heldPage(id, reason: reason, head: head))
         } catch {
             return .respond(.failure(error, prefix: "the session is not available: "))
         }
+    }
+
+    /// What a browser is shown for a session that was stopped for going over its memory limit:
+    /// why, what is kept and lost, and a button that starts it again (a form with the sign-in's
+    /// CSRF token). Nothing starts it on its own, so a program that outgrows its limit at once
+    /// does not loop.
+    func heldPage(_ id: String, reason: String, head: HTTPRequestHead) -> HTTPResponse {
+        let cookie = SignInCookie.value(named: SignInCookie.name, inHeader: head.headers.first(name: "Cookie"))
+        let csrf = cookie.map { "<input type=\"hidden\" name=\"csrf\" value=\"\(UserAPI.escape(SignInCookie.csrfToken(for: $0, key: auth.key)))\">" } ?? ""
+        let html = """
+            <!doctype html><html><head><meta charset="utf-8"><title>Session stopped — Drover</title></head>
+            <body style="font-family: sans-serif; max-width: 40em; margin: 2em auto"><h1>This session was stopped</h1>
+            <p id="reason">It was stopped because \(UserAPI.escape(reason)).</p>
+            <p>Its files are kept; what it held only in memory (a kernel's variables, unsaved work) is lost. It does not start again on its own:
+            start it again when you are ready, perhaps with less data at once.</p>
+            <form method="post" action="/sessions/\(UserAPI.escape(id))/start">\(csrf)<button id="start-again">Start it again</button></form>
+            <p><a href="/">Back to your sessions</a></p></body></html>
+            """
+        return HTTPResponse(status: .conflict, headers: ["Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"],
+                            body: ByteBuffer(string: html))
     }
 
     /// A request of the session's user, to be sent on: client activity, noted by the node the

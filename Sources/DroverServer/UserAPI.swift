@@ -106,6 +106,11 @@ struct UserAPI: Sendable {
                 try await owned(parts[2], by: user)
                 try await sessions.suspend(parts[2], by: .user(user))
                 return HTTPResponse(status: .accepted)
+            case (.POST, true, 4) where parts[3] == "start":
+                try await owned(parts[2], by: user)
+                _ = try await sessions.restart(parts[2], username: user)
+                guard let session = try await sessions.runtime.store.session(parts[2]) else { throw SessionError.notFound }
+                return Self.json(.ok, SessionDescription(session))
             case (.DELETE, true, 3):
                 try await owned(parts[2], by: user)
                 try await sessions.quit(parts[2], by: .user(user))
@@ -118,6 +123,10 @@ struct UserAPI: Sendable {
                 try await owned(parts[1], by: user)
                 try await sessions.suspend(parts[1], by: .user(user))
                 return Self.redirect("/")
+            case (.POST, false, 3) where parts[2] == "start":
+                try await owned(parts[1], by: user)
+                _ = try await sessions.restart(parts[1], username: user)
+                return Self.redirect("/s/\(parts[1])/")
             case (.POST, false, 3) where parts[2] == "quit":
                 try await owned(parts[1], by: user)
                 try await sessions.quit(parts[1], by: .user(user))
@@ -292,9 +301,10 @@ struct UserAPI: Sendable {
                 let id = Self.escape(session.id)
                 let label = session.label.map { " — " + Self.escape($0) } ?? ""
                 let kindLabel = Self.escape(sessions.runtime.configuration.kinds[session.kind]?.label ?? session.kind)
-                body += "<tr><td><a href=\"/s/\(id)/\">\(id.prefix(8))</a>\(label)</td><td>\(kindLabel)</td><td>\(session.ownership.state.rawValue)</td>"
+                let state = session.hold.map { "stopped: " + Self.escape($0) } ?? session.ownership.state.rawValue
+                body += "<tr><td><a href=\"/s/\(id)/\">\(id.prefix(8))</a>\(label)</td><td>\(kindLabel)</td><td>\(state)</td>"
                     + "<td>\(session.ownership.node.map(String.init) ?? "–")</td><td>\(session.createdAt.formatted(.iso8601))</td><td>"
-                    + "<a href=\"/s/\(id)/\">open</a> "
+                    + (session.hold != nil ? "<form method=\"post\" action=\"/sessions/\(id)/start\" style=\"display:inline\">\(hidden)<button>start again</button></form> " : "<a href=\"/s/\(id)/\">open</a> ")
                     + "<form method=\"post\" action=\"/sessions/\(id)/suspend\" style=\"display:inline\">\(hidden)<button>suspend</button></form> "
                     + "<form method=\"post\" action=\"/sessions/\(id)/quit\" style=\"display:inline\">\(hidden)<button>quit</button></form></td></tr>"
             }
@@ -315,8 +325,11 @@ struct SessionDescription: Encodable, Equatable {
     var label: String?
     var kind: String
     var created: String
+    /// Why it was stopped and waits to be started again (it went over its memory limit).
+    var held: String?
 
     init(_ session: SessionRecord) {
+        held = session.hold
         id = session.id
         state = session.ownership.state.rawValue
         node = session.ownership.node
@@ -334,9 +347,10 @@ struct SessionDescription: Encodable, Equatable {
         try container.encode(label, forKey: .label)
         try container.encode(kind, forKey: .kind)
         try container.encode(created, forKey: .created)
+        try container.encode(held, forKey: .held)
     }
 
-    enum CodingKeys: String, CodingKey { case id, state, node, label, kind, created }
+    enum CodingKeys: String, CodingKey { case id, state, node, label, kind, created, held }
 }
 
 /// `GET /api/kinds`: a kind the user may start.

@@ -136,6 +136,17 @@ public final class InMemoryRegistryStore: RegistryStore {
                   current.ownership.state == expected.state else { return false }
             state.sessions[id]?.ownership = new
             state.sessions[id]?.lastActive = now
+            state.sessions[id]?.hold = nil
+            return true
+        }
+    }
+
+    public func holdSession(_ id: String, from expected: SessionOwnership, reason: String) async throws -> Bool {
+        try locked { state in
+            guard let current = state.sessions[id], current.ownership.node == expected.node,
+                  current.ownership.state == expected.state else { return false }
+            state.sessions[id]?.ownership = SessionOwnership(node: nil, state: .suspended)
+            state.sessions[id]?.hold = reason
             return true
         }
     }

@@ -96,7 +96,8 @@ final class SessionGuard: Sendable {
             // Ending already: `end` exits the guard.
             while true { pause() }
         }
-        events.send(.started(pid: group.pid, isolation: group.isolation.description))
+        events.send(.started(pid: group.pid, isolation: group.isolation))
+        if spec.limits?.memoryBytes != nil { Thread { self.watchMemory(group) }.start() }
 
         let status = group.waitForMain()
         mainStatus.store(status, ordering: .sequentiallyConsistent)
@@ -182,6 +183,24 @@ final class SessionGuard: Sendable {
         }
     }
 
+    /// Ends the whole session once the kernel's OOM killer ended a process of it: on cgroup v1
+    /// the killer takes one process (a Jupyter kernel, say) and leaves a session that has lost
+    /// its work; on v2 `memory.oom.group` already took them all. Reads one small file of the
+    /// session's memory cgroup five times a second.
+    func watchMemory(_ group: SessionProcessGroup) {
+        while !ending.load(ordering: .sequentiallyConsistent) {
+            if group.wasOOMKilled {
+                end(.memoryLimit, status: -1, detail: memoryLimitDetail, release: true)
+                return
+            }
+            usleep(200_000)
+        }
+    }
+
+    var memoryLimitDetail: String {
+        "it used more than its memory-limit of \(spec.limits?.memoryBytes.map(SessionLimits.formatBytes) ?? "?") and the kernel ended it"
+    }
+
     /// Reads droverd's commands. Any bytes from droverd are a sign of life, counted when they
     /// arrive (before the lines are taken apart).
     func readCommands() {
@@ -261,6 +280,9 @@ final class SessionGuard: Sendable {
     func end(_ reason: SessionGuardProtocol.EndReason, status: Int32, detail: String, release: Bool) {
         guard !ending.exchange(true, ordering: .sequentiallyConsistent) else { return }
         let group = process.withLock { $0 }
+        var (reason, detail) = (reason, detail)
+        // Its main process ended because the OOM killer took it (or took the group, on v2).
+        if reason == .exited, group?.wasOOMKilled == true { (reason, detail) = (.memoryLimit, memoryLimitDetail) }
         group?.killAll()
         group?.waitUntilEmpty(seconds: 5)
         if release, let lock = held.withLock({ $0 }) {

@@ -6,35 +6,14 @@ import Foundation
 /// own where the machine offers one, so even a process that left the process group (`setsid`)
 /// is ended with the rest.
 struct SessionProcessGroup: Sendable {
-    /// How the session's processes are held together.
-    enum Isolation: Sendable, CustomStringConvertible {
-        /// A cgroup v2 folder: `cgroup.kill` ends everything in it.
-        case cgroup2(String)
-        /// A cgroup v1 freezer folder: frozen, every process killed, thawed.
-        case freezer(String)
-        /// Only the process group (no cgroup could be made: not root, or none mounted);
-        /// a process that calls `setsid` escapes it.
-        case processGroup
-
-        var description: String {
-            switch self {
-            case .cgroup2(let path): "cgroup2:\(path)"
-            case .freezer(let path): "freezer:\(path)"
-            case .processGroup: "process-group"
-            }
-        }
-
-        var cgroupPath: String? {
-            switch self {
-            case .cgroup2(let path), .freezer(let path): path
-            case .processGroup: nil
-            }
-        }
-    }
-
     /// The main process (also the process group's id).
     let pid: pid_t
-    let isolation: Isolation
+    /// Its cgroups; nil when none could be made (not root, or none mounted): then only the
+    /// process group holds it, and a process that calls `setsid` escapes.
+    let cgroups: SessionCgroupSet?
+
+    /// How its processes are held together, for the `started` event.
+    var isolation: String { cgroups?.words ?? "process-group" }
 
     /// Makes the session's cgroup and starts the command in it as the user. The process puts
     /// itself into the cgroup before it runs anything of the user's (a shell writes its own pid
@@ -53,7 +32,13 @@ struct SessionProcessGroup: Sendable {
         }
         defer { if let listener { close(listener) } }
         if let run = spec.runDirectory { try RunDirectory.make(run, uid: spec.uid, gid: spec.gid, secret: spec.secret) }
-        let isolation = makeCgroup(spec.sessionID)
+        let cgroups: SessionCgroupSet?
+        do {
+            cgroups = try SessionCgroupSet.make(spec.sessionID, limits: spec.limits ?? SessionLimits())
+        } catch {
+            if let run = spec.runDirectory { RunDirectory.remove(run, uid: spec.uid) }
+            throw LockError(path: spec.arguments?.first ?? spec.command, "cannot limit the session: \(error)")
+        }
         var setpriv = ["/usr/bin/setpriv", "--pdeathsig", "KILL"]
         if geteuid() == 0, spec.uid != 0 {
             setpriv += ["--reuid=\(spec.uid)", "--regid=\(spec.gid)", "--init-groups"]
@@ -77,9 +62,11 @@ struct SessionProcessGroup: Sendable {
             setpriv += ["--", "/bin/sh", "-c", prologue + "exec " + spec.command]
         }
         var arguments = setpriv
-        if let cgroup = isolation.cgroupPath {
-            // The session id is hex, so the path needs no quoting beyond the single quotes.
-            arguments = ["/bin/sh", "-c", "echo $$ > '\(cgroup)/cgroup.procs' || exit 126; exec \"$@\"", "drover-session"] + setpriv
+        if let cgroups {
+            // Into every cgroup of the session (its limits are in force before the user's first
+            // instruction). The session id is hex, the folders droverd's: single quotes suffice.
+            let join = cgroups.folders.map { "echo $$ > '\($0)/cgroup.procs' || exit 126; " }.joined()
+            arguments = ["/bin/sh", "-c", join + "exec \"$@\"", "drover-session"] + setpriv
         }
         var descriptors: [(Int32, Spawn.Descriptor)] = [(0, .null), (1, .null), (2, .null)]
         // The inherited endpoint: the listening socket, as descriptor 3.
@@ -89,11 +76,11 @@ struct SessionProcessGroup: Sendable {
             pid = try Spawn.start(arguments, environment: spec.environment.map { "\($0.key)=\($0.value)" },
                                   descriptors: descriptors, newProcessGroup: true)
         } catch {
-            if let cgroup = isolation.cgroupPath { rmdir(cgroup) }
+            cgroups?.remove()
             if let run = spec.runDirectory { RunDirectory.remove(run, uid: spec.uid) }
             throw LockError(path: spec.arguments?.first ?? spec.command, "cannot start the session command (\(error))")
         }
-        return SessionProcessGroup(pid: pid, isolation: isolation)
+        return SessionProcessGroup(pid: pid, cgroups: cgroups)
     }
 
     /// Binds and listens on the session's Unix socket. Its folder and the socket are droverd's
@@ -122,35 +109,6 @@ struct SessionProcessGroup: Sendable {
         return fd
     }
 
-    /// A cgroup for the session below this process's own: v2 where mounted, else v1's freezer,
-    /// else none (the process group alone).
-    static func makeCgroup(_ id: String) -> Isolation {
-        let memberships = (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) ?? ""
-        func own(_ prefix: String) -> String? {
-            memberships.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
-        }
-        func make(_ mount: String, _ ownPath: String) -> String? {
-            let parent = mount + (ownPath == "/" ? "" : ownPath) + "/drover-sessions"
-            mkdir(parent, 0o755)
-            let path = parent + "/" + id
-            guard mkdir(path, 0o755) == 0 || errno == EEXIST, access(path + "/cgroup.procs", W_OK) == 0 else { return nil }
-            return path
-        }
-        for mount in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where access(mount + "/cgroup.procs", F_OK) == 0
-            && (access(mount + "/cgroup.controllers", F_OK) == 0) {
-            if let path = make(mount, own("0::") ?? "/") { return .cgroup2(path) }
-        }
-        if access("/sys/fs/cgroup/freezer/cgroup.procs", F_OK) == 0,
-           let ownPath = memberships.split(separator: "\n").compactMap({ line -> String? in
-               let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-               return fields.count == 3 && fields[1].split(separator: ",").contains("freezer") ? String(fields[2]) : nil
-           }).first,
-           let path = make("/sys/fs/cgroup/freezer", ownPath) {
-            return .freezer(path)
-        }
-        return .processGroup
-    }
-
     /// Waits for the main process to end; its wait status. The process is left a zombie, not
     /// reaped: until ``reapMain()`` its pid, and the process group's id, stay the session's, so
     /// a SIGKILL sent to them meanwhile cannot reach a process that took the number over (pids
@@ -176,20 +134,19 @@ struct SessionProcessGroup: Sendable {
     func killAll() {
         kill(-pid, SIGKILL)
         kill(pid, SIGKILL)
-        switch isolation {
-        case .cgroup2(let path):
+        if let path = cgroups?.unified {
             if !write("1", to: path + "/cgroup.kill") {
                 // Before Linux 5.14: freeze, kill each, thaw.
                 _ = write("1", to: path + "/cgroup.freeze")
                 killEach(in: path)
                 _ = write("0", to: path + "/cgroup.freeze")
             }
-        case .freezer(let path):
+        } else if let path = cgroups?.freezer {
             _ = write("FROZEN", to: path + "/freezer.state")
             killEach(in: path)
             _ = write("THAWED", to: path + "/freezer.state")
-        case .processGroup:
-            break
+        } else if let path = cgroups?.processes {
+            killEach(in: path)
         }
     }
 
@@ -198,7 +155,7 @@ struct SessionProcessGroup: Sendable {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             let empty: Bool
-            if let path = isolation.cgroupPath {
+            if let path = cgroups?.processes {
                 empty = Self.members(of: path).allSatisfy { $0 == pid && Self.isZombie($0) }
             } else {
                 // The main process stays in the group as a zombie until reaped.
@@ -211,8 +168,11 @@ struct SessionProcessGroup: Sendable {
     }
 
     func removeCgroup() {
-        if let path = isolation.cgroupPath { rmdir(path) }
+        cgroups?.remove()
     }
+
+    /// Whether the kernel's OOM killer ended a process of the session (its memory limit).
+    var wasOOMKilled: Bool { (cgroups?.oomKills() ?? 0) > 0 }
 
     /// The processes whose process group is `group`, from `/proc`.
     static func groupMembers(_ group: pid_t) -> [pid_t] {

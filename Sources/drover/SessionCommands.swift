@@ -155,7 +155,8 @@ func thisNode(_ config: DroverConfiguration) throws -> Int64 {
 struct ActiveSessions: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "active-sessions",
-        abstract: "List the sessions running on this node: pid, user, session id, kind, age.")
+        abstract: "List the sessions running on this node: pid, user, session id, kind, age, memory and CPU.",
+        discussion: "MEMORY is what the session's cgroup counts now, with its kind's memory-limit after the slash; CPU is the CPUs it used over half a second, with its cpu-limit. A dash: not measured (no cgroup).")
 
     /// A value read from the registry, safe for a terminal: control characters (C0, DEL and
     /// C1, which includes the 8-bit escape introducers) and backslashes escaped.
@@ -182,15 +183,26 @@ struct ActiveSessions: AsyncParsableCommand {
         let (sessions, now) = try await RegistryAccess.using(options) { access in
             (try await access.store.sessions(matching: SessionFilter(node: node, states: [.starting, .running, .suspending])), try await access.store.now())
         }
-        print("PID".padding(toLength: 8, withPad: " ", startingAt: 0) + "USER".padding(toLength: 16, withPad: " ", startingAt: 0)
-              + "SESSION".padding(toLength: 34, withPad: " ", startingAt: 0) + "KIND".padding(toLength: 14, withPad: " ", startingAt: 0) + "AGE")
-        for session in sessions {
+        // Each session's cgroups, from its main process; two CPU readings half a second apart.
+        let host = CgroupHost.current()
+        let cgroups = sessions.map { session in session.ownership.pid.flatMap { SessionCgroupSet.of(pid: $0, sessionID: session.id, host: host) } }
+        let before = cgroups.map { $0?.cpuSeconds() }
+        if before.contains(where: { $0 != nil }) { try await Task.sleep(for: .milliseconds(500)) }
+        func column(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
+        print(column("PID", 8) + column("USER", 16) + column("SESSION", 34) + column("KIND", 14) + column("AGE", 8) + column("MEMORY", 16) + "CPU")
+        for (index, session) in sessions.enumerated() {
             let age = Int(now.timeIntervalSince(session.createdAt))
             let ageText = age >= 3600 ? "\(age / 3600)h\(age % 3600 / 60)m" : age >= 60 ? "\(age / 60)m\(age % 60)s" : "\(age)s"
-            print((session.ownership.pid.map(String.init) ?? "-").padding(toLength: 8, withPad: " ", startingAt: 0)
-                  + session.username.padding(toLength: 16, withPad: " ", startingAt: 0)
-                  + session.id.padding(toLength: 34, withPad: " ", startingAt: 0)
-                  + Self.printable(session.kind).padding(toLength: 14, withPad: " ", startingAt: 0) + ageText
+            let limits = config.kinds[session.kind]?.limits ?? SessionLimits()
+            var usage = SessionCgroupSet.Usage()
+            var cpus: Double?
+            if let set = cgroups[index] {
+                usage = set.usage()
+                if let first = before[index], let second = usage.cpuSeconds { cpus = max(0, second - first) / 0.5 }
+            }
+            let report = SessionResourceReport(id: session.id, kind: session.kind, usage: usage, limits: limits, cpus: cpus)
+            print(column(session.ownership.pid.map(String.init) ?? "-", 8) + column(session.username, 16) + column(session.id, 34)
+                  + column(Self.printable(session.kind), 14) + column(ageText, 8) + column(report.memoryText, 16) + report.cpuText
                   + (session.ownership.state == .running ? "" : " (\(session.ownership.state.rawValue))"))
         }
     }

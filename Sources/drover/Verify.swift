@@ -44,6 +44,7 @@ struct Verify: AsyncParsableCommand {
                 print("warn  session kind \(availability.kind) is not offered by this node\(notes)")
             }
         }
+        reportCgroups(config)
         let key: SecureCookieKey?
         if !config.isClustered, !FileManager.default.fileExists(atPath: config.secureCookieKeyPath) {
             // A single node makes its own key at its first start; nothing to fix.
@@ -104,6 +105,32 @@ struct Verify: AsyncParsableCommand {
                 pass("database password decrypts with this key")
             } catch {
                 throw failed("database password", error)
+            }
+        }
+    }
+
+    /// Which cgroup controllers this node's sessions can use, and what happens to the kinds
+    /// whose limits need one it lacks: they are not offered (placed elsewhere), never run
+    /// unlimited. As seen from this command's own cgroup; droverd's (its unit's) is alike when
+    /// both run as root on the same host.
+    func reportCgroups(_ config: DroverConfiguration) {
+        let host = CgroupHost.current()
+        if let unified = host.sessionsParentV2() {
+            print("ok    cgroups: each session in a cgroup v2 folder below \(unified) (every process ended together)")
+        } else if let freezer = host.v1Hierarchy("freezer") {
+            print("ok    cgroups: each session in a cgroup v1 freezer folder below \(freezer.ownFolder)/\(CgroupHost.sessionsFolder) (every process ended together)")
+        } else {
+            print("warn  cgroups: none mounted; a session's processes are held by their process group only, which one that calls setsid leaves")
+        }
+        for controller in CgroupController.allCases {
+            let key = controller == .memory ? "memory-limit" : "cpu-limit"
+            let limited = config.kinds.kinds.filter { $0.limits.controllers.contains(controller) }.map(\.name)
+            let support = host.support(controller)
+            let named = limited.isEmpty ? "no kind sets \(key)" : "kinds with \(key): \(limited.joined(separator: ", "))"
+            if support.isUsable {
+                print("ok    cgroup controller \(controller.rawValue): \(support); \(key) is enforced (\(named))")
+            } else {
+                print("warn  cgroup controller \(controller.rawValue) \(support); a kind with \(key) is not offered by this node, never run unlimited (\(named))")
             }
         }
     }

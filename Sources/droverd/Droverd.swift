@@ -89,6 +89,12 @@ struct Droverd: AsyncParsableCommand {
         if let warning = Self.raiseOpenFileLimit(for: config.server.maxConnections) { events.emit(.configurationWarning(warning)) }
         if let warning = AdminDashboard.startWarning(adminGroup: config.server.adminGroup, authNone: config.server.authNone) { events.emit(.configurationWarning(warning)) }
 
+        // Kinds with limits: on cgroup v2 droverd moves into a leaf of its cgroup so that the
+        // sessions' cgroups beside it may have the memory and cpu controllers.
+        if config.kinds.kinds.contains(where: { !$0.limits.isEmpty }) {
+            for problem in CgroupHost.prepareForSessions() { events.emit(.configurationWarning(problem)) }
+        }
+
         // SIGHUP means "reload" (ReloadService); until that service runs it must not kill us.
         signal(SIGHUP, SIG_IGN)
         let node: NodeAssembly

@@ -51,7 +51,7 @@ import Testing
     @Test func everyMistakeNamesTheFileTheLineAndTheFix() {
         let file = "/etc/drover/kinds/lab.conf"
         #expect(refusal("endpoint=unix-socket\n\(Self.lab)\nlable=Lab\n")
-                    == "\(file):3: unknown key 'lable'; a kind takes base-path, command, endpoint, groups, label, ready-path, secret-header, start-timeout, trust-local-users and env.NAME=value")
+                    == "\(file):3: unknown key 'lable'; a kind takes activity, base-path, command, cpu-limit, endpoint, groups, label, memory-limit, ready-path, secret-header, start-timeout, trust-local-users and env.NAME=value")
         #expect(refusal("endpoint=inherited\n").hasPrefix("\(file): has no command; add a line like command=["))
         #expect(refusal("command=jupyter-lab --ServerApp.sock={socket}\nendpoint=unix-socket\n")
                     .hasPrefix("\(file):1: 'command' is the program and its arguments as a JSON array of non-empty strings"))

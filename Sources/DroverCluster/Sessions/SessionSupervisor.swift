@@ -41,8 +41,10 @@ final class SessionSupervisor: Sendable {
         var end: SessionEvent?
         /// Its lock stayed held elsewhere: the start may succeed once that holder lets go.
         var lockWasBusy = false
-        /// How its processes are held together (`cgroup2`, `freezer`, `process-group`), once started.
+        /// How its processes are held together (its cgroups' words, or `process-group`), once started.
         var isolation: String?
+        /// Its cgroups, once started (where its use is read).
+        var cgroups: SessionCgroupSet?
     }
 
     let launcher: any SessionLauncher
@@ -109,8 +111,10 @@ final class SessionSupervisor: Sendable {
             if case .ended = event { sessions[id]?.end = event }
             if case .lockBusy = event { sessions[id]?.lockWasBusy = true }
             if case .started(_, let isolation) = event {
+                let cgroups = SessionCgroupSet(words: isolation)
                 sessions[id]?.isolation = isolation
-                sessions[id]?.endpoint.cgroup = Self.cgroupPath(isolation)
+                sessions[id]?.cgroups = cgroups
+                sessions[id]?.endpoint.cgroup = cgroups?.processes
             }
             return new
         }) else { return }
@@ -178,12 +182,6 @@ final class SessionSupervisor: Sendable {
     /// The endpoint of session `id` while it runs.
     func runningEndpoint(_ id: String) -> SessionEndpoint? {
         sessions.withLock { $0[id].flatMap { $0.state.isRunning ? $0.endpoint : nil } }
-    }
-
-    /// The cgroup folder in a guard's `started` report (`cgroup2:PATH`, `freezer:PATH`).
-    static func cgroupPath(_ isolation: String) -> String? {
-        for prefix in ["cgroup2:", "freezer:"] where isolation.hasPrefix(prefix) { return String(isolation.dropFirst(prefix.count)) }
-        return nil
     }
 
     /// Whether session `id` is supervised here and ended without being asked.

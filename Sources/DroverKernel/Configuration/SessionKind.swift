@@ -15,6 +15,9 @@ import Foundation
 /// base-path=keep
 /// groups=analysts, staff
 /// env.JUPYTER_CONFIG_DIR={state-dir}/jupyter
+/// memory-limit=4G
+/// cpu-limit=2
+/// activity=jupyter
 /// ```
 public struct SessionKind: Sendable, Equatable, Codable {
     /// How droverd reaches the program.
@@ -37,6 +40,17 @@ public struct SessionKind: Sendable, Equatable, Codable {
     /// Whether the program is sent `/s/<id>/…` as it is, or with `/s/<id>` taken off.
     public enum BasePath: String, Sendable, Codable {
         case keep, strip
+    }
+
+    /// What counts as activity for the idle timeout (`session-timeout-minutes`).
+    public enum ActivitySource: String, Sendable, Codable, CaseIterable {
+        /// Every request the client sends, and every WebSocket frame it sends.
+        case client
+        /// Jupyter's own view of its work (`api/kernels`, `api/terminals`): a kernel busy
+        /// running code counts as activity for as long as it runs, and so do the kernels' and
+        /// terminals' last activity and the client's writes (a save, a kernel started). The
+        /// client's reads do not: an open Lab polls the server every few seconds.
+        case jupyter
     }
 
     /// The placeholders a kind's command, environment and ready path may hold.
@@ -63,7 +77,7 @@ public struct SessionKind: Sendable, Equatable, Codable {
     /// The kind `session-command` defines.
     public static let legacyName = SessionKindNames.legacy
     static let keys: Set<String> = ["label", "command", "endpoint", "ready-path", "start-timeout", "base-path", "groups",
-                                    "secret-header", "trust-local-users"]
+                                    "secret-header", "trust-local-users", "memory-limit", "cpu-limit", "activity"]
 
     public var name: String
     public var label: String
@@ -84,6 +98,10 @@ public struct SessionKind: Sendable, Equatable, Codable {
     public var environment: [EnvironmentEntry]
     /// The header droverd adds to each request, with the session's secret as its value.
     public var secretHeader: String?
+    /// The memory and CPU a session of this kind may take (its cgroup's limits); none by default.
+    public var limits: SessionLimits = SessionLimits()
+    /// What keeps a session of this kind from its idle timeout.
+    public var activity: ActivitySource = .client
     /// The file it was read from (for messages).
     public var file: String
 
@@ -167,6 +185,30 @@ public struct SessionKind: Sendable, Equatable, Codable {
         }
         groups = (try reader.string("groups")).map { $0.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init) } ?? []
         secretHeader = try reader.string("secret-header")
+        limits = SessionLimits()
+        if let entry = reader.entry("memory-limit") {
+            guard let bytes = SessionLimits.parseBytes(entry.value) else {
+                throw reader.error(entry, "'memory-limit' is a size like 512M, 4G or 1.5G (K, M, G, T are powers of 1024), found '\(entry.value)'")
+            }
+            guard bytes >= SessionLimits.minimumMemory else {
+                throw reader.error(entry, "'memory-limit' must be at least 32M (no program starts in less), found '\(entry.value)'")
+            }
+            limits.memoryBytes = bytes
+        }
+        if let entry = reader.entry("cpu-limit") {
+            guard let cpus = Double(entry.value), cpus.isFinite, cpus >= 0.01, cpus <= 4096 else {
+                throw reader.error(entry, "'cpu-limit' is a number of CPUs from 0.01 to 4096, like 0.5 or 2, found '\(entry.value)'")
+            }
+            limits.cpus = cpus
+        }
+        if let entry = reader.entry("activity") {
+            guard let source = ActivitySource(rawValue: entry.value) else {
+                throw reader.error(entry, "'activity' must be one of \(ActivitySource.allCases.map(\.rawValue).joined(separator: ", ")) (what keeps a session from session-timeout-minutes), found '\(entry.value)'")
+            }
+            activity = source
+        } else {
+            activity = .client
+        }
         environment = file.entries.filter { $0.key.hasPrefix("env.") }.map { EnvironmentEntry(name: String($0.key.dropFirst(4)), value: $0.value) }
 
         // Every placeholder is one this kind can fill in.

@@ -48,6 +48,11 @@ public protocol RegistryStore: Sendable {
     /// Moves a session from `expected` owner and state to `new` in one atomic step.
     /// - Returns: true for exactly one of many callers racing with the same `expected`.
     func transitionSession(_ id: String, from expected: SessionOwnership, to new: SessionOwnership) async throws -> Bool
+    /// Frees a session's row (`suspended`, no node) from `expected` in one atomic step, as
+    /// ``transitionSession(_:from:to:)`` does, and holds it with `reason`
+    /// (``SessionRecord/hold``): its next request is told why instead of starting it.
+    /// - Returns: true for exactly one of many callers racing with the same `expected`.
+    func holdSession(_ id: String, from expected: SessionOwnership, reason: String) async throws -> Bool
     /// Starting, running and suspending sessions, per owning node.
     func activeSessionCounts() async throws -> [Int64: Int]
     /// Places a new session: while holding the registry's placement lock (one placement at a

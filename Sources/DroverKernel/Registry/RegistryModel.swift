@@ -201,10 +201,15 @@ public struct SessionRecord: Sendable, Equatable, Identifiable {
     public var label: String?
     /// The session kind it runs (`kinds/<kind>.conf`; `default` is `session-command`).
     public var kind: String
+    /// Why the session was stopped and waits for its user to start it again (it exceeded its
+    /// memory limit): it does not start on its next request, which is told this instead. nil:
+    /// a suspended session starts on its next request. Any transition of the row clears it.
+    public var hold: String?
 
     public init(id: String, username: String, ownership: SessionOwnership, createdAt: Date, lastActive: Date, label: String?,
-                kind: String = SessionKindNames.legacy) {
+                kind: String = SessionKindNames.legacy, hold: String? = nil) {
         self.id = id
+        self.hold = hold
         self.kind = kind
         self.username = username
         self.ownership = ownership

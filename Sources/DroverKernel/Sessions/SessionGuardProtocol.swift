@@ -52,6 +52,9 @@ public enum SessionGuardProtocol {
         /// The session's secret, written to `secret` in ``runDirectory`` (mode 0600, the user's)
         /// for a program that checks one. Never in an argument or the environment.
         public var secret: String?
+        /// The memory and CPU the session may take, set on its cgroups before the command runs;
+        /// a start whose limits cannot be set fails.
+        public var limits: SessionLimits?
 
         public init(sessionID: String, configDirectory: String, lockPath: String, lockWait: Double, command: String,
                     userName: String, uid: UInt32, gid: UInt32, home: String, socketPath: String, environment: [String: String],
@@ -125,6 +128,9 @@ public enum SessionGuardProtocol {
         case droverdSilent = "droverd-silent"
         /// The command could not be started.
         case failed
+        /// It took more memory than its kind's `memory-limit`: the kernel's OOM killer ended a
+        /// process of it, and the guard ended the rest.
+        case memoryLimit = "memory-limit"
     }
 
     /// Guard to droverd.
@@ -134,7 +140,8 @@ public enum SessionGuardProtocol {
         case locked(brokeStale: Bool)
         /// The lock stayed held elsewhere for `lockWait` seconds; nothing was started.
         case lockBusy(String)
-        /// The command runs as `pid` (in a cgroup of its own, or only a process group: `isolation`).
+        /// The command runs as `pid`, held together as `isolation` says: its cgroups
+        /// (``SessionCgroupSet/words``), or `process-group` when it has none.
         case started(pid: Int32, isolation: String)
         /// A refresh of the lock succeeded.
         case refreshed

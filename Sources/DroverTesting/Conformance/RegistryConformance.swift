@@ -25,6 +25,7 @@ public enum RegistryConformance {
         case revocationsAreKeptOnceUntilTheyExpire
         case auditRowsAreKeptInOrderFilteredAndPruned
         case transitionsAreCompareAndSet
+        case aHeldSessionKeepsItsReasonUntilItsNextTransition
         case thirtyTwoConcurrentClaimersExactlyOneWins
         case aUsersLimitHoldsWhenTwelveStartAtOnce
         case snapshotRestoresIntoAnEmptyStoreOnlyUnlessReplacing
@@ -215,6 +216,23 @@ public enum RegistryConformance {
             #expect(try await store.transitionSession("s", from: SessionOwnership(node: 3, state: .running), to: suspended))
             #expect(try await store.session("s")?.ownership == suspended)
             #expect(try await store.transitionSession("missing", from: suspended, to: startingOn3) == false)
+            await store.close()
+        case .aHeldSessionKeepsItsReasonUntilItsNextTransition:
+            let store = try await migrated(makeStore)
+            try await store.createSession(newSession("s", node: 3, state: .running))
+            let suspended = SessionOwnership(node: nil, state: .suspended)
+            let reason = "it used more than its memory-limit of 512M and the kernel ended it"
+            #expect(try await store.holdSession("s", from: SessionOwnership(node: 4, state: .running), reason: reason) == false)
+            #expect(try await store.session("s")?.hold == nil)
+            #expect(try await store.holdSession("s", from: SessionOwnership(node: 3, state: .running), reason: reason))
+            let held = try #require(try await store.session("s"))
+            #expect(held.ownership == suspended && held.hold == reason)
+            #expect(try await store.holdSession("s", from: SessionOwnership(node: 3, state: .running), reason: reason) == false)
+            // Listed and snapshotted with it; the next start clears it.
+            #expect(try await store.sessions(matching: SessionFilter(username: "alice")).first?.hold == reason)
+            #expect(try await store.snapshot().sessions.first?.hold == reason)
+            #expect(try await store.transitionSession("s", from: suspended, to: SessionOwnership(node: 5, state: .starting)))
+            #expect(try await store.session("s")?.hold == nil)
             await store.close()
         case .thirtyTwoConcurrentClaimersExactlyOneWins:
                     let setup = try await migrated(makeStore)
