@@ -325,9 +325,30 @@ public final class SessionManager: Sendable {
         }
     }
 
+    /// What a client did, for the idle timeout.
+    public enum ClientActivity: Sendable {
+        /// A request that changes nothing (`GET`, `HEAD`, `OPTIONS`) and opens no page: a page's
+        /// scripts polling, fetching, or opening a WebSocket.
+        case read
+        /// Any other request, or a page opened in the browser (a navigation).
+        case write
+        /// A frame the client sent through a WebSocket.
+        case frame
+    }
+
     /// Client activity on session `id`, through this node (the proxy's; see ``SessionActivity``).
-    public func noteActivity(_ id: String) {
+    /// For a kind whose program reports its own activity (`activity=jupyter`), only the client's
+    /// writes count: its reads are the open page's polling, its frames reach the program, which
+    /// counts them itself.
+    public func noteActivity(_ id: String, _ what: ClientActivity = .write) {
+        if what != .write, countsOnlyWrites(id) { return }
         activity.note(id)
+    }
+
+    /// Whether session `id` (of the kind its route was found with) counts only its client's writes.
+    public func countsOnlyWrites(_ id: String) -> Bool {
+        guard let kind = routes.fresh(id)?.kind else { return false }
+        return runtime.configuration.kinds[kind]?.activity == .jupyter
     }
 
     /// `session-timeout-minutes` in seconds (0: off).
@@ -359,9 +380,25 @@ public final class SessionManager: Sendable {
               let running = try? await store.sessions(matching: SessionFilter(node: node, states: [.running])) else { return }
         let minutes = runtime.configuration.server.sessionTimeoutMinutes
         for session in running where now.timeIntervalSince(session.lastActive) > timeout + activityInterval {
-            let idle = Int(now.timeIntervalSince(session.lastActive))
+            var idle = Int(now.timeIntervalSince(session.lastActive))
+            var what = "client activity"
+            if let kind = runtime.configuration.kinds[session.kind], kind.activity == .jupyter {
+                // The program's own view: running work, or activity newer than the client's.
+                guard let endpoint = supervisor.runningEndpoint(session.id) else { continue }
+                let report = await ProgramActivity.readJupyter(endpoint, base: kind.basePath == .keep ? "/s/\(session.id)/" : "/")
+                if let report {
+                    let latest = report.busy ? now : report.lastActivity
+                    if let latest, latest > session.lastActive {
+                        // Written as activity: the dashboard shows it, and the next sweeps need not ask.
+                        try? await store.touchSession(session.id, at: min(latest, now))
+                        if now.timeIntervalSince(latest) <= timeout + activityInterval { continue }
+                        idle = Int(now.timeIntervalSince(latest))
+                    }
+                }
+                what = report == nil ? "client writes (its Jupyter API did not answer)" : "running kernel, kernel or terminal activity, or client writes"
+            }
             try? await suspend(session.id, by: .daemon,
-                               reason: "idle: no client activity for \(idle) s (session-timeout-minutes=\(String(format: "%g", minutes)))")
+                               reason: "idle: no \(what) for \(idle) s (session-timeout-minutes=\(String(format: "%g", minutes)))")
         }
     }
 
@@ -817,9 +854,14 @@ public final class SessionManager: Sendable {
     /// Where to send a request for session `id` of `username`, starting (or moving) the session
     /// first if it is suspended or its node is gone. nil when the session does not exist or
     /// belongs to someone else.
-    /// - Parameter startingHeld: start it even if it is held (its user asked); otherwise a held
-    ///   session is ``SessionError/held(_:)``.
-    public func route(_ id: String, username: String, startingHeld: Bool = false) async throws -> SessionRoute? {
+    /// - Parameters:
+    ///   - startingHeld: start it even if it is held (its user asked); otherwise a held
+    ///     session is ``SessionError/held(_:)``.
+    ///   - request: what the request is. A read that is not a page opened (an open page's
+    ///     polling) does not start a suspended session of a kind whose program reports its own
+    ///     activity: the idle timeout suspended it with its page open, and only its user's
+    ///     return (the page opened again, a write) starts it (``SessionError/suspended(_:)``).
+    public func route(_ id: String, username: String, startingHeld: Bool = false, request: ClientActivity = .write) async throws -> SessionRoute? {
         if let cached = freshRoute(id) {
             return cached.username == username ? cached.route : nil
         }
@@ -834,6 +876,9 @@ public final class SessionManager: Sendable {
             guard session.username == username else { return nil }
             if let hold = session.hold, !startingHeld, session.ownership.state == .suspended {
                 throw SessionError.held(hold)
+            }
+            if request != .write, session.ownership.state == .suspended, runtime.configuration.kinds[session.kind]?.activity == .jupyter {
+                throw SessionError.suspended("session \(id) is suspended; open its page again (reload it) to start it")
             }
             if let route = try await routeOrRecover(session) {
                 routes.remember(id, route, username: username, kind: session.kind)

@@ -162,6 +162,8 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
     case kindUnavailable(String)
     /// It was stopped (it went over its memory limit) and waits for its user to start it again.
     case held(String)
+    /// It is suspended, and a page's polling does not start it (a kind with its own activity).
+    case suspended(String)
 
     public var description: String {
         switch self {
@@ -172,7 +174,7 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .stopping(let reason): reason
         case .moved(let reason): reason
         case .limitReached(let reason): reason
-        case .unknownKind(let reason), .kindForbidden(let reason), .kindUnavailable(let reason): reason
+        case .unknownKind(let reason), .kindForbidden(let reason), .kindUnavailable(let reason), .suspended(let reason): reason
         case .held(let reason): "the session was stopped: \(reason); start it again from the page of its address or with POST /api/sessions/ID/start"
         }
     }
@@ -192,7 +194,7 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .unknownKind: 400
         case .kindForbidden: 403
         case .kindUnavailable: 503
-        case .held: 409
+        case .held, .suspended: 409
         }
     }
 
@@ -202,7 +204,7 @@ public enum SessionError: CodedError, Equatable, CustomStringConvertible {
         case .busy, .stopping, .moved: 1
         case .unavailable: 5
         case .kindUnavailable: 30
-        case .notFound, .launchFailed, .limitReached, .unknownKind, .kindForbidden, .held: nil
+        case .notFound, .launchFailed, .limitReached, .unknownKind, .kindForbidden, .held, .suspended: nil
         }
     }
 }

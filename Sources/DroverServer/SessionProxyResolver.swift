@@ -106,7 +106,9 @@ public struct SessionProxyResolver: ProxyResolver {
         }
         guard let id = Self.sessionID(head) else { return nil }
         let sessions = self.sessions
-        return { sessions.noteActivity(id) }
+        // A kind whose program counts its own activity counts what reaches it through here.
+        if sessions.countsOnlyWrites(id) { return nil }
+        return { sessions.noteActivity(id, .frame) }
     }
 
     /// Counted by the node the client reached, not again by the owner a hop reaches, so a
@@ -195,13 +197,23 @@ public struct SessionProxyResolver: ProxyResolver {
             return .respond(.text(.serviceUnavailable, "503 service unavailable: \(reason); retry in a moment\n", headers: ["Retry-After": "5"]))
         }
         do {
-            guard let route = try await sessions.route(id, username: user) else { return .respond(.text(.notFound, "no such session\n")) }
+            guard let route = try await sessions.route(id, username: user, request: Self.activity(head)) else { return .respond(.text(.notFound, "no such session\n")) }
             return decision(route, id: id, user: user, head: head)
         } catch SessionError.held(let reason) where (head.headers.first(name: "Accept") ?? "").contains("text/html") {
             return .respond(heldPage(id, reason: reason, head: head))
         } catch {
             return .respond(.failure(error, prefix: "the session is not available: "))
         }
+    }
+
+    /// A write, or a page the browser opens (`Sec-Fetch-Mode: navigate`; from a client that does
+    /// not send it, a `GET` that accepts HTML and upgrades nothing) is the user's own doing; any
+    /// other `GET`, `HEAD` or `OPTIONS` may be a page's scripts polling.
+    static func activity(_ head: HTTPRequestHead) -> SessionManager.ClientActivity {
+        guard [.GET, .HEAD, .OPTIONS].contains(head.method) else { return .write }
+        if let mode = head.headers.first(name: "Sec-Fetch-Mode") { return mode == "navigate" ? .write : .read }
+        let opensPage = !head.headers.contains(name: "Upgrade") && (head.headers.first(name: "Accept") ?? "").contains("text/html")
+        return opensPage ? .write : .read
     }
 
     /// What a browser is shown for a session that was stopped for going over its memory limit:
@@ -229,7 +241,7 @@ public struct SessionProxyResolver: ProxyResolver {
     func decision(_ route: SessionRoute, id: String, user: String, head: HTTPRequestHead) -> ProxyDecision {
         let sessions = self.sessions
         let isHop = head.headers.contains(name: Self.hopHeader)
-        if !isHop { sessions.noteActivity(id) }
+        if !isHop { sessions.noteActivity(id, Self.activity(head)) }
         let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
         switch route {
         case .local(let endpoint):

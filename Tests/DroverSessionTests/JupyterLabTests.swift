@@ -169,6 +169,14 @@ extension Browser {
             try await cluster.eventually("node \(ownerIndex) is in offline mode") { try await cluster.statuses().contains { $0.status == "Offline mode" } }
             let node = cluster.nodes[otherIndex]
             let otherVisitor = try await signIn(node, user: Self.owner)
+            // The kind counts Jupyter's own activity: a script's read (an open page polling)
+            // does not start it again; the page opened does.
+            let polled = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/api/kernels", headers: otherVisitor.headers)
+            #expect(polled.status == 409 && polled.body.contains("open its page again"), "\(polled.status) \(polled.body)")
+            #expect(try await Self.listed(node, otherVisitor)[id]?.state == "suspended")
+            let page = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/lab",
+                                                       headers: otherVisitor.headers + [("Accept", "text/html")], timeout: 120)
+            #expect(page.status == 200, "\(page.status) \(page.body.prefix(300))")
             let notebook = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/api/contents/drover-acceptance.ipynb",
                                                            headers: otherVisitor.headers, timeout: 120)
             #expect(notebook.status == 200 && notebook.body.contains("drover acceptance"), "\(notebook.status) \(notebook.body.prefix(300))")

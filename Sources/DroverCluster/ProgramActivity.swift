@@ -1,0 +1,82 @@
+import DroverKernel
+public import Foundation
+
+/// A program's own view of its activity, for a kind whose `activity` is not `client` (README,
+/// "Session kinds"): what the idle timeout reads besides the client's requests.
+public struct ProgramActivity: Sendable, Equatable {
+    /// Work is running now (a kernel executing code): the session is not idle, whatever the
+    /// time of its last activity.
+    public var busy: Bool
+    /// The latest activity the program reports (a kernel's or a terminal's), if any.
+    public var lastActivity: Date?
+
+    public init(busy: Bool, lastActivity: Date?) {
+        self.busy = busy
+        self.lastActivity = lastActivity
+    }
+
+    /// Jupyter Server's `api/kernels` and `api/terminals` answers, as JupyterHub's idle culler
+    /// reads them: each kernel's `execution_state` (`busy` while it runs code, `starting`) and
+    /// `last_activity` (its last message: an execution, its output, a completion), each
+    /// terminal's `last_activity`. Not `api/status`'s `last_activity`: every API request moves
+    /// it, the open Lab's own polling included. nil when `kernels` is not such a list.
+    public static func jupyter(kernels: Data, terminals: Data?) -> ProgramActivity? {
+        guard let kernelList = try? JSONSerialization.jsonObject(with: kernels) as? [[String: Any]] else { return nil }
+        let terminalList = terminals.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [[String: Any]] } ?? []
+        let busy = kernelList.contains { ["busy", "starting"].contains($0["execution_state"] as? String ?? "") }
+        let times = (kernelList + terminalList).compactMap { ($0["last_activity"] as? String).flatMap(parseTime) }
+        return ProgramActivity(busy: busy, lastActivity: times.max())
+    }
+
+    /// Jupyter's times: ISO 8601 in UTC, with or without fractions of a second.
+    static func parseTime(_ text: String) -> Date? {
+        let withFractions = ISO8601DateFormatter()
+        withFractions.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = withFractions.date(from: text) { return date }
+        return ISO8601DateFormatter().date(from: text)
+    }
+
+    /// Asks session `endpoint`'s program (a kind with `activity=jupyter`) under `base` (`/s/<id>/`,
+    /// or `/` for `base-path=strip`). nil when it does not answer as Jupyter does.
+    static func readJupyter(_ endpoint: SessionEndpoint, base: String) async -> ProgramActivity? {
+        await withCheckedContinuation { continuation in
+            Thread {
+                guard let kernels = SessionProcess.fetch(endpoint, uri: base + "api/kernels"), kernels.status == 200 else {
+                    continuation.resume(returning: nil)
+                    return
+                }
+                let terminals = SessionProcess.fetch(endpoint, uri: base + "api/terminals").flatMap { $0.status == 200 ? $0.body : nil }
+                continuation.resume(returning: jupyter(kernels: kernels.body, terminals: terminals))
+            }.start()
+        }
+    }
+}
+
+extension SessionProcess {
+    /// One `GET` to a session's program over a verified connection (``SessionConnector``), as
+    /// HTTP/1.0 so that the answer is not chunked; its status and body (at most 1 MiB), or nil.
+    /// Blocks for at most a few seconds: call it off the cooperative pool.
+    static func fetch(_ endpoint: SessionEndpoint, uri: String, timeoutSeconds: Int = 2) -> (status: Int, body: Data)? {
+        guard let fd = try? SessionConnector().connect(endpoint, timeout: 0.5) else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let secret = endpoint.secret.map { "\($0.header): \($0.value)\r\n" } ?? ""
+        let request = Array("GET \(uri) HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\(secret)\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
+        var answer = Data()
+        var chunk = [UInt8](repeating: 0, count: 16_384)
+        while answer.count < 1 << 20 {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            answer.append(contentsOf: chunk[0..<count])
+        }
+        guard let end = answer.range(of: Data("\r\n\r\n".utf8)) else { return nil }
+        let statusLine = String(decoding: answer[..<end.lowerBound].prefix { $0 != UInt8(ascii: "\r") }, as: UTF8.self)
+        let fields = statusLine.split(separator: " ")
+        guard fields.count >= 2, fields[0].hasPrefix("HTTP/"), let status = Int(fields[1]) else { return nil }
+        return (status, Data(answer[end.upperBound...]))
+    }
+}
