@@ -36,9 +36,10 @@ public enum RawWebSocket {
     /// A masked text frame, as a client sends it.
     static func frame(_ message: String) -> [UInt8] {
         let payload = Array(message.utf8)
-        precondition(payload.count < 126, "short messages only")
+        precondition(payload.count < 65_536, "messages under 64 KiB only")
         let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
-        return [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $1 ^ mask[$0 % 4] }
+        let length: [UInt8] = payload.count < 126 ? [0x80 | UInt8(payload.count)] : [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
+        return [0x81] + length + mask + payload.enumerated().map { $1 ^ mask[$0 % 4] }
     }
 
     /// Opens `path` as a WebSocket and holds it open, sending nothing.

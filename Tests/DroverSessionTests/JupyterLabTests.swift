@@ -194,6 +194,109 @@ extension Browser {
         try? FileManager.default.removeItem(atPath: profile)
     }
 
+    /// Issue 35, item 1, at scaled-down timeouts (`session-timeout-minutes=0.1`: six seconds),
+    /// with the shipped kind (`activity=jupyter`) and two sessions at once: one whose kernel runs
+    /// code for 30 s after its client has gone is not suspended while it runs, and is once it is
+    /// done; one with nothing running and its Lab open in Chromium, polling, is suspended, and
+    /// stays so while the tab polls, until the page is opened again.
+    @Test(.enabled(if: (jupyterBin != nil && Browser.available && SystemUsers.available) || ProcessInfo.processInfo.environment["CI"] == "true"))
+    func idleMeansIdleForJupyterToo() async throws {
+        try await HeavyTests.oneAtATime { try await idle() }
+    }
+
+    func idle() async throws {
+        let bin = try #require(Self.jupyterBin, "no JupyterLab: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
+        try await SystemUsers.ensure([Self.owner])
+        let account = try #require(getpwnam(Self.owner)?.pointee)
+        let profile = String(cString: account.pw_dir) + "/.profile"
+        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
+        chown(profile, account.pw_uid, account.pw_gid)
+        defer { try? FileManager.default.removeItem(atPath: profile) }
+        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config/kinds.available/jupyterlab.conf").path
+        let run = TemporaryDirectory(prefix: "drover-idle-run")
+        chmod(run.path, 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: """
+            auth-pam-service=\(SystemUsers.pamService)
+            session-run-dir=\(run.path)/node
+            session-timeout-minutes=0.1
+            """)
+        let node = cluster.nodes[0]
+        try node.write("kinds/jupyterlab.conf", try String(contentsOfFile: shipped, encoding: .utf8))
+        try await cluster.start(0)
+        let visitor = try await signIn(node, user: Self.owner)
+        func start() async throws -> String {
+            let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions",
+                                                          headers: visitor.headers, timeout: 120)
+            return try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        }
+        let (working, watched) = (try await start(), try await start())
+
+        // A kernel runs thirty seconds of code; its client sends the request and goes away.
+        let lab = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(working)/lab",
+                                                  headers: visitor.headers + [("Accept", "text/html")], timeout: 60)
+        let xsrf = try #require(lab.headers.first { $0.0.lowercased() == "set-cookie" && $0.1.hasPrefix("_xsrf=") }
+            .map { String($0.1.dropFirst(6).prefix { $0 != ";" }) }, "\(lab.status) \(lab.headers)")
+        let cookies = [("Cookie", visitor.cookie + "; _xsrf=" + xsrf), ("X-CSRF-Token", visitor.csrf), ("X-XSRFToken", xsrf)]
+        let kernel = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(working)/api/kernels",
+                                                     headers: cookies, body: #"{"name":"python3"}"#, timeout: 60)
+        let kernelID = try #require(json(kernel)["id"] as? String, "\(kernel.status) \(kernel.body)")
+        let channel = try await RawWebSocket.hold(host: node.address, port: node.port, path: "/s/\(working)/api/kernels/\(kernelID)/channels",
+                                                  headers: [("Cookie", visitor.cookie + "; _xsrf=" + xsrf)])
+        try await channel.send(#"{"header":{"msg_id":"drover-idle-1","msg_type":"execute_request","username":"drover","session":"drover-idle","version":"5.3","date":"2026-01-01T00:00:00Z"},"parent_header":{},"metadata":{},"channel":"shell","buffers":[],"content":{"code":"import time\ntime.sleep(30)","silent":false,"store_history":false,"user_expressions":{},"allow_stdin":false,"stop_on_error":true}}"#)
+        try await Task.sleep(for: .seconds(1))
+        channel.close()
+        let workStarted = Date()
+
+        try await Browser.using { browser in
+            // The other session's Lab, open in a real browser, with nothing running.
+            try await signInThroughTheForm(browser, node)
+            try await openLab(browser, node, watched)
+            let proxied = { () async throws -> Double in
+                let metrics = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/metrics").body
+                return metrics.split(separator: "\n").filter { $0.hasPrefix("drover_proxied_requests_total{") }
+                    .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+            }
+            let before = try await proxied()
+            // The page's own count of its requests to the server, from now on.
+            try await browser.run("performance.setResourceTimingBufferSize(100000); performance.clearResourceTimings()")
+            let pageRequests = { () async throws -> Int in
+                (try await browser.run("return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length") as? Int) ?? -1
+            }
+            // Polled, and suspended: within the timeout, one sweep and a margin.
+            let deadline = Date().addingTimeInterval(25)
+            var states: [String: String] = [:]
+            while Date() < deadline {
+                let listed = try await Self.listed(node, visitor)
+                states = listed.mapValues(\.state)
+                #expect(states[working] == "running", "the working kernel's session was suspended after \(Int(Date().timeIntervalSince(workStarted))) s: \(states)")
+                if states[watched] == "suspended" { break }
+                try await Task.sleep(for: .seconds(1))
+            }
+            #expect(states[watched] == "suspended", "the open, idle Lab was not suspended: \(states)")
+            let polls = try await proxied() - before
+            #expect(polls >= 3, "the open tab polled the server (\(polls) requests)")
+            // It stays suspended with its tab open and polling; the work goes on.
+            let polledBefore = try await pageRequests()
+            try await Task.sleep(for: .seconds(12))
+            let later = try await Self.listed(node, visitor)
+            #expect(later[watched]?.state == "suspended" && later[working]?.state == "running", "\(later)")
+            let polledAfter = try await pageRequests()
+            #expect(polledAfter > polledBefore, "the tab went on polling (\(polledBefore) then \(polledAfter) requests)")
+            // Once the work is done, the working session is idle too.
+            try await cluster.eventually("the working session suspended once its kernel is idle", timeout: 45) {
+                try await Self.listed(node, visitor)[working]?.state == "suspended"
+            }
+            #expect(Date().timeIntervalSince(workStarted) > 29, "suspended before its work ended")
+            let audit = try await cluster.drover(0, ["audit"]).stdout
+            #expect(audit.contains("session-suspend  \(watched)") && audit.contains("idle: no running kernel, kernel or terminal activity, or client writes for"), "\(audit)")
+            // The page opened again starts it.
+            try await openLab(browser, node, watched)
+            #expect(try await Self.listed(node, visitor)[watched]?.state == "running")
+        }
+        #expect(try await cluster.stop(0) == 0)
+    }
+
     /// The user's sessions as the API lists them: id → (state, node).
     static func listed(_ node: ConfigDirectory, _ visitor: Visitor) async throws -> [String: (state: String, node: Int64?)] {
         let answer = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions", headers: visitor.headers)
