@@ -149,3 +149,27 @@ import Testing
 enum FreePortProbe {
     static func closed() throws -> Int { try DroverTesting.FreePort.find() }
 }
+
+/// A kind whose limits a node cannot set is not offered there (issue 35, item 3): it is placed
+/// on nodes that can, never run unlimited.
+@Suite struct KindLimitAvailabilityTests {
+    @Test func aKindWithLimitsIsOfferedOnlyWhereTheyCanBeSet() throws {
+        let directory = TemporaryDirectory(prefix: "drover-kind-limits")
+        _ = try directory.write("rserver.conf", "server-data-dir=data\nsession-command=/bin/true\n")
+        let kind = #"command=["/bin/sleep", "{socket}"]"# + "\nendpoint=unix-socket\n"
+        _ = try directory.write("kinds/capped.conf", kind + "memory-limit=1G\ncpu-limit=1\n")
+        _ = try directory.write("kinds/free.conf", kind)
+        let config = try DroverConfiguration.load(directory: directory.path)
+        let none = CgroupHost(unified: nil, v1: [])
+        let offered = Dictionary(uniqueKeysWithValues: SessionKindCheck.check(config, cgroups: none).map { ($0.kind, $0) })
+        #expect(offered["free"]?.offered == true && offered["default"]?.offered == true)
+        let capped = try #require(offered["capped"])
+        #expect(!capped.offered)
+        #expect(capped.notes.contains("memory-limit cannot be enforced here: no cgroup hierarchy offers memory (is /sys/fs/cgroup mounted?); not offered rather than run unlimited"),
+                "\(capped.notes)")
+        #expect(capped.notes.contains { $0.hasPrefix("cpu-limit cannot be enforced here") })
+        // With both controllers (v2, droverd's cgroup offering them): offered.
+        let v2 = CgroupHost(unified: .init(mount: "/sys/fs/cgroup", own: "/", controllers: ["memory", "cpu"]), v1: [])
+        #expect(geteuid() != 0 || SessionKindCheck.check(config, cgroups: v2).first { $0.kind == "capped" }?.offered == true)
+    }
+}

@@ -87,6 +87,22 @@ import Testing
         #expect(refusal(Self.lab + "\nendpoint=unix-socket\nstart-timeout=0\n") == "\(file):3: 'start-timeout' must be from 1 to 3600, found 0")
     }
 
+    @Test func limitsAndTheActivitySourceAreReadAndMistakesNamed() throws {
+        let kind = try parse(Self.lab + "\nendpoint=unix-socket\nmemory-limit=4G\ncpu-limit=1.5\nactivity=jupyter\n")
+        #expect(kind.limits == SessionLimits(memoryBytes: 4 << 30, cpus: 1.5) && kind.activity == .jupyter)
+        let plain = try parse(Self.lab + "\nendpoint=unix-socket\n")
+        #expect(plain.limits.isEmpty && plain.activity == .client)
+        let file = "/etc/drover/kinds/lab.conf"
+        #expect(refusal(Self.lab + "\nendpoint=unix-socket\nmemory-limit=4GB\n")
+                    == "\(file):3: 'memory-limit' is a size like 512M, 4G or 1.5G (K, M, G, T are powers of 1024), found '4GB'")
+        #expect(refusal(Self.lab + "\nendpoint=unix-socket\nmemory-limit=1M\n")
+                    == "\(file):3: 'memory-limit' must be at least 32M (no program starts in less), found '1M'")
+        #expect(refusal(Self.lab + "\nendpoint=unix-socket\ncpu-limit=0\n")
+                    == "\(file):3: 'cpu-limit' is a number of CPUs from 0.01 to 4096, like 0.5 or 2, found '0'")
+        #expect(refusal(Self.lab + "\nendpoint=unix-socket\nactivity=kernels\n")
+                    == "\(file):3: 'activity' must be one of client, jupyter (what keeps a session from session-timeout-minutes), found 'kernels'")
+    }
+
     @Test func aSecretIsReadFromAFileAndSentAsAHeader() throws {
         let kind = try parse(#"command=["/usr/bin/app", "--port={port}", "--token-file={secret-file}"]"# + "\nendpoint=tcp-port\nsecret-header=X-App-Token\n")
         #expect(kind.usesSecret && kind.secretHeader == "X-App-Token")
@@ -141,7 +157,7 @@ import Testing
         for name in names {
             let text = try String(contentsOfFile: shipped + "/" + name, encoding: .utf8)
             let kind = try parse(text, name: String(name.dropLast(5)))
-            #expect(kind.endpoint == .unixSocket && kind.readyPath == "{base-path}api/status", "\(name)")
+            #expect(kind.endpoint == .unixSocket && kind.readyPath == "{base-path}api/status" && kind.activity == .jupyter, "\(name)")
         }
     }
 }

@@ -88,6 +88,12 @@ public struct CgroupHost: Sendable, Equatable {
         /// (its `cgroup.controllers`).
         public var controllers: Set<String>
 
+        public init(mount: String, own: String, controllers: Set<String>) {
+            self.mount = mount
+            self.own = own
+            self.controllers = controllers
+        }
+
         /// The folder of the caller's cgroup.
         public var ownFolder: String { mount + (own == "/" ? "" : own) }
     }
