@@ -137,10 +137,15 @@ public struct SessionService: Service {
                     await sessions.pruneAudit()
                 }
             }
-            // Client activity to the registry, and the idle timeout.
+            // Client activity to the registry; the idle timeout in a loop of its own, so that
+            // asking slow programs for their activity never holds the activity's writes back.
             group.addTask {
                 await repeatUntilShutdown(every: { sessions.activityInterval }) {
                     await sessions.flushActivity()
+                }
+            }
+            group.addTask {
+                await repeatUntilShutdown(every: { sessions.activityInterval }) {
                     await sessions.suspendIdle()
                 }
             }

@@ -24,52 +24,63 @@ public struct ProgramActivity: Sendable, Equatable {
         guard let kernelList = try? JSONSerialization.jsonObject(with: kernels) as? [[String: Any]] else { return nil }
         let terminalList = terminals.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [[String: Any]] } ?? []
         let busy = kernelList.contains { ["busy", "starting"].contains($0["execution_state"] as? String ?? "") }
-        let times = (kernelList + terminalList).compactMap { ($0["last_activity"] as? String).flatMap(parseTime) }
-        return ProgramActivity(busy: busy, lastActivity: times.max())
-    }
-
-    /// Jupyter's times: ISO 8601 in UTC, with or without fractions of a second.
-    static func parseTime(_ text: String) -> Date? {
+        // Jupyter's times: ISO 8601 in UTC, with or without fractions of a second.
         let withFractions = ISO8601DateFormatter()
         withFractions.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = withFractions.date(from: text) { return date }
-        return ISO8601DateFormatter().date(from: text)
+        let plain = ISO8601DateFormatter()
+        let times = (kernelList + terminalList).compactMap { ($0["last_activity"] as? String).flatMap { withFractions.date(from: $0) ?? plain.date(from: $0) } }
+        return ProgramActivity(busy: busy, lastActivity: times.max())
     }
 
     /// Asks session `endpoint`'s program (a kind with `activity=jupyter`) under `base` (`/s/<id>/`,
     /// or `/` for `base-path=strip`). nil when it does not answer as Jupyter does.
+    /// Both requests together take at most ``answerSeconds``: a program that trickles its answer
+    /// is taken as one that did not answer.
     static func readJupyter(_ endpoint: SessionEndpoint, base: String) async -> ProgramActivity? {
         await withCheckedContinuation { continuation in
             Thread {
-                guard let kernels = SessionProcess.fetch(endpoint, uri: base + "api/kernels"), kernels.status == 200 else {
+                let deadline = ContinuousClock.now + .seconds(answerSeconds)
+                guard let kernels = SessionProcess.fetch(endpoint, uri: base + "api/kernels", until: deadline), kernels.status == 200 else {
                     continuation.resume(returning: nil)
                     return
                 }
-                let terminals = SessionProcess.fetch(endpoint, uri: base + "api/terminals").flatMap { $0.status == 200 ? $0.body : nil }
+                let terminals = SessionProcess.fetch(endpoint, uri: base + "api/terminals", until: deadline).flatMap { $0.status == 200 ? $0.body : nil }
                 continuation.resume(returning: jupyter(kernels: kernels.body, terminals: terminals))
             }.start()
         }
     }
 }
 
+extension ProgramActivity {
+    /// Seconds a program has to answer both of an activity poll's requests.
+    static let answerSeconds = 3
+}
+
 extension SessionProcess {
     /// One `GET` to a session's program over a verified connection (``SessionConnector``), as
-    /// HTTP/1.0 so that the answer is not chunked; its status and body (at most 1 MiB), or nil.
-    /// Blocks for at most a few seconds: call it off the cooperative pool.
-    static func fetch(_ endpoint: SessionEndpoint, uri: String, timeoutSeconds: Int = 2) -> (status: Int, body: Data)? {
+    /// HTTP/1.0 so that the answer is not chunked; its status and body (at most 1 MiB), or nil
+    /// when it is not whole by `deadline` (each wait for bytes is bounded by what is left).
+    /// Blocks: call it off the cooperative pool.
+    static func fetch(_ endpoint: SessionEndpoint, uri: String, until deadline: ContinuousClock.Instant) -> (status: Int, body: Data)? {
         guard let fd = try? SessionConnector().connect(endpoint, timeout: 0.5) else { return nil }
         defer { close(fd) }
-        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var sendTimeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
         let secret = endpoint.secret.map { "\($0.header): \($0.value)\r\n" } ?? ""
         let request = Array("GET \(uri) HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\(secret)\r\n".utf8)
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
         var answer = Data()
         var chunk = [UInt8](repeating: 0, count: 16_384)
         while answer.count < 1 << 20 {
-            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count < 0, errno == EINTR { continue }
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return nil }
+            var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let milliseconds = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+            let polled = poll(&ready, 1, milliseconds)
+            if polled < 0, errno == EINTR { continue }
+            guard polled > 0 else { return nil }
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if count < 0, errno == EINTR || errno == EAGAIN { continue }
             guard count > 0 else { break }
             answer.append(contentsOf: chunk[0..<count])
         }

@@ -189,7 +189,7 @@ final class SessionGuard: Sendable {
     /// session's memory cgroup five times a second.
     func watchMemory(_ group: SessionProcessGroup) {
         while !ending.load(ordering: .sequentiallyConsistent) {
-            if group.wasOOMKilled {
+            if group.wentOverMemoryLimit {
                 end(.memoryLimit, status: -1, detail: memoryLimitDetail, release: true)
                 return
             }
@@ -282,7 +282,7 @@ final class SessionGuard: Sendable {
         let group = process.withLock { $0 }
         var (reason, detail) = (reason, detail)
         // Its main process ended because the OOM killer took it (or took the group, on v2).
-        if reason == .exited, group?.wasOOMKilled == true { (reason, detail) = (.memoryLimit, memoryLimitDetail) }
+        if reason == .exited, spec.limits?.memoryBytes != nil, group?.wentOverMemoryLimit == true { (reason, detail) = (.memoryLimit, memoryLimitDetail) }
         group?.killAll()
         group?.waitUntilEmpty(seconds: 5)
         if release, let lock = held.withLock({ $0 }) {

@@ -11,6 +11,8 @@ struct SessionProcessGroup: Sendable {
     /// Its cgroups; nil when none could be made (not root, or none mounted): then only the
     /// process group holds it, and a process that calls `setsid` escapes.
     let cgroups: SessionCgroupSet?
+    /// The memory counters before the command joined its cgroups.
+    let memoryBaseline: SessionCgroupSet.MemoryBaseline?
 
     /// How its processes are held together, for the `started` event.
     var isolation: String { cgroups?.words ?? "process-group" }
@@ -68,6 +70,7 @@ struct SessionProcessGroup: Sendable {
             let join = cgroups.folders.map { "echo $$ > '\($0)/cgroup.procs' || exit 126; " }.joined()
             arguments = ["/bin/sh", "-c", join + "exec \"$@\"", "drover-session"] + setpriv
         }
+        let baseline = cgroups?.memoryBaseline
         var descriptors: [(Int32, Spawn.Descriptor)] = [(0, .null), (1, .null), (2, .null)]
         // The inherited endpoint: the listening socket, as descriptor 3.
         if let listener { descriptors.append((3, .inherited(listener))) }
@@ -80,7 +83,7 @@ struct SessionProcessGroup: Sendable {
             if let run = spec.runDirectory { RunDirectory.remove(run, uid: spec.uid) }
             throw LockError(path: spec.arguments?.first ?? spec.command, "cannot start the session command (\(error))")
         }
-        return SessionProcessGroup(pid: pid, cgroups: cgroups)
+        return SessionProcessGroup(pid: pid, cgroups: cgroups, memoryBaseline: baseline)
     }
 
     /// Binds and listens on the session's Unix socket. Its folder and the socket are droverd's
@@ -171,8 +174,12 @@ struct SessionProcessGroup: Sendable {
         cgroups?.remove()
     }
 
-    /// Whether the kernel's OOM killer ended a process of the session (its memory limit).
-    var wasOOMKilled: Bool { (cgroups?.oomKills() ?? 0) > 0 }
+    /// Whether the kernel's OOM killer ended a process of the session for reaching its own
+    /// memory limit.
+    var wentOverMemoryLimit: Bool {
+        guard let cgroups, let memoryBaseline else { return false }
+        return cgroups.wentOverMemoryLimit(since: memoryBaseline)
+    }
 
     /// The processes whose process group is `group`, from `/proc`.
     static func groupMembers(_ group: pid_t) -> [pid_t] {

@@ -84,6 +84,12 @@ import Testing
         try "123456789\n".write(toFile: folder + "/memory.current", atomically: false, encoding: .utf8)
         try "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n".write(toFile: folder + "/cpu.stat", atomically: false, encoding: .utf8)
         #expect(set.usage() == SessionCgroupSet.Usage(memoryBytes: 123_456_789, cpuSeconds: 2.5, oomKills: 1))
+        // Over its own limit: an OOM kill with the cgroup's own OOM event, after the baseline.
+        #expect(set.wentOverMemoryLimit(since: .init(kills: 0, limitEvents: 0)))
+        #expect(!set.wentOverMemoryLimit(since: .init(kills: 1, limitEvents: 1)), "counts a folder had before the start are not the session's")
+        // The machine's OOM killer took one of its processes, the session under its limit: not held.
+        try "low 0\nhigh 0\nmax 0\noom 0\noom_kill 1\n".write(toFile: folder + "/memory.events", atomically: false, encoding: .utf8)
+        #expect(!set.wentOverMemoryLimit(since: .init(kills: 0, limitEvents: 0)))
     }
 
     @Test func aLimitThatCannotBeSetFailsTheStart() throws {

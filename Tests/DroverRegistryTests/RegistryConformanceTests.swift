@@ -37,7 +37,8 @@ import Testing
         try await old.createSession(RegistryConformance.newSession("s1", node: node.id, state: .running))
         await old.close()
         try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DROP TABLE audit; "
-            + "ALTER TABLE session DROP COLUMN kind; ALTER TABLE node DROP COLUMN kinds; DROP TABLE sign_in_failure; DELETE FROM schema_version WHERE version > 1;")
+            + "ALTER TABLE session DROP COLUMN kind; ALTER TABLE node DROP COLUMN kinds; DROP TABLE sign_in_failure; ALTER TABLE session DROP COLUMN hold; "
+            + "DELETE FROM schema_version WHERE version > 1;")
         let upgraded = try await harness.store()
         #expect(try await upgraded.nodes().map(\.host) == ["h"])
         #expect(try await upgraded.nodes().first?.unreachableSince == nil)
@@ -69,6 +70,10 @@ import Testing
         #expect(try await upgraded.recordSignInFailure(username: "alice", now: at, window: 60) == 1)
         try await upgraded.clearSignInFailures(username: "bob")
         #expect(try await upgraded.recordSignInFailure(username: "bob", now: at, window: 60) == 1)
+        // Schema 7: a session held for going over its memory limit; old rows are not held.
+        #expect(try await upgraded.session("s1")?.hold == nil)
+        #expect(try await upgraded.holdSession("s1", from: SessionOwnership(node: node.id, state: .running), reason: "it used more than its memory-limit"))
+        #expect(try await upgraded.session("s1")?.hold == "it used more than its memory-limit")
         await upgraded.close()
     }
 

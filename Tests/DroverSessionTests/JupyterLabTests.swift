@@ -222,7 +222,8 @@ extension Browser {
             session-timeout-minutes=0.1
             """)
         let node = cluster.nodes[0]
-        try node.write("kinds/jupyterlab.conf", try String(contentsOfFile: shipped, encoding: .utf8))
+        // With a memory limit too: a kernel that outgrows it ends its session (item 2).
+        try node.write("kinds/jupyterlab.conf", try String(contentsOfFile: shipped, encoding: .utf8) + "\nmemory-limit=768M\n")
         try await cluster.start(0)
         let visitor = try await signIn(node, user: Self.owner)
         func start() async throws -> String {
@@ -293,9 +294,54 @@ extension Browser {
             // The page opened again starts it.
             try await openLab(browser, node, watched)
             #expect(try await Self.listed(node, visitor)[watched]?.state == "running")
+
+            // A cell takes 2 GiB under a memory-limit of 768M: the kernel is killed, and with it
+            // the session, which waits for its user; the Lab's next page says why, and its
+            // button starts it again.
+            #expect(try await browser.runAsync(Self.hogScript) as? String == "sent")
+            try await cluster.eventually("the session is held for its memory", timeout: 60) {
+                let listed = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/sessions", headers: visitor.headers).body
+                return listed.contains(#""held":"it used more than its memory-limit of 768M and the kernel ended it""#)
+            }
+            try await browser.open(node.baseURL + "/s/\(watched)/lab")
+            let page = try await browser.source
+            #expect(page.contains("This session was stopped") && page.contains("memory-limit of 768M"), "\(page.prefix(600))")
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await Self.listed(node, visitor)[watched]?.state == "suspended", "it does not start again on its own")
+            try await browser.click("#start-again")
+            _ = try await eventuallyValue("the Lab again after Start it again", timeout: 90) {
+                (try await browser.run("return document.querySelector('#jp-main-dock-panel') !== null") as? Bool) == true ? true : nil
+            }
+            #expect(try await Self.listed(node, visitor)[watched]?.state == "running")
+            let ended = try await cluster.drover(0, ["audit"]).stdout
+            #expect(ended.contains("session-end  \(watched)") && ended.contains("memory-limit: it used more than its memory-limit of 768M"), "\(ended)")
         }
         #expect(try await cluster.stop(0) == 0)
     }
+
+    /// In the Lab page: starts a kernel (with Jupyter's XSRF header) and sends it a cell that
+    /// allocates 2 GiB; reports `sent` once the request is on its way.
+    static let hogScript = #"""
+    const done = arguments[arguments.length - 1];
+    (async () => {
+      try {
+        const base = location.pathname.slice(0, location.pathname.indexOf('/lab')) + '/';
+        const xsrf = decodeURIComponent((document.cookie.split('; ').find(c => c.startsWith('_xsrf=')) || '=').split('=').slice(1).join('='));
+        const made = await fetch(base + 'api/kernels', {method: 'POST', headers: {'X-XSRFToken': xsrf, 'Content-Type': 'application/json'}, body: '{"name":"python3"}'});
+        if (made.status !== 201) { done('kernel start: ' + made.status); return; }
+        const kernel = await made.json();
+        const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + base + 'api/kernels/' + kernel.id + '/channels');
+        ws.onopen = () => {
+          ws.send(JSON.stringify({
+            header: {msg_id: 'drover-hog', msg_type: 'execute_request', username: 'drover', session: 'drover-hog', date: new Date().toISOString(), version: '5.3'},
+            parent_header: {}, metadata: {}, channel: 'shell', buffers: [],
+            content: {code: "hog = bytearray(b'\x01') * (2 << 30)", silent: false, store_history: false, user_expressions: {}, allow_stdin: false, stop_on_error: true}}));
+          done('sent');
+        };
+        ws.onerror = () => done('websocket error');
+      } catch (error) { done('error: ' + error); }
+    })();
+    """#
 
     /// The user's sessions as the API lists them: id → (state, node).
     static func listed(_ node: ConfigDirectory, _ visitor: Visitor) async throws -> [String: (state: String, node: Int64?)] {

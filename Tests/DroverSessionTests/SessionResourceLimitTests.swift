@@ -155,3 +155,57 @@ final class ManagedCounter: Sendable {
     func add() { count.withLock { $0 += 1 } }
     var value: Int { count.withLock { $0 } }
 }
+
+/// A program of a kind with `activity=jupyter` that never finishes answering `api/kernels`: it
+/// sends a byte a second. The idle poll gives it three seconds, then counts the client's
+/// writes alone (the security read of issue 35: a trickling answer held the node's idle sweep
+/// for as long as it trickled).
+let tricklingProgram = #"""
+import socketserver, sys, time
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        line = self.rfile.readline().decode()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        if "/api/kernels" in line:
+            self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[")
+            for _ in range(120):
+                time.sleep(1)
+                self.wfile.write(b" ")
+        else:
+            self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    def get_request(self):
+        request, _ = self.socket.accept()
+        return request, ("local", 0)
+UnixServer(sys.argv[1], Handler).serve_forever()
+"""#
+
+@Suite(.serialized) struct ProgramActivityPollTests {
+    @Test(.enabled(if: SystemUsers.available || ProcessInfo.processInfo.environment["CI"] == "true"))
+    func aProgramThatTricklesItsAnswerIsSuspendedAsIdle() async throws {
+        try await SystemUsers.ensure([SessionResourceLimitTests.owner])
+        let setup = try SessionKindTests.Setup()
+        try setup.programs.write("trickle.py", tricklingProgram)
+        let kind = """
+            command=["/usr/bin/python3", "\(setup.programs.url("trickle.py"))", "{socket}"]
+            endpoint=unix-socket
+            activity=jupyter
+            """
+        let cluster = try await setup.cluster(kinds: ["slow": kind], rserver: "session-timeout-minutes=0.1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let visitor = try await signIn(node, user: SessionResourceLimitTests.owner)
+        let id = try #require(json(try await SessionKindTests.start(node, visitor, kind: "slow"))["id"] as? String)
+        // Six seconds of timeout, a second's sweep, three seconds for the program, and a margin.
+        try await cluster.eventually("the session suspended as idle", timeout: 25) {
+            try await JupyterLabTests.listed(node, visitor)[id]?.state == "suspended"
+        }
+        // Its audit row follows within a moment (rows are written in batches).
+        try await cluster.eventually("the suspend's reason in the audit log") {
+            try await cluster.drover(0, ["audit"]).stdout.contains("idle: no client writes (its Jupyter API did not answer)")
+        }
+        #expect(try await cluster.stop(0) == 0)
+    }
+}

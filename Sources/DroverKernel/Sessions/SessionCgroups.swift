@@ -193,6 +193,11 @@ public struct CgroupHost: Sendable, Equatable {
         let canWrite: (String) -> Bool = writable ?? { access($0, W_OK) == 0 }
         if let unified, unified.controllers.contains(controller.rawValue), let parent = sessionsParentV2() {
             let folder = (parent as NSString).deletingLastPathComponent
+            // Once droverd made the sessions' folder, the controller must be enabled in it.
+            if let enabled = try? String(contentsOfFile: parent + "/cgroup.subtree_control", encoding: .utf8),
+               !enabled.split(whereSeparator: \.isWhitespace).contains(where: { $0 == controller.rawValue || $0 == "+" + controller.rawValue }) {
+                return .missing("cgroup v2 offers \(controller.rawValue), but it is not enabled in \(parent)/cgroup.subtree_control (droverd enables it at start when a kind has limits; see its log)")
+            }
             if canWrite(folder) { return .v2(parent) }
             return .missing("cgroup v2 offers \(controller.rawValue), but \(folder) is not droverd's to write (run droverd as root, or give its unit Delegate=yes)")
         }
@@ -366,11 +371,48 @@ public struct SessionCgroupSet: Sendable, Equatable {
         return nil
     }
 
-    /// OOM kills in the session's memory cgroup (v1 `memory.oom_control`, v2 `memory.events`).
+    /// OOM kills in the session's memory cgroup (v1 `memory.oom_control`, v2 `memory.events`),
+    /// whoever's: the machine's own OOM killer's count too.
     public func oomKills() -> Int? {
         if let memory, let value = Self.field("oom_kill", in: memory + "/memory.oom_control") { return Int(value) }
         if let unified, let value = Self.field("oom_kill", in: unified + "/memory.events") { return Int(value) }
         return nil
+    }
+
+    /// Signs that the session's use reached its own limit: v2 `memory.events`' `oom` (the
+    /// cgroup's own OOM events); v1 `memory.failcnt` and `memory.memsw.failcnt`, and one more
+    /// once `memory.max_usage_in_bytes` came within 1 MiB of the limit (some kernels leave the
+    /// fail counts at zero when the OOM killer runs).
+    public func limitEvents() -> Int? {
+        if let memory, let value = Self.number(memory + "/memory.failcnt") {
+            var events = Int(value) + Int(Self.number(memory + "/memory.memsw.failcnt") ?? 0)
+            if let peak = Self.number(memory + "/memory.max_usage_in_bytes"), let limit = Self.number(memory + "/memory.limit_in_bytes"),
+               peak + (1 << 20) >= limit {
+                events += 1
+            }
+            return events
+        }
+        if let unified, let value = Self.field("oom", in: unified + "/memory.events") { return Int(value) }
+        return nil
+    }
+
+    /// What the memory counters said when the session's cgroups were made.
+    public struct MemoryBaseline: Sendable, Equatable {
+        public var kills: Int
+        public var limitEvents: Int
+
+        public init(kills: Int, limitEvents: Int) {
+            self.kills = kills
+            self.limitEvents = limitEvents
+        }
+    }
+
+    public var memoryBaseline: MemoryBaseline { MemoryBaseline(kills: oomKills() ?? 0, limitEvents: limitEvents() ?? 0) }
+
+    /// Whether a process of the session was OOM-killed because the session reached its own
+    /// memory limit since `baseline` (not by the machine's OOM killer for another's use).
+    public func wentOverMemoryLimit(since baseline: MemoryBaseline) -> Bool {
+        (oomKills() ?? 0) > baseline.kills && (limitEvents() ?? 0) > baseline.limitEvents
     }
 
     static func number(_ path: String) -> UInt64? {
@@ -409,7 +451,10 @@ public struct SessionCgroupSet: Sendable, Equatable {
         func folder(_ parent: String) -> String? {
             mkdir(parent, 0o755)
             let path = parent + "/" + id
-            guard mkdir(path, 0o755) == 0 || errno == EEXIST, access(path + "/cgroup.procs", W_OK) == 0 else { return nil }
+            // A folder an earlier start left (its guard killed) is made anew, so its counters
+            // (OOM kills above all) start from zero; one that still holds a process is kept.
+            if mkdir(path, 0o755) != 0, errno == EEXIST, rmdir(path) == 0 { mkdir(path, 0o755) }
+            guard access(path + "/cgroup.procs", W_OK) == 0 else { return nil }
             made.append(path)
             return path
         }
@@ -438,8 +483,11 @@ public struct SessionCgroupSet: Sendable, Equatable {
                     throw fail("cannot set memory-limit in \(memory)/memory.limit_in_bytes (\(String(cString: strerror(errno))))")
                 }
                 // Memory and swap together, where the kernel counts swap: no swap beyond the limit.
+                // Where it does not, the session is kept from swapping at all.
                 if access(memory + "/memory.memsw.limit_in_bytes", F_OK) == 0 {
                     _ = CgroupHost.write("\(bytes)", to: memory + "/memory.memsw.limit_in_bytes")
+                } else {
+                    _ = CgroupHost.write("0", to: memory + "/memory.swappiness")
                 }
             } else if let unified = set.unified, v2Controllers.contains("memory") {
                 guard CgroupHost.write("\(bytes)", to: unified + "/memory.max") else {
