@@ -332,23 +332,23 @@ public final class SessionManager: Sendable {
         case read
         /// Any other request, or a page opened in the browser (a navigation).
         case write
-        /// A frame the client sent through a WebSocket.
-        case frame
     }
 
     /// Client activity on session `id`, through this node (the proxy's; see ``SessionActivity``).
     /// For a kind whose program reports its own activity (`activity=jupyter`), only the client's
     /// writes count: its reads are the open page's polling, its frames reach the program, which
-    /// counts them itself.
-    public func noteActivity(_ id: String, _ what: ClientActivity = .write) {
-        if what != .write, countsOnlyWrites(id) { return }
+    /// counts them itself (the proxy asks ``countsOnlyWrites(_:)`` and does not note those).
+    public func noteActivity(_ id: String) {
         activity.note(id)
     }
 
     /// Whether session `id` (of the kind its route was found with) counts only its client's writes.
     public func countsOnlyWrites(_ id: String) -> Bool {
-        guard let kind = routes.fresh(id)?.kind else { return false }
-        return runtime.configuration.kinds[kind]?.activity == .jupyter
+        routes.fresh(id).map { countsOnlyWrites(kind: $0.kind) } ?? false
+    }
+
+    func countsOnlyWrites(kind: String) -> Bool {
+        runtime.configuration.kinds[kind]?.activity == .jupyter
     }
 
     /// `session-timeout-minutes` in seconds (0: off).
@@ -857,8 +857,14 @@ public final class SessionManager: Sendable {
 
     /// A recently confirmed route, without touching the registry: the proxy's fast path.
     public func cachedRoute(_ id: String, username: String) -> SessionRoute? {
+        cachedRouteAndActivity(id, username: username)?.route
+    }
+
+    /// ``cachedRoute(_:username:)``, with whether the session's kind counts only its client's
+    /// writes (``noteActivity(_:_:)``), from the same lookup.
+    public func cachedRouteAndActivity(_ id: String, username: String) -> (route: SessionRoute, onlyWrites: Bool)? {
         guard let cached = freshRoute(id), cached.username == username else { return nil }
-        return cached.route
+        return (cached.route, countsOnlyWrites(kind: cached.kind))
     }
 
     /// A cached route still fresh, unless it is to a session of this node that has ended

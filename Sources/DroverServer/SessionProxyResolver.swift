@@ -108,7 +108,7 @@ public struct SessionProxyResolver: ProxyResolver {
         let sessions = self.sessions
         // A kind whose program counts its own activity counts what reaches it through here.
         if sessions.countsOnlyWrites(id) { return nil }
-        return { sessions.noteActivity(id, .frame) }
+        return { sessions.noteActivity(id) }
     }
 
     /// Counted by the node the client reached, not again by the owner a hop reaches, so a
@@ -169,8 +169,8 @@ public struct SessionProxyResolver: ProxyResolver {
         // An opening's nonce is used once, by the full decision.
         guard !head.headers.contains(name: Self.hopHeader) else { return nil }
         guard let id = Self.sessionID(head), refusesOrigin(head, browserOrigin: browserOrigin) == nil, case .user(let user) = client(head),
-              let route = sessions.cachedRoute(id, username: user) else { return nil }
-        return decision(route, id: id, user: user, head: head)
+              let cached = sessions.cachedRouteAndActivity(id, username: user) else { return nil }
+        return decision(cached.route, id: id, user: user, head: head, onlyWrites: cached.onlyWrites)
     }
 
     public func decision(for head: HTTPRequestHead, origin browserOrigin: String?) async -> ProxyDecision {
@@ -198,7 +198,7 @@ public struct SessionProxyResolver: ProxyResolver {
         }
         do {
             guard let route = try await sessions.route(id, username: user, request: Self.activity(head)) else { return .respond(.text(.notFound, "no such session\n")) }
-            return decision(route, id: id, user: user, head: head)
+            return decision(route, id: id, user: user, head: head, onlyWrites: sessions.countsOnlyWrites(id))
         } catch SessionError.held(let reason) where (head.headers.first(name: "Accept") ?? "").contains("text/html") {
             return .respond(heldPage(id, reason: reason, head: head))
         } catch {
@@ -238,10 +238,12 @@ public struct SessionProxyResolver: ProxyResolver {
 
     /// A request of the session's user, to be sent on: client activity, noted by the node the
     /// client reached (not again by the owner a hop reaches).
-    func decision(_ route: SessionRoute, id: String, user: String, head: HTTPRequestHead) -> ProxyDecision {
+    /// - Parameter onlyWrites: the session's kind counts only the client's writes and pages
+    ///   opened (``SessionManager/countsOnlyWrites(_:)``); the headers that tell are read only then.
+    func decision(_ route: SessionRoute, id: String, user: String, head: HTTPRequestHead, onlyWrites: Bool = false) -> ProxyDecision {
         let sessions = self.sessions
         let isHop = head.headers.contains(name: Self.hopHeader)
-        if !isHop { sessions.noteActivity(id, Self.activity(head)) }
+        if !isHop, !onlyWrites || Self.activity(head) == .write { sessions.noteActivity(id) }
         let forget: @Sendable () -> Void = { sessions.invalidateRoute(id) }
         switch route {
         case .local(let endpoint):
