@@ -25,7 +25,7 @@ public struct ClusterMembership: Sendable {
 
     // MARK: joining
 
-    /// Registers this node and checks it against the cluster's definition (DESIGN.md section 5):
+    /// Registers this node and checks it against the cluster's definition (docs/ARCHITECTURE.md):
     /// no cluster defines one; a matching key hash and protocol joins; a mismatch while another
     /// node is online and fresh refuses (recording why on this node's row); a mismatch with no
     /// node online redefines the cluster.

@@ -15,7 +15,7 @@ public enum SessionRoute: Sendable, Equatable {
     public static func local(socket path: String) -> SessionRoute { .local(.guardSocket(path)) }
 }
 
-/// Starts, suspends, resumes, moves and quits sessions; the node's side of DESIGN.md section 7.
+/// Starts, suspends, resumes, moves and quits sessions; the cluster's side of the session runtime (docs/ARCHITECTURE.md).
 /// It ties the parts together: the registry rows (claimed by compare-and-set), placement
 /// (``PlacementEngine``), this node's running sessions (``SessionSupervisor``), the proxy's
 /// routes (``RouteCache``) and the calls to other nodes.

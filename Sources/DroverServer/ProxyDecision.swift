@@ -27,8 +27,8 @@ public enum Upstream: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// The request that opens a connection to another node for one session of one user (DESIGN.md
-/// section 6, "Session hops"): `GET /s/<id>/` with `Upgrade: drover-session` and the hop's
+/// The request that opens a connection to another node for one session of one user
+/// (docs/PROTOCOL.md, hops): `GET /s/<id>/` with `Upgrade: drover-session` and the hop's
 /// signed headers. The owner verifies it once, refuses a replay, answers `101` and joins the
 /// connection to the session's socket; what follows on the connection is the session's traffic.
 /// Two openings are the same connection's when they name the same session and user.

@@ -4,7 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// The user-facing HTTP API and home page (DESIGN.md section 7).
+/// The user-facing HTTP API and home page (README, "Sessions").
 struct UserAPI: Sendable {
     let sessions: SessionManager
     let auth: Authentication
@@ -315,7 +315,7 @@ struct UserAPI: Sendable {
     }
 }
 
-// MARK: the API's bodies (DESIGN.md section 7)
+// MARK: the API's bodies (README, "Sessions")
 
 /// A session as the API and a launch call describe it.
 struct SessionDescription: Encodable, Equatable {

@@ -6,7 +6,7 @@ import Logging
 import ServiceLifecycle
 
 /// Builds a node from its checked setup: the registry store, the address, cluster membership
-/// and the HTTP server, in the order DESIGN.md section 5 gives.
+/// and the HTTP server, in the order docs/ARCHITECTURE.md describes.
 struct NodeAssembly {
     struct Failure: Error {
         var message: String

@@ -7,7 +7,7 @@ import Testing
 /// session once it has verified a signed opening (README, "Session hops"): the owner does no HTTP
 /// work for the requests that follow, and the opening is the hop's only credential.
 @Suite struct SessionHopTests {
-    /// The opening as a node sends it (the wire format of DESIGN.md section 6, built here from
+    /// The opening as a node sends it (the wire format of docs/PROTOCOL.md, built here from
     /// the contract, not from the node's code): signed over `proxy-splice\n<user>`.
     static func opening(session id: String, user: String, destination: String, purpose: String = "proxy-splice",
                         key: String = TestCluster.defaultKey) -> String {

@@ -1,7 +1,7 @@
 public import Foundation
 import Synchronization
 
-/// The HMAC-SHA256 signature every node-to-node request carries (DESIGN.md section 6), over the
+/// The HMAC-SHA256 signature every node-to-node request carries (docs/PROTOCOL.md), over the
 /// method, path, destination, timestamp, a nonce and the body's digest, keyed from the secure
 /// cookie key.
 ///
