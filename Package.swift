@@ -192,12 +192,21 @@ let package = Package(
             name: "DroverPluginsTests",
             dependencies: ["DroverKernel", "DroverPlugins", "DroverTesting", "drover-probe"],
             swiftSettings: sharedSettings),
+        // The HTTP server, the proxy and the edge, in process (no droverd).
         .testTarget(
-            name: "DroverExecutableTests",
-            dependencies: ["DroverKernel", "DroverServer", "DroverTesting", "droverd", "drover",
+            name: "DroverServerTests",
+            dependencies: ["DroverKernel", "DroverCluster", "DroverServer", "DroverTesting",
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "NIOEmbedded", package: "swift-nio"),
+                           .product(name: "NIOSSL", package: "swift-nio-ssl"),
                            .product(name: "Logging", package: "swift-log")],
+            swiftSettings: sharedSettings),
+        // droverd and drover as processes.
+        .testTarget(
+            name: "DroverExecutableTests",
+            dependencies: ["DroverKernel", "DroverTesting", "droverd", "drover"],
             swiftSettings: sharedSettings),
     ] + runtimePlugins.map { plugin in
         .target(

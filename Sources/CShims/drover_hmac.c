@@ -1,6 +1,6 @@
 // HMAC-SHA256 (RFC 2104) with the key's padded blocks hashed once: OpenSSL 3's one-shot HMAC()
-// looks the algorithm up and sets the key up again on every call, about 4 us where the hashing
-// itself takes well under one, and every request between two nodes is signed and verified.
+// looks the algorithm up and sets the key up again on every call, several times the hashing
+// itself (docs/BENCHMARKS.md), and every request between two nodes is signed and verified.
 // The low-level SHA-256 calls are deprecated in OpenSSL 3 only in favour of the EVP interface,
 // whose per-call set-up is what this avoids.
 #define OPENSSL_SUPPRESS_DEPRECATED

@@ -626,7 +626,7 @@ public final class SessionManager: Sendable {
         _ = await SessionProcess.runAsUser(account, ["/bin/rm", "-rf", "--", path])
     }
 
-    private func finish(_ id: String, _ entry: SessionSupervisor.Supervised, _ how: NodeEvent.SessionStop) async {
+    private func finish(_ id: String, _ entry: SessionSupervisor.Supervised, _ how: NodeEvent.StopOutcome) async {
         supervisor.forget(id)
         routes.forget(id)
         runtime.events.emit(.sessionStopped(session: id, user: entry.username, how: how))

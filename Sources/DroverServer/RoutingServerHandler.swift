@@ -28,7 +28,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     private let logger: Logger
     private let isTLS: Bool
     // The properties marked `@exclusivity(unchecked)` are used several times for every request,
-    // and each use was a dynamic exclusivity check (about 5 % of the proxy's instructions). Only
+    // and each use was a dynamic exclusivity check (a share of the proxy's instructions that
+    // docs/BENCHMARKS.md measures). Only
     // this connection's event loop touches them, and no access to one spans a call that could
     // reach it again (the machine's mutating methods call nothing outside it; the others are
     // read or assigned whole), so no two accesses can overlap.

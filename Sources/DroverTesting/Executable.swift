@@ -20,6 +20,48 @@ public enum Executable {
     /// A product's path; an absolute `name` is used as it is.
     public static func path(_ name: String) -> String { name.hasPrefix("/") ? name : productsDirectory + "/" + name }
 
+    /// A product the tests' accounts execute (a session program run as a user): its own path
+    /// when every folder above it lets other users through; else a copy, made once per build of
+    /// it, in `/tmp/drover-test-products` (root's, mode 0755). A clone in root's home (0700) or
+    /// in a `mktemp -d` workspace then runs its sessions as it does anywhere else.
+    public static func pathForUsers(_ name: String) -> String {
+        let original = path(name)
+        guard let blocked = unsearchableFolder(above: original) else { return original }
+        let folder = "/tmp/drover-test-products"
+        mkdir(folder, 0o755)
+        var info = stat()
+        guard lstat(folder, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == geteuid(), info.st_mode & 0o022 == 0 else {
+            fatalError("other users cannot reach \(original) (\(blocked) is closed to them), and \(folder) is not a folder of this user's that only it may write; "
+                + "remove \(folder), or put the clone where other users can pass (chmod o+x \(blocked))")
+        }
+        chmod(folder, 0o755)
+        guard stat(original, &info) == 0 else { return original }
+        let copy = folder + "/\(name)-\(info.st_size)-\(info.st_mtim.tv_sec)"
+        if access(copy, X_OK) == 0 { return copy }
+        let temporary = copy + ".\(getpid())"
+        do {
+            try? FileManager.default.removeItem(atPath: temporary)
+            try FileManager.default.copyItem(atPath: original, toPath: temporary)
+            chmod(temporary, 0o755)
+            guard rename(temporary, copy) == 0 else { return original }
+        } catch {
+            fatalError("other users cannot reach \(original) (\(blocked) is closed to them), and it cannot be copied to \(folder): \(error)")
+        }
+        return copy
+    }
+
+    /// The first folder above `path` that other users cannot pass through, or nil.
+    static func unsearchableFolder(above path: String) -> String? {
+        var current = ""
+        for component in (path as NSString).deletingLastPathComponent.split(separator: "/") {
+            current += "/" + component
+            var info = stat()
+            guard stat(current, &info) == 0 else { return nil }
+            if info.st_mode & S_IXOTH == 0 { return current }
+        }
+        return nil
+    }
+
     /// What a finished command printed and how it exited.
     public struct Result: Sendable {
         public var status: Int32

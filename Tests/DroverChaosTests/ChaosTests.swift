@@ -34,7 +34,7 @@ import Testing
         let client = lab?.namespace("client")
         let cluster = try await TestCluster(addresses: lab.map { lab in hosts.map(lab.address) } ?? ["127.0.0.1", "127.0.0.2", "127.0.0.3"],
                                             backend: .postgresql(database.server), loadBalancer: TestCluster.scaledLoadBalancer,
-                                            rserver: "session-command=\(Executable.path("drover-demo-session"))\nauth-none=1\nauth-none-allow-anyone-on-the-network=1\n",
+                                            rserver: "session-command=\(Executable.pathForUsers("drover-demo-session"))\nauth-none=1\nauth-none-allow-anyone-on-the-network=1\n",
                                             clientNamespace: client, launchers: lab.map { hosts.map($0.launcher) } ?? [])
         for index in 0..<3 { try await cluster.start(index) }
 

@@ -138,7 +138,7 @@ struct ClusterFaultTests {
                 ssl-enabled=1
                 ssl-certificate=\(pki.url(certificate + ".pem"))
                 ssl-certificate-key=\(pki.url(certificate + ".key"))
-                session-command=\(Executable.path("drover-demo-session"))
+                session-command=\(Executable.pathForUsers("drover-demo-session"))
                 auth-none=1
                 """)
         }

@@ -4,7 +4,8 @@ import Foundation
 import Synchronization
 import Testing
 
-let demoCommand = Executable.path("drover-demo-session")
+/// The demo session program, where the tests' accounts can execute it.
+let demoCommand = Executable.pathForUsers("drover-demo-session")
 
 /// Python for a test session: `serve(ServerClass, Handler)` serves on the listening Unix socket
 /// droverd hands the session as `DROVER_SESSION_LISTEN_FD`.

@@ -61,7 +61,7 @@ public enum NodeEvent: Sendable {
     case sessionStarted(session: String, user: String, pid: Int32, isolation: String)
     case sessionStartFailed(session: String, error: String)
     case sessionKilledAfterGrace(session: String)
-    case sessionStopped(session: String, user: String, how: SessionStop)
+    case sessionStopped(session: String, user: String, how: StopOutcome)
     case sessionSuspendFailed(session: String, error: String)
     case sessionEnded(session: String, reason: String, detail: String)
     case sessionLockRefreshFailed(session: String, error: String)
@@ -79,7 +79,7 @@ public enum NodeEvent: Sendable {
     case orphanedStartFreed(session: String)
 
     /// How a session of this node stopped.
-    public enum SessionStop: String, Sendable {
+    public enum StopOutcome: String, Sendable {
         case suspended, quit, exited
     }
 
