@@ -850,8 +850,10 @@ public final class SessionManager: Sendable {
     /// node that comes back has freed the sessions of its previous run, so a request sent
     /// there on an old route would find its session gone (502 "moved while on its way").
     public func forgetRoutes(toHost host: String, port: Int) {
+        // A route names the node's IPv4 address when it has one, and its name (for TLS) when
+        // it is known by one: the notice names the node as it registered, so either may match.
         routes.forget { route in
-            if case .remote(host, port, _) = route { true } else { false }
+            if case .remote(let to, port, let name) = route { to == host || name == host } else { false }
         }
     }
 

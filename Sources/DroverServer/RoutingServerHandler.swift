@@ -11,7 +11,7 @@ import NIOSSL
 /// streamed to and from the session through a reused upstream connection, until a
 /// `101 Switching Protocols` turns both connections into a raw byte tunnel (WebSocket). Another
 /// node's session hop is one too: its verified opening (``HopOpening``) is answered with the
-/// node's own `101` once the session's socket is connected (``ProxyDecision/splice(path:onFailure:)``).
+/// node's own `101` once the session's socket is connected (``ProxyDecision/splice(_:onFailure:)``).
 ///
 /// Everything goes out as bytes: the node's own responses are written here
 /// (``HTTPResponseHead/serialized(body:)``), the session's pass through as they came

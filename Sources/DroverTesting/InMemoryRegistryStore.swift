@@ -187,6 +187,7 @@ public final class InMemoryRegistryStore: RegistryStore {
             let node = try choose(Self.activeCounts(state))
             state.sessions[id]?.ownership = SessionOwnership(node: node, state: .starting)
             state.sessions[id]?.lastActive = now
+            state.sessions[id]?.hold = nil
             return state.sessions[id]
         }
     }
