@@ -73,9 +73,14 @@ let package = Package(
             name: "DroverRegistrySQL",
             dependencies: ["DroverKernel"],
             swiftSettings: sharedSettings),
+        // The lock providers alone: what the session guard links.
+        .target(
+            name: "DroverLockPlugins",
+            dependencies: ["DroverKernel", "LockLinkBased", "LockAdvisory"],
+            swiftSettings: sharedSettings),
         .target(
             name: "DroverPlugins",
-            dependencies: ["DroverKernel"] + runtimePlugins.map { .target(name: $0.name) },
+            dependencies: ["DroverKernel", "DroverLockPlugins"] + runtimePlugins.map { .target(name: $0.name) },
             swiftSettings: sharedSettings),
         .target(
             name: "DroverCluster",
@@ -137,7 +142,7 @@ let package = Package(
         .executableTarget(
             name: "drover-session-guard",
             dependencies: [
-                "DroverKernel", "DroverPlugins", "CShims",
+                "DroverKernel", "DroverLockPlugins", "CShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings),

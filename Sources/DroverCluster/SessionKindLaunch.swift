@@ -112,6 +112,7 @@ extension SessionManager {
         if !kind.limits.isEmpty {
             spec.limits = kind.limits
         }
+        spec.locks = SessionGuardProtocol.LockSettings(config.fileLocks)
         let endpoint = SessionEndpoint(address: address, uid: account.uid, gid: account.gid, cgroup: nil,
                                        strippedPrefix: kind.basePath == .strip ? "/s/\(id)" : nil, secret: secret)
         return SessionLaunchPlan(spec: spec, endpoint: endpoint, readyPath: SessionKind.fill(kind.readyPath, values),

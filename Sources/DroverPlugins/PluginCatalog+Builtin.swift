@@ -6,8 +6,7 @@ import BalancerSystemLoad
 import BalancerUserHash
 import DiagnosticsStderr
 import DiagnosticsTmp
-import LockAdvisory
-import LockLinkBased
+import DroverLockPlugins
 import RegistryPostgres
 import RegistrySQLite
 
@@ -24,10 +23,7 @@ extension PluginCatalog {
             CustomBalancerStrategyFactory.self,
             RandomTwoBalancerStrategyFactory.self,
         ],
-        lockProviders: [
-            LinkBasedLockProviderFactory.self,
-            AdvisoryLockProviderFactory.self,
-        ],
+        lockProviders: PluginCatalog.builtinLockProviders,
         registryStores: [
             SQLiteRegistryStoreFactory.self,
             PostgresRegistryStoreFactory.self,

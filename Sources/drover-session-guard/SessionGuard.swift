@@ -1,6 +1,6 @@
 import CShims
 import DroverKernel
-import DroverPlugins
+import DroverLockPlugins
 import Foundation
 import Logging
 import Synchronization
@@ -51,13 +51,14 @@ final class SessionGuard: Sendable {
         // droverd's word counts from the start, while the lock is awaited too.
         Thread { self.readCommands() }.start()
         let locks: any LockProvider
-        let fileLocks: FileLocksConfiguration
+        guard let fileLocks = spec.locks?.configuration else {
+            fail("the spec names no lock settings; droverd and drover-session-guard must come from the same build")
+        }
         do {
-            fileLocks = try Self.fileLocks(in: spec.configDirectory)
             var logger = Logger(label: "drover-session-guard")
             logger.logLevel = .warning
             let context = PluginContext(configDirectory: spec.configDirectory, dataDirectory: "", secureCookieKey: nil, logger: logger)
-            locks = try PluginCatalog.builtin.makeLockProvider(fileLocks, context: context)
+            locks = try PluginCatalog(lockProviders: PluginCatalog.builtinLockProviders).makeLockProvider(fileLocks, context: context)
         } catch {
             fail("cannot build the lock provider: \(error)")
         }
@@ -106,12 +107,6 @@ final class SessionGuard: Sendable {
         }
         // A suspend or quit under way finishes the session; wait for it.
         while true { pause() }
-    }
-
-    static func fileLocks(in directory: String) throws -> FileLocksConfiguration {
-        let path = directory + "/" + FileLocksConfiguration.fileName
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return FileLocksConfiguration() }
-        return try FileLocksConfiguration(parsing: text, path: path, baseDirectory: directory)
     }
 
     /// Takes the lock, waiting up to `lockWait` for a holder elsewhere to release it or let it

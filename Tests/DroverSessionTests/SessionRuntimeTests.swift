@@ -141,6 +141,23 @@ import Testing
         #expect(SystemUsers.processes(ofSession: suspended).isEmpty)
     }
 
+    /// The guard takes its lock provider and timings from droverd's spec (issue 36, item 5), not
+    /// from `file-locks`: an edit of the file after droverd started (here one no guard could
+    /// use) changes nothing for the sessions droverd starts, whose guards keep droverd's lease.
+    @Test func aGuardKeepsDroverdsLockSettingsWhenTheFileChanges() async throws {
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: "session-command=\(demoCommand)\nauth-none=1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        try node.write("file-locks", "lock-type=no-such-lock\nrefresh-rate=1\ntimeout-interval=2\n")
+        let created = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/api/sessions", timeout: 60)
+        let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/").status == 200)
+        // Past the file's lease bound of 2 s (the guard would have had to refresh every 0.6 s).
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/s/\(id)/").status == 200)
+        #expect(try await cluster.stop(0) == 0)
+    }
+
     /// A refresh stuck in a system call (as on a dead NFS mount) cannot keep a session alive
     /// past its lease: the guard's watchdog ends it before its lock can go stale, so a
     /// contender that takes the lock the moment it may (as another node would) finds no process

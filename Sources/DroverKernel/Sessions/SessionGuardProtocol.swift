@@ -55,6 +55,10 @@ public enum SessionGuardProtocol {
         /// The memory and CPU the session may take, set on its cgroups before the command runs;
         /// a start whose limits cannot be set fails.
         public var limits: SessionLimits?
+        /// `file-locks` as droverd read it at start: the guard takes its lock provider and every
+        /// timing (refresh, lease bound) from here, never from the file, which may have been
+        /// edited since.
+        public var locks: LockSettings?
 
         public init(sessionID: String, configDirectory: String, lockPath: String, lockWait: Double, command: String,
                     userName: String, uid: UInt32, gid: UInt32, home: String, socketPath: String, environment: [String: String],
@@ -91,6 +95,34 @@ public enum SessionGuardProtocol {
 
         public init(line: String) throws {
             self = try JSONDecoder().decode(Spec.self, from: Data(line.utf8))
+        }
+    }
+
+    /// The `file-locks` settings a guard works with.
+    public struct LockSettings: Codable, Sendable, Equatable {
+        public var lockType: String
+        public var refreshRate: Int
+        public var timeoutInterval: Int
+        public var enableLogging: Bool
+        public var logFile: String?
+
+        public init(_ config: FileLocksConfiguration) {
+            lockType = config.lockType
+            refreshRate = config.refreshRate
+            timeoutInterval = config.timeoutInterval
+            enableLogging = config.enableLogging
+            logFile = config.logFile
+        }
+
+        /// As the lock providers take it.
+        public var configuration: FileLocksConfiguration {
+            var config = FileLocksConfiguration()
+            config.lockType = lockType
+            config.refreshRate = refreshRate
+            config.timeoutInterval = timeoutInterval
+            config.enableLogging = enableLogging
+            config.logFile = logFile
+            return config
         }
     }
 
