@@ -298,6 +298,17 @@ extension NodeClient {
         try await send(call.method, call.path, body: call.body, to: host, port: port)
     }
 
+    /// Makes `typed` on `node` and decodes its answer; another status than its success is a
+    /// ``PeerRefusal``.
+    public func call<Answer>(_ typed: TypedCall<Answer>, on node: NodeRecord, answerWithin: AnswerBound? = nil) async throws -> Answer {
+        try typed.answer(try await call(typed.call, on: node, answerWithin: answerWithin))
+    }
+
+    /// ``call(_:on:answerWithin:)`` to the node at `host:port`.
+    public func call<Answer>(_ typed: TypedCall<Answer>, host: String, port: Int) async throws -> Answer {
+        try typed.answer(try await call(typed.call, host: host, port: port))
+    }
+
     /// Tells every node of `peers` about `notice`, all at once; the nodes that could not be
     /// told, with why, are returned (they will notice at their next heartbeat).
     public func tell(_ peers: [NodeRecord], _ notice: PeerNotice) async -> [(node: NodeRecord, reason: String)] {
@@ -305,8 +316,10 @@ extension NodeClient {
             for peer in peers {
                 group.addTask {
                     do {
-                        let response = try await self.call(.notice(notice), on: peer)
-                        return response.status == 204 ? nil : (peer, "answered \(response.status): \(response.text)")
+                        _ = try await self.call(TypedCall.notice(notice), on: peer)
+                        return nil
+                    } catch let refusal as PeerRefusal {
+                        return (peer, "answered \(refusal.status): \(refusal.message)")
                     } catch {
                         return (peer, "\(error)")
                     }

@@ -21,15 +21,26 @@ public struct ProgramActivity: Sendable, Equatable {
     /// terminal's `last_activity`. Not `api/status`'s `last_activity`: every API request moves
     /// it, the open Lab's own polling included. nil when `kernels` is not such a list.
     public static func jupyter(kernels: Data, terminals: Data?) -> ProgramActivity? {
-        guard let kernelList = try? JSONSerialization.jsonObject(with: kernels) as? [[String: Any]] else { return nil }
-        let terminalList = terminals.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [[String: Any]] } ?? []
-        let busy = kernelList.contains { ["busy", "starting"].contains($0["execution_state"] as? String ?? "") }
+        guard let kernelList = try? JSONDecoder().decode([JupyterActivity].self, from: kernels) else { return nil }
+        let terminalList = terminals.flatMap { try? JSONDecoder().decode([JupyterActivity].self, from: $0) } ?? []
+        let busy = kernelList.contains { ["busy", "starting"].contains($0.executionState ?? "") }
         // Jupyter's times: ISO 8601 in UTC, with or without fractions of a second.
         let withFractions = ISO8601DateFormatter()
         withFractions.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         let plain = ISO8601DateFormatter()
-        let times = (kernelList + terminalList).compactMap { ($0["last_activity"] as? String).flatMap { withFractions.date(from: $0) ?? plain.date(from: $0) } }
+        let times = (kernelList + terminalList).compactMap { $0.lastActivity.flatMap { withFractions.date(from: $0) ?? plain.date(from: $0) } }
         return ProgramActivity(busy: busy, lastActivity: times.max())
+    }
+
+    /// The fields read of a kernel or a terminal in Jupyter's answers (the others are ignored).
+    struct JupyterActivity: Decodable {
+        var executionState: String?
+        var lastActivity: String?
+
+        enum CodingKeys: String, CodingKey {
+            case executionState = "execution_state"
+            case lastActivity = "last_activity"
+        }
     }
 
     /// Asks session `endpoint`'s program (a kind with `activity=jupyter`) under `base` (`/s/<id>/`,

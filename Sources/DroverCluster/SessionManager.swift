@@ -160,13 +160,10 @@ public final class SessionManager: Sendable {
         var known = runtime.view.first { $0.id == owner }
         if known == nil { known = try await store.nodes().first { $0.id == owner } }
         guard let node = known else { throw SessionError.launchFailed("node \(owner) is gone") }
-        let response = try await callRetryingConnects(.launch(.init(id: session.id), isNew: isNew), on: node)
-        if response.status == 429 { throw SessionError.busy("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
-        if response.status == 421 { throw SessionError.stopping("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
-        if response.status == 503 { throw SessionError.unavailable("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
-        if response.status == 409 { throw SessionError.moved("node \(owner): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))") }
-        guard response.status == 200 else {
-            throw SessionError.launchFailed("node \(owner) (\(node.host):\(node.port)): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+        do {
+            _ = try await callRetryingConnects(.launch(session.id, isNew: isNew), on: node)
+        } catch let refusal as PeerRefusal {
+            throw refusal.sessionError(node: [429, 421, 503, 409].contains(refusal.status) ? "node \(owner)" : "node \(owner) (\(node.host):\(node.port))")
         }
         guard let stored = try await store.session(session.id) else { throw SessionError.notFound }
         return stored
@@ -175,7 +172,7 @@ public final class SessionManager: Sendable {
     /// Sends a call to `node`, trying again (twice, briefly) when no connection could be made:
     /// the request was not sent then, so a start cannot run twice, and a node that is busy (a
     /// burst of starts on a loaded machine) is not taken for one that is gone.
-    private func callRetryingConnects(_ call: InternalCall, on node: NodeRecord) async throws -> NodeClient.Response {
+    private func callRetryingConnects<Answer>(_ call: TypedCall<Answer>, on node: NodeRecord) async throws -> Answer {
         for attempt in 1... {
             do {
                 return try await runtime.client.call(call, on: node, answerWithin: launchBound)
@@ -317,7 +314,7 @@ public final class SessionManager: Sendable {
     public func suspend(_ id: String, by actor: AuditRecord.Actor, reason: String? = nil) async throws {
         guard let session = try await store.session(id) else { throw SessionError.notFound }
         do {
-            try await onOwner(session, .suspend(.init(id: id))) { try await self.suspendLocal(id) }
+            try await onOwner(session, .suspend(id)) { try await self.suspendLocal(id) }
             runtime.audit(actor, "session-suspend", id, user: session.username, node: session.ownership.node, reason: reason ?? "")
         } catch {
             runtime.audit(actor, "session-suspend", id, user: session.username, node: session.ownership.node, result: "failed", reason: (reason.map { $0 + ": " } ?? "") + "\(error)")
@@ -439,7 +436,7 @@ public final class SessionManager: Sendable {
                 }
             }
             if session.ownership.state != .suspended {
-                try await onOwner(session, .suspend(.init(id: id))) { try await self.suspendLocal(id) }
+                try await onOwner(session, .suspend(id)) { try await self.suspendLocal(id) }
                 guard let now = try await store.session(id) else { throw SessionError.notFound }
                 session = now
             }
@@ -526,7 +523,7 @@ public final class SessionManager: Sendable {
                     return
                 }
             } else {
-                try await onOwner(session, .quit(.init(id: id))) { try await self.quitLocal(id) }
+                try await onOwner(session, .quit(id)) { try await self.quitLocal(id) }
             }
             guard let now = try await store.session(id) else {
                 routes.forget(id)
@@ -547,13 +544,14 @@ public final class SessionManager: Sendable {
     }
 
     /// Runs `body` if this node owns the session, else asks the owner by a signed call.
-    func onOwner(_ session: SessionRecord, _ call: InternalCall, _ body: () async throws -> Void) async throws {
+    func onOwner(_ session: SessionRecord, _ call: TypedCall<NoContent>, _ body: () async throws -> Void) async throws {
         guard let owner = session.ownership.node else { return }
         if owner == runtime.nodeID { return try await body() }
         guard let node = (try await store.nodes()).first(where: { $0.id == owner }) else { throw SessionError.unavailable("its node \(owner) is gone") }
-        let response = try await runtime.client.call(call, on: node, answerWithin: stopBound)
-        guard response.status == 204 else {
-            throw SessionError.unavailable("node \(owner) could not \(call.name) the session: \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+        do {
+            _ = try await runtime.client.call(call, on: node, answerWithin: stopBound)
+        } catch let refusal as PeerRefusal {
+            throw SessionError.unavailable("node \(owner) could not \(call.call.name) the session: \(refusal.message)")
         }
     }
 

@@ -91,12 +91,7 @@ extension SessionManager {
         let others = nodes.filter { $0.id != runtime.nodeID && ($0.status == .online || $0.status == .offlineMode) }
         await withTaskGroup(of: [SessionResourceReport].self) { group in
             for node in others {
-                group.addTask {
-                    let call = InternalCall.resources
-                    guard let answer = try? await client.send(call.method, call.path, to: node.ipv4 ?? node.host, port: node.port, name: NodeClient.tlsName(of: node)),
-                          answer.status == 200 else { return [] }
-                    return (try? JSONDecoder().decode([SessionResourceReport].self, from: Data(answer.body))) ?? []
-                }
+                group.addTask { (try? await client.call(TypedCall.resources, on: node)) ?? [] }
             }
             for await reports in group {
                 for report in reports { all[report.id] = report }

@@ -109,9 +109,10 @@ public struct AdminDashboard: Sendable {
             return
         }
         guard let record = try await runtime.store.nodes().first(where: { $0.id == node }) else { throw SessionError.notFound }
-        let response = try await runtime.client.call(.offlineMode(.init(offline: offline, by: user)), on: record)
-        guard response.status == 204 else {
-            throw SessionError.unavailable("node \(node) answered \(response.status): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+        do {
+            _ = try await runtime.client.call(TypedCall.offlineMode(.init(offline: offline, by: user)), on: record)
+        } catch let refusal as PeerRefusal {
+            throw SessionError.unavailable("node \(node) answered \(refusal.status): \(refusal.message)")
         }
     }
 

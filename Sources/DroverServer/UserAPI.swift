@@ -317,42 +317,6 @@ struct UserAPI: Sendable {
 
 // MARK: the API's bodies (README, "Sessions")
 
-/// A session as the API and a launch call describe it.
-struct SessionDescription: Encodable, Equatable {
-    var id: String
-    var state: String
-    var node: Int64?
-    var label: String?
-    var kind: String
-    var created: String
-    /// Why it was stopped and waits to be started again (it went over its memory limit).
-    var held: String?
-
-    init(_ session: SessionRecord) {
-        held = session.hold
-        id = session.id
-        state = session.ownership.state.rawValue
-        node = session.ownership.node
-        label = session.label
-        kind = session.kind
-        created = session.createdAt.formatted(.iso8601)
-    }
-
-    /// Absent values are `null`, not left out: clients see every field.
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(state, forKey: .state)
-        try container.encode(node, forKey: .node)
-        try container.encode(label, forKey: .label)
-        try container.encode(kind, forKey: .kind)
-        try container.encode(created, forKey: .created)
-        try container.encode(held, forKey: .held)
-    }
-
-    enum CodingKeys: String, CodingKey { case id, state, node, label, kind, created, held }
-}
-
 /// `GET /api/kinds`: a kind the user may start.
 struct KindDescription: Encodable {
     var name: String

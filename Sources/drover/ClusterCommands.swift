@@ -93,12 +93,10 @@ struct Reload: AsyncParsableCommand {
             throw CommandFailure("no droverd is running with \(config.directory) (no live pid in \(config.pidFile))", status: 1)
         }
         // Asked over the node's own signed API, not by SIGHUP, so the daemon's verdict comes back.
-        let response = try await LocalNode(config).call(.reload)
-        let text = response.text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard response.status == 200 else {
-            throw CommandFailure("droverd refused \(config.directory)/load-balancer and keeps its running settings: \(text)", status: 1)
+        let answer = try await LocalNode(config).call(.reload) { refusal in
+            CommandFailure("droverd refused \(config.directory)/load-balancer and keeps its running settings: \(refusal.message)", status: 1)
         }
-        print("Reloaded \(config.directory)/load-balancer: \(text)")
+        print("Reloaded \(config.directory)/load-balancer: \(answer.settings)")
     }
 }
 

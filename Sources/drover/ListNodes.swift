@@ -69,20 +69,86 @@ enum NodeListing {
 
     static func json(cluster: ClusterRecord?, nodes: [NodeRecord], now: Date, heartbeatInterval: Int) -> String {
         func iso(_ date: Date) -> String { date.formatted(.iso8601) }
-        let clusterObject: Any = cluster.map { c -> [String: Any] in
-            ["protocol": c.protocol.rawValue, "defined_at": iso(c.definedAt), "defined_by_node": c.definedByNode.map { $0 as Any } ?? NSNull()]
-        } ?? NSNull()
         let outliers = nodes.consistencyOutliers()
-        let nodeObjects: [[String: Any]] = nodes.map { node in
-            ["id": node.id, "host": node.host, "ipv4": node.ipv4.map { $0 as Any } ?? NSNull(), "port": node.port,
-             "status": node.displayStatus(now: now, heartbeatInterval: heartbeatInterval), "last_seen": iso(node.lastSeen),
-             "load": [node.load.one, node.load.five, node.load.fifteen], "cpus": node.cpus, "started_at": iso(node.startedAt),
-             "version": node.version, "config_hash": node.configHash,
-             "launcher_fingerprint": node.launcherFingerprint.map { $0 as Any } ?? NSNull(),
-             "configuration_differs": outliers.configuration.contains(node.id), "launcher_differs": outliers.launcher.contains(node.id)]
+        let listing = NodeListingJSON(
+            cluster: cluster.map { .init(protocol: $0.protocol.rawValue, definedAt: iso($0.definedAt), definedByNode: $0.definedByNode) },
+            nodes: nodes.map { node in
+                .init(id: node.id, host: node.host, ipv4: node.ipv4, port: node.port,
+                      status: node.displayStatus(now: now, heartbeatInterval: heartbeatInterval), lastSeen: iso(node.lastSeen),
+                      load: [node.load.one, node.load.five, node.load.fifteen], cpus: node.cpus, startedAt: iso(node.startedAt),
+                      version: node.version, configHash: node.configHash, launcherFingerprint: node.launcherFingerprint,
+                      configurationDiffers: outliers.configuration.contains(node.id), launcherDiffers: outliers.launcher.contains(node.id))
+            })
+        return PlacementJSON.text(listing) + "\n"
+    }
+}
+
+/// `drover list-nodes --json`: every key present, `null` where there is no value.
+struct NodeListingJSON: Encodable {
+    struct Cluster: Encodable {
+        var `protocol`: String
+        var definedAt: String
+        var definedByNode: Int64?
+
+        enum CodingKeys: String, CodingKey { case `protocol`, definedAt = "defined_at", definedByNode = "defined_by_node" }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(`protocol`, forKey: .protocol)
+            try container.encode(definedAt, forKey: .definedAt)
+            try container.encode(definedByNode, forKey: .definedByNode)
         }
-        let data = (try? JSONSerialization.data(withJSONObject: ["cluster": clusterObject, "nodes": nodeObjects],
-                                                options: [.prettyPrinted, .sortedKeys])) ?? Data()
-        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+
+    struct Node: Encodable {
+        var id: Int64
+        var host: String
+        var ipv4: String?
+        var port: Int
+        var status: String
+        var lastSeen: String
+        var load: [Double]
+        var cpus: Int
+        var startedAt: String
+        var version: String
+        var configHash: String
+        var launcherFingerprint: String?
+        var configurationDiffers: Bool
+        var launcherDiffers: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case id, host, ipv4, port, status, load, cpus, version
+            case lastSeen = "last_seen", startedAt = "started_at", configHash = "config_hash", launcherFingerprint = "launcher_fingerprint"
+            case configurationDiffers = "configuration_differs", launcherDiffers = "launcher_differs"
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(host, forKey: .host)
+            try container.encode(ipv4, forKey: .ipv4)
+            try container.encode(port, forKey: .port)
+            try container.encode(status, forKey: .status)
+            try container.encode(lastSeen, forKey: .lastSeen)
+            try container.encode(load, forKey: .load)
+            try container.encode(cpus, forKey: .cpus)
+            try container.encode(startedAt, forKey: .startedAt)
+            try container.encode(version, forKey: .version)
+            try container.encode(configHash, forKey: .configHash)
+            try container.encode(launcherFingerprint, forKey: .launcherFingerprint)
+            try container.encode(configurationDiffers, forKey: .configurationDiffers)
+            try container.encode(launcherDiffers, forKey: .launcherDiffers)
+        }
+    }
+
+    var cluster: Cluster?
+    var nodes: [Node]
+
+    enum CodingKeys: String, CodingKey { case cluster, nodes }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(cluster, forKey: .cluster)
+        try container.encode(nodes, forKey: .nodes)
     }
 }

@@ -69,17 +69,77 @@ struct Place: AsyncParsableCommand {
     }
 
     func printJSON(strategy: String, survey: PlacementCandidates, decision: PlacementDecision?, failure: String?) {
-        var nodes: [[String: Any]] = survey.candidates.map { candidate in
+        var nodes: [PlacementJSON.Node] = survey.candidates.map { candidate in
             let score = decision?.scores.first { $0.node == candidate.node.id }
-            return ["id": candidate.node.id, "address": candidate.endpoint, "sessions": candidate.activeSessions,
-                    "score": score?.value.map { $0 as Any } ?? NSNull(), "detail": score?.detail ?? "", "excluded": NSNull()]
+            return .init(id: candidate.node.id, address: candidate.endpoint, sessions: candidate.activeSessions, score: score?.value,
+                         detail: score?.detail ?? "", excluded: nil)
         }
-        nodes += survey.excluded.map { ["id": $0.node.id, "address": "\($0.node.host):\($0.node.port)", "excluded": $0.reason] }
-        nodes.sort { ($0["id"] as? Int64 ?? 0) < ($1["id"] as? Int64 ?? 0) }
-        let object: [String: Any] = ["balancer": strategy, "user": user, "kind": kind.map { $0 as Any } ?? NSNull(), "nodes": nodes,
-                                     "chosen": decision.map { $0.chosen as Any } ?? NSNull(),
-                                     "note": decision?.note.map { $0 as Any } ?? NSNull(), "error": failure.map { $0 as Any } ?? NSNull()]
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
-        print(String(decoding: data, as: UTF8.self))
+        nodes += survey.excluded.map { .init(id: $0.node.id, address: "\($0.node.host):\($0.node.port)", excluded: $0.reason) }
+        nodes.sort { $0.id < $1.id }
+        let object = PlacementJSON(balancer: strategy, user: user, kind: kind, nodes: nodes, chosen: decision?.chosen, note: decision?.note, error: failure)
+        print(PlacementJSON.text(object))
+    }
+}
+
+/// `drover place --json`: every key present, `null` where there is no value.
+struct PlacementJSON: Encodable {
+    struct Node: Encodable {
+        var id: Int64
+        var address: String
+        /// Candidates only (an excluded node has none of these keys).
+        var sessions: Int?
+        var score: Double?
+        var detail: String?
+        var excluded: String?
+        var isCandidate = true
+
+        init(id: Int64, address: String, sessions: Int, score: Double?, detail: String, excluded: String?) {
+            (self.id, self.address, self.sessions, self.score, self.detail, self.excluded) = (id, address, sessions, score, detail, excluded)
+        }
+
+        init(id: Int64, address: String, excluded: String) {
+            (self.id, self.address, self.excluded, isCandidate) = (id, address, excluded, false)
+        }
+
+        enum CodingKeys: String, CodingKey { case id, address, sessions, score, detail, excluded }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(address, forKey: .address)
+            try container.encode(excluded, forKey: .excluded)
+            guard isCandidate else { return }
+            try container.encode(sessions, forKey: .sessions)
+            try container.encode(score, forKey: .score)
+            try container.encode(detail, forKey: .detail)
+        }
+    }
+
+    var balancer: String
+    var user: String
+    var kind: String?
+    var nodes: [Node]
+    var chosen: Int64?
+    var note: String?
+    var error: String?
+
+    enum CodingKeys: String, CodingKey { case balancer, user, kind, nodes, chosen, note, error }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(balancer, forKey: .balancer)
+        try container.encode(user, forKey: .user)
+        try container.encode(kind, forKey: .kind)
+        try container.encode(nodes, forKey: .nodes)
+        try container.encode(chosen, forKey: .chosen)
+        try container.encode(note, forKey: .note)
+        try container.encode(error, forKey: .error)
+    }
+
+    /// Pretty-printed, keys sorted.
+    static func text(_ value: some Encodable) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
     }
 }

@@ -23,9 +23,13 @@ struct LocalNode {
         }
     }
 
-    func call(_ call: InternalCall) async throws -> NodeClient.Response {
+    /// Makes `call` on this machine's node; its refusal is the command's failure, with the
+    /// node's status and reason (or what `refused` makes of it).
+    func call<Answer>(_ call: TypedCall<Answer>, refused: ((PeerRefusal) -> CommandFailure)? = nil) async throws -> Answer {
         do {
             return try await client.call(call, host: host, port: config.server.wwwPort)
+        } catch let refusal as PeerRefusal {
+            throw refused?(refusal) ?? CommandFailure("the node answered \(refusal.status): \(refusal.message)", status: 1)
         } catch {
             throw CommandFailure("\(error); is droverd running with \(config.directory)?", status: 1)
         }
@@ -48,10 +52,7 @@ struct SuspendAll: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
-        let response = try await LocalNode(try options.load()).call(.suspendAll(by: Operator.name))
-        guard response.status == 200, let answer = try? response.decode(InternalCall.SuspendAllAnswer.self) else {
-            throw CommandFailure("the node answered \(response.status): \(response.text)", status: 1)
-        }
+        let answer = try await LocalNode(try options.load()).call(.suspendAll(by: Operator.name))
         print("Suspended \(answer.suspended) session(s).")
     }
 }
@@ -68,19 +69,15 @@ struct Drain: AsyncParsableCommand {
 
     @OptionGroup var options: ConfigOptions
 
-    /// What a moved session's answer says.
-    struct Moved: Decodable {
-        var node: Int64?
-    }
-
     func run() async throws {
         let config = try options.load()
         let local = try LocalNode(config)
         let self_ = try thisNode(config)
         let started = ContinuousClock.now
-        let off = try await local.call(.offlineMode(.init(offline: true, by: Operator.name)))
-        guard off.status == 204 else {
-            throw CommandFailure("cannot put the node in offline mode: it answered \(off.status): \(off.text.trimmingCharacters(in: .whitespacesAndNewlines))", status: 1)
+        do {
+            _ = try await local.call(.offlineMode(.init(offline: true, by: Operator.name)))
+        } catch let failure as CommandFailure {
+            throw CommandFailure("cannot put the node in offline mode: \(failure.message)", status: 1)
         }
         let sessions = try await RegistryAccess.using(options) { access in
             try await access.store.sessions(matching: SessionFilter(node: self_, states: [.starting, .running, .suspending]))
@@ -91,10 +88,8 @@ struct Drain: AsyncParsableCommand {
         let bar = ProgressBar(total: sessions.count)
         for session in sessions {
             do {
-                let answer = try await local.call(.move(.init(id: session.id, by: Operator.name)))
-                guard answer.status == 200, let moved = try? answer.decode(Moved.self), let node = moved.node else {
-                    throw CommandFailure("the node answered \(answer.status): \(answer.text.trimmingCharacters(in: .whitespacesAndNewlines))", status: 1)
-                }
+                let moved = try await local.call(.move(.init(id: session.id, by: Operator.name)))
+                guard let node = moved.node else { throw CommandFailure("the node answered with the session on no node (\(moved.state))", status: 1) }
                 movedTo[node, default: 0] += 1
             } catch {
                 failures.append((session.id, "\(error)"))
