@@ -340,3 +340,32 @@ extension NodeClient.Response {
         try JSONDecoder().decode(type, from: Data(body))
     }
 }
+
+/// The opening of a session hop (docs/PROTOCOL.md, hops), part of the wire contract beside the
+/// calls: the request one node sends the owner of a session to join a client's connection to
+/// it — `GET /s/<id>/` with `Upgrade: drover-session`, the hop's headers, and the node-to-node
+/// signature over ``signedBody(user:)`` bound to the owner's address. The owner verifies it
+/// once and then only splices bytes.
+public enum SessionHopOpening {
+    /// The `Upgrade` protocol of an opening.
+    public static let protocolName = "drover-session"
+    /// Marks a request as part of a hop (a client's own such header is removed at the edge).
+    public static let hopHeader = "X-Drover-Hop"
+    /// The session's user, as the first node signed it in.
+    public static let userHeader = "X-Drover-Hop-User"
+
+    /// What the signature covers in place of a body: the splice, for this user.
+    public static func signedBody(user: String) -> [UInt8] { Array("proxy-splice\n\(user)".utf8) }
+
+    /// The text of an opening to the node at `destination` (`host:port`) for session `id` of
+    /// `user`, signed now with `key`.
+    public static func request(session id: String, user: String, destination: String, key: SecureCookieKey) -> String {
+        let path = "/s/\(id)/"
+        var text = "GET \(path) HTTP/1.1\r\nHost: \(destination)\r\nConnection: Upgrade\r\nUpgrade: \(protocolName)\r\n"
+            + "\(hopHeader): 1\r\n\(userHeader): \(user)\r\n"
+        for (name, value) in InternalRequestSignature.headers(method: "GET", path: path, body: signedBody(user: user), destination: destination, key: key) {
+            text += "\(name): \(value)\r\n"
+        }
+        return text + "\r\n"
+    }
+}

@@ -49,7 +49,7 @@ public struct HopOpening: Sendable, Equatable {
     }
 
     /// The `Upgrade` token of an opening.
-    public static let protocolName = "drover-session"
+    public static let protocolName = SessionHopOpening.protocolName
 }
 
 /// Where a proxied request goes, or the answer to give instead.

@@ -14,9 +14,9 @@ public struct SessionProxyResolver: ProxyResolver {
     /// TLS for hops to other nodes, per the cluster's protocol; nil for http.
     let peerTLS: NIOSSLContext?
     /// Marks another node's opening of a session hop (``HopOpening``).
-    static let hopHeader = "X-Drover-Hop"
+    static let hopHeader = SessionHopOpening.hopHeader
     /// The user the opening node authenticated; trusted only with a valid signature.
-    static let hopUserHeader = "X-Drover-Hop-User"
+    static let hopUserHeader = SessionHopOpening.userHeader
     // Every header of the hop is named `X-Drover-…`: what a client sends under such names is
     // dropped, and none reaches a session (``ForwardedRequest``).
 
@@ -64,7 +64,7 @@ public struct SessionProxyResolver: ProxyResolver {
         return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
     }
 
-    static func openingBody(_ user: String) -> [UInt8] { Array("proxy-splice\n\(user)".utf8) }
+    static func openingBody(_ user: String) -> [UInt8] { SessionHopOpening.signedBody(user: user) }
 
     /// Whether `head` asks to open a session hop (``HopOpening``; trusted only once verified).
     static func isOpening(_ head: HTTPRequestHead) -> Bool {
@@ -74,14 +74,7 @@ public struct SessionProxyResolver: ProxyResolver {
     /// The bytes of an opening from this node to the node at `destination` (`host:port`), for
     /// the session `id` of `user`, signed now.
     static func openingRequest(session id: String, user: String, destination: String, key: SecureCookieKey) -> ByteBuffer {
-        let path = "/s/\(id)/"
-        var text = "GET \(path) HTTP/1.1\r\nHost: \(destination)\r\nConnection: Upgrade\r\nUpgrade: \(HopOpening.protocolName)\r\n"
-            + "\(hopHeader): 1\r\n\(hopUserHeader): \(user)\r\n"
-        for (name, value) in InternalRequestSignature.headers(method: "GET", path: path, body: openingBody(user), destination: destination, key: key) {
-            text += "\(name): \(value)\r\n"
-        }
-        text += "\r\n"
-        return ByteBuffer(string: text)
+        ByteBuffer(string: SessionHopOpening.request(session: id, user: user, destination: destination, key: key))
     }
 
     /// Origins besides the node's own whose pages may open WebSockets (`www-allowed-origins`).
