@@ -35,7 +35,7 @@ let package = Package(
         .executable(name: "drover-demo-session", targets: ["drover-demo-session"]),
         .executable(name: "drover-session-guard", targets: ["drover-session-guard"]),
         // For packages built on Drover's parts, such as the HTTP fuzz target in Fuzz/HTTP.
-        .library(name: "DroverServer", targets: ["DroverServer", "DroverCluster", "DroverKernel", "DroverPlugins"]),
+        .library(name: "DroverServer", targets: ["DroverServer", "DroverCluster", "DroverSessionProtocol", "DroverKernel", "DroverPlugins"]),
         .library(name: "DroverTesting", targets: ["DroverTesting"]),
     ],
     dependencies: [
@@ -73,6 +73,11 @@ let package = Package(
             name: "DroverRegistrySQL",
             dependencies: ["DroverKernel"],
             swiftSettings: sharedSettings),
+        // The session guard's contract with droverd: its pipe protocol and the cgroups of a session.
+        .target(
+            name: "DroverSessionProtocol",
+            dependencies: ["DroverKernel"],
+            swiftSettings: sharedSettings),
         // The lock providers alone: what the session guard links.
         .target(
             name: "DroverLockPlugins",
@@ -85,7 +90,7 @@ let package = Package(
         .target(
             name: "DroverCluster",
             dependencies: [
-                "DroverKernel", "CShims",
+                "DroverKernel", "DroverSessionProtocol", "CShims",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -121,7 +126,7 @@ let package = Package(
         .executableTarget(
             name: "droverd",
             dependencies: [
-                "DroverKernel", "DroverPlugins", "DroverServer", "DroverCluster",
+                "DroverKernel", "DroverSessionProtocol", "DroverPlugins", "DroverServer", "DroverCluster",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -133,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "DroverKernel", "DroverPlugins", "DroverCluster", "RegistrySQLite",
+                "DroverKernel", "DroverSessionProtocol", "DroverPlugins", "DroverCluster", "RegistrySQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -142,7 +147,7 @@ let package = Package(
         .executableTarget(
             name: "drover-session-guard",
             dependencies: [
-                "DroverKernel", "DroverLockPlugins", "CShims",
+                "DroverKernel", "DroverSessionProtocol", "DroverLockPlugins", "CShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings),
@@ -158,7 +163,7 @@ let package = Package(
         .executableTarget(
             name: "drover-probe",
             dependencies: [
-                "DroverKernel", "DroverPlugins", "DroverCluster", "DroverTesting",
+                "DroverKernel", "DroverPlugins", "DroverCluster", "DroverServer", "DroverTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -174,7 +179,7 @@ let package = Package(
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverClusterTests",
-            dependencies: ["DroverKernel", "DroverCluster", "DroverTesting", "droverd", "drover"],
+            dependencies: ["DroverKernel", "DroverSessionProtocol", "DroverCluster", "DroverTesting", "droverd", "drover"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverBalancerTests",
@@ -182,7 +187,7 @@ let package = Package(
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverSessionTests",
-            dependencies: ["DroverCluster", "DroverKernel", "DroverPlugins", "DroverTesting", "droverd", "drover", "drover-demo-session",
+            dependencies: ["DroverCluster", "DroverKernel", "DroverSessionProtocol", "DroverPlugins", "DroverTesting", "droverd", "drover", "drover-demo-session",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: sharedSettings),
         .testTarget(

@@ -1,5 +1,6 @@
 import CShims
 import DroverKernel
+import DroverSessionProtocol
 import Foundation
 import Synchronization
 

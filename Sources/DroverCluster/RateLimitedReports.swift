@@ -1,4 +1,4 @@
-public import DroverKernel
+import DroverKernel
 import Synchronization
 
 /// At most one report per key (a client address) in each `interval`: a flood of refused

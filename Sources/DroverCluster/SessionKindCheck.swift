@@ -1,4 +1,5 @@
 public import DroverKernel
+public import DroverSessionProtocol
 import Foundation
 
 /// Whether this node can run each configured session kind: its program is there and users may

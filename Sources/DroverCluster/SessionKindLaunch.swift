@@ -1,4 +1,5 @@
 public import DroverKernel
+import DroverSessionProtocol
 import Foundation
 
 /// How a session of one kind is started on this node: its guard's spec, and the endpoint

@@ -1,4 +1,5 @@
 public import DroverKernel
+import DroverSessionProtocol
 import Foundation
 import Logging
 import NIOHTTP1

@@ -1,4 +1,5 @@
 public import DroverKernel
+public import DroverSessionProtocol
 import Foundation
 import Synchronization
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DroverCluster
+import DroverServer
 import DroverKernel
 import DroverPlugins
 import DroverTesting

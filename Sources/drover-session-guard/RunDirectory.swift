@@ -1,4 +1,5 @@
 import DroverKernel
+import DroverSessionProtocol
 import Foundation
 
 /// A session's own folder, `<server-data-dir>/run/<id>`: where a `unix-socket` program binds

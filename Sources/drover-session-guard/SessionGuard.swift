@@ -1,5 +1,6 @@
 import CShims
 import DroverKernel
+import DroverSessionProtocol
 import DroverLockPlugins
 import Foundation
 import Logging

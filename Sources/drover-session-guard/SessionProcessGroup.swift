@@ -1,5 +1,6 @@
 import CShims
 import DroverKernel
+import DroverSessionProtocol
 import Foundation
 
 /// Every process of one session: its main process and whatever it starts, in a cgroup of its

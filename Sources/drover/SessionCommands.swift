@@ -1,6 +1,7 @@
 import ArgumentParser
 import DroverCluster
 import DroverKernel
+import DroverSessionProtocol
 import Foundation
 
 /// The node running with this configuration, reached over its own port.

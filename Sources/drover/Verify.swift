@@ -1,6 +1,7 @@
 import ArgumentParser
 import DroverCluster
 import DroverKernel
+import DroverSessionProtocol
 import DroverPlugins
 import Foundation
 import Logging

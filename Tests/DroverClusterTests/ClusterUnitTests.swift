@@ -1,5 +1,6 @@
 import DroverCluster
 import DroverKernel
+import DroverSessionProtocol
 import Foundation
 import DroverTesting
 import Testing

@@ -1,5 +1,6 @@
 @testable import DroverCluster
 import DroverKernel
+import DroverSessionProtocol
 import Foundation
 import DroverTesting
 import Synchronization

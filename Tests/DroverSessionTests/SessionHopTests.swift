@@ -1,5 +1,6 @@
 import DroverKernel
 import DroverTesting
+import DroverCluster
 import Foundation
 import Testing
 

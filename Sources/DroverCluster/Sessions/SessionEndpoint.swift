@@ -1,5 +1,6 @@
 import CShims
 import DroverKernel
+import DroverSessionProtocol
 import Foundation
 
 /// Where and how droverd reaches one session of this node (README, "Session kinds").

@@ -1,4 +1,5 @@
 import DroverKernel
+import DroverSessionProtocol
 
 /// What happens to a session running on this node: its guard's reports, and droverd's own
 /// steps (the session answered, a stop was asked for).

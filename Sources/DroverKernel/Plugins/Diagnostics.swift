@@ -16,12 +16,6 @@ public struct Diagnostics: Sendable {
         record(name, fields: fields)
     }
 
-    /// Records `event` alone, where there is no log to write it to as well (``EventLog/emit(_:)``
-    /// does both).
-    public func record(_ event: NodeEvent) {
-        record(event.name, fields: event.fields)
-    }
-
     /// Records `name` with a list of fields built at run time.
     public func record(_ name: String, fields: [(String, String)]) {
         guard let sink else { return }

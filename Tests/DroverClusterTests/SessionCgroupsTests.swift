@@ -1,4 +1,5 @@
 import DroverKernel
+import DroverSessionProtocol
 import DroverTesting
 import Foundation
 import Testing

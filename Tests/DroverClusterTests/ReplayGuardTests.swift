@@ -1,4 +1,5 @@
 import DroverKernel
+import DroverCluster
 import Foundation
 import Testing
 

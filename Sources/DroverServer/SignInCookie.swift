@@ -1,3 +1,4 @@
+public import DroverKernel
 public import Foundation
 
 /// The sign-in cookie: the user and an expiry, signed with the secure cookie key, so every node

@@ -1,4 +1,5 @@
 import DroverKernel
+import DroverServer
 import Foundation
 import Testing
 

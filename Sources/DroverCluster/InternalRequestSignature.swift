@@ -1,3 +1,4 @@
+public import DroverKernel
 public import Foundation
 import Synchronization
 

@@ -1,4 +1,5 @@
 import DroverKernel
+import DroverSessionProtocol
 import Testing
 
 @Suite struct SessionGuardProtocolTests {

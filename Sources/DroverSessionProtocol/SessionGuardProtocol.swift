@@ -1,3 +1,4 @@
+public import DroverKernel
 import Foundation
 
 /// What droverd and a session's guard (`drover-session-guard`) say to each other: the guard's

@@ -1,3 +1,4 @@
+public import DroverKernel
 import Foundation
 public import Logging
 
@@ -376,5 +377,13 @@ public struct EventLog: Sendable {
             logger.log(level: event.level, Logger.Message(stringLiteral: event.message), metadata: metadata)
         }
         diagnostics.record(event.name, fields: fields)
+    }
+}
+
+extension Diagnostics {
+    /// Records `event` alone, where there is no log to write it to as well (``EventLog/emit(_:)``
+    /// does both).
+    public func record(_ event: NodeEvent) {
+        record(event.name, fields: event.fields)
     }
 }
