@@ -36,6 +36,10 @@ let package = Package(
         .executable(name: "drover-session-guard", targets: ["drover-session-guard"]),
         // For packages built on Drover's parts, such as the HTTP fuzz target in Fuzz/HTTP.
         .library(name: "DroverServer", targets: ["DroverServer", "DroverCluster", "DroverSessionProtocol", "DroverKernel", "DroverPlugins"]),
+        // A plugin's own tests: in-memory doubles and the conformance suite of each plugin kind,
+        // on the kernel alone (README, "Adding an in-house plugin").
+        .library(name: "DroverPluginTesting", targets: ["DroverPluginTesting"]),
+        // The cluster harness: real droverd processes, in-process nodes, network namespaces.
         .library(name: "DroverTesting", targets: ["DroverTesting"]),
     ],
     dependencies: [
@@ -117,8 +121,12 @@ let package = Package(
             ],
             swiftSettings: sharedSettings),
         .target(
+            name: "DroverPluginTesting",
+            dependencies: ["DroverKernel"],
+            swiftSettings: sharedSettings),
+        .target(
             name: "DroverTesting",
-            dependencies: ["DroverKernel", "DroverCluster", "DroverServer", "DroverPlugins", "CShims",
+            dependencies: ["DroverKernel", "DroverPluginTesting", "DroverCluster", "DroverServer", "DroverPlugins", "CShims",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: sharedSettings),

@@ -57,7 +57,6 @@ public enum NodeEvent: Sendable {
     case signedOut(user: String)
 
     // MARK: sessions
-    case placement(fields: [(String, String)])
     case startConnectRetry(peer: String, reason: String)
     case sessionStarted(session: String, user: String, pid: Int32, isolation: String)
     case sessionStartFailed(session: String, error: String)
@@ -124,7 +123,6 @@ public enum NodeEvent: Sendable {
         case .signInThrottled: "sign-in-throttled"
         case .webSocketOriginRefused: "websocket-origin-refused"
         case .signedOut: "signed-out"
-        case .placement: "placement"
         case .startConnectRetry: "start-connect-retry"
         case .sessionStarted: "session-started"
         case .sessionStartFailed: "session-start-failed"
@@ -150,7 +148,6 @@ public enum NodeEvent: Sendable {
 
     public var level: Logger.Level {
         switch self {
-        case .placement: .debug
         case .nodeStarting, .nodeStopped, .listening, .joined, .left, .peerNotice, .clusterDefined, .sessionStarted, .sessionStopped,
              .sessionReleased:
             .info
@@ -211,7 +208,6 @@ public enum NodeEvent: Sendable {
         case .webSocketOriginRefused: "refused a WebSocket from a page of another origin"
         case .signedOut: "signed out: the cookie is revoked on every node"
         case .signInThrottled: "sign-in refused at once: too many failed sign-ins from this address or for this user"
-        case .placement: "placed a session"
         case .startConnectRetry: "could not connect to the session's node to start it; trying again"
         case .sessionStarted: "session started"
         case .sessionStartFailed: "session failed to start"
@@ -302,8 +298,6 @@ public enum NodeEvent: Sendable {
             [("session", session), ("origin", origin)]
         case .signInThrottled(let user, let address, let seconds):
             [("user", user), ("address", address), ("retry_after", String(seconds))]
-        case .placement(let fields):
-            fields
         case .startConnectRetry(let peer, let reason):
             [("peer", peer), ("reason", reason)]
         case .sessionStarted(let session, let user, let pid, let isolation):

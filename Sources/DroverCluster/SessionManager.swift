@@ -91,7 +91,8 @@ public final class SessionManager: Sendable {
 
     func engine() -> PlacementEngine {
         PlacementEngine(store: store, strategy: runtime.balancer, heartbeatInterval: runtime.loadBalancer.heartbeatInterval,
-                        diagnostics: runtime.diagnostics, metrics: runtime.metrics, maxSessionsPerNode: runtime.loadBalancer.maxSessionsPerNode)
+                        diagnostics: runtime.diagnostics, countPlacement: { [metrics = runtime.metrics] in metrics.placement(strategy: $0, outcome: $1, took: $2) },
+                        maxSessionsPerNode: runtime.loadBalancer.maxSessionsPerNode)
     }
 
     /// The sessions this node runs.

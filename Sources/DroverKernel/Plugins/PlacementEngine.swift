@@ -1,27 +1,30 @@
-public import DroverKernel
 import Foundation
 import Synchronization
 
 /// Places sessions on nodes: finds the candidates, lets the balancer prepare, then makes the
-/// choice inside the registry's placement lock with current counts, and records why.
+/// choice inside the registry's placement lock with current counts, and records why. It joins
+/// two plugin kinds (a ``BalancerStrategy`` and a ``RegistryStore``), so a balancer's
+/// conformance suite runs it with the kernel alone.
 public struct PlacementEngine: Sendable {
     public let store: any RegistryStore
     public let strategy: any BalancerStrategy
     public let heartbeatInterval: Int
     public let diagnostics: Diagnostics
-    /// Where a node's placements are counted and timed (nil for the command line's dry runs).
-    public let metrics: NodeMetrics?
+    /// Counts and times each placement by strategy and outcome (a node's metrics; nil for the
+    /// command line's dry runs).
+    public let countPlacement: (@Sendable (_ strategy: String, _ outcome: String, _ took: Duration) -> Void)?
     /// `max-sessions-per-node` (0: no limit).
     public let maxSessionsPerNode: Int
 
     public init(store: any RegistryStore, strategy: any BalancerStrategy, heartbeatInterval: Int, diagnostics: Diagnostics,
-                metrics: NodeMetrics? = nil, maxSessionsPerNode: Int = 0) {
+                countPlacement: (@Sendable (_ strategy: String, _ outcome: String, _ took: Duration) -> Void)? = nil,
+                maxSessionsPerNode: Int = 0) {
         self.maxSessionsPerNode = maxSessionsPerNode
         self.store = store
         self.strategy = strategy
         self.heartbeatInterval = heartbeatInterval
         self.diagnostics = diagnostics
-        self.metrics = metrics
+        self.countPlacement = countPlacement
     }
 
     /// Every node, as a candidate or with the reason it is excluded.
@@ -80,7 +83,7 @@ public struct PlacementEngine: Sendable {
     private func counted<T>(_ placement: () async throws -> T?) async throws -> T? {
         let started = ContinuousClock.now
         let outcome: String
-        defer { metrics?.placement(strategy: strategy.name, outcome: outcome, took: .now - started) }
+        defer { countPlacement?(strategy.name, outcome, .now - started) }
         do {
             let placed = try await placement()
             outcome = placed == nil ? "moved-meanwhile" : "placed"
@@ -109,7 +112,7 @@ public struct PlacementEngine: Sendable {
         if let note = decision.note { fields.append(("note", note)) }
         let (seconds, attoseconds) = took.components
         fields.append(("ms", String(format: "%.3f", Double(seconds) * 1000 + Double(attoseconds) / 1e15)))
-        diagnostics.record(.placement(fields: fields))
+        diagnostics.record("placement", fields: fields)
     }
 }
 

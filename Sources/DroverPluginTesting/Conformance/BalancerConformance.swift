@@ -1,5 +1,5 @@
 public import DroverKernel
-import DroverCluster
+
 import Foundation
 public import Testing
 
