@@ -898,55 +898,39 @@ public final class SessionManager: Sendable {
         // not answered with an error: as long as the proxy waits for a session's answer.
         let deadline = ContinuousClock.now + .seconds(runtime.configuration.server.sessionResponseTimeout)
         repeat {
-            guard let session = try await store.session(id) else { return nil }
-            guard session.username == username else { return nil }
-            if let hold = session.hold, !startingHeld, session.ownership.state == .suspended {
-                throw SessionError.held(hold)
-            }
-            if request != .write, session.ownership.state == .suspended, runtime.configuration.kinds[session.kind]?.activity == .jupyter {
+            let session = try await store.session(id)
+            let read = try await store.nodesWithClock()
+            let facts = SessionRouting.Facts(
+                session: session, username: username, nodes: read.nodes, now: read.now, heartbeatInterval: runtime.loadBalancer.heartbeatInterval,
+                selfID: runtime.nodeID, runsLocalCopy: liveEndpoint(id) != nil, request: request,
+                kindCountsOnlyWrites: session.map { countsOnlyWrites(kind: $0.kind) } ?? false, startingHeld: startingHeld)
+            switch SessionRouting.next(facts) {
+            case .notFound:
+                return nil
+            case .refuseHeld(let reason):
+                throw SessionError.held(reason)
+            case .refuseSuspendedRead:
                 throw SessionError.suspended("session \(id) is suspended; open its page again (reload it) to start it")
-            }
-            if let route = try await routeOrRecover(session) {
-                routes.remember(id, route, username: username, kind: session.kind)
-                return route
+            case .serveLocally:
+                if let endpoint = liveEndpoint(id) { return remembered(.local(endpoint), session!) }
+            case .forward(let node):
+                return remembered(.remote(host: node.ipv4 ?? node.host, port: node.port, name: NodeClient.tlsName(of: node)), session!)
+            case .free(let ownership):
+                // Ours in the registry but not running here (a previous life of this node).
+                _ = try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: nil, state: .suspended))
+            case .retry(let pause):
+                try await Task.sleep(for: pause)
+            case .place(let ownership, let nodeGone):
+                if let nodeGone { runtime.events.emit(.sessionRePlaced(session: id, nodeStatus: nodeGone)) }
+                if let route = try await resume(session!, from: ownership) { return remembered(route, session!) }
             }
         } while ContinuousClock.now < deadline
         throw SessionError.unavailable("session \(id) keeps moving; try again")
     }
 
-    private func routeOrRecover(_ session: SessionRecord) async throws -> SessionRoute? {
-        let ownership = session.ownership
-        let read = try await store.nodesWithClock()
-        let (nodes, now) = (read.nodes, read.now)
-        let interval = runtime.loadBalancer.heartbeatInterval
-        if let owner = ownership.node, let node = nodes.first(where: { $0.id == owner }) {
-            if node.isServing(now: now, heartbeatInterval: interval) {
-                switch ownership.state {
-                case .running:
-                    if owner == runtime.nodeID, let endpoint = liveEndpoint(session.id) { return .local(endpoint) }
-                    if owner != runtime.nodeID { return .remote(host: node.ipv4 ?? node.host, port: node.port, name: NodeClient.tlsName(of: node)) }
-                    // Ours in the registry but not running here (a previous life of this node).
-                    _ = try await store.transitionSession(session.id, from: ownership, to: SessionOwnership(node: nil, state: .suspended))
-                    return nil
-                case .starting, .suspending, .quitting:
-                    try await Task.sleep(for: .milliseconds(200))
-                    return nil
-                case .suspended:
-                    break
-                }
-            } else if ownership.state == .suspended {
-                return try await resume(session, from: ownership)
-            }
-            // Its node is gone: move it.
-            runtime.events.emit(.sessionRePlaced(session: session.id, nodeStatus: node.displayStatus(now: now, heartbeatInterval: interval)))
-            return try await resume(session, from: ownership)
-        }
-        if ownership.node != nil {
-            // Its node row was deleted.
-            return try await resume(session, from: ownership)
-        }
-        guard ownership.state == .suspended else { return nil }
-        return try await resume(session, from: ownership)
+    private func remembered(_ route: SessionRoute, _ session: SessionRecord) -> SessionRoute {
+        routes.remember(session.id, route, username: session.username, kind: session.kind)
+        return route
     }
 
     /// The endpoint of a session this node runs (or is finishing starting), unless it ended.
