@@ -120,6 +120,8 @@ public struct SessionService: Service {
 
     public func run() async throws {
         let sessions = self.sessions
+        // Each sweep is a small service with one job (Sweeps/).
+        let (idle, rows, audit) = (IdleTimeout(sessions: sessions), RowRecovery(sessions: sessions), AuditPruning(sessions: sessions))
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 await repeatUntilShutdown(every: { 0.5 }) {
@@ -131,26 +133,26 @@ public struct SessionService: Service {
             group.addTask {
                 await repeatUntilShutdown(every: { 2 }) {
                     await sessions.runtime.refreshRevocations()
-                    await sessions.completeInterruptedStops()
-                    await sessions.releaseSessionsTakenAway()
-                    await sessions.freeOrphanedStarts()
-                    await sessions.pruneAudit()
+                    await rows.completeInterruptedStops()
+                    await rows.releaseSessionsTakenAway()
+                    await rows.freeOrphanedStarts()
+                    await audit.pruneAudit()
                 }
             }
             // Client activity to the registry; the idle timeout in a loop of its own, so that
             // asking slow programs for their activity never holds the activity's writes back.
             group.addTask {
-                await repeatUntilShutdown(every: { sessions.activityInterval }) {
-                    await sessions.flushActivity()
+                await repeatUntilShutdown(every: { idle.activityInterval }) {
+                    await idle.flushActivity()
                 }
             }
             group.addTask {
-                await repeatUntilShutdown(every: { sessions.activityInterval }) {
-                    await sessions.suspendIdle()
+                await repeatUntilShutdown(every: { idle.activityInterval }) {
+                    await idle.suspendIdle()
                 }
             }
         }
-        await sessions.flushActivity()
+        await idle.flushActivity()
         let count = await sessions.suspendAll(by: .daemon)
         await sessions.runtime.flushAudit()
         if count > 0 { sessions.runtime.events.emit(.sessionsSuspendedBeforeLeaving(count: count)) }

@@ -43,15 +43,14 @@ public final class SessionManager: Sendable {
     /// Starts under way on this node, bounded by `max-starting-sessions`.
     private let starting = Mutex(0)
     /// The sessions whose start this node is carrying out now.
-    private let launching = Mutex<Set<String>>([])
+    let launching = Mutex<Set<String>>([])
     /// The sessions whose suspend or quit this node is carrying out now: between the process's
     /// end and the row's last write they look like a stop left half done, and
-    /// ``completeInterruptedStops()`` must leave them to their stop.
-    private let stopping = Mutex<Set<String>>([])
+    /// ``RowRecovery/completeInterruptedStops()`` must leave them to their stop.
+    let stopping = Mutex<Set<String>>([])
     /// When this node last removed audit rows past `audit-retention-days`.
-    private let auditPrunedAt = Mutex<ContinuousClock.Instant?>(nil)
     /// Rows `starting` on this node with no start here, and when each was first seen so.
-    private let orphanedStarts = Mutex<[String: ContinuousClock.Instant]>([:])
+    let orphanedStarts = Mutex<[String: ContinuousClock.Instant]>([:])
 
     public convenience init(runtime: NodeRuntime) {
         let ticker = AliveTicker { [events = runtime.events] late, took, guards in
@@ -350,75 +349,6 @@ public final class SessionManager: Sendable {
         runtime.configuration.kinds[kind]?.activity == .jupyter
     }
 
-    /// `session-timeout-minutes` in seconds (0: off).
-    var idleTimeout: Double { runtime.configuration.server.sessionTimeoutMinutes * 60 }
-
-    /// How often ``flushActivity()`` and ``suspendIdle()`` run.
-    public var activityInterval: Double { SessionActivity.interval(timeoutSeconds: idleTimeout) }
-
-    /// Writes the activity noted since the last call to the registry; what cannot be written
-    /// now is kept for the next call.
-    public func flushActivity() async {
-        for (id, time) in activity.take() {
-            do {
-                try await store.touchSession(id, at: time)
-            } catch {
-                activity.note(id, at: time)
-            }
-        }
-    }
-
-    /// Suspends this node's running sessions that have had no client activity for
-    /// `session-timeout-minutes` (and one interval more: activity noted by another node
-    /// reaches the registry within an interval). Their state is saved as in any suspend; the
-    /// next request resumes them.
-    public func suspendIdle() async {
-        let timeout = idleTimeout
-        guard timeout > 0, let node = runtime.nodeID, !runtime.isStopping else { return }
-        guard let now = try? await store.now(),
-              let running = try? await store.sessions(matching: SessionFilter(node: node, states: [.running])) else { return }
-        let minutes = runtime.configuration.server.sessionTimeoutMinutes
-        let idle = running.filter { now.timeIntervalSince($0.lastActive) > timeout + activityInterval }
-        // Each in a task of its own (a few at a time): one program slow to say what it does
-        // (each has ``ProgramActivity/answerSeconds``) holds no other session's suspend back.
-        await withTaskGroup(of: Void.self) { group in
-            for (index, session) in idle.enumerated() {
-                if index >= 8 { await group.next() }
-                group.addTask { await self.suspendIfIdle(session, now: now, timeout: timeout, minutes: minutes) }
-            }
-        }
-    }
-
-    /// Suspends `session`, idle by its client's activity, unless its program (a kind with its
-    /// own activity source) says it is working or was used since.
-    private func suspendIfIdle(_ session: SessionRecord, now: Date, timeout: Double, minutes: Double) async {
-        do {
-            var idle = Int(now.timeIntervalSince(session.lastActive))
-            var what = "client activity"
-            if let kind = runtime.configuration.kinds[session.kind], kind.activity == .jupyter {
-                // The program's own view: running work, or activity newer than the client's.
-                var report: ProgramActivity?
-                if let endpoint = supervisor.runningEndpoint(session.id) {
-                    report = await ProgramActivity.readJupyter(endpoint, base: kind.basePath == .keep ? "/s/\(session.id)/" : "/")
-                }
-                if let report {
-                    let latest = report.busy ? now : report.lastActivity
-                    if let latest, latest > session.lastActive {
-                        // Written as activity: the dashboard shows it, and the next sweeps need not ask.
-                        try? await store.touchSession(session.id, at: min(latest, now))
-                        if now.timeIntervalSince(latest) <= timeout + activityInterval { return }
-                        idle = Int(now.timeIntervalSince(latest))
-                    }
-                }
-                what = report == nil ? "client writes (its Jupyter API did not answer)" : "running kernel, kernel or terminal activity, or client writes"
-            }
-            try await suspend(session.id, by: .daemon,
-                              reason: "idle: no \(what) for \(idle) s (session-timeout-minutes=\(String(format: "%g", minutes)))")
-        } catch {
-            // Reported by the suspend's audit row; the next sweep tries again.
-        }
-    }
-
     /// Moves a session to `node` (the admin dashboard's choice), or with nil where the balancer
     /// places it (a drain: the session's own node is in offline mode, so not a candidate):
     /// suspended where it runs (its state saved), then started there at once, so its user finds
@@ -568,7 +498,7 @@ public final class SessionManager: Sendable {
         try await whileStopping(id) { try await suspendHere(id) }
     }
 
-    private func suspendHere(_ id: String) async throws {
+    func suspendHere(_ id: String) async throws {
         guard let self_ = runtime.nodeID, let entry = supervisor.session(id) else {
             // Not running here: a row left running by this node's previous life is simply freed.
             if let row = try await store.session(id), row.ownership.node == runtime.nodeID {
@@ -595,7 +525,7 @@ public final class SessionManager: Sendable {
         try await whileStopping(id) { try await quitHere(id) }
     }
 
-    private func quitHere(_ id: String) async throws {
+    func quitHere(_ id: String) async throws {
         guard let self_ = runtime.nodeID, let entry = supervisor.session(id) else {
             if let row = try await store.session(id), row.ownership.node == runtime.nodeID {
                 _ = try await release(row, quitting: true)
@@ -615,18 +545,18 @@ public final class SessionManager: Sendable {
     }
 
     /// A quit session's saved state goes with it.
-    private func removeSavedState(_ session: SessionRecord) async {
+    func removeSavedState(_ session: SessionRecord) async {
         guard let account = await SessionProcess.lookUp(session.username) else { return }
         await removeState(account.stateDirectory(session.id), of: account)
     }
 
     /// Deletes a session's state folder as its user, never as root (the user controls every
     /// name on the way there).
-    private func removeState(_ path: String, of account: SessionProcess.Account) async {
+    func removeState(_ path: String, of account: SessionProcess.Account) async {
         _ = await SessionProcess.runAsUser(account, ["/bin/rm", "-rf", "--", path])
     }
 
-    private func finish(_ id: String, _ entry: SessionSupervisor.Supervised, _ how: NodeEvent.StopOutcome) async {
+    func finish(_ id: String, _ entry: SessionSupervisor.Supervised, _ how: NodeEvent.StopOutcome) async {
         supervisor.forget(id)
         routes.forget(id)
         runtime.events.emit(.sessionStopped(session: id, user: entry.username, how: how))
@@ -637,22 +567,6 @@ public final class SessionManager: Sendable {
     /// route at once instead of after its time to live.
     func announceMove(_ id: String) async {
         await membership.notifyPeers(.sessionMoved(.init(id: id)))
-    }
-
-    /// Removes the audit rows older than `audit-retention-days`, at most every `every`
-    /// (an hour; sooner for a retention of less than an hour). Run by ``SessionService``.
-    public func pruneAudit() async {
-        let days = runtime.configuration.server.auditRetentionDays
-        guard days > 0 else { return }
-        let retention = days * 86_400
-        let every = Duration.seconds(min(3600, max(1, retention / 10)))
-        let due = auditPrunedAt.withLock { last in
-            if let last, ContinuousClock.now - last < every { return false }
-            last = .now
-            return true
-        }
-        guard due, let now = try? await store.now() else { return }
-        _ = try? await store.pruneAudit(before: now.addingTimeInterval(-retention))
     }
 
     /// Suspends every session of this node (`drover suspend-all`, and SIGTERM before the node
@@ -676,139 +590,16 @@ public final class SessionManager: Sendable {
         return ids.count
     }
 
-    /// Frees the rows this node owned in a previous run that ended without suspending them (it
-    /// was killed, and restarted before its peers re-placed them): their processes died with
-    /// it, so they become `suspended` and start again from their saved state at their next
-    /// request; a quit that was under way is completed. Called once the node has joined, before
-    /// it serves.
-    /// - Returns: how many rows were freed or removed.
-    @discardableResult
-    public func releaseRowsOfPreviousRun() async -> Int {
-        guard let self_ = runtime.nodeID else { return 0 }
-        let rows: [SessionRecord]
-        do {
-            rows = try await store.sessions(matching: SessionFilter(node: self_, states: [.starting, .running, .suspending, .quitting]))
-        } catch {
-            runtime.events.emit(.previousRunUnreadable(error: "\(error)"))
-            return 0
-        }
-        var released = 0
-        for row in rows where supervisor.state(row.id) == nil {
-            do {
-                guard try await release(row) else { continue }
-                released += 1
-                runtime.events.emit(.sessionReleased(session: row.id, was: row.ownership.state.rawValue))
-                runtime.audit(.daemon, "session-recover", row.id, user: row.username,
-                              reason: row.ownership.state == .quitting ? "its quit, left half done by this node's previous run, was completed"
-                                : "left \(row.ownership.state.rawValue) by this node's previous run; suspended, it starts again from its saved state")
-            } catch {
-                runtime.events.emit(.sessionReleaseFailed(session: row.id, error: "\(error)"))
-            }
-        }
-        if released > 0 { runtime.events.emit(.sessionsReleased(count: released)) }
-        return released
-    }
-
     /// Frees a row of this node whose session runs nowhere: a quit under way is completed (row
     /// and saved state removed), anything else becomes `suspended`, by compare-and-set.
     /// - Returns: whether the row was freed (false: it changed meanwhile).
-    private func release(_ row: SessionRecord, quitting: Bool = false) async throws -> Bool {
+    func release(_ row: SessionRecord, quitting: Bool = false) async throws -> Bool {
         if quitting || row.ownership.state == .quitting {
             // The saved state first, then the row: a row still there gets its quit completed.
             await removeSavedState(row)
             return try await store.deleteSession(row.id)
         }
         return try await store.transitionSession(row.id, from: row.ownership, to: SessionOwnership(node: nil, state: .suspended))
-    }
-
-    /// Finishes the suspends and quits of this node that ended half done: the session's
-    /// processes are gone but the row still says `suspending` or `quitting`, because the
-    /// registry could not be written at the end (the node was cut off, the database restarted).
-    /// Every request for such a session would wait on it for ever. Sessions still stopping here
-    /// are left to their stop. Run every two seconds by ``SessionService``.
-    public func completeInterruptedStops() async {
-        guard let self_ = runtime.nodeID,
-              let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.suspending, .quitting])) else { return }
-        let underWay = stopping.withLock { $0 }
-        for row in rows where supervisor.state(row.id)?.isOver ?? true && !underWay.contains(row.id) {
-            let released = (try? await release(row)) == true
-            supervisor.forget(row.id)
-            routes.forget(row.id)
-            // Not freed: the row changed meanwhile (its stop finished after all); nothing was recovered.
-            guard released else { continue }
-            runtime.events.emit(.sessionStopCompleted(session: row.id, was: row.ownership.state.rawValue))
-            runtime.audit(.daemon, "session-recover", row.id, user: row.username,
-                          reason: "its \(row.ownership.state == .quitting ? "quit" : "suspend"), left half done, was completed")
-        }
-    }
-
-    /// Frees rows placed on this node to start whose start never came: the node that placed
-    /// them died, or lost its connection, before its call arrived. Such a row stayed `starting`
-    /// on a live node, and every request for the session waited on it. A row is freed
-    /// (`suspended`: its next request starts it anew) once it has been so for three `timeout`s
-    /// and five seconds, longer than a forwarded start takes to arrive, retries included. Run
-    /// every two seconds by ``SessionService``.
-    public func freeOrphanedStarts() async {
-        guard let self_ = runtime.nodeID,
-              let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.starting])) else { return }
-        let now = ContinuousClock.now
-        let timeout = runtime.loadBalancer.timeout
-        let grace = Duration.seconds(3 * (timeout > 0 ? timeout : 75) + 5)
-        let orphans = Set(rows.map(\.id).filter { id in supervisor.state(id) == nil && !launching.withLock { $0.contains(id) } })
-        let due: [String] = orphanedStarts.withLock { seen in
-            seen = seen.filter { orphans.contains($0.key) }
-            for id in orphans where seen[id] == nil { seen[id] = now }
-            return seen.filter { now - $0.value >= grace }.map(\.key)
-        }
-        for id in due {
-            let freed = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting),
-                                                           to: SessionOwnership(node: nil, state: .suspended))
-            if freed == true {
-                runtime.events.emit(.orphanedStartFreed(session: id))
-                runtime.audit(.daemon, "session-recover", id, reason: "placed on this node, its start never came; suspended")
-            }
-            orphanedStarts.withLock { _ = $0.removeValue(forKey: id) }
-        }
-    }
-
-    /// Ends the sessions this node runs whose row no longer says so: another node re-placed
-    /// them while this one looked dead (its heartbeats late through a database restart, say),
-    /// or the row is gone. The row is the authority. Without this the copy here ran on behind a
-    /// healthy guard that kept its lock, and every start elsewhere waited for that lock and
-    /// failed, for as long as this node lived. The copy is suspended (its state saved for the
-    /// new owner), or quit when the row is gone, and its lock given up. Run every two seconds by
-    /// ``SessionService``; a registry that cannot be read changes nothing.
-    public func releaseSessionsTakenAway() async {
-        guard let self_ = runtime.nodeID else { return }
-        let running = supervisor.ids.filter { supervisor.state($0)?.isRunning == true }
-        // One read of this node's rows; only a session missing from them is looked up alone.
-        guard !running.isEmpty, let mine = try? await store.sessions(matching: SessionFilter(node: self_)) else { return }
-        let ours = Set(mine.map(\.id))
-        for id in running where !ours.contains(id) {
-            let row: SessionRecord?
-            do {
-                row = try await store.session(id)
-            } catch {
-                continue
-            }
-            if row?.ownership.node != self_ { await endTakenAway(id, row: row) }
-        }
-    }
-
-    private func endTakenAway(_ id: String, row: SessionRecord?) async {
-        // A stop of its own may have begun meanwhile; that one finishes the session.
-        guard supervisor.state(id)?.isRunning == true, let entry = supervisor.session(id) else { return }
-        let owner = row.map { "\($0.ownership.node.map { "node \($0)" } ?? "no node") \($0.ownership.state.rawValue)" } ?? "no row"
-        runtime.events.emit(.sessionTakenAway(session: id, row: owner))
-        runtime.audit(.daemon, "session-end", id, user: entry.username, reason: "taken away: its row says \(owner); this copy was ended")
-        // Gone, or being quit elsewhere: nothing to save. Otherwise the new owner resumes it
-        // from what this copy saves now (it cannot start before this copy's lock is free).
-        let quit = row == nil || row?.ownership.state == .quitting
-        await supervisor.stop(id, quit ? .quit : .suspend)
-        // A session saves when it is ended (SIGTERM as well as SIGUSR1), so a quit that was
-        // completed elsewhere while this copy ran on would find its state back. It goes again.
-        if quit, let account = await SessionProcess.lookUp(entry.username) { await removeState(entry.stateDirectory, of: account) }
-        await finish(id, entry, quit ? .quit : .suspended)
     }
 
     /// Notices sessions that ended without being asked: their main process exited, or their

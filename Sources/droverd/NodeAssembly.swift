@@ -63,7 +63,7 @@ struct NodeAssembly {
             throw Failure(message: "cannot join the cluster: \(error)", status: 1)
         }
         try? Data("\(node.id)\n".utf8).write(to: URL(fileURLWithPath: config.nodeIDFile), options: .atomic)
-        await sessions.releaseRowsOfPreviousRun()
+        await RowRecovery(sessions: sessions).releaseRowsOfPreviousRun()
         // Stopped in reverse (SIGTERM): leave placement first (offline mode, peers told, no new
         // start), then suspend the sessions, then quiesce the HTTP connections (in-flight
         // requests finish, idle keep-alive connections close), and go Offline last.
