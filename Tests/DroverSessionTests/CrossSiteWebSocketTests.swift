@@ -13,7 +13,11 @@ import Testing
     }
 
     /// Serves a page whose script opens the WebSocket and reports what happened to `/report`,
-    /// which the server writes to `report` in its folder.
+    /// which the server writes to `report` in its folder. A thread per connection: Chromium opens
+    /// a connection ahead of need (a preconnect) and may send nothing on it for a while; a server
+    /// that handled one connection at a time waited on that one, and the page's report behind it
+    /// was late past the test's minute (one run in three on a fresh clone). Every request is
+    /// logged to standard error, which a failure shows.
     static let pageServer = #"""
     import http.server, sys, urllib.parse
     port, target, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -40,9 +44,10 @@ import Testing
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.HTTPServer(("127.0.0.1", port), Page).serve_forever()
+        def log_message(self, format, *args):
+            sys.stderr.write("page server: " + (format % args) + "\n")
+            sys.stderr.flush()
+    http.server.ThreadingHTTPServer(("127.0.0.1", port), Page).serve_forever()
     """#
 
     /// Opens the page of a server on `port` in headless Chromium and returns what its script reported.
@@ -57,8 +62,13 @@ import Testing
         let browser = try RunningProcess(chromium, ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
                                                     "--user-data-dir=\(folder.url("profile"))", "http://127.0.0.1:\(port)/"])
         defer { browser.signal(SIGKILL) }
-        try await browser.waitUntil(timeout: 60, "the page reports") {
-            FileManager.default.fileExists(atPath: folder.url("report"))
+        do {
+            try await browser.waitUntil(timeout: 60, "the page reports") {
+                FileManager.default.fileExists(atPath: folder.url("report"))
+            }
+        } catch {
+            // Which of the page, the browser or the proxy hung: what each printed.
+            throw TestFailure("\(error)\n--- the page server's requests:\n\(server.stderr.suffix(3000))\n--- chromium:\n\(browser.stderr.suffix(4000))")
         }
         return (try? String(contentsOfFile: folder.url("report"), encoding: .utf8)) ?? ""
     }
@@ -81,13 +91,20 @@ import Testing
         let (id, _) = try #require(try await startSessions(cluster, count: 1).first)
         let target = "ws://127.0.0.1:\(node.port)/s/\(id)/echo"
 
-        let refused = try await visit(port: attacker, target: target, chromium: chromium)
+        func visit(port: Int) async throws -> String {
+            do {
+                return try await self.visit(port: port, target: target, chromium: chromium)
+            } catch {
+                throw TestFailure("\(error)\n--- droverd:\n\(cluster.process(0)?.stderr.suffix(4000) ?? "")")
+            }
+        }
+        let refused = try await visit(port: attacker)
         #expect(refused == "error" || refused.hasPrefix("closed:"), "a page of another port reached the session: \(refused)")
         let log = cluster.process(0)?.stderr ?? ""
         #expect(log.split(separator: "\n").contains { $0.contains("event=websocket-origin-refused") && $0.contains("127.0.0.1:\(attacker)") },
                 "\(log.suffix(1500))")
 
-        let echoed = try await visit(port: allowed, target: target, chromium: chromium)
+        let echoed = try await visit(port: allowed)
         #expect(echoed == "echo:hello from another site", "the allowed origin's page: \(echoed)")
         // The node's own pages are always allowed (same origin), and clients without Origin are not browsers.
         #expect(try await RawWebSocket.echo(host: node.address, port: node.port, path: "/s/\(id)/echo", message: "no origin", timeout: 10) == "no origin")
