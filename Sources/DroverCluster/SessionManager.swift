@@ -50,7 +50,7 @@ public final class SessionManager: Sendable {
     let stopping = Mutex<Set<String>>([])
     /// When this node last removed audit rows past `audit-retention-days`.
     /// Rows `starting` on this node with no start here, and when each was first seen so.
-    let orphanedStarts = Mutex<[String: ContinuousClock.Instant]>([:])
+    let orphanedStarts = Mutex<[String: Date]>([:])
 
     public convenience init(runtime: NodeRuntime) {
         let ticker = AliveTicker { [events = runtime.events] late, took, guards in

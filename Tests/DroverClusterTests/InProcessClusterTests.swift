@@ -147,3 +147,29 @@ import Testing
         await member.stop()
     }
 }
+
+/// A sweep on the registry's clock (issue 36 item 1): a row placed on this node to start, whose
+/// start never came, is freed once it has been so for its grace (three `timeout`s and five
+/// seconds) — the test moves the clock instead of waiting half a minute.
+@Suite struct SweepClockTests {
+    @Test func aStartThatNeverCameIsFreedAfterItsGraceOnTheRegistrysClock() async throws {
+        let node = try await InProcessNode(rserver: "auth-none=1\n")
+        let this = try #require(node.runtime.nodeID)
+        let starting = SessionOwnership(node: this, state: .starting)
+        try await node.store.createSession(SessionRecord(id: "orphan", username: "u", ownership: starting, createdAt: node.clock.now,
+                                                         lastActive: node.clock.now, label: nil))
+        let recovery = RowRecovery(sessions: node.sessions)
+        let grace = Double(3 * node.runtime.loadBalancer.timeout + 5)
+        await recovery.freeOrphanedStarts()
+        node.clock.advance(grace - 1)
+        await recovery.freeOrphanedStarts()
+        #expect(try await node.store.session("orphan")?.ownership == starting, "freed before its grace")
+        node.clock.advance(2)
+        await recovery.freeOrphanedStarts()
+        #expect(try await node.store.session("orphan")?.ownership == SessionOwnership(node: nil, state: .suspended))
+        await node.runtime.flushAudit()
+        let rows = try await node.store.audit(matching: AuditFilter())
+        #expect(rows.contains { $0.action == "session-recover" && $0.target == "orphan" }, "\(rows)")
+        await node.stop()
+    }
+}

@@ -56,7 +56,7 @@ public struct RowRecovery: Sendable {
     /// registry could not be written at the end (the node was cut off, the database restarted).
     /// Every request for such a session would wait on it for ever. Sessions still stopping here
     /// are left to their stop. Run every two seconds by ``SessionService``.
-    func completeInterruptedStops() async {
+    public func completeInterruptedStops() async {
         guard let self_ = runtime.nodeID,
               let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.suspending, .quitting])) else { return }
         let underWay = sessions.stopping.withLock { $0 }
@@ -77,18 +77,18 @@ public struct RowRecovery: Sendable {
     /// on a live node, and every request for the session waited on it. A row is freed
     /// (`suspended`: its next request starts it anew) once it has been so for three `timeout`s
     /// and five seconds, longer than a forwarded start takes to arrive, retries included. Run
-    /// every two seconds by ``SessionService``.
-    func freeOrphanedStarts() async {
+    /// every two seconds by ``SessionService``. Time is the registry's clock, so a test moves it.
+    public func freeOrphanedStarts() async {
         guard let self_ = runtime.nodeID,
-              let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.starting])) else { return }
-        let now = ContinuousClock.now
+              let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.starting])),
+              let now = try? await store.now() else { return }
         let timeout = runtime.loadBalancer.timeout
-        let grace = Duration.seconds(3 * (timeout > 0 ? timeout : 75) + 5)
+        let grace = TimeInterval(3 * (timeout > 0 ? timeout : 75) + 5)
         let orphans = Set(rows.map(\.id).filter { id in supervisor.state(id) == nil && !sessions.launching.withLock { $0.contains(id) } })
         let due: [String] = sessions.orphanedStarts.withLock { seen in
             seen = seen.filter { orphans.contains($0.key) }
             for id in orphans where seen[id] == nil { seen[id] = now }
-            return seen.filter { now - $0.value >= grace }.map(\.key)
+            return seen.filter { now.timeIntervalSince($0.value) >= grace }.map(\.key)
         }
         for id in due {
             let freed = try? await store.transitionSession(id, from: SessionOwnership(node: self_, state: .starting),
@@ -108,7 +108,7 @@ public struct RowRecovery: Sendable {
     /// failed, for as long as this node lived. The copy is suspended (its state saved for the
     /// new owner), or quit when the row is gone, and its lock given up. Run every two seconds by
     /// ``SessionService``; a registry that cannot be read changes nothing.
-    func releaseSessionsTakenAway() async {
+    public func releaseSessionsTakenAway() async {
         guard let self_ = runtime.nodeID else { return }
         let running = supervisor.ids.filter { supervisor.state($0)?.isRunning == true }
         // One read of this node's rows; only a session missing from them is looked up alone.
