@@ -25,6 +25,9 @@ public final class NodeRuntime: Sendable {
     public let auditLog = AuditLog()
     /// Each node's recent load, as this node read it (the dashboard's charts).
     public let loadHistory = LoadHistory()
+    /// The node's monotonic clock: what its cut-off judgement, its route cache and its sweeps'
+    /// intervals read.
+    public let clock: NodeClock
     /// Which refusals were logged lately (``reportRefusal(_:key:)``).
     public let refusalReports = RateLimitedReports(every: .seconds(60))
     /// Whether this node can run each configured kind, checked at start (``SessionKindCheck``).
@@ -94,8 +97,8 @@ public final class NodeRuntime: Sendable {
         var view: [NodeRecord] = []
         /// When the registry last answered this node, and when it last knew a peer could
         /// be reached (or that it had none): see ``isCutOff``.
-        var registryAnsweredAt = ContinuousClock.now
-        var peerAnsweredAt = ContinuousClock.now
+        var registryAnsweredAt: ContinuousClock.Instant
+        var peerAnsweredAt: ContinuousClock.Instant
         var aliveWithheldReportedAt: ContinuousClock.Instant?
     }
 
@@ -103,7 +106,10 @@ public final class NodeRuntime: Sendable {
 
     /// - Parameter metrics: where the node's metrics are kept; droverd passes the one whose
     ///   registry it also gave swift-metrics.
-    public init(setup: NodeSetup, store: any RegistryStore, address: NodeAddress, logger: Logger, metrics: NodeMetrics = NodeMetrics()) throws {
+    /// - Parameter clock: the node's monotonic clock (``NodeClock``); tests move it by hand.
+    public init(setup: NodeSetup, store: any RegistryStore, address: NodeAddress, logger: Logger, metrics: NodeMetrics = NodeMetrics(),
+                clock: NodeClock = .system) throws {
+        self.clock = clock
         configuration = setup.configuration
         kindAvailability = SessionKindCheck.check(setup.configuration)
         key = setup.key
@@ -118,7 +124,8 @@ public final class NodeRuntime: Sendable {
         metrics.prepare(strategy: balancer.name)
         state = Mutex(State(loadBalancer: lb, diagnostics: setup.diagnostics, balancer: balancer,
                             client: try NodeClient(key: setup.key, protocol: clusterProtocol, timeoutSeconds: lb.timeout, caFile: lb.sslCAFile),
-                            offlineMode: FileManager.default.fileExists(atPath: setup.configuration.offlineFlagFile)))
+                            offlineMode: FileManager.default.fileExists(atPath: setup.configuration.offlineFlagFile),
+                            registryAnsweredAt: clock.now(), peerAnsweredAt: clock.now()))
     }
 
     public var loadBalancer: LoadBalancerConfiguration { state.withLock { $0.loadBalancer } }
@@ -147,7 +154,7 @@ public final class NodeRuntime: Sendable {
     /// telling their guards it is alive and they end them (``SessionGuardHandle``). Computed
     /// from the last contacts, so it holds even while the loops that record them are stuck.
     public var isCutOff: Bool {
-        state.withLock { Self.isCutOff($0, now: .now) }
+        state.withLock { Self.isCutOff($0, now: clock.now()) }
     }
 
     private static func isCutOff(_ state: State, now: ContinuousClock.Instant) -> Bool {
@@ -160,7 +167,7 @@ public final class NodeRuntime: Sendable {
     /// second with how long the registry and the peers have been silent.
     public func mayTellGuardsAlive() -> Bool {
         let withheld = state.withLock { state -> (registry: Double, peer: Double, report: Bool)? in
-            let now = ContinuousClock.now
+            let now = clock.now()
             guard Self.isCutOff(state, now: now) else { return nil }
             let report = state.aliveWithheldReportedAt.map { now - $0 >= .seconds(1) } ?? true
             if report { state.aliveWithheldReportedAt = now }
@@ -173,21 +180,34 @@ public final class NodeRuntime: Sendable {
 
     /// The registry answered: the node is not cut off.
     func registryAnswered() {
-        state.withLock { $0.registryAnsweredAt = .now }
+        state.withLock { $0.registryAnsweredAt = clock.now() }
     }
 
     /// A peer answered (or there is none that could take this node's sessions).
     func peerAnswered() {
-        state.withLock { $0.peerAnsweredAt = .now }
+        state.withLock { $0.peerAnsweredAt = clock.now() }
     }
 
     /// Seconds since the registry last answered.
     var registrySilence: Double {
-        state.withLock { (ContinuousClock.now - $0.registryAnsweredAt) / .seconds(1) }
+        state.withLock { (clock.now() - $0.registryAnsweredAt) / .seconds(1) }
     }
 
     @discardableResult
     func update<T>(_ body: (inout State) -> T) -> T {
         state.withLock { body(&$0) }
     }
+}
+
+/// The one monotonic clock a node's parts read (``NodeRuntime/clock``): the system's in a node,
+/// one the test moves in a unit test (postgres-nio's pool takes its clock the same way), so a
+/// timing rule is tested by moving time rather than by waiting for it.
+public struct NodeClock: Sendable {
+    public let now: @Sendable () -> ContinuousClock.Instant
+
+    public init(now: @escaping @Sendable () -> ContinuousClock.Instant) {
+        self.now = now
+    }
+
+    public static let system = NodeClock { .now }
 }

@@ -31,7 +31,7 @@ public final class SessionManager: Sendable {
     /// Sessions whose process this node runs.
     let supervisor: SessionSupervisor
     /// Owners looked up recently, so the proxy does not read the registry for every request.
-    let routes = RouteCache()
+    let routes: RouteCache
     /// Client activity noted here, waiting to be written (the idle timeout's input).
     let activity = SessionActivity()
     /// The sessions' last CPU readings (``resourceReports()``).
@@ -61,6 +61,7 @@ public final class SessionManager: Sendable {
 
     init(runtime: NodeRuntime, launcher: any SessionLauncher) {
         self.runtime = runtime
+        routes = RouteCache(now: runtime.clock.now)
         supervisor = SessionSupervisor(launcher: launcher) { [runtime] id, event, _ in
             // What the guards say of the leases reaches the node's log, diagnostics and metrics.
             runtime.metrics.lock(event)

@@ -24,8 +24,9 @@ final class AuditPruning: Sendable {
         let retention = days * 86_400
         let every = Duration.seconds(min(3600, max(1, retention / 10)))
         let due = auditPrunedAt.withLock { last in
-            if let last, ContinuousClock.now - last < every { return false }
-            last = .now
+            let now = runtime.clock.now()
+            if let last, now - last < every { return false }
+            last = now
             return true
         }
         guard due, let now = try? await store.now() else { return }
