@@ -433,16 +433,14 @@ public final class SessionManager: Sendable {
         let id = first.id
         var session = first
         for attempt in 1...8 {
-            let ownership = session.ownership
-            let ownerAlive = try await ownerIsAlive(ownership)
-            if ownership.state == .suspended || !ownerAlive {
-                // Nothing runs (suspended, or its node died with its process): claim the row
-                // for this node by compare-and-set, so a resume racing with us cannot lose its
-                // process, and so that, should this node die before the row is gone, it
-                // completes the quit when it comes back (`releaseRowsOfPreviousRun`).
-                if ownership.state == .quitting && ownership.node == nil {
-                    // Another quit holds it; wait for it to finish.
-                } else if try await whileStopping(id, {
+            switch SessionQuitting.next(session.ownership, ownerAlive: try await ownerIsAlive(session.ownership)) {
+            case .waitForAnotherQuit:
+                break
+            case .claimAndRemove(let ownership):
+                // Claimed for this node by compare-and-set, so a resume racing with us cannot
+                // lose its process, and so that, should this node die before the row is gone, it
+                // completes the quit when it comes back (`RowRecovery.releaseRowsOfPreviousRun`).
+                let removed = try await whileStopping(id) {
                     guard try await store.transitionSession(id, from: ownership, to: SessionOwnership(node: runtime.nodeID, state: .quitting)) else {
                         return false
                     }
@@ -451,11 +449,12 @@ public final class SessionManager: Sendable {
                     await removeSavedState(session)
                     _ = try await store.deleteSession(id)
                     return true
-                }) {
+                }
+                if removed {
                     routes.forget(id)
                     return
                 }
-            } else {
+            case .askOwner:
                 try await onOwner(session, .quit(id)) { try await self.quitLocal(id) }
             }
             guard let now = try await store.session(id) else {

@@ -112,3 +112,21 @@ import Testing
         #expect(SessionRouting.next(facts(session(.running, on: 2), nodes: [node(2)], request: .read, onlyWrites: true)) == .forward(node(2)))
     }
 }
+
+/// Quitting a session wherever it is (`SessionQuitting`): each case of the row and its owner.
+@Suite struct SessionQuittingTests {
+    @Test func aQuitAsksALiveOwnerAndTakesOverWhatNothingRuns() {
+        let running = SessionOwnership(node: 2, state: .running)
+        #expect(SessionQuitting.next(running, ownerAlive: true) == .askOwner)
+        // Its node died with its process: the quit claims the row and removes it here.
+        #expect(SessionQuitting.next(running, ownerAlive: false) == .claimAndRemove(from: running))
+        let suspended = SessionOwnership(node: nil, state: .suspended)
+        #expect(SessionQuitting.next(suspended, ownerAlive: false) == .claimAndRemove(from: suspended))
+        // A row left quitting by a dead node is taken over; one another quit holds is waited for.
+        let leftQuitting = SessionOwnership(node: 2, state: .quitting)
+        #expect(SessionQuitting.next(leftQuitting, ownerAlive: false) == .claimAndRemove(from: leftQuitting))
+        #expect(SessionQuitting.next(SessionOwnership(node: nil, state: .quitting), ownerAlive: false) == .waitForAnotherQuit)
+        // A start or a stop under way on a live owner: the owner is asked (it waits for it).
+        #expect(SessionQuitting.next(SessionOwnership(node: 2, state: .starting), ownerAlive: true) == .askOwner)
+    }
+}

@@ -87,3 +87,24 @@ enum SessionRouting {
         return .place(from: ownership, nodeGone: node.displayStatus(now: facts.now, heartbeatInterval: facts.heartbeatInterval))
     }
 }
+
+/// How a node quits a session wherever it is, as a pure decision of the row and whether its owner
+/// is up; `SessionManager.quit` carries the action out and, unless it is done, reads the row
+/// again and decides again.
+enum SessionQuitting {
+    enum Action: Equatable {
+        /// Nothing runs (suspended, or its node died with its process): claim the row for this
+        /// node (`quitting`) by compare-and-set from `from`, remove the saved state, delete the row.
+        case claimAndRemove(from: SessionOwnership)
+        /// Another quit holds the row (`quitting` with no node): wait for it to finish.
+        case waitForAnotherQuit
+        /// Its owner is up: ask it to quit the session (here or by a signed call).
+        case askOwner
+    }
+
+    static func next(_ ownership: SessionOwnership, ownerAlive: Bool) -> Action {
+        guard ownership.state == .suspended || !ownerAlive else { return .askOwner }
+        if ownership.state == .quitting && ownership.node == nil { return .waitForAnotherQuit }
+        return .claimAndRemove(from: ownership)
+    }
+}
