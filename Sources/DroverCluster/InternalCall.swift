@@ -334,13 +334,6 @@ extension NodeClient {
     }
 }
 
-extension NodeClient.Response {
-    /// The body as `T`, from JSON.
-    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        try JSONDecoder().decode(type, from: Data(body))
-    }
-}
-
 /// The opening of a session hop (docs/PROTOCOL.md, hops), part of the wire contract beside the
 /// calls: the request one node sends the owner of a session to join a client's connection to
 /// it — `GET /s/<id>/` with `Upgrade: drover-session`, the hop's headers, and the node-to-node

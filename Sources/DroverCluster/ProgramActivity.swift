@@ -73,13 +73,8 @@ extension SessionProcess {
     /// when it is not whole by `deadline` (each wait for bytes is bounded by what is left).
     /// Blocks: call it off the cooperative pool.
     static func fetch(_ endpoint: SessionEndpoint, uri: String, until deadline: ContinuousClock.Instant) -> (status: Int, body: Data)? {
-        guard let fd = try? SessionConnector().connect(endpoint, timeout: 0.5) else { return nil }
+        guard let fd = sendGET(endpoint, uri: uri, version: "HTTP/1.0", headers: "Accept: application/json\r\n", waitSeconds: 1) else { return nil }
         defer { close(fd) }
-        var sendTimeout = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
-        let secret = endpoint.secret.map { "\($0.header): \($0.value)\r\n" } ?? ""
-        let request = Array("GET \(uri) HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\(secret)\r\n".utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
         var answer = Data()
         var chunk = [UInt8](repeating: 0, count: 16_384)
         while answer.count < 1 << 20 {

@@ -90,7 +90,7 @@ public enum SessionKindCheck {
     }
 
     /// The first folder from `/` down to `path` (inclusive) that other users cannot pass through.
-    static func unsearchableFolder(_ path: String) -> String? {
+    public static func unsearchableFolder(_ path: String) -> String? {
         var current = ""
         for component in path.split(separator: "/") {
             current += "/" + component

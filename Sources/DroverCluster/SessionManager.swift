@@ -649,12 +649,8 @@ public final class SessionManager: Sendable {
     }
 
     /// A recently confirmed route, without touching the registry: the proxy's fast path.
-    public func cachedRoute(_ id: String, username: String) -> SessionRoute? {
-        cachedRouteAndActivity(id, username: username)?.route
-    }
-
-    /// ``cachedRoute(_:username:)``, with whether the session's kind counts only its client's
-    /// writes (``noteActivity(_:_:)``), from the same lookup.
+    /// With whether the session's kind counts only its client's writes (``countsOnlyWrites(_:)``),
+    /// from the same lookup.
     public func cachedRouteAndActivity(_ id: String, username: String) -> (route: SessionRoute, onlyWrites: Bool)? {
         guard let cached = freshRoute(id), cached.username == username else { return nil }
         return (cached.route, countsOnlyWrites(kind: cached.kind))

@@ -125,16 +125,27 @@ enum SessionProcess {
     }
 
     private static func probe(_ endpoint: SessionEndpoint, uri: String) -> Bool {
-        guard let fd = try? SessionConnector().connect(endpoint, timeout: 0.5) else { return false }
+        guard let fd = sendGET(endpoint, uri: uri, version: "HTTP/1.1", headers: "Connection: close\r\n", waitSeconds: 0.5) else { return false }
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let secret = endpoint.secret.map { "\($0.header): \($0.value)\r\n" } ?? ""
-        let request = Array("GET \(uri) HTTP/1.1\r\nHost: localhost\r\n\(secret)Connection: close\r\n\r\n".utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return false }
         var answer = [UInt8](repeating: 0, count: 5)
         let received = answer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_WAITALL)) }
         return received == 5 && answer == Array("HTTP/".utf8)
+    }
+
+    /// Connects to the session's program over a verified connection (``SessionConnector``) and
+    /// sends `GET uri` with `headers` and the session's secret, each send and receive bounded by
+    /// `waitSeconds`; the connected descriptor (the caller reads the answer and closes it), or nil.
+    static func sendGET(_ endpoint: SessionEndpoint, uri: String, version: String, headers: String, waitSeconds: Double) -> Int32? {
+        guard let fd = try? SessionConnector().connect(endpoint, timeout: 0.5) else { return nil }
+        var timeout = timeval(tv_sec: Int(waitSeconds), tv_usec: Int((waitSeconds - waitSeconds.rounded(.down)) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let secret = endpoint.secret.map { "\($0.header): \($0.value)\r\n" } ?? ""
+        let request = Array("GET \(uri) \(version)\r\nHost: localhost\r\n\(headers)\(secret)\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
+            close(fd)
+            return nil
+        }
+        return fd
     }
 }

@@ -26,9 +26,9 @@ public struct SessionResourceReport: Codable, Sendable, Equatable {
         cpuLimit = limits.cpus
     }
 
-    /// `412M / 512M`, `412M`, or `–`.
+    /// `412M / 512M`, `412M`, `– / 512M` (not measured), or `–`.
     public var memoryText: String {
-        guard let memoryBytes else { return "–" }
+        guard let memoryBytes else { return memoryLimitBytes.map { "– / " + SessionLimits.formatBytes($0) } ?? "–" }
         return SessionLimits.formatBytes(memoryBytes) + (memoryLimitBytes.map { " / " + SessionLimits.formatBytes($0) } ?? "")
     }
 

@@ -207,10 +207,9 @@ public struct AdminDashboard: Sendable {
         for session in all {
             let id = UserAPI.escape(session.id)
             // Use where it runs; the kind's limits otherwise (a suspended session takes nothing).
-            let limits = runtime.configuration.kinds[session.kind]?.limits ?? SessionLimits()
-            let report = usage[session.id]
-            let memory = report?.memoryText ?? limits.memoryBytes.map { "– / " + SessionLimits.formatBytes($0) } ?? "–"
-            let cpu = report?.cpuText ?? limits.cpus.map { "– / \(SessionLimits.formatCPUs($0)) CPU" } ?? "–"
+            let report = usage[session.id] ?? SessionResourceReport(id: session.id, kind: session.kind, usage: .init(),
+                                                                    limits: runtime.configuration.kinds[session.kind]?.limits ?? SessionLimits(), cpus: nil)
+            let (memory, cpu) = (report.memoryText, report.cpuText)
             let state = session.ownership.state.rawValue + (session.hold.map { " <small>(held: \(UserAPI.escape($0)))</small>" } ?? "")
             html += "<tr id=\"session-\(id)\"><td><code>\(id.prefix(8))</code>\(session.label.map { " " + UserAPI.escape($0) } ?? "")</td>"
                 + "<td>\(UserAPI.escape(session.username))</td><td>\(UserAPI.escape(session.kind))</td><td>\(session.ownership.node.map(String.init) ?? "–")</td>"

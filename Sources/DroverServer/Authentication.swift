@@ -124,7 +124,12 @@ public struct Authentication: Sendable {
     }
 
     func cookie(_ request: HTTPRequest) -> String? {
-        SignInCookie.value(named: SignInCookie.name, inHeader: request.head.headers.first(name: "Cookie"))
+        cookie(headers: request.head.headers)
+    }
+
+    /// The sign-in cookie's value in a request's headers.
+    func cookie(headers: HTTPHeaders) -> String? {
+        SignInCookie.value(named: SignInCookie.name, inHeader: headers.first(name: "Cookie"))
     }
 
     /// A state-changing request passes when it echoes the cookie's CSRF token (header or form
@@ -143,7 +148,11 @@ public struct Authentication: Sendable {
     }
 
     func csrfToken(_ request: HTTPRequest) -> String? {
-        cookie(request).map { SignInCookie.csrfToken(for: $0, key: key) }
+        csrfToken(headers: request.head.headers)
+    }
+
+    func csrfToken(headers: HTTPHeaders) -> String? {
+        cookie(headers: headers).map { SignInCookie.csrfToken(for: $0, key: key) }
     }
 
     /// A fresh cookie for `user`: its value, and the `Set-Cookie` header that carries it.

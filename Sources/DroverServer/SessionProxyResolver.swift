@@ -94,7 +94,7 @@ public struct SessionProxyResolver: ProxyResolver {
         webSockets.increment()
         channel.closeFuture.whenComplete { _ in webSockets.decrement() }
         guard !head.headers.contains(name: Self.hopHeader) else { return nil }
-        if let cookie = SignInCookie.value(named: SignInCookie.name, inHeader: head.headers.first(name: "Cookie")) {
+        if let cookie = auth.cookie(headers: head.headers) {
             auth.tunnels.add(channel, cookie: cookie)
         }
         guard let id = Self.sessionID(head) else { return nil }
@@ -214,8 +214,7 @@ public struct SessionProxyResolver: ProxyResolver {
     /// CSRF token). Nothing starts it on its own, so a program that outgrows its limit at once
     /// does not loop.
     func heldPage(_ id: String, reason: String, head: HTTPRequestHead) -> HTTPResponse {
-        let cookie = SignInCookie.value(named: SignInCookie.name, inHeader: head.headers.first(name: "Cookie"))
-        let csrf = cookie.map { "<input type=\"hidden\" name=\"csrf\" value=\"\(UserAPI.escape(SignInCookie.csrfToken(for: $0, key: auth.key)))\">" } ?? ""
+        let csrf = auth.csrfToken(headers: head.headers).map { "<input type=\"hidden\" name=\"csrf\" value=\"\(UserAPI.escape($0))\">" } ?? ""
         let html = """
             <!doctype html><html><head><meta charset="utf-8"><title>Session stopped — Drover</title></head>
             <body style="font-family: sans-serif; max-width: 40em; margin: 2em auto"><h1>This session was stopped</h1>

@@ -178,11 +178,17 @@ public struct CgroupHost: Sendable, Equatable {
         return problems
     }
 
-    static func write(_ text: String, to path: String) -> Bool {
+    /// Writes `text` to a cgroup interface file (`cgroup.procs`, `memory.max`, `cgroup.kill` …).
+    public static func write(_ text: String, to path: String) -> Bool {
         let fd = open(path, O_WRONLY)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        return text.withCString { Foundation.write(fd, $0, strlen($0)) } >= 0
+        return text.withCString { Foundation.write(fd, $0, strlen($0)) } > 0
+    }
+
+    /// The processes in the cgroup folder `path` (its `cgroup.procs`).
+    public static func members(of path: String) -> [Int32] {
+        ((try? String(contentsOfFile: path + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
     }
 }
 
@@ -397,9 +403,9 @@ public struct SessionCgroupSet: Sendable, Equatable {
             set.freezer = folder(freezer.ownFolder + "/" + CgroupHost.sessionsFolder)
         }
         let v2Controllers = host.unified?.controllers ?? []
-        for name in ["memory", "cpu", "cpuacct"] where !(name != "cpuacct" && v2Controllers.contains(name)) {
-            // cpuacct only to measure where v2 cannot (no unified folder).
-            if name == "cpuacct", set.unified != nil { continue }
+        for name in ["memory", "cpu", "cpuacct"] {
+            // v2's folder holds the controllers it offers; cpuacct only measures, where no v2 folder can.
+            if name == "cpuacct" ? set.unified != nil : v2Controllers.contains(name) { continue }
             guard let hierarchy = host.v1Hierarchy(name) else { continue }
             let existing = [set.memory, set.cpu, set.cpuacct].compactMap { $0 }.first { $0.hasPrefix(hierarchy.mount + "/") }
             let path = existing ?? folder(hierarchy.ownFolder + "/" + CgroupHost.sessionsFolder)

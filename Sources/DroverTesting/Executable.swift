@@ -1,4 +1,5 @@
 import CShims
+import DroverCluster
 import DroverKernel
 public import Foundation
 import Synchronization
@@ -26,7 +27,7 @@ public enum Executable {
     /// in a `mktemp -d` workspace then runs its sessions as it does anywhere else.
     public static func pathForUsers(_ name: String) -> String {
         let original = path(name)
-        guard let blocked = unsearchableFolder(above: original) else { return original }
+        guard let blocked = SessionKindCheck.unsearchableFolder((original as NSString).deletingLastPathComponent) else { return original }
         let folder = "/tmp/drover-test-products"
         mkdir(folder, 0o755)
         var info = stat()
@@ -48,18 +49,6 @@ public enum Executable {
             fatalError("other users cannot reach \(original) (\(blocked) is closed to them), and it cannot be copied to \(folder): \(error)")
         }
         return copy
-    }
-
-    /// The first folder above `path` that other users cannot pass through, or nil.
-    static func unsearchableFolder(above path: String) -> String? {
-        var current = ""
-        for component in (path as NSString).deletingLastPathComponent.split(separator: "/") {
-            current += "/" + component
-            var info = stat()
-            guard stat(current, &info) == 0 else { return nil }
-            if info.st_mode & S_IXOTH == 0 { return current }
-        }
-        return nil
     }
 
     /// What a finished command printed and how it exited.

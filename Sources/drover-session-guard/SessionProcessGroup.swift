@@ -139,16 +139,16 @@ struct SessionProcessGroup: Sendable {
         kill(-pid, SIGKILL)
         kill(pid, SIGKILL)
         if let path = cgroups?.unified {
-            if !write("1", to: path + "/cgroup.kill") {
+            if !CgroupHost.write("1", to: path + "/cgroup.kill") {
                 // Before Linux 5.14: freeze, kill each, thaw.
-                _ = write("1", to: path + "/cgroup.freeze")
+                _ = CgroupHost.write("1", to: path + "/cgroup.freeze")
                 killEach(in: path)
-                _ = write("0", to: path + "/cgroup.freeze")
+                _ = CgroupHost.write("0", to: path + "/cgroup.freeze")
             }
         } else if let path = cgroups?.freezer {
-            _ = write("FROZEN", to: path + "/freezer.state")
+            _ = CgroupHost.write("FROZEN", to: path + "/freezer.state")
             killEach(in: path)
-            _ = write("THAWED", to: path + "/freezer.state")
+            _ = CgroupHost.write("THAWED", to: path + "/freezer.state")
         } else if let path = cgroups?.processes {
             killEach(in: path)
         }
@@ -160,7 +160,7 @@ struct SessionProcessGroup: Sendable {
         while Date() < deadline {
             let empty: Bool
             if let path = cgroups?.processes {
-                empty = Self.members(of: path).allSatisfy { $0 == pid && Self.isZombie($0) }
+                empty = CgroupHost.members(of: path).allSatisfy { $0 == pid && Self.isZombie($0) }
             } else {
                 // The main process stays in the group as a zombie until reaped.
                 empty = Self.groupMembers(pid).allSatisfy { $0 == pid && Self.isZombie($0) }
@@ -204,17 +204,6 @@ struct SessionProcessGroup: Sendable {
     }
 
     private func killEach(in path: String) {
-        for member in Self.members(of: path) { kill(member, SIGKILL) }
-    }
-
-    static func members(of path: String) -> [pid_t] {
-        ((try? String(contentsOfFile: path + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) }
-    }
-
-    private func write(_ text: String, to path: String) -> Bool {
-        let fd = open(path, O_WRONLY)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        return text.withCString { Foundation.write(fd, $0, strlen($0)) } > 0
+        for member in CgroupHost.members(of: path) { kill(member, SIGKILL) }
     }
 }

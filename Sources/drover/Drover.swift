@@ -108,3 +108,13 @@ struct CommandFailure: Error, CustomStringConvertible {
 func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
+
+/// What the commands print for `--json`: pretty-printed, keys sorted, every key present
+/// (the types encode their nulls).
+enum CommandOutput {
+    static func json(_ value: some Encodable) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -79,7 +79,7 @@ enum NodeListing {
                       version: node.version, configHash: node.configHash, launcherFingerprint: node.launcherFingerprint,
                       configurationDiffers: outliers.configuration.contains(node.id), launcherDiffers: outliers.launcher.contains(node.id))
             })
-        return PlacementJSON.text(listing) + "\n"
+        return CommandOutput.json(listing) + "\n"
     }
 }
 

@@ -77,7 +77,7 @@ struct Place: AsyncParsableCommand {
         nodes += survey.excluded.map { .init(id: $0.node.id, address: "\($0.node.host):\($0.node.port)", excluded: $0.reason) }
         nodes.sort { $0.id < $1.id }
         let object = PlacementJSON(balancer: strategy, user: user, kind: kind, nodes: nodes, chosen: decision?.chosen, note: decision?.note, error: failure)
-        print(PlacementJSON.text(object))
+        print(CommandOutput.json(object))
     }
 }
 
@@ -136,10 +136,4 @@ struct PlacementJSON: Encodable {
         try container.encode(error, forKey: .error)
     }
 
-    /// Pretty-printed, keys sorted.
-    static func text(_ value: some Encodable) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
-    }
 }

@@ -56,8 +56,8 @@ import Testing
         _ = config
         let sessions = SessionManager(runtime: runtime)
         sessions.routes.remember("s1", .remote(host: "127.0.0.2", port: 8787, name: nil), username: "u")
-        #expect(sessions.cachedRoute("s1", username: "u") != nil)
+        #expect(sessions.cachedRouteAndActivity("s1", username: "u") != nil)
         clock.advance(sessions.routes.timeToLive / .seconds(1) + 0.1)
-        #expect(sessions.cachedRoute("s1", username: "u") == nil, "trusted past its time to live")
+        #expect(sessions.cachedRouteAndActivity("s1", username: "u") == nil, "trusted past its time to live")
     }
 }

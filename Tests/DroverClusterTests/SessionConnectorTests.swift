@@ -1,4 +1,5 @@
 @testable import DroverCluster
+import DroverSessionProtocol
 import DroverTesting
 import Foundation
 import Testing
@@ -92,7 +93,7 @@ import Testing
         }
 
         deinit {
-            for pid in SessionConnector.members(of: path) { kill(pid, SIGKILL) }
+            for pid in CgroupHost.members(of: path) { kill(pid, SIGKILL) }
             for _ in 0..<100 where rmdir(path) != 0 { usleep(20_000) }
         }
     }

@@ -7,6 +7,16 @@ import Testing
 /// The demo session program, where the tests' accounts can execute it.
 let demoCommand = Executable.pathForUsers("drover-demo-session")
 
+/// The Unix-socket server class the tests' Python session programs share (the program imports
+/// `socketserver`): a thread per connection, and an address `http.server` can print.
+let pythonUnixServerClass = #"""
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    def get_request(self):
+        request, _ = self.socket.accept()
+        return request, ("local", 0)
+"""#
+
 /// Python for a test session: `serve(ServerClass, Handler)` serves on the listening Unix socket
 /// droverd hands the session as `DROVER_SESSION_LISTEN_FD`.
 let pythonServeOnListenFD = """

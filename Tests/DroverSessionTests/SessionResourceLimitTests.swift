@@ -27,11 +27,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *args):
         pass
-class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    def get_request(self):
-        request, _ = self.socket.accept()
-        return request, ("local", 0)
+\#(pythonUnixServerClass)
 UnixServer(sys.argv[1], Handler).serve_forever()
 """#
 
@@ -175,11 +171,7 @@ class Handler(socketserver.StreamRequestHandler):
                 self.wfile.write(b" ")
         else:
             self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    def get_request(self):
-        request, _ = self.socket.accept()
-        return request, ("local", 0)
+\#(pythonUnixServerClass)
 UnixServer(sys.argv[1], Handler).serve_forever()
 """#
 

@@ -185,7 +185,7 @@ public struct SessionConnector: Sendable {
         if checks.contains(.listenerUser), credentials.uid != endpoint.uid {
             throw SessionEndpointRefusal(isForeign: true, reason: "the socket at \(path) is held by uid \(credentials.uid), not the session's user (uid \(endpoint.uid)): refused")
         }
-        if checks.contains(.listenerCgroup), let cgroup = endpoint.cgroup, !Self.members(of: cgroup).contains(credentials.pid) {
+        if checks.contains(.listenerCgroup), let cgroup = endpoint.cgroup, !CgroupHost.members(of: cgroup).contains(credentials.pid) {
             throw SessionEndpointRefusal(isForeign: true, reason: "the socket at \(path) is held by process \(credentials.pid), which is not one of the session's: refused")
         }
     }
@@ -221,15 +221,10 @@ public struct SessionConnector: Sendable {
             throw SessionEndpointRefusal(isForeign: true, reason: "127.0.0.1:\(port) is held by uid \(stranger.uid), not the session's user (uid \(endpoint.uid)): refused")
         }
         guard checks.contains(.listenerCgroup), let cgroup = endpoint.cgroup else { return }
-        let held = Self.socketInodes(of: Self.members(of: cgroup))
+        let held = Self.socketInodes(of: CgroupHost.members(of: cgroup))
         if !owners.allSatisfy({ held.contains($0.inode) }) {
             throw SessionEndpointRefusal(isForeign: true, reason: "127.0.0.1:\(port) is listened on by a process that is not one of the session's: refused")
         }
-    }
-
-    /// The processes of a cgroup.
-    static func members(of cgroup: String) -> [pid_t] {
-        ((try? String(contentsOfFile: cgroup + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) }
     }
 
     /// The inodes of the sockets the processes hold (the first 4,096 processes and 65,536

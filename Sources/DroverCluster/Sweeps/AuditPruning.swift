@@ -14,7 +14,6 @@ final class AuditPruning: Sendable {
 
     var runtime: NodeRuntime { sessions.runtime }
     var store: any RegistryStore { sessions.store }
-    var supervisor: SessionSupervisor { sessions.supervisor }
 
     /// Removes the audit rows older than `audit-retention-days`, at most every `every`
     /// (an hour; sooner for a retention of less than an hour). Run by ``SessionService``.
