@@ -179,7 +179,7 @@ let package = Package(
 
         .testTarget(
             name: "DroverRegistryTests",
-            dependencies: ["DroverKernel", "DroverPlugins", "DroverRegistrySQL", "DroverTesting", "drover-probe"],
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverRegistrySQL", "RegistryPostgres", "DroverTesting", "drover-probe"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverLockTests",

@@ -7,13 +7,21 @@ import Foundation
 final class PostgresConnection: SQLExecutor {
     private let conn: OpaquePointer
     private let secret: String?
+    /// The server libpq chose from the host list, `host:port`.
+    let server: String
+    /// Which server process answers: ``server`` and when its postmaster started. It changes
+    /// when a standby is promoted, even behind an address that stays (a virtual IP, a DNS name).
+    private(set) var identity: String
+    /// ``AbandonedServers/generation`` when this connection was opened.
+    let opened: UInt64
 
     /// Connects with `PQconnectdbParams`.
     /// - Parameters:
     ///   - parameters: libpq keywords and values; a `dbname` holding a URI is expanded.
     ///   - secret: the password, scrubbed from any error text.
-    init(parameters: [(String, String)], secret: String?, describe target: String) throws {
+    init(parameters: [(String, String)], secret: String?, describe target: String, opened: UInt64 = 0) throws {
         self.secret = secret
+        self.opened = opened
         let keywords = parameters.map { strdup($0.0) } + [nil]
         let values = parameters.map { strdup($0.1) } + [nil]
         defer {
@@ -36,6 +44,11 @@ final class PostgresConnection: SQLExecutor {
             _ = write(2, message, strlen(message))
         }, nil)
         conn = handle
+        let host = PQhost(handle).map { String(cString: $0) } ?? "?"
+        let address = "\(host.contains(":") && !host.hasPrefix("/") ? "[\(host)]" : host):\(PQport(handle).map { String(cString: $0) } ?? "?")"
+        server = address
+        identity = address
+        identity = try "\(address) started \(query("SELECT pg_postmaster_start_time()::text", []).first?.first.flatMap { $0 } ?? "?")"
     }
 
     deinit {
@@ -68,10 +81,19 @@ final class PostgresConnection: SQLExecutor {
             if isBroken || state.hasPrefix("08") || state == "57P01" || state == "57P02" || state == "57P03" {
                 throw PostgresError.connectionLost(message)
             }
+            if Self.notPrimaryStates.contains(state) {
+                throw PostgresError.notPrimary(sqlState: state, message: message)
+            }
             throw PostgresError.statementFailed(sqlState: state, message: message)
         }
         return result
     }
+
+    /// SQLSTATEs that say this server no longer takes writes, so another one may: `25006`
+    /// (read_only_sql_transaction), which a primary turned read-only
+    /// (`default_transaction_read_only`) and a standby both answer to a write. A server in
+    /// recovery or shutting down answers `57P01`–`57P03`, handled as a lost connection.
+    static let notPrimaryStates: Set<String> = ["25006"]
 
     func query(_ sql: String, _ parameters: [String?]) throws -> [[String?]] {
         let result = try run(sql, parameters)
@@ -100,13 +122,16 @@ enum PostgresError: Error, CustomStringConvertible {
     case connectFailed(String, retryable: Bool)
     /// The server went away during a call.
     case connectionLost(String)
+    /// The server refused a write because it no longer takes them (``PostgresConnection/notPrimaryStates``):
+    /// nothing was written, and another server of the list may be the primary now.
+    case notPrimary(sqlState: String, message: String)
     /// The server refused a statement.
     case statementFailed(sqlState: String, message: String)
 
     var isRetryable: Bool {
         switch self {
         case .connectFailed(_, let retryable): retryable
-        case .connectionLost: true
+        case .connectionLost, .notPrimary: true
         case .statementFailed: false
         }
     }
@@ -115,6 +140,7 @@ enum PostgresError: Error, CustomStringConvertible {
         switch self {
         case .connectFailed(let message, _): message
         case .connectionLost(let message): "the PostgreSQL connection was lost (\(message))"
+        case .notPrimary(let state, let message): "the PostgreSQL server no longer takes writes (\(state): \(message))"
         case .statementFailed(let state, let message): "PostgreSQL refused a statement (\(state)): \(message)"
         }
     }
@@ -127,7 +153,10 @@ enum PostgresError: Error, CustomStringConvertible {
         if message.contains("password authentication failed") || message.contains("no password supplied") {
             return .connectFailed("PostgreSQL at \(target) refused the credentials (\(message)); check username= and password= in database.conf", retryable: false)
         }
-        let transient = ["Connection refused", "starting up", "shutting down", "No such file or directory", "timeout expired", "could not connect"]
+        // "session is read-only" and "in hot standby mode": every server of the list answered,
+        // none as a primary (between a primary's demotion and a standby's promotion).
+        let transient = ["Connection refused", "starting up", "shutting down", "No such file or directory", "timeout expired", "could not connect",
+                         "session is read-only", "hot standby mode", "in recovery mode", "not accepting connections"]
         return .connectFailed("cannot connect to PostgreSQL at \(target) (\(message))", retryable: transient.contains { message.contains($0) })
     }
 }

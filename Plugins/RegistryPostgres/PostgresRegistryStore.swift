@@ -14,9 +14,13 @@ final class PostgresSlot: Sendable {
 /// shares.
 ///
 /// Calls borrow one of `pool-size` connections (waiting when all are busy, the heartbeat ahead
-/// of the rest: ``SlotPool``) and run on a thread
-/// pool of the same size, never the cooperative pool. When the server restarts, a call retries
-/// with backoff (about 10 s in all) and reconnects, instead of failing until the node restarts.
+/// of the rest: ``SlotPool``) and run on a thread pool of the same size, never the cooperative
+/// pool. When the server restarts or fails over, a call retries with backoff (about 9 s in
+/// all) and reconnects through the host list, instead of failing until the node restarts.
+/// A connection that is lost, or whose server turned read-only, takes every other pooled
+/// connection to the same server with it (``AbandonedServers``); libpq's
+/// `target_session_attrs` then finds the server that takes writes. When the server that
+/// answers changes, the stored liveness times move onto its clock (``RegistryClockReading``).
 public final class PostgresRegistryStore: RegistryStore {
     private let parameters: [(String, String)]
     private let secret: String?
@@ -27,12 +31,16 @@ public final class PostgresRegistryStore: RegistryStore {
     private let threads: NIOThreadPool
     private let retryDelays: [Duration]
     private let logger: Logger
+    private let abandoned = AbandonedServers()
+    private let clock = RegistryClockReading()
+    /// The servers named (`host:port`), for ``serverReport()``.
+    private let servers: [String]
 
     /// - Parameters:
     ///   - parameters: libpq connection keywords (a URI may stand in `dbname`).
     ///   - password: kept out of every message.
     ///   - poolSize: the most connections open at once.
-    public init(parameters: [(String, String)], password: String?, target: String, poolSize: Int, logger: Logger,
+    public init(parameters: [(String, String)], password: String?, target: String, servers: [String] = [], poolSize: Int, logger: Logger,
                 retryDelays: [Duration] = [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800),
                                            .milliseconds(1600), .seconds(2), .seconds(2), .seconds(2)]) {
         self.logger = logger
@@ -40,6 +48,7 @@ public final class PostgresRegistryStore: RegistryStore {
         self.secret = password
         self.target = target
         self.retryDelays = retryDelays
+        self.servers = servers
         pool = SlotPool((0..<poolSize).map { _ in PostgresSlot() })
         threads = NIOThreadPool(numberOfThreads: poolSize)
         threads.start()
@@ -49,7 +58,7 @@ public final class PostgresRegistryStore: RegistryStore {
     /// `body` learns whether this is a retry, to tell its own earlier success from a lost race.
     /// An `urgent` call (the heartbeat) goes ahead of ordinary ones waiting for a connection.
     private func withConnection<T: Sendable>(urgent: Bool = false, _ body: @escaping @Sendable (PostgresConnection, SQLRegistry, _ isRetry: Bool) throws -> T) async throws -> T {
-        let (parameters, secret, target, sql) = (self.parameters, self.secret, self.target, self.sql)
+        let (parameters, secret, target, sql, abandoned, clock, logger) = (self.parameters, self.secret, self.target, self.sql, self.abandoned, self.clock, self.logger)
         var attempt = 0
         while true {
             let slot = try await pool.acquire(urgent: urgent)
@@ -57,13 +66,19 @@ public final class PostgresRegistryStore: RegistryStore {
                 let isRetry = attempt > 0
                 let result = try await threads.runIfActive {
                     try slot.connection.withLock { connection throws -> T in
-                        if connection == nil || connection!.isBroken {
+                        if let open = connection, open.isBroken || abandoned.isAbandoned(open.server, openedAt: open.opened) {
                             connection = nil
-                            connection = try PostgresConnection(parameters: parameters, secret: secret, describe: target)
+                        }
+                        if connection == nil {
+                            let made = try PostgresConnection(parameters: parameters, secret: secret, describe: target, opened: abandoned.generation)
+                            try Self.rebaseClock(made, sql: sql, clock: clock, logger: logger)
+                            connection = made
                         }
                         do {
                             return try body(connection!, sql, isRetry)
                         } catch let error as PostgresError where error.isRetryable {
+                            // Every connection to this server goes: it is gone, or no longer the primary.
+                            abandoned.abandon(connection!.server)
                             connection = nil
                             throw error
                         }
@@ -86,8 +101,37 @@ public final class PostgresRegistryStore: RegistryStore {
         }
     }
 
+    /// Before a new connection does anything: when it reached another server than the one
+    /// whose clock this process last read, moves the stored liveness times onto the new clock
+    /// (``SQLRegistry/rebaseClock(server:offset:_:)``). A process that never read a clock
+    /// (before `migrate`, or `drover`) leaves that to the nodes.
+    static func rebaseClock(_ db: PostgresConnection, sql: SQLRegistry, clock: RegistryClockReading, logger: Logger) throws {
+        let now = try sql.now(db)
+        guard let rebase = clock.rebase(of: db.identity, now: now) else { return }
+        do {
+            if let previous = try sql.rebaseClock(server: db.identity, offset: rebase.shift, db) {
+                logger.warning("the registry's PostgreSQL server changed; liveness times moved onto its clock",
+                               metadata: ["event": "registry-server-changed", "from": "\(previous)", "to": "\(db.identity)",
+                                          "clock-offset": "\(String(format: "%.3f", rebase.clockOffset)) s",
+                                          "without-primary": "\(String(format: "%.1f", rebase.shift - rebase.clockOffset)) s"])
+            }
+        } catch let error as PostgresError where !error.isRetryable {
+            // The registry works without it; a node that can will do it.
+            logger.warning("cannot record the registry server's clock", metadata: ["error": "\(error)"])
+        }
+        // Only once the times are moved (a lost connection retries all of this).
+        clock.read(now, on: db.identity)
+    }
+
     public func migrate() async throws { try await withConnection { db, sql, _ in try sql.migrate(db) } }
-    public func now() async throws -> Date { try await withConnection { db, sql, _ in try sql.now(db) } }
+    public func now() async throws -> Date {
+        let clock = self.clock
+        return try await withConnection { db, sql, _ in
+            let now = try sql.now(db)
+            clock.read(now, on: db.identity)
+            return now
+        }
+    }
 
     /// Read from the server's side (`pg_stat_ssl` for this connection's backend), so it says
     /// what was negotiated whatever `sslmode` asked for.
@@ -100,6 +144,19 @@ public final class PostgresRegistryStore: RegistryStore {
         }
         return "encrypted (\(row[1] ?? "TLS"), \(row[2] ?? "unknown cipher"))"
     }
+    /// The server this call's connection reached, and its replication as the server sees it
+    /// (`pg_stat_replication` shows other roles' standbys only to `pg_monitor`).
+    public func serverReport() async throws -> RegistryServerReport? {
+        let servers = self.servers
+        return try await withConnection { db, _, _ in
+            let names = try db.query("SELECT current_setting('synchronous_standby_names')", []).first?.first ?? nil
+            let synchronous = try db.query("SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')", [])
+                .first?.first.flatMap { $0 }.flatMap(Int.init) ?? 0
+            return RegistryServerReport(named: servers.isEmpty ? [db.server] : servers, answered: db.server,
+                                        synchronousStandbyNames: names ?? "", synchronousStandbys: synchronous)
+        }
+    }
+
     public func cluster() async throws -> ClusterRecord? { try await withConnection { db, sql, _ in try sql.cluster(db) } }
 
     public func defineClusterIfAbsent(_ cluster: ClusterRecord) async throws -> ClusterRecord {
@@ -131,7 +188,21 @@ public final class PostgresRegistryStore: RegistryStore {
     public func nodes() async throws -> [NodeRecord] { try await withConnection { db, sql, _ in try sql.nodes(db) } }
 
     public func nodesWithClock() async throws -> NodesWithClock {
-        try await withConnection { db, sql, _ in NodesWithClock(nodes: try sql.nodes(db), now: try sql.now(db)) }
+        let clock = self.clock
+        return try await withConnection { db, sql, _ in
+            let now = try sql.now(db)
+            let nodes = try sql.nodes(db)
+            defer { clock.read(now, on: db.identity) }
+            // A process that never read a clock (drover, a node starting) cannot move the times
+            // itself. If another server's clock wrote them and no node has moved them yet (the
+            // moment after a promotion), they are judged against the latest of them rather
+            // than this clock's now(): relative to each other, as they were written.
+            if clock.rebase(of: db.identity, now: now) == nil,
+               let recorded = try? sql.clockServer(db), recorded != db.identity, let latest = nodes.map(\.lastSeen).max() {
+                return NodesWithClock(nodes: nodes, now: latest)
+            }
+            return NodesWithClock(nodes: nodes, now: now)
+        }
     }
 
     public func deleteNode(_ id: Int64) async throws -> Bool {
@@ -273,10 +344,14 @@ public enum PostgresRegistryStoreFactory: RegistryStoreFactory {
             parameters.append(("dbname", uri))
             target = Self.describe(uri: uri)
         } else {
-            parameters += [("host", config.host), ("port", String(config.port)), ("dbname", config.database)]
+            parameters += [("host", config.hosts.joined(separator: ",")), ("port", config.ports.map(String.init).joined(separator: ",")),
+                           ("dbname", config.database)]
             if let user = config.username { parameters.append(("user", user)) }
-            target = "\(config.host):\(config.port)/\(config.database)"
+            target = "\(config.servers.joined(separator: ","))/\(config.database)"
         }
+        // With several servers, only the one that takes writes (libpq skips standbys and a
+        // primary turned read-only, and tries the next).
+        if let attributes = config.targetSessionAttributes { parameters.append(("target_session_attrs", attributes)) }
         if let password { parameters.append(("password", password)) }
         // After a URI's own parameters, so database.conf's keys win over the URI's.
         if let mode = config.sslMode { parameters.append(("sslmode", mode)) }
@@ -287,7 +362,7 @@ public enum PostgresRegistryStoreFactory: RegistryStoreFactory {
                        // writes by tcp_user_timeout, a silent server by keepalives.
                        ("tcp_user_timeout", String(config.connectionTimeoutSeconds * 1000)),
                        ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3")]
-        return PostgresRegistryStore(parameters: parameters, password: password, target: target, poolSize: config.poolSize,
+        return PostgresRegistryStore(parameters: parameters, password: password, target: target, servers: config.servers, poolSize: config.poolSize,
                                      logger: context.logger)
     }
 

@@ -103,4 +103,5 @@ public struct MeasuredRegistryStore: RegistryStore {
     }
     public func close() async { await base.close() }
     public func connectionSecurity() async throws -> String { try await base.connectionSecurity() }
+    public func serverReport() async throws -> RegistryServerReport? { try await base.serverReport() }
 }

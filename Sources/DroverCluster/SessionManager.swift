@@ -517,8 +517,13 @@ public final class SessionManager: Sendable {
         if case .ended(.suspended, _, let detail) = supervisor.session(id)?.end, !detail.isEmpty {
             runtime.events.emit(.sessionKilledAfterGrace(session: id))
         }
+        // Peers forget their route before the row says suspended: a client that waits for
+        // that (the API's state) and asks again through another node is routed afresh there,
+        // not sent on a hop to this node.
+        routes.forget(id)
+        await announceMove(id)
         _ = try await store.transitionSession(id, from: SessionOwnership(node: self_, state: .suspending), to: SessionOwnership(node: nil, state: .suspended))
-        await finish(id, entry, .suspended)
+        await finish(id, entry, .suspended, announce: false)
     }
 
     public func quitLocal(_ id: String) async throws {
@@ -556,11 +561,11 @@ public final class SessionManager: Sendable {
         _ = await SessionProcess.runAsUser(account, ["/bin/rm", "-rf", "--", path])
     }
 
-    func finish(_ id: String, _ entry: SessionSupervisor.Supervised, _ how: NodeEvent.StopOutcome) async {
+    func finish(_ id: String, _ entry: SessionSupervisor.Supervised, _ how: NodeEvent.StopOutcome, announce: Bool = true) async {
         supervisor.forget(id)
         routes.forget(id)
         runtime.events.emit(.sessionStopped(session: id, user: entry.username, how: how))
-        await announceMove(id)
+        if announce { await announceMove(id) }
     }
 
     /// Tells the other nodes that a session changed owner, so their proxies forget the old

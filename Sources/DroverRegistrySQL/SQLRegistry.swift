@@ -59,6 +59,9 @@ public struct SQLRegistry: Sendable {
                  "CREATE INDEX sign_in_failure_by_username ON sign_in_failure (username)"]),
             // Sessions stopped for exceeding their memory limit wait for their user.
             (7, ["ALTER TABLE session ADD COLUMN hold TEXT"]),
+            // The database server whose clock the liveness times were written by (a failover
+            // moves them to another machine's clock: rebaseClock).
+            (8, ["CREATE TABLE registry_clock (id INTEGER PRIMARY KEY CHECK (id = 1), server TEXT NOT NULL, since \(d.timeType) NOT NULL)"]),
         ]
     }
 
@@ -84,6 +87,41 @@ public struct SQLRegistry: Sendable {
         let row = try db.query("SELECT \(dialect.epoch(dialect.now))", []).first
         guard let text = row?.first ?? nil, let seconds = Double(text) else { throw RegistryError.corrupt("the database clock answered '\(String(describing: row))'") }
         return Date(timeIntervalSince1970: seconds)
+    }
+
+    /// Moves the nodes' `last_seen` times onto the clock of `server`, the database server now
+    /// answering, once per change of server across the cluster.
+    ///
+    /// `registry_clock` names the server whose clock wrote the times. When it names another
+    /// one, every `last_seen` is shifted by `offset` (this server's clock less the previous
+    /// one's, as the caller measured it) and the row names `server`; the row lock makes the
+    /// first node to reach the new server do this, and the others find it done. Every node
+    /// calls this on a new connection before anything else, so no time written by the new
+    /// clock can be shifted.
+    /// - Parameter offset: nil when the caller has no measure of the previous clock (a process
+    ///   that never read it): then it changes nothing and leaves the shift to a node that can.
+    /// - Returns: the server named before, when this call shifted the times (nil otherwise).
+    public func rebaseClock(server: String, offset: Double?, _ db: some SQLExecutor) throws -> String? {
+        try db.transaction(begin: dialect.beginWrite) {
+            let lock = dialect == .postgresql ? " FOR UPDATE" : ""
+            let recorded = try db.query("SELECT server FROM registry_clock WHERE id = 1\(lock)", []).first?.first ?? nil
+            guard recorded != server, let offset else { return nil }
+            if recorded != nil, offset != 0 {
+                let shifted = dialect == .postgresql ? "last_seen + make_interval(secs => \(p(1))::double precision)" : "last_seen + \(p(1))"
+                try db.execute("UPDATE node SET last_seen = \(shifted)", [String(offset)])
+            }
+            try db.execute("""
+                INSERT INTO registry_clock (id, server, since) VALUES (1, \(p(1)), \(dialect.now))
+                ON CONFLICT (id) DO UPDATE SET server = excluded.server, since = excluded.since
+                """, [server])
+            return recorded
+        }
+    }
+
+    /// The server whose clock wrote the liveness times (``rebaseClock(server:offset:_:)``); nil
+    /// before any node recorded one.
+    public func clockServer(_ db: some SQLExecutor) throws -> String? {
+        try db.query("SELECT server FROM registry_clock WHERE id = 1", []).first?.first ?? nil
     }
 
     // MARK: cluster

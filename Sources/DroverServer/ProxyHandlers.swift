@@ -77,7 +77,9 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let request: ByteBuffer
     private let timeout: TimeAmount
     private var framer = UpstreamResponseFramer()
-    private var refusal: (status: HTTPResponseStatus, body: ByteBuffer)?
+    /// The owner's refusal: its status, body and `Retry-After` (an owner's "retry in a moment"
+    /// reaches the client as it was said).
+    private var refusal: (status: HTTPResponseStatus, body: ByteBuffer, retryAfter: String?)?
     private var timer: Scheduled<Void>?
     private var started = false
     private var settled = false
@@ -121,13 +123,15 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
                 case .head(let head) where head.status == 101 && refusal == nil:
                     accept(context: context)
                 case .head(let head):
-                    refusal = (head.responseStatus, ByteBuffer())
+                    let retryAfter = head.headers.first(name: "Retry-After").flatMap { Int($0) }.map(String.init)
+                    refusal = (head.responseStatus, ByteBuffer(), retryAfter)
                 case .body(var chunk):
                     if let length = refusal?.body.readableBytes, length < Self.maximumRefusalBody { refusal?.body.writeBuffer(&chunk) }
                 case .end:
-                    let answer = refusal ?? (.badGateway, ByteBuffer())
+                    let answer = refusal ?? (.badGateway, ByteBuffer(), nil)
                     var headers = HTTPHeaders()
                     headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+                    if let retryAfter = answer.retryAfter { headers.add(name: "Retry-After", value: retryAfter) }
                     settle(.failure(Refused(response: HTTPResponse(status: answer.status, headers: headers, body: answer.body))))
                     context.close(promise: nil)
                 }

@@ -245,7 +245,10 @@ public struct SessionProxyResolver: ProxyResolver {
         case .remote(let host, let port, let name):
             if isHop {
                 forget()
-                return .respond(.text(.badGateway, "502 bad gateway: the session moved while the request was on its way; retry\n"))
+                // A moment's race with a move (the sender's route was older than the move's
+                // notice): the client's retry is routed afresh.
+                return .respond(.text(.serviceUnavailable, "503 service unavailable: the session moved while the request was on its way; retry\n",
+                                      headers: ["Retry-After": "1"]))
             }
             // The request goes on as it would to a session of this node's, on a connection the
             // owner joins to the session (opened once, signed for this session and user).

@@ -19,6 +19,8 @@ public struct PostgresTestServer: Sendable {
     /// The CA certificate the server's TLS certificate (for 127.0.0.1 and localhost) is signed
     /// by, when scripts/test.sh started it with TLS (`DROVER_TEST_PG_CA`).
     public var certificateAuthority: String? = nil
+    /// Variables the server's programs run with (`VAR=value`), as a libfaketime preload.
+    public var environment: [String] = []
 
     /// The server from the environment, or nil when the test command did not start one.
     public static var current: PostgresTestServer? {
@@ -86,6 +88,7 @@ public struct PostgresTestServer: Sendable {
 
     /// The command line that runs a server program as the server's OS user (in its namespace).
     func asServerUser(_ program: String, _ arguments: [String]) -> (String, [String]) {
+        let (program, arguments) = environment.isEmpty ? (program, arguments) : ("/usr/bin/env", environment + [program] + arguments)
         let (command, commandArguments) = runAs.map { ("/usr/sbin/runuser", ["-u", $0, "--", program] + arguments) } ?? (program, arguments)
         guard let networkNamespace else { return (command, commandArguments) }
         return ("/usr/bin/nsenter", ["--net=" + networkNamespace, "--", command] + commandArguments)

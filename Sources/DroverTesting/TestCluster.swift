@@ -7,11 +7,14 @@ public final class TestCluster: Sendable {
     public enum Backend: Sendable, CustomStringConvertible {
         case sqlite
         case postgresql(PostgresTestServer)
+        /// A database on a ``PostgresReplicaSet``'s primary, reached through every member's address.
+        case replicaSet(PostgresReplicaSet)
 
         public var description: String {
             switch self {
             case .sqlite: "sqlite"
             case .postgresql: "postgresql"
+            case .replicaSet: "postgresql with standbys"
             }
         }
     }
@@ -61,6 +64,10 @@ public final class TestCluster: Sendable {
             let name = try await server.createDatabase(prefix: "drover_cluster")
             databaseName = name
             database = server.databaseConf(name)
+        case .replicaSet(let set):
+            let name = try await set.members[0].createDatabase(prefix: "drover_cluster")
+            databaseName = name
+            database = set.databaseConf(name)
         }
         var made: [ConfigDirectory] = []
         for address in addresses {

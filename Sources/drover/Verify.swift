@@ -136,6 +136,29 @@ struct Verify: AsyncParsableCommand {
         }
     }
 
+    /// Which database server answered, whether there is another to fail over to, and whether
+    /// a failover can lose commits (README, "Database high availability").
+    func reportServer(_ server: RegistryServerReport, targetSessionAttributes: String?) {
+        if server.named.count > 1 {
+            print("ok    registry server: \(server.answered) answered as primary, of \(server.named.count) named (\(server.named.joined(separator: ", "))); "
+                + "target_session_attrs=\(targetSessionAttributes ?? "any")")
+        } else {
+            print("ok    registry server: \(server.answered), the one host named (no standby to fail over to; README, Database high availability)")
+        }
+        if server.synchronousStandbyNames.isEmpty {
+            let line = "registry: synchronous replication is off (synchronous_standby_names is empty)"
+            if server.named.count > 1 {
+                print("warn  \(line): a failover can lose the last commits; set synchronous_standby_names = 'ANY 1 (standby1, standby2)' on the primary (README, Database high availability)")
+            } else {
+                print("ok    \(line)")
+            }
+        } else {
+            let connected = server.synchronousStandbys > 0 ? "\(server.synchronousStandbys) synchronous standby(s) connected"
+                : "no synchronous standby seen (none connected, or this role lacks pg_monitor to see them)"
+            print("ok    registry: synchronous replication is on (synchronous_standby_names = '\(server.synchronousStandbyNames)'; \(connected))")
+        }
+    }
+
     /// Compares this node's configuration with the cluster's rows; differences are warnings,
     /// what would make the cluster refuse the node (another version; a SQLite registry that
     /// another machine's nodes use) fails.
@@ -144,15 +167,17 @@ struct Verify: AsyncParsableCommand {
         let nodes: [NodeRecord]
         let security: String
         let databaseNow: Date
+        let server: RegistryServerReport?
         do {
-            (nodes, security, databaseNow) = try await RegistryAccess.using(options) {
-                (try await $0.store.nodes(), try await $0.store.connectionSecurity(), try await $0.store.now())
+            (nodes, security, databaseNow, server) = try await RegistryAccess.using(options) {
+                (try await $0.store.nodes(), try await $0.store.connectionSecurity(), try await $0.store.now(), try await $0.store.serverReport())
             }
         } catch {
             print("warn  registry: cannot read the node list (\(error))")
             return true
         }
         print("ok    registry reachable (\(nodes.count) node rows); connection \(security)")
+        if let server { reportServer(server, targetSessionAttributes: config.registry.targetSessionAttributes) }
         let skew = Date().timeIntervalSince(databaseNow)
         if abs(skew) > 1 {
             print("warn  this machine's clock is \(String(format: "%.1f", skew)) s away from the database's; synchronise clocks (e.g. chrony): "

@@ -48,11 +48,32 @@ final class ChaosUser: Sendable {
     let running = Mutex<Task<Void, Never>?>(nil)
     /// The ``NetworkLab`` host the user's calls come from (nil: this machine).
     let networkNamespace: String?
+    /// Whether some steps are WebSocket echoes.
+    let webSockets: Bool
+    /// How long a call may take before it counts as unanswered.
+    let timeout: TimeInterval
+    /// Every HTTP call that got no answer or a 5xx one: when it was sent and answered, what
+    /// it was, its status (0: none) and its `Retry-After`.
+    let failureLog = Mutex<[FailedCall]>([])
 
-    init(nodes: [ConfigDirectory], seed: UInt64, networkNamespace: String? = nil) {
+    struct FailedCall: CustomStringConvertible {
+        var sent: Date
+        var answered: Date
+        var call: String
+        var status: Int
+        var retryAfter: String?
+        var body: String
+        var description: String {
+            "\(call) → \(status == 0 ? "no answer" : String(status)) retry-after=\(retryAfter ?? "-") \(body.prefix(160))"
+        }
+    }
+
+    init(nodes: [ConfigDirectory], seed: UInt64, networkNamespace: String? = nil, webSockets: Bool = true, timeout: TimeInterval = 10) {
         self.nodes = nodes
         self.seed = seed
         self.networkNamespace = networkNamespace
+        self.webSockets = webSockets
+        self.timeout = timeout
     }
 
     static func stateDirectory(_ id: String) -> String {
@@ -93,8 +114,15 @@ final class ChaosUser: Sendable {
     private func call(_ method: String, _ path: String, _ random: inout SplitMix64) async -> RawHTTPClient.Response? {
         let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
         calls.add(1, ordering: .relaxed)
-        let response = try? await RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: 10,
+        let sent = Date()
+        let response = try? await RawHTTPClient.request(method, host: node.address, port: node.port, path: path, timeout: timeout,
                                                         networkNamespace: networkNamespace)
+        if response.map({ $0.status >= 500 }) ?? true {
+            failureLog.withLock {
+                $0.append(FailedCall(sent: sent, answered: Date(), call: "\(method) \(path) via \(node.address)", status: response?.status ?? 0,
+                                     retryAfter: response?.header("Retry-After"), body: response?.body ?? ""))
+            }
+        }
         if response.map({ $0.status >= 300 }) ?? true {
             failures.add(1, ordering: .relaxed)
             refusals.withLock { $0[response?.status ?? 0, default: 0] += 1 }
@@ -119,7 +147,7 @@ final class ChaosUser: Sendable {
         if roll < 74 {
             sessions.withLock { $0[id]?.incrementsSent += 1 }
             _ = await call("POST", "/s/\(id)/count", &random)
-        } else if roll < 80 {
+        } else if roll < 80, webSockets {
             // A WebSocket echo through a random node: the tunnel must carry it, or fail cleanly.
             let node = nodes[Int.random(in: 0..<nodes.count, using: &random)]
             let message = "echo \(Int.random(in: 0..<1_000_000, using: &random))"

@@ -115,10 +115,34 @@ public protocol RegistryStore: Sendable {
     /// encrypted and with what (`TLSv1.3, TLS_AES_256_GCM_SHA384`), or that there is no network
     /// in between.
     func connectionSecurity() async throws -> String
+
+    /// Which server answered and how it replicates, for `drover verify`; nil for a store
+    /// with no server (SQLite).
+    func serverReport() async throws -> RegistryServerReport?
 }
 
 extension RegistryStore {
     public func connectionSecurity() async throws -> String { "no network connection (a local store)" }
+    public func serverReport() async throws -> RegistryServerReport? { nil }
+}
+
+/// The registry's database server as `drover verify` reports it.
+public struct RegistryServerReport: Sendable, Equatable {
+    /// The servers the configuration names (`host:port`), in the order they are tried.
+    public var named: [String]
+    /// The one that answered as primary.
+    public var answered: String
+    /// The server's `synchronous_standby_names`; empty when replication is asynchronous.
+    public var synchronousStandbyNames: String
+    /// Standbys connected as synchronous (`sync` or `quorum`) that this role can see.
+    public var synchronousStandbys: Int
+
+    public init(named: [String], answered: String, synchronousStandbyNames: String, synchronousStandbys: Int) {
+        self.named = named
+        self.answered = answered
+        self.synchronousStandbyNames = synchronousStandbyNames
+        self.synchronousStandbys = synchronousStandbys
+    }
 }
 
 /// All rows of a registry.
