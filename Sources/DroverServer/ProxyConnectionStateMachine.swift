@@ -116,6 +116,10 @@ struct ProxyConnectionStateMachine {
     private(set) var upgradeRequested = false
     /// The target of the proxied request in progress, nil for another request.
     private var proxiedURI: String?
+    /// The client's request head while it is proxied, and whether its destination was asked
+    /// again after the node it went to said the session had moved (once per request).
+    private var clientHead: HTTPRequestHead?
+    private var askedAgain = false
     /// `/s/<id>/` of the proxied request in progress: the session's cookies are confined to it.
     /// Worked out when an answer sets cookies, not for every request.
     private var sessionPath: String? {
@@ -202,6 +206,8 @@ struct ProxyConnectionStateMachine {
         upgradeRequested = head.headers.contains(name: "upgrade")
             && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
         proxiedURI = head.uri
+        clientHead = head
+        askedAgain = false
         phase = .resolving(head: head, parts: [])
         return .resolve(head)
     }
@@ -396,10 +402,18 @@ struct ProxyConnectionStateMachine {
     }
 
     /// The node an upstream ``Upstream/node(host:port:name:connectTimeout:opening:)`` goes to
-    /// did not accept the opening: its answer (`response`) is the client's.
-    mutating func upstreamRefused(_ response: HTTPResponse) -> Action {
-        guard case .connecting = phase else { return .none }
+    /// did not accept the opening: its answer (`response`) is the client's. Unless the node
+    /// said the session `moved` (its route here was older than the move): nothing of the
+    /// request has left this node, so its destination is asked again, once.
+    mutating func upstreamRefused(_ response: HTTPResponse, moved: Bool = false) -> Action {
+        guard case .connecting(_, let parts) = phase else { return .none }
         pendingKey = nil
+        if moved, !askedAgain, let clientHead {
+            askedAgain = true
+            awaitingUpstream = true
+            phase = .resolving(head: clientHead, parts: parts)
+            return .resolve(clientHead)
+        }
         awaitingUpstream = false
         return .reportUpstreamFailure(ownResponse(response))
     }

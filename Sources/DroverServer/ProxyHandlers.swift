@@ -68,6 +68,8 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The node's answer, when it is not `101`: what the client is told.
     struct Refused: Error {
         let response: HTTPResponse
+        /// The node no longer has the session (``SessionProxyResolver/hopMovedHeader``).
+        var moved = false
     }
 
     /// A refusal's body is the owner's one-line reason: more is not read.
@@ -79,7 +81,7 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var framer = UpstreamResponseFramer()
     /// The owner's refusal: its status, body and `Retry-After` (an owner's "retry in a moment"
     /// reaches the client as it was said).
-    private var refusal: (status: HTTPResponseStatus, body: ByteBuffer, retryAfter: String?)?
+    private var refusal: (status: HTTPResponseStatus, body: ByteBuffer, retryAfter: String?, moved: Bool)?
     private var timer: Scheduled<Void>?
     private var started = false
     private var settled = false
@@ -124,15 +126,15 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
                     accept(context: context)
                 case .head(let head):
                     let retryAfter = head.headers.first(name: "Retry-After").flatMap { Int($0) }.map(String.init)
-                    refusal = (head.responseStatus, ByteBuffer(), retryAfter)
+                    refusal = (head.responseStatus, ByteBuffer(), retryAfter, head.headers.contains(name: SessionProxyResolver.hopMovedHeader))
                 case .body(var chunk):
                     if let length = refusal?.body.readableBytes, length < Self.maximumRefusalBody { refusal?.body.writeBuffer(&chunk) }
                 case .end:
-                    let answer = refusal ?? (.badGateway, ByteBuffer(), nil)
+                    let answer = refusal ?? (.badGateway, ByteBuffer(), nil, false)
                     var headers = HTTPHeaders()
                     headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
                     if let retryAfter = answer.retryAfter { headers.add(name: "Retry-After", value: retryAfter) }
-                    settle(.failure(Refused(response: HTTPResponse(status: answer.status, headers: headers, body: answer.body))))
+                    settle(.failure(Refused(response: HTTPResponse(status: answer.status, headers: headers, body: answer.body), moved: answer.moved)))
                     context.close(promise: nil)
                 }
             }

@@ -513,7 +513,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                 this.run(action)
             case .failure(let refused as HopOpeningHandler.Refused):
                 this.logger.debug("a node did not accept a session hop", metadata: ["upstream": "\(target)", "status": "\(refused.response.status.code)"])
-                this.run(this.machine.upstreamRefused(refused.response))
+                // A session that moved is asked for again: its route here is forgotten first.
+                if refused.moved { this.onUpstreamFailure?() }
+                this.run(this.machine.upstreamRefused(refused.response, moved: refused.moved))
             case .failure(let error):
                 this.logger.debug("proxy upstream unreachable", metadata: ["upstream": "\(target)", "error": "\(error)"])
                 this.run(this.machine.upstreamConnectFailed())

@@ -17,6 +17,9 @@ public struct SessionProxyResolver: ProxyResolver {
     static let hopHeader = SessionHopOpening.hopHeader
     /// The user the opening node authenticated; trusted only with a valid signature.
     static let hopUserHeader = SessionHopOpening.userHeader
+    /// On a node's refusal of an opening: it no longer has the session (it moved while the
+    /// request was on its way), so the opening node asks again where it is.
+    static let hopMovedHeader = "X-Drover-Hop-Moved"
     // Every header of the hop is named `X-Drover-…`: what a client sends under such names is
     // dropped, and none reaches a session (``ForwardedRequest``).
 
@@ -247,8 +250,10 @@ public struct SessionProxyResolver: ProxyResolver {
                 forget()
                 // A moment's race with a move (the sender's route was older than the move's
                 // notice): the client's retry is routed afresh.
+                // The sender asks again where the session is (its request has not left it yet);
+                // a client that still gets this may simply retry.
                 return .respond(.text(.serviceUnavailable, "503 service unavailable: the session moved while the request was on its way; retry\n",
-                                      headers: ["Retry-After": "1"]))
+                                      headers: ["Retry-After": "1", Self.hopMovedHeader: "1"]))
             }
             // The request goes on as it would to a session of this node's, on a connection the
             // owner joins to the session (opened once, signed for this session and user).

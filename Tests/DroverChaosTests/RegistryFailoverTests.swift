@@ -162,6 +162,12 @@ import Testing
         let quit = Set(model.filter { $0.value.quit }.keys)
         #expect(quit.isDisjoint(with: stored), "quit sessions came back: \(quit.intersection(stored))")
 
+        // The other standby follows the new primary, as its synchronous standby.
+        try await cluster.eventually("\(PostgresReplicaSet.name(follower)) streams from the new primary", timeout: 30) {
+            try await primary.psql("postgres", "SELECT application_name || ' ' || state FROM pg_stat_replication")
+                .contains("\(PostgresReplicaSet.name(follower)) streaming")
+        }
+
         // drover verify names the new primary and the replication.
         let verify = try await cluster.drover(0, ["verify"])
         #expect(verify.stdout.contains("127.0.0.1:\(primary.port) answered as primary, of 3 named"), "\(verify.stdout)")

@@ -464,6 +464,39 @@ import Testing
         #expect(machine.upstreamKey == nil)
     }
 
+    /// A node that no longer has the session (it moved while the request was on its way):
+    /// nothing of the request left this node, so its destination is asked again, once, with
+    /// the body that arrived meanwhile; a second such refusal is the client's answer.
+    @Test func aSessionThatMovedIsAskedForAgainOnce() {
+        var machine = Machine(responseTimeout: Self.timeout)
+        let head = Self.head("/s/abc/count")
+        _ = machine.requestHead(head, proxied: true)
+        _ = machine.requestBody(Self.body("1"))
+        _ = machine.requestEnd(nil)
+        _ = machine.forward(Self.head("/s/abc/count"), to: Self.hop("abc"), tls: nil, upstreamActive: false, now: Self.start)
+        let moved = HTTPResponse.text(.serviceUnavailable, "moved; retry\n", headers: ["Retry-After": "1"])
+        guard case .resolve(let again) = machine.upstreamRefused(moved, moved: true) else {
+            Issue.record("the destination was not asked again"); return
+        }
+        #expect(again.uri == head.uri)
+        guard case .connect = machine.forward(Self.head("/s/abc/count"), to: Self.hop("abc"), tls: nil, upstreamActive: false, now: Self.start) else {
+            Issue.record("not forwarded after asking again"); return
+        }
+        guard case .send(_, let parts, _) = machine.upstreamConnected(now: Self.start) else { Issue.record("nothing sent"); return }
+        #expect(parts.count == 2, "the body and its end, kept while the destination was asked again: \(parts)")
+
+        var twice = Machine(responseTimeout: Self.timeout)
+        _ = twice.requestHead(head, proxied: true)
+        _ = twice.requestEnd(nil)
+        _ = twice.forward(Self.head("/s/abc/count"), to: Self.hop("abc"), tls: nil, upstreamActive: false, now: Self.start)
+        _ = twice.upstreamRefused(moved, moved: true)
+        _ = twice.forward(Self.head("/s/abc/count"), to: Self.hop("abc"), tls: nil, upstreamActive: false, now: Self.start)
+        guard case .reportUpstreamFailure(let answer) = twice.upstreamRefused(moved, moved: true) else {
+            Issue.record("a second refusal was not the client's"); return
+        }
+        #expect(answer.head.status == .serviceUnavailable)
+    }
+
     // MARK: the proxy's headers
 
     @Test func theForwardedRequestCarriesTheProxysHeadersAndNotTheSignInCookie() {

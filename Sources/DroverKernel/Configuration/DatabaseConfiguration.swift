@@ -70,10 +70,9 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         if let list = try reader.string("port"), let entry = reader.entry("port") {
             ports = try list.split(separator: ",", omittingEmptySubsequences: false).map { item throws(ConfigurationError) in
                 let text = item.trimmingCharacters(in: .whitespaces)
-                guard let port = Int(text), (1...65535).contains(port) else {
-                    throw reader.error(entry, "'port' must be from 1 to 65535, found \(text.isEmpty ? "nothing" : text)"
-                                       + (list.contains(",") ? " in '\(list)' (one port, or one per host)" : ""))
-                }
+                let context = list.contains(",") ? " in '\(list)' (one port, or one per host)" : ""
+                guard let port = Int(text) else { throw reader.error(entry, "'port' must be a whole number, found '\(text)'" + context) }
+                guard (1...65535).contains(port) else { throw reader.error(entry, "'port' must be from 1 to 65535, found \(port)" + context) }
                 return port
             }
             if ports.count > 1, ports.count != hosts.count {
