@@ -9,8 +9,8 @@ final class PostgresConnection: SQLExecutor {
     private let secret: String?
     /// The server libpq chose from the host list, `host:port`.
     let server: String
-    /// Which server process answers: ``server`` and when its postmaster started. It changes
-    /// when a standby is promoted, even behind an address that stays (a virtual IP, a DNS name).
+    /// Which server answers, for messages: ``server`` and when its postmaster started (as the
+    /// server reports it, in epoch seconds, as `registry_clock` names servers).
     private(set) var identity: String
     /// ``AbandonedServers/generation`` when this connection was opened.
     let opened: UInt64
@@ -48,7 +48,7 @@ final class PostgresConnection: SQLExecutor {
         let address = "\(host.contains(":") && !host.hasPrefix("/") ? "[\(host)]" : host):\(PQport(handle).map { String(cString: $0) } ?? "?")"
         server = address
         identity = address
-        identity = try "\(address) started \(query("SELECT pg_postmaster_start_time()::text", []).first?.first.flatMap { $0 } ?? "?")"
+        identity = try "\(address) started \(query("SELECT extract(epoch from pg_postmaster_start_time())::text", []).first?.first.flatMap { $0 } ?? "?")"
     }
 
     deinit {

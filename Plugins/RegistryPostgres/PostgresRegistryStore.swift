@@ -20,7 +20,7 @@ final class PostgresSlot: Sendable {
 /// A connection that is lost, or whose server turned read-only, takes every other pooled
 /// connection to the same server with it (``AbandonedServers``); libpq's
 /// `target_session_attrs` then finds the server that takes writes. When the server that
-/// answers changes, the stored liveness times move onto its clock (``RegistryClockReading``).
+/// answers changes, the stored liveness times move onto its clock (``SQLRegistry/rebaseClock(_:)``).
 public final class PostgresRegistryStore: RegistryStore {
     private let parameters: [(String, String)]
     private let secret: String?
@@ -32,7 +32,6 @@ public final class PostgresRegistryStore: RegistryStore {
     private let retryDelays: [Duration]
     private let logger: Logger
     private let abandoned = AbandonedServers()
-    private let clock = RegistryClockReading()
     /// The servers named (`host:port`), for ``serverReport()``.
     private let servers: [String]
 
@@ -58,7 +57,7 @@ public final class PostgresRegistryStore: RegistryStore {
     /// `body` learns whether this is a retry, to tell its own earlier success from a lost race.
     /// An `urgent` call (the heartbeat) goes ahead of ordinary ones waiting for a connection.
     private func withConnection<T: Sendable>(urgent: Bool = false, _ body: @escaping @Sendable (PostgresConnection, SQLRegistry, _ isRetry: Bool) throws -> T) async throws -> T {
-        let (parameters, secret, target, sql, abandoned, clock, logger) = (self.parameters, self.secret, self.target, self.sql, self.abandoned, self.clock, self.logger)
+        let (parameters, secret, target, sql, abandoned, logger) = (self.parameters, self.secret, self.target, self.sql, self.abandoned, self.logger)
         var attempt = 0
         while true {
             let slot = try await pool.acquire(urgent: urgent)
@@ -71,7 +70,7 @@ public final class PostgresRegistryStore: RegistryStore {
                         }
                         if connection == nil {
                             let made = try PostgresConnection(parameters: parameters, secret: secret, describe: target, opened: abandoned.generation)
-                            try Self.rebaseClock(made, sql: sql, clock: clock, logger: logger)
+                            try Self.rebaseClock(made, sql: sql, logger: logger)
                             connection = made
                         }
                         do {
@@ -101,37 +100,31 @@ public final class PostgresRegistryStore: RegistryStore {
         }
     }
 
-    /// Before a new connection does anything: when it reached another server than the one
-    /// whose clock this process last read, moves the stored liveness times onto the new clock
-    /// (``SQLRegistry/rebaseClock(server:offset:_:)``). A process that never read a clock
-    /// (before `migrate`, or `drover`) leaves that to the nodes.
-    static func rebaseClock(_ db: PostgresConnection, sql: SQLRegistry, clock: RegistryClockReading, logger: Logger) throws {
-        let now = try sql.now(db)
-        guard let rebase = clock.rebase(of: db.identity, now: now) else { return }
+    /// Before a new connection does anything: when the liveness times were written by another
+    /// server's clock (a failover, a restart), moves them onto this one's
+    /// (``SQLRegistry/rebaseClock(_:)``). Before the schema has `registry_clock` (a node about to
+    /// migrate) there is nothing to move.
+    static func rebaseClock(_ db: PostgresConnection, sql: SQLRegistry, logger: Logger) throws {
         do {
-            if let previous = try sql.rebaseClock(server: db.identity, offset: rebase.shift, db) {
+            if let moved = try sql.rebaseClock(db) {
                 logger.warning("the registry's PostgreSQL server changed; liveness times moved onto its clock",
-                               metadata: ["event": "registry-server-changed", "from": "\(previous)", "to": "\(db.identity)",
-                                          "clock-offset": "\(String(format: "%.3f", rebase.clockOffset)) s",
-                                          "without-primary": "\(String(format: "%.1f", rebase.shift - rebase.clockOffset)) s"])
+                               metadata: ["event": "registry-server-changed", "from": "started \(moved.previous)", "to": "\(db.identity)",
+                                          "moved": "\(String(format: "%.3f", moved.shift)) s"])
             }
         } catch let error as PostgresError where !error.isRetryable {
-            // The registry works without it; a node that can will do it.
-            logger.warning("cannot record the registry server's clock", metadata: ["error": "\(error)"])
+            if case .statementFailed("42P01", _) = error { return }  // registry_clock not there yet
+            logger.warning("cannot check whose clock wrote the registry's times", metadata: ["error": "\(error)"])
         }
-        // Only once the times are moved (a lost connection retries all of this).
-        clock.read(now, on: db.identity)
     }
 
-    public func migrate() async throws { try await withConnection { db, sql, _ in try sql.migrate(db) } }
-    public func now() async throws -> Date {
-        let clock = self.clock
-        return try await withConnection { db, sql, _ in
-            let now = try sql.now(db)
-            clock.read(now, on: db.identity)
-            return now
+    public func migrate() async throws {
+        try await withConnection { db, sql, _ in
+            try sql.migrate(db)
+            // Names the server whose clock writes the times from now on, if none is named yet.
+            _ = try sql.rebaseClock(db)
         }
     }
+    public func now() async throws -> Date { try await withConnection { db, sql, _ in try sql.now(db) } }
 
     /// Read from the server's side (`pg_stat_ssl` for this connection's backend), so it says
     /// what was negotiated whatever `sslmode` asked for.
@@ -188,21 +181,7 @@ public final class PostgresRegistryStore: RegistryStore {
     public func nodes() async throws -> [NodeRecord] { try await withConnection { db, sql, _ in try sql.nodes(db) } }
 
     public func nodesWithClock() async throws -> NodesWithClock {
-        let clock = self.clock
-        return try await withConnection { db, sql, _ in
-            let now = try sql.now(db)
-            let nodes = try sql.nodes(db)
-            defer { clock.read(now, on: db.identity) }
-            // A process that never read a clock (drover, a node starting) cannot move the times
-            // itself. If another server's clock wrote them and no node has moved them yet (the
-            // moment after a promotion), they are judged against the latest of them rather
-            // than this clock's now(): relative to each other, as they were written.
-            if clock.rebase(of: db.identity, now: now) == nil,
-               let recorded = try? sql.clockServer(db), recorded != db.identity, let latest = nodes.map(\.lastSeen).max() {
-                return NodesWithClock(nodes: nodes, now: latest)
-            }
-            return NodesWithClock(nodes: nodes, now: now)
-        }
+        try await withConnection { db, sql, _ in NodesWithClock(nodes: try sql.nodes(db), now: try sql.now(db)) }
     }
 
     public func deleteNode(_ id: Int64) async throws -> Bool {
@@ -249,6 +228,9 @@ public final class PostgresRegistryStore: RegistryStore {
     public func placeNewSession(_ session: SessionRecord, userLimit: Int,
                                 choose: @escaping @Sendable ([Int64: Int]) throws -> Int64) async throws -> SessionRecord {
         try await withConnection { db, sql, isRetry in
+            // The first attempt may have committed before the connection dropped: its row is
+            // the answer (counting it against the user's limit would refuse the user's own start).
+            if isRetry, let stored = try sql.session(session.id, db), stored.username == session.username { return stored }
             do {
                 return try sql.placeNewSession(session, userLimit: userLimit, choose: choose, db, isUniqueViolation: Self.isUniqueViolation)
             } catch RegistryError.duplicateSession(let id) where isRetry {

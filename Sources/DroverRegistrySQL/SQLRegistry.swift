@@ -89,39 +89,41 @@ public struct SQLRegistry: Sendable {
         return Date(timeIntervalSince1970: seconds)
     }
 
-    /// Moves the nodes' `last_seen` times onto the clock of `server`, the database server now
-    /// answering, once per change of server across the cluster.
+    /// Moves the nodes' `last_seen` times onto the clock of the database server now answering,
+    /// once per change of server across the cluster (PostgreSQL; SQLite has one clock).
     ///
-    /// `registry_clock` names the server whose clock wrote the times. When it names another
-    /// one, every `last_seen` is shifted by `offset` (this server's clock less the previous
-    /// one's, as the caller measured it) and the row names `server`; the row lock makes the
-    /// first node to reach the new server do this, and the others find it done. Every node
-    /// calls this on a new connection before anything else, so no time written by the new
-    /// clock can be shifted.
-    /// - Parameter offset: nil when the caller has no measure of the previous clock (a process
-    ///   that never read it): then it changes nothing and leaves the shift to a node that can.
-    /// - Returns: the server named before, when this call shifted the times (nil otherwise).
-    public func rebaseClock(server: String, offset: Double?, _ db: some SQLExecutor) throws -> String? {
-        try db.transaction(begin: dialect.beginWrite) {
-            let lock = dialect == .postgresql ? " FOR UPDATE" : ""
-            let recorded = try db.query("SELECT server FROM registry_clock WHERE id = 1\(lock)", []).first?.first ?? nil
-            guard recorded != server, let offset else { return nil }
-            if recorded != nil, offset != 0 {
-                let shifted = dialect == .postgresql ? "last_seen + make_interval(secs => \(p(1))::double precision)" : "last_seen + \(p(1))"
-                try db.execute("UPDATE node SET last_seen = \(shifted)", [String(offset)])
+    /// `registry_clock` names the server whose clock wrote the times, as that server reports
+    /// itself: when its postmaster started, in epoch seconds (a promoted standby, or a restart,
+    /// is another server even behind the same address). When the row names another server,
+    /// every `last_seen` (and `unreachable_since`) moves by this server's `now()` less the latest
+    /// `last_seen`: each row is as old on the new clock as it was, relative to the last heartbeat
+    /// written before the change, whatever the clocks' difference and however long no heartbeat
+    /// could be written. Under the row's lock, so the first caller moves them and the others find
+    /// it done; a missing row is written without moving anything. The PostgreSQL store calls this
+    /// on every new connection before anything else, so no time written by the new server's
+    /// clock is ever moved.
+    /// - Returns: the server named before and the seconds moved, when this call moved the times.
+    public func rebaseClock(_ db: some SQLExecutor) throws -> (previous: String, shift: Double)? {
+        guard dialect == .postgresql else { return nil }
+        let current = "extract(epoch from pg_postmaster_start_time())::text"
+        // Without a lock first: the everyday answer is "the same server".
+        let same = try db.query("SELECT server = \(current) FROM registry_clock WHERE id = 1", []).first?.first ?? nil
+        if same == "t" { return nil }
+        return try db.transaction(begin: dialect.beginWrite) {
+            let row = try db.query("SELECT server, \(current) FROM registry_clock WHERE id = 1 FOR UPDATE", []).first
+            guard let row, let previous = row[0], let server = row[1] else {
+                try db.execute("INSERT INTO registry_clock (id, server, since) VALUES (1, \(current), now()) ON CONFLICT (id) DO NOTHING", [])
+                return nil
             }
+            guard previous != server else { return nil }
+            let shift = try db.query("SELECT extract(epoch from now() - MAX(last_seen)) FROM node", []).first?.first.flatMap { $0 }.flatMap(Double.init) ?? 0
             try db.execute("""
-                INSERT INTO registry_clock (id, server, since) VALUES (1, \(p(1)), \(dialect.now))
-                ON CONFLICT (id) DO UPDATE SET server = excluded.server, since = excluded.since
-                """, [server])
-            return recorded
+                UPDATE node SET last_seen = last_seen + make_interval(secs => \(p(1))::double precision),
+                    unreachable_since = unreachable_since + make_interval(secs => \(p(1))::double precision)
+                """, [String(shift)])
+            try db.execute("UPDATE registry_clock SET server = \(p(1)), since = now() WHERE id = 1", [server])
+            return (previous, shift)
         }
-    }
-
-    /// The server whose clock wrote the liveness times (``rebaseClock(server:offset:_:)``); nil
-    /// before any node recorded one.
-    public func clockServer(_ db: some SQLExecutor) throws -> String? {
-        try db.query("SELECT server FROM registry_clock WHERE id = 1", []).first?.first ?? nil
     }
 
     // MARK: cluster

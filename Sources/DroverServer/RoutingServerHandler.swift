@@ -513,6 +513,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                 this.run(action)
             case .failure(let refused as HopOpeningHandler.Refused):
                 this.logger.debug("a node did not accept a session hop", metadata: ["upstream": "\(target)", "status": "\(refused.response.status.code)"])
+                guard this.context != nil else { return }
                 // A session that moved is asked for again: its route here is forgotten first.
                 if refused.moved { this.onUpstreamFailure?() }
                 this.run(this.machine.upstreamRefused(refused.response, moved: refused.moved))

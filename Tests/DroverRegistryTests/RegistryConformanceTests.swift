@@ -75,8 +75,8 @@ import Testing
         #expect(try await upgraded.holdSession("s1", from: SessionOwnership(node: node.id, state: .running), reason: "it used more than its memory-limit"))
         #expect(try await upgraded.session("s1")?.hold == "it used more than its memory-limit")
         // Schema 8: whose clock wrote the liveness times (the PostgreSQL store moves them when
-        // the server changes: RegistryFailoverTests); empty until a node records one.
-        try await harness.rawSQL("INSERT INTO registry_clock (id, server, since) VALUES (1, 'db1:5432 started then', CURRENT_TIMESTAMP)")
+        // the server changes: RegistryFailoverTests; PostgreSQL's migrate names its server).
+        try await harness.rawSQL("DELETE FROM registry_clock; INSERT INTO registry_clock (id, server, since) VALUES (1, '1000.5', CURRENT_TIMESTAMP)")
         await upgraded.close()
     }
 

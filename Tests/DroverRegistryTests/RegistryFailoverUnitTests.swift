@@ -1,9 +1,13 @@
+import DroverKernel
+import DroverPlugins
+import DroverTesting
 import Foundation
+import Logging
 @testable import RegistryPostgres
 import Testing
 
-/// The parts of the PostgreSQL store's failover that need no server: which pooled connections
-/// go when a server fails, and how far a new server's clock is from the one last read.
+/// The PostgreSQL store's side of a failover that needs no standby: which pooled connections
+/// go when a server fails, and how the liveness times move onto another server's clock.
 @Suite struct RegistryFailoverUnitTests {
     @Test func aFailedServerTakesItsOlderConnectionsWithItAndNoOthers() {
         let abandoned = AbandonedServers()
@@ -18,22 +22,51 @@ import Testing
         #expect(abandoned.isAbandoned("10.0.0.2:5432", openedAt: reopened))
     }
 
-    @Test func aNewServersClockIsMeasuredAgainstTheOldOneAndTheOutageForgiven() {
-        let clock = RegistryClockReading()
-        let start = ContinuousClock.now
-        #expect(clock.rebase(of: "a", now: Date(), at: start) == nil, "a process that never read a clock cannot measure one")
-        let old = Date(timeIntervalSince1970: 1_000_000)
-        clock.read(old, on: "a started 1", at: start)
-        #expect(clock.rebase(of: "a started 1", now: old.addingTimeInterval(99), at: start + .seconds(99)).map { $0.shift == 0 && $0.clockOffset == 0 } == true,
-                "the same server: nothing to move")
-        // 12.5 s without a primary here; the new server's clock is 40 s ahead, so it says
-        // old + 52.5 s. Every row moves by 52.5 s: as old on the new clock as at the last
-        // reading, the time without a primary counting against no one.
-        let ahead = try! #require(clock.rebase(of: "b started 2", now: old.addingTimeInterval(52.5), at: start + .milliseconds(12_500)))
-        #expect(abs(ahead.clockOffset - 40) < 1e-6, "clock offset \(ahead.clockOffset)")
-        #expect(abs(ahead.shift - 52.5) < 1e-6, "shift \(ahead.shift)")
-        let behind = try! #require(clock.rebase(of: "a started 3", now: old.addingTimeInterval(-19.7), at: start + .milliseconds(300)))
-        #expect(abs(behind.clockOffset + 20) < 1e-6, "a clock behind: offset \(behind.clockOffset)")
-        #expect(abs(behind.shift + 19.7) < 1e-6)
+    func store(_ server: PostgresTestServer, _ name: String) throws -> any RegistryStore {
+        let dir = TemporaryDirectory()
+        let database = try DatabaseConfiguration(parsing: server.databaseConf(name), path: dir.url("database.conf"), baseDirectory: dir.path, defaultDirectory: dir.path)
+        let context = PluginContext(configDirectory: dir.path, dataDirectory: dir.path, secureCookieKey: nil, logger: Logger(label: "t"))
+        return try PluginCatalog.builtin.registryStore(for: database).make(config: database, context: context)
+    }
+
+    /// Rows written by another server's clock (here 40 s behind, the last heartbeat 12 s before
+    /// the change) move, once, onto this server's: the freshest as old as nothing, a node that
+    /// was already 10 s silent still 10 s silent. Whoever connects first does it, a process that
+    /// never read a clock included; nobody does it twice.
+    @Test(.enabled(if: PostgresTestServer.shouldRun))
+    func timesWrittenByAnotherServersClockMoveOntoThisOnesOnce() async throws {
+        let server = try PostgresTestServer.required()
+        let name = try await server.createDatabase(prefix: "drover_clock")
+        let first = try store(server, name)
+        try await first.migrate()
+        let live = try await first.registerNode(RegistryConformance.registration("live"))
+        let dead = try await first.registerNode(RegistryConformance.registration("dead"))
+        await first.close()
+        let started = try await server.psql(name, "SELECT extract(epoch from pg_postmaster_start_time())::text").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try await server.psql(name, "SELECT server FROM registry_clock").trimmingCharacters(in: .whitespacesAndNewlines) == started,
+                "migrate names the server whose clock writes the times")
+
+        // As a promoted standby finds them: written by another server, on a clock 40 s behind.
+        try await server.psql(name, """
+            UPDATE registry_clock SET server = '1000.5';
+            UPDATE node SET last_seen = now() - interval '52 seconds' WHERE id = \(live.id);
+            UPDATE node SET last_seen = now() - interval '62 seconds' WHERE id = \(dead.id);
+            """)
+        let after = try store(server, name)
+        let read = try await after.nodesWithClock()
+        func age(_ id: Int64) -> Double { read.now.timeIntervalSince(read.nodes.first { $0.id == id }!.lastSeen) }
+        #expect(age(live.id) >= 0 && age(live.id) < 2, "the last heartbeat is as fresh as the change: \(age(live.id)) s")
+        #expect(abs(age(dead.id) - 10) < 2, "a silent node keeps its silence: \(age(dead.id)) s")
+        #expect(!read.nodes.first { $0.id == live.id }!.isUnreachable(now: read.now, heartbeatInterval: 1))
+        #expect(read.nodes.first { $0.id == dead.id }!.isUnreachable(now: read.now, heartbeatInterval: 1))
+        #expect(try await server.psql(name, "SELECT server FROM registry_clock").trimmingCharacters(in: .whitespacesAndNewlines) == started)
+
+        // Moved once: another process's connections find it done.
+        let again = try store(server, name)
+        let reread = try await again.nodesWithClock()
+        let moved = reread.now.timeIntervalSince(reread.nodes.first { $0.id == live.id }!.lastSeen)
+        #expect(moved >= 0 && moved < 3, "not moved a second time: \(moved) s")
+        await after.close()
+        await again.close()
     }
 }
