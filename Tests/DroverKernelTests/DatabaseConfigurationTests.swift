@@ -62,6 +62,9 @@ import Testing
         let asked = try parse("connection-uri=postgresql://x@a:1,b:2/d?target_session_attrs=any\n")
         #expect(asked.targetSessionAttributes == "any", "the URI's own choice stands")
         #expect(try parse("connection-uri=postgresql://x@a:1/d\n").targetSessionAttributes == nil)
+        let asParameters = try parse("connection-uri=postgresql:///drover?host=db1,db2&port=5433,5434\n")
+        #expect(asParameters.servers == ["db1:5433", "db2:5434"], "libpq's host and port parameters name servers too")
+        #expect(asParameters.targetSessionAttributes == "read-write")
     }
 
     @Test func tlsKeysAreLibpqsAndChecked() async throws {

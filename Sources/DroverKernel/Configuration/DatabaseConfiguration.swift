@@ -147,6 +147,12 @@ public struct DatabaseConfiguration: Sendable, Equatable {
         guard let schemeEnd = uri.range(of: "://") else { return [] }
         var authority = uri[schemeEnd.upperBound...].prefix { $0 != "/" && $0 != "?" }
         if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        // libpq also takes the hosts as parameters: `postgresql:///drover?host=a,b&port=1,2`.
+        if authority.isEmpty, let hosts = queryParameter("host", in: uri) {
+            let names = hosts.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            let ports = (queryParameter("port", in: uri) ?? "5432").split(separator: ",").map(String.init)
+            return names.enumerated().map { index, host in "\(host):\(ports.count == names.count ? ports[index] : ports.first ?? "5432")" }
+        }
         return authority.split(separator: ",", omittingEmptySubsequences: false).map { item in
             let host = item.isEmpty ? "localhost" : String(item)
             // A port follows the last colon, unless that colon is inside an IPv6 literal's brackets.
