@@ -1,5 +1,5 @@
 public import DroverKernel
-import Foundation
+public import Foundation
 public import Logging
 import Synchronization
 
@@ -203,11 +203,16 @@ public final class NodeRuntime: Sendable {
 /// one the test moves in a unit test (postgres-nio's pool takes its clock the same way), so a
 /// timing rule is tested by moving time rather than by waiting for it.
 public struct NodeClock: Sendable {
+    /// Monotonic time: timeouts, deadlines, the cut-off judgement, the route cache.
     public let now: @Sendable () -> ContinuousClock.Instant
+    /// Wall time: what is compared with times other machines wrote (cookie expiry, sign-in
+    /// throttle windows shared through the registry).
+    public let wall: @Sendable () -> Date
 
-    public init(now: @escaping @Sendable () -> ContinuousClock.Instant) {
+    public init(now: @escaping @Sendable () -> ContinuousClock.Instant, wall: @escaping @Sendable () -> Date = { Date() }) {
         self.now = now
+        self.wall = wall
     }
 
-    public static let system = NodeClock { .now }
+    public static let system = NodeClock(now: { .now })
 }

@@ -1,4 +1,5 @@
 public import DroverKernel
+public import DroverCluster
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -22,7 +23,9 @@ public struct Authentication: Sendable {
     let verified = VerifiedCookies()
 
     /// Failed sign-ins per client address and user name.
-    let throttle = SignInThrottle()
+    let throttle: SignInThrottle
+    /// The node's clock (``NodeClock``): cookie expiry and the throttle's windows read it.
+    let clock: NodeClock
 
     /// With `auth-none`, the names a browser may reach this node by besides an address
     /// (lower case): `localhost`, the machine's host name, `www-host-name`.
@@ -38,8 +41,10 @@ public struct Authentication: Sendable {
     let tunnels = CookieTunnels()
 
     public init(key: SecureCookieKey, authNone: Bool, pamService: String, minimumUserID: Int = 1000, secure: Bool,
-                hostNames: [String] = [], revocations: RevocationList = RevocationList()) {
+                hostNames: [String] = [], revocations: RevocationList = RevocationList(), clock: NodeClock = .system) {
         self.key = key
+        self.clock = clock
+        throttle = SignInThrottle(wall: { clock.wall().timeIntervalSince1970 })
         self.revocations = revocations
         let (tunnels, lifetime) = (self.tunnels, self.lifetime)
         revocations.onChange { [revocations] in
@@ -101,7 +106,7 @@ public struct Authentication: Sendable {
     func user(headers: HTTPHeaders) -> String? {
         if authNone { return daemonUser }
         guard let value = SignInCookie.value(named: SignInCookie.name, inHeader: headers.first(name: "Cookie")) else { return nil }
-        let now = Date()
+        let now = clock.wall()
         if let known = verified.entry(for: value, now: now) {
             return revocations.isRevoked(digest: known.digest, user: known.user, issuedAt: known.expiry - lifetime) ? nil : known.user
         }
@@ -119,7 +124,7 @@ public struct Authentication: Sendable {
 
     /// The revocation of one cookie, kept as long as the cookie would have been valid.
     func revocation(of cookie: String, user: String) -> CookieRevocation {
-        let expiry = SignInCookie.expiry(of: cookie) ?? Date().timeIntervalSince1970 + lifetime
+        let expiry = SignInCookie.expiry(of: cookie) ?? clock.wall().timeIntervalSince1970 + lifetime
         return CookieRevocation(cookieDigest: SignInCookie.digest(of: cookie), username: user, issuedUpTo: expiry - lifetime, expiresAt: expiry)
     }
 

@@ -144,9 +144,13 @@ final class SignInThrottle: Sendable {
     private let records = Mutex<[String: Record]>([:])
     private let known = Mutex<[String: Double]>([:])
 
-    init(freeAttempts: Int = 5, firstLockout: Double = 5) {
+    /// Wall-clock seconds (the node's clock: tests move it instead of waiting out a lockout).
+    private let wall: @Sendable () -> Double
+
+    init(freeAttempts: Int = 5, firstLockout: Double = 5, wall: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
         self.freeAttempts = freeAttempts
         self.firstLockout = firstLockout
+        self.wall = wall
     }
 
     /// An address as counted: IPv4 as it is, IPv6 by its /64.
@@ -158,7 +162,8 @@ final class SignInThrottle: Sendable {
 
     /// Seconds to wait before the next attempt for `user` from `address`, or nil when it may
     /// be made now.
-    func wait(address: String, user: String, now: Double = Date().timeIntervalSince1970) -> Int? {
+    func wait(address: String, user: String, now: Double? = nil) -> Int? {
+        let now = now ?? wall()
         let knownHere = known.withLock { ($0[Self.pairKey(address: address, user: user)] ?? 0) > now - Self.knownFor }
         let until = records.withLock { records in
             var keys = [Self.pairKey(address: address, user: user), Self.addressOnly(address)]
@@ -170,7 +175,8 @@ final class SignInThrottle: Sendable {
 
     /// - Parameter countingName: also count the name here (when the registry, which counts it
     ///   for the cluster, could not be reached).
-    func failed(address: String, user: String, countingName: Bool = true, now: Double = Date().timeIntervalSince1970) {
+    func failed(address: String, user: String, countingName: Bool = true, now: Double? = nil) {
+        let now = now ?? wall()
         records.withLock { records in
             if records.count >= Self.capacity { records = records.filter { now - $0.value.lastFailure < Self.memory } }
             func count(_ key: String, threshold: Int, name: String? = nil) {
@@ -197,7 +203,8 @@ final class SignInThrottle: Sendable {
 
     /// The name's failures as the registry counts them for the whole cluster, `count` after the
     /// one just recorded: past ``nameAttempts`` the name is locked where it never signed in.
-    func nameFailed(user: String, count: Int, now: Double = Date().timeIntervalSince1970) {
+    func nameFailed(user: String, count: Int, now: Double? = nil) {
+        let now = now ?? wall()
         records.withLock { records in
             var record = records[Self.nameKey(user)] ?? Record()
             record.failures = count
@@ -210,7 +217,8 @@ final class SignInThrottle: Sendable {
 
     /// A successful sign-in clears its name's counts and remembers the address for the name
     /// (not the address's own count: an attacker's own account must not reset it).
-    func succeeded(user: String, address: String, now: Double = Date().timeIntervalSince1970) {
+    func succeeded(user: String, address: String, now: Double? = nil) {
+        let now = now ?? wall()
         records.withLock { records in
             records.removeValue(forKey: Self.nameKey(user))
             records.removeValue(forKey: Self.pairKey(address: address, user: user))

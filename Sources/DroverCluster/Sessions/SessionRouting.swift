@@ -108,3 +108,54 @@ enum SessionQuitting {
         return .claimAndRemove(from: ownership)
     }
 }
+
+/// How a node moves a session (the dashboard's "move to node N"; a drain's "wherever the
+/// balancer places it, but off this node"), as a pure decision of the session's row and what
+/// the move did so far; `SessionStops.move` carries the action out, reads the row again and
+/// decides again.
+enum SessionMoving {
+    struct Facts: Equatable {
+        /// The session's row now; nil when it is gone.
+        var row: SessionOwnership?
+        /// The node it ran on when the move began.
+        var from: Int64?
+        /// The node asked for; nil for a drain (any node but `from`).
+        var target: Int64?
+        /// The move asked the owner to suspend the session already.
+        var suspendAsked = false
+        /// The move placed it already (and its start ran or lost a race).
+        var placeTried = false
+        /// A start the move waits for took longer than `session-response-timeout`.
+        var pastDeadline = false
+    }
+
+    enum Action: Equatable {
+        /// It runs where it is not wanted: its owner suspends it first (its state saved).
+        case askOwnerToSuspend
+        /// Suspended: place it (on the target, or by the balancer) and start it there.
+        case place(from: SessionOwnership)
+        /// It runs where the move wanted it (started there by the move, or by a request of its
+        /// user meanwhile: a suspended session starts on use).
+        case done
+        /// It is starting where the move wanted it: wait.
+        case waitForStart
+        /// The session is gone.
+        case gone
+        /// It changed meanwhile in a way the move cannot finish (resumed elsewhere, suspended
+        /// again after the move placed it): the caller may try again.
+        case changed
+    }
+
+    static func next(_ facts: Facts) -> Action {
+        guard let row = facts.row else { return .gone }
+        if let at = row.node, at != facts.from, facts.target == nil || at == facts.target {
+            switch row.state {
+            case .running: return .done
+            case .starting: return facts.pastDeadline ? .changed : .waitForStart
+            default: return .changed
+            }
+        }
+        if row.state == .suspended { return facts.placeTried ? .changed : .place(from: row) }
+        return facts.suspendAsked ? .changed : .askOwnerToSuspend
+    }
+}

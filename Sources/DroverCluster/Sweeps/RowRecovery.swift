@@ -36,7 +36,7 @@ public struct RowRecovery: Sendable {
         var released = 0
         for row in rows where supervisor.state(row.id) == nil {
             do {
-                guard try await sessions.release(row) else { continue }
+                guard try await sessions.stops.release(row) else { continue }
                 released += 1
                 runtime.events.emit(.sessionReleased(session: row.id, was: row.ownership.state.rawValue))
                 runtime.audit(.daemon, "session-recover", row.id, user: row.username,
@@ -61,7 +61,7 @@ public struct RowRecovery: Sendable {
               let rows = try? await store.sessions(matching: SessionFilter(node: self_, states: [.suspending, .quitting])) else { return }
         let underWay = sessions.stopping.withLock { $0 }
         for row in rows where supervisor.state(row.id)?.isOver ?? true && !underWay.contains(row.id) {
-            let released = (try? await sessions.release(row)) == true
+            let released = (try? await sessions.stops.release(row)) == true
             supervisor.forget(row.id)
             sessions.routes.forget(row.id)
             // Not freed: the row changed meanwhile (its stop finished after all); nothing was recovered.
@@ -137,7 +137,7 @@ public struct RowRecovery: Sendable {
         await supervisor.stop(id, quit ? .quit : .suspend)
         // A session saves when it is ended (SIGTERM as well as SIGUSR1), so a quit that was
         // completed elsewhere while this copy ran on would find its state back. It goes again.
-        if quit, let account = await SessionProcess.lookUp(entry.username) { await sessions.removeState(entry.stateDirectory, of: account) }
-        await sessions.finish(id, entry, quit ? .quit : .suspended)
+        if quit, let account = await SessionProcess.lookUp(entry.username) { await sessions.stops.removeState(entry.stateDirectory, of: account) }
+        await sessions.stops.finish(id, entry, quit ? .quit : .suspended)
     }
 }
