@@ -16,6 +16,19 @@ public enum SessionRoute: Sendable, Equatable {
     public static func local(socket path: String) -> SessionRoute { .local(.guardSocket(path)) }
 }
 
+/// A service that carries out part of ``SessionManager``'s work over its shared state (the
+/// starts, the stops, the sweeps): the parts it reads, named once.
+protocol SessionManagerPart: Sendable {
+    var sessions: SessionManager { get }
+}
+
+extension SessionManagerPart {
+    var runtime: NodeRuntime { sessions.runtime }
+    var store: any RegistryStore { sessions.store }
+    var supervisor: SessionSupervisor { sessions.supervisor }
+    var routes: RouteCache { sessions.routes }
+}
+
 /// Starts, suspends, resumes, moves and quits sessions; the cluster's side of the session runtime (docs/ARCHITECTURE.md).
 /// It ties the parts together: the registry rows (claimed by compare-and-set), placement
 /// (``PlacementEngine``), this node's running sessions (``SessionSupervisor``), the proxy's

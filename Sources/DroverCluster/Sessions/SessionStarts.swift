@@ -8,13 +8,8 @@ import Synchronization
 /// `max-starting-sessions`, the guard, the kind's readiness check, the row to `running`). A
 /// start that fails leaves no row `starting`. Carried out for ``SessionManager``, whose state
 /// (the starts under way) it shares, as the sweeps do.
-struct SessionStarts: Sendable {
+struct SessionStarts: SessionManagerPart {
     let sessions: SessionManager
-
-    var runtime: NodeRuntime { sessions.runtime }
-    var store: any RegistryStore { sessions.store }
-    var supervisor: SessionSupervisor { sessions.supervisor }
-    var routes: RouteCache { sessions.routes }
 
     /// Places a new session for `username` and starts it, here or on the chosen node.
     func create(username: String, label: String?, kind asked: String? = nil, by actor: AuditRecord.Actor) async throws -> SessionRecord {

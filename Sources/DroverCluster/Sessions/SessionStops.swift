@@ -9,13 +9,8 @@ import Synchronization
 /// `suspending`/`quitting`, the guard's stop, the saved state), the sessions that ended on
 /// their own, and the rows this node frees. Carried out for ``SessionManager``, whose state
 /// (the stops under way) it shares, as the sweeps do.
-struct SessionStops: Sendable {
+struct SessionStops: SessionManagerPart {
     let sessions: SessionManager
-
-    var runtime: NodeRuntime { sessions.runtime }
-    var store: any RegistryStore { sessions.store }
-    var supervisor: SessionSupervisor { sessions.supervisor }
-    var routes: RouteCache { sessions.routes }
 
     /// Suspends a session wherever it runs: SIGUSR1, a grace period to save its state, then
     /// SIGKILL; the row becomes `suspended` with no node.

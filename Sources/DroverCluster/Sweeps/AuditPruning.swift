@@ -4,16 +4,13 @@ import Synchronization
 
 /// Keeps the audit log within `audit-retention-days`. One per node (it remembers when it last
 /// pruned).
-final class AuditPruning: Sendable {
+final class AuditPruning: SessionManagerPart {
     let sessions: SessionManager
 
     init(sessions: SessionManager) {
         self.sessions = sessions
     }
     let auditPrunedAt = Mutex<ContinuousClock.Instant?>(nil)
-
-    var runtime: NodeRuntime { sessions.runtime }
-    var store: any RegistryStore { sessions.store }
 
     /// Removes the audit rows older than `audit-retention-days`, at most every `every`
     /// (an hour; sooner for a retention of less than an hour). Run by ``SessionService``.

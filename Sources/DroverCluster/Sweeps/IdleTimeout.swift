@@ -5,12 +5,8 @@ import Synchronization
 /// `session-timeout-minutes`: writes the client activity this node noted to the registry, and
 /// suspends this node's sessions that nobody used (README, "Idle sessions and limits"). Run by
 /// the node's session services, each job in a loop of its own.
-struct IdleTimeout: Sendable {
+struct IdleTimeout: SessionManagerPart {
     let sessions: SessionManager
-
-    var runtime: NodeRuntime { sessions.runtime }
-    var store: any RegistryStore { sessions.store }
-    var supervisor: SessionSupervisor { sessions.supervisor }
 
     /// `session-timeout-minutes` in seconds (0: off).
     var idleTimeout: Double { runtime.configuration.server.sessionTimeoutMinutes * 60 }

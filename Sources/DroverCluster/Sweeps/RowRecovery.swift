@@ -6,16 +6,12 @@ import Synchronization
 /// start), stops that ended half done, starts that never came, and copies of sessions another
 /// node has taken over. Each is a compare-and-set, so a row someone else changed meanwhile is
 /// left to them.
-public struct RowRecovery: Sendable {
+public struct RowRecovery: SessionManagerPart {
     let sessions: SessionManager
 
     public init(sessions: SessionManager) {
         self.sessions = sessions
     }
-
-    var runtime: NodeRuntime { sessions.runtime }
-    var store: any RegistryStore { sessions.store }
-    var supervisor: SessionSupervisor { sessions.supervisor }
 
     /// Frees the rows this node owned in a previous run that ended without suspending them (it
     /// was killed, and restarted before its peers re-placed them): their processes died with
@@ -49,7 +45,6 @@ public struct RowRecovery: Sendable {
         if released > 0 { runtime.events.emit(.sessionsReleased(count: released)) }
         return released
     }
-
 
     /// Finishes the suspends and quits of this node that ended half done: the session's
     /// processes are gone but the row still says `suspending` or `quitting`, because the
