@@ -455,8 +455,18 @@ public struct SessionCgroupSet: Sendable, Equatable {
         return set.folders.isEmpty ? nil : set
     }
 
-    /// Removes every folder (each empty by now).
-    public func remove() {
-        for folder in folders { rmdir(folder) }
+    /// Removes every folder (each empty by now). A folder whose last process is still being
+    /// torn down by the kernel (an OOM kill under load) refuses with `EBUSY` for a moment: it is
+    /// tried again for up to `seconds`, rather than left behind for ever.
+    /// - Returns: the folders that could not be removed.
+    @discardableResult
+    public func remove(within seconds: Double = 2) -> [String] {
+        var left = folders
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            left = left.filter { rmdir($0) != 0 && errno != ENOENT }
+            if left.isEmpty || Date() >= deadline { return left }
+            usleep(20_000)
+        }
     }
 }

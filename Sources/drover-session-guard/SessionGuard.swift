@@ -291,10 +291,11 @@ final class SessionGuard: Sendable {
             let deadline = monotonicNanoseconds() + 2_000_000_000
             while !released.load(ordering: .sequentiallyConsistent), monotonicNanoseconds() < deadline { usleep(10_000) }
         }
-        group?.removeCgroup()
         if let run = spec.runDirectory { RunDirectory.remove(run, uid: spec.uid) }
         // Only now may the main process's pid go back to the system: nothing signals it again.
         group?.reapMain()
+        // After the reap: the main process, a zombie until then, still counted in its cgroup.
+        if let left = group?.removeCgroup(), !left.isEmpty { log("could not remove the session's cgroup folders \(left.joined(separator: ", ")): still busy") }
         unlink(spec.socketPath)
         if reason == .leaseLost || reason == .droverdSilent { log("ended the session: \(reason.rawValue): \(detail)") }
         events.send(.ended(reason, status: status, detail: detail))

@@ -171,8 +171,9 @@ struct SessionProcessGroup: Sendable {
         }
     }
 
-    func removeCgroup() {
-        cgroups?.remove()
+    /// - Returns: the cgroup folders that could not be removed.
+    func removeCgroup() -> [String] {
+        cgroups?.remove() ?? []
     }
 
     /// Whether the kernel's OOM killer ended a process of the session for reaching its own
