@@ -64,6 +64,13 @@ import Testing
                 try? await Task.sleep(for: .milliseconds(250))
             }
         }
+        // Whatever fails below: no task may keep the cluster (and so its droverd processes,
+        // killed when it goes) alive past the test.
+        defer {
+            sampler.cancel()
+            watch.cancel()
+            for user in users { user.stopping.store(true, ordering: .relaxed) }
+        }
         try await Task.sleep(for: .seconds(5))
 
         // The fault, and what was committed before it.
