@@ -9,9 +9,6 @@ final class PostgresConnection: SQLExecutor {
     private let secret: String?
     /// The server libpq chose from the host list, `host:port`.
     let server: String
-    /// Which server answers, for messages: ``server`` and when its postmaster started (as the
-    /// server reports it, in epoch seconds, as `registry_clock` names servers).
-    private(set) var identity: String
     /// ``AbandonedServers/generation`` when this connection was opened.
     let opened: UInt64
 
@@ -47,8 +44,6 @@ final class PostgresConnection: SQLExecutor {
         let host = PQhost(handle).map { String(cString: $0) } ?? "?"
         let address = "\(host.contains(":") && !host.hasPrefix("/") ? "[\(host)]" : host):\(PQport(handle).map { String(cString: $0) } ?? "?")"
         server = address
-        identity = address
-        identity = try "\(address) started \(query("SELECT extract(epoch from pg_postmaster_start_time())::text", []).first?.first.flatMap { $0 } ?? "?")"
     }
 
     deinit {

@@ -108,7 +108,7 @@ public final class PostgresRegistryStore: RegistryStore {
         do {
             if let moved = try sql.rebaseClock(db) {
                 logger.warning("the registry's PostgreSQL server changed; liveness times moved onto its clock",
-                               metadata: ["event": "registry-server-changed", "from": "started \(moved.previous)", "to": "\(db.identity)",
+                               metadata: ["event": "registry-server-changed", "from": "started \(moved.previous)", "to": "\(db.server) started \(moved.current)",
                                           "moved": "\(String(format: "%.3f", moved.shift)) s"])
             }
         } catch let error as PostgresError where !error.isRetryable {

@@ -102,8 +102,9 @@ public struct SQLRegistry: Sendable {
     /// it done; a missing row is written without moving anything. The PostgreSQL store calls this
     /// on every new connection before anything else, so no time written by the new server's
     /// clock is ever moved.
-    /// - Returns: the server named before and the seconds moved, when this call moved the times.
-    public func rebaseClock(_ db: some SQLExecutor) throws -> (previous: String, shift: Double)? {
+    /// - Returns: the server named before, the one named now and the seconds moved, when this
+    ///   call moved the times.
+    public func rebaseClock(_ db: some SQLExecutor) throws -> (previous: String, current: String, shift: Double)? {
         guard dialect == .postgresql else { return nil }
         let current = "extract(epoch from pg_postmaster_start_time())::text"
         // Without a lock first: the everyday answer is "the same server".
@@ -122,7 +123,7 @@ public struct SQLRegistry: Sendable {
                     unreachable_since = unreachable_since + make_interval(secs => \(p(1))::double precision)
                 """, [String(shift)])
             try db.execute("UPDATE registry_clock SET server = \(p(1)), since = now() WHERE id = 1", [server])
-            return (previous, shift)
+            return (previous, server, shift)
         }
     }
 
