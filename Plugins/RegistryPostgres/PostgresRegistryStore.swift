@@ -271,6 +271,10 @@ public final class PostgresRegistryStore: RegistryStore {
         try await withConnection { db, sql, _ in try sql.revocations(now: now, db) }
     }
 
+    public func consumeTicket(_ nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try await withConnection { db, sql, _ in try sql.consumeTicket(nonce, expiresAt: expiresAt, now: now, db) }
+    }
+
     public func recordSignInFailure(username: String, now: Date, window: Double) async throws -> Int {
         try await withConnection { db, sql, _ in try sql.recordSignInFailure(username: username, now: now, window: window, db) }
     }

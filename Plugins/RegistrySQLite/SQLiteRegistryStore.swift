@@ -141,6 +141,10 @@ public final class SQLiteRegistryStore: RegistryStore {
         try await withConnection { try $1.revocations(now: now, $0) }
     }
 
+    public func consumeTicket(_ nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try await withConnection { try $1.consumeTicket(nonce, expiresAt: expiresAt, now: now, $0) }
+    }
+
     public func recordSignInFailure(username: String, now: Date, window: Double) async throws -> Int {
         try await withConnection { try $1.recordSignInFailure(username: username, now: now, window: window, $0) }
     }

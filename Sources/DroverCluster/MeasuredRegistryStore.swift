@@ -84,6 +84,9 @@ public struct MeasuredRegistryStore: RegistryStore {
     public func revocations(now: Date) async throws -> [CookieRevocation] {
         try await measure("revocations") { try await base.revocations(now: now) }
     }
+    public func consumeTicket(_ nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try await measure("consume_ticket") { try await base.consumeTicket(nonce, expiresAt: expiresAt, now: now) }
+    }
     public func recordSignInFailure(username: String, now: Date, window: Double) async throws -> Int {
         try await measure("sign_in_failure") { try await base.recordSignInFailure(username: username, now: now, window: window) }
     }

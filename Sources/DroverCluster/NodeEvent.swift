@@ -54,6 +54,8 @@ public enum NodeEvent: Sendable {
     case signInRefused(user: String, address: String, reason: String)
     case signInThrottled(user: String, address: String, seconds: Int)
     case webSocketOriginRefused(session: String, origin: String)
+    /// A session origin's sign-in ticket presented again (``RegistryStore/consumeTicket(_:expiresAt:now:)``).
+    case ticketReplayed(session: String)
     case signedOut(user: String)
 
     // MARK: sessions
@@ -122,6 +124,7 @@ public enum NodeEvent: Sendable {
         case .signInRefused: "sign-in-refused"
         case .signInThrottled: "sign-in-throttled"
         case .webSocketOriginRefused: "websocket-origin-refused"
+        case .ticketReplayed: "session-ticket-replayed"
         case .signedOut: "signed-out"
         case .startConnectRetry: "start-connect-retry"
         case .sessionStarted: "session-started"
@@ -151,7 +154,7 @@ public enum NodeEvent: Sendable {
         case .nodeStarting, .nodeStopped, .listening, .joined, .left, .peerNotice, .clusterDefined, .sessionStarted, .sessionStopped,
              .sessionReleased:
             .info
-        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .signInThrottled, .webSocketOriginRefused, .signedOut, .startConnectRetry,
+        case .keyGenerated, .clusterRedefined, .statusChanged, .stopping, .reloaded, .reconnected, .signInRefused, .signInThrottled, .webSocketOriginRefused, .ticketReplayed, .signedOut, .startConnectRetry,
              .sessionRePlaced, .sessionsReleased, .orphanedStartFreed, .sessionStopCompleted, .sessionsSuspendedBeforeLeaving:
             .notice
         case .configurationWarning, .authNoneInForce, .clockSkew, .nodeRefused, .rowRemoved, .nodeListUnreadable, .peerUnreachable,
@@ -206,6 +209,7 @@ public enum NodeEvent: Sendable {
         case .hopRefused: "refused a proxied request with a bad hop signature"
         case .signInRefused: "sign-in refused"
         case .webSocketOriginRefused: "refused a WebSocket from a page of another origin"
+        case .ticketReplayed: "refused a session's sign-in ticket used already (the cluster takes each once)"
         case .signedOut: "signed out: the cookie is revoked on every node"
         case .signInThrottled: "sign-in refused at once: too many failed sign-ins from this address or for this user"
         case .startConnectRetry: "could not connect to the session's node to start it; trying again"
@@ -296,6 +300,8 @@ public enum NodeEvent: Sendable {
             [("user", user)]
         case .webSocketOriginRefused(let session, let origin):
             [("session", session), ("origin", origin)]
+        case .ticketReplayed(let session):
+            [("session", session)]
         case .signInThrottled(let user, let address, let seconds):
             [("user", user), ("address", address), ("retry_after", String(seconds))]
         case .startConnectRetry(let peer, let reason):

@@ -175,6 +175,7 @@ public final class NodeMetrics: Sendable {
         case .signInRefused: refused("sign-in-failed")
         case .signInThrottled: refused("sign-in-throttled")
         case .webSocketOriginRefused: refused("websocket-origin")
+        case .ticketReplayed: refused("session-ticket-replayed")
         case .sessionStopped(_, _, let how):
             registry.makeCounter(descriptor: Family.sessionStops, labels: [("how", how.rawValue)]).increment()
         case .sessionEnded(_, let reason, _):

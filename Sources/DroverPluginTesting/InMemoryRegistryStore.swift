@@ -11,6 +11,7 @@ public final class InMemoryRegistryStore: RegistryStore {
         var sessions: [String: SessionRecord] = [:]
         var revocations: [String: CookieRevocation] = [:]
         var signInFailures: [String: [Double]] = [:]
+        var usedTickets: [String: Double] = [:]
         var audit: [AuditRecord] = []
         var nextNodeID: Int64 = 1
         var closed = false
@@ -208,6 +209,15 @@ public final class InMemoryRegistryStore: RegistryStore {
         try locked { state in
             state.revocations = state.revocations.filter { $0.value.expiresAt >= now.timeIntervalSince1970 }
             if state.revocations[revocation.id] == nil { state.revocations[revocation.id] = revocation }
+        }
+    }
+
+    public func consumeTicket(_ nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try locked { state in
+            state.usedTickets = state.usedTickets.filter { $0.value >= now.timeIntervalSince1970 }
+            guard state.usedTickets[nonce] == nil else { return false }
+            state.usedTickets[nonce] = expiresAt.timeIntervalSince1970
+            return true
         }
     }
 

@@ -62,6 +62,8 @@ public struct SQLRegistry: Sendable {
             // The database server whose clock the liveness times were written by (a failover
             // moves them to another machine's clock: rebaseClock).
             (8, ["CREATE TABLE registry_clock (id INTEGER PRIMARY KEY CHECK (id = 1), server TEXT NOT NULL, since \(d.timeType) NOT NULL)"]),
+            // Session origins' sign-in tickets, each usable once on any node.
+            (9, ["CREATE TABLE used_ticket (nonce TEXT PRIMARY KEY, expires_at \(d.doubleType) NOT NULL)"]),
         ]
     }
 
@@ -355,6 +357,14 @@ public struct SQLRegistry: Sendable {
             }
             return CookieRevocation(cookieDigest: row[0], username: username, issuedUpTo: upTo, expiresAt: expires)
         }
+    }
+
+    // MARK: single-use tickets
+
+    public func consumeTicket(_ nonce: String, expiresAt: Date, now: Date, _ db: some SQLExecutor) throws -> Bool {
+        try db.execute("DELETE FROM used_ticket WHERE expires_at < \(p(1))", [String(now.timeIntervalSince1970)])
+        return try db.execute("INSERT INTO used_ticket (nonce, expires_at) VALUES (\(p(1)), \(p(2))) ON CONFLICT (nonce) DO NOTHING",
+                              [nonce, String(expiresAt.timeIntervalSince1970)]) > 0
     }
 
     // MARK: failed sign-ins

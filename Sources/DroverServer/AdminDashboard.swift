@@ -148,6 +148,9 @@ public struct AdminDashboard: Sendable {
             headers.add(name: "Set-Cookie", value: issued.header)
             token = "<input type=\"hidden\" name=\"csrf\" value=\"\(UserAPI.escape(SignInCookie.csrfToken(for: issued.value, key: auth.key)))\">"
         }
+        let warning = sessions.runtime.configuration.server.sharedOriginWarning.map {
+            "<p id=\"origin-warning\" style=\"background: #fff3cd; padding: .6em; max-width: 72em\">Warning — \(UserAPI.escape($0))</p>"
+        } ?? ""
         let body = """
             <!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
             <title>Drover — cluster</title><style>
@@ -158,7 +161,7 @@ public struct AdminDashboard: Sendable {
             .Online { color: #070; } .Unreachable, .Offline { color: #a00; } svg { vertical-align: middle; }
             </style></head><body>
             <h1>Drover cluster</h1><p>Signed in as <strong>\(UserAPI.escape(user))</strong>, administrator.
-            Refreshed every two seconds. <a href="/">Your sessions</a></p>
+            Refreshed every two seconds. <a href="/">Your sessions</a></p>\(warning)
             <div id="live">\(await live(csrf: token))</div>
             <script>
             setInterval(() => fetch('/admin/live', {credentials: 'same-origin'}).then(r => r.ok ? r.text() : null)

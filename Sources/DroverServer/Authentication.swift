@@ -37,18 +37,22 @@ public struct Authentication: Sendable {
 
     /// Revoked sign-ins (sign-out, `drover revoke-user`), kept current by the node.
     let revocations: RevocationList
+    /// Where sessions are served (`www-session-domain`).
+    let origins: SessionOrigins
     /// The WebSocket tunnels open with each cookie, closed when it is revoked.
     let tunnels = CookieTunnels()
 
     public init(key: SecureCookieKey, authNone: Bool, pamService: String, minimumUserID: Int = 1000, secure: Bool,
-                hostNames: [String] = [], revocations: RevocationList = RevocationList(), clock: NodeClock = .system) {
+                hostNames: [String] = [], revocations: RevocationList = RevocationList(), clock: NodeClock = .system,
+                origins: SessionOrigins = SessionOrigins()) {
         self.key = key
+        self.origins = origins
         self.clock = clock
         throttle = SignInThrottle(wall: { clock.wall().timeIntervalSince1970 })
         self.revocations = revocations
         let (tunnels, lifetime) = (self.tunnels, self.lifetime)
         revocations.onChange { [revocations] in
-            tunnels.close { cookie in Self.isRevoked(cookie, in: revocations, lifetime: lifetime) }
+            tunnels.close { signIn in signIn.isRevoked(in: revocations, lifetime: lifetime) }
         }
         self.authNone = authNone
         var names: Set<String> = ["localhost"]
@@ -57,6 +61,7 @@ public struct Authentication: Sendable {
             names.insert(String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self).lowercased())
         }
         for name in hostNames { names.insert(name.lowercased()) }
+        if let main = origins.mainHost { names.insert(main) }
         ownNames = names
         daemonUser = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) } ?? "root"
         pam = PAMAuthenticator(service: pamService, minimumUserID: UInt32(clamping: minimumUserID))
@@ -76,6 +81,8 @@ public struct Authentication: Sendable {
 
     func isOwnHost(_ host: String) -> Bool {
         if knownOwnHosts.contains(host) { return true }
+        // A session's own origin (`<id>.localhost` in the quick start) is the node's too.
+        if origins.sessionID(host: host) != nil { return true }
         guard Self.isOwnHost(host, names: ownNames) else { return false }
         knownOwnHosts.insert(host)
         return true
@@ -105,9 +112,9 @@ public struct Authentication: Sendable {
 
     func user(headers: HTTPHeaders) -> String? {
         if authNone { return daemonUser }
-        guard let value = SignInCookie.value(named: SignInCookie.name, inHeader: headers.first(name: "Cookie")) else { return nil }
+        guard let value = SignInCookie.value(named: cookieName, inHeader: headers.first(name: "Cookie")) else { return nil }
         let now = clock.wall()
-        if let known = verified.entry(for: value, now: now) {
+        if let known = verified.entry(for: value, now: now), known.session == nil {
             return revocations.isRevoked(digest: known.digest, user: known.user, issuedAt: known.expiry - lifetime) ? nil : known.user
         }
         guard let user = try? SignInCookie.verify(value, key: key, now: now), let expiry = SignInCookie.expiry(of: value) else { return nil }
@@ -116,10 +123,36 @@ public struct Authentication: Sendable {
         return revocations.isRevoked(digest: digest, user: user, issuedAt: expiry - lifetime) ? nil : user
     }
 
-    /// Whether a cookie value has been revoked (its signature is not checked here).
-    static func isRevoked(_ cookie: String, in revocations: RevocationList, lifetime: TimeInterval) -> Bool {
-        guard let expiry = SignInCookie.expiry(of: cookie), let user = SignInCookie.user(of: cookie) else { return false }
-        return revocations.isRevoked(digest: SignInCookie.digest(of: cookie), user: user, issuedAt: expiry - lifetime)
+    /// The main sign-in cookie's name: `__Host-` over https, so that no other host (a session's
+    /// origin, a sibling subdomain) can set one over it; the browser sends it to this host only.
+    var cookieName: String { secure ? "__Host-" + SignInCookie.name : SignInCookie.name }
+
+    /// On session `id`'s own origin (``SessionOrigins``): the user its cookie (``SessionCookie``)
+    /// was issued to, if it is genuine, for this session, unexpired and its sign-in not revoked.
+    /// The main sign-in cookie never reaches this origin, and counts for nothing here.
+    func sessionUser(headers: HTTPHeaders, session id: String) -> String? {
+        if authNone { return daemonUser }
+        guard let value = SignInCookie.value(named: SessionCookie.name(secure: secure), inHeader: headers.first(name: "Cookie")) else { return nil }
+        let now = clock.wall()
+        if let known = verified.entry(for: value, now: now), let session = known.session {
+            guard session == id else { return nil }
+            return revocations.isRevoked(digest: known.digest, user: known.user, issuedAt: known.expiry - lifetime) ? nil : known.user
+        }
+        guard let grant = SessionCookie.verify(value, key: key, now: now) else { return nil }
+        verified.remember(value, user: grant.user, expiry: grant.signIn.expiry, digest: grant.signIn.digest, session: grant.session)
+        guard grant.session == id else { return nil }
+        return grant.signIn.isRevoked(in: revocations, lifetime: lifetime) ? nil : grant.user
+    }
+
+    /// The sign-in a request's cookie stands for: the main cookie's, or on a session's origin
+    /// the one its session cookie was issued from (what revoking closes its tunnels by).
+    func signIn(headers: HTTPHeaders, session: String?) -> SignInIdentity? {
+        if let session {
+            guard let value = SignInCookie.value(named: SessionCookie.name(secure: secure), inHeader: headers.first(name: "Cookie")),
+                  let grant = SessionCookie.verify(value, key: key, now: clock.wall()), grant.session == session else { return nil }
+            return grant.signIn
+        }
+        return cookie(headers: headers).flatMap(SignInIdentity.init(cookie:))
     }
 
     /// The revocation of one cookie, kept as long as the cookie would have been valid.
@@ -134,7 +167,7 @@ public struct Authentication: Sendable {
 
     /// The sign-in cookie's value in a request's headers.
     func cookie(headers: HTTPHeaders) -> String? {
-        SignInCookie.value(named: SignInCookie.name, inHeader: headers.first(name: "Cookie"))
+        SignInCookie.value(named: cookieName, inHeader: headers.first(name: "Cookie"))
     }
 
     /// A state-changing request passes when it echoes the cookie's CSRF token (header or form
@@ -163,11 +196,11 @@ public struct Authentication: Sendable {
     /// A fresh cookie for `user`: its value, and the `Set-Cookie` header that carries it.
     func issueCookie(for user: String) -> (value: String, header: String) {
         let value = SignInCookie.issue(username: user, lifetime: lifetime, key: key)
-        return (value, "\(SignInCookie.name)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Int(lifetime))" + (secure ? "; Secure" : ""))
+        return (value, "\(cookieName)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Int(lifetime))" + (secure ? "; Secure" : ""))
     }
 
     var signOutCookie: String {
-        "\(SignInCookie.name)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" + (secure ? "; Secure" : "")
+        "\(cookieName)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" + (secure ? "; Secure" : "")
     }
 }
 
@@ -180,8 +213,11 @@ final class VerifiedCookies: Sendable {
     struct Entry {
         var user: String
         var expiry: Double
-        /// ``SignInCookie/digest(of:)``, for the revocation check on every hit.
+        /// ``SignInCookie/digest(of:)``, for the revocation check on every hit (of the sign-in
+        /// a session cookie was issued from, for one).
         var digest: String
+        /// For a session's cookie (``SessionCookie``), its session; nil for a main sign-in cookie.
+        var session: String?
     }
 
     /// A cookie verified before and not yet expired.
@@ -201,31 +237,30 @@ final class VerifiedCookies: Sendable {
         entry(for: cookie, now: now)?.user
     }
 
-    func remember(_ cookie: String, user: String, expiry: Double, digest: String) {
+    func remember(_ cookie: String, user: String, expiry: Double, digest: String, session: String? = nil) {
         entries.withLock { entries in
             if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
-            entries[cookie] = Entry(user: user, expiry: expiry, digest: digest)
+            entries[cookie] = Entry(user: user, expiry: expiry, digest: digest, session: session)
         }
     }
 }
 
-/// The WebSocket tunnels this node serves, with the sign-in cookie each was opened with, so
-/// that revoking a cookie (sign-out) closes them: a tunnel outlives the request that checked
-/// the cookie.
+/// The WebSocket tunnels this node serves, with the sign-in each was opened with, so that
+/// revoking it (sign-out) closes them: a tunnel outlives the request that checked the cookie.
 final class CookieTunnels: Sendable {
-    private let open = Mutex<[ObjectIdentifier: (channel: any Channel, cookie: String)]>([:])
+    private let open = Mutex<[ObjectIdentifier: (channel: any Channel, signIn: SignInIdentity)]>([:])
 
-    func add(_ channel: any Channel, cookie: String) {
+    func add(_ channel: any Channel, signIn: SignInIdentity) {
         let id = ObjectIdentifier(channel)
-        open.withLock { $0[id] = (channel, cookie) }
+        open.withLock { $0[id] = (channel, signIn) }
         channel.closeFuture.whenComplete { _ in self.open.withLock { _ = $0.removeValue(forKey: id) } }
     }
 
     var count: Int { open.withLock { $0.count } }
 
-    /// Closes every tunnel whose cookie `revoked` says is revoked.
-    func close(where revoked: (String) -> Bool) {
-        for (channel, _) in open.withLock({ $0.values.filter { revoked($0.cookie) } }) { channel.close(promise: nil) }
+    /// Closes every tunnel whose sign-in `revoked` says is revoked.
+    func close(where revoked: (SignInIdentity) -> Bool) {
+        for (channel, _) in open.withLock({ $0.values.filter { revoked($0.signIn) } }) { channel.close(promise: nil) }
     }
 }
 

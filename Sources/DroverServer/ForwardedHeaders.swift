@@ -50,7 +50,8 @@ enum ForwardedRequest {
     ///   serves, the `Host` it was sent), and `X-Forwarded-For` set to the client's address:
     ///   what a client sends in them is dropped. (A request for another node's session goes
     ///   there as it is built here, on a session hop the owner splices to the session.)
-    /// - every `X-Drover-*` header and the sign-in cookie removed (they never reach a session),
+    /// - every `X-Drover-*` header and Drover's own cookies removed (the sign-in, a session
+    ///   origin's cookie and state: they never reach a session),
     ///   and `extra` added.
     ///
     /// Built in one pass over the client's headers (this runs for every proxied request), each
@@ -75,8 +76,8 @@ enum ForwardedRequest {
                 continue  // what a client says of itself
             } else if HeaderName.hasPrefix(name, "x-drover-") || extraNames.contains(where: { HeaderName.equals(name, $0) }) {
                 continue
-            } else if HeaderName.equals(name, "cookie"), SignInCookie.names(SignInCookie.name, inHeader: value) {
-                if let others = SignInCookie.removing(SignInCookie.name, fromHeader: value) { headers.append((name, others)) }
+            } else if HeaderName.equals(name, "cookie"), SignInCookie.hasDroverCookie(inHeader: value) {
+                if let others = SignInCookie.removingDroverCookies(fromHeader: value) { headers.append((name, others)) }
                 continue
             }
             headers.append((name, value))

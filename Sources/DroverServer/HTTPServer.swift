@@ -1,4 +1,5 @@
 public import DroverCluster
+public import DroverKernel
 import Prometheus
 public import Logging
 public import NIOCore
@@ -57,6 +58,39 @@ public struct HTTPServer: Service {
             return try NIOSSLContext(configuration: CertificateSelfCheck.serverConfiguration(certificate: certificate, key: key))
         } catch {
             throw HTTPServerError.badCertificate(certificate: certificate, key: key, reason: "\(error)")
+        }
+    }
+
+    /// The node's server context: `ssl-certificate`, and with `www-session-domain` the
+    /// certificate for the sessions' origins, chosen by the name the browser asks for (SNI):
+    /// `ssl-session-certificate` when set. Either way the certificate sessions get must be valid
+    /// for `<id>.<domain>` (a wildcard), or the node does not start.
+    public static func tlsContext(_ server: ServerConfiguration) throws -> NIOSSLContext {
+        let (certificate, key) = (server.sslCertificate ?? "", server.sslCertificateKey ?? "")
+        guard let domain = server.sessionDomain else { return try tlsContext(certificate: certificate, key: key) }
+        let sessionCertificate = server.sslSessionCertificate ?? certificate
+        let probe = String(repeating: "0", count: 32) + "." + domain
+        guard Crypto.certificate(atPath: sessionCertificate, matchesHost: probe) == true else {
+            throw HTTPServerError.sessionCertificateMismatch(certificate: sessionCertificate, domain: domain)
+        }
+        guard let sessionKey = server.sslSessionCertificateKey else { return try tlsContext(certificate: certificate, key: key) }
+        do {
+            var configuration = try CertificateSelfCheck.serverConfiguration(certificate: certificate, key: key)
+            let chain = try NIOSSLCertificate.fromPEMFile(sessionCertificate).map { NIOSSLCertificateSource.certificate($0) }
+            let privateKey = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: sessionKey, format: .pem))
+            // Checked as the main context is: the pair must belong together.
+            _ = try NIOSSLContext(configuration: CertificateSelfCheck.serverConfiguration(certificate: sessionCertificate, key: sessionKey))
+            let suffix = "." + domain
+            configuration.sslContextCallback = { hello, promise in
+                guard let name = hello.serverHostname?.lowercased(), name.hasSuffix(suffix) else { return promise.succeed(.noChanges) }
+                var sessions = NIOSSLContextConfigurationOverride()
+                sessions.certificateChain = chain
+                sessions.privateKey = privateKey
+                promise.succeed(sessions)
+            }
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw HTTPServerError.badCertificate(certificate: "\(certificate) or \(sessionCertificate)", key: "\(key) or \(sessionKey)", reason: "\(error)")
         }
     }
 
@@ -246,9 +280,15 @@ public enum HTTPServerError: Error, CustomStringConvertible {
     case badCertificate(certificate: String, key: String, reason: String)
     /// The peers would refuse the node's certificate (``CertificateSelfCheck``).
     case certificateRefused(certificate: String, name: String, reason: String)
+    /// The certificate sessions' origins get does not name them.
+    case sessionCertificateMismatch(certificate: String, domain: String)
 
     public var description: String {
         switch self {
+        case .sessionCertificateMismatch(let certificate, let domain):
+            "the certificate \(certificate) is not valid for the sessions' origins (<id>.\(domain), www-session-domain), so browsers would "
+                + "refuse every session; use a wildcard certificate for *.\(domain) (in ssl-session-certificate, or in ssl-certificate "
+                + "beside the main name), readable as PEM"
         case .certificateRefused(let certificate, let name, let reason):
             "the certificate in ssl-certificate \(certificate) does not match this node's name \(name) or is not signed by a trusted CA, "
                 + "so the other nodes (verify-ssl-certs=1) would refuse it: \(reason); use a certificate for \(name) signed by a CA in the "

@@ -13,6 +13,8 @@ public struct NodeResponder: HTTPResponder {
     let sessions: SessionManager
     let userAPI: UserAPI
     let dashboard: AdminDashboard
+    /// Signing in to sessions' own origins (``SessionSignIn``).
+    let sessionSignIn: SessionSignIn
     /// Refusals are logged (and counted) at most once a minute per address, so a flood of them
     /// cannot flood the log.
     let refusals: RateLimitedReports
@@ -28,6 +30,7 @@ public struct NodeResponder: HTTPResponder {
         userAPI = UserAPI(sessions: sessions, auth: authentication, refusals: refusals)
         dashboard = AdminDashboard(sessions: sessions, membership: membership, auth: authentication,
                                    adminGroup: membership.runtime.configuration.server.adminGroup)
+        sessionSignIn = SessionSignIn(auth: authentication, origins: authentication.origins, sessions: sessions)
     }
 
     /// The health check is answered on the event loop, never behind the node's other async
@@ -59,6 +62,9 @@ public struct NodeResponder: HTTPResponder {
             return await internalCall(request)
         }
         if let refusal = userAPI.auth.refusesHost(request.head.headers) { return refusal }
+        if userAPI.auth.origins.areSeparate, let response = await atSessionOrigins(request, path: String(path)) {
+            return response
+        }
         if let response = await dashboard.respond(to: request) {
             return response
         }
@@ -66,6 +72,32 @@ public struct NodeResponder: HTTPResponder {
             return response
         }
         return .text(.notFound, "not found\n")
+    }
+
+    /// With sessions at their own origins: a session's origin serves nothing of Drover's but the
+    /// end of its sign-in (``SessionSignIn/callbackPath``; its front page goes to `/s/<id>/`),
+    /// and Drover's own endpoints refuse what another site's page (a session's) sends through
+    /// the user's browser, unless it is a navigation: fetch metadata, beside the CSRF tokens.
+    /// - Returns: the answer, or nil for the main origin's endpoints to answer.
+    func atSessionOrigins(_ request: HTTPRequest, path: String) async -> HTTPResponse? {
+        let client = userAPI.client(request)
+        let scheme = client.scheme ?? (userAPI.auth.secure ? "https" : "http")
+        let host = client.host ?? request.head.headers.first(name: "Host") ?? ""
+        let origins = userAPI.auth.origins
+        if let id = origins.sessionID(host: host) {
+            if SessionOrigins.isForeignNonNavigation(request.head) { return SessionOrigins.foreignRefusal(request.head, of: "a session") }
+            switch path {
+            case SessionSignIn.callbackPath: return await sessionSignIn.callback(request, session: id)
+            case "/": return HTTPResponse(status: .found, headers: ["Location": "/s/\(id)/"])
+            default:
+                return .text(.notFound, "not found: this is a session's own origin; Drover's pages are at \(origins.mainOrigin(scheme: scheme, host: host))/\n")
+            }
+        }
+        let guarded = path.hasPrefix("/api/") || path == "/admin" || path.hasPrefix("/admin/") || path == "/sessions" || path.hasPrefix("/sessions/")
+            || path == "/sign-out" || path == SessionSignIn.ticketPath
+        if guarded, SessionOrigins.isForeignNonNavigation(request.head) { return SessionOrigins.foreignRefusal(request.head, of: "Drover's own pages") }
+        if path == SessionSignIn.ticketPath { return await sessionSignIn.ticket(request, scheme: scheme, host: host) }
+        return nil
     }
 
     /// The remote's address as text, without the port.

@@ -41,8 +41,8 @@ public struct SessionProxyResolver: ProxyResolver {
     /// signature over its target and user (so the user's cookie need not travel, and is not
     /// trusted on the second node), signed for that purpose alone and accepted once; anything
     /// else on its sign-in cookie. A hop header on anything but an opening is refused.
-    func requester(_ head: HTTPRequestHead) -> Requester {
-        guard head.headers.contains(name: Self.hopHeader) else { return client(head) }
+    func requester(_ head: HTTPRequestHead, browserOrigin: String? = nil) -> Requester {
+        guard head.headers.contains(name: Self.hopHeader) else { return client(head, browserOrigin: browserOrigin) }
         guard Self.isOpening(head) else { return .forgedHop("not an opening (Upgrade: \(HopOpening.protocolName))") }
         guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
         do {
@@ -60,10 +60,13 @@ public struct SessionProxyResolver: ProxyResolver {
         }
     }
 
-    /// Who a request that is not a hop is from: its sign-in cookie (with `auth-none`, the
-    /// daemon's user, when its `Host` is this node's).
-    private func client(_ head: HTTPRequestHead) -> Requester {
+    /// Who a request that is not a hop is from: its sign-in cookie, or on a session's own origin
+    /// that session's cookie (with `auth-none`, the daemon's user, when its `Host` is this node's).
+    private func client(_ head: HTTPRequestHead, browserOrigin: String? = nil) -> Requester {
         if auth.refusesHost(head.headers) != nil { return .misdirected }
+        if origins.areSeparate, let session = origins.sessionID(host: schemeAndHost(head, browserOrigin: browserOrigin).host) {
+            return auth.sessionUser(headers: head.headers, session: session).map(Requester.user) ?? .anonymous
+        }
         return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
     }
 
@@ -82,12 +85,51 @@ public struct SessionProxyResolver: ProxyResolver {
 
     /// Origins besides the node's own whose pages may open WebSockets (`www-allowed-origins`).
     let allowedOrigins: Set<String>
+    /// Where sessions are served: at their own origins or at Drover's.
+    var origins: SessionOrigins { auth.origins }
+    /// How a browser signs in to a session's own origin.
+    let signIn: SessionSignIn
 
     public init(sessions: SessionManager, authentication: Authentication, peerTLS: NIOSSLContext?, allowedOrigins: [String] = []) {
         self.sessions = sessions
         auth = authentication
         self.peerTLS = peerTLS
         self.allowedOrigins = Set(allowedOrigins.map { $0.lowercased() })
+        signIn = SessionSignIn(auth: authentication, origins: authentication.origins, sessions: sessions)
+    }
+
+    /// The scheme and `Host` the browser used: a trusted proxy's (``browserOrigin``) or the node's own.
+    func schemeAndHost(_ head: HTTPRequestHead, browserOrigin: String?) -> (scheme: String, host: String) {
+        if let browserOrigin, let range = browserOrigin.range(of: "://") {
+            return (String(browserOrigin[..<range.lowerBound]), String(browserOrigin[range.upperBound...]))
+        }
+        return (auth.secure ? "https" : "http", head.headers.first(name: "Host") ?? "")
+    }
+
+    /// With session origins (``SessionOrigins``), what becomes of a request for session `id`
+    /// before its user is looked at: nil when it is at the session's own origin and may go on;
+    /// else the answer. On Drover's origin it is sent to the session's origin; at another
+    /// session's origin it does not exist; from another site's page, unless a navigation, it is
+    /// refused; without the session's cookie, a page opened signs in through the main origin
+    /// (``SessionSignIn``) and anything else is told to.
+    func atSessionOrigin(_ head: HTTPRequestHead, id: String, browserOrigin: String?) -> HTTPResponse? {
+        let (scheme, host) = schemeAndHost(head, browserOrigin: browserOrigin)
+        guard let hostSession = origins.sessionID(host: host) else {
+            let location = origins.origin(ofSession: id, scheme: scheme, host: host) + head.uri
+            let status: HTTPResponseStatus = head.method == .GET || head.method == .HEAD ? .found : .temporaryRedirect
+            return HTTPResponse(status: status, headers: ["Location": location, "Cache-Control": "no-store"])
+        }
+        guard hostSession == id else { return .text(.notFound, "no such session\n") }
+        if SessionOrigins.isForeignNonNavigation(head) {
+            sessions.runtime.reportRefusal(.webSocketOriginRefused(session: id, origin: NodeEvent.bounded(head.headers.first(name: "Origin") ?? "?")),
+                                           key: "session-origin-fetch")
+            return SessionOrigins.foreignRefusal(head, of: "a session")
+        }
+        guard case .anonymous = client(head, browserOrigin: browserOrigin) else { return nil }
+        if head.method == .GET, SessionProxyResolver.activity(head) == .write, !head.headers.contains(name: "Upgrade") {
+            return signIn.begin(head, session: id, scheme: scheme, host: host)
+        }
+        return .text(.unauthorized, "sign in first: open this session's page in the browser\n", headers: ["Cache-Control": "no-store"])
     }
 
     /// Signing out closes the tunnels opened with the cookie. What the client sends through
@@ -97,8 +139,8 @@ public struct SessionProxyResolver: ProxyResolver {
         webSockets.increment()
         channel.closeFuture.whenComplete { _ in webSockets.decrement() }
         guard !head.headers.contains(name: Self.hopHeader) else { return nil }
-        if let cookie = auth.cookie(headers: head.headers) {
-            auth.tunnels.add(channel, cookie: cookie)
+        if let signIn = auth.signIn(headers: head.headers, session: origins.areSeparate ? Self.sessionID(head) : nil) {
+            auth.tunnels.add(channel, signIn: signIn)
         }
         guard let id = Self.sessionID(head) else { return nil }
         let sessions = self.sessions
@@ -164,13 +206,22 @@ public struct SessionProxyResolver: ProxyResolver {
     public func cachedDecision(for head: HTTPRequestHead, origin browserOrigin: String?) -> ProxyDecision? {
         // An opening's nonce is used once, by the full decision.
         guard !head.headers.contains(name: Self.hopHeader) else { return nil }
-        guard let id = Self.sessionID(head), refusesOrigin(head, browserOrigin: browserOrigin) == nil, case .user(let user) = client(head),
-              let cached = sessions.cachedRouteAndActivity(id, username: user) else { return nil }
+        guard let id = Self.sessionID(head), refusesOrigin(head, browserOrigin: browserOrigin) == nil else { return nil }
+        // At a session's own origin, from its own pages: else the full decision answers.
+        if origins.areSeparate {
+            guard origins.sessionID(host: schemeAndHost(head, browserOrigin: browserOrigin).host) == id,
+                  !SessionOrigins.isForeignNonNavigation(head) else { return nil }
+        }
+        guard case .user(let user) = client(head, browserOrigin: browserOrigin), let cached = sessions.cachedRouteAndActivity(id, username: user) else { return nil }
         return decision(cached.route, id: id, user: user, head: head, onlyWrites: cached.onlyWrites)
     }
 
     public func decision(for head: HTTPRequestHead, origin browserOrigin: String?) async -> ProxyDecision {
         guard let id = Self.sessionID(head) else { return .respond(.text(.notFound, "no such session\n")) }
+        if origins.areSeparate, !head.headers.contains(name: Self.hopHeader),
+           let answer = atSessionOrigin(head, id: id, browserOrigin: browserOrigin) {
+            return .respond(answer)
+        }
         if let refusal = refusesOrigin(head, browserOrigin: browserOrigin) {
             // The resolver does not know the client's address: one line a minute for all of them.
             sessions.runtime.reportRefusal(.webSocketOriginRefused(session: id, origin: NodeEvent.bounded(head.headers.first(name: "Origin") ?? "")),
@@ -178,7 +229,7 @@ public struct SessionProxyResolver: ProxyResolver {
             return .respond(refusal)
         }
         let user: String
-        switch requester(head) {
+        switch requester(head, browserOrigin: browserOrigin) {
         case .user(let name), .opening(let name):
             user = name
         case .anonymous:
@@ -218,14 +269,23 @@ public struct SessionProxyResolver: ProxyResolver {
     /// does not loop.
     func heldPage(_ id: String, reason: String, head: HTTPRequestHead) -> HTTPResponse {
         let csrf = auth.csrfToken(headers: head.headers).map { "<input type=\"hidden\" name=\"csrf\" value=\"\(UserAPI.escape($0))\">" } ?? ""
+        // At a session's own origin, the start button is on Drover's page: this origin holds no
+        // CSRF token of the main sign-in, and must not.
+        var again = "<form method=\"post\" action=\"/sessions/\(UserAPI.escape(id))/start\">\(csrf)<button id=\"start-again\">Start it again</button></form>"
+        var home = "/"
+        if origins.areSeparate {
+            let (scheme, host) = schemeAndHost(head, browserOrigin: nil)
+            home = origins.mainOrigin(scheme: scheme, host: host) + "/"
+            again = "<p><a id=\"start-again\" href=\"\(UserAPI.escape(home))#session-\(UserAPI.escape(id))\">Start it again</a> from your sessions.</p>"
+        }
         let html = """
             <!doctype html><html><head><meta charset="utf-8"><title>Session stopped — Drover</title></head>
             <body style="font-family: sans-serif; max-width: 40em; margin: 2em auto"><h1>This session was stopped</h1>
             <p id="reason">It was stopped because \(UserAPI.escape(reason)).</p>
             <p>Its files are kept; what it held only in memory (a kernel's variables, unsaved work) is lost. It does not start again on its own:
             start it again when you are ready, perhaps with less data at once.</p>
-            <form method="post" action="/sessions/\(UserAPI.escape(id))/start">\(csrf)<button id="start-again">Start it again</button></form>
-            <p><a href="/">Back to your sessions</a></p></body></html>
+            \(again)
+            <p><a href="\(UserAPI.escape(home))">Back to your sessions</a></p></body></html>
             """
         return HTTPResponse(status: .conflict, headers: ["Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"],
                             body: ByteBuffer(string: html))

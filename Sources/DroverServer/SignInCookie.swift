@@ -86,8 +86,29 @@ public enum SignInCookie {
     /// (it trimmed with Foundation once, 75,000 instructions per request: more than the rest of
     /// the proxy; a scan through `Substring.UTF8View` indices still cost 8,000).
     public static func removing(_ name: String, fromHeader header: String) -> String? {
+        removing(fromHeader: header, matching: .exactly(name))
+    }
+
+    /// A `Cookie` header without any of Drover's own cookies (named `drover-…` or
+    /// `__Host-drover-…`: the sign-in, a session origin's cookie and its sign-in state), which
+    /// never reach a session; nil when none is left.
+    public static func removingDroverCookies(fromHeader header: String) -> String? {
+        removing(fromHeader: header, matching: .drover)
+    }
+
+    /// Whether a `Cookie` header holds one of Drover's own cookies (``removingDroverCookies(fromHeader:)``).
+    public static func hasDroverCookie(inHeader header: String) -> Bool {
+        var found = false
+        forEachPart(of: header, matching: .drover) { _, _, named, _ in
+            found = named
+            return !named
+        }
+        return found
+    }
+
+    private static func removing(fromHeader header: String, matching: NameMatch) -> String? {
         var kept: [UInt8] = []
-        forEachPart(of: header, named: name) { bytes, part, named, _ in
+        forEachPart(of: header, matching: matching) { bytes, part, named, _ in
             if !part.isEmpty, !named {
                 if !kept.isEmpty { kept.append(contentsOf: [UInt8(ascii: ";"), UInt8(ascii: " ")]) }
                 kept.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[part]))
@@ -100,7 +121,7 @@ public enum SignInCookie {
     /// Whether a `Cookie` header holds a cookie named `name` (with a value or not).
     public static func names(_ name: String, inHeader header: String) -> Bool {
         var found = false
-        forEachPart(of: header, named: name) { _, _, named, _ in
+        forEachPart(of: header, matching: .exactly(name)) { _, _, named, _ in
             found = named
             return !named
         }
@@ -114,7 +135,7 @@ public enum SignInCookie {
     public static func value(named name: String, inHeader header: String?) -> String? {
         guard let header else { return nil }
         var value: String?
-        forEachPart(of: header, named: name) { bytes, _, named, valueRange in
+        forEachPart(of: header, matching: .exactly(name)) { bytes, _, named, valueRange in
             guard named, let valueRange, !valueRange.isEmpty else { return true }
             value = String(decoding: UnsafeBufferPointer(rebasing: bytes[valueRange]), as: UTF8.self)
             return false
@@ -126,10 +147,21 @@ public enum SignInCookie {
     /// dropped (empty parts too), whether its name (before `=`, trimmed) is `name`, and its value
     /// (after `=`, trimmed; nil without `=`), as ranges of the header's bytes, until `body` returns
     /// false.
-    private static func forEachPart(of header: String, named name: String,
+    private enum NameMatch {
+        case exactly(String)
+        /// `drover-…` or `__Host-drover-…`.
+        case drover
+    }
+
+    private static func forEachPart(of header: String, matching: NameMatch,
                                     _ body: (UnsafeBufferPointer<UInt8>, Range<Int>, Bool, Range<Int>?) -> Bool) {
         var header = header
-        var name = name
+        var name: String
+        let prefixOnly: Bool
+        switch matching {
+        case .exactly(let exact): (name, prefixOnly) = (exact, false)
+        case .drover: (name, prefixOnly) = ("drover-", true)
+        }
         header.withUTF8 { bytes in
             name.withUTF8 { wanted in
                 var start = 0
@@ -142,8 +174,17 @@ public enum SignInCookie {
                     var named = false
                     var value: Range<Int>?
                     if equals < part.upperBound {
-                        let partName = trimmed(bytes, part.lowerBound..<equals)
-                        named = partName.count == wanted.count && UnsafeBufferPointer(rebasing: bytes[partName]).elementsEqual(wanted)
+                        var partName = trimmed(bytes, part.lowerBound..<equals)
+                        if prefixOnly {
+                            // `__Host-drover-…` is a `drover-…` behind the prefix.
+                            if partName.count > 7, UnsafeBufferPointer(rebasing: bytes[partName.lowerBound..<partName.lowerBound + 7]).elementsEqual("__Host-".utf8) {
+                                partName = (partName.lowerBound + 7)..<partName.upperBound
+                            }
+                            named = partName.count > wanted.count
+                                && UnsafeBufferPointer(rebasing: bytes[partName.lowerBound..<partName.lowerBound + wanted.count]).elementsEqual(wanted)
+                        } else {
+                            named = partName.count == wanted.count && UnsafeBufferPointer(rebasing: bytes[partName]).elementsEqual(wanted)
+                        }
                         value = trimmed(bytes, (equals + 1)..<part.upperBound)
                     }
                     guard body(bytes, part, named, value) else { return }

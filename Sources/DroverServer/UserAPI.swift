@@ -101,7 +101,7 @@ struct UserAPI: Sendable {
                     return Self.error(.badRequest, #"the body must be empty or JSON like {"kind": "jupyterlab", "label": "my analysis"}"#)
                 }
                 let session = try await sessions.create(username: user, label: asked.label, kind: asked.kind, by: .user(user))
-                return Self.json(.created, CreatedSession(id: session.id, node: session.ownership.node, url: "/s/\(session.id)/"))
+                return Self.json(.created, CreatedSession(id: session.id, node: session.ownership.node, url: sessionURL(session.id, request)))
             case (.POST, true, 4) where parts[3] == "suspend":
                 try await owned(parts[2], by: user)
                 try await sessions.suspend(parts[2], by: .user(user))
@@ -137,6 +137,15 @@ struct UserAPI: Sendable {
         } catch {
             return Self.failure(error)
         }
+    }
+
+    /// Where the browser opens session `id`: `/s/<id>/`, at the session's own origin when
+    /// sessions have theirs (``SessionOrigins``).
+    func sessionURL(_ id: String, _ request: HTTPRequest) -> String {
+        guard auth.origins.areSeparate else { return "/s/\(id)/" }
+        let client = client(request)
+        let host = client.host ?? request.head.headers.first(name: "Host") ?? ""
+        return auth.origins.origin(ofSession: id, scheme: client.scheme ?? (auth.secure ? "https" : "http"), host: host) + "/s/\(id)/"
     }
 
     /// Someone else's session is reported as missing, never as forbidden.
@@ -220,7 +229,7 @@ struct UserAPI: Sendable {
         case .accepted(let account):
             auth.throttle.succeeded(user: user, address: address)
             try? await sessions.runtime.store.clearSignInFailures(username: user)
-            return Self.redirect("/", cookie: auth.issueCookie(for: account).header)
+            return Self.redirect(Self.afterSignIn(form["next"]) ?? "/", cookie: auth.issueCookie(for: account).header)
         case .busy:
             return Self.error(.serviceUnavailable, "too many sign-ins are being checked; try again in a moment", retryAfter: 1)
         case .belowMinimumUserID(let account):
@@ -249,6 +258,14 @@ struct UserAPI: Sendable {
         return trusted.isEmpty ? TrustedProxies.Client(address: peer) : TrustedProxies(ranges: trusted).client(peer: peer, headers: request.head.headers)
     }
 
+    /// Where a sign-in may send the browser on: only back to a session origin's ticket request
+    /// (``SessionSignIn``), never elsewhere (an open redirect).
+    static func afterSignIn(_ next: String?) -> String? {
+        guard let next, next.hasPrefix(SessionSignIn.ticketPath + "?"),
+              next.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f && $0 != "\\" }) else { return nil }
+        return next
+    }
+
     /// Whether `text` holds a character below U+0020 or U+007F (DEL).
     static func hasControlCharacter(_ text: String) -> Bool {
         text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }
@@ -263,15 +280,19 @@ struct UserAPI: Sendable {
         var headers: HTTPHeaders = ["Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"]
         var body = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Drover</title></head>"
             + "<body style=\"font-family: sans-serif; max-width: 50em; margin: 2em auto\"><h1>Drover</h1>"
+        // A session's origin sent the browser to sign in first (``SessionSignIn``): back there after.
+        let next = Self.afterSignIn(SessionSignIn.query(request.head.uri)["next"])
         guard let user = auth.user(request) else {
             let failed = request.head.uri.contains("error=") ? "<p style=\"color: #a00\">Sign-in failed.</p>" : ""
+            let hiddenNext = next.map { "<input type=\"hidden\" name=\"next\" value=\"\(Self.escape($0))\">" } ?? ""
             body += failed + """
-                <form method="post" action="/sign-in"><p><label>User <input name="username" autocomplete="username"></label></p>
+                <form method="post" action="/sign-in">\(hiddenNext)<p><label>User <input name="username" autocomplete="username"></label></p>
                 <p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>
                 <p><button>Sign in</button></p></form></body></html>
                 """
             return HTTPResponse(status: .ok, headers: headers, body: ByteBuffer(string: body))
         }
+        if let next { return Self.redirect(next) }
         // auth-none visitors get a cookie too, so their forms carry a CSRF token.
         var cookie = auth.cookie(request)
         if cookie == nil || (try? SignInCookie.verify(cookie!, key: auth.key)) == nil {
@@ -302,7 +323,7 @@ struct UserAPI: Sendable {
                 let label = session.label.map { " — " + Self.escape($0) } ?? ""
                 let kindLabel = Self.escape(sessions.runtime.configuration.kinds[session.kind]?.label ?? session.kind)
                 let state = session.hold.map { "stopped: " + Self.escape($0) } ?? session.ownership.state.rawValue
-                body += "<tr><td><a href=\"/s/\(id)/\">\(id.prefix(8))</a>\(label)</td><td>\(kindLabel)</td><td>\(state)</td>"
+                body += "<tr id=\"session-\(id)\"><td><a href=\"/s/\(id)/\">\(id.prefix(8))</a>\(label)</td><td>\(kindLabel)</td><td>\(state)</td>"
                     + "<td>\(session.ownership.node.map(String.init) ?? "–")</td><td>\(session.createdAt.formatted(.iso8601))</td><td>"
                     + (session.hold != nil ? "<form method=\"post\" action=\"/sessions/\(id)/start\" style=\"display:inline\">\(hidden)<button>start again</button></form> " : "<a href=\"/s/\(id)/\">open</a> ")
                     + "<form method=\"post\" action=\"/sessions/\(id)/suspend\" style=\"display:inline\">\(hidden)<button>suspend</button></form> "

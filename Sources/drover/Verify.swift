@@ -97,6 +97,7 @@ struct Verify: AsyncParsableCommand {
                 throw failed("certificate", error)
             }
         }
+        guard checkSessionOrigins(config) else { throw ExitCode(2) }
         if config.isClustered, await !checkCluster(config) {
             throw ExitCode(2)
         }
@@ -207,5 +208,30 @@ struct Verify: AsyncParsableCommand {
             print("warn  node \(node.id) (\(node.host):\(node.port)) has launcher keys that differ from most nodes'")
         }
         return passed
+    }
+
+    /// Where sessions are served: at their own origins (`www-session-domain`), with a certificate
+    /// that names them over https; or a warning that sessions share Drover's origin where users
+    /// sign in with PAM (README, "Session origins").
+    /// - Returns: false when the certificate fails.
+    func checkSessionOrigins(_ config: DroverConfiguration) -> Bool {
+        let server = config.server
+        guard let domain = server.sessionDomain else {
+            if let warning = server.sharedOriginWarning { print("warn  " + warning) }
+            return true
+        }
+        print("ok    session origins: each session at <id>.\(domain), Drover's own pages at \(server.mainHost ?? "?")")
+        guard server.sslEnabled, let certificate = server.sslSessionCertificate ?? server.sslCertificate else { return true }
+        let probe = String(repeating: "0", count: 32) + "." + domain
+        switch Crypto.certificate(atPath: certificate, matchesHost: probe) {
+        case true?:
+            print("ok    certificate \(certificate) is valid for the sessions' origins (*.\(domain))")
+            return true
+        case false?:
+            print("FAIL  certificate \(certificate) does not name the sessions' origins: it needs *.\(domain) (ssl-session-certificate)")
+        case nil:
+            print("FAIL  certificate \(certificate) cannot be read as PEM")
+        }
+        return false
     }
 }

@@ -72,6 +72,22 @@ import Testing
         #expect(config.authPAMService == "login")
     }
 
+    /// Issue 37: sessions at their own origins.
+    @Test func sessionOriginsAreReadWithTheirMainHostAndCertificate() throws {
+        #expect(try parse("").sessionDomain == nil)
+        #expect(try parse("").sharedOriginWarning?.contains("www-session-domain is unset") == true, "PAM sign-in, sessions on Drover's origin")
+        #expect(try parse("www-address=127.0.0.1\nauth-none=1").sharedOriginWarning == nil, "auth-none: one user, nothing to protect from another")
+        let config = try parse("www-session-domain=Sessions.Example-Sessions.com.\nwww-main-host=Drover.Example.com\nssl-enabled=1\n"
+                               + "ssl-certificate=c.pem\nssl-certificate-key=c.key\nssl-session-certificate=w.pem\nssl-session-certificate-key=w.key")
+        #expect(config.sessionDomain == "sessions.example-sessions.com")
+        #expect(config.mainHost == "drover.example.com")
+        #expect(config.sslSessionCertificate == "/etc/drover/w.pem" && config.sslSessionCertificateKey == "/etc/drover/w.key")
+        #expect(config.sharedOriginWarning == nil)
+        // The quick start's `<id>.localhost`: Drover's own pages at localhost.
+        let local = try parse("www-address=127.0.0.1\nauth-none=1\nwww-session-domain=localhost")
+        #expect(local.sessionDomain == "localhost" && local.mainHost == "localhost")
+    }
+
     @Test func authNoneServesLoopbackAloneUnlessTheOperatorNamesTheDanger() throws {
         for address in ["127.0.0.1", "127.0.0.9", "::1", "localhost"] {
             #expect(try parse("www-address=\(address)\nauth-none=1").authNone, "\(address)")
@@ -90,7 +106,16 @@ import Testing
         ("max-starting-sessions=0", 1, "'max-starting-sessions' must be from 1 to 100000, found 0"),
         ("ssl-enabled=1\nssl-certificate-key=k.pem", 1, "ssl-enabled=1 needs ssl-certificate=PATH (a PEM certificate chain)"),
         ("ssl-enabled=1\nssl-certificate=c.pem", 1, "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)"),
-        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id, auth-none-allow-anyone-on-the-network, www-allowed-origins, metrics-allowed-addresses, audit-retention-days, admin-group, max-sessions-per-user, session-timeout-minutes, default-session-kind, session-run-dir, www-body-timeout, www-max-connections-per-address, www-trusted-proxies, www-proxy-protocol"),
+        ("www-adress=1.2.3.4", 1, "unknown key 'www-adress'; known keys are www-address, www-port, secure-cookie-key-file, server-shared-storage-path, server-data-dir, ssl-enabled, ssl-certificate, ssl-certificate-key, session-command, session-response-timeout, max-starting-sessions, auth-none, auth-pam-service, www-header-timeout, www-keep-alive-timeout, www-max-connections, auth-minimum-user-id, auth-none-allow-anyone-on-the-network, www-allowed-origins, metrics-allowed-addresses, audit-retention-days, admin-group, max-sessions-per-user, session-timeout-minutes, default-session-kind, session-run-dir, www-body-timeout, www-max-connections-per-address, www-trusted-proxies, www-proxy-protocol, www-session-domain, www-main-host, ssl-session-certificate, ssl-session-certificate-key"),
+        ("www-session-domain=sessions.example.com", 1, "www-session-domain=sessions.example.com needs www-main-host=NAME, the name users reach Drover's own pages by (the front load balancer's), where a session's origin sends them to sign in"),
+        ("www-session-domain=https://sessions.example.com", 1, "'www-session-domain' takes a DNS name like sessions.example.com (no scheme, port or wildcard; at most 220 characters), found 'https://sessions.example.com'"),
+        ("www-session-domain=*.sessions.example.com", 1, "'www-session-domain' takes a DNS name like sessions.example.com (no scheme, port or wildcard; at most 220 characters), found '*.sessions.example.com'"),
+        ("www-session-domain=sessions.example.com:8443", 1, "'www-session-domain' takes a DNS name like sessions.example.com (no scheme, port or wildcard; at most 220 characters), found 'sessions.example.com:8443'"),
+        ("www-session-domain=-bad.example.com\nwww-main-host=a.example", 1, "'www-session-domain' takes a DNS name like sessions.example.com (no scheme, port or wildcard; at most 220 characters), found '-bad.example.com'"),
+        ("www-session-domain=\(String(repeating: "a", count: 64)).example.com\nwww-main-host=a.example", 1, "'www-session-domain' takes a DNS name like sessions.example.com (no scheme, port or wildcard; at most 220 characters), found '\(String(repeating: "a", count: 64)).example.com'"),
+        ("www-session-domain=sessions.example.com\nwww-main-host=https://drover.example.com", 2, "'www-main-host' takes the host name users reach Drover's own pages by, like drover.example.com (no scheme or port), found 'https://drover.example.com'"),
+        ("www-session-domain=s.example\nwww-main-host=d.example\nssl-session-certificate=w.pem", 3, "ssl-session-certificate and ssl-session-certificate-key go together (the wildcard certificate for the sessions' origins and its key); set both or neither"),
+        ("www-session-domain=s.example\nwww-main-host=d.example\nssl-session-certificate=w.pem\nssl-session-certificate-key=w.key", 3, "ssl-session-certificate is the certificate for www-session-domain's origins over https: it needs ssl-enabled=1 and www-session-domain"),
         ("auth-none=1", 1, "auth-none=1 would let anyone who reaches www-address 0.0.0.0 act as the user running droverd; set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want"),
         ("www-address=10.0.0.5\nauth-none=1", 2, "auth-none=1 would let anyone who reaches www-address 10.0.0.5 act as the user running droverd; set www-address=127.0.0.1, or add auth-none-allow-anyone-on-the-network=1 if that is what you want"),
         ("www-allowed-origins=app.example.com", 1, "'www-allowed-origins' takes origins like https://app.example.com:8443 (scheme, host and port, no path), found 'app.example.com'"),

@@ -38,7 +38,7 @@ import Testing
         await old.close()
         try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DROP TABLE audit; "
             + "ALTER TABLE session DROP COLUMN kind; ALTER TABLE node DROP COLUMN kinds; DROP TABLE sign_in_failure; ALTER TABLE session DROP COLUMN hold; "
-            + "DROP TABLE registry_clock; DELETE FROM schema_version WHERE version > 1;")
+            + "DROP TABLE registry_clock; DROP TABLE used_ticket; DELETE FROM schema_version WHERE version > 1;")
         let upgraded = try await harness.store()
         #expect(try await upgraded.nodes().map(\.host) == ["h"])
         #expect(try await upgraded.nodes().first?.unreachableSince == nil)
@@ -77,6 +77,9 @@ import Testing
         // Schema 8: whose clock wrote the liveness times (the PostgreSQL store moves them when
         // the server changes: RegistryFailoverTests; PostgreSQL's migrate names its server).
         try await harness.rawSQL("DELETE FROM registry_clock; INSERT INTO registry_clock (id, server, since) VALUES (1, '1000.5', CURRENT_TIMESTAMP)")
+        // Schema 9: session origins' sign-in tickets, each taken once.
+        #expect(try await upgraded.consumeTicket("t1", expiresAt: Date().addingTimeInterval(60), now: Date()))
+        #expect(try await upgraded.consumeTicket("t1", expiresAt: Date().addingTimeInterval(60), now: Date()) == false)
         await upgraded.close()
     }
 

@@ -10,7 +10,9 @@ import Foundation
 /// `www-keep-alive-timeout` (75), `www-max-connections` (4096), `auth-minimum-user-id` (1000),
 /// `auth-none-allow-anyone-on-the-network` (0), `www-allowed-origins` (none),
 /// `metrics-allowed-addresses` (none), `audit-retention-days` (90), `admin-group` (none), `max-sessions-per-user` (0: no limit),
-/// `session-timeout-minutes` (0: never).
+/// `session-timeout-minutes` (0: never), `www-session-domain` (none: sessions at `/s/<id>/` on
+/// Drover's own origin), `www-main-host` (required with `www-session-domain`, except `localhost`),
+/// `ssl-session-certificate`, `ssl-session-certificate-key` (default: `ssl-certificate` serves both).
 public struct ServerConfiguration: Sendable, Equatable {
     public static let fileName = "rserver.conf"
     static let keys = ["www-address", "www-port", "secure-cookie-key-file", "server-shared-storage-path",
@@ -19,7 +21,8 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "www-header-timeout", "www-keep-alive-timeout", "www-max-connections", "auth-minimum-user-id",
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
                        "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes",
-                       "default-session-kind", "session-run-dir", "www-body-timeout", "www-max-connections-per-address", "www-trusted-proxies", "www-proxy-protocol"]
+                       "default-session-kind", "session-run-dir", "www-body-timeout", "www-max-connections-per-address", "www-trusted-proxies", "www-proxy-protocol",
+                       "www-session-domain", "www-main-host", "ssl-session-certificate", "ssl-session-certificate-key"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -107,6 +110,20 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// header (version 1 or 2) naming the client, as TCP load balancers send it.
     public var proxyProtocol = false
 
+    /// `www-session-domain`: each session is served at its own origin, `<id>.<domain>` (a
+    /// wildcard DNS record and certificate), so that its pages cannot script Drover's own pages
+    /// or another session. nil: at `/s/<id>/` on Drover's origin.
+    public var sessionDomain: String?
+    /// `www-main-host`: the name users reach Drover's own pages by (the front load balancer's),
+    /// to which a session's origin sends its users to sign in. With `www-session-domain=localhost`
+    /// it is `localhost` unless set.
+    public var mainHost: String?
+    /// `ssl-session-certificate` and `ssl-session-certificate-key`: the certificate served to
+    /// browsers asking for a session's origin (by SNI), for `*.<www-session-domain>`; nil:
+    /// `ssl-certificate` serves both (it must then name the wildcard too).
+    public var sslSessionCertificate: String?
+    public var sslSessionCertificateKey: String?
+
     /// Where the keys were read from.
     public var source = ConfigSource(file: Self.fileName)
 
@@ -161,6 +178,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         maxConnections = try reader.integer("www-max-connections", default: maxConnections, in: 1...1_000_000)
         bodyTimeout = try reader.integer("www-body-timeout", default: bodyTimeout, in: 1...86_400)
         maxConnectionsPerAddress = try reader.integer("www-max-connections-per-address", default: maxConnectionsPerAddress, in: 1...1_000_000)
+        try readSessionOrigins(reader, file: file)
         if sslEnabled {
             let enabledLine = reader.entry("ssl-enabled")?.line
             if sslCertificate == nil {
@@ -172,6 +190,73 @@ public struct ServerConfiguration: Sendable, Equatable {
                                          "ssl-enabled=1 needs ssl-certificate-key=PATH (a PEM private key)")
             }
         }
+    }
+
+    /// `www-session-domain`, `www-main-host` and the session certificate, checked together.
+    private mutating func readSessionOrigins(_ reader: ConfigReader, file: ConfigFile) throws(ConfigurationError) {
+        func refuse(_ key: String, _ message: String) -> ConfigurationError {
+            ConfigurationError(file: file.path, line: reader.entry(key)?.line, message)
+        }
+        if let domain = try reader.string("www-session-domain")?.lowercased() {
+            let name = domain.hasSuffix(".") ? String(domain.dropLast()) : domain
+            // A session's host is 32 hex digits and a dot in front of the domain: 253 bytes at most.
+            guard Self.isDNSName(name), name.utf8.count <= 253 - 33 else {
+                throw refuse("www-session-domain", "'www-session-domain' takes a DNS name like sessions.example.com (no scheme, port or "
+                             + "wildcard; at most 220 characters), found '\(domain)'")
+            }
+            sessionDomain = name
+        }
+        if let host = try reader.string("www-main-host")?.lowercased() {
+            guard Self.isDNSName(host) || Self.isIPv4(host) else {
+                throw refuse("www-main-host", "'www-main-host' takes the host name users reach Drover's own pages by, like drover.example.com "
+                             + "(no scheme or port), found '\(host)'")
+            }
+            mainHost = host
+        }
+        sslSessionCertificate = try reader.path("ssl-session-certificate")
+        sslSessionCertificateKey = try reader.path("ssl-session-certificate-key")
+        if let domain = sessionDomain {
+            if mainHost == nil, domain == "localhost" { mainHost = "localhost" }
+            // A main host inside the session domain is the same-site layout README advises against,
+            // protected all the same (the `__Host-` cookie, fetch metadata, the tickets' state).
+            guard mainHost != nil else {
+                throw refuse("www-session-domain", "www-session-domain=\(domain) needs www-main-host=NAME, the name users reach Drover's own "
+                             + "pages by (the front load balancer's), where a session's origin sends them to sign in")
+            }
+        }
+        if (sslSessionCertificate == nil) != (sslSessionCertificateKey == nil) {
+            throw refuse(sslSessionCertificate == nil ? "ssl-session-certificate-key" : "ssl-session-certificate",
+                         "ssl-session-certificate and ssl-session-certificate-key go together (the wildcard certificate for the sessions' "
+                         + "origins and its key); set both or neither")
+        }
+        if sslSessionCertificate != nil, sessionDomain == nil || !sslEnabled {
+            throw refuse("ssl-session-certificate", "ssl-session-certificate is the certificate for www-session-domain's origins over https: "
+                         + "it needs ssl-enabled=1 and www-session-domain")
+        }
+    }
+
+    /// What `drover verify` and the admin dashboard warn of when users sign in with PAM and
+    /// sessions share Drover's origin (no `www-session-domain`); nil otherwise.
+    public var sharedOriginWarning: String? {
+        guard sessionDomain == nil, !authNone else { return nil }
+        return "session origins: www-session-domain is unset, so sessions are served on Drover's own origin, where a session's pages "
+            + "(a notebook's output, an HTML file, an extension) can act on Drover's pages and the user's other sessions; "
+            + "set www-session-domain and www-main-host (README, \"Session origins\")"
+    }
+
+    /// Whether `name` is a DNS name: dot-separated labels of letters, digits and hyphens, each
+    /// 1 to 63 long and neither starting nor ending with a hyphen.
+    public static func isDNSName(_ name: String) -> Bool {
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        return !name.isEmpty && labels.allSatisfy { label in
+            (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                && label.utf8.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || ($0 >= 65 && $0 <= 90) }
+        }
+    }
+
+    static func isIPv4(_ text: String) -> Bool {
+        var address = in_addr()
+        return inet_pton(AF_INET, text, &address) == 1
     }
 
     /// The addresses and networks of `key` (commas or spaces between them), or none.

@@ -83,6 +83,10 @@ public protocol RegistryStore: Sendable {
     func revoke(_ revocation: CookieRevocation, now: Date) async throws
     /// The revocations that have not expired at `now`.
     func revocations(now: Date) async throws -> [CookieRevocation]
+    /// Uses a single-use ticket (a session origin's sign-in hand-off) by its nonce, for the
+    /// whole cluster: true the first time, false ever after (until `expiresAt`, past which the
+    /// ticket is refused on its own expiry and its record may go). Drops expired records.
+    func consumeTicket(_ nonce: String, expiresAt: Date, now: Date) async throws -> Bool
 
     /// Records a failed sign-in for the user name `username` (any case) at `now`, forgets the
     /// name's failures older than `window` seconds, and returns how many are left: the count

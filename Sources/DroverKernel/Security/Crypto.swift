@@ -57,6 +57,17 @@ public enum Crypto {
         return out
     }
 
+    /// Whether the first certificate of the PEM file at `path` is valid for the host name `host`
+    /// (its subject alternative names, wildcards included, as a browser matches them); nil when
+    /// the file cannot be read as a PEM certificate.
+    public static func certificate(atPath path: String, matchesHost host: String) -> Bool? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        guard let certificate = PEM_read_X509(file, nil, nil, nil) else { return nil }
+        defer { X509_free(certificate) }
+        return X509_check_host(certificate, host, host.utf8.count, 0, nil) == 1
+    }
+
     /// `count` bytes from OpenSSL's cryptographically secure generator.
     public static func randomBytes(_ count: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)

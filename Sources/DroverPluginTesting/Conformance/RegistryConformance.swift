@@ -23,6 +23,7 @@ public enum RegistryConformance {
         case aPeerMarksOnlyASilentOnlineNodeUnreachableAndItsHeartbeatClearsTheMark
         case sessionsAreCreatedOnceFilteredTouchedAndDeleted
         case revocationsAreKeptOnceUntilTheyExpire
+        case aTicketIsUsedOnceEvenWhenEightUseItAtOnce
         case auditRowsAreKeptInOrderFilteredAndPruned
         case transitionsAreCompareAndSet
         case aHeldSessionKeepsItsReasonUntilItsNextTransition
@@ -201,6 +202,22 @@ public enum RegistryConformance {
                 let ids = ["alice": "ab12", "dave": "ef56", "bob": "user bob 1700000000"]
                 return ids[a]! < ids[b]!
             })
+            await store.close()
+        case .aTicketIsUsedOnceEvenWhenEightUseItAtOnce:
+            let store = try await migrated(makeStore)
+            let now = Date(timeIntervalSince1970: 1_700_000_000)
+            let expiry = now.addingTimeInterval(60)
+            let wins = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for _ in 0..<8 { group.addTask { try await store.consumeTicket("n1", expiresAt: expiry, now: now) } }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(wins == 1, "eight uses of one ticket at once: \(wins) succeeded")
+            #expect(try await store.consumeTicket("n1", expiresAt: expiry, now: now.addingTimeInterval(59)) == false, "used again before it expires")
+            #expect(try await store.consumeTicket("n2", expiresAt: expiry, now: now), "another ticket is its own")
+            // Once expired, its record goes (the ticket itself is refused on its expiry by then).
+            #expect(try await store.consumeTicket("n3", expiresAt: now.addingTimeInterval(200), now: now.addingTimeInterval(61)))
+            #expect(try await store.consumeTicket("n1", expiresAt: now.addingTimeInterval(300), now: now.addingTimeInterval(61)),
+                    "an expired record was dropped")
             await store.close()
         case .transitionsAreCompareAndSet:
             let store = try await migrated(makeStore)
