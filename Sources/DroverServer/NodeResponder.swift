@@ -52,6 +52,11 @@ public struct NodeResponder: HTTPResponder {
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
         if let immediate = immediateResponse(to: request.head) { return immediate }
         let path = request.path
+        // A session's own origin serves nothing of Drover's but its sign-in's end.
+        if userAPI.auth.origins.areSeparate, let host = request.head.headers.first(name: "Host"), userAPI.auth.origins.sessionID(host: host) != nil,
+           let response = await atSessionOrigins(request, path: String(path)) {
+            return response
+        }
         if request.head.method == .GET, path == NodeEndpoint.status {
             return await status(request)
         }

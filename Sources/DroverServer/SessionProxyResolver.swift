@@ -113,6 +113,7 @@ public struct SessionProxyResolver: ProxyResolver {
     /// refused; without the session's cookie, a page opened signs in through the main origin
     /// (``SessionSignIn``) and anything else is told to.
     func atSessionOrigin(_ head: HTTPRequestHead, id: String, browserOrigin: String?) -> HTTPResponse? {
+        if let refusal = auth.refusesHost(head.headers) { return refusal }
         let (scheme, host) = schemeAndHost(head, browserOrigin: browserOrigin)
         guard let hostSession = origins.sessionID(host: host) else {
             let location = origins.origin(ofSession: id, scheme: scheme, host: host) + head.uri

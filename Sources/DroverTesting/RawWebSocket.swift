@@ -61,7 +61,9 @@ public enum RawWebSocket {
     /// - Returns: the bytes read past the head.
     static func upgrade(_ fd: Int32, host: String, port: Int, path: String, headers: [(String, String)]) throws -> [UInt8] {
         let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-        var request = "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        // A `Host` among `headers` replaces the connection's own.
+        let hostHeader = headers.contains { $0.0.lowercased() == "host" } ? "" : "Host: \(host):\(port)\r\n"
+        var request = "GET \(path) HTTP/1.1\r\n\(hostHeader)Upgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
         for (name, value) in headers { request += "\(name): \(value)\r\n" }
         try RawHTTPClient.sendAll(fd, Array((request + "\r\n").utf8))

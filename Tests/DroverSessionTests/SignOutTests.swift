@@ -6,14 +6,16 @@ import Testing
 /// Sign-out and revocation across a cluster (issue 16, item 3), with real accounts and PAM.
 @Suite(.serialized) struct SignOutTests {
     /// Opens a WebSocket with `cookie`, checks one echo, then waits for the server to close it.
-    /// Prints `echoed` once the echo came back, then `closed` or `still open` (after 30 s).
+    /// Prints `echoed` once the echo came back, then `closed` or `still open` (after 30 s). A
+    /// fifth argument is the `Host` to send (a session's own origin), else `host:port`.
     static let tunnel = #"""
     import base64, os, socket, sys, time
     host, port, path, cookie = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    named = sys.argv[5] if len(sys.argv) > 5 else "%s:%d" % (host, port)
     s = socket.create_connection((host, port), timeout=30)
     key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-               "Sec-WebSocket-Version: 13\r\nCookie: %s\r\n\r\n" % (path, host, port, key, cookie)).encode())
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+               "Sec-WebSocket-Version: 13\r\nCookie: %s\r\n\r\n" % (path, named, key, cookie)).encode())
     data = b""
     while b"\r\n\r\n" not in data:
         data += s.recv(4096)
