@@ -214,7 +214,7 @@ public final class InMemoryRegistryStore: RegistryStore {
 
     public func consumeTicket(_ nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
         try locked { state in
-            state.usedTickets = state.usedTickets.filter { $0.value >= now.timeIntervalSince1970 }
+            state.usedTickets = state.usedTickets.filter { $0.value >= now.timeIntervalSince1970 - 600 }
             guard state.usedTickets[nonce] == nil else { return false }
             state.usedTickets[nonce] = expiresAt.timeIntervalSince1970
             return true

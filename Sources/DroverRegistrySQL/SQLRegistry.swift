@@ -362,7 +362,9 @@ public struct SQLRegistry: Sendable {
     // MARK: single-use tickets
 
     public func consumeTicket(_ nonce: String, expiresAt: Date, now: Date, _ db: some SQLExecutor) throws -> Bool {
-        try db.execute("DELETE FROM used_ticket WHERE expires_at < \(p(1))", [String(now.timeIntervalSince1970)])
+        // Kept ten minutes past the ticket's expiry: a node whose clock runs ahead must not drop
+        // a record that one behind would still take the ticket for.
+        try db.execute("DELETE FROM used_ticket WHERE expires_at < \(p(1))", [String(now.timeIntervalSince1970 - 600)])
         return try db.execute("INSERT INTO used_ticket (nonce, expires_at) VALUES (\(p(1)), \(p(2))) ON CONFLICT (nonce) DO NOTHING",
                               [nonce, String(expiresAt.timeIntervalSince1970)]) > 0
     }

@@ -12,8 +12,11 @@ public struct Authentication: Sendable {
     let authNone: Bool
     let daemonUser: String
     let pam: PAMAuthenticator
-    /// Cookies get `Secure` when the node serves https.
+    /// The node serves https.
     let secure: Bool
+    /// Drover's cookies are `Secure` and `__Host-` (`www-secure-cookies`; by default when the
+    /// node serves https).
+    let secureCookies: Bool
     /// How long a sign-in lasts.
     let lifetime: TimeInterval = 12 * 3600
     /// Cookies whose signature checked out, with their user and expiry: a browser sends the
@@ -44,8 +47,9 @@ public struct Authentication: Sendable {
 
     public init(key: SecureCookieKey, authNone: Bool, pamService: String, minimumUserID: Int = 1000, secure: Bool,
                 hostNames: [String] = [], revocations: RevocationList = RevocationList(), clock: NodeClock = .system,
-                origins: SessionOrigins = SessionOrigins()) {
+                origins: SessionOrigins = SessionOrigins(), secureCookies: Bool? = nil) {
         self.key = key
+        self.secureCookies = secureCookies ?? secure
         self.origins = origins
         self.clock = clock
         throttle = SignInThrottle(wall: { clock.wall().timeIntervalSince1970 })
@@ -112,7 +116,7 @@ public struct Authentication: Sendable {
 
     func user(headers: HTTPHeaders) -> String? {
         if authNone { return daemonUser }
-        guard let value = SignInCookie.value(named: cookieName, inHeader: headers.first(name: "Cookie")) else { return nil }
+        guard let value = cookie(headers: headers) else { return nil }
         let now = clock.wall()
         if let known = verified.entry(for: value, now: now), known.session == nil {
             return revocations.isRevoked(digest: known.digest, user: known.user, issuedAt: known.expiry - lifetime) ? nil : known.user
@@ -125,14 +129,14 @@ public struct Authentication: Sendable {
 
     /// The main sign-in cookie's name: `__Host-` over https, so that no other host (a session's
     /// origin, a sibling subdomain) can set one over it; the browser sends it to this host only.
-    var cookieName: String { secure ? "__Host-" + SignInCookie.name : SignInCookie.name }
+    var cookieName: String { secureCookies ? "__Host-" + SignInCookie.name : SignInCookie.name }
 
     /// On session `id`'s own origin (``SessionOrigins``): the user its cookie (``SessionCookie``)
     /// was issued to, if it is genuine, for this session, unexpired and its sign-in not revoked.
     /// The main sign-in cookie never reaches this origin, and counts for nothing here.
     func sessionUser(headers: HTTPHeaders, session id: String) -> String? {
         if authNone { return daemonUser }
-        guard let value = SignInCookie.value(named: SessionCookie.name(secure: secure), inHeader: headers.first(name: "Cookie")) else { return nil }
+        guard let value = SignInCookie.value(named: SessionCookie.name(secure: secureCookies), inHeader: headers.first(name: "Cookie")) else { return nil }
         let now = clock.wall()
         if let known = verified.entry(for: value, now: now), let session = known.session {
             guard session == id else { return nil }
@@ -148,7 +152,7 @@ public struct Authentication: Sendable {
     /// the one its session cookie was issued from (what revoking closes its tunnels by).
     func signIn(headers: HTTPHeaders, session: String?) -> SignInIdentity? {
         if let session {
-            guard let value = SignInCookie.value(named: SessionCookie.name(secure: secure), inHeader: headers.first(name: "Cookie")),
+            guard let value = SignInCookie.value(named: SessionCookie.name(secure: secureCookies), inHeader: headers.first(name: "Cookie")),
                   let grant = SessionCookie.verify(value, key: key, now: clock.wall()), grant.session == session else { return nil }
             return grant.signIn
         }
@@ -165,9 +169,15 @@ public struct Authentication: Sendable {
         cookie(headers: request.head.headers)
     }
 
-    /// The sign-in cookie's value in a request's headers.
+    /// The sign-in cookie's value in a request's headers. Over https a cookie of the name used
+    /// before `__Host-` (`drover-auth`) still counts while sessions share Drover's origin, so an
+    /// upgrade (rolling, node by node) signs no one out; with session origins it does not, since
+    /// a session's page could set it.
     func cookie(headers: HTTPHeaders) -> String? {
-        SignInCookie.value(named: cookieName, inHeader: headers.first(name: "Cookie"))
+        let header = headers.first(name: "Cookie")
+        if let value = SignInCookie.value(named: cookieName, inHeader: header) { return value }
+        guard secureCookies, !origins.areSeparate else { return nil }
+        return SignInCookie.value(named: SignInCookie.name, inHeader: header)
     }
 
     /// A state-changing request passes when it echoes the cookie's CSRF token (header or form
@@ -196,11 +206,14 @@ public struct Authentication: Sendable {
     /// A fresh cookie for `user`: its value, and the `Set-Cookie` header that carries it.
     func issueCookie(for user: String) -> (value: String, header: String) {
         let value = SignInCookie.issue(username: user, lifetime: lifetime, key: key)
-        return (value, "\(cookieName)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Int(lifetime))" + (secure ? "; Secure" : ""))
+        return (value, "\(cookieName)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Int(lifetime))" + (secureCookies ? "; Secure" : ""))
     }
 
-    var signOutCookie: String {
-        "\(cookieName)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" + (secure ? "; Secure" : "")
+    /// The `Set-Cookie` values that make the browser forget its sign-in: the cookie, and over
+    /// https the name used before `__Host-` too.
+    var signOutCookies: [String] {
+        let current = "\(cookieName)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" + (secureCookies ? "; Secure" : "")
+        return secureCookies ? [current, "\(SignInCookie.name)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Secure"] : [current]
     }
 }
 

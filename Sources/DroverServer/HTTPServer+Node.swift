@@ -12,7 +12,8 @@ extension HTTPServer {
         let authentication = Authentication(key: runtime.key, authNone: server.authNone, pamService: server.authPAMService,
                                             minimumUserID: server.authMinimumUserID, secure: server.sslEnabled,
                                             hostNames: [runtime.loadBalancer.wwwHostName, server.wwwAddress].compactMap { $0 },
-                                            revocations: runtime.revocations, clock: runtime.clock, origins: SessionOrigins(server))
+                                            revocations: runtime.revocations, clock: runtime.clock, origins: SessionOrigins(server),
+                                            secureCookies: server.secureCookies)
         let tls = try server.sslEnabled ? tlsContext(server) : nil
         let peerTLS = try NodeClient.tlsContext(for: runtime.clusterProtocol, caFile: runtime.loadBalancer.sslCAFile)
         // With verify-ssl-certs=1 the peers check this node's certificate against the name

@@ -85,12 +85,14 @@ public struct NodeResponder: HTTPResponder {
     /// the user's browser, unless it is a navigation: fetch metadata, beside the CSRF tokens.
     /// - Returns: the answer, or nil for the main origin's endpoints to answer.
     func atSessionOrigins(_ request: HTTPRequest, path: String) async -> HTTPResponse? {
-        let client = userAPI.client(request)
-        let scheme = client.scheme ?? (userAPI.auth.secure ? "https" : "http")
-        let host = client.host ?? request.head.headers.first(name: "Host") ?? ""
+        let scheme = userAPI.client(request).scheme ?? (userAPI.auth.secure ? "https" : "http")
+        // The browser's own `Host` (``SessionProxyResolver/schemeAndHost(_:browserOrigin:)``).
+        let host = request.head.headers.first(name: "Host") ?? ""
         let origins = userAPI.auth.origins
         if let id = origins.sessionID(host: host) {
-            if SessionOrigins.isForeignNonNavigation(request.head) { return SessionOrigins.foreignRefusal(request.head, of: "a session") }
+            if SessionOrigins.isForeign(request.head, own: "\(scheme)://\(host)") {
+                return SessionOrigins.foreignRefusal(request.head, of: "a session")
+            }
             switch path {
             case SessionSignIn.callbackPath: return await sessionSignIn.callback(request, session: id)
             case "/": return HTTPResponse(status: .found, headers: ["Location": "/s/\(id)/"])
@@ -98,6 +100,7 @@ public struct NodeResponder: HTTPResponder {
                 return .text(.notFound, "not found: this is a session's own origin; Drover's pages are at \(origins.mainOrigin(scheme: scheme, host: host))/\n")
             }
         }
+        if let refusal = origins.refusesInsideDomain(host) { return refusal }
         let guarded = path.hasPrefix("/api/") || path == "/admin" || path.hasPrefix("/admin/") || path == "/sessions" || path.hasPrefix("/sessions/")
             || path == "/sign-out" || path == SessionSignIn.ticketPath
         if guarded, SessionOrigins.isForeignNonNavigation(request.head) { return SessionOrigins.foreignRefusal(request.head, of: "Drover's own pages") }

@@ -87,6 +87,28 @@ public struct SessionOrigins: Sendable {
         return !(navigation && (head.method == .GET || head.method == .HEAD))
     }
 
+    /// What a session's origin refuses: ``isForeignNonNavigation(_:)`` or ``isForeignWrite(_:own:)``.
+    static func isForeign(_ head: HTTPRequestHead, own: String) -> Bool {
+        isForeignNonNavigation(head) || isForeignWrite(head, own: own)
+    }
+
+    /// Without fetch metadata (browsers that do not send it), a write whose `Origin` is not
+    /// `own` (`scheme://host`): a page of another origin posting to this one.
+    static func isForeignWrite(_ head: HTTPRequestHead, own: String) -> Bool {
+        guard !head.headers.contains(name: "Sec-Fetch-Site"), ![.GET, .HEAD, .OPTIONS].contains(head.method),
+              let origin = head.headers.first(name: "Origin") else { return false }
+        return origin.lowercased() != own.lowercased()
+    }
+
+    /// A host inside the sessions' domain that is no session's (`login.<domain>`, the domain
+    /// itself): refused, so that nothing of Drover's is served same-site with every session.
+    func refusesInsideDomain(_ host: String) -> HTTPResponse? {
+        guard let domain, let suffix else { return nil }
+        let name = Self.hostName(host)
+        guard name == domain || name.hasSuffix(suffix), name != mainHost else { return nil }
+        return .text(.misdirectedRequest, "misdirected: \(name.prefix(100)) is inside www-session-domain and is no session's origin\n")
+    }
+
     static func foreignRefusal(_ head: HTTPRequestHead, of what: String) -> HTTPResponse {
         .text(.forbidden, "forbidden: a request to \(what) from a page of another site (Sec-Fetch-Site: "
               + "\(head.headers.first(name: "Sec-Fetch-Site")?.prefix(40) ?? "")) that is not a top-level navigation\n",
@@ -117,8 +139,8 @@ struct SessionSignIn: Sendable {
     let origins: SessionOrigins
     let sessions: SessionManager
 
-    var stateCookieName: String { auth.secure ? "__Host-drover-state" : "drover-state" }
-    private var secureAttribute: String { auth.secure ? "; Secure" : "" }
+    var stateCookieName: String { auth.secureCookies ? "__Host-drover-state" : "drover-state" }
+    private var secureAttribute: String { auth.secureCookies ? "; Secure" : "" }
 
     /// Step 1, on a session's origin: a page opened without the session's cookie.
     func begin(_ head: HTTPRequestHead, session id: String, scheme: String, host: String) -> HTTPResponse {
@@ -140,6 +162,7 @@ struct SessionSignIn: Sendable {
     func ticket(_ request: HTTPRequest, scheme: String, host: String) async -> HTTPResponse {
         let head = request.head
         guard head.method == .GET else { return .text(.methodNotAllowed, "the ticket endpoint takes GET\n") }
+        guard !auth.authNone else { return .text(.badRequest, "with auth-none a session's origin needs no ticket: open the session again\n") }
         // Opened by the browser itself (the session's origin redirected it), never fetched by a page.
         if let mode = head.headers.first(name: "Sec-Fetch-Mode"), mode != "navigate" {
             return .text(.forbidden, "forbidden: a session's sign-in ticket is given to a navigation only\n")
@@ -200,8 +223,9 @@ struct SessionSignIn: Sendable {
         let value = SessionCookie.issue(grant, key: auth.key)
         let maxAge = max(1, Int(claims.signIn.expiry - now.timeIntervalSince1970))
         var headers: HTTPHeaders = ["Location": Self.next(query["next"] ?? "", session: id), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"]
-        headers.add(name: "Set-Cookie", value: "\(SessionCookie.name(secure: auth.secure))=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(maxAge)"
+        headers.add(name: "Set-Cookie", value: "\(SessionCookie.name(secure: auth.secureCookies))=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(maxAge)"
                         + secureAttribute)
+        headers.add(name: "Set-Cookie", value: "\(stateCookieName)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" + secureAttribute)
         return HTTPResponse(status: .seeOther, headers: headers)
     }
 

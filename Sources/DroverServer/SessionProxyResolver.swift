@@ -98,12 +98,14 @@ public struct SessionProxyResolver: ProxyResolver {
         signIn = SessionSignIn(auth: authentication, origins: authentication.origins, sessions: sessions)
     }
 
-    /// The scheme and `Host` the browser used: a trusted proxy's (``browserOrigin``) or the node's own.
+    /// The scheme the browser used (a trusted proxy's, ``browserOrigin``, or the node's own) and
+    /// the `Host` it sent. The host is the request's own `Host`, never a forwarded one: it is what
+    /// the browser keys its cookies and origins to, and a proxy that passes a client's
+    /// `X-Forwarded-Host` on would let a page's script name another session's.
     func schemeAndHost(_ head: HTTPRequestHead, browserOrigin: String?) -> (scheme: String, host: String) {
-        if let browserOrigin, let range = browserOrigin.range(of: "://") {
-            return (String(browserOrigin[..<range.lowerBound]), String(browserOrigin[range.upperBound...]))
-        }
-        return (auth.secure ? "https" : "http", head.headers.first(name: "Host") ?? "")
+        let host = head.headers.first(name: "Host") ?? ""
+        if let browserOrigin, let range = browserOrigin.range(of: "://") { return (String(browserOrigin[..<range.lowerBound]), host) }
+        return (auth.secure ? "https" : "http", host)
     }
 
     /// With session origins (``SessionOrigins``), what becomes of a request for session `id`
@@ -116,12 +118,13 @@ public struct SessionProxyResolver: ProxyResolver {
         if let refusal = auth.refusesHost(head.headers) { return refusal }
         let (scheme, host) = schemeAndHost(head, browserOrigin: browserOrigin)
         guard let hostSession = origins.sessionID(host: host) else {
+            if let refusal = origins.refusesInsideDomain(host) { return refusal }
             let location = origins.origin(ofSession: id, scheme: scheme, host: host) + head.uri
             let status: HTTPResponseStatus = head.method == .GET || head.method == .HEAD ? .found : .temporaryRedirect
             return HTTPResponse(status: status, headers: ["Location": location, "Cache-Control": "no-store"])
         }
         guard hostSession == id else { return .text(.notFound, "no such session\n") }
-        if SessionOrigins.isForeignNonNavigation(head) {
+        if SessionOrigins.isForeign(head, own: "\(scheme)://\(host)") {
             sessions.runtime.reportRefusal(.webSocketOriginRefused(session: id, origin: NodeEvent.bounded(head.headers.first(name: "Origin") ?? "?")),
                                            key: "session-origin-fetch")
             return SessionOrigins.foreignRefusal(head, of: "a session")
@@ -210,8 +213,8 @@ public struct SessionProxyResolver: ProxyResolver {
         guard let id = Self.sessionID(head), refusesOrigin(head, browserOrigin: browserOrigin) == nil else { return nil }
         // At a session's own origin, from its own pages: else the full decision answers.
         if origins.areSeparate {
-            guard origins.sessionID(host: schemeAndHost(head, browserOrigin: browserOrigin).host) == id,
-                  !SessionOrigins.isForeignNonNavigation(head) else { return nil }
+            let (scheme, host) = schemeAndHost(head, browserOrigin: browserOrigin)
+            guard origins.sessionID(host: host) == id, !SessionOrigins.isForeign(head, own: "\(scheme)://\(host)") else { return nil }
         }
         guard case .user(let user) = client(head, browserOrigin: browserOrigin), let cached = sessions.cachedRouteAndActivity(id, username: user) else { return nil }
         return decision(cached.route, id: id, user: user, head: head, onlyWrites: cached.onlyWrites)
@@ -248,7 +251,7 @@ public struct SessionProxyResolver: ProxyResolver {
             guard let route = try await sessions.route(id, username: user, request: Self.activity(head)) else { return .respond(.text(.notFound, "no such session\n")) }
             return decision(route, id: id, user: user, head: head, onlyWrites: sessions.countsOnlyWrites(id))
         } catch SessionError.held(let reason) where (head.headers.first(name: "Accept") ?? "").contains("text/html") {
-            return .respond(heldPage(id, reason: reason, head: head))
+            return .respond(heldPage(id, reason: reason, head: head, browserOrigin: browserOrigin))
         } catch {
             return .respond(.failure(error, prefix: "the session is not available: "))
         }
@@ -268,14 +271,14 @@ public struct SessionProxyResolver: ProxyResolver {
     /// why, what is kept and lost, and a button that starts it again (a form with the sign-in's
     /// CSRF token). Nothing starts it on its own, so a program that outgrows its limit at once
     /// does not loop.
-    func heldPage(_ id: String, reason: String, head: HTTPRequestHead) -> HTTPResponse {
+    func heldPage(_ id: String, reason: String, head: HTTPRequestHead, browserOrigin: String? = nil) -> HTTPResponse {
         let csrf = auth.csrfToken(headers: head.headers).map { "<input type=\"hidden\" name=\"csrf\" value=\"\(UserAPI.escape($0))\">" } ?? ""
         // At a session's own origin, the start button is on Drover's page: this origin holds no
         // CSRF token of the main sign-in, and must not.
         var again = "<form method=\"post\" action=\"/sessions/\(UserAPI.escape(id))/start\">\(csrf)<button id=\"start-again\">Start it again</button></form>"
         var home = "/"
         if origins.areSeparate {
-            let (scheme, host) = schemeAndHost(head, browserOrigin: nil)
+            let (scheme, host) = schemeAndHost(head, browserOrigin: browserOrigin)
             home = origins.mainOrigin(scheme: scheme, host: host) + "/"
             again = "<p><a id=\"start-again\" href=\"\(UserAPI.escape(home))#session-\(UserAPI.escape(id))\">Start it again</a> from your sessions.</p>"
         }

@@ -36,9 +36,9 @@ struct UserAPI: Sendable {
         return json(status, APIError(error: "\(error)"), headers: headers)
     }
 
-    static func redirect(_ location: String, cookie: String? = nil) -> HTTPResponse {
+    static func redirect(_ location: String, cookie: String? = nil, cookies: [String] = []) -> HTTPResponse {
         var headers: HTTPHeaders = ["Location": location]
-        if let cookie { headers.add(name: "Set-Cookie", value: cookie) }
+        for cookie in (cookie.map { [$0] } ?? []) + cookies { headers.add(name: "Set-Cookie", value: cookie) }
         return HTTPResponse(status: .seeOther, headers: headers)
     }
 
@@ -162,7 +162,7 @@ struct UserAPI: Sendable {
     /// cookie would have expired, the peers told at once, and the cookie's WebSocket tunnels
     /// closed. The browser is told to forget it too.
     func signOut(_ request: HTTPRequest) async -> HTTPResponse {
-        guard let cookie = auth.cookie(request) else { return Self.redirect("/", cookie: auth.signOutCookie) }
+        guard let cookie = auth.cookie(request) else { return Self.redirect("/", cookies: auth.signOutCookies) }
         guard auth.isGenuine(request, formToken: Self.form(request)["csrf"]) else {
             return Self.error(.forbidden, "missing or wrong CSRF token: send the X-CSRF-Token header from GET /api/me (or the form's csrf field)")
         }
@@ -178,7 +178,7 @@ struct UserAPI: Sendable {
             sessions.runtime.audit(.user(user), "sign-out", user, user: user, reason: "its cookie revoked on every node")
             await ClusterMembership(runtime: sessions.runtime).notifyPeers(.revocationsChanged)
         }
-        return Self.redirect("/", cookie: auth.signOutCookie)
+        return Self.redirect("/", cookies: auth.signOutCookies)
     }
 
     /// Login CSRF: a page of another site must not sign the browser in (as the attacker, to

@@ -12,11 +12,15 @@ struct Browser {
 
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver") }
 
-    static func start() async throws -> Browser {
+    /// - Parameter arguments: Chromium's own, besides the headless defaults (say
+    ///   `--host-resolver-rules=…` to give test names loopback addresses).
+    static func start(arguments: [String] = []) async throws -> Browser {
         let port = try FreePort.find()
         let driver = try RunningProcess("/usr/bin/chromedriver", ["--port=\(port)"])
+        let args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--window-size=1280,900"] + arguments
+        let argsJSON = String(decoding: try JSONSerialization.data(withJSONObject: args), as: UTF8.self)
         let capabilities = #"{"capabilities":{"alwaysMatch":{"browserName":"chrome","goog:chromeOptions":{"binary":"/usr/bin/chromium","#
-            + #""args":["--headless=new","--no-sandbox","--disable-gpu","--disable-dev-shm-usage","--no-first-run","--window-size=1280,900"]}}}}"#
+            + #""args":"# + argsJSON + "}}}}"
         for _ in 0..<100 {
             if let answer = try? await RawHTTPClient.request("POST", host: "127.0.0.1", port: port, path: "/session",
                                                              headers: [("Content-Type", "application/json")], body: capabilities, timeout: 60),
@@ -70,8 +74,8 @@ struct Browser {
 
     /// Runs `body` with a browser, which is closed afterwards whatever happens (a browser left
     /// behind by a failed test would run on beside the rest of the suite).
-    static func using(_ body: (Browser) async throws -> Void) async throws {
-        let browser = try await start()
+    static func using(arguments: [String] = [], _ body: (Browser) async throws -> Void) async throws {
+        let browser = try await start(arguments: arguments)
         do {
             try await body(browser)
         } catch {

@@ -40,11 +40,12 @@ func signIn(_ node: ConfigDirectory, user: String, password: String = SystemUser
     let body = "username=\(user)&password=\(password)"
     let response = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/sign-in",
                                              headers: [("Content-Type", "application/x-www-form-urlencoded")], body: body)
-    guard response.status == 303, let setCookie = response.header("Set-Cookie"), setCookie.hasPrefix("drover-auth="),
-          !setCookie.hasPrefix("drover-auth=;") else {
+    // `__Host-drover-auth` where cookies are secure (`www-secure-cookies`, https).
+    let setCookie = response.header("Set-Cookie").map { $0.hasPrefix("__Host-") ? String($0.dropFirst(7)) : $0 }
+    guard response.status == 303, let setCookie, setCookie.hasPrefix("drover-auth="), !setCookie.hasPrefix("drover-auth=;") else {
         throw TestFailure("sign-in of \(user) refused: \(response.status) \(response.headers)")
     }
-    let cookie = String(setCookie.split(separator: ";")[0])
+    let cookie = String(try #require(response.header("Set-Cookie")).split(separator: ";")[0])
     let me = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/me", headers: [("Cookie", cookie)])
     guard let object = try JSONSerialization.jsonObject(with: Data(me.body.utf8)) as? [String: Any], let csrf = object["csrf"] as? String else {
         throw TestFailure("no CSRF token: \(me.body)")

@@ -34,19 +34,19 @@ import Testing
 
     /// The whole hand-off for session `id` as a browser does it, from the session's origin on
     /// node `at` through the main origin on node `via`, back to the callback on node `back`.
-    /// - Returns: the session's cookie (`drover-session=…`).
+    /// - Returns: the session's cookie (`__Host-drover-session=…`).
     static func signInToSession(_ id: String, main: Visitor, at: ConfigDirectory, via: ConfigDirectory, back: ConfigDirectory) async throws -> String {
         let sessionHost = "\(id).\(domain):\(at.port)"
         let begin = try await get(at, sessionHost, "/s/\(id)/count", [("Accept", "text/html")])
         #expect(begin.status == 303, "\(begin.status) \(begin.body)")
-        let state = try #require(cookie("drover-state", in: begin), "\(begin.headers)")
+        let state = try #require(cookie("__Host-drover-state", in: begin), "\(begin.headers)")
         let ticketPath = try path(of: begin.header("Location"), origin: "http://\(mainHost):\(at.port)")
         let ticket = try await get(via, "\(mainHost):\(at.port)", ticketPath, [("Cookie", main.cookie)])
         #expect(ticket.status == 303 && ticket.header("Referrer-Policy") == "no-referrer", "\(ticket.status) \(ticket.body)")
         let callback = try path(of: ticket.header("Location"), origin: "http://\(sessionHost)")
         let landed = try await get(back, sessionHost, callback, [("Cookie", state)])
         #expect(landed.status == 303 && landed.header("Location") == "/s/\(id)/count", "\(landed.status) \(landed.body)")
-        return try #require(cookie("drover-session", in: landed), "\(landed.headers)")
+        return try #require(cookie("__Host-drover-session", in: landed), "\(landed.headers)")
     }
 
     @Test(.enabled(if: SystemUsers.available || ProcessInfo.processInfo.environment["CI"] == "true"))
@@ -57,6 +57,7 @@ import Testing
             auth-pam-service=\(SystemUsers.pamService)
             www-session-domain=\(Self.domain)
             www-main-host=\(Self.mainHost)
+            www-secure-cookies=1
             """)
         try await cluster.start(0)
         try await cluster.start(1)
@@ -84,9 +85,13 @@ import Testing
         // hand-off, anything else is told to sign in.
         let page = try await Self.get(one, hostA, "/s/\(a)/count", [("Cookie", alice.cookie), ("Accept", "text/html")])
         #expect(page.status == 303 && page.header("Location")?.hasPrefix("http://\(main)/_drover/ticket?session=\(a)&state=") == true, "\(page.headers)")
-        #expect(page.header("Set-Cookie")?.contains("HttpOnly; SameSite=Lax") == true)
+        #expect(page.header("Set-Cookie")?.contains("HttpOnly; SameSite=Lax; Max-Age=600; Secure") == true, "\(page.headers)")
+        #expect(alice.cookie.hasPrefix("__Host-drover-auth="), "the main cookie is host-only under __Host-: \(alice.cookie)")
+        // The name from before `__Host-` is not taken where a session's page could set it.
+        let legacy = "drover-auth=" + alice.cookie.dropFirst("__Host-drover-auth=".count)
+        #expect(try await Self.get(one, main, "/api/me", [("Cookie", legacy)]).status == 401)
         #expect(try await Self.get(one, hostA, "/s/\(a)/count", [("Cookie", alice.cookie)]).status == 401)
-        let state = try #require(Self.cookie("drover-state", in: page))
+        let state = try #require(Self.cookie("__Host-drover-state", in: page))
         let ticketPath = try Self.path(of: page.header("Location"), origin: "http://\(main)")
 
         // The main origin: not signed in, the browser signs in first and comes back.
@@ -108,14 +113,14 @@ import Testing
         // The callback, on the other node (a load balancer may send it anywhere): only the
         // browser holding the state, only at the ticket's session, only once in the cluster.
         #expect(try await Self.get(two, hostA, callback).status == 403, "no state cookie")
-        #expect(try await Self.get(two, hostA, callback, [("Cookie", "drover-state=\(String(repeating: "0", count: 32))")]).status == 403, "another browser's state")
+        #expect(try await Self.get(two, hostA, callback, [("Cookie", "__Host-drover-state=\(String(repeating: "0", count: 32))")]).status == 403, "another browser's state")
         let elsewhere = try await Self.get(two, hostB, callback.replacingOccurrences(of: "/s/\(a)", with: "/s/\(b)"), [("Cookie", state)])
         #expect(elsewhere.status == 403 && elsewhere.body.contains("another session"), "\(elsewhere.status) \(elsewhere.body)")
         let landed = try await Self.get(two, hostA, callback, [("Cookie", state)])
         #expect(landed.status == 303 && landed.header("Location") == "/s/\(a)/count" && landed.header("Referrer-Policy") == "no-referrer",
                 "\(landed.status) \(landed.headers) \(landed.body)")
-        let sessionCookie = try #require(Self.cookie("drover-session", in: landed))
-        #expect(landed.headers.contains { $0.0.lowercased() == "set-cookie" && $0.1.hasPrefix("drover-session=") && $0.1.contains("Path=/; HttpOnly; SameSite=Lax") })
+        let sessionCookie = try #require(Self.cookie("__Host-drover-session", in: landed))
+        #expect(landed.headers.contains { $0.0.lowercased() == "set-cookie" && $0.1.hasPrefix("__Host-drover-session=") && $0.1.contains("Path=/; HttpOnly; SameSite=Lax") && $0.1.hasSuffix("; Secure") })
         let replayed = try await Self.get(one, hostA, callback, [("Cookie", state)])
         #expect(replayed.status == 403 && replayed.body.contains("used already"), "\(replayed.status) \(replayed.body)")
         try await cluster.eventually("the replay is logged") { cluster.process(0)?.stderr.contains("event=session-ticket-replayed") == true }
@@ -140,6 +145,15 @@ import Testing
         #expect(try await Self.get(one, hostA, "/s/\(a)/count", [("Cookie", sessionCookie), ("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "cors")]).status == 200)
         #expect(try await Self.get(one, main, "/api/me", [("Cookie", alice.cookie)] + sibling).status == 403)
         #expect(try await Self.get(one, main, "/api/me", [("Cookie", alice.cookie), ("Sec-Fetch-Site", "same-origin")]).status == 200)
+        // A browser without fetch metadata: a write posted from another origin's page is refused by its `Origin`.
+        let posted = try await Self.get(one, hostA, "/s/\(a)/count", [("Cookie", sessionCookie), ("Origin", "https://\(hostB)")], method: "POST")
+        #expect(posted.status == 403, "\(posted.status) \(posted.body)")
+        #expect(try await Self.get(one, hostA, "/s/\(a)/count", [("Cookie", sessionCookie), ("Origin", "http://\(hostA)")], method: "POST").status == 200)
+        // Nothing of Drover's is served at other names inside the sessions' domain.
+        for name in ["login.\(Self.domain)", Self.domain] {
+            #expect(try await Self.get(one, "\(name):\(one.port)", "/").status == 421, "\(name)")
+            #expect(try await Self.get(one, "\(name):\(one.port)", "/s/\(a)/count").status == 421, "\(name)")
+        }
         // A WebSocket from another session's page is refused; from the session's own, it works.
         let hijack = try? await RawWebSocket.echo(host: one.address, port: one.port, path: "/s/\(a)/echo",
                                                   headers: [("Host", hostA), ("Cookie", sessionCookie), ("Origin", "http://\(hostB)")], message: "x", timeout: 20)
@@ -171,6 +185,30 @@ import Testing
         }
         #expect(try await cluster.stop(0) == 0)
         #expect(try await cluster.stop(1) == 0)
+    }
+
+    /// Over https without session origins (`www-secure-cookies=1`: behind a TLS terminator), the
+    /// sign-in cookie is `__Host-drover-auth`; one of the name used before still counts there, so
+    /// an upgrade signs no one out, and signing out clears both names.
+    @Test(.enabled(if: SystemUsers.available || ProcessInfo.processInfo.environment["CI"] == "true"))
+    func theCookieNameFromBeforeHostStillCountsWhileSessionsShareDroversOrigin() async throws {
+        try await SystemUsers.ensure([Self.alice])
+        let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite,
+                                            rserver: "session-command=\(demoCommand)\nauth-pam-service=\(SystemUsers.pamService)\nwww-secure-cookies=1\n")
+        try await cluster.start(0)
+        let node = cluster.nodes[0]
+        let visitor = try await signIn(node, user: Self.alice)
+        #expect(visitor.cookie.hasPrefix("__Host-drover-auth="))
+        let legacy = "drover-auth=" + visitor.cookie.dropFirst("__Host-drover-auth=".count)
+        let me = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/me", headers: [("Cookie", legacy)])
+        #expect(me.status == 200, "\(me.status) \(me.body)")
+        let out = try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/sign-out",
+                                                  headers: [("Cookie", legacy), ("X-CSRF-Token", visitor.csrf)])
+        #expect(out.status == 303)
+        let cleared = out.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
+        #expect(cleared.contains { $0.hasPrefix("__Host-drover-auth=;") } && cleared.contains { $0.hasPrefix("drover-auth=;") }, "\(cleared)")
+        #expect(try await RawHTTPClient.request(host: node.address, port: node.port, path: "/api/me", headers: [("Cookie", visitor.cookie)]).status == 401)
+        #expect(try await cluster.stop(0) == 0)
     }
 
     /// The quick start: `auth-none` with `www-session-domain=localhost`, sessions at

@@ -22,7 +22,8 @@ public struct ServerConfiguration: Sendable, Equatable {
                        "auth-none-allow-anyone-on-the-network", "www-allowed-origins", "metrics-allowed-addresses",
                        "audit-retention-days", "admin-group", "max-sessions-per-user", "session-timeout-minutes",
                        "default-session-kind", "session-run-dir", "www-body-timeout", "www-max-connections-per-address", "www-trusted-proxies", "www-proxy-protocol",
-                       "www-session-domain", "www-main-host", "ssl-session-certificate", "ssl-session-certificate-key"]
+                       "www-session-domain", "www-main-host", "ssl-session-certificate", "ssl-session-certificate-key",
+                       "www-secure-cookies"]
 
     /// `www-address`: the address the HTTP server binds.
     public var wwwAddress = "0.0.0.0"
@@ -123,6 +124,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `ssl-certificate` serves both (it must then name the wildcard too).
     public var sslSessionCertificate: String?
     public var sslSessionCertificateKey: String?
+    /// `www-secure-cookies`: Drover's cookies are `Secure` and `__Host-` (sent over https
+    /// alone, and no other host can set them). Default: `ssl-enabled`; set it behind a TLS
+    /// terminator, where the node serves http but browsers use https.
+    public var secureCookies = false
 
     /// Where the keys were read from.
     public var source = ConfigSource(file: Self.fileName)
@@ -197,6 +202,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         func refuse(_ key: String, _ message: String) -> ConfigurationError {
             ConfigurationError(file: file.path, line: reader.entry(key)?.line, message)
         }
+        secureCookies = try reader.boolean("www-secure-cookies", default: sslEnabled)
         if let domain = try reader.string("www-session-domain")?.lowercased() {
             let name = domain.hasSuffix(".") ? String(domain.dropLast()) : domain
             // A session's host is 32 hex digits and a dot in front of the domain: 253 bytes at most.
@@ -222,6 +228,12 @@ public struct ServerConfiguration: Sendable, Equatable {
             guard mainHost != nil else {
                 throw refuse("www-session-domain", "www-session-domain=\(domain) needs www-main-host=NAME, the name users reach Drover's own "
                              + "pages by (the front load balancer's), where a session's origin sends them to sign in")
+            }
+            // Over http any sibling origin can set Drover's cookies (no `__Host-` prefix there).
+            guard secureCookies || domain == "localhost" else {
+                throw refuse("www-session-domain", "www-session-domain=\(domain) needs https, so that no session's page can set Drover's cookies "
+                             + "(they are __Host- cookies, which browsers take over https alone): set ssl-enabled=1, or www-secure-cookies=1 "
+                             + "behind a TLS terminator")
             }
         }
         if (sslSessionCertificate == nil) != (sslSessionCertificateKey == nil) {

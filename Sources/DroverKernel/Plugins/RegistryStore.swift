@@ -85,7 +85,8 @@ public protocol RegistryStore: Sendable {
     func revocations(now: Date) async throws -> [CookieRevocation]
     /// Uses a single-use ticket (a session origin's sign-in hand-off) by its nonce, for the
     /// whole cluster: true the first time, false ever after (until `expiresAt`, past which the
-    /// ticket is refused on its own expiry and its record may go). Drops expired records.
+    /// ticket is refused on its own expiry and its record may go, ten minutes later so that
+    /// nodes' clocks may differ). Drops the records past that.
     func consumeTicket(_ nonce: String, expiresAt: Date, now: Date) async throws -> Bool
 
     /// Records a failed sign-in for the user name `username` (any case) at `now`, forgets the
