@@ -194,6 +194,159 @@ extension Browser {
         try? FileManager.default.removeItem(atPath: profile)
     }
 
+    /// A front load balancer passing TCP through (TLS included) to the node named in a file, as
+    /// `host port`; when the file changes it drops every connection it carries, so the browser's
+    /// next request reaches the other node. Prints `listening` once it accepts.
+    static let frontBalancer = #"""
+    import os, socket, sys, threading, time
+    port, target_file = int(sys.argv[1]), sys.argv[2]
+    carried, lock = set(), threading.Lock()
+    def target():
+        host, target_port = open(target_file).read().split()
+        return host, int(target_port)
+    def shut(s):
+        try: s.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+    def pipe(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data: break
+                b.sendall(data)
+        except OSError: pass
+        shut(a); shut(b)
+    def serve(client):
+        try: upstream = socket.create_connection(target(), timeout=10)
+        except OSError: client.close(); return
+        upstream.settimeout(None)
+        with lock: carried.update([client, upstream])
+        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+        pipe(upstream, client)
+        with lock: carried.discard(client); carried.discard(upstream)
+        client.close(); upstream.close()
+    def watch():
+        last = os.stat(target_file).st_mtime_ns
+        while True:
+            time.sleep(0.1)
+            now = os.stat(target_file).st_mtime_ns
+            if now != last:
+                last = now
+                with lock: open_now = list(carried)
+                for s in open_now: shut(s)
+    threading.Thread(target=watch, daemon=True).start()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    print("listening", flush=True)
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=serve, args=(client,), daemon=True).start()
+    """#
+
+    /// Issue 37, item 5: JupyterLab at its own origin (`https://<id>.sessions.test`), over https
+    /// with the wildcard certificate chosen by SNI, behind a front load balancer that sends the
+    /// browser to the owning node and then to the other one (a session hop): the Lab loads,
+    /// starts a kernel with its XSRF cookie, runs a cell over its WebSocket and saves a notebook,
+    /// through either node, at the session's origin and never at Drover's.
+    @Test(.enabled(if: (jupyterBin != nil && Browser.available && SystemUsers.available) || ProcessInfo.processInfo.environment["CI"] == "true"))
+    func jupyterLabAtItsOwnOriginThroughEitherNode() async throws {
+        try await HeavyTests.oneAtATime { try await labAtItsOwnOrigin() }
+    }
+
+    func labAtItsOwnOrigin() async throws {
+        let bin = try #require(Self.jupyterBin, "no JupyterLab: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
+        #expect(Browser.available, "no chromedriver: scripts/test.sh installs Debian's chromium-driver package")
+        try await SystemUsers.ensure([Self.owner])
+        let account = try #require(getpwnam(Self.owner)?.pointee)
+        let profile = String(cString: account.pw_dir) + "/.profile"
+        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
+        chown(profile, account.pw_uid, account.pw_gid)
+        defer { try? FileManager.default.removeItem(atPath: profile) }
+        _ = try? FileManager.default.removeItem(atPath: String(cString: account.pw_dir) + "/drover-acceptance.ipynb")
+        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config/kinds.available/jupyterlab.conf").path
+        let pki = TemporaryDirectory(prefix: "drover-lab-pki")
+        let spki = try await SessionOriginBrowserTests.makePKI(in: pki)
+        let (domain, mainHost) = (SessionOriginBrowserTests.domain, SessionOriginBrowserTests.mainHost)
+        let run = TemporaryDirectory(prefix: "drover-lab-origin-run")
+        chmod(run.path, 0o755)
+        let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
+                                            loadBalancer: TestCluster.scaledLoadBalancer + "verify-ssl-certs=0\n", rserver: """
+            auth-pam-service=\(SystemUsers.pamService)
+            ssl-enabled=1
+            ssl-certificate=\(pki.url("main.pem"))
+            ssl-certificate-key=\(pki.url("main.key"))
+            www-session-domain=\(domain)
+            www-main-host=\(mainHost)
+            ssl-session-certificate=\(pki.url("sessions.pem"))
+            ssl-session-certificate-key=\(pki.url("sessions.key"))
+            """)
+        var nodes: [RunningProcess] = []
+        defer { for node in nodes { node.signal(SIGKILL) } }
+        for (index, node) in cluster.nodes.enumerated() {
+            let rserver = try String(contentsOfFile: node.path + "/rserver.conf", encoding: .utf8)
+            try node.write("rserver.conf", rserver + "\nsession-run-dir=\(run.path)/node\(index)\n")
+            try node.write("kinds/jupyterlab.conf", try String(contentsOfFile: shipped, encoding: .utf8))
+            // Over https: the cluster's plain-HTTP health check cannot see the node.
+            let droverd = try RunningProcess(Executable.path("droverd"), ["--config-dir", node.path])
+            nodes.append(droverd)
+            try await droverd.waitUntil(timeout: 60, "node \(index) listens") { droverd.stderr.contains("listening") }
+        }
+        try await cluster.eventually("both nodes Online", timeout: 30) { try await cluster.statuses().filter { $0.status == "Online" }.count == 2 }
+
+        let front = TemporaryDirectory(prefix: "drover-front")
+        let frontPort = try FreePort.find()
+        func sendTo(_ index: Int) throws {
+            try front.write("target", "\(cluster.nodes[index].address) \(cluster.nodes[index].port)\n")
+        }
+        try sendTo(0)
+        try front.write("front.py", Self.frontBalancer)
+        let balancer = try RunningProcess("/usr/bin/env", ["python3", front.url("front.py"), String(frontPort), front.url("target")])
+        defer { balancer.signal(SIGKILL) }
+        try await balancer.waitUntil(timeout: 20, "the front load balancer listens") { balancer.stdout.contains("listening") }
+
+        let main = "https://\(mainHost):\(frontPort)"
+        let arguments = ["--host-resolver-rules=MAP \(mainHost) 127.0.0.1, MAP *.\(domain) 127.0.0.1", "--ignore-certificate-errors-spki-list=\(spki)"]
+        do {
+            try await Browser.using(arguments: arguments) { browser in
+                try await browser.open(main + "/")
+                try await browser.type("input[name=username]", Self.owner)
+                try await browser.type("input[name=password]", SystemUsers.password)
+                try await browser.click("form[action='/sign-in'] button")
+                _ = try await eventuallyValue("signed in") { (try await browser.source).contains("Signed in as") ? true : nil }
+                // The only kind, so the default: no picker.
+                try await browser.click("form[action='/sessions'] button")
+                let id = try await eventuallyValue("the session is listed") {
+                    try await browser.open(main + "/")
+                    return (try await browser.run("const r = document.querySelector('tr[id^=session-]'); return r ? r.id.slice(8) : null") as? String)
+                }
+                let owner = try await eventuallyValue("the session's folder on its node", timeout: 120) {
+                    (0..<2).first { FileManager.default.fileExists(atPath: "\(run.path)/node\($0)/\(id)") }
+                }
+                let origin = "https://\(id).\(domain):\(frontPort)"
+                for index in [owner, 1 - owner] {
+                    try sendTo(index)
+                    try await Task.sleep(for: .milliseconds(300))  // the balancer drops what it carried
+                    try await browser.open("\(main)/s/\(id)/lab")
+                    _ = try await eventuallyValue("the Lab's interface at its own origin through node \(index)", timeout: 120) {
+                        (try await browser.run("return location.origin === '\(origin)' && document.querySelector('#jp-main-dock-panel') !== null "
+                                               + "&& document.cookie.includes('_xsrf=')") as? Bool) == true ? true : nil
+                    }
+                    let result = try await browser.runAsync(Self.kernelScript) as? String
+                    #expect(result == "output:42 refused:403 saved:\(index == owner ? 201 : 200)", "through node \(index): \(result ?? "nil")")
+                    #expect(try await browser.run("return location.origin") as? String == origin)
+                }
+                try await browser.open(main + "/")
+                try await browser.click("form[action='/sessions/\(id)/quit'] button")
+            }
+        } catch {
+            throw TestFailure("\(error)\n--- node 0:\n\(nodes[0].stderr.suffix(3000))\n--- node 1:\n\(nodes[1].stderr.suffix(3000))")
+        }
+        for node in nodes { node.signal(SIGTERM) }
+        for node in nodes { #expect(try await node.wait(timeout: 60) == 0) }
+    }
+
     /// Issue 35, item 1, at scaled-down timeouts (`session-timeout-minutes=0.1`: six seconds),
     /// with the shipped kind (`activity=jupyter`) and two sessions at once: one whose kernel runs
     /// code for 30 s after its client has gone is not suspended while it runs, and is once it is
