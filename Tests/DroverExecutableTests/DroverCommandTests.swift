@@ -26,6 +26,37 @@ import Testing
         #expect(lines.contains("ok    diagnostics sink 'stderr'"))
         #expect(lines.contains { $0.hasPrefix("warn  ") && $0.contains("legacy form") })
         #expect(lines.contains { $0.hasPrefix("ok    secure cookie key \(config.path)/secure-cookie-key") })
+        // PAM sign-in with sessions on Drover's origin (issue 37, item 7).
+        #expect(lines.contains { $0.hasPrefix("warn  session origins: www-session-domain is unset") }, "\(result.stdout)")
+    }
+
+    /// With session origins, `drover verify` names them, and checks that the certificate the
+    /// sessions get names `<id>.<domain>`; droverd does not start with one that does not.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
+    func verifyAndTheNodeCheckTheSessionsCertificate() async throws {
+        let pki = TemporaryDirectory(prefix: "drover-verify-pki")
+        for (name, subject) in [("main", "drover.test"), ("sessions", "*.sessions.test")] {
+            let made = try await Executable.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                                                   "-days", "2", "-subj", "/CN=\(subject)", "-addext", "subjectAltName=DNS:\(subject)",
+                                                                   "-keyout", pki.url("\(name).key"), "-out", pki.url("\(name).pem")])
+            #expect(made.status == 0, "\(made.stderr)")
+        }
+        let tls = "ssl-enabled=1\nssl-certificate=\(pki.url("main.pem"))\nssl-certificate-key=\(pki.url("main.key"))\n"
+            + "www-session-domain=sessions.test\nwww-main-host=drover.test\n"
+        let good = try ConfigDirectory(rserver: tls + "ssl-session-certificate=\(pki.url("sessions.pem"))\nssl-session-certificate-key=\(pki.url("sessions.key"))\n")
+        let verified = try await Executable.run("drover", ["verify", "--config-dir", good.path])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        #expect(verified.stdout.contains("ok    session origins: each session at <id>.sessions.test, Drover's own pages at drover.test"))
+        #expect(verified.stdout.contains("ok    certificate \(pki.url("sessions.pem")) is valid for the sessions' origins (*.sessions.test)"))
+        #expect(!verified.stdout.contains("www-session-domain is unset"))
+        // The main certificate alone does not name the sessions.
+        let bad = try ConfigDirectory(rserver: tls)
+        let refused = try await Executable.run("drover", ["verify", "--config-dir", bad.path])
+        #expect(refused.status == 2 && refused.stdout.contains("FAIL  certificate \(pki.url("main.pem")) does not name the sessions' origins"),
+                "\(refused.stdout)")
+        let droverd = try await Executable.run("droverd", ["--config-dir", bad.path], timeout: 60)
+        #expect(droverd.status != 0 && droverd.stderr.contains("is not valid for the sessions' origins (<id>.sessions.test, www-session-domain)"),
+                "\(droverd.stderr.suffix(800))")
     }
 
     @Test func verifyFailsWithStatusTwoOnBadConfigOrKey() async throws {

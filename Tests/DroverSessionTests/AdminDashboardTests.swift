@@ -182,6 +182,8 @@ struct Browser {
         #expect(refused.status == 403 && refused.body.contains("admin-group (droveradmins)"), "\(refused.status) \(refused.body)")
         let shown = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/admin", headers: admin.headers)
         #expect(shown.status == 200 && shown.body.contains("Drover cluster"))
+        // PAM sign-in with sessions on Drover's origin: the operator is warned (issue 37, item 7).
+        #expect(shown.body.contains(#"id="origin-warning""#) && shown.body.contains("www-session-domain is unset"))
         let anonymous = try await RawHTTPClient.request(host: node.address, port: node.port, path: "/admin")
         #expect(anonymous.status == 303, "sent to sign in")
         #expect(try await cluster.stop(0) == 0)

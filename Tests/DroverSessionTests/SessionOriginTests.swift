@@ -102,6 +102,10 @@ import Testing
         let signedIn = try await Self.get(one, main, "/sign-in", [("Content-Type", "application/x-www-form-urlencoded")], method: "POST",
                                           body: "username=\(Self.alice)&password=\(SystemUsers.password)&next=" + (ticketPath.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""))
         #expect(signedIn.status == 303 && signedIn.header("Location") == ticketPath, "\(signedIn.status) \(signedIn.headers)")
+        // A sign-in posted from a session's page is another origin's (login CSRF).
+        let crossSignIn = try await Self.get(one, main, "/sign-in", [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", "https://\(hostA)")],
+                                        method: "POST", body: "username=\(Self.alice)&password=\(SystemUsers.password)")
+        #expect(crossSignIn.status == 403, "\(crossSignIn.status) \(crossSignIn.body)")
         // Another user gets no ticket for alice's session; a page's fetch gets none at all.
         #expect(try await Self.get(one, main, ticketPath, [("Cookie", bob.cookie)]).status == 404)
         #expect(try await Self.get(one, main, ticketPath, [("Cookie", alice.cookie), ("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "cors")]).status == 403)
