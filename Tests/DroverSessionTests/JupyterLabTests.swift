@@ -315,11 +315,12 @@ extension Browser {
                 try await browser.type("input[name=password]", SystemUsers.password)
                 try await browser.click("form[action='/sign-in'] button")
                 _ = try await eventuallyValue("signed in") { (try await browser.source).contains("Signed in as") ? true : nil }
-                // The only kind, so the default: no picker.
+                // The only kind, so the default: no picker. The form's answer (once the Lab is up)
+                // comes back to the home page, which then lists it: waited for without navigating
+                // away, which would cut the submission short.
                 try await browser.click("form[action='/sessions'] button")
-                let id = try await eventuallyValue("the session is listed") {
-                    try await browser.open(main + "/")
-                    return (try await browser.run("const r = document.querySelector('tr[id^=session-]'); return r ? r.id.slice(8) : null") as? String)
+                let id = try await eventuallyValue("the session is listed", timeout: 150) {
+                    (try await browser.run("const r = document.querySelector('tr[id^=session-]'); return r ? r.id.slice(8) : null") as? String)
                 }
                 let owner = try await eventuallyValue("the session's folder on its node", timeout: 120) {
                     (0..<2).first { FileManager.default.fileExists(atPath: "\(run.path)/node\($0)/\(id)") }
