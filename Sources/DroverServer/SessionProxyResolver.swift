@@ -124,7 +124,7 @@ public struct SessionProxyResolver: ProxyResolver {
             return HTTPResponse(status: status, headers: ["Location": location, "Cache-Control": "no-store"])
         }
         guard hostSession == id else { return .text(.notFound, "no such session\n") }
-        if SessionOrigins.isForeign(head, own: "\(scheme)://\(host)") {
+        if SessionOrigins.isForeign(head, own: "\(scheme)://\(host)"), !isAllowedWebSocket(head) {
             sessions.runtime.reportRefusal(.webSocketOriginRefused(session: id, origin: NodeEvent.bounded(head.headers.first(name: "Origin") ?? "?")),
                                            key: "session-origin-fetch")
             return SessionOrigins.foreignRefusal(head, of: "a session")
@@ -176,6 +176,13 @@ public struct SessionProxyResolver: ProxyResolver {
             + "nor in www-allowed-origins\n")
     }
 
+    /// A WebSocket upgrade from a page of `www-allowed-origins`: let through at a session's
+    /// origin though it comes from another site (what the key is for), then checked as any.
+    func isAllowedWebSocket(_ head: HTTPRequestHead) -> Bool {
+        guard !allowedOrigins.isEmpty, head.headers.contains(name: "Upgrade"), let origin = head.headers.first(name: "Origin") else { return false }
+        return allowedOrigins.contains(origin.lowercased())
+    }
+
     /// The `<id>` of `/s/<id>/…` (up to the next `/` or `?`), read in place: this runs for
     /// every proxied request. nil unless it has Drover's form (32 lower-case hex digits), so
     /// nothing else is ever looked up.
@@ -214,7 +221,8 @@ public struct SessionProxyResolver: ProxyResolver {
         // At a session's own origin, from its own pages: else the full decision answers.
         if origins.areSeparate {
             let (scheme, host) = schemeAndHost(head, browserOrigin: browserOrigin)
-            guard origins.sessionID(host: host) == id, !SessionOrigins.isForeign(head, own: "\(scheme)://\(host)") else { return nil }
+            guard origins.sessionID(host: host) == id, !SessionOrigins.isForeign(head, own: "\(scheme)://\(host)") || isAllowedWebSocket(head)
+            else { return nil }
         }
         guard case .user(let user) = client(head, browserOrigin: browserOrigin), let cached = sessions.cachedRouteAndActivity(id, username: user) else { return nil }
         return decision(cached.route, id: id, user: user, head: head, onlyWrites: cached.onlyWrites)

@@ -58,6 +58,7 @@ import Testing
             www-session-domain=\(Self.domain)
             www-main-host=\(Self.mainHost)
             www-secure-cookies=1
+            www-allowed-origins=https://portal.test
             """)
         try await cluster.start(0)
         try await cluster.start(1)
@@ -164,6 +165,13 @@ import Testing
         #expect(hijack == nil, "a WebSocket from session B's page into A: \(hijack ?? "")")
         #expect(try await RawWebSocket.echo(host: one.address, port: one.port, path: "/s/\(a)/echo",
                                             headers: [("Host", hostA), ("Cookie", sessionCookie), ("Origin", "http://\(hostA)")], message: "own", timeout: 20) == "own")
+        // So does one from a page of www-allowed-origins, though another site's; a sibling's is refused.
+        let portal = [("Host", hostA), ("Cookie", sessionCookie), ("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Mode", "websocket")]
+        #expect(try await RawWebSocket.echo(host: one.address, port: one.port, path: "/s/\(a)/echo", headers: portal + [("Origin", "https://portal.test")],
+                                            message: "allowed", timeout: 20) == "allowed")
+        let fromSibling = try? await RawWebSocket.echo(host: one.address, port: one.port, path: "/s/\(a)/echo",
+                                                       headers: portal + [("Origin", "https://\(hostB)")], message: "x", timeout: 20)
+        #expect(fromSibling == nil, "\(fromSibling ?? "")")
 
         // Signing out revokes the session's cookie with the sign-in it came from, on every node,
         // and closes its tunnels.
