@@ -144,13 +144,16 @@ public struct CgroupHost: Sendable, Equatable {
     }
 
     /// On cgroup v2 with controllers droverd's cgroup offers: moves the calling process (all its
-    /// threads) into a leaf `droverd` of its cgroup, and enables the memory and cpu controllers
-    /// for the sessions' folder beside it. Nothing to do elsewhere (v1, or the v2 root).
+    /// threads) into a leaf `droverd` of its cgroup, and enables `controllers` (those the kinds'
+    /// limits need) for the sessions' folder beside it. Nothing to do elsewhere (v1, or the v2
+    /// root). The cpu controller makes each session a scheduling group of its own, which costs
+    /// proxied requests their tail latency: it is enabled only for a kind with a `cpu-limit`.
     /// - Returns: what could not be done, for a warning; empty when all went well.
-    public static func prepareForSessions(_ host: CgroupHost = .current(), pid: Int32? = nil) -> [String] {
+    public static func prepareForSessions(_ host: CgroupHost = .current(), pid: Int32? = nil,
+                                          controllers: [CgroupController] = CgroupController.allCases) -> [String] {
         let pid = pid ?? getpid()
         guard let unified = host.unified else { return [] }
-        let wanted = CgroupController.allCases.map(\.rawValue).filter { unified.controllers.contains($0) }
+        let wanted = controllers.map(\.rawValue).filter { unified.controllers.contains($0) }
         guard !wanted.isEmpty else { return [] }
         var problems: [String] = []
         var own = unified.own
@@ -306,7 +309,22 @@ public struct SessionCgroupSet: Sendable, Equatable {
     public func cpuSeconds() -> Double? {
         if let unified, let value = Self.field("usage_usec", in: unified + "/cpu.stat") { return Double(value) / 1e6 }
         if let cpuacct, let value = Self.number(cpuacct + "/cpuacct.usage") { return Double(value) / 1e9 }
-        return nil
+        if let cpu, let value = Self.number(cpu + "/cpuacct.usage") { return Double(value) / 1e9 }
+        // No accounting cgroup (v1, no cpu-limit, cpuacct mounted with cpu): what the session's
+        // processes have used, as /proc counts it (the exited ones' time is not kept).
+        guard let processes else { return nil }
+        let members = CgroupHost.members(of: processes)
+        guard !members.isEmpty else { return nil }
+        return members.reduce(0.0) { $0 + (Self.processCPUSeconds($1) ?? 0) }
+    }
+
+    /// User and system time of process `pid` (`/proc/PID/stat`, fields 14 and 15), in seconds.
+    public static func processCPUSeconds(_ pid: Int32) -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }
+        // After the command's name (which may hold spaces), from field 3 on.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     /// OOM kills in the session's memory cgroup (v1 `memory.oom_control`, v2 `memory.events`),
@@ -407,6 +425,12 @@ public struct SessionCgroupSet: Sendable, Equatable {
             // v2's folder holds the controllers it offers; cpuacct only measures, where no v2 folder can.
             if name == "cpuacct" ? set.unified != nil : v2Controllers.contains(name) { continue }
             guard let hierarchy = host.v1Hierarchy(name) else { continue }
+            // A cgroup of v1's cpu controller is a scheduling group of its own: the session then
+            // competes with droverd's threads as one entity, and waits for the CPU behind them
+            // (the proxy's p99 went from 2.4 ms to 14 ms, docs/BENCHMARKS.md). Joined only to
+            // limit CPU (cpuacct too where it is mounted with cpu); the use is read from cpuacct
+            // where it is apart, else from the session's processes (``cpuSeconds()``).
+            if limits.cpuQuotaMicroseconds == nil, hierarchy.controllers.contains("cpu") { continue }
             let existing = [set.memory, set.cpu, set.cpuacct].compactMap { $0 }.first { $0.hasPrefix(hierarchy.mount + "/") }
             let path = existing ?? folder(hierarchy.ownFolder + "/" + CgroupHost.sessionsFolder)
             switch name {

@@ -92,8 +92,11 @@ struct Droverd: AsyncParsableCommand {
 
         // Kinds with limits: on cgroup v2 droverd moves into a leaf of its cgroup so that the
         // sessions' cgroups beside it may have the memory and cpu controllers.
-        if config.kinds.kinds.contains(where: { !$0.limits.isEmpty }) {
-            for problem in CgroupHost.prepareForSessions() { events.emit(.configurationWarning(problem)) }
+        let limits = config.kinds.kinds.map(\.limits)
+        let controllers = (limits.contains { $0.memoryBytes != nil } ? [CgroupController.memory] : [])
+            + (limits.contains { $0.cpuQuotaMicroseconds != nil } ? [CgroupController.cpu] : [])
+        if !controllers.isEmpty {
+            for problem in CgroupHost.prepareForSessions(controllers: controllers) { events.emit(.configurationWarning(problem)) }
         }
 
         // SIGHUP means "reload" (ReloadService); until that service runs it must not kill us.

@@ -93,6 +93,48 @@ import Testing
         #expect(!set.wentOverMemoryLimit(since: .init(kills: 0, limitEvents: 0)))
     }
 
+    /// Only a kind with a `cpu-limit` enables v2's cpu controller for its sessions: it makes each
+    /// a scheduling group of its own (the proxy's tail latency, docs/BENCHMARKS.md).
+    @Test func onV2TheCPUControllerIsEnabledOnlyForACPULimit() throws {
+        let root = TemporaryDirectory(prefix: "drover-cgroup2")
+        let service = "/droverd.service"
+        try v2Tree(root, [service, service + "/droverd", service + "/drover-sessions"])
+        let host = CgroupHost(mounts: "cgroup2 \(root.path) cgroup2 rw 0 0\n", memberships: "0::\(service)\n") { _ in "cpu io memory pids\n" }
+        #expect(CgroupHost.prepareForSessions(host, pid: 4242, controllers: [.memory]).isEmpty)
+        #expect(read(root.path + service + "/drover-sessions/cgroup.subtree_control") == "+memory")
+    }
+
+    /// On this machine's v1 hierarchies (as root): a session without a `cpu-limit` is kept out of
+    /// the cpu controller's scheduling groups (and out of cpuacct's where it is mounted with cpu);
+    /// its CPU use is still read, from cpuacct or from its processes. With a limit it joins.
+    @Test(.enabled(if: geteuid() == 0 && CgroupHost.current().unified?.controllers.contains("cpu") != true
+                   && CgroupHost.current().v1Hierarchy("cpu") != nil))
+    func onV1ASessionJoinsTheCPUControllerOnlyForACPULimit() throws {
+        let host = CgroupHost.current()
+        let cpuWithAcct = host.v1Hierarchy("cpu")?.controllers.contains("cpuacct") == true
+        let id = "drover-test-" + Crypto.randomBytes(4).hexString
+        let free = try #require(try SessionCgroupSet.make(id, limits: SessionLimits(), host: host))
+        defer { free.remove() }
+        #expect(free.cpu == nil, "no cpu-limit: not in a cpu scheduling group (\(free.words))")
+        // cpuacct only where it is apart from cpu, and no v2 folder counts the time already.
+        #expect((free.cpuacct == nil) == (cpuWithAcct || free.unified != nil), "\(free.words)")
+        #expect(free.cpuSeconds() != nil, "its CPU use is still read (\(free.words))")
+        let limited = try #require(try SessionCgroupSet.make(id + "l", limits: SessionLimits(cpus: 0.5), host: host))
+        defer { limited.remove() }
+        #expect(limited.cpu != nil, "\(limited.words)")
+    }
+
+    @Test func withoutAnAccountingCgroupTheCPUTimeIsTheProcessesOwn() throws {
+        let folder = TemporaryDirectory(prefix: "drover-cgroup-procs")
+        try folder.write("cgroup.procs", "\(getpid())\n")
+        var spin = 0.0
+        let start = Date()
+        while Date().timeIntervalSince(start) < 0.2 { spin += sin(spin) }  // some CPU of its own to count
+        let seconds = try #require(SessionCgroupSet(freezer: folder.path).cpuSeconds(), "read from /proc/\(getpid())/stat")
+        #expect(seconds >= 0.1 && seconds < 1e6, "\(seconds) s (spun \(spin))")
+        #expect(SessionCgroupSet.processCPUSeconds(-1) == nil)
+    }
+
     @Test func aLimitThatCannotBeSetFailsTheStart() throws {
         let root = TemporaryDirectory(prefix: "drover-cgroup2")
         try v2Tree(root, ["/drover-sessions/abc123"])
