@@ -49,6 +49,17 @@ import Testing
         #expect(verified.stdout.contains("ok    session origins: each session at <id>.sessions.test, Drover's own pages at drover.test"))
         #expect(verified.stdout.contains("ok    certificate \(pki.url("sessions.pem")) is valid for the sessions' origins (*.sessions.test)"))
         #expect(!verified.stdout.contains("www-session-domain is unset"))
+        // The node picks the certificate by the name the client asks for (SNI). (Its peers would
+        // check the main certificate against 127.0.0.1: not here.)
+        try good.write("load-balancer", "[config]\nverify-ssl-certs=0\n")
+        let node = try RunningProcess(Executable.path("droverd"), ["--config-dir", good.path])
+        defer { node.signal(SIGKILL) }
+        try await node.waitUntil(timeout: 60, "droverd listens") { node.stderr.contains("listening") }
+        for (name, subject) in [("drover.test", "CN=drover.test"), ("0123456789abcdef0123456789abcdef.sessions.test", "CN=*.sessions.test")] {
+            let served = try await Executable.run("/bin/sh", ["-c", "openssl s_client -connect 127.0.0.1:\(good.port) -servername \(name) </dev/null 2>/dev/null"
+                                                              + " | openssl x509 -noout -subject"])
+            #expect(served.stdout.replacingOccurrences(of: " ", with: "").contains(subject), "asked for \(name): \(served.stdout) \(served.stderr)")
+        }
         // The main certificate alone does not name the sessions.
         let bad = try ConfigDirectory(rserver: tls)
         let refused = try await Executable.run("drover", ["verify", "--config-dir", bad.path])
