@@ -9,6 +9,10 @@
 # run) beside throughput and latency. Instructions per request: Benchmarks/proxy/instructions.sh.
 # AUTH=cookie: the nodes use PAM sign-in (not auth-none) and every request carries a signed
 # sign-in cookie, as in production (the WebSocket part is skipped).
+# Kernel CPU (system time) per request is shown beside the total, for the proxies.
+# SYSCALLS=1: after the rounds, one more run each of nginx and the owning node with
+# `strace -c -f` attached, and a table of system calls per request for both (strace slows both
+# down: the counts per request are what it is for, not the throughput of that run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
@@ -81,6 +85,13 @@ cpu() { # pids -> CPU seconds they used so far (user + system)
     done
     echo "$total"
 }
+syscpu() { # pids -> system (kernel) CPU seconds they used so far
+    local total=0 pid
+    for pid in "$@"; do
+        total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{print t + $15 / hz}' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+    done
+    echo "$total"
+}
 
 echo "Proxy benchmark: wrk -t2 -c$connections -d${seconds}s --latency GET $path (keep-alive), $rounds rounds, $(nproc) cores, auth=$auth"
 echo "CPU-s/10k: CPU seconds per 10,000 requests of the proxy (both nodes on the non-owning path) and of the session"
@@ -88,19 +99,20 @@ results=$work/results
 : > "$results"
 run() { # round name url pids...
     local round=$1 name=$2 url=$3 out before session_before first_before; shift 3
-    before=$(cpu "$@"); session_before=$(cpu $session_pid); first_before=$(cpu "$1")
+    before=$(cpu "$@"); session_before=$(cpu $session_pid); first_before=$(cpu "$1"); local sys_before; sys_before=$(syscpu "$@")
     out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency "${sign_in[@]}" "$url")
-    local proxy_cpu session_cpu requests rps p50 p99
+    local proxy_cpu session_cpu requests rps p50 p99 proxy_sys
     proxy_cpu=$(awk -v a="$(cpu "$@")" -v b="$before" 'BEGIN {print a - b}')
+    proxy_sys=$(awk -v a="$(syscpu "$@")" -v b="$sys_before" 'BEGIN {print a - b}')
     session_cpu=$(awk -v a="$(cpu $session_pid)" -v b="$session_before" 'BEGIN {print a - b}')
     first_cpu=$(awk -v a="$(cpu "$1")" -v b="$first_before" 'BEGIN {print a - b}')  # the owner's share, on the non-owning path
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    echo "$round $name $requests $rps $p50 $p99 $proxy_cpu $session_cpu $first_cpu" >> "$results"
-    awk -v r="$round" -v n="$name" -v q="$requests" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v c="$proxy_cpu" -v s="$session_cpu" \
-        'BEGIN {printf "round %d %-16s %10.0f req/s  p50 %-8s p99 %-8s proxy %.3f CPU-s/10k  session %.3f CPU-s/10k\n", r, n, rps, p50, p99, c * 10000 / q, s * 10000 / q}'
+    echo "$round $name $requests $rps $p50 $p99 $proxy_cpu $session_cpu $first_cpu $proxy_sys" >> "$results"
+    awk -v r="$round" -v n="$name" -v q="$requests" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v c="$proxy_cpu" -v s="$session_cpu" -v k="$proxy_sys" \
+        'BEGIN {printf "round %d %-16s %10.0f req/s  p50 %-8s p99 %-8s proxy %.3f CPU-s/10k (kernel %.3f)  session %.3f CPU-s/10k\n", r, n, rps, p50, p99, c * 10000 / q, k * 10000 / q, s * 10000 / q}'
 }
 # No "direct" run: the session listens only on its Unix socket, which wrk cannot reach.
 for round in $(seq "$rounds"); do
@@ -121,19 +133,55 @@ def ms(t):
     return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
 runs = {}
 for line in open(sys.argv[1]):
-    _, name, requests, rps, p50, p99, proxy_cpu, session_cpu, owner_cpu = line.split()
+    _, name, requests, rps, p50, p99, proxy_cpu, session_cpu, owner_cpu, proxy_sys = line.split()
     runs.setdefault(name, []).append((float(rps), ms(p50), ms(p99), float(proxy_cpu) * 1e4 / float(requests), float(session_cpu) * 1e4 / float(requests),
-                                      float(owner_cpu) * 1e4 / float(requests)))
-med = {name: [statistics.median(v[i] for v in values) for i in range(6)] for name, values in runs.items()}
+                                      float(owner_cpu) * 1e4 / float(requests), float(proxy_sys) * 1e4 / float(requests)))
+med = {name: [statistics.median(v[i] for v in values) for i in range(7)] for name, values in runs.items()}
 print(f"\nmedians of {len(runs['nginx'])} rounds:")
 for name in ("nginx", "owning-node", "non-owning-node"):
-    rps, p50, p99, cpu, session, owner = med[name]
+    rps, p50, p99, cpu, session, owner, kernel = med[name]
     split = f"  (owner {owner:.3f}, first node {cpu - owner:.3f})" if name == "non-owning-node" else ""
-    print(f"  {name:16s} {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  proxy {cpu:.3f} CPU-s/10k  session {session:.3f} CPU-s/10k{split}")
+    print(f"  {name:16s} {rps:10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  proxy {cpu:.3f} CPU-s/10k (kernel {kernel:.3f})  session {session:.3f} CPU-s/10k{split}")
 ng, own, other = med["nginx"], med["owning-node"], med["non-owning-node"]
 print(f"ratios to nginx (medians): owning node throughput {own[0] / ng[0]:.2f}x (target >= 1.0), p99 {own[2] / ng[2]:.2f}x (target <= 1.2), "
-      f"CPU per request {own[3] / ng[3]:.2f}x (target <= 1.0); non-owning node throughput {other[0] / ng[0]:.2f}x (target >= 0.7)")
+      f"CPU per request {own[3] / ng[3]:.2f}x (target <= 1.0), kernel CPU per request {own[6] / ng[6]:.2f}x; "
+      f"non-owning node throughput {other[0] / ng[0]:.2f}x (target >= 0.7)")
 PY
+if [ "${SYSCALLS:-0}" = 1 ]; then
+    command -v strace >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; }
+    traced() { # name url pids...
+        local name=$1 url=$2 tracer out args=(); shift 2
+        for pid in "$@"; do args+=(-p "$pid"); done
+        strace -c -f -q -o "$work/strace-$name" "${args[@]}" & tracer=$!
+        sleep 1
+        out=$(wrk -t2 -c"$connections" -d"${seconds}s" "${sign_in[@]}" "$url")
+        kill -INT $tracer; wait $tracer 2>/dev/null || true
+        echo "$name $(awk '/requests in/ {print $1}' <<<"$out")" >> "$work/strace-requests"
+    }
+    traced nginx "http://127.0.0.1:$nginx_port$path" $nginx_pids
+    traced owning-node "http://$owner:$port$path" $owner_pid
+    python3 - "$work" <<'PY'
+import sys
+work = sys.argv[1]
+requests = dict(line.split() for line in open(work + "/strace-requests"))
+calls = {}
+for name in requests:
+    for line in open(f"{work}/strace-{name}"):
+        fields = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            calls.setdefault(fields[-1], {})[name] = int(fields[3])
+print(f"\nsystem calls per request (strace -c -f, {requests['nginx']} requests through nginx, {requests['owning-node']} through the owning node):")
+print(f"  {'call':20s} {'nginx':>8s} {'owning':>8s}")
+rows = sorted(calls.items(), key=lambda item: -max(n / int(requests[k]) for k, n in item[1].items()))
+for call, by in rows:
+    per = {k: by.get(k, 0) / int(requests[k]) for k in requests}
+    if max(per.values()) >= 0.001:
+        print(f"  {call:20s} {per['nginx']:8.3f} {per['owning-node']:8.3f}")
+total = {k: sum(by.get(k, 0) for by in calls.values()) / int(requests[k]) for k in requests}
+print(f"  {'all':20s} {total['nginx']:8.3f} {total['owning-node']:8.3f}")
+PY
+fi
 [ "$auth" = cookie ] && exit 0
 echo
 python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" 1000 3
