@@ -10,6 +10,8 @@
 # AUTH=cookie: the nodes use PAM sign-in (not auth-none) and every request carries a signed
 # sign-in cookie, as in production (the WebSocket part is skipped).
 # Kernel CPU (system time) per request is shown beside the total, for the proxies.
+# WEBSOCKETS=N: how many WebSockets the last part holds (default 1,000; past 2,000 the nodes'
+# www-max-connections is raised to fit, and the client's open-file limit).
 # SYSCALLS=1: after the rounds, one more run each of nginx and the owning node with
 # `strace -c -f` attached, and a table of system calls per request for both (strace slows both
 # down: the counts per request are what it is for, not the throughput of that run).
@@ -44,12 +46,16 @@ server-data-dir=data
 server-shared-storage-path=$work/shared
 session-command=$bin/drover-demo-session
 $([ "$auth" = cookie ] && echo "auth-pam-service=login" || echo "auth-none=1")
+$([ "${WEBSOCKETS:-1000}" -gt 2000 ] && echo "www-max-connections=$((WEBSOCKETS * 2 + 1000))")
 CONF
     printf 'provider=sqlite\ndirectory=%s\n' "$work/shared" > "$work/node$n/database.conf"
     : > "$work/node$n/load-balancer"
     printf '%s\n' "$key" > "$work/node$n/secure-cookie-key"
     chmod 600 "$work/node$n/secure-cookie-key"
 done
+# Each WebSocket holds two descriptors in the node (the client's, the session's), and one in the
+# client: the nodes, the session and the client get room for them (root may raise the hard limit).
+if [ "${WEBSOCKETS:-1000}" -gt 2000 ]; then ulimit -Hn $(( WEBSOCKETS * 5 + 4096 )) 2>/dev/null || true; ulimit -n $(( WEBSOCKETS * 5 + 4096 )) 2>/dev/null || true; fi
 "$bin/droverd" --config-dir "$work/node1" 2> "$work/node1.log" & node1=$!
 sleep 1
 "$bin/droverd" --config-dir "$work/node2" 2> "$work/node2.log" & node2=$!
@@ -184,4 +190,4 @@ PY
 fi
 [ "$auth" = cookie ] && exit 0
 echo
-python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" 1000 3
+python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" "${WEBSOCKETS:-1000}" 3
