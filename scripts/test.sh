@@ -12,6 +12,8 @@ source scripts/install-deps.sh
 install_missing libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-config
 # A real browser (and its WebDriver) for the cross-site WebSocket and dashboard tests; Prometheus's checker for the metrics test.
 install_missing chromium chromium-driver
+# openssl: the TLS and session-origin tests make a test CA and its certificates.
+install_missing openssl
 # libfaketime: the registry failover test gives the standbys another clock, as another machine's.
 install_missing faketime
 # JupyterLab and Notebook from PyPI, run unmodified as sessions through their shipped kinds.
