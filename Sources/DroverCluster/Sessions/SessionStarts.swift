@@ -101,17 +101,20 @@ struct SessionStarts: SessionManagerPart {
     ///   - isNew: the session's first start: no peer can have a route to it, so none is told
     ///     (under a burst of starts those calls were most of the node-to-node traffic).
     func launch(_ id: String, isNew: Bool = false) async throws -> SessionRecord {
-        if runtime.isStopping {
+        let (isStopping, limit) = (runtime.isStopping, runtime.configuration.server.maxStartingSessions)
+        // Decided and counted in one locked step (``SessionAdmission/admit(_:)``).
+        let admission = sessions.starting.withLock { count in
+            let admission = SessionAdmission.admit(.init(isStopping: isStopping, starting: count, limit: limit))
+            if admission == .admit { count += 1 }
+            return admission
+        }
+        switch admission {
+        case .admit:
+            break
+        case .refuseStopping:
             await freeFailedStart(id, isNew: isNew)
             throw SessionError.stopping("this node is stopping and starts no session; it is placed again elsewhere")
-        }
-        let limit = runtime.configuration.server.maxStartingSessions
-        let admitted = sessions.starting.withLock { count in
-            guard count < limit else { return false }
-            count += 1
-            return true
-        }
-        guard admitted else {
+        case .refuseBusy(let limit):
             throw SessionError.busy("this node is starting \(limit) sessions already (max-starting-sessions in rserver.conf); retry shortly")
         }
         sessions.launching.withLock { _ = $0.insert(id) }
@@ -142,18 +145,17 @@ struct SessionStarts: SessionManagerPart {
     }
 
     func launchAdmitted(_ id: String, isNew: Bool) async throws -> SessionRecord {
-        guard let self_ = runtime.nodeID, let session = try await store.session(id),
-              session.ownership.node == self_, session.ownership.state == .starting else {
-            throw SessionError.moved("session \(id) is no longer waiting to start on this node; it was moved meanwhile")
+        // The facts for ``SessionAdmission/start(_:)``: the account is looked up only for a row
+        // that still waits here, of a kind offered here.
+        let row = try await store.session(id)
+        var placed = SessionAdmission.Placed(row: row, selfID: runtime.nodeID, kind: row.flatMap { runtime.configuration.kinds[$0.kind] },
+                                             account: nil, effectiveUID: geteuid())
+        if let row, row.ownership == SessionOwnership(node: placed.selfID, state: .starting), placed.kind != nil {
+            placed.account = await SessionProcess.lookUp(row.username)
         }
-        guard let kind = runtime.configuration.kinds[session.kind] else {
-            throw SessionError.kindUnavailable("session \(id) is a '\(SessionManager.shown(session.kind))' session, a kind this node no longer offers")
-        }
-        guard let account = await SessionProcess.lookUp(session.username) else {
-            throw SessionError.launchFailed("there is no system account '\(session.username)' on this node")
-        }
-        if geteuid() != 0, account.uid != geteuid() {
-            throw SessionError.launchFailed("droverd runs as \(SessionProcess.currentAccount?.name ?? "uid \(geteuid())") and can only start its own user's sessions; run it as root")
+        let decision = SessionAdmission.start(placed)
+        guard case .start = decision, let self_ = placed.selfID, let session = row, let kind = placed.kind, let account = placed.account else {
+            throw Self.refusal(decision, session: id)
         }
         let stateDirectory = account.stateDirectory(id)
         let plan = try sessions.launchPlan(id, kind: kind, account: account)
@@ -176,6 +178,20 @@ struct SessionStarts: SessionManagerPart {
             await supervisor.abandon(id, within: sessions.suspendGrace + 5)
             runtime.events.emit(.sessionStartFailed(session: id, error: "\(error)"))
             throw error
+        }
+    }
+
+    /// The error a refused start (``SessionAdmission/start(_:)``) answers with.
+    static func refusal(_ decision: SessionAdmission.Start, session id: String) -> SessionError {
+        switch decision {
+        case .start, .moved:
+            .moved("session \(id) is no longer waiting to start on this node; it was moved meanwhile")
+        case .kindUnavailable(let name):
+            .kindUnavailable("session \(id) is a '\(SessionManager.shown(name))' session, a kind this node no longer offers")
+        case .noAccount(let user):
+            .launchFailed("there is no system account '\(user)' on this node")
+        case .notOwnUser:
+            .launchFailed("droverd runs as \(SessionProcess.currentAccount?.name ?? "uid \(geteuid())") and can only start its own user's sessions; run it as root")
         }
     }
 
