@@ -102,15 +102,21 @@ public final class PostgresReplicaSet: Sendable {
     /// The standby among `candidates` that has received the most WAL: the one to promote, so
     /// that the others can follow it (a standby ahead of the new primary could not).
     public func mostAdvanced(of candidates: [Int]) async throws -> Int {
-        var best: (index: Int, lag: Double)?
+        try await positions(of: candidates).max { $0.bytes < $1.bytes }.map(\.index) ?? { throw TestFailure("no standby to promote") }()
+    }
+
+    /// How far each standby among `candidates` is, in bytes of WAL: the further of what it
+    /// received (flushed) and what it replayed. A standby whose WAL receiver is down (its primary
+    /// gone) may report no received position; its replayed one still says how far it got.
+    public func positions(of candidates: [Int]) async throws -> [(index: Int, bytes: Double)] {
+        var found: [(index: Int, bytes: Double)] = []
         for index in candidates {
-            // Bytes between the start of WAL and what it received: larger is further on.
-            let received = try await members[index].psql("postgres", "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')")
-            let bytes = Double(received.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
-            if best == nil || bytes > best!.lag { best = (index, bytes) }
+            let text = try await members[index].psql("postgres", "SELECT COALESCE(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0'), -1), "
+                                                     + "COALESCE(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0'), -1)")
+            let values = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "|").compactMap { Double($0) }
+            found.append((index, values.max() ?? -1))
         }
-        guard let best else { throw TestFailure("no standby to promote") }
-        return best.index
+        return found
     }
 
     /// Promotes member `index` to primary and waits until it takes writes.

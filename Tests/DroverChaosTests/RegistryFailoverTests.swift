@@ -87,8 +87,10 @@ import Testing
         // A failover manager takes a while to decide (Patroni's default loop is 10 s): longer
         // than a call's retries (about 9 s), so some calls fail and are counted.
         try await Task.sleep(for: .seconds(12))
+        let positions = try await set.positions(of: [1, 2])
         let promoted = try await set.mostAdvanced(of: [1, 2])
         let follower = promoted == 1 ? 2 : 1
+        print("failover: standbys' WAL positions at the promotion: \(positions.map { "\(PostgresReplicaSet.name($0.index)) \(Int($0.bytes))" }), promoting \(PostgresReplicaSet.name(promoted))")
         try await set.promote(promoted)
         let promotedAt = Date()
         try await set.follow(follower, primary: promoted)
@@ -164,7 +166,25 @@ import Testing
         let auditAfter = Set(try await primary.psql(name, "SELECT id FROM audit").split(separator: "\n").map(String.init))
         #expect(auditBefore.isSubset(of: auditAfter), "audit rows lost: \(auditBefore.subtracting(auditAfter).sorted().prefix(5))")
         let stored = Set(try await sessionRows(primary, name).map(\.id))
+        // A quit answered 503 inside the window may have been committed (and replicated) before
+        // the primary died: its session is gone, as a retried DELETE's 404 would say. As in
+        // ChaosTests, such a session counts as quit when its row is gone. (A run found one:
+        // its user then got 404 for it 51 times.)
+        for (id, session) in model where session.quitUnanswered && !stored.contains(id) { model[id]?.quit = true }
         let told = Set(model.filter { !$0.value.quit }.keys)
+        if !told.isSubset(of: stored) {
+            // Which it was: the harness promoted a standby without an acknowledged commit (then the
+            // other standby has the row), or a node answered 201 for a row no standby ever had.
+            let lost = told.subtracting(stored)
+            let onFollower = Set((try? await sessionRows(set.members[follower], name).map(\.id)) ?? [])
+            print("failover: lost sessions \(lost.sorted()); on the other standby: \(lost.intersection(onFollower).sorted()); "
+                  + "their quits unanswered: \(lost.filter { model[$0]?.quitUnanswered == true }.sorted())")
+            for index in 0..<3 {
+                for line in (cluster.process(index)?.stderr ?? "").split(separator: "\n") where lost.contains(where: { line.contains($0) }) {
+                    print("failover: node \(index): \(line.prefix(500))")
+                }
+            }
+        }
         #expect(told.isSubset(of: stored), "sessions a user was told of are gone: \(told.subtracting(stored))")
         let quit = Set(model.filter { $0.value.quit }.keys)
         #expect(quit.isDisjoint(with: stored), "quit sessions came back: \(quit.intersection(stored))")
