@@ -74,7 +74,9 @@ other=127.0.0.2; owner_dir=node1; [ "$owner" = 127.0.0.2 ] && { other=127.0.0.1;
 session_socket="$work/$owner_dir/data/sessions/$id.sock"
 nginx_port=$(free_port)
 source Benchmarks/proxy/nginx-conf.sh
-nginx_conf "$work" "$nginx_port" "$session_socket" > "$work/nginx.conf"
+# As many nginx workers as droverd has event loops (one per core): the issue-39 measure.
+# NGINX_WORKERS=1 gives the single worker of the figures before 2026-12-05 ~22:00.
+NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)} nginx_conf "$work" "$nginx_port" "$session_socket" > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 path="/s/$id/count"
 curl -sf "http://127.0.0.1:$nginx_port$path" >/dev/null
@@ -99,7 +101,7 @@ syscpu() { # pids -> system (kernel) CPU seconds they used so far
     echo "$total"
 }
 
-echo "Proxy benchmark: wrk -t2 -c$connections -d${seconds}s --latency GET $path (keep-alive), $rounds rounds, $(nproc) cores, auth=$auth"
+echo "Proxy benchmark: wrk -t2 -c$connections -d${seconds}s --latency GET $path (keep-alive), $rounds rounds, $(nproc) cores, auth=$auth, nginx workers ${NGINX_WORKERS:-$(nproc)}"
 echo "CPU-s/10k: CPU seconds per 10,000 requests of the proxy (both nodes on the non-owning path) and of the session"
 results=$work/results
 : > "$results"
