@@ -7,6 +7,8 @@
 # costliest functions). User-space instructions only: the kernel's share (reads, writes, epoll)
 # is not in callgrind's count.
 # AUTH=cookie: the node uses PAM sign-in and every request carries a signed sign-in cookie.
+# ORIGINS=1 (with auth-none): sessions at their own origins (`www-session-domain=localhost`), and
+# the node's requests carry `Host: <id>.localhost:PORT` (nginx ignores the name).
 # Usage: [AUTH=cookie] [BIN=DIR] Benchmarks/proxy/instructions.sh [REQUESTS=5000] [CONNECTIONS=8]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,6 +35,7 @@ server-data-dir=data
 server-shared-storage-path=$work/shared
 session-command=$bin/drover-demo-session
 $([ "${AUTH:-none}" = cookie ] && echo "auth-pam-service=login" || echo "auth-none=1")
+$([ "${ORIGINS:-0}" = 1 ] && echo "www-session-domain=localhost")
 CONF
 printf 'provider=sqlite\ndirectory=%s\n' "$work/shared" > "$work/node/database.conf"
 : > "$work/node/load-balancer"
@@ -72,10 +75,11 @@ valgrind --tool=callgrind --callgrind-out-file="$work/nginx.cg" nginx -c "$work/
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$nginx_port/s/$id/count" >/dev/null && break; sleep 0.2; done
 
 load() { # port count
-    python3 - "$1" "$2" "$connections" "/s/$id/count" "$cookie" <<'PY'
+    python3 - "$1" "$2" "$connections" "/s/$id/count" "$cookie" "$([ "${ORIGINS:-0}" = 1 ] && echo "$id.localhost:$port")" <<'PY'
 import http.client, sys, threading
-port, count, connections, path, cookie = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+port, count, connections, path, cookie, host = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 headers = {"Cookie": "drover-auth=" + cookie} if cookie else {}
+if host: headers["Host"] = host
 failures = []
 def client(n):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

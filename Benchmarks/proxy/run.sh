@@ -10,6 +10,9 @@
 # AUTH=cookie: the nodes use PAM sign-in (not auth-none) and every request carries a signed
 # sign-in cookie, as in production (the WebSocket part is skipped).
 # Kernel CPU (system time) per request is shown beside the total, for the proxies.
+# ORIGINS=1 (with auth-none): the nodes serve sessions at their own origins
+# (`www-session-domain=localhost`), and Drover's requests carry `Host: <id>.localhost:PORT`, so
+# the origin checks of every request are measured (the WebSocket part is skipped).
 # WEBSOCKETS=N: how many WebSockets the last part holds (default 1,000; past 2,000 the nodes'
 # www-max-connections is raised to fit, and the client's open-file limit).
 # SYSCALLS=1: after the rounds, one more run each of nginx and the owning node with
@@ -46,6 +49,7 @@ server-data-dir=data
 server-shared-storage-path=$work/shared
 session-command=$bin/drover-demo-session
 $([ "$auth" = cookie ] && echo "auth-pam-service=login" || echo "auth-none=1")
+$([ "${ORIGINS:-0}" = 1 ] && echo "www-session-domain=localhost")
 $([ "${WEBSOCKETS:-1000}" -gt 2000 ] && echo "www-max-connections=$((WEBSOCKETS * 2 + 1000))")
 CONF
     printf 'provider=sqlite\ndirectory=%s\n' "$work/shared" > "$work/node$n/database.conf"
@@ -69,6 +73,8 @@ if [ "$auth" = cookie ]; then
     sign_in=(-H "Cookie: drover-auth=$cookie")
 fi
 id=$(curl -sf -X POST "${sign_in[@]}" ${csrf:+-H "X-CSRF-Token: $csrf"} "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
+# At the session's own origin: every request to a node names it (nginx ignores the name).
+[ "${ORIGINS:-0}" = 1 ] && sign_in+=(-H "Host: $id.localhost:$port")
 owner=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select n.host from session s join node n on n.id=s.node_id where s.id=?',(sys.argv[2],)).fetchone()[0])" "$work/shared/drover.sqlite" "$id")
 other=127.0.0.2; owner_dir=node1; [ "$owner" = 127.0.0.2 ] && { other=127.0.0.1; owner_dir=node2; }
 session_socket="$work/$owner_dir/data/sessions/$id.sock"
@@ -190,6 +196,6 @@ total = {k: sum(by.get(k, 0) for by in calls.values()) / int(requests[k]) for k 
 print(f"  {'all':20s} {total['nginx']:8.3f} {total['owning-node']:8.3f}")
 PY
 fi
-[ "$auth" = cookie ] && exit 0
+[ "$auth" = cookie ] || [ "${ORIGINS:-0}" = 1 ] && exit 0
 echo
 python3 Benchmarks/proxy/websockets.py "$owner" "$port" "/s/$id/echo" "$(pgrep -f "droverd --config-dir $work/node$([ "$owner" = 127.0.0.1 ] && echo 1 || echo 2)")" "${WEBSOCKETS:-1000}" 3

@@ -86,7 +86,7 @@ public struct Authentication: Sendable {
     func isOwnHost(_ host: String) -> Bool {
         if knownOwnHosts.contains(host) { return true }
         // A session's own origin (`<id>.localhost` in the quick start) is the node's too.
-        if origins.sessionID(host: host) != nil { return true }
+        if origins.isSessionHost(host) { return true }
         guard Self.isOwnHost(host, names: ownNames) else { return false }
         knownOwnHosts.insert(host)
         return true

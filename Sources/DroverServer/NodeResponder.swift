@@ -90,7 +90,7 @@ public struct NodeResponder: HTTPResponder {
         let host = request.head.headers.first(name: "Host") ?? ""
         let origins = userAPI.auth.origins
         if let id = origins.sessionID(host: host) {
-            if SessionOrigins.isForeign(request.head, own: "\(scheme)://\(host)") {
+            if SessionOrigins.isForeign(request.head, own: scheme, host: host) {
                 return SessionOrigins.foreignRefusal(request.head, of: "a session")
             }
             switch path {

@@ -124,7 +124,7 @@ public struct SessionProxyResolver: ProxyResolver {
             return HTTPResponse(status: status, headers: ["Location": location, "Cache-Control": "no-store"])
         }
         guard hostSession == id else { return .text(.notFound, "no such session\n") }
-        if SessionOrigins.isForeign(head, own: "\(scheme)://\(host)"), !isAllowedWebSocket(head) {
+        if SessionOrigins.isForeign(head, own: scheme, host: host), !isAllowedWebSocket(head) {
             sessions.runtime.reportRefusal(.webSocketOriginRefused(session: id, origin: NodeEvent.bounded(head.headers.first(name: "Origin") ?? "?")),
                                            key: "session-origin-fetch")
             return SessionOrigins.foreignRefusal(head, of: "a session")
@@ -219,12 +219,17 @@ public struct SessionProxyResolver: ProxyResolver {
         guard !head.headers.contains(name: Self.hopHeader) else { return nil }
         guard let id = Self.sessionID(head), refusesOrigin(head, browserOrigin: browserOrigin) == nil else { return nil }
         // At a session's own origin, from its own pages: else the full decision answers.
+        let user: String
         if origins.areSeparate {
             let (scheme, host) = schemeAndHost(head, browserOrigin: browserOrigin)
-            guard origins.sessionID(host: host) == id, !SessionOrigins.isForeign(head, own: "\(scheme)://\(host)") || isAllowedWebSocket(head)
-            else { return nil }
+            guard origins.isHost(host, ofSession: id), !SessionOrigins.isForeign(head, own: scheme, host: host) || isAllowedWebSocket(head),
+                  auth.refusesHost(head.headers) == nil, let sessionUser = auth.sessionUser(headers: head.headers, session: id) else { return nil }
+            user = sessionUser
+        } else {
+            guard case .user(let mainUser) = client(head, browserOrigin: browserOrigin) else { return nil }
+            user = mainUser
         }
-        guard case .user(let user) = client(head, browserOrigin: browserOrigin), let cached = sessions.cachedRouteAndActivity(id, username: user) else { return nil }
+        guard let cached = sessions.cachedRouteAndActivity(id, username: user) else { return nil }
         return decision(cached.route, id: id, user: user, head: head, onlyWrites: cached.onlyWrites)
     }
 

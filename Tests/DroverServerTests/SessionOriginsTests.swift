@@ -34,6 +34,10 @@ import Testing
     func theSessionIsTheLabelInFrontOfTheDomain(host: String, expected: String?) {
         #expect(origins.sessionID(host: host) == expected)
         #expect(SessionOrigins().sessionID(host: host) == nil, "without a session domain no host is a session's")
+        // The forms that make no string agree with it.
+        #expect(origins.isSessionHost(host) == (expected != nil))
+        #expect(origins.isHost(host, ofSession: Self.id) == (expected == Self.id))
+        #expect(!origins.isHost(host, ofSession: String(Self.id.reversed())))
     }
 
     @Test func originsKeepThePortTheBrowserUsed() {
