@@ -92,20 +92,15 @@ owner_pid=$(pgrep -f "droverd --config-dir $work/$owner_dir")
 other_pid=$(pgrep -f "droverd --config-dir $work/node" | grep -vx "$owner_pid")
 nginx_pids="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
 session_pid=$(pgrep -f "^$bin/drover-demo-session" | head -1)
-cpu() { # pids -> CPU seconds they used so far (user + system)
-    local total=0 pid
+ticks() { # awk expression of /proc/PID/stat fields, pids -> their sum over the pids, in seconds
+    local fields=$1 total=0 pid; shift
     for pid in "$@"; do
-        total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{print t + ($14 + $15) / hz}' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+        total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" "{print t + ($fields) / hz}" "/proc/$pid/stat" 2>/dev/null || echo "$total")
     done
     echo "$total"
 }
-syscpu() { # pids -> system (kernel) CPU seconds they used so far
-    local total=0 pid
-    for pid in "$@"; do
-        total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{print t + $15 / hz}' "/proc/$pid/stat" 2>/dev/null || echo "$total")
-    done
-    echo "$total"
-}
+cpu() { ticks '$14 + $15' "$@"; }  # pids -> CPU seconds they used so far (user + system)
+syscpu() { ticks '$15' "$@"; }     # pids -> system (kernel) CPU seconds they used so far
 
 echo "Proxy benchmark: wrk -t2 -c$connections -d${seconds}s --latency GET $path (keep-alive), $rounds rounds, $(nproc) cores, auth=$auth, nginx workers ${NGINX_WORKERS:-$(nproc)}"
 echo "CPU-s/10k: CPU seconds per 10,000 requests of the proxy (both nodes on the non-owning path) and of the session"

@@ -206,14 +206,20 @@ public struct Authentication: Sendable {
     /// A fresh cookie for `user`: its value, and the `Set-Cookie` header that carries it.
     func issueCookie(for user: String) -> (value: String, header: String) {
         let value = SignInCookie.issue(username: user, lifetime: lifetime, key: key)
-        return (value, "\(cookieName)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Int(lifetime))" + (secureCookies ? "; Secure" : ""))
+        return (value, setCookie(cookieName, value, maxAge: Int(lifetime)))
+    }
+
+    /// A `Set-Cookie` value as every cookie of Drover's is set: host-only, `Path=/`, `HttpOnly`,
+    /// `SameSite=Lax`, and `Secure` when cookies are secure (`www-secure-cookies`).
+    func setCookie(_ name: String, _ value: String, maxAge: Int) -> String {
+        "\(name)=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(maxAge)" + (secureCookies ? "; Secure" : "")
     }
 
     /// The `Set-Cookie` values that make the browser forget its sign-in: the cookie, and over
     /// https the name used before `__Host-` too.
     var signOutCookies: [String] {
-        let current = "\(cookieName)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" + (secureCookies ? "; Secure" : "")
-        return secureCookies ? [current, "\(SignInCookie.name)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Secure"] : [current]
+        let current = setCookie(cookieName, "", maxAge: 0)
+        return secureCookies ? [current, setCookie(SignInCookie.name, "", maxAge: 0)] : [current]
     }
 }
 

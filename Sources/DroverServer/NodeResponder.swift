@@ -53,7 +53,7 @@ public struct NodeResponder: HTTPResponder {
         if let immediate = immediateResponse(to: request.head) { return immediate }
         let path = request.path
         // A session's own origin serves nothing of Drover's but its sign-in's end.
-        if userAPI.auth.origins.areSeparate, let host = request.head.headers.first(name: "Host"), userAPI.auth.origins.sessionID(host: host) != nil,
+        if userAPI.auth.origins.areSeparate, let host = request.head.headers.first(name: "Host"), userAPI.auth.origins.isSessionHost(host),
            let response = await atSessionOrigins(request, path: String(path)) {
             return response
         }

@@ -87,12 +87,6 @@ public struct SessionOrigins: Sendable {
         byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte
     }
 
-    /// The session whose origin a request is for (its `Host`).
-    func sessionID(_ head: HTTPRequestHead) -> String? {
-        guard suffix != nil, let host = head.headers.first(name: "Host") else { return nil }
-        return sessionID(host: host)
-    }
-
     /// Whether `text` has Drover's form of a session id: 32 lower-case hex digits.
     static func isSessionID(_ text: some StringProtocol) -> Bool {
         text.utf8.count == 32 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
@@ -192,7 +186,6 @@ struct SessionSignIn: Sendable {
     let sessions: SessionManager
 
     var stateCookieName: String { auth.secureCookies ? "__Host-drover-state" : "drover-state" }
-    private var secureAttribute: String { auth.secureCookies ? "; Secure" : "" }
 
     /// Step 1, on a session's origin: a page opened without the session's cookie.
     func begin(_ head: HTTPRequestHead, session id: String, scheme: String, host: String) -> HTTPResponse {
@@ -204,8 +197,7 @@ struct SessionSignIn: Sendable {
         let location = origins.mainOrigin(scheme: scheme, host: host) + Self.ticketPath + "?session=\(id)&state=\(state)&next=" + Self.encoded(next)
         var headers: HTTPHeaders = ["Location": location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"]
         if existing == nil {
-            headers.add(name: "Set-Cookie", value: "\(stateCookieName)=\(state); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(Self.stateLifetime)"
-                            + secureAttribute)
+            headers.add(name: "Set-Cookie", value: auth.setCookie(stateCookieName, state, maxAge: Self.stateLifetime))
         }
         return HTTPResponse(status: .seeOther, headers: headers)
     }
@@ -275,16 +267,13 @@ struct SessionSignIn: Sendable {
         let value = SessionCookie.issue(grant, key: auth.key)
         let maxAge = max(1, Int(claims.signIn.expiry - now.timeIntervalSince1970))
         var headers: HTTPHeaders = ["Location": Self.next(query["next"] ?? "", session: id), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"]
-        headers.add(name: "Set-Cookie", value: "\(SessionCookie.name(secure: auth.secureCookies))=\(value); Path=/; HttpOnly; SameSite=Lax; Max-Age=\(maxAge)"
-                        + secureAttribute)
-        headers.add(name: "Set-Cookie", value: "\(stateCookieName)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0" + secureAttribute)
+        headers.add(name: "Set-Cookie", value: auth.setCookie(SessionCookie.name(secure: auth.secureCookies), value, maxAge: maxAge))
+        headers.add(name: "Set-Cookie", value: auth.setCookie(stateCookieName, "", maxAge: 0))
         return HTTPResponse(status: .seeOther, headers: headers)
     }
 
-    /// A state value: 32 hex digits.
-    static func isState(_ text: String) -> Bool {
-        text.utf8.count == 32 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
-    }
+    /// A state value: 32 hex digits, the form of a session id.
+    static func isState(_ text: String) -> Bool { SessionOrigins.isSessionID(text) }
 
     /// Where to go after signing in: `path` when it is the session's (`/s/<id>` or below it,
     /// printable, no `\`), else the session's front page.

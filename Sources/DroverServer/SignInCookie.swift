@@ -11,8 +11,7 @@ public enum SignInCookie {
 
     /// A cookie value for `username`, valid for `lifetime` seconds.
     public static func issue(username: String, lifetime: TimeInterval, key: SecureCookieKey, now: Date = Date()) -> String {
-        let user = Data(username.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let user = SignedFields.encode(username)
         // A random nonce, so two sign-ins in the same second get different cookies, and signing
         // one out (which revokes that cookie) leaves the other alone.
         let payload = "v2.\(user).\(Int(now.timeIntervalSince1970 + lifetime)).\(Crypto.randomBytes(8).hexString)"
@@ -45,9 +44,7 @@ public enum SignInCookie {
         let payload = parts.dropLast().joined(separator: ".")
         guard Crypto.constantTimeEquals(given, key.sign(Array(payload.utf8), purpose: purpose)) else { throw .badSignature }
         guard expiry > now.timeIntervalSince1970 else { throw .expired }
-        var base64 = parts[1].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        guard let data = Data(base64Encoded: base64), let user = String(data: data, encoding: .utf8), !user.isEmpty else { throw .malformed }
+        guard let user = SignedFields.decode(parts[1]) else { throw .malformed }
         return user
     }
 
@@ -55,9 +52,7 @@ public enum SignInCookie {
     public static func user(of value: String) -> String? {
         let parts = value.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4 || parts.count == 5 else { return nil }
-        var base64 = parts[1].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        return Data(base64Encoded: base64).flatMap { String(data: $0, encoding: .utf8) }
+        return SignedFields.decode(parts[1])
     }
 
     /// What identifies one cookie in the registry's revocations: the SHA-256 of its signature,
