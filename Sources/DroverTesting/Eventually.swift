@@ -21,3 +21,15 @@ public func eventually(_ what: String, timeout: TimeInterval = 20, every interva
         try await Task.sleep(for: interval)
     }
 }
+
+/// Polls `value` every `interval` until it gives something, and returns it; throws after
+/// `timeout` seconds as ``eventually(_:timeout:every:stop:_:)`` does (errors count as "not yet").
+public func eventuallyValue<T>(_ what: String, timeout: TimeInterval = 60, every interval: Duration = .milliseconds(250),
+                               _ value: () async throws -> T?) async throws -> T {
+    var found: T?
+    try await eventually(what, timeout: timeout, every: interval) {
+        found = try await value()
+        return found != nil
+    }
+    return found!
+}

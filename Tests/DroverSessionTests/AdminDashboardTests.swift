@@ -66,6 +66,16 @@ struct Browser {
         throw last ?? TestFailure("cannot click \(css)")
     }
 
+    /// Signs `user` in through the home page's form at `base` (`scheme://host:port`) and waits
+    /// for the page that says so.
+    func signIn(at base: String, user: String, password: String = SystemUsers.password) async throws {
+        try await open(base + "/")
+        try await type("input[name=username]", user)
+        try await type("input[name=password]", password)
+        try await click("form[action='/sign-in'] button")
+        _ = try await eventuallyValue("signed in at \(base)") { (try await source).contains("Signed in as") ? true : nil }
+    }
+
     /// Writes a PNG of the page to `path`.
     func screenshot(to path: String) async throws {
         let base64 = try #require(try await call("GET", "/screenshot") as? String)

@@ -81,16 +81,11 @@ extension Browser {
         #expect(Browser.available, "no chromedriver: scripts/test.sh installs Debian's chromium-driver package")
         try await SystemUsers.ensure([Self.owner, Self.stranger])
         let account = try #require(getpwnam(Self.owner)?.pointee)
-        // The user's own virtual environment, on the PATH their profile sets, as a user's conda
-        // or venv would be: the shipped kind names `jupyter-lab` alone.
-        let profile = String(cString: account.pw_dir) + "/.profile"
-        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
-        chown(profile, account.pw_uid, account.pw_gid)
+        let profile = try Self.putOnPath(bin, for: account)
         // What an earlier run saved.
         _ = try? FileManager.default.removeItem(atPath: String(cString: account.pw_dir) + "/drover-acceptance.ipynb")
 
-        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("config/kinds.available/jupyterlab.conf").path
+        let shipped = Self.shippedKind("jupyterlab")
         let run = TemporaryDirectory(prefix: "drover-lab-run")
         chmod(run.path, 0o755)
         let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite, rserver: """
@@ -259,13 +254,10 @@ extension Browser {
         #expect(Browser.available, "no chromedriver: scripts/test.sh installs Debian's chromium-driver package")
         try await SystemUsers.ensure([Self.owner])
         let account = try #require(getpwnam(Self.owner)?.pointee)
-        let profile = String(cString: account.pw_dir) + "/.profile"
-        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
-        chown(profile, account.pw_uid, account.pw_gid)
+        let profile = try Self.putOnPath(bin, for: account)
         defer { try? FileManager.default.removeItem(atPath: profile) }
         _ = try? FileManager.default.removeItem(atPath: String(cString: account.pw_dir) + "/drover-acceptance.ipynb")
-        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("config/kinds.available/jupyterlab.conf").path
+        let shipped = Self.shippedKind("jupyterlab")
         let pki = TemporaryDirectory(prefix: "drover-lab-pki")
         let spki = try await SessionOriginBrowserTests.makePKI(in: pki)
         let (domain, mainHost) = (SessionOriginBrowserTests.domain, SessionOriginBrowserTests.mainHost)
@@ -310,11 +302,7 @@ extension Browser {
         let arguments = ["--host-resolver-rules=MAP \(mainHost) 127.0.0.1, MAP *.\(domain) 127.0.0.1", "--ignore-certificate-errors-spki-list=\(spki)"]
         do {
             try await Browser.using(arguments: arguments) { browser in
-                try await browser.open(main + "/")
-                try await browser.type("input[name=username]", Self.owner)
-                try await browser.type("input[name=password]", SystemUsers.password)
-                try await browser.click("form[action='/sign-in'] button")
-                _ = try await eventuallyValue("signed in") { (try await browser.source).contains("Signed in as") ? true : nil }
+                try await browser.signIn(at: main, user: Self.owner)
                 // The only kind, so the default: no picker. The form's answer (once the Lab is up)
                 // comes back to the home page, which then lists it: waited for without navigating
                 // away, which would cut the submission short.
@@ -362,12 +350,9 @@ extension Browser {
         let bin = try #require(Self.jupyterBin, "no JupyterLab: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
         try await SystemUsers.ensure([Self.owner])
         let account = try #require(getpwnam(Self.owner)?.pointee)
-        let profile = String(cString: account.pw_dir) + "/.profile"
-        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
-        chown(profile, account.pw_uid, account.pw_gid)
+        let profile = try Self.putOnPath(bin, for: account)
         defer { try? FileManager.default.removeItem(atPath: profile) }
-        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("config/kinds.available/jupyterlab.conf").path
+        let shipped = Self.shippedKind("jupyterlab")
         let run = TemporaryDirectory(prefix: "drover-idle-run")
         chmod(run.path, 0o755)
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: """
@@ -511,12 +496,9 @@ extension Browser {
         let bin = try #require(Self.jupyterBin, "no Jupyter: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
         try await SystemUsers.ensure([Self.stranger])
         let account = try #require(getpwnam(Self.stranger)?.pointee)
-        let profile = String(cString: account.pw_dir) + "/.profile"
-        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
-        chown(profile, account.pw_uid, account.pw_gid)
+        let profile = try Self.putOnPath(bin, for: account)
         defer { try? FileManager.default.removeItem(atPath: profile) }
-        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("config/kinds.available/jupyter-notebook.conf").path
+        let shipped = Self.shippedKind("jupyter-notebook")
         let run = TemporaryDirectory(prefix: "drover-nb-run")
         chmod(run.path, 0o755)
         let cluster = try await TestCluster(addresses: ["127.0.0.1"], backend: .sqlite, rserver: """
@@ -548,13 +530,23 @@ extension Browser {
     }
 
     func signInThroughTheForm(_ browser: Browser, _ node: ConfigDirectory) async throws {
-        try await browser.open(node.baseURL + "/")
-        try await browser.type("input[name=username]", Self.owner)
-        try await browser.type("input[name=password]", SystemUsers.password)
-        try await browser.click("form[action='/sign-in'] button")
-        _ = try await eventuallyValue("signed in on \(node.address)") {
-            (try await browser.source).contains("Signed in as") ? true : nil
-        }
+        try await browser.signIn(at: node.baseURL, user: Self.owner)
+    }
+
+    /// Puts the Jupyter virtual environment `bin` on the PATH `account`'s profile sets, as a
+    /// user's own conda or venv would be (the shipped kinds name `jupyter-lab` alone).
+    /// - Returns: the profile's path, for the caller to remove.
+    static func putOnPath(_ bin: String, for account: passwd) throws -> String {
+        let profile = String(cString: account.pw_dir) + "/.profile"
+        try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
+        chown(profile, account.pw_uid, account.pw_gid)
+        return profile
+    }
+
+    /// The shipped kind file `config/kinds.available/NAME.conf` of this checkout.
+    static func shippedKind(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config/kinds.available/\(name).conf").path
     }
 
     /// Opens the Lab and waits for its interface (its scripts came through the proxy).
@@ -565,12 +557,4 @@ extension Browser {
         }
     }
 
-    func eventuallyValue<T>(_ what: String, timeout: TimeInterval = 60, _ value: () async throws -> T?) async throws -> T {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let found = try? await value() { return found }
-            try await Task.sleep(for: .milliseconds(250))
-        }
-        throw TestFailure("\(what): not within \(Int(timeout)) s")
-    }
 }

@@ -167,11 +167,7 @@ import Testing
     }
 
     func signIn(_ browser: Browser, _ main: String) async throws {
-        try await browser.open(main + "/")
-        try await browser.type("input[name=username]", Self.user)
-        try await browser.type("input[name=password]", SystemUsers.password)
-        try await browser.click("form[action='/sign-in'] button")
-        _ = try await poll("signed in at \(main)") { (try await browser.source).contains("Signed in as") ? true : nil }
+        try await browser.signIn(at: main, user: Self.user)
     }
 
     /// Starts a session from the home page, as its form's own request would (with the CSRF
@@ -191,7 +187,7 @@ import Testing
     static func isID(_ text: String) -> Bool { text.count == 32 && text.allSatisfy(\.isHexDigit) }
 
     func existingSession(_ browser: Browser, _ main: String, index: Int) async throws -> String {
-        try await poll("session \(index) is listed") {
+        try await eventuallyValue("session \(index) is listed") {
             try await browser.open(main + "/")
             let ids = try await browser.run("return Array.from(document.querySelectorAll('tr[id^=session-]')).map(r => r.id.slice(8))") as? [String] ?? []
             return ids.count > index ? ids[index] : nil
@@ -200,23 +196,10 @@ import Testing
 
     /// Waits until the page is `url` and loaded; returns where the browser is.
     func landed(_ browser: Browser, at url: String) async throws -> String {
-        try await poll("the browser lands at \(url)") {
+        try await eventuallyValue("the browser lands at \(url)") {
             let here = try await browser.run("return document.readyState === 'complete' ? location.href : null") as? String
             return here == url ? here : nil
         }
     }
 
-    func poll<T>(_ what: String, timeout: TimeInterval = 60, _ value: () async throws -> T?) async throws -> T {
-        let deadline = Date().addingTimeInterval(timeout)
-        var last: (any Error)?
-        while Date() < deadline {
-            do {
-                if let found = try await value() { return found }
-            } catch {
-                last = error
-            }
-            try await Task.sleep(for: .milliseconds(250))
-        }
-        throw TestFailure("\(what): not within \(Int(timeout)) s\(last.map { " (last: \($0))" } ?? "")")
-    }
 }
