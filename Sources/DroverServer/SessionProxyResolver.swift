@@ -41,8 +41,8 @@ public struct SessionProxyResolver: ProxyResolver {
     /// signature over its target and user (so the user's cookie need not travel, and is not
     /// trusted on the second node), signed for that purpose alone and accepted once; anything
     /// else on its sign-in cookie. A hop header on anything but an opening is refused.
-    func requester(_ head: HTTPRequestHead, browserOrigin: String? = nil) -> Requester {
-        guard head.headers.contains(name: Self.hopHeader) else { return client(head, browserOrigin: browserOrigin) }
+    func requester(_ head: HTTPRequestHead) -> Requester {
+        guard head.headers.contains(name: Self.hopHeader) else { return client(head) }
         guard Self.isOpening(head) else { return .forgedHop("not an opening (Upgrade: \(HopOpening.protocolName))") }
         guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
         do {
@@ -62,9 +62,10 @@ public struct SessionProxyResolver: ProxyResolver {
 
     /// Who a request that is not a hop is from: its sign-in cookie, or on a session's own origin
     /// that session's cookie (with `auth-none`, the daemon's user, when its `Host` is this node's).
-    private func client(_ head: HTTPRequestHead, browserOrigin: String? = nil) -> Requester {
+    private func client(_ head: HTTPRequestHead) -> Requester {
         if auth.refusesHost(head.headers) != nil { return .misdirected }
-        if origins.areSeparate, let session = origins.sessionID(host: schemeAndHost(head, browserOrigin: browserOrigin).host) {
+        // The browser's own `Host` names the session (``schemeAndHost(_:browserOrigin:)``).
+        if origins.areSeparate, let host = head.headers.first(name: "Host"), let session = origins.sessionID(host: host) {
             return auth.sessionUser(headers: head.headers, session: session).map(Requester.user) ?? .anonymous
         }
         return auth.user(headers: head.headers).map(Requester.user) ?? .anonymous
@@ -129,7 +130,7 @@ public struct SessionProxyResolver: ProxyResolver {
                                            key: "session-origin-fetch")
             return SessionOrigins.foreignRefusal(head, of: "a session")
         }
-        guard case .anonymous = client(head, browserOrigin: browserOrigin) else { return nil }
+        guard case .anonymous = client(head) else { return nil }
         if head.method == .GET, SessionProxyResolver.activity(head) == .write, !head.headers.contains(name: "Upgrade") {
             return signIn.begin(head, session: id, scheme: scheme, host: host)
         }
@@ -226,7 +227,7 @@ public struct SessionProxyResolver: ProxyResolver {
                   auth.refusesHost(head.headers) == nil, let sessionUser = auth.sessionUser(headers: head.headers, session: id) else { return nil }
             user = sessionUser
         } else {
-            guard case .user(let mainUser) = client(head, browserOrigin: browserOrigin) else { return nil }
+            guard case .user(let mainUser) = client(head) else { return nil }
             user = mainUser
         }
         guard let cached = sessions.cachedRouteAndActivity(id, username: user) else { return nil }
@@ -246,7 +247,7 @@ public struct SessionProxyResolver: ProxyResolver {
             return .respond(refusal)
         }
         let user: String
-        switch requester(head, browserOrigin: browserOrigin) {
+        switch requester(head) {
         case .user(let name), .opening(let name):
             user = name
         case .anonymous:
