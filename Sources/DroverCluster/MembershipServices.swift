@@ -18,7 +18,7 @@ public struct HeartbeatService: Service {
         let membership = self.membership
         await withTaskGroup(of: Void.self) { group in
             group.addTask(priority: .high) {
-                await repeatUntilShutdown(every: { Double(membership.runtime.loadBalancer.heartbeatInterval) }) {
+                await repeatUntilShutdown(on: membership.runtime.clock, every: { Double(membership.runtime.loadBalancer.heartbeatInterval) }) {
                     await membership.heartbeat()
                     // glibc keeps freed heap in per-thread arenas; after a burst of connections
                     // (say, a thousand WebSockets) give it back, so memory returns to its baseline.
@@ -45,12 +45,12 @@ public struct FailureDetectorService: Service {
         let every: @Sendable () -> Double = { max(0.25, Double(membership.runtime.loadBalancer.heartbeatInterval) / 2) }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await repeatUntilShutdown(every: every) { await membership.detectFailedPeers() }
+                await repeatUntilShutdown(on: membership.runtime.clock, every: every) { await membership.detectFailedPeers() }
             }
             // Apart: a registry read that hangs in a partition must not stop this check.
             group.addTask {
                 var cutOff = false
-                await repeatUntilShutdown(every: every) { cutOff = await membership.checkReachability(wasCutOff: cutOff) }
+                await repeatUntilShutdown(on: membership.runtime.clock, every: every) { cutOff = await membership.checkReachability(wasCutOff: cutOff) }
             }
         }
     }
@@ -73,21 +73,20 @@ public struct LeavePlacementService: Service {
     }
 }
 
-/// Runs `body` every `seconds()` (read again each time, so a reload applies), start to start:
-/// a slow run shortens the wait after it instead of pushing every later run back. Until
-/// graceful shutdown or cancellation; a shutdown during the wait skips the last run.
-func repeatUntilShutdown(every seconds: () -> Double, _ body: () async -> Void) async {
-    let clock = ContinuousClock()
-    var last = clock.now
+/// Runs `body` every `seconds()` (read again each time, so a reload applies), start to start,
+/// on the node's clock: a slow run shortens the wait after it instead of pushing every later run
+/// back. Until graceful shutdown or cancellation; a shutdown during the wait skips the last run.
+func repeatUntilShutdown(on clock: NodeClock, every seconds: () -> Double, _ body: () async -> Void) async {
+    var last = clock.now()
     while !Task.isShuttingDownGracefully, !Task.isCancelled {
         let next = last.advanced(by: .seconds(seconds()))
-        if next > clock.now {
+        if next > clock.now() {
             try? await cancelWhenGracefulShutdown {
-                try await Task.sleep(until: next, clock: clock)
+                try await clock.sleep(next)
             }
         }
         if Task.isShuttingDownGracefully || Task.isCancelled { return }
-        last = clock.now
+        last = clock.now()
         await body()
     }
 }
@@ -124,14 +123,14 @@ public struct SessionService: Service {
         let (idle, rows, audit) = (IdleTimeout(sessions: sessions), RowRecovery(sessions: sessions), AuditPruning(sessions: sessions))
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await repeatUntilShutdown(every: { 0.5 }) {
+                await repeatUntilShutdown(on: sessions.runtime.clock, every: { 0.5 }) {
                     await sessions.reapExited()
                     await sessions.runtime.flushAudit()
                 }
             }
             // A registry read each time: less often.
             group.addTask {
-                await repeatUntilShutdown(every: { 2 }) {
+                await repeatUntilShutdown(on: sessions.runtime.clock, every: { 2 }) {
                     await sessions.runtime.refreshRevocations()
                     await rows.completeInterruptedStops()
                     await rows.releaseSessionsTakenAway()
@@ -142,12 +141,12 @@ public struct SessionService: Service {
             // Client activity to the registry; the idle timeout in a loop of its own, so that
             // asking slow programs for their activity never holds the activity's writes back.
             group.addTask {
-                await repeatUntilShutdown(every: { idle.activityInterval }) {
+                await repeatUntilShutdown(on: sessions.runtime.clock, every: { idle.activityInterval }) {
                     await idle.flushActivity()
                 }
             }
             group.addTask {
-                await repeatUntilShutdown(every: { idle.activityInterval }) {
+                await repeatUntilShutdown(on: sessions.runtime.clock, every: { idle.activityInterval }) {
                     await idle.suspendIdle()
                 }
             }

@@ -209,9 +209,16 @@ public struct NodeClock: Sendable {
     /// throttle windows shared through the registry).
     public let wall: @Sendable () -> Date
 
-    public init(now: @escaping @Sendable () -> ContinuousClock.Instant, wall: @escaping @Sendable () -> Date = { Date() }) {
+    /// Waits until `now()` reaches the instant (throws when the task is cancelled): what the
+    /// node's loops (heartbeat, failure detection, sweeps) pace themselves with, so a test that
+    /// moves the clock also runs them.
+    public let sleep: @Sendable (ContinuousClock.Instant) async throws -> Void
+
+    public init(now: @escaping @Sendable () -> ContinuousClock.Instant, wall: @escaping @Sendable () -> Date = { Date() },
+                sleep: @escaping @Sendable (ContinuousClock.Instant) async throws -> Void = { try await Task.sleep(until: $0, clock: .continuous) }) {
         self.now = now
         self.wall = wall
+        self.sleep = sleep
     }
 
     public static let system = NodeClock(now: { .now })
