@@ -66,6 +66,9 @@ let package = Package(
             providers: [.apt(["libpq-dev"])]),
 
         .target(name: "CShims", path: "Sources/CShims"),
+        // The release version (from VERSION, embedded at build time) and the protocol version.
+        .target(name: "DroverVersion", swiftSettings: sharedSettings, plugins: ["EmbedVersion"]),
+        .plugin(name: "EmbedVersion", capability: .buildTool(), path: "Sources/EmbedVersion"),
         .target(
             name: "DroverKernel",
             dependencies: [
@@ -94,7 +97,7 @@ let package = Package(
         .target(
             name: "DroverCluster",
             dependencies: [
-                "DroverKernel", "DroverSessionProtocol", "CShims",
+                "DroverKernel", "DroverSessionProtocol", "DroverVersion", "CShims",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -134,7 +137,7 @@ let package = Package(
         .executableTarget(
             name: "droverd",
             dependencies: [
-                "DroverKernel", "DroverSessionProtocol", "DroverPlugins", "DroverServer", "DroverCluster",
+                "DroverKernel", "DroverSessionProtocol", "DroverPlugins", "DroverServer", "DroverCluster", "DroverVersion",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -146,7 +149,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "DroverKernel", "DroverSessionProtocol", "DroverPlugins", "DroverCluster", "RegistrySQLite",
+                "DroverKernel", "DroverSessionProtocol", "DroverPlugins", "DroverCluster", "DroverVersion", "RegistrySQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -179,7 +182,7 @@ let package = Package(
 
         .testTarget(
             name: "DroverRegistryTests",
-            dependencies: ["DroverKernel", "DroverPlugins", "DroverRegistrySQL", "RegistryPostgres", "DroverTesting", "drover-probe"],
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverRegistrySQL", "DroverVersion", "RegistryPostgres", "DroverTesting", "drover-probe"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverLockTests",

@@ -1,4 +1,5 @@
 public import DroverKernel
+import DroverVersion
 import Foundation
 import Logging
 import NIOHTTP1
@@ -13,9 +14,8 @@ public struct MembershipError: Error, CustomStringConvertible {
 /// and telling peers about each.
 public struct ClusterMembership: Sendable {
     public let runtime: NodeRuntime
-    static let version = "0.1.0"
-    /// The Drover version this build is, as every node's row records it.
-    public static var currentVersion: String { version }
+    /// The Drover release this build is (the VERSION file), as every node's row records it.
+    public static var currentVersion: String { DroverVersion.release }
 
     public init(runtime: NodeRuntime) {
         self.runtime = runtime
@@ -63,10 +63,9 @@ public struct ClusterMembership: Sendable {
         var status: NodeStatus = runtime.offlineMode ? .offlineMode : .online
         var refusal: String?
         var define = false
-        if let other = others.first(where: { $0.version != Self.version }) {
+        if let other = others.first(where: { !DroverVersion.acceptsPeer(protocol: $0.protocolVersion) }) {
             status = .versionMismatch
-            refusal = "this node runs Drover \(Self.version) but the cluster's Online nodes run \(other.version) (e.g. \(other.host):\(other.port)); "
-                + "every node must run the same version: stop every node, upgrade them all, then start them (README, Upgrading)"
+            refusal = Self.protocolRefusal(other: other)
         } else if address.ipv4 == nil {
             status = .failedToResolve
             refusal = "\(address.host) (from \(address.source.rawValue)) does not resolve to an IPv4 address; fix www-host-name in load-balancer or the name service"
@@ -256,12 +255,23 @@ public struct ClusterMembership: Sendable {
         }
     }
 
+    /// Why this node may not join a cluster whose Online node `other` speaks a protocol outside
+    /// the window (``DroverVersion/acceptsPeer(protocol:)``), in one line naming both versions.
+    public static func protocolRefusal(other: NodeRecord) -> String {
+        let window = DroverVersion.window
+        return "this node runs Drover \(DroverVersion.release) (cluster protocol \(DroverVersion.clusterProtocol)) but the Online node "
+            + "\(other.host):\(other.port) runs Drover \(other.version) (cluster protocol \(other.protocolVersion)); nodes share a cluster "
+            + "only within one protocol version of each other (this node: \(window.lowerBound)…\(window.upperBound)): "
+            + "upgrade one release at a time (README, Upgrading)"
+    }
+
     /// What this node says about itself when it registers.
     func registration(status: NodeStatus) -> NodeRegistration {
         let config = runtime.configuration
         return NodeRegistration(host: runtime.address.host, ipv4: runtime.address.ipv4, port: runtime.address.port, status: status,
-                                cpus: ProcessInfo.processInfo.activeProcessorCount, version: Self.version,
-                                configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint, kinds: runtime.offeredKinds)
+                                cpus: ProcessInfo.processInfo.activeProcessorCount, version: DroverVersion.release,
+                                configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint, kinds: runtime.offeredKinds,
+                                protocolVersion: DroverVersion.clusterProtocol)
     }
 
     private func rejoinAfterRemoval() async throws -> NodeRecord {

@@ -20,7 +20,9 @@ public enum StatusReport {
                 default: marker = " (\(node.status.rawValue.lowercased()))"
                 }
             }
-            out += "\(node.ipv4 ?? node.host):\(node.port)\(marker) Load: \(load(node.load.one)), \(load(node.load.five)), \(load(node.load.fifteen))\n"
+            // The seed's line, then the node's release and protocol (a rolling upgrade mixes two).
+            out += "\(node.ipv4 ?? node.host):\(node.port)\(marker) Load: \(load(node.load.one)), \(load(node.load.five)), \(load(node.load.fifteen))"
+                + " Version: \(node.version) (protocol \(node.protocolVersion))\n"
             for session in sessions where session.ownership.node == node.id && session.ownership.state == .running {
                 out += "   \(session.ownership.pid.map(String.init) ?? "?") - \(session.username)\n"
             }

@@ -64,6 +64,8 @@ public struct SQLRegistry: Sendable {
             (8, ["CREATE TABLE registry_clock (id INTEGER PRIMARY KEY CHECK (id = 1), server TEXT NOT NULL, since \(d.timeType) NOT NULL)"]),
             // Session origins' sign-in tickets, each usable once on any node.
             (9, ["CREATE TABLE used_ticket (nonce TEXT PRIMARY KEY, expires_at \(d.doubleType) NOT NULL)"]),
+            // The node-to-node protocol each node speaks (NULL: a node of a release before it, 1).
+            (10, ["ALTER TABLE node ADD COLUMN protocol INTEGER"]),
         ]
     }
 
@@ -167,16 +169,16 @@ public struct SQLRegistry: Sendable {
 
     public func registerNode(_ r: NodeRegistration, _ db: some SQLExecutor) throws -> NodeRecord {
         let sql = """
-            INSERT INTO node (host, ipv4, port, status, last_seen, cpus, started_at, version, config_hash, launcher_fingerprint, kinds)
-            VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(dialect.now), \(p(5)), \(dialect.now), \(p(6)), \(p(7)), \(p(8)), \(p(9)))
+            INSERT INTO node (host, ipv4, port, status, last_seen, cpus, started_at, version, config_hash, launcher_fingerprint, kinds, protocol)
+            VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(dialect.now), \(p(5)), \(dialect.now), \(p(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)))
             ON CONFLICT (host, port) DO UPDATE SET ipv4 = excluded.ipv4, status = excluded.status, last_seen = excluded.last_seen,
                 cpus = excluded.cpus, started_at = excluded.started_at, version = excluded.version,
                 config_hash = excluded.config_hash, launcher_fingerprint = excluded.launcher_fingerprint,
-                unreachable_since = NULL, kinds = excluded.kinds
+                unreachable_since = NULL, kinds = excluded.kinds, protocol = excluded.protocol
             RETURNING \(nodeSelect)
             """
         let rows = try db.query(sql, [r.host, r.ipv4, String(r.port), r.status.rawValue, String(r.cpus), r.version, r.configHash, r.launcherFingerprint,
-                                      SessionKindNames.joined(r.kinds)])
+                                      SessionKindNames.joined(r.kinds), String(r.protocolVersion)])
         guard let row = rows.first else { throw RegistryError.corrupt("registering node \(r.host):\(r.port) returned no row") }
         return try RegistryRows.node(row)
     }
@@ -457,12 +459,13 @@ public struct SQLRegistry: Sendable {
             for n in snapshot.nodes {
                 try db.execute("""
                     INSERT INTO node (id, host, ipv4, port, status, last_seen, load1, load5, load15, cpus, started_at, version, config_hash, launcher_fingerprint,
-                        unreachable_since, kinds)
+                        unreachable_since, kinds, protocol)
                     VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(dialect.time(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)), \(dialect.time(11)), \(p(12)), \(p(13)), \(p(14)),
-                        \(dialect.time(15)), \(p(16)))
+                        \(dialect.time(15)), \(p(16)), \(p(17)))
                     """, [String(n.id), n.host, n.ipv4, String(n.port), n.status.rawValue, RegistryRows.epoch(n.lastSeen), String(n.load.one),
                           String(n.load.five), String(n.load.fifteen), String(n.cpus), RegistryRows.epoch(n.startedAt), n.version, n.configHash,
-                          n.launcherFingerprint, n.unreachableSince.map(RegistryRows.epoch), SessionKindNames.joined(n.kinds)])
+                          n.launcherFingerprint, n.unreachableSince.map(RegistryRows.epoch), SessionKindNames.joined(n.kinds),
+                          String(n.protocolVersion)])
             }
             for s in snapshot.sessions { try db.execute(insertSession, sessionParameters(s)) }
             if let resetSequence { _ = try db.query(resetSequence, []) }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DroverKernel
 import DroverPlugins
+import DroverVersion
 import Foundation
 import Logging
 
@@ -15,6 +16,7 @@ struct Drover: AsyncParsableCommand {
             the command), else $DROVER_CONFIG_DIR, else /etc/drover.
             Exit status: 0 success, 1 the operation failed, 2 bad usage or bad configuration.
             """,
+        version: DroverVersion.versionLine,
         subcommands: [
             ListNodes.self, DeleteNode.self, ResetCluster.self, Offline.self, Online.self, Reload.self,
             Status.self, ActiveSessions.self, SuspendAll.self, Drain.self, LockTester.self, GenerateKey.self,

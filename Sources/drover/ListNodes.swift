@@ -39,11 +39,13 @@ enum NodeListing {
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = timeZone
         formatter.dateFormat = "yyyy-MMM-dd HH:mm:ss"
-        let headers = ["ID", "Host", "IPv4", "Port", "Status", "Last Seen"]
-        let minimums = [2, 13, 13, 4, NodeStatus.allCases.map(\.rawValue.count).max() ?? 0, 0]
+        // The seed's columns, then each node's release and protocol (a rolling upgrade mixes two).
+        let headers = ["ID", "Host", "IPv4", "Port", "Status", "Last Seen", "Version"]
+        let minimums = [2, 13, 13, 4, NodeStatus.allCases.map(\.rawValue.count).max() ?? 0, 0, 0]
         let rows = nodes.map { node in
             [String(node.id), node.host, node.ipv4 ?? "", String(node.port),
-             node.displayStatus(now: now, heartbeatInterval: heartbeatInterval), formatter.string(from: node.lastSeen)]
+             node.displayStatus(now: now, heartbeatInterval: heartbeatInterval), formatter.string(from: node.lastSeen),
+             "\(node.version) (protocol \(node.protocolVersion))"]
         }
         let widths = headers.indices.map { column in
             ([headers[column].count, minimums[column]] + rows.map { $0[column].count }).max()! + 2
@@ -76,7 +78,7 @@ enum NodeListing {
                 .init(id: node.id, host: node.host, ipv4: node.ipv4, port: node.port,
                       status: node.displayStatus(now: now, heartbeatInterval: heartbeatInterval), lastSeen: iso(node.lastSeen),
                       load: [node.load.one, node.load.five, node.load.fifteen], cpus: node.cpus, startedAt: iso(node.startedAt),
-                      version: node.version, configHash: node.configHash, launcherFingerprint: node.launcherFingerprint,
+                      version: node.version, protocolVersion: node.protocolVersion, configHash: node.configHash, launcherFingerprint: node.launcherFingerprint,
                       configurationDiffers: outliers.configuration.contains(node.id), launcherDiffers: outliers.launcher.contains(node.id))
             })
         return CommandOutput.json(listing) + "\n"
@@ -111,6 +113,7 @@ struct NodeListingJSON: Encodable {
         var cpus: Int
         var startedAt: String
         var version: String
+        var protocolVersion: Int
         var configHash: String
         var launcherFingerprint: String?
         var configurationDiffers: Bool
@@ -118,7 +121,7 @@ struct NodeListingJSON: Encodable {
 
         enum CodingKeys: String, CodingKey {
             case id, host, ipv4, port, status, load, cpus, version
-            case lastSeen = "last_seen", startedAt = "started_at", configHash = "config_hash", launcherFingerprint = "launcher_fingerprint"
+            case lastSeen = "last_seen", startedAt = "started_at", protocolVersion = "protocol_version", configHash = "config_hash", launcherFingerprint = "launcher_fingerprint"
             case configurationDiffers = "configuration_differs", launcherDiffers = "launcher_differs"
         }
 
@@ -134,6 +137,7 @@ struct NodeListingJSON: Encodable {
             try container.encode(cpus, forKey: .cpus)
             try container.encode(startedAt, forKey: .startedAt)
             try container.encode(version, forKey: .version)
+            try container.encode(protocolVersion, forKey: .protocolVersion)
             try container.encode(configHash, forKey: .configHash)
             try container.encode(launcherFingerprint, forKey: .launcherFingerprint)
             try container.encode(configurationDiffers, forKey: .configurationDiffers)

@@ -5,6 +5,7 @@ import DroverSessionProtocol
 import DroverPlugins
 import Foundation
 import Logging
+import DroverVersion
 
 struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -192,10 +193,12 @@ struct Verify: AsyncParsableCommand {
             print("FAIL  registry: \(refusal)")
             passed = false
         }
-        if let other = online.first(where: { $0.version != ClusterMembership.currentVersion }) {
-            print("FAIL  version: this node runs Drover \(ClusterMembership.currentVersion) but the Online nodes run \(other.version) "
-                + "(e.g. \(other.host):\(other.port)); it would be refused: upgrade every node together (README, Upgrading)")
+        if let other = online.first(where: { !DroverVersion.acceptsPeer(protocol: $0.protocolVersion) }) {
+            print("FAIL  version: \(ClusterMembership.protocolRefusal(other: other))")
             passed = false
+        } else if let other = online.first(where: { $0.version != DroverVersion.release }) {
+            print("warn  version: the cluster mixes releases (this node \(DroverVersion.release), \(other.host):\(other.port) \(other.version)); "
+                + "within one protocol version that is a rolling upgrade in progress: finish it (README, Upgrading)")
         }
         if let majority = nodes.majorityConfigHash, majority != config.fingerprint {
             print("warn  this node's configuration (\(config.fingerprint)) differs from most nodes' (\(majority)); keep the configuration directory identical on every node")

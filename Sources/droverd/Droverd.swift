@@ -4,6 +4,7 @@ import DroverKernel
 import DroverSessionProtocol
 import DroverPlugins
 import DroverServer
+import DroverVersion
 import Foundation
 import Logging
 import Metrics
@@ -15,7 +16,8 @@ import ServiceLifecycle
 struct Droverd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "droverd",
-        abstract: "Run a Drover node: the HTTP server, and cluster membership when load-balancer exists.")
+        abstract: "Run a Drover node: the HTTP server, and cluster membership when load-balancer exists.",
+        version: DroverVersion.versionLine)
 
     static func main() async {
         do {

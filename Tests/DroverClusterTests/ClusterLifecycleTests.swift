@@ -1,3 +1,4 @@
+import DroverCluster
 import DroverKernel
 import DroverTesting
 import Foundation
@@ -35,7 +36,10 @@ import Testing
         let lines = status.body.split(separator: "\n")
         #expect(lines.count == 3)
         for (line, node) in zip(lines, cluster.nodes) {
-            #expect(line.range(of: #"^\#(node.address):\#(node.port) Load: [0-9.e+]+, [0-9.e+]+, [0-9.e+]+$"#, options: .regularExpression) != nil, "\(line)")
+            // The seed's line, then the node's release (as the build embedded it) and protocol.
+            let version = NSRegularExpression.escapedPattern(for: ClusterMembership.currentVersion)
+            #expect(line.range(of: #"^\#(node.address):\#(node.port) Load: [0-9.e+]+, [0-9.e+]+, [0-9.e+]+ Version: \#(version) \(protocol 1\)$"#,
+                               options: .regularExpression) != nil, "\(line)")
         }
         #expect(try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status", localAddress: "127.0.0.2").status == 200)
         let outsider = try await RawHTTPClient.request(host: node0.address, port: node0.port, path: "/load-balancer/status", localAddress: "127.0.0.9")

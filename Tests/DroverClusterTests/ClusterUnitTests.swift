@@ -48,14 +48,16 @@ import Testing
 }
 
 @Suite struct StatusReportTests {
-    func node(_ id: Int64, _ ip: String, status: NodeStatus = .online, seen: TimeInterval = 0, load: LoadAverage = .zero) -> NodeRecord {
+    func node(_ id: Int64, _ ip: String, status: NodeStatus = .online, seen: TimeInterval = 0, load: LoadAverage = .zero,
+              version: (String, Int) = ("0.3.0", 1)) -> NodeRecord {
         NodeRecord(id: id, host: "h\(id)", ipv4: ip, port: 8787, status: status, lastSeen: Date(timeIntervalSince1970: 1000 - seen),
-                   load: load, cpus: 2, startedAt: Date(timeIntervalSince1970: 0), version: "t", configHash: "c", launcherFingerprint: nil)
+                   load: load, cpus: 2, startedAt: Date(timeIntervalSince1970: 0), version: version.0, configHash: "c", launcherFingerprint: nil,
+                   protocolVersion: version.1)
     }
 
     @Test func rendersTheSeedsExample() {
         let nodes = [node(1, "192.168.55.101", load: LoadAverage(one: 0.45, five: 0.66, fifteen: 0.32)),
-                     node(2, "192.168.55.102", load: LoadAverage(one: 1, five: 0.75, fifteen: 0.31)),
+                     node(2, "192.168.55.102", load: LoadAverage(one: 1, five: 0.75, fifteen: 0.31), version: ("0.4.0", 2)),
                      node(3, "192.168.55.103", seen: 60),
                      node(4, "192.168.55.104", status: .offlineMode, load: LoadAverage(one: 0.033, five: 0.38, fifteen: 0.24))]
         func session(_ id: String, _ user: String, _ node: Int64, _ pid: Int32, _ state: SessionState = .running) -> SessionRecord {
@@ -66,13 +68,13 @@ import Testing
                         session("d", "ghost", 2, 999, .suspended)]
         let text = StatusReport.render(nodes: nodes, sessions: sessions, now: Date(timeIntervalSince1970: 1000), heartbeatInterval: 5)
         #expect(text == """
-            192.168.55.101:8787 Load: 0.45, 0.66, 0.32
+            192.168.55.101:8787 Load: 0.45, 0.66, 0.32 Version: 0.3.0 (protocol 1)
                12108 - jdoe
                12202 - kmccurdy
-            192.168.55.102:8787 Load: 1, 0.75, 0.31
+            192.168.55.102:8787 Load: 1, 0.75, 0.31 Version: 0.4.0 (protocol 2)
                3404 - bdylan
-            192.168.55.103:8787 (unreachable) Load: 0, 0, 0
-            192.168.55.104:8787 (offline) Load: 0.033, 0.38, 0.24
+            192.168.55.103:8787 (unreachable) Load: 0, 0, 0 Version: 0.3.0 (protocol 1)
+            192.168.55.104:8787 (offline) Load: 0.033, 0.38, 0.24 Version: 0.3.0 (protocol 1)
 
             """)
     }

@@ -97,23 +97,31 @@ import Testing
         }
     }
 
-    /// Every node runs the same Drover version: one of another version than the Online nodes
-    /// is refused, with a status of its own and the upgrade procedure in its message.
-    @Test func aNodeOfAnotherVersionThanTheOnlineNodesIsRefused() async throws {
+    /// Nodes share a cluster within one protocol version of each other, whatever their release
+    /// strings: a node of the next release and protocol joins (a rolling upgrade), and so does one
+    /// of the previous protocol (a roll back); one two protocols away is refused before it serves,
+    /// with a status of its own and both versions and the window in its message.
+    @Test(arguments: [(1, true), (2, true), (0, true), (3, false), (-1, false)])
+    func aNodeJoinsOnlyWithinOneProtocolVersion(peerProtocol: Int, joins: Bool) async throws {
         let clock = InProcessNode.TestClock()
         let registry = InProcessNode.sharedRegistry(clock: clock)
-        // An Online node of another version, as its row shows it (it is never contacted).
+        // An Online node of another release, as its row shows it (it is never contacted).
         _ = try await registry.registerNode(NodeRegistration(host: "127.0.0.5", ipv4: "127.0.0.5", port: 8787, status: .online, cpus: 2,
-                                                             version: "9.9.9", configHash: "c", launcherFingerprint: nil))
+                                                             version: "9.9.9", configHash: "c", launcherFingerprint: nil,
+                                                             protocolVersion: peerProtocol))
         do {
             let node = try await InProcessNode(clock: clock, registry: registry)
-            Issue.record("a node of another version joined")
+            #expect(joins, "a node of protocol 1 joined a cluster at protocol \(peerProtocol)")
+            let row = try #require(try await registry.nodes().first { $0.host == "127.0.0.1" })
+            #expect(row.status == .online && row.version == ClusterMembership.currentVersion && row.protocolVersion == 1)
             await node.stop()
         } catch let error as MembershipError {
-            #expect(error.description.contains("but the cluster's Online nodes run 9.9.9 (e.g. 127.0.0.5:8787)"), "\(error)")
-            #expect(error.description.contains("stop every node, upgrade them all, then start them"))
+            #expect(!joins, "refused within the window: \(error)")
+            #expect(error.description.contains("this node runs Drover \(ClusterMembership.currentVersion) (cluster protocol 1) but the Online node "
+                                               + "127.0.0.5:8787 runs Drover 9.9.9 (cluster protocol \(peerProtocol))"), "\(error)")
+            #expect(error.description.contains("within one protocol version of each other (this node: 0…2)"), "\(error)")
+            #expect(try await registry.nodes().first { $0.host == "127.0.0.1" }?.status == .versionMismatch)
         }
-        #expect(try await registry.nodes().first { $0.host == "127.0.0.1" }?.status == .versionMismatch)
     }
 
     /// A node whose configuration differs from most Online nodes' joins (the seed allows the

@@ -14,6 +14,19 @@ import Testing
         }
     }
 
+    /// The release comes from the repository's VERSION file, which the build embeds; both
+    /// programs print it with the protocol and schema versions that decide compatibility.
+    @Test func bothProgramsPrintTheVersionTheBuildEmbedded() async throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let release = try String(contentsOf: root.appending(path: "VERSION"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(release.split(separator: ".").count == 3, "VERSION holds \(release)")
+        for program in ["droverd", "drover"] {
+            let result = try await Executable.run(program, ["--version"])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout == "Drover \(release) (cluster protocol 1, registry schema 10)\n", "\(program): \(result.stdout)")
+        }
+    }
+
     @Test func verifyPrintsOneLinePerCheck() async throws {
         let config = try ConfigDirectory()
         try config.write("load-balancer", "[config]\ndiagnostics=stderr\n")

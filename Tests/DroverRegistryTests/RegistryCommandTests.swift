@@ -18,6 +18,8 @@ import Testing
         let first = try await store.registerNode(primary)
         var stale = RegistryConformance.registration("rsw-secondary")
         stale.ipv4 = nil
+        // A node of the next release, half-way through a rolling upgrade.
+        (stale.version, stale.protocolVersion) = ("1.1", 2)
         let second = try await store.registerNode(stale)
         _ = try await store.setNodeStatus(.invalidSecureCookieKey, node: second.id)
         await store.close()
@@ -36,9 +38,9 @@ import Testing
 
             Nodes
             -----
-            ID  Host           IPv4           Port  Status                     Last Seen
-            \(first.id)   rsw-primary    172.98.8.241   80    Online                     \(formatter.string(from: first.lastSeen))
-            \(second.id)   rsw-secondary                 8787  Invalid secure cookie key  \(formatter.string(from: second.lastSeen))
+            ID  Host           IPv4           Port  Status                     Last Seen             Version
+            \(first.id)   rsw-primary    172.98.8.241   80    Online                     \(formatter.string(from: first.lastSeen))  1.0 (protocol 1)
+            \(second.id)   rsw-secondary                 8787  Invalid secure cookie key  \(formatter.string(from: second.lastSeen))  1.1 (protocol 2)
 
             """
         #expect(result.stdout == expected)
@@ -50,6 +52,8 @@ import Testing
         #expect(nodes.map { $0["host"] as? String } == ["rsw-primary", "rsw-secondary"])
         #expect(nodes.map { $0["status"] as? String } == ["Online", "Invalid secure cookie key"])
         #expect((object["cluster"] as? [String: Any])?["protocol"] as? String == "http")
+        #expect(nodes.map { $0["version"] as? String } == ["1.0", "1.1"])
+        #expect(nodes.map { $0["protocol_version"] as? Int } == [1, 2])
     }
 
     @Test func listNodesShowsAStaleOnlineNodeAsUnreachable() async throws {

@@ -1,5 +1,7 @@
 import DroverKernel
 import DroverPlugins
+import DroverRegistrySQL
+import DroverVersion
 import DroverTesting
 import Foundation
 import Testing
@@ -38,7 +40,7 @@ import Testing
         await old.close()
         try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DROP TABLE audit; "
             + "ALTER TABLE session DROP COLUMN kind; ALTER TABLE node DROP COLUMN kinds; DROP TABLE sign_in_failure; ALTER TABLE session DROP COLUMN hold; "
-            + "DROP TABLE registry_clock; DROP TABLE used_ticket; DELETE FROM schema_version WHERE version > 1;")
+            + "DROP TABLE registry_clock; DROP TABLE used_ticket; ALTER TABLE node DROP COLUMN protocol; DELETE FROM schema_version WHERE version > 1;")
         let upgraded = try await harness.store()
         #expect(try await upgraded.nodes().map(\.host) == ["h"])
         #expect(try await upgraded.nodes().first?.unreachableSince == nil)
@@ -80,7 +82,19 @@ import Testing
         // Schema 9: session origins' sign-in tickets, each taken once.
         #expect(try await upgraded.consumeTicket("t1", expiresAt: Date().addingTimeInterval(60), now: Date()))
         #expect(try await upgraded.consumeTicket("t1", expiresAt: Date().addingTimeInterval(60), now: Date()) == false)
+        // Schema 10: each node's protocol version; a row from before is protocol 1.
+        #expect(try await upgraded.nodes().first?.protocolVersion == 1)
+        registration.protocolVersion = 2
+        #expect(try await upgraded.registerNode(registration).protocolVersion == 2)
+        #expect(try await upgraded.nodes().first?.protocolVersion == 2)
         await upgraded.close()
+    }
+
+    /// The schema the build says it speaks (`--version`, DroverVersion) is the one its
+    /// migrations end at.
+    @Test func theSchemaTheVersionNamesIsTheLastMigration() {
+        #expect(SQLRegistry(dialect: .sqlite).currentVersion == DroverVersion.registrySchema)
+        #expect(SQLRegistry(dialect: .postgresql).currentVersion == DroverVersion.registrySchema)
     }
 
     @Test(arguments: StoreKind.enabled.filter { $0 != .memory })

@@ -78,10 +78,13 @@ public struct NodeRegistration: Sendable, Equatable {
     public var launcherFingerprint: String?
     /// The session kinds the node can run (its programs are there and users may execute them).
     public var kinds: [String]
+    /// The node-to-node protocol version the node speaks (decides which nodes share a cluster).
+    public var protocolVersion: Int
 
     public init(host: String, ipv4: String?, port: Int, status: NodeStatus, cpus: Int, version: String,
-                configHash: String, launcherFingerprint: String?, kinds: [String] = [SessionKindNames.legacy]) {
+                configHash: String, launcherFingerprint: String?, kinds: [String] = [SessionKindNames.legacy], protocolVersion: Int = 1) {
         self.kinds = kinds
+        self.protocolVersion = protocolVersion
         self.host = host
         self.ipv4 = ipv4
         self.port = port
@@ -127,11 +130,16 @@ public struct NodeRecord: Sendable, Equatable, Identifiable {
     /// The session kinds the node can run. A row written before kinds existed reads as the
     /// `default` kind only.
     public var kinds: [String]
+    /// The node-to-node protocol version the node speaks. A row written before the registry
+    /// recorded it (schema 9 and older) reads as 1, the protocol of every release before.
+    public var protocolVersion: Int
 
     public init(id: Int64, host: String, ipv4: String?, port: Int, status: NodeStatus, lastSeen: Date,
                 load: LoadAverage, cpus: Int, startedAt: Date, version: String, configHash: String,
-                launcherFingerprint: String?, unreachableSince: Date? = nil, kinds: [String] = [SessionKindNames.legacy]) {
+                launcherFingerprint: String?, unreachableSince: Date? = nil, kinds: [String] = [SessionKindNames.legacy],
+                protocolVersion: Int = 1) {
         self.kinds = kinds
+        self.protocolVersion = protocolVersion
         self.id = id
         self.host = host
         self.ipv4 = ipv4

@@ -89,15 +89,20 @@ public enum RegistryConformance {
             #expect(Set([a.id, b.id, a2.id]).count == 3)
             #expect(a.lastSeen >= before && a.lastSeen <= after, "last_seen comes from the database clock")
             #expect(a.status == .online && a.cpus == 2 && a.load == .zero && a.ipv4 == "127.0.0.9")
+            #expect(a.version == "1.0" && a.protocolVersion == 1)
 
+            // The same node again, restarted as the next release (a rolling upgrade).
             var changed = registration("a")
             changed.status = .offline
             changed.ipv4 = nil
             changed.configHash = "new"
             changed.launcherFingerprint = "fp"
+            (changed.version, changed.protocolVersion) = ("1.1", 2)
             let again = try await store.registerNode(changed)
             #expect(again.id == a.id)
             #expect(again.status == .offline && again.ipv4 == nil && again.configHash == "new" && again.launcherFingerprint == "fp")
+            #expect(again.version == "1.1" && again.protocolVersion == 2)
+            #expect(try await store.nodes().first { $0.id == a.id }?.protocolVersion == 2)
             #expect(try await store.nodes().map(\.id) == [a.id, b.id, a2.id].sorted())
             await store.close()
         case .heartbeatStatusAndDelete:
@@ -306,7 +311,9 @@ public enum RegistryConformance {
             let a = try await source.registerNode(registration("a"))
             _ = try await source.registerNode(registration("b"))
             _ = try await source.deleteNode(a.id)
-            let c = try await source.registerNode(registration("c"))
+            var nextRelease = registration("c")
+            nextRelease.protocolVersion = 2
+            let c = try await source.registerNode(nextRelease)
             try await source.defineCluster(ClusterRecord(keyHash: "k", protocol: .https, definedAt: Date(timeIntervalSince1970: 1_700_000_000), definedByNode: c.id))
             try await source.createSession(newSession("x", node: c.id, state: .running))
             try await source.createSession(newSession("y"))

@@ -1,0 +1,32 @@
+/// What a build of Drover is, and what it can work with. The release string is for people
+/// (`--version`, `list-nodes`, the status endpoint); compatibility is decided by integers: the
+/// node-to-node protocol version here, and the registry's schema version (the SQL registry's
+/// migrations). docs/PROTOCOL.md says what each protocol version changed.
+public enum DroverVersion {
+    /// The node-to-node protocol this build speaks: internal calls, hop openings, the guard's
+    /// pipe protocol. Raised when any of them changes in a way an older node would not handle.
+    public static let clusterProtocol = 1
+
+    /// The registry schema this build migrates to (the SQL registry's last migration; a test
+    /// holds the two together).
+    public static let registrySchema = 10
+
+    /// How far apart two nodes' protocols may be and still share a cluster: one step, so a
+    /// rolling upgrade (or a roll back) mixes a release with the next one only.
+    public static let protocolWindow = 1
+
+    /// Whether a node speaking `other` may share a cluster with this build.
+    public static func acceptsPeer(protocol other: Int) -> Bool {
+        abs(other - clusterProtocol) <= protocolWindow
+    }
+
+    /// The protocols this build shares a cluster with, for messages: "1…2" or "0…2".
+    public static var window: ClosedRange<Int> {
+        max(0, clusterProtocol - protocolWindow)...(clusterProtocol + protocolWindow)
+    }
+
+    /// What `--version` prints: the release, then the protocol and schema it speaks.
+    public static var versionLine: String {
+        "Drover \(release) (cluster protocol \(clusterProtocol), registry schema \(registrySchema))"
+    }
+}
