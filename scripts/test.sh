@@ -14,6 +14,9 @@ install_missing libpq-dev libssl-dev libsqlite3-dev libpam0g-dev postgresql pkg-
 install_missing chromium chromium-driver
 # openssl: the TLS and session-origin tests make a test CA and its certificates.
 install_missing openssl
+# The package test: dpkg-deb builds it, readelf reads the programs' libraries, curl asks the
+# installed node for its health.
+install_missing binutils curl
 # libfaketime: the registry failover test gives the standbys another clock, as another machine's.
 install_missing faketime
 # JupyterLab and Notebook from PyPI, run unmodified as sessions through their shipped kinds.
