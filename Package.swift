@@ -83,7 +83,7 @@ let package = Package(
         // The session guard's contract with droverd: its pipe protocol and the cgroups of a session.
         .target(
             name: "DroverSessionProtocol",
-            dependencies: ["DroverKernel"],
+            dependencies: ["DroverKernel", "DroverVersion"],
             swiftSettings: sharedSettings),
         // The lock providers alone: what the session guard links.
         .target(

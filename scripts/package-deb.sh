@@ -22,7 +22,8 @@ command -v dpkg-deb > /dev/null || fail "dpkg-deb is missing; install dpkg (apt-
 
 if [ -z "${BIN:-}" ]; then
     # The Swift runtime and Foundation linked in, so the package needs no Swift toolchain.
-    swift build -c release --static-swift-stdlib $(printf -- '--product %s ' "${programs[@]}") >&2
+    # (One product at a time: given several --product options, swift build builds the last.)
+    for program in "${programs[@]}"; do swift build -c release --static-swift-stdlib --product "$program" >&2; done
     BIN=$(swift build -c release --show-bin-path)
 fi
 for program in "${programs[@]}"; do

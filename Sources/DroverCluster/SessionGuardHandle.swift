@@ -67,8 +67,9 @@ final class SessionGuardHandle: SessionControl {
         let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(GuardEventReader { event in
+                    try channel.pipeline.syncOperations.addHandler(GuardEventReader(guardPath: path) { event in
                         switch event {
+                        case .hello: break  // checked by the reader
                         case .lockBusy(let message): report(.lockBusy(message))
                         case .started(let pid, let isolation): report(.started(pid: pid, isolation: isolation))
                         case .ended(let reason, let status, let detail): report(.ended(reason, status: status, detail: detail))
@@ -76,6 +77,10 @@ final class SessionGuardHandle: SessionControl {
                         case .refreshFailed(let message): report(.lockRefreshFailed(message))
                         case .locked(let brokeStale): report(.locked(brokeStale: brokeStale))
                         }
+                    } refused: { refusal in
+                        // Not a guard of this build: nothing else it says is read, and it goes.
+                        Foundation.kill(guardPID, SIGKILL)
+                        report(.ended(.failed, status: -1, detail: refusal))
                     } closed: {
                         report(.guardGone)
                         // The guard is exiting: reap it off the event loop.
@@ -127,17 +132,26 @@ final class SessionGuardHandle: SessionControl {
     }
 }
 
-/// Splits the guard's output into lines and reads each as an event.
+/// Splits the guard's output into lines and reads each as an event, once the first line (the
+/// handshake, ``SessionGuardProtocol/Event/hello(_:)``) named a build of this one's protocol;
+/// else the guard is refused and nothing more of it is read.
 private final class GuardEventReader: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     private var pending = ByteBuffer()
+    private let guardPath: String
+    private var greeted = false
+    private var refused = false
     private let onEvent: @Sendable (SessionGuardProtocol.Event) -> Void
+    private let onRefusal: @Sendable (String) -> Void
     private let onClose: @Sendable () -> Void
     /// The close is reported once (the input closes, then the channel goes inactive).
     private var closeReported = false
 
-    init(_ onEvent: @escaping @Sendable (SessionGuardProtocol.Event) -> Void, closed onClose: @escaping @Sendable () -> Void) {
+    init(guardPath: String, _ onEvent: @escaping @Sendable (SessionGuardProtocol.Event) -> Void,
+         refused onRefusal: @escaping @Sendable (String) -> Void, closed onClose: @escaping @Sendable () -> Void) {
+        self.guardPath = guardPath
         self.onEvent = onEvent
+        self.onRefusal = onRefusal
         self.onClose = onClose
     }
 
@@ -148,7 +162,22 @@ private final class GuardEventReader: ChannelInboundHandler {
             let length = newline - pending.readerIndex
             let line = pending.readString(length: length) ?? ""
             pending.moveReaderIndex(forwardBy: 1)
-            if let event = SessionGuardProtocol.Event(line: Substring(line)) { onEvent(event) }
+            guard !refused else { continue }
+            let event = SessionGuardProtocol.Event(line: Substring(line))
+            if !greeted {
+                let refusal: String? = if case .hello(let build) = event {
+                    SessionGuardProtocol.handshakeRefusal(guard: build, droverd: .current, guardPath: guardPath)
+                } else {
+                    SessionGuardProtocol.silentGuardRefusal(guardPath: guardPath, firstLine: line)
+                }
+                if let refusal {
+                    refused = true
+                    onRefusal(refusal)
+                    continue
+                }
+                greeted = true
+            }
+            if let event { onEvent(event) }
         }
         pending.discardReadBytes()
     }

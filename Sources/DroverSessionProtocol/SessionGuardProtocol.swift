@@ -1,4 +1,5 @@
 public import DroverKernel
+import DroverVersion
 import Foundation
 
 /// What droverd and a session's guard (`drover-session-guard`) say to each other: the guard's
@@ -10,8 +11,46 @@ import Foundation
 /// and ends every process of the session when it can no longer refresh the lock in time, when
 /// droverd goes quiet, and on suspend or quit. droverd writes the spec as the first line of
 /// the guard's standard input, then commands; the guard answers with events on its standard
-/// output, one per line.
+/// output, one per line, the first of them always ``Event/hello(_:)`` (the handshake).
 public enum SessionGuardProtocol {
+    /// Which build a side is: the spec carries droverd's, the guard's first event its own. The
+    /// two must speak the same cluster protocol (which covers this pipe protocol); a guard
+    /// binary replaced on disk under a running droverd is found out by this handshake, before
+    /// either side reads anything else of the other.
+    public struct Build: Codable, Sendable, Equatable {
+        public var release: String
+        public var protocolVersion: Int
+
+        public init(release: String, protocolVersion: Int) {
+            self.release = release
+            self.protocolVersion = protocolVersion
+        }
+
+        /// This build's.
+        public static var current: Build { Build(release: DroverVersion.release, protocolVersion: DroverVersion.clusterProtocol) }
+
+        public var description: String { "Drover \(release) (cluster protocol \(protocolVersion))" }
+    }
+
+    /// Why a guard of build `guardBuild` and a droverd of build `droverd` (nil: a droverd from
+    /// before the handshake, whose spec names no build) must not run a session together, in one
+    /// line with the fix; nil when they may.
+    public static func handshakeRefusal(guard guardBuild: Build, droverd: Build?, guardPath: String) -> String? {
+        let fix = "the programs were replaced under a running droverd: restart droverd (systemctl restart droverd)"
+        guard let droverd else {
+            return "\(guardPath) is \(guardBuild.description) but droverd names no build (it is older than the guard's handshake); \(fix)"
+        }
+        guard droverd.protocolVersion != guardBuild.protocolVersion else { return nil }
+        return "\(guardPath) is \(guardBuild.description) but droverd is \(droverd.description); \(fix)"
+    }
+
+    /// What droverd makes of a guard whose first line was not a ``Event/hello(_:)`` (a guard
+    /// from before the handshake): refused, whatever it said.
+    public static func silentGuardRefusal(guardPath: String, firstLine: String) -> String {
+        "\(guardPath) did not begin with its build (it began '\(Event.oneLine(String(firstLine.prefix(80))))'), so it is older than "
+            + "this droverd, \(Build.current.description); the programs were replaced under a running droverd: restart droverd (systemctl restart droverd)"
+    }
+
     /// How a guard is to run its session.
     public struct Spec: Codable, Sendable, Equatable {
         public var sessionID: String
@@ -39,6 +78,9 @@ public enum SessionGuardProtocol {
         public var droverdSilence: Double
         /// Test-only behaviour, from droverd's `DROVER_TEST_SESSION_GUARD`; nil in production.
         public var testMode: TestMode?
+        /// droverd's build, which the guard checks against its own before anything else (nil
+        /// from a droverd older than the handshake, which the guard refuses).
+        public var build: Build?
         /// A session kind's argument vector (placeholders filled in), run as the user in a login
         /// shell; nil for `session-command`, whose shell line is ``command``.
         public var arguments: [String]?
@@ -78,6 +120,7 @@ public enum SessionGuardProtocol {
             self.stopGrace = stopGrace
             self.droverdSilence = droverdSilence
             self.testMode = testMode
+            build = .current
         }
 
         /// The endpoint in force.
@@ -168,6 +211,8 @@ public enum SessionGuardProtocol {
 
     /// Guard to droverd.
     public enum Event: Sendable, Equatable {
+        /// The guard's build: always its first line, before it reads the spec's build.
+        case hello(Build)
         /// The lock is ours (taken over from a dead holder when `brokeStale`); the command
         /// starts next.
         case locked(brokeStale: Bool)
@@ -185,6 +230,7 @@ public enum SessionGuardProtocol {
 
         public var line: String {
             switch self {
+            case .hello(let build): "hello \(build.protocolVersion) \(Self.oneLine(build.release))\n"
             case .locked(let brokeStale): brokeStale ? "locked broke-stale\n" : "locked\n"
             case .lockBusy(let message): "lock-busy \(Self.oneLine(message))\n"
             case .started(let pid, let isolation): "started \(pid) \(isolation)\n"
@@ -199,6 +245,10 @@ public enum SessionGuardProtocol {
             let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
             let rest = parts.count > 1 ? String(parts[1]) : ""
             switch parts.first {
+            case "hello":
+                let fields = rest.split(separator: " ", maxSplits: 1)
+                guard fields.count == 2, let version = Int(fields[0]) else { return nil }
+                self = .hello(Build(release: String(fields[1]), protocolVersion: version))
             case "locked": self = .locked(brokeStale: rest == "broke-stale")
             case "lock-busy": self = .lockBusy(rest)
             case "refreshed": self = .refreshed

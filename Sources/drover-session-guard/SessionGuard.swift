@@ -17,18 +17,34 @@ import Synchronization
 @main
 enum SessionGuardMain {
     static func main() {
-        guard let line = SessionGuard.readFirstLine(), let spec = try? SessionGuardProtocol.Spec(line: line) else {
-            FileHandle.standardError.write(Data("drover-session-guard: expected the session's spec as the first line of standard input; droverd starts this program\n".utf8))
+        // The handshake: this build first, before anything of droverd's is read; then droverd's
+        // build, from the spec, checked before anything else of the spec is used.
+        let events = EventWriter()
+        events.send(.hello(.current))
+        func refuse(_ message: String) -> Never {
+            FileHandle.standardError.write(Data("drover-session-guard: \(message)\n".utf8))
+            events.send(.ended(.failed, status: 2, detail: message))
             exit(2)
         }
-        let guardian = SessionGuard(spec: spec)
+        guard let line = SessionGuard.readFirstLine() else {
+            refuse("expected the session's spec as the first line of standard input; droverd starts this program")
+        }
+        let spec: SessionGuardProtocol.Spec
+        do {
+            spec = try SessionGuardProtocol.Spec(line: line)
+        } catch {
+            refuse("cannot read droverd's spec (\(error)); droverd and drover-session-guard must come from the same build")
+        }
+        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        if let refusal = SessionGuardProtocol.handshakeRefusal(guard: .current, droverd: spec.build, guardPath: path) { refuse(refusal) }
+        let guardian = SessionGuard(spec: spec, events: events)
         guardian.run()
     }
 }
 
 final class SessionGuard: Sendable {
     let spec: SessionGuardProtocol.Spec
-    let events = EventWriter()
+    let events: EventWriter
     /// Monotonic nanoseconds of the last good refresh and of droverd's last word.
     let lastRefresh = Atomic<UInt64>(monotonicNanoseconds())
     let lastAlive = Atomic<UInt64>(monotonicNanoseconds())
@@ -39,8 +55,9 @@ final class SessionGuard: Sendable {
     let held = Mutex<(any HeldLock)?>(nil)
     let process = Mutex<SessionProcessGroup?>(nil)
 
-    init(spec: SessionGuardProtocol.Spec) {
+    init(spec: SessionGuardProtocol.Spec, events: EventWriter) {
         self.spec = spec
+        self.events = events
     }
 
     func log(_ message: String) {
