@@ -182,7 +182,7 @@ let package = Package(
 
         .testTarget(
             name: "DroverRegistryTests",
-            dependencies: ["DroverKernel", "DroverPlugins", "DroverRegistrySQL", "DroverVersion", "RegistryPostgres", "DroverTesting", "drover-probe"],
+            dependencies: ["DroverKernel", "DroverPlugins", "DroverRegistrySQL", "DroverVersion", "RegistryPostgres", "RegistrySQLite", "DroverTesting", "drover-probe"],
             swiftSettings: sharedSettings),
         .testTarget(
             name: "DroverLockTests",

@@ -125,6 +125,8 @@ public final class PostgresRegistryStore: RegistryStore {
         }
     }
     public func now() async throws -> Date { try await withConnection { db, sql, _ in try sql.now(db) } }
+    public func schemaStatus() async throws -> RegistrySchemaStatus? { try await withConnection { db, sql, _ in try sql.schemaStatus(db) } }
+    public func contractSchema() async throws -> [Int] { try await withConnection { db, sql, _ in try sql.contract(db) } }
 
     /// Read from the server's side (`pg_stat_ssl` for this connection's backend), so it says
     /// what was negotiated whatever `sslmode` asked for.

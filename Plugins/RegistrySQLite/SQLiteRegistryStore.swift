@@ -64,6 +64,8 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func migrate() async throws { try await withConnection { try $1.migrate($0) } }
+    public func schemaStatus() async throws -> RegistrySchemaStatus? { try await withConnection { try $1.schemaStatus($0) } }
+    public func contractSchema() async throws -> [Int] { try await withConnection { try $1.contract($0) } }
     public func now() async throws -> Date { try await withConnection { try $1.now($0) } }
     public func cluster() async throws -> ClusterRecord? { try await withConnection { try $1.cluster($0) } }
     public func defineCluster(_ cluster: ClusterRecord) async throws { try await withConnection { try $1.defineCluster(cluster, $0) } }

@@ -271,7 +271,7 @@ public struct ClusterMembership: Sendable {
         return NodeRegistration(host: runtime.address.host, ipv4: runtime.address.ipv4, port: runtime.address.port, status: status,
                                 cpus: ProcessInfo.processInfo.activeProcessorCount, version: DroverVersion.release,
                                 configHash: config.fingerprint, launcherFingerprint: config.launcherFingerprint, kinds: runtime.offeredKinds,
-                                protocolVersion: DroverVersion.clusterProtocol)
+                                protocolVersion: DroverVersion.clusterProtocol, schemaKnown: DroverVersion.registrySchema)
     }
 
     private func rejoinAfterRemoval() async throws -> NodeRecord {

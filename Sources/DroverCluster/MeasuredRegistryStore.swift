@@ -107,4 +107,6 @@ public struct MeasuredRegistryStore: RegistryStore {
     public func close() async { await base.close() }
     public func connectionSecurity() async throws -> String { try await base.connectionSecurity() }
     public func serverReport() async throws -> RegistryServerReport? { try await base.serverReport() }
+    public func schemaStatus() async throws -> RegistrySchemaStatus? { try await base.schemaStatus() }
+    public func contractSchema() async throws -> [Int] { try await base.contractSchema() }
 }

@@ -73,7 +73,7 @@ public final class InMemoryRegistryStore: RegistryStore {
                                   status: registration.status, lastSeen: now, load: existing?.load ?? .zero,
                                   cpus: registration.cpus, startedAt: now, version: registration.version,
                                   configHash: registration.configHash, launcherFingerprint: registration.launcherFingerprint,
-                                  kinds: registration.kinds, protocolVersion: registration.protocolVersion)
+                                  kinds: registration.kinds, protocolVersion: registration.protocolVersion, schemaKnown: registration.schemaKnown)
             state.nodes[id] = node
             return node
         }

@@ -9,7 +9,7 @@ public enum RegistryRows {
     /// epoch expression.
     public static let nodeColumns = ["id", "host", "ipv4", "port", "status", "%EPOCH(last_seen)%", "load1", "load5", "load15",
                                      "cpus", "%EPOCH(started_at)%", "version", "config_hash", "launcher_fingerprint",
-                                     "%EPOCH(unreachable_since)%", "kinds", "protocol"]
+                                     "%EPOCH(unreachable_since)%", "kinds", "protocol", "schema_known"]
     public static let sessionColumns = ["id", "username", "node_id", "pid", "port", "state", "%EPOCH(created_at)%",
                                         "%EPOCH(last_active)%", "label", "kind", "hold"]
     public static let clusterColumns = ["key_hash", "protocol", "%EPOCH(defined_at)%", "defined_by_node"]
@@ -83,7 +83,7 @@ public enum RegistryRows {
                           cpus: Int(try r.int(9)), startedAt: try r.date(10), version: try r.text(11),
                           configHash: try r.text(12), launcherFingerprint: r.optionalText(13),
                           unreachableSince: try r.optionalDate(14), kinds: SessionKindNames.split(r.optionalText(15)),
-                          protocolVersion: Int(try r.optionalInt(16) ?? 1))
+                          protocolVersion: Int(try r.optionalInt(16) ?? 1), schemaKnown: Int(try r.optionalInt(17) ?? 0))
     }
 
     public static func session(_ row: [String?]) throws(RegistryError) -> SessionRecord {

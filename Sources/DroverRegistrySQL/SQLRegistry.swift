@@ -5,9 +5,36 @@ public import Foundation
 /// connection (an ``SQLExecutor``) and runs these off the cooperative thread pool.
 public struct SQLRegistry: Sendable {
     public let dialect: SQLDialect
+    /// Steps after the shipped ones: a test's "next release" (never set in the programs).
+    let nextRelease: [Migration]
 
     public init(dialect: SQLDialect) {
         self.dialect = dialect
+        nextRelease = []
+    }
+
+    /// The registry of a release after this one, for tests: the shipped steps, then `next`.
+    public init(dialect: SQLDialect, nextRelease next: [Migration]) {
+        self.dialect = dialect
+        nextRelease = next
+    }
+
+    /// One step of the schema. Every release's steps follow expand → migrate → contract: an
+    /// expansion only adds what the release before can ignore (a table, a nullable column, an
+    /// index), so nodes of both releases share the registry while a cluster is upgraded one node
+    /// at a time; a contraction removes or tightens what only the release before needed, and
+    /// runs only when no `Online` node is older than it (``contract(_:)``, `drover migrate-db`).
+    public struct Migration: Sendable {
+        public typealias Kind = RegistrySchemaStatus.Kind
+        public let version: Int
+        public let kind: Kind
+        public let statements: [String]
+
+        public init(_ version: Int, _ kind: Kind = .expand, _ statements: [String]) {
+            self.version = version
+            self.kind = kind
+            self.statements = statements
+        }
     }
 
     private func p(_ n: Int) -> String { dialect.parameter(n) }
@@ -16,7 +43,12 @@ public struct SQLRegistry: Sendable {
     private var clusterSelect: String { RegistryRows.select(RegistryRows.clusterColumns, epoch: dialect.epoch) }
 
     /// Schema versions, each a list of statements; applied in order, once.
-    var migrations: [(version: Int, statements: [String])] {
+    var migrations: [Migration] {
+        shipped.map { Migration($0.version, .expand, $0.statements) } + nextRelease
+    }
+
+    /// The shipped steps, every one an expansion so far.
+    private var shipped: [(version: Int, statements: [String])] {
         let d = dialect
         return [
             (1, [
@@ -64,27 +96,122 @@ public struct SQLRegistry: Sendable {
             (8, ["CREATE TABLE registry_clock (id INTEGER PRIMARY KEY CHECK (id = 1), server TEXT NOT NULL, since \(d.timeType) NOT NULL)"]),
             // Session origins' sign-in tickets, each usable once on any node.
             (9, ["CREATE TABLE used_ticket (nonce TEXT PRIMARY KEY, expires_at \(d.doubleType) NOT NULL)"]),
-            // The node-to-node protocol each node speaks (NULL: a node of a release before it, 1).
-            (10, ["ALTER TABLE node ADD COLUMN protocol INTEGER"]),
+            // Rolling upgrades: the protocol and the newest schema each node knows (NULL: a node of
+            // a release before them), and each schema step's kind and time.
+            (10, ["ALTER TABLE node ADD COLUMN protocol INTEGER", "ALTER TABLE node ADD COLUMN schema_known INTEGER",
+                  "ALTER TABLE schema_version ADD COLUMN kind TEXT", "ALTER TABLE schema_version ADD COLUMN applied_at \(d.doubleType)"]),
         ]
     }
 
     /// The newest schema version this build knows.
     public var currentVersion: Int { migrations.last?.version ?? 0 }
 
+    /// The first version whose `schema_version` rows record their kind.
+    static let kindsRecordedFrom = 10
+
+    /// Applies the steps this build knows and the registry lacks, in order, in one write
+    /// transaction (all or nothing), up to the first contraction: contractions wait for
+    /// ``contract(_:)``. A registry a newer release has expanded is used as it is (its additions
+    /// are for that release); one it has contracted is refused.
     public func migrate(_ db: some SQLExecutor) throws {
         try db.transaction(begin: dialect.beginWrite) {
             if let lock = dialect.migrationLock { _ = try db.query(lock, []) }
             try db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])
-            let applied = try db.query("SELECT MAX(version) FROM schema_version", []).first?.first.flatMap { $0 }.flatMap(Int.init) ?? 0
-            guard applied <= currentVersion else {
-                throw RegistryError.unavailable("the registry schema is version \(applied), newer than this build's \(currentVersion); upgrade Drover on this node")
+            let applied = try appliedVersion(db)
+            if applied > currentVersion {
+                if let contracted = try newerContraction(db) {
+                    throw RegistryError.unavailable("the registry schema is version \(applied), and a newer release contracted it at step \(contracted): "
+                        + "this build (schema \(currentVersion)) can no longer use it; upgrade Drover on this node")
+                }
+                guard applied >= Self.kindsRecordedFrom else {
+                    throw RegistryError.unavailable("the registry schema is version \(applied), newer than this build's \(currentVersion); upgrade Drover on this node")
+                }
+                return
             }
             for migration in migrations where migration.version > applied {
-                for statement in migration.statements { try db.execute(statement, []) }
-                try db.execute("INSERT INTO schema_version (version) VALUES (\(p(1)))", [String(migration.version)])
+                if migration.kind == .contract { break }
+                try apply(migration, db)
             }
         }
+    }
+
+    /// The registry's schema steps, this build's pending ones, and the nodes that hold back the
+    /// next contraction.
+    public func schemaStatus(_ db: some SQLExecutor) throws -> RegistrySchemaStatus {
+        // A database no node has used yet has no schema_version table: nothing ran.
+        guard let applied = try? appliedVersion(db) else {
+            return RegistrySchemaStatus(applied: [], buildVersion: currentVersion, pending: migrations.map { .init(version: $0.version, kind: $0.kind, appliedAt: nil) },
+                                        tooOld: [])
+        }
+        var steps: [RegistrySchemaStatus.Step] = []
+        if applied >= Self.kindsRecordedFrom {
+            for row in try db.query("SELECT version, kind, applied_at FROM schema_version ORDER BY version", []) {
+                guard let version = row[0].flatMap({ Int($0) }) else { continue }
+                steps.append(.init(version: version, kind: row[1].flatMap(Migration.Kind.init(rawValue:)) ?? .expand, appliedAt: row[2].flatMap { Double($0) }))
+            }
+        } else {
+            for row in try db.query("SELECT version FROM schema_version ORDER BY version", []) {
+                if let version = row[0].flatMap({ Int($0) }) { steps.append(.init(version: version, kind: .expand, appliedAt: nil)) }
+            }
+        }
+        let pending = migrations.filter { $0.version > applied }.map { RegistrySchemaStatus.Step(version: $0.version, kind: $0.kind, appliedAt: nil) }
+        let tooOld = try pending.first { $0.kind == .contract }.map { try nodesTooOld(for: $0.version, db) } ?? []
+        return RegistrySchemaStatus(applied: steps, buildVersion: currentVersion, pending: pending, tooOld: tooOld)
+    }
+
+    /// Applies every pending step, contractions included, in one write transaction, once no
+    /// `Online` node knows a schema older than the contraction; else nothing changes and the
+    /// error names the nodes. Returns the steps applied.
+    public func contract(_ db: some SQLExecutor) throws -> [Int] {
+        try db.transaction(begin: dialect.beginWrite) {
+            if let lock = dialect.migrationLock { _ = try db.query(lock, []) }
+            try db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])
+            let applied = try appliedVersion(db)
+            guard applied <= currentVersion else {
+                throw RegistryError.unavailable("the registry schema is version \(applied), newer than this build's \(currentVersion); run migrate-db from the newest release")
+            }
+            var done: [Int] = []
+            for migration in migrations where migration.version > applied {
+                if migration.kind == .contract {
+                    let old = try nodesTooOld(for: migration.version, db)
+                    if !old.isEmpty {
+                        let names = old.map { "\($0.host):\($0.port) (node \($0.id), schema \($0.schemaKnown))" }.joined(separator: ", ")
+                        throw RegistryError.unavailable("step \(migration.version) contracts the schema, and these Online nodes know an older one: \(names); "
+                            + "upgrade them (or stop them) first; nothing was changed")
+                    }
+                }
+                try apply(migration, db)
+                done.append(migration.version)
+            }
+            return done
+        }
+    }
+
+    private func apply(_ migration: Migration, _ db: some SQLExecutor) throws {
+        for statement in migration.statements { try db.execute(statement, []) }
+        if migration.version >= Self.kindsRecordedFrom {
+            try db.execute("INSERT INTO schema_version (version, kind, applied_at) VALUES (\(p(1)), \(p(2)), \(dialect.epoch(dialect.now)))",
+                           [String(migration.version), migration.kind.rawValue])
+        } else {
+            try db.execute("INSERT INTO schema_version (version) VALUES (\(p(1)))", [String(migration.version)])
+        }
+    }
+
+    private func appliedVersion(_ db: some SQLExecutor) throws -> Int {
+        try db.query("SELECT MAX(version) FROM schema_version", []).first?.first.flatMap { $0 }.flatMap(Int.init) ?? 0
+    }
+
+    /// The first contraction past this build's schema, if a newer release ran one.
+    private func newerContraction(_ db: some SQLExecutor) throws -> Int? {
+        guard try appliedVersion(db) >= Self.kindsRecordedFrom else { return nil }
+        return try db.query("SELECT MIN(version) FROM schema_version WHERE version > \(p(1)) AND kind = 'contract'", [String(currentVersion)])
+            .first?.first.flatMap { $0 }.flatMap(Int.init)
+    }
+
+    /// `Online` nodes that know a schema older than `version`.
+    private func nodesTooOld(for version: Int, _ db: some SQLExecutor) throws -> [NodeRecord] {
+        try db.query("SELECT \(nodeSelect) FROM node WHERE status = 'Online' ORDER BY id", []).map { try RegistryRows.node($0) }
+            .filter { $0.schemaKnown < version }
     }
 
     public func now(_ db: some SQLExecutor) throws -> Date {
@@ -169,16 +296,17 @@ public struct SQLRegistry: Sendable {
 
     public func registerNode(_ r: NodeRegistration, _ db: some SQLExecutor) throws -> NodeRecord {
         let sql = """
-            INSERT INTO node (host, ipv4, port, status, last_seen, cpus, started_at, version, config_hash, launcher_fingerprint, kinds, protocol)
-            VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(dialect.now), \(p(5)), \(dialect.now), \(p(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)))
+            INSERT INTO node (host, ipv4, port, status, last_seen, cpus, started_at, version, config_hash, launcher_fingerprint, kinds, protocol,
+                schema_known)
+            VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(dialect.now), \(p(5)), \(dialect.now), \(p(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)), \(p(11)))
             ON CONFLICT (host, port) DO UPDATE SET ipv4 = excluded.ipv4, status = excluded.status, last_seen = excluded.last_seen,
                 cpus = excluded.cpus, started_at = excluded.started_at, version = excluded.version,
                 config_hash = excluded.config_hash, launcher_fingerprint = excluded.launcher_fingerprint,
-                unreachable_since = NULL, kinds = excluded.kinds, protocol = excluded.protocol
+                unreachable_since = NULL, kinds = excluded.kinds, protocol = excluded.protocol, schema_known = excluded.schema_known
             RETURNING \(nodeSelect)
             """
         let rows = try db.query(sql, [r.host, r.ipv4, String(r.port), r.status.rawValue, String(r.cpus), r.version, r.configHash, r.launcherFingerprint,
-                                      SessionKindNames.joined(r.kinds), String(r.protocolVersion)])
+                                      SessionKindNames.joined(r.kinds), String(r.protocolVersion), String(r.schemaKnown)])
         guard let row = rows.first else { throw RegistryError.corrupt("registering node \(r.host):\(r.port) returned no row") }
         return try RegistryRows.node(row)
     }
@@ -459,13 +587,13 @@ public struct SQLRegistry: Sendable {
             for n in snapshot.nodes {
                 try db.execute("""
                     INSERT INTO node (id, host, ipv4, port, status, last_seen, load1, load5, load15, cpus, started_at, version, config_hash, launcher_fingerprint,
-                        unreachable_since, kinds, protocol)
+                        unreachable_since, kinds, protocol, schema_known)
                     VALUES (\(p(1)), \(p(2)), \(p(3)), \(p(4)), \(p(5)), \(dialect.time(6)), \(p(7)), \(p(8)), \(p(9)), \(p(10)), \(dialect.time(11)), \(p(12)), \(p(13)), \(p(14)),
-                        \(dialect.time(15)), \(p(16)), \(p(17)))
+                        \(dialect.time(15)), \(p(16)), \(p(17)), \(p(18)))
                     """, [String(n.id), n.host, n.ipv4, String(n.port), n.status.rawValue, RegistryRows.epoch(n.lastSeen), String(n.load.one),
                           String(n.load.five), String(n.load.fifteen), String(n.cpus), RegistryRows.epoch(n.startedAt), n.version, n.configHash,
                           n.launcherFingerprint, n.unreachableSince.map(RegistryRows.epoch), SessionKindNames.joined(n.kinds),
-                          String(n.protocolVersion)])
+                          String(n.protocolVersion), String(n.schemaKnown)])
             }
             for s in snapshot.sessions { try db.execute(insertSession, sessionParameters(s)) }
             if let resetSequence { _ = try db.query(resetSequence, []) }

@@ -15,9 +15,9 @@ struct RegistryAccess {
     ///   (``DroverConfiguration/registry`` is the node's own SQLite store then).
     /// - Throws: ``CommandFailure`` with status 2 (bad configuration) or 1 (database
     ///   unreachable), or what `body` throws.
-    static func using<T>(_ options: ConfigOptions, shared: Bool = false,
+    static func using<T>(_ options: ConfigOptions, shared: Bool = false, migrating: Bool = true,
                          _ body: (RegistryAccess) async throws -> T) async throws -> T {
-        let access = try await open(options, shared: shared)
+        let access = try await open(options, shared: shared, migrating: migrating)
         do {
             let result = try await body(access)
             await access.store.close()
@@ -28,7 +28,9 @@ struct RegistryAccess {
         }
     }
 
-    private static func open(_ options: ConfigOptions, shared: Bool) async throws -> RegistryAccess {
+    /// - Parameter migrating: runs the schema's pending expansions first (as a node's start
+    ///   does); `migrate-db --status` looks without changing anything.
+    private static func open(_ options: ConfigOptions, shared: Bool, migrating: Bool) async throws -> RegistryAccess {
         let configuration = try options.load()
         let key: SecureCookieKey?
         do {
@@ -45,7 +47,7 @@ struct RegistryAccess {
             throw CommandFailure("\(error)", status: 2)
         }
         do {
-            try await store.migrate()
+            if migrating { try await store.migrate() }
         } catch {
             await store.close()
             throw CommandFailure("\(error)", status: 1)

@@ -56,6 +56,33 @@ import Testing
         #expect(nodes.map { $0["protocol_version"] as? Int } == [1, 2])
     }
 
+    /// `migrate-db --status` shows the schema's steps without changing anything; `migrate-db`
+    /// runs what this build has pending (here nothing to contract: the steps so far are all
+    /// expansions, which a node's start runs). The expand/contract rules themselves:
+    /// `SchemaStepsTests`.
+    @Test func migrateDBShowsTheSchemaStepsAndRunsWhatIsPending() async throws {
+        let config = try ConfigDirectory()
+        let fresh = try await Executable.run("drover", ["migrate-db", "--status", "--config-dir", config.path])
+        #expect(fresh.status == 0, "\(fresh.stderr)")
+        #expect(fresh.stdout.hasPrefix("Registry schema 0; this build knows 10.\n"), "\(fresh.stdout)")
+        #expect(fresh.stdout.contains("\nPending: 1 (expand), 2 (expand), 3 (expand), 4 (expand), 5 (expand), 6 (expand), 7 (expand), 8 (expand), 9 (expand), 10 (expand).\n"),
+                "\(fresh.stdout)")
+        #expect(try await Executable.run("drover", ["migrate-db", "--status", "--config-dir", config.path]).stdout == fresh.stdout, "--status changed the registry")
+
+        let run = try await Executable.run("drover", ["migrate-db", "--config-dir", config.path])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout == "The registry's schema is this build's already; nothing to do.\n")
+        let after = try await Executable.run("drover", ["migrate-db", "--status", "--config-dir", config.path])
+        let lines = after.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(lines.first == "Registry schema 10; this build knows 10.")
+        #expect(lines.contains("1     expand    (not recorded: before step 10)"), "\(after.stdout)")
+        #expect(lines.contains { $0.hasPrefix("10    expand    20") }, "step 10 and its time: \(after.stdout)")
+        #expect(after.stdout.hasSuffix("\nPending: none.\n"))
+
+        let both = try await Executable.run("drover", ["migrate-db", "--status", "--from-sqlite", "/x.sqlite", "--config-dir", config.path])
+        #expect(both.status == 2 && both.stderr.contains("--status and --from-sqlite do different things"), "\(both.stderr)")
+    }
+
     @Test func listNodesShowsAStaleOnlineNodeAsUnreachable() async throws {
         let harness = try await Harness(.sqlite)
         try harness.config.write("load-balancer", "heartbeat-interval=1\n")
@@ -118,7 +145,7 @@ import Testing
 
         let wrongProvider = try await Executable.run("drover", ["migrate-db", "--config-dir", sqlite.config.path, "--from-sqlite", sqlite.sqlitePath])
         #expect(wrongProvider.status == 2)
-        #expect(wrongProvider.stderr.contains("migrate-db copies into PostgreSQL; set provider=postgresql"))
+        #expect(wrongProvider.stderr.contains("migrate-db --from-sqlite copies into PostgreSQL; set provider=postgresql"))
         let missing = try await Executable.run("drover", ["migrate-db", "--config-dir", pg.config.path, "--from-sqlite", "/nonexistent.sqlite"])
         #expect(missing.status == 1)
     }

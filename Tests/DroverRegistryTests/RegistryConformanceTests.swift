@@ -40,7 +40,8 @@ import Testing
         await old.close()
         try await harness.rawSQL("ALTER TABLE node DROP COLUMN unreachable_since; DROP TABLE revocation; DROP TABLE audit; "
             + "ALTER TABLE session DROP COLUMN kind; ALTER TABLE node DROP COLUMN kinds; DROP TABLE sign_in_failure; ALTER TABLE session DROP COLUMN hold; "
-            + "DROP TABLE registry_clock; DROP TABLE used_ticket; ALTER TABLE node DROP COLUMN protocol; DELETE FROM schema_version WHERE version > 1;")
+            + "DROP TABLE registry_clock; DROP TABLE used_ticket; ALTER TABLE node DROP COLUMN protocol; ALTER TABLE node DROP COLUMN schema_known; "
+            + "ALTER TABLE schema_version DROP COLUMN kind; ALTER TABLE schema_version DROP COLUMN applied_at; DELETE FROM schema_version WHERE version > 1;")
         let upgraded = try await harness.store()
         #expect(try await upgraded.nodes().map(\.host) == ["h"])
         #expect(try await upgraded.nodes().first?.unreachableSince == nil)
@@ -82,8 +83,10 @@ import Testing
         // Schema 9: session origins' sign-in tickets, each taken once.
         #expect(try await upgraded.consumeTicket("t1", expiresAt: Date().addingTimeInterval(60), now: Date()))
         #expect(try await upgraded.consumeTicket("t1", expiresAt: Date().addingTimeInterval(60), now: Date()) == false)
-        // Schema 10: each node's protocol version; a row from before is protocol 1.
+        // Schema 10: each node's protocol version and newest schema; a row from before is
+        // protocol 1 and knows no schema (older than any contraction).
         #expect(try await upgraded.nodes().first?.protocolVersion == 1)
+        #expect(try await upgraded.nodes().first?.schemaKnown == 0)
         registration.protocolVersion = 2
         #expect(try await upgraded.registerNode(registration).protocolVersion == 2)
         #expect(try await upgraded.nodes().first?.protocolVersion == 2)

@@ -8,7 +8,16 @@ public import Foundation
 /// exactly one succeeds.
 public protocol RegistryStore: Sendable {
     /// Creates or upgrades the schema. Idempotent, and safe when several nodes start at once.
+    /// Runs expansions only: a contraction waits for ``contractSchema()``.
     func migrate() async throws
+
+    /// Where the schema stands; nil for a store without one (in memory).
+    func schemaStatus() async throws -> RegistrySchemaStatus?
+
+    /// Runs every pending schema step, contractions included, once no `Online` node knows an
+    /// older schema than the contraction (else throws naming them, changing nothing). Returns
+    /// the versions applied.
+    func contractSchema() async throws -> [Int]
     /// The database's clock, the one `last_seen` is written with.
     func now() async throws -> Date
 
@@ -127,6 +136,8 @@ public protocol RegistryStore: Sendable {
 }
 
 extension RegistryStore {
+    public func schemaStatus() async throws -> RegistrySchemaStatus? { nil }
+    public func contractSchema() async throws -> [Int] { [] }
     public func connectionSecurity() async throws -> String { "no network connection (a local store)" }
     public func serverReport() async throws -> RegistryServerReport? { nil }
 }

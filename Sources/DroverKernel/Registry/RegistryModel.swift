@@ -80,11 +80,16 @@ public struct NodeRegistration: Sendable, Equatable {
     public var kinds: [String]
     /// The node-to-node protocol version the node speaks (decides which nodes share a cluster).
     public var protocolVersion: Int
+    /// The newest registry schema the node's build knows (a contraction waits for every
+    /// `Online` node to know it).
+    public var schemaKnown: Int
 
     public init(host: String, ipv4: String?, port: Int, status: NodeStatus, cpus: Int, version: String,
-                configHash: String, launcherFingerprint: String?, kinds: [String] = [SessionKindNames.legacy], protocolVersion: Int = 1) {
+                configHash: String, launcherFingerprint: String?, kinds: [String] = [SessionKindNames.legacy], protocolVersion: Int = 1,
+                schemaKnown: Int = 0) {
         self.kinds = kinds
         self.protocolVersion = protocolVersion
+        self.schemaKnown = schemaKnown
         self.host = host
         self.ipv4 = ipv4
         self.port = port
@@ -133,13 +138,17 @@ public struct NodeRecord: Sendable, Equatable, Identifiable {
     /// The node-to-node protocol version the node speaks. A row written before the registry
     /// recorded it (schema 9 and older) reads as 1, the protocol of every release before.
     public var protocolVersion: Int
+    /// The newest registry schema the node's build knows; 0 for a row written before the
+    /// registry recorded it (older than any contraction).
+    public var schemaKnown: Int
 
     public init(id: Int64, host: String, ipv4: String?, port: Int, status: NodeStatus, lastSeen: Date,
                 load: LoadAverage, cpus: Int, startedAt: Date, version: String, configHash: String,
                 launcherFingerprint: String?, unreachableSince: Date? = nil, kinds: [String] = [SessionKindNames.legacy],
-                protocolVersion: Int = 1) {
+                protocolVersion: Int = 1, schemaKnown: Int = 0) {
         self.kinds = kinds
         self.protocolVersion = protocolVersion
+        self.schemaKnown = schemaKnown
         self.id = id
         self.host = host
         self.ipv4 = ipv4
@@ -246,5 +255,43 @@ public struct SessionFilter: Sendable, Equatable {
         if let username, session.username != username { return false }
         if let states, !states.contains(session.ownership.state) { return false }
         return true
+    }
+}
+
+/// Where a registry's schema stands (`drover migrate-db --status`): the steps that ran, the
+/// build's steps still to run, and the `Online` nodes that hold back the next contraction.
+public struct RegistrySchemaStatus: Sendable, Equatable {
+    /// Expand → migrate → contract: an expansion only adds what the release before can ignore;
+    /// a contraction removes or tightens what only the release before needed.
+    public enum Kind: String, Sendable, Equatable { case expand, contract }
+
+    public struct Step: Sendable, Equatable {
+        public var version: Int
+        public var kind: Kind
+        /// When it ran (epoch seconds, the database's clock); nil for steps from before the
+        /// registry recorded it, and for pending ones.
+        public var appliedAt: Double?
+
+        public init(version: Int, kind: Kind, appliedAt: Double?) {
+            self.version = version
+            self.kind = kind
+            self.appliedAt = appliedAt
+        }
+    }
+
+    /// The steps that ran, in order.
+    public var applied: [Step]
+    /// The newest step the build asking knows.
+    public var buildVersion: Int
+    /// The build's steps the registry lacks, in order.
+    public var pending: [Step]
+    /// `Online` nodes that know too old a schema for the first pending contraction.
+    public var tooOld: [NodeRecord]
+
+    public init(applied: [Step], buildVersion: Int, pending: [Step], tooOld: [NodeRecord]) {
+        self.applied = applied
+        self.buildVersion = buildVersion
+        self.pending = pending
+        self.tooOld = tooOld
     }
 }

@@ -97,11 +97,11 @@ public enum RegistryConformance {
             changed.ipv4 = nil
             changed.configHash = "new"
             changed.launcherFingerprint = "fp"
-            (changed.version, changed.protocolVersion) = ("1.1", 2)
+            (changed.version, changed.protocolVersion, changed.schemaKnown) = ("1.1", 2, 11)
             let again = try await store.registerNode(changed)
             #expect(again.id == a.id)
             #expect(again.status == .offline && again.ipv4 == nil && again.configHash == "new" && again.launcherFingerprint == "fp")
-            #expect(again.version == "1.1" && again.protocolVersion == 2)
+            #expect(again.version == "1.1" && again.protocolVersion == 2 && again.schemaKnown == 11)
             #expect(try await store.nodes().first { $0.id == a.id }?.protocolVersion == 2)
             #expect(try await store.nodes().map(\.id) == [a.id, b.id, a2.id].sorted())
             await store.close()
@@ -313,6 +313,7 @@ public enum RegistryConformance {
             _ = try await source.deleteNode(a.id)
             var nextRelease = registration("c")
             nextRelease.protocolVersion = 2
+            nextRelease.schemaKnown = 11
             let c = try await source.registerNode(nextRelease)
             try await source.defineCluster(ClusterRecord(keyHash: "k", protocol: .https, definedAt: Date(timeIntervalSince1970: 1_700_000_000), definedByNode: c.id))
             try await source.createSession(newSession("x", node: c.id, state: .running))
