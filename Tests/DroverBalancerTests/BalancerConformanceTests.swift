@@ -38,6 +38,30 @@ import Testing
         #expect(survey.excluded.first?.reason == "Unreachable (last seen 20 s ago)")
     }
 
+    /// While a cluster is upgraded, new sessions go to the nodes of the newest cluster protocol
+    /// (whatever the balancer), so sessions drift towards them; the older nodes take sessions
+    /// only when every new one is full, and `drover place` says why they are passed over.
+    @Test(arguments: ["sessions", "system-load", "user-hash", "random-two"])
+    func newSessionsGoToTheNodesOfTheNewestProtocolUntilTheyAreFull(balancer: String) async throws {
+        let store = InMemoryRegistryStore()
+        for (n, protocolVersion) in [(1, 1), (2, 2), (3, 1), (4, 2)] {
+            _ = try await store.registerNode(NodeRegistration(host: "h\(n)", ipv4: "10.0.0.\(n)", port: 1, status: .online, cpus: 1,
+                                                              version: protocolVersion == 2 ? "next" : "this", configHash: "h", launcherFingerprint: nil,
+                                                              protocolVersion: protocolVersion))
+        }
+        let engine = PlacementEngine(store: store, strategy: try makeStrategy("balancer=\(balancer)\n"), heartbeatInterval: 5, diagnostics: .off,
+                                     maxSessionsPerNode: 3)
+        let survey = try await engine.survey()
+        #expect(survey.candidates.map(\.node.id) == [2, 4])
+        #expect(survey.excluded.map(\.node.id) == [1, 3])
+        #expect(survey.excluded.first?.reason == "of an older release (Drover this, cluster protocol 1) while nodes of protocol 2 take new sessions; "
+                + "it takes them when those are full")
+        var placed: [Int64] = []
+        for n in 0..<8 { placed.append(try await engine.placeNew(BalancerConformance.newSessionRecord(user: "user\(n)")).0.ownership.node!) }
+        #expect(placed.prefix(6).allSatisfy { $0 == 2 || $0 == 4 }, "\(placed)")
+        #expect(placed.suffix(2).allSatisfy { $0 == 1 || $0 == 3 }, "the new nodes were full: \(placed)")
+    }
+
     @Test func everyRealPlacementIsExplainedInTheDiagnostics() async throws {
         let sink = InMemoryDiagnosticsSink()
         let store = try await BalancerConformance.registryWithNodes(3)

@@ -40,7 +40,7 @@ public struct PlacementEngine: Sendable {
         let survey = try await survey(kind: request.kind)
         guard !survey.candidates.isEmpty else { throw survey.noCandidateError }
         let decision = try await strategy.place(request, among: survey.candidates)
-        guard survey.candidates.contains(where: { $0.node.id == decision.chosen }) else { throw PlacementError.invalidChoice(decision.chosen) }
+        guard survey.mayChoose(decision.chosen) else { throw PlacementError.invalidChoice(decision.chosen) }
         return (survey, decision)
     }
 
@@ -124,7 +124,7 @@ private final class DecisionBox: Sendable {
     func decide(_ strategy: any BalancerStrategy, _ request: PlacementRequest, survey: PlacementCandidates, counts: [Int64: Int],
                 prepared: PlacementPreparation) throws -> Int64 {
         let decision = try strategy.choose(request, among: survey.refreshed(with: counts), prepared: prepared)
-        guard survey.candidates.contains(where: { $0.node.id == decision.chosen }) else { throw PlacementError.invalidChoice(decision.chosen) }
+        guard survey.mayChoose(decision.chosen) else { throw PlacementError.invalidChoice(decision.chosen) }
         stored.withLock { $0 = decision }
         return decision.chosen
     }

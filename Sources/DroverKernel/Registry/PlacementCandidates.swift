@@ -7,10 +7,15 @@ public struct PlacementCandidates: Sendable {
     public var excluded: [(node: NodeRecord, reason: String)]
     /// `max-sessions-per-node` (0: no limit).
     public var maxSessionsPerNode: Int
+    /// Nodes that could take the session but speak an older cluster protocol than the newest
+    /// candidates: while a cluster is upgraded, new sessions go to the new nodes (so sessions
+    /// drift towards them), and to these only when every new one is full.
+    public var olderProtocol: [PlacementCandidate] = []
 
     /// Candidates are nodes that are `Online` (not in offline mode, not `Deleting`, not
     /// refused), not `Unreachable`, not full (`maxSessionsPerNode` sessions or more), and able
-    /// to run `kind` (nil: any).
+    /// to run `kind` (nil: any). Of those, the nodes of the newest cluster protocol are
+    /// preferred (``olderProtocol``).
     public init(nodes: [NodeRecord], activeSessions: [Int64: Int], now: Date, heartbeatInterval: Int, maxSessionsPerNode: Int = 0,
                 kind: String? = nil) {
         self.maxSessionsPerNode = maxSessionsPerNode
@@ -29,13 +34,24 @@ public struct PlacementCandidates: Sendable {
                 candidates.append(PlacementCandidate(node: node, activeSessions: activeSessions[node.id] ?? 0))
             }
         }
-        self.candidates = candidates
-        self.excluded = excluded
+        let newest = candidates.map(\.node.protocolVersion).max() ?? 0
+        self.candidates = candidates.filter { $0.node.protocolVersion == newest }
+        olderProtocol = candidates.filter { $0.node.protocolVersion != newest }
+        self.excluded = excluded + olderProtocol.map {
+            ($0.node, "of an older release (Drover \($0.node.version), cluster protocol \($0.node.protocolVersion)) while nodes of protocol \(newest) "
+                + "take new sessions; it takes them when those are full")
+        }
     }
 
     /// The error for an empty candidate list: every node with its reason.
     public var noCandidateError: PlacementError {
         .noEligibleNode(excluded.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \($0.reason)" })
+    }
+
+    /// Whether a balancer may choose node `id`: a candidate, or an older-protocol one (which
+    /// ``refreshed(with:)`` offers when the new ones are full).
+    public func mayChoose(_ id: Int64) -> Bool {
+        candidates.contains { $0.node.id == id } || olderProtocol.contains { $0.node.id == id }
     }
 
     /// The reason a node with `count` sessions is excluded, or nil when it is not full.
@@ -46,10 +62,15 @@ public struct PlacementCandidates: Sendable {
     /// The same candidates with current session counts, less those that have become full.
     /// - Throws: ``PlacementError/noEligibleNode(_:)`` when every one has.
     public func refreshed(with counts: [Int64: Int]) throws(PlacementError) -> [PlacementCandidate] {
-        let current = candidates.map { PlacementCandidate(node: $0.node, activeSessions: counts[$0.node.id] ?? 0) }
-        let open = current.filter { Self.fullness($0.activeSessions, max: maxSessionsPerNode) == nil }
+        let newest = candidates.map { PlacementCandidate(node: $0.node, activeSessions: counts[$0.node.id] ?? 0) }
+        var open = newest.filter { Self.fullness($0.activeSessions, max: maxSessionsPerNode) == nil }
+        // The new nodes filled up meanwhile: the older ones take the session rather than nobody.
+        let older = olderProtocol.map { PlacementCandidate(node: $0.node, activeSessions: counts[$0.node.id] ?? 0) }
+        if open.isEmpty { open = older.filter { Self.fullness($0.activeSessions, max: maxSessionsPerNode) == nil } }
+        let current = newest + older
         guard open.isEmpty, !current.isEmpty else { return open }
-        throw .noEligibleNode(excluded.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \($0.reason)" }
+        let olderIDs = Set(older.map(\.node.id))
+        throw .noEligibleNode(excluded.filter { !olderIDs.contains($0.node.id) }.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \($0.reason)" }
             + current.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \(Self.fullness($0.activeSessions, max: maxSessionsPerNode)!)" })
     }
 }
