@@ -32,6 +32,13 @@ pg_tls=1 start_private_postgres "fsync = off" "max_connections = 300"
 test_logs=$(mktemp -d /tmp/drover-test-logs.XXXXXX)
 export DROVER_TEST_LOG_DIR=$test_logs
 cleanup() {
+    local status=$?
+    # A failing run says whether the shared PostgreSQL was still up, and what it logged last.
+    if [ "$status" != 0 ] && [ -n "${pg_root:-}" ]; then
+        if kill -0 "$pg_pid" 2>/dev/null; then log "PostgreSQL (pid $pg_pid) was still running"; else log "PostgreSQL (pid $pg_pid) had stopped"; fi
+        tail -n 40 "$pg_root/log" 2>/dev/null | sed 's/^/  postgresql: /' || true
+        cp "$pg_root/log" "$test_logs/postgresql.log" 2>/dev/null || true
+    fi
     stop_private_postgres
     if [ -n "${DROVER_KEEP_TEST_LOGS:-}" ]; then echo "==> process outputs kept in $test_logs"; else rm -rf "$test_logs"; fi
 }

@@ -118,6 +118,8 @@ import Testing
         status=0
         if kill -0 "$node" 2> /dev/null; then kill -KILL "$node"; status=hung; fi
         wait "$node" || [ "$status" = hung ] || status=$?
+        # Reaped: its pid may be another process's by the time this script exits.
+        trap - EXIT
         echo "stopped: $status"
 
         # The administrator changed one file (above) and removes another; the upgrade keeps both so.
