@@ -38,7 +38,11 @@ chmod 0755 "$root"
 install -d "$root/DEBIAN" "$root/usr/lib/drover/bin" "$root/usr/bin" "$root/usr/sbin" "$root/lib/systemd/system" \
     "$root/usr/share/drover/examples" "$root/usr/share/doc/drover"
 # The programs together in one folder: droverd starts the guard found beside itself.
-for program in "${programs[@]}"; do install -m 0755 "$BIN/$program" "$root/usr/lib/drover/bin/$program"; done
+# Stripped of their symbol tables, as Debian ships programs (a static release droverd: 130 MB → 73 MB).
+for program in "${programs[@]}"; do
+    install -m 0755 "$BIN/$program" "$root/usr/lib/drover/bin/$program"
+    strip --strip-unneeded "$root/usr/lib/drover/bin/$program"
+done
 ln -s ../lib/drover/bin/droverd "$root/usr/sbin/droverd"
 ln -s ../lib/drover/bin/drover "$root/usr/bin/drover"
 # The unit as config/droverd.service has it, with the package's paths (its install comment dropped).
