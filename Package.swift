@@ -158,7 +158,7 @@ let package = Package(
         .executableTarget(
             name: "drover-session-guard",
             dependencies: [
-                "DroverKernel", "DroverSessionProtocol", "DroverLockPlugins", "CShims",
+                "DroverKernel", "DroverSessionProtocol", "DroverLockPlugins", "DroverVersion", "CShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSettings),

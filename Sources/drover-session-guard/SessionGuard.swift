@@ -2,6 +2,7 @@ import CShims
 import DroverKernel
 import DroverSessionProtocol
 import DroverLockPlugins
+import DroverVersion
 import Foundation
 import Logging
 import Synchronization
@@ -17,6 +18,11 @@ import Synchronization
 @main
 enum SessionGuardMain {
     static func main() {
+        // What an operator asks of the guard beside droverd (the two must come from one build).
+        if CommandLine.arguments.dropFirst().first == "--version" {
+            print(DroverVersion.versionLine)
+            exit(0)
+        }
         // The handshake: this build first, before anything of droverd's is read; then droverd's
         // build, from the spec, checked before anything else of the spec is used.
         let events = EventWriter()

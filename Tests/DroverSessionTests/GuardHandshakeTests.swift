@@ -19,6 +19,13 @@ import Testing
         return spec.line
     }
 
+    /// The guard says its build as droverd and drover do, so an operator can check the one
+    /// beside droverd.
+    @Test func theGuardPrintsItsVersion() async throws {
+        let result = try await Executable.run("drover-session-guard", ["--version"])
+        #expect(result.status == 0 && result.stdout == "Drover \(Self.release) (cluster protocol 1, registry schema 10)\n", "\(result.stdout)\(result.stderr)")
+    }
+
     @Test func helloCarriesTheBuildAndReadsBack() {
         let build = SessionGuardProtocol.Build(release: "1.2.3", protocolVersion: 7)
         #expect(SessionGuardProtocol.Event.hello(build).line == "hello 7 1.2.3\n")
