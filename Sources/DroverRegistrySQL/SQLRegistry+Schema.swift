@@ -93,17 +93,14 @@ extension SQLRegistry {
     /// ``contract(_:)``. A registry a newer release has expanded is used as it is (its additions
     /// are for that release); one it has contracted is refused.
     public func migrate(_ db: some SQLExecutor) throws {
-        try db.transaction(begin: dialect.beginWrite) {
-            if let lock = dialect.migrationLock { _ = try db.query(lock, []) }
-            try db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])
-            let applied = try appliedVersion(db)
+        try inMigration(db) { applied in
             if applied > currentVersion {
+                guard applied >= Self.kindsRecordedFrom else {
+                    throw RegistryError.unavailable("the registry schema is version \(applied), newer than this build's \(currentVersion); upgrade Drover on this node")
+                }
                 if let contracted = try newerContraction(db) {
                     throw RegistryError.unavailable("the registry schema is version \(applied), and a newer release contracted it at step \(contracted): "
                         + "this build (schema \(currentVersion)) can no longer use it; upgrade Drover on this node")
-                }
-                guard applied >= Self.kindsRecordedFrom else {
-                    throw RegistryError.unavailable("the registry schema is version \(applied), newer than this build's \(currentVersion); upgrade Drover on this node")
                 }
                 return
             }
@@ -117,24 +114,21 @@ extension SQLRegistry {
     /// The registry's schema steps, this build's pending ones, and the nodes that hold back the
     /// next contraction.
     public func schemaStatus(_ db: some SQLExecutor) throws -> RegistrySchemaStatus {
-        // A database no node has used yet has no schema_version table: nothing ran.
-        guard let applied = try? appliedVersion(db) else {
-            return RegistrySchemaStatus(applied: [], buildVersion: currentVersion, pending: migrations.map { .init(version: $0.version, kind: $0.kind, appliedAt: nil) },
-                                        tooOld: [])
-        }
+        // A database no node has used yet has no schema_version table (nor node table): nothing ran.
+        let applied = try? appliedVersion(db)
         var steps: [RegistrySchemaStatus.Step] = []
-        if applied >= Self.kindsRecordedFrom {
-            for row in try db.query("SELECT version, kind, applied_at FROM schema_version ORDER BY version", []) {
+        if let applied {
+            // `kind` and `applied_at` exist from the step that records them.
+            let columns = applied >= Self.kindsRecordedFrom ? "version, kind, applied_at" : "version"
+            for row in try db.query("SELECT \(columns) FROM schema_version ORDER BY version", []) {
                 guard let version = row[0].flatMap({ Int($0) }) else { continue }
-                steps.append(.init(version: version, kind: row[1].flatMap(Migration.Kind.init(rawValue:)) ?? .expand, appliedAt: row[2].flatMap { Double($0) }))
-            }
-        } else {
-            for row in try db.query("SELECT version FROM schema_version ORDER BY version", []) {
-                if let version = row[0].flatMap({ Int($0) }) { steps.append(.init(version: version, kind: .expand, appliedAt: nil)) }
+                let kind = row.count > 1 ? row[1].flatMap(Migration.Kind.init(rawValue:)) : nil
+                steps.append(.init(version: version, kind: kind ?? .expand, appliedAt: row.count > 2 ? row[2].flatMap { Double($0) } : nil))
             }
         }
-        let pending = migrations.filter { $0.version > applied }.map { RegistrySchemaStatus.Step(version: $0.version, kind: $0.kind, appliedAt: nil) }
-        let tooOld = try pending.first { $0.kind == .contract }.map { try nodesTooOld(for: $0.version, db) } ?? []
+        let pending = migrations.filter { $0.version > applied ?? 0 }.map { RegistrySchemaStatus.Step(version: $0.version, kind: $0.kind, appliedAt: nil) }
+        let contraction = applied == nil ? nil : pending.first { $0.kind == .contract }
+        let tooOld = try contraction.map { try nodesTooOld(for: $0.version, db) } ?? []
         return RegistrySchemaStatus(applied: steps, buildVersion: currentVersion, pending: pending, tooOld: tooOld)
     }
 
@@ -142,10 +136,7 @@ extension SQLRegistry {
     /// `Online` node knows a schema older than the contraction; else nothing changes and the
     /// error names the nodes. Returns the steps applied.
     public func contract(_ db: some SQLExecutor) throws -> [Int] {
-        try db.transaction(begin: dialect.beginWrite) {
-            if let lock = dialect.migrationLock { _ = try db.query(lock, []) }
-            try db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])
-            let applied = try appliedVersion(db)
+        try inMigration(db) { applied in
             guard applied <= currentVersion else {
                 throw RegistryError.unavailable("the registry schema is version \(applied), newer than this build's \(currentVersion); run migrate-db from the newest release")
             }
@@ -154,15 +145,25 @@ extension SQLRegistry {
                 if migration.kind == .contract {
                     let old = try nodesTooOld(for: migration.version, db)
                     if !old.isEmpty {
-                        let names = old.map { "\($0.host):\($0.port) (node \($0.id), schema \($0.schemaKnown))" }.joined(separator: ", ")
-                        throw RegistryError.unavailable("step \(migration.version) contracts the schema, and these Online nodes know an older one: \(names); "
-                            + "upgrade them (or stop them) first; nothing was changed")
+                        throw RegistryError.unavailable("step \(migration.version) contracts the schema, and these Online nodes know an older one: "
+                            + "\(RegistrySchemaStatus.naming(old)); upgrade them (or stop them) first; nothing was changed")
                     }
                 }
                 try apply(migration, db)
                 done.append(migration.version)
             }
             return done
+        }
+    }
+
+    /// Runs `body` with the applied schema version inside the one write transaction every schema
+    /// change takes, under the migration lock, so that nodes starting together (and `migrate-db`)
+    /// change the schema one at a time.
+    private func inMigration<T>(_ db: some SQLExecutor, _ body: (_ applied: Int) throws -> T) throws -> T {
+        try db.transaction(begin: dialect.beginWrite) {
+            if let lock = dialect.migrationLock { _ = try db.query(lock, []) }
+            try db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])
+            return try body(try appliedVersion(db))
         }
     }
 
@@ -180,10 +181,10 @@ extension SQLRegistry {
         try db.query("SELECT MAX(version) FROM schema_version", []).first?.first.flatMap { $0 }.flatMap(Int.init) ?? 0
     }
 
-    /// The first contraction past this build's schema, if a newer release ran one.
+    /// The first contraction past this build's schema, if a newer release ran one (the
+    /// registry records kinds: ``kindsRecordedFrom``).
     private func newerContraction(_ db: some SQLExecutor) throws -> Int? {
-        guard try appliedVersion(db) >= Self.kindsRecordedFrom else { return nil }
-        return try db.query("SELECT MIN(version) FROM schema_version WHERE version > \(p(1)) AND kind = 'contract'", [String(currentVersion)])
+        try db.query("SELECT MIN(version) FROM schema_version WHERE version > \(p(1)) AND kind = 'contract'", [String(currentVersion)])
             .first?.first.flatMap { $0 }.flatMap(Int.init)
     }
 

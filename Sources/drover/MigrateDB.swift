@@ -66,7 +66,7 @@ struct MigrateDB: AsyncParsableCommand {
                     out += "Step \(contraction.version) contracts the schema; every Online node knows it: run drover migrate-db.\n"
                 } else {
                     out += "Step \(contraction.version) contracts the schema and waits for these Online nodes to be upgraded: "
-                        + schema.tooOld.map { "\($0.host):\($0.port) (node \($0.id), schema \($0.schemaKnown))" }.joined(separator: ", ") + ".\n"
+                        + RegistrySchemaStatus.naming(schema.tooOld) + ".\n"
                 }
             }
         }

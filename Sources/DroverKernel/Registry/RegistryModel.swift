@@ -294,4 +294,8 @@ public struct RegistrySchemaStatus: Sendable, Equatable {
         self.pending = pending
         self.tooOld = tooOld
     }
+    /// Nodes held back by their schema, for messages: `host:port (node ID, schema N), …`.
+    public static func naming(_ nodes: [NodeRecord]) -> String {
+        nodes.map { "\($0.host):\($0.port) (node \($0.id), schema \($0.schemaKnown))" }.joined(separator: ", ")
+    }
 }
