@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-.build/package}
-version=${DROVER_TEST_PACKAGE_VERSION:-$(tr -d ' \n\r' < VERSION)}
+release=$(tr -d ' \n\r' < VERSION)
+version=${DROVER_TEST_PACKAGE_VERSION:-$release}
 arch=$(dpkg --print-architecture)
 programs=(droverd drover drover-session-guard drover-demo-session)
 
@@ -30,7 +31,7 @@ for program in "${programs[@]}"; do
     [ -x "$BIN/$program" ] || fail "$BIN/$program is missing; build it first (swift build -c release --static-swift-stdlib)"
 done
 built=$("$BIN/droverd" --version)
-case "$built" in "Drover $(tr -d ' \n\r' < VERSION) "*) ;; *) fail "$BIN/droverd says '$built', not the VERSION file's $(cat VERSION); rebuild it";; esac
+case "$built" in "Drover $release "*) ;; *) fail "$BIN/droverd says '$built', not the VERSION file's $release; rebuild it";; esac
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT

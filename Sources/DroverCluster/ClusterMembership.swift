@@ -259,8 +259,8 @@ public struct ClusterMembership: Sendable {
     /// the window (``DroverVersion/acceptsPeer(protocol:)``), in one line naming both versions.
     public static func protocolRefusal(other: NodeRecord) -> String {
         let window = DroverVersion.window
-        return "this node runs Drover \(DroverVersion.release) (cluster protocol \(DroverVersion.clusterProtocol)) but the Online node "
-            + "\(other.host):\(other.port) runs Drover \(other.version) (cluster protocol \(other.protocolVersion)); nodes share a cluster "
+        return "this node runs \(DroverVersion.describe(release: DroverVersion.release, protocol: DroverVersion.clusterProtocol)) but the Online node "
+            + "\(other.host):\(other.port) runs \(DroverVersion.describe(release: other.version, protocol: other.protocolVersion)); nodes share a cluster "
             + "only within one protocol version of each other (this node: \(window.lowerBound)…\(window.upperBound)): "
             + "upgrade one release at a time (README, Upgrading)"
     }

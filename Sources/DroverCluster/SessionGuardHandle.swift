@@ -32,8 +32,7 @@ final class SessionGuardHandle: SessionControl {
     /// Where `drover-session-guard` is: beside the running executable (droverd), found by
     /// `/proc/self/exe`, not by `argv[0]` (which is only a name when started from `PATH`).
     static var executable: String {
-        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: own).deletingLastPathComponent().appendingPathComponent("drover-session-guard").path
+        URL(fileURLWithPath: SessionGuardProtocol.runningExecutable).deletingLastPathComponent().appendingPathComponent("drover-session-guard").path
     }
 
     /// Starts a guard for `spec`.

@@ -22,7 +22,7 @@ public enum StatusReport {
             }
             // The seed's line, then the node's release and protocol (a rolling upgrade mixes two).
             out += "\(node.ipv4 ?? node.host):\(node.port)\(marker) Load: \(load(node.load.one)), \(load(node.load.five)), \(load(node.load.fifteen))"
-                + " Version: \(node.version) (protocol \(node.protocolVersion))\n"
+                + " Version: \(node.versionLabel)\n"
             for session in sessions where session.ownership.node == node.id && session.ownership.state == .running {
                 out += "   \(session.ownership.pid.map(String.init) ?? "?") - \(session.username)\n"
             }

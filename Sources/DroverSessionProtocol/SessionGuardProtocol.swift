@@ -29,7 +29,13 @@ public enum SessionGuardProtocol {
         /// This build's.
         public static var current: Build { Build(release: DroverVersion.release, protocolVersion: DroverVersion.clusterProtocol) }
 
-        public var description: String { "Drover \(release) (cluster protocol \(protocolVersion))" }
+        public var description: String { DroverVersion.describe(release: release, protocol: protocolVersion) }
+    }
+
+    /// The running program's own file, by `/proc/self/exe` (argv[0] is only a name when started
+    /// from `PATH`): droverd finds its guard beside it, and the guard names itself by it.
+    public static var runningExecutable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
     /// Why a guard of build `guardBuild` and a droverd of build `droverd` (nil: a droverd from

@@ -25,6 +25,11 @@ public enum DroverVersion {
         max(0, clusterProtocol - protocolWindow)...(clusterProtocol + protocolWindow)
     }
 
+    /// A build as messages name it: `Drover 0.3.0 (cluster protocol 1)`.
+    public static func describe(release: String, protocol version: Int) -> String {
+        "Drover \(release) (cluster protocol \(version))"
+    }
+
     /// What `--version` prints: the release, then the protocol and schema it speaks.
     public static var versionLine: String {
         "Drover \(release) (cluster protocol \(clusterProtocol), registry schema \(registrySchema))"

@@ -41,8 +41,9 @@ enum SessionGuardMain {
         } catch {
             refuse("cannot read droverd's spec (\(error)); droverd and drover-session-guard must come from the same build")
         }
-        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        if let refusal = SessionGuardProtocol.handshakeRefusal(guard: .current, droverd: spec.build, guardPath: path) { refuse(refusal) }
+        if let refusal = SessionGuardProtocol.handshakeRefusal(guard: .current, droverd: spec.build, guardPath: SessionGuardProtocol.runningExecutable) {
+            refuse(refusal)
+        }
         let guardian = SessionGuard(spec: spec, events: events)
         guardian.run()
     }

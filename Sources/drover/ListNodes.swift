@@ -45,7 +45,7 @@ enum NodeListing {
         let rows = nodes.map { node in
             [String(node.id), node.host, node.ipv4 ?? "", String(node.port),
              node.displayStatus(now: now, heartbeatInterval: heartbeatInterval), formatter.string(from: node.lastSeen),
-             "\(node.version) (protocol \(node.protocolVersion))"]
+             node.versionLabel]
         }
         let widths = headers.indices.map { column in
             ([headers[column].count, minimums[column]] + rows.map { $0[column].count }).max()! + 2

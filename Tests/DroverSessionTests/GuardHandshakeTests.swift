@@ -43,8 +43,8 @@ import Testing
         let result = try await Executable.run(guardPath, [], stdin: spec(build: droverd))
         let lines = result.stdout.split(separator: "\n").map(String.init)
         #expect(result.status == 2, "\(result.stdout) \(result.stderr)")
-        let seen = try? FileManager.default.destinationOfSymbolicLink(atPath: guardPath)
-        let path = seen ?? URL(fileURLWithPath: guardPath).resolvingSymlinksInPath().path
+        // The path the guard names itself by (/proc/self/exe: symbolic links resolved).
+        let path = URL(fileURLWithPath: guardPath).resolvingSymlinksInPath().path
         let expected = SessionGuardProtocol.handshakeRefusal(guard: .current, droverd: droverd, guardPath: path)
         #expect(lines == ["hello 1 \(Self.release)", "ended failed 2 \(expected ?? "(none)")"], "\(result.stdout)")
         #expect(expected?.contains("restart droverd") == true)

@@ -45,7 +45,12 @@ public struct PlacementCandidates: Sendable {
 
     /// The error for an empty candidate list: every node with its reason.
     public var noCandidateError: PlacementError {
-        .noEligibleNode(excluded.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \($0.reason)" })
+        .noEligibleNode(excluded.map { Self.line($0.node, $0.reason) })
+    }
+
+    /// One node of a ``PlacementError/noEligibleNode(_:)``: `node 2 (h2:8787) is full (…)`.
+    static func line(_ node: NodeRecord, _ reason: String) -> String {
+        "node \(node.id) (\(node.host):\(node.port)) is \(reason)"
     }
 
     /// Whether a balancer may choose node `id`: a candidate, or an older-protocol one (which
@@ -62,15 +67,15 @@ public struct PlacementCandidates: Sendable {
     /// The same candidates with current session counts, less those that have become full.
     /// - Throws: ``PlacementError/noEligibleNode(_:)`` when every one has.
     public func refreshed(with counts: [Int64: Int]) throws(PlacementError) -> [PlacementCandidate] {
-        let newest = candidates.map { PlacementCandidate(node: $0.node, activeSessions: counts[$0.node.id] ?? 0) }
-        var open = newest.filter { Self.fullness($0.activeSessions, max: maxSessionsPerNode) == nil }
+        let recounted = { (list: [PlacementCandidate]) in list.map { PlacementCandidate(node: $0.node, activeSessions: counts[$0.node.id] ?? 0) } }
+        let isOpen = { (candidate: PlacementCandidate) in Self.fullness(candidate.activeSessions, max: maxSessionsPerNode) == nil }
+        let (newest, older) = (recounted(candidates), recounted(olderProtocol))
         // The new nodes filled up meanwhile: the older ones take the session rather than nobody.
-        let older = olderProtocol.map { PlacementCandidate(node: $0.node, activeSessions: counts[$0.node.id] ?? 0) }
-        if open.isEmpty { open = older.filter { Self.fullness($0.activeSessions, max: maxSessionsPerNode) == nil } }
+        let open = newest.contains(where: isOpen) ? newest.filter(isOpen) : older.filter(isOpen)
         let current = newest + older
         guard open.isEmpty, !current.isEmpty else { return open }
         let olderIDs = Set(older.map(\.node.id))
-        throw .noEligibleNode(excluded.filter { !olderIDs.contains($0.node.id) }.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \($0.reason)" }
-            + current.map { "node \($0.node.id) (\($0.node.host):\($0.node.port)) is \(Self.fullness($0.activeSessions, max: maxSessionsPerNode)!)" })
+        throw .noEligibleNode(excluded.filter { !olderIDs.contains($0.node.id) }.map { Self.line($0.node, $0.reason) }
+            + current.map { Self.line($0.node, Self.fullness($0.activeSessions, max: maxSessionsPerNode)!) })
     }
 }

@@ -164,6 +164,9 @@ public struct NodeRecord: Sendable, Equatable, Identifiable {
         self.unreachableSince = unreachableSince
     }
 
+    /// The node's release and protocol as listings show them: `0.3.0 (protocol 1)`.
+    public var versionLabel: String { "\(version) (protocol \(protocolVersion))" }
+
     /// True when the row is `Online` but has not been refreshed for three heartbeat intervals,
     /// or a peer has found the node silent and unreachable since its last heartbeat.
     public func isUnreachable(now: Date, heartbeatInterval: Int) -> Bool {
