@@ -189,6 +189,11 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// After a protocol upgrade: moves raw bytes to the partner channel, with backpressure.
+///
+/// On a WebSocket the node proxies for its client, the client's side follows the session's
+/// frames (``WebSocketFrames``): when the session's side ends, or the node stops, it ends the
+/// WebSocket with a close frame of 1012 (Service Restart) where a frame ends, unless the session
+/// sent its own close. A client reconnects on it.
 final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -200,6 +205,10 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Called when this side sends (the client's: activity for the idle timeout), at most
     /// once a second.
     var onRead: (@Sendable () -> Void)?
+    /// On the client's side of a WebSocket: the session's frames as they pass to the client.
+    @exclusivity(unchecked) var webSocket: WebSocketFrames?
+    /// The node is stopping: end the WebSocket where the session's frame being passed ends.
+    private var closeAtBoundary = false
     private var lastRead = NIODeadline.distantPast
     @exclusivity(unchecked) private var context: ChannelHandlerContext?
     private var pendingRead = false
@@ -221,11 +230,43 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
         partner = nil
     }
 
-    private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
+    private func partnerWrite(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        if webSocket != nil {
+            webSocket!.pass(buffer)
+            if closeAtBoundary, webSocket!.atBoundary { endWebSocket(context) }
+        }
+    }
     private func partnerFlush() { context?.flush() }
-    private func partnerWriteEOF() { context?.close(mode: .output, promise: nil) }
-    private func partnerCloseFull() { context?.close(promise: nil) }
+    private func partnerWriteEOF() {
+        guard let context else { return }
+        if webSocket != nil { return endWebSocket(context) }
+        context.close(mode: .output, promise: nil)
+    }
+    private func partnerCloseFull() {
+        guard let context else { return }
+        if webSocket != nil { return endWebSocket(context) }
+        context.close(promise: nil)
+    }
     private var partnerWritable: Bool { context?.channel.isWritable ?? false }
+
+    /// Ends a WebSocket whose session's side ended or whose node is stopping: the restart close
+    /// frame where it may be written (at a frame's end, none of the session's own yet), then the
+    /// connection; the session's side is closed too.
+    private func endWebSocket(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        let partner = partner
+        self.partner = nil
+        partner?.partner = nil
+        partner?.context?.close(promise: nil)
+        guard let frames = webSocket, frames.atBoundary, !frames.closeSeen else {
+            context.close(promise: nil)
+            return
+        }
+        webSocket = nil
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrames.restartClose)).whenComplete { _ in channel.close(promise: nil) }
+    }
 
     private func partnerBecameWritable() {
         if pendingRead {
@@ -242,7 +283,7 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 onRead()
             }
         }
-        partner?.partnerWrite(data)
+        partner?.partnerWrite(unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -256,6 +297,9 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             partner?.partnerWriteEOF()
+        } else if event is ChannelShouldQuiesceEvent, let frames = webSocket {
+            // The node is stopping: the WebSocket ends now, or where the frame on its way ends.
+            if frames.atBoundary { endWebSocket(context) } else { closeAtBoundary = true }
         }
     }
 

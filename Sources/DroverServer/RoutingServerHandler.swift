@@ -556,9 +556,17 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         let activity = machine.isSplice ? nil : proxy?.tunnelOpened(context.channel, request: requestHead)
         let clientChannel = context.channel
         let upstreamChannel = upstream.channel
-        if let early = upstream.handler.takeUpgradeRemainder() { context.writeAndFlush(wrapOutboundOut(early), promise: nil) }
+        let early = upstream.handler.takeUpgradeRemainder()
+        if let early { context.writeAndFlush(wrapOutboundOut(early), promise: nil) }
         let (clientGlue, upstreamGlue) = GlueHandler.pair()
         clientGlue.onRead = activity
+        // The node that faces the client ends a WebSocket for it when the session goes away
+        // (a hop's far end leaves that to the node the client reached).
+        if !machine.isSplice, requestHead.headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) {
+            var frames = WebSocketFrames()
+            if let early { frames.pass(early) }
+            clientGlue.webSocket = frames
+        }
         let client = context.pipeline.syncOperations
         let server = upstreamChannel.pipeline.syncOperations
         do {

@@ -1,5 +1,6 @@
 import DroverKernel
 public import Foundation
+import Synchronization
 
 /// A minimal WebSocket client over a blocking socket (run on a thread of its own, like
 /// ``RawHTTPClient``): upgrade, send one masked text frame, read the echoed frame. Enough to
@@ -31,6 +32,79 @@ public enum RawWebSocket {
         public func send(_ message: String) async throws {
             try await onOwnThread { try RawHTTPClient.sendAll(self.fd, RawWebSocket.frame(message)) }
         }
+    }
+
+    /// A WebSocket kept open for many echoes, as a browser keeps one: each ``echo(_:)`` sends a
+    /// text frame and reads what comes back, which is the echo, or the close that ended it.
+    public final class Conversation: Sendable {
+        let fd: Int32
+        private let rest: Mutex<[UInt8]>
+
+        /// What came back for one message.
+        public enum Answer: Sendable, Equatable {
+            case echoed(String)
+            /// A close frame with its code (nil: one with no code).
+            case closed(code: UInt16?)
+            /// The connection ended with no close frame (a browser's 1006).
+            case dropped
+        }
+
+        init(fd: Int32, rest: [UInt8]) {
+            self.fd = fd
+            self.rest = Mutex(rest)
+        }
+
+        deinit { Foundation.close(fd) }
+
+        /// Opens `path` as a WebSocket.
+        public static func open(host: String, port: Int, path: String, headers: [(String, String)] = [],
+                                timeout: TimeInterval = 30) async throws -> Conversation {
+            try await onOwnThread {
+                let fd = try RawHTTPClient.connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
+                do {
+                    return Conversation(fd: fd, rest: try upgrade(fd, host: host, port: port, path: path, headers: headers))
+                } catch {
+                    Foundation.close(fd)
+                    throw error
+                }
+            }
+        }
+
+        /// Sends `message`; returns the first frame that comes back as an ``Answer``.
+        public func echo(_ message: String) async -> Answer {
+            try? await onOwnThread { try RawHTTPClient.sendAll(self.fd, RawWebSocket.frame(message)) }
+            return await next()
+        }
+
+        /// Waits for the next frame (or the end), sending nothing.
+        public func next() async -> Answer {
+            (try? await onOwnThread { () -> Answer in
+                var bytes = self.rest.withLock { rest in defer { rest = [] }; return rest }
+                while true {
+                    if let (opcode, payload, used) = RawWebSocket.serverFrame(bytes) {
+                        self.rest.withLock { $0 = Array(bytes[used...]) }
+                        if opcode == 0x8 {
+                            return .closed(code: payload.count >= 2 ? UInt16(payload[0]) << 8 | UInt16(payload[1]) : nil)
+                        }
+                        return .echoed(String(decoding: payload, as: UTF8.self))
+                    }
+                    guard let more = try? RawHTTPClient.receive(self.fd) else { return .dropped }
+                    bytes += more
+                }
+            }) ?? .dropped
+        }
+    }
+
+    /// The first whole unmasked frame in `bytes`: its opcode, payload and length in all.
+    static func serverFrame(_ bytes: [UInt8]) -> (opcode: UInt8, payload: [UInt8], used: Int)? {
+        guard bytes.count >= 2 else { return nil }
+        let short = Int(bytes[1] & 0x7f)
+        let extended = short == 126 ? 2 : short == 127 ? 8 : 0
+        guard bytes.count >= 2 + extended else { return nil }
+        let length = extended == 0 ? short : bytes[2..<(2 + extended)].reduce(0) { $0 << 8 | Int($1) }
+        let start = 2 + extended
+        guard bytes.count >= start + length else { return nil }
+        return (bytes[0] & 0x0f, Array(bytes[start..<(start + length)]), start + length)
     }
 
     /// A masked text frame, as a client sends it.

@@ -71,6 +71,42 @@ import Testing
         for index in 0..<2 { #expect(try await cluster.stop(index) == 0) }
     }
 
+    /// A WebSocket whose session moves away, or whose node stops, ends with 1012 (Service
+    /// Restart), the code README tells clients to reconnect on; reconnected, it reaches the
+    /// session where it runs now.
+    @Test func webSocketsEndWithTheRestartCodeWhenTheirSessionMovesOrTheirNodeStops() async throws {
+        let nodes = try await twoNodes()
+        let (cluster, drained, kept) = (nodes.cluster, nodes.drained, nodes.kept)
+        var placed: [Int64: String] = [:]
+        for _ in 0..<8 where placed.count < 2 {
+            let created = try await RawHTTPClient.request("POST", host: kept.address, port: kept.port, path: "/api/sessions")
+            let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
+            if let node = try await listedSessions(kept)[id]?.node, placed[node] == nil { placed[node] = id }
+        }
+        let moving = try #require(placed[nodes.drainedID], "a session on the node drained")
+        let staying = try #require(placed[nodes.keptID], "a session on the node kept")
+        // One WebSocket through the kept node to the session that moves; one through the node
+        // drained (and later stopped) to the session that stays.
+        let toMoving = try await RawWebSocket.Conversation.open(host: kept.address, port: kept.port, path: "/s/\(moving)/echo")
+        let throughDrained = try await RawWebSocket.Conversation.open(host: drained.address, port: drained.port, path: "/s/\(staying)/echo")
+        #expect(await toMoving.echo("before") == .echoed("before"))
+        #expect(await throughDrained.echo("before") == .echoed("before"))
+
+        let result = try await cluster.drover(0, ["drain"])
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(await toMoving.next() == .closed(code: 1012))
+        let reconnected = try await RawWebSocket.Conversation.open(host: kept.address, port: kept.port, path: "/s/\(moving)/echo")
+        #expect(await reconnected.echo("after the move") == .echoed("after the move"))
+        // The drained node still carries its clients' WebSockets, until it stops.
+        #expect(await throughDrained.echo("while drained") == .echoed("while drained"))
+        async let ended = throughDrained.next()
+        #expect(try await cluster.stop(0) == 0)
+        #expect(await ended == .closed(code: 1012))
+        let again = try await RawWebSocket.Conversation.open(host: kept.address, port: kept.port, path: "/s/\(staying)/echo")
+        #expect(await again.echo("after the stop") == .echoed("after the stop"))
+        #expect(try await cluster.stop(1) == 0)
+    }
+
     /// Users keep working while their node drains: clients keep counting through the other node.
     /// No answered count may be lost (the demo session answered counts between its save and its
     /// exit), and every session is moved. A request may also resume a suspended session before
