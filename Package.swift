@@ -6,7 +6,9 @@ let sharedSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
-]
+] + (Context.environment["DROVER_TEST_NEXT_RELEASE"] == "1" ? [.define("DROVER_TEST_NEXT_RELEASE")] : [])
+// The line above: the rolling-upgrade test's second build (scripts/build-next-release.sh) is a
+// release after this tree's, in its own scratch path; no other build sets it.
 
 /// The runtime plugins: one target per implementation, each in `Plugins/<Name>`.
 /// To add an in-house plugin, add its folder name here and its factory to

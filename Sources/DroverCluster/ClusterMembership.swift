@@ -120,6 +120,9 @@ public struct ClusterMembership: Sendable {
         await heartbeat()
         await refreshView()
         await notifyPeers(.nodeJoined(.init(id: node.id, host: address.host, port: address.port)))
+        #if DROVER_TEST_NEXT_RELEASE
+        await askPeersTheirBuild()
+        #endif
         return node
     }
 

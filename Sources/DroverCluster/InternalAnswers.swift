@@ -46,6 +46,11 @@ public struct PeerRefusal: CodedError, Equatable, CustomStringConvertible {
     public var retryAfterSeconds: Int? { nil }
     public var description: String { "answered \(status) to \(call)" + (message.isEmpty ? "" : ": \(message)") }
 
+    /// The peer does not know the call: a node of an older release, within the protocol window
+    /// during a rolling upgrade, answers a call added after its release so (404, "no internal
+    /// call …", ``InternalCall/Refusal``). A caller of a new call handles it as "not yet".
+    public var isUnknownCall: Bool { status == 404 && message.hasPrefix(InternalCall.Refusal.unknownPrefix) }
+
     /// The session error a peer's refusal of a session operation stands for, naming `node`.
     public func sessionError(node: String) -> SessionError {
         let said = "\(node): \(message)"
@@ -98,6 +103,12 @@ extension TypedCall where Answer == ReloadAnswer {
         Self(call: .reload, success: 200) { ReloadAnswer(settings: String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 }
+
+#if DROVER_TEST_NEXT_RELEASE
+extension TypedCall where Answer == InternalCall.BuildAnswer {
+    public static var build: Self { Self(json: .build) }
+}
+#endif
 
 extension TypedCall where Answer == String {
     /// `pong`.

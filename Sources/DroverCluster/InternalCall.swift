@@ -51,6 +51,22 @@ public enum InternalCall: Sendable, Equatable {
     /// The memory and CPU the receiving node's sessions use now, and their limits (the admin
     /// dashboard reads them for sessions of other nodes); answers `[SessionResourceReport]`.
     case resources
+    #if DROVER_TEST_NEXT_RELEASE
+    /// The rolling-upgrade test's new call (`DROVER_TEST_NEXT_RELEASE`): the receiving node's
+    /// build; answers ``BuildAnswer``. A node of the release before answers 404 (an unknown call,
+    /// ``PeerRefusal/isUnknownCall``), which the caller handles.
+    case build
+
+    /// The answer to ``build``.
+    public struct BuildAnswer: Codable, Sendable, Equatable {
+        public var release: String
+        public var `protocol`: Int
+        public init(release: String, protocol version: Int) {
+            self.release = release
+            self.protocol = version
+        }
+    }
+    #endif
 
     /// A session named in a call.
     public struct SessionCall: Codable, Sendable, Equatable {
@@ -101,6 +117,9 @@ public enum InternalCall: Sendable, Equatable {
     public var method: HTTPMethod {
         switch self {
         case .ping, .resources: .GET
+        #if DROVER_TEST_NEXT_RELEASE
+        case .build: .GET
+        #endif
         default: .POST
         }
     }
@@ -118,6 +137,9 @@ public enum InternalCall: Sendable, Equatable {
         case .move: "move"
         case .reload: "reload"
         case .resources: "resources"
+        #if DROVER_TEST_NEXT_RELEASE
+        case .build: "build"
+        #endif
         }
     }
 
@@ -127,6 +149,9 @@ public enum InternalCall: Sendable, Equatable {
     public var body: [UInt8] {
         switch self {
         case .ping, .reload, .resources: []
+        #if DROVER_TEST_NEXT_RELEASE
+        case .build: []
+        #endif
         case .suspendAll(let by): by.map { Self.encode(SuspendAllBody(by: $0)) } ?? []
         case .notice(let notice): notice.body
         case .launch(let session, let isNew): Self.encode(LaunchBody(id: session.id, new: isNew ? true : nil))
@@ -156,9 +181,12 @@ public enum InternalCall: Sendable, Equatable {
         case unknown(method: String, path: String)
         case badBody(String, expected: String)
 
+        /// How the answer to a call of another release begins (``PeerRefusal/isUnknownCall``).
+        static let unknownPrefix = "no internal call"
+
         public var description: String {
             switch self {
-            case .unknown(let method, let path): "no internal call \(method) \(path); are all nodes running the same Drover version?"
+            case .unknown(let method, let path): "\(Self.unknownPrefix) \(method) \(path); are all nodes running the same Drover version?"
             case .badBody(let name, let expected): "the body of \(name) is not the JSON of \(expected)"
             }
         }
@@ -174,6 +202,10 @@ public enum InternalCall: Sendable, Equatable {
                 self = .ping
             case (.GET, "resources"):
                 self = .resources
+            #if DROVER_TEST_NEXT_RELEASE
+            case (.GET, "build"):
+                self = .build
+            #endif
             case (.POST, "launch"):
                 let launch = try Self.decode(LaunchBody.self, body, call: name)
                 self = .launch(SessionCall(id: launch.id), isNew: launch.new ?? false)

@@ -10,8 +10,20 @@ public struct SQLRegistry: Sendable {
 
     public init(dialect: SQLDialect) {
         self.dialect = dialect
+        #if DROVER_TEST_NEXT_RELEASE
+        nextRelease = Self.testNextRelease
+        #else
         nextRelease = []
+        #endif
     }
+
+    /// The schema steps of the rolling-upgrade test's second build (`DROVER_TEST_NEXT_RELEASE`,
+    /// ``DroverVersion``): one expansion the release before ignores, then one contraction,
+    /// which only `drover migrate-db` runs once every `Online` node knows it.
+    public static let testNextRelease = [
+        Migration(11, .expand, ["CREATE TABLE upgrade_note (node_id BIGINT NOT NULL, note TEXT NOT NULL)"]),
+        Migration(12, .contract, ["DROP INDEX session_by_username", "CREATE INDEX session_by_username_state ON session (username, state)"]),
+    ]
 
     /// The registry of a release after this one, for tests: the shipped steps, then `next`.
     public init(dialect: SQLDialect, nextRelease next: [Migration]) {

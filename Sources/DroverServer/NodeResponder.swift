@@ -5,6 +5,9 @@ import Logging
 import NIOCore
 public import NIOHTTP1
 import Synchronization
+#if DROVER_TEST_NEXT_RELEASE
+import DroverVersion
+#endif
 
 /// Routes requests to the node's own endpoints: the health check, the status endpoint and the
 /// signed internal API under `/load-balancer/`.
@@ -210,6 +213,10 @@ public struct NodeResponder: HTTPResponder {
                 return UserAPI.json(.ok, SessionDescription(try await sessions.move(call.id, to: call.to, by: .admin(call.by))))
             case .resources:
                 return UserAPI.json(.ok, sessions.resourceReports())
+            #if DROVER_TEST_NEXT_RELEASE
+            case .build:
+                return UserAPI.json(.ok, InternalCall.BuildAnswer(release: DroverVersion.release, protocol: DroverVersion.clusterProtocol))
+            #endif
             case .reload:
                 switch await membership.reload() {
                 case .applied(let settings): return .text(.ok, settings + "\n")

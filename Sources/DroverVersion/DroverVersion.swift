@@ -5,11 +5,24 @@
 public enum DroverVersion {
     /// The node-to-node protocol this build speaks: internal calls, hop openings, the guard's
     /// pipe protocol. Raised when any of them changes in a way an older node would not handle.
+    ///
+    /// `DROVER_TEST_NEXT_RELEASE` (a compilation condition only the rolling-upgrade test's
+    /// second build sets, `scripts/build-next-release.sh`) makes the build a release after this
+    /// one: the next protocol and schema (``SQLRegistry``'s test steps) and one internal call
+    /// more. No shipped build sets it; nothing at run time switches on it.
+    #if DROVER_TEST_NEXT_RELEASE
+    public static let clusterProtocol = 2
+    #else
     public static let clusterProtocol = 1
+    #endif
 
     /// The registry schema this build migrates to (the SQL registry's last migration; a test
     /// holds the two together).
+    #if DROVER_TEST_NEXT_RELEASE
+    public static let registrySchema = 12
+    #else
     public static let registrySchema = 10
+    #endif
 
     /// How far apart two nodes' protocols may be and still share a cluster: one step, so a
     /// rolling upgrade (or a roll back) mixes a release with the next one only.
