@@ -60,6 +60,10 @@ struct ProxyConnectionStateMachine {
         /// Decide where the proxied request goes (``ProxyResolver``): feed ``decided(_:)`` or
         /// ``forward(_:to:tls:upstreamActive:now:)`` back.
         case resolve(HTTPRequestHead)
+        /// Forget the session's route, then after `after` decide again where the request goes
+        /// (``resolve(_:)``): its session could not be reached, or hung up without a byte of
+        /// answer, and the request is sent again (``sendAgain(_:)``).
+        case resolveAgain(HTTPRequestHead, after: TimeAmount)
         /// Produce the node's own response and feed it back with ``localResponse(_:)``.
         case respondLocally(HTTPRequestHead, body: ByteBuffer)
         /// Write a response of the node's own.
@@ -120,6 +124,15 @@ struct ProxyConnectionStateMachine {
     /// again after the node it went to said the session had moved (once per request).
     private var clientHead: HTTPRequestHead?
     private var askedAgain = false
+    /// The request's body and end as sent, while the session has answered nothing: a whole
+    /// request of at most ``resendableBodySize`` bytes, which can be sent again.
+    private var resendable: [HTTPServerRequestPart]?
+    /// Times the request in progress was sent again.
+    private var resends = 0
+    /// How often a request is sent again, each time after twice the wait (0.1 s, then 0.2, 0.4
+    /// and 0.8 s: 1.5 s in all, what a session's move takes on a loaded node).
+    static let resendLimit = 4
+    static let resendableBodySize = 64 * 1024
     /// `/s/<id>/` of the proxied request in progress: the session's cookies are confined to it.
     /// Worked out when an answer sets cookies, not for every request.
     private var sessionPath: String? {
@@ -208,6 +221,8 @@ struct ProxyConnectionStateMachine {
         proxiedURI = head.uri
         clientHead = head
         askedAgain = false
+        resendable = nil
+        resends = 0
         phase = .resolving(head: head, parts: [])
         return .resolve(head)
     }
@@ -395,8 +410,10 @@ struct ProxyConnectionStateMachine {
     }
 
     mutating func upstreamConnectFailed() -> Action {
-        guard case .connecting = phase else { return .none }
+        guard case .connecting(_, let parts) = phase else { return .none }
         pendingKey = nil
+        // Nothing of the request reached the session: it may be moving. Ask again where it is.
+        if let again = sendAgain(parts) { return again }
         awaitingUpstream = false
         return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session does not answer; retry in a moment\n")))
     }
@@ -414,11 +431,36 @@ struct ProxyConnectionStateMachine {
             phase = .resolving(head: clientHead, parts: parts)
             return .resolve(clientHead)
         }
+        // 502: the owner could not reach its session (it is being suspended or moved).
+        if response.status == .badGateway, let again = sendAgain(parts) { return again }
         awaitingUpstream = false
         return .reportUpstreamFailure(ownResponse(response))
     }
 
+    /// The request's session could not be reached, or hung up without a byte of answer: unless
+    /// it was sent again ``resendLimit`` times already, its destination is decided again after a
+    /// wait (the session may be suspending, or starting on another node), and `parts` (its body
+    /// and end, as far as they arrived) go with it. A hop's far end (a splice) leaves this to the
+    /// node the client reached.
+    ///
+    /// Sending a request again is safe only when the session did not act on it: it could not be
+    /// reached, or it ended the connection without answering anything. A session program must
+    /// answer every request it acts on (docs/PROTOCOL.md, "Sessions"), as HTTP servers do.
+    private mutating func sendAgain(_ parts: [HTTPServerRequestPart]) -> Action? {
+        guard !isSplice, resends < Self.resendLimit, let clientHead else { return nil }
+        resends += 1
+        resendable = nil
+        responseDeadline = nil
+        awaitingUpstream = true
+        phase = .resolving(head: clientHead, parts: parts)
+        return .resolveAgain(clientHead, after: .milliseconds(100 << (resends - 1)))
+    }
+
     private mutating func send(_ head: HTTPRequestHead, parts: [HTTPServerRequestPart], now: NIODeadline) -> Action {
+        // A whole small request is kept until the session answers, to be sent again should it
+        // hang up first.
+        resendable = requestEnded && !upgradeRequested && !isSplice
+            && parts.reduce(0, { if case .body(let chunk) = $1 { $0 + chunk.readableBytes } else { $0 } }) <= Self.resendableBodySize ? parts : nil
         phase = .streaming
         awaitingUpstream = false
         upstreamFull = false
@@ -443,6 +485,7 @@ struct ProxyConnectionStateMachine {
         }
         responseStarted = true
         responseDeadline = nil
+        resendable = nil
         if head.framing == .switched {
             phase = .switchingProtocols
             return .writeHead(head.forwarded(sessionPath: sessionPath, connection: nil), status: head.status)
@@ -511,6 +554,8 @@ struct ProxyConnectionStateMachine {
         upstreamFull = false
         guard case .streaming = phase else { return .none }
         if !responseStarted {
+            // Nothing answered: the session ended the connection without acting on the request.
+            if let parts = resendable, let again = sendAgain(parts) { return again }
             return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session closed the connection\n")))
         }
         return responseEnded ? .none : .close

@@ -228,6 +228,10 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .resolve(let head):
             proxied = (head, .now())
             resolve(head)
+        case .resolveAgain(let head, let wait):
+            onUpstreamFailure?()
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: wait) { bound.value.resolve(head) }
         case .respondLocally(let head, let body):
             respondLocally(head: head, body: body, context: context)
         case .respond(let response):

@@ -12,8 +12,11 @@ import Synchronization
 /// `DROVER_SESSION_BASE_PATH` (e.g. `/s/<id>/`).
 ///
 /// `GET <base>count` → `{"count": N}`; `POST <base>count` increments it; `<base>echo` is a
-/// WebSocket echo; `GET <base>` is a small HTML page. On SIGUSR1 or SIGTERM it saves the count
-/// to `<state dir>/count` and exits; it restores it when it starts. `DROVER_DEMO_SAVE_SECONDS`
+/// WebSocket echo; `GET <base>` is a small HTML page. On SIGUSR1 or SIGTERM it stops as a session
+/// program should (docs/PROTOCOL.md, "Sessions"): it stops listening, closes its idle connections
+/// (and its WebSockets), answers the requests it is working on, then saves the count to
+/// `<state dir>/count` and exits; it restores it when it starts. Every request it acts on is
+/// answered: droverd sends one it never read to wherever the session runs next. `DROVER_DEMO_SAVE_SECONDS`
 /// makes the save take that long, as a real session's does (tests of a node's stop use it).
 @main
 struct DemoSession {
@@ -27,12 +30,17 @@ struct DemoSession {
         let base = given.hasSuffix("/") ? given : given + "/"
         let stateDir = env["DROVER_SESSION_STATE_DIR"] ?? FileManager.default.currentDirectoryPath
         let state = CounterState(file: stateDir + "/count")
+        let connections = Connections()
+        let server = Mutex<(any Channel)?>(nil)
 
         for signalNumber in [SIGUSR1, SIGTERM, SIGINT] { signal(signalNumber, SIG_IGN) }
         let sources = [SIGUSR1, SIGTERM, SIGINT].map { signalNumber in
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
             let saving = env["DROVER_DEMO_SAVE_SECONDS"].flatMap(Double.init) ?? 0
             source.setEventHandler {
+                // Connections are refused from now on, and closed once they are idle.
+                server.withLock { $0 }?.close(promise: nil)
+                connections.stop(within: 2)
                 if saving > 0 { usleep(UInt32(saving * 1_000_000)) }
                 state.save()
                 state.waitForAnswers()
@@ -51,8 +59,9 @@ struct DemoSession {
                     upgradePipelineHandler: { channel, _ in
                         channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
                     })
+                connections.add(channel)
                 return channel.eventLoop.makeCompletedFuture {
-                    let handler = DemoHTTPHandler(base: base, state: state, session: env["DROVER_SESSION_ID"] ?? "?")
+                    let handler = DemoHTTPHandler(base: base, state: state, connections: connections, session: env["DROVER_SESSION_ID"] ?? "?")
                     // After an upgrade the HTTP handler must go: WebSocket frames are not for it.
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
@@ -62,11 +71,69 @@ struct DemoSession {
                 }
             }
             .withBoundSocket(listener).get()
+        server.withLock { $0 = channel }
         FileHandle.standardError.write(Data("drover-demo-session: serving \(base) on \(env["DROVER_SESSION_SOCKET"] ?? "descriptor \(listener)"), count \(state.value)\n".utf8))
         try await channel.closeFuture.get()
+        // The listener closes when the session stops; the signal's handler saves and exits.
+        while true { try await Task.sleep(for: .seconds(3600)) }
         // A real use of the sources after the wait: `_ = sources` let an optimised build release
         // (and so cancel) them at once, and the release binary then ignored SIGUSR1 and SIGTERM.
         for source in sources { source.cancel() }
+    }
+}
+
+/// The session's connections, so that it stops without dropping a request it acted on: once
+/// ``stop(within:)`` runs, an idle connection (a WebSocket too) is closed at once (a request on
+/// its way is never read), and one working on a request after its answer.
+final class Connections: Sendable {
+    private let state = Mutex<(stopping: Bool, open: [ObjectIdentifier: any Channel], busy: Set<ObjectIdentifier>)>((false, [:], []))
+
+    func add(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        let added = state.withLock { state in
+            if !state.stopping { state.open[id] = channel }
+            return !state.stopping
+        }
+        guard added else { return channel.close(promise: nil) }
+        channel.closeFuture.whenComplete { _ in
+            self.state.withLock { state in
+                state.open[id] = nil
+                state.busy.remove(id)
+            }
+        }
+    }
+
+    /// A request's head arrived: whether to work on it (not on a connection the stop closed).
+    func begin(_ channel: any Channel) -> Bool {
+        state.withLock { state in
+            let id = ObjectIdentifier(channel)
+            guard state.open[id] != nil else { return false }
+            state.busy.insert(id)
+            return true
+        }
+    }
+
+    /// A request's answer is written: whether its connection closes now (the session stops).
+    func end(_ channel: any Channel) -> Bool {
+        state.withLock { state in
+            let id = ObjectIdentifier(channel)
+            state.busy.remove(id)
+            if state.stopping { state.open[id] = nil }
+            return state.stopping
+        }
+    }
+
+    /// Closes the idle connections, and waits (at most `seconds`) until the busy ones are answered.
+    func stop(within seconds: Double) {
+        let idle = state.withLock { state in
+            state.stopping = true
+            let idle = state.open.filter { !state.busy.contains($0.key) }
+            for id in idle.keys { state.open[id] = nil }
+            return Array(idle.values)
+        }
+        for channel in idle { channel.close(promise: nil) }
+        let deadline = Date().addingTimeInterval(seconds)
+        while state.withLock({ !$0.busy.isEmpty }), Date() < deadline { usleep(2_000) }
     }
 }
 
@@ -128,18 +195,23 @@ final class DemoHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     let base: String
     let state: CounterState
+    let connections: Connections
     let session: String
     private var head: HTTPRequestHead?
 
-    init(base: String, state: CounterState, session: String) {
+    init(base: String, state: CounterState, connections: Connections, session: String) {
         self.base = base
         self.state = state
+        self.connections = connections
         self.session = session
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let head): self.head = head
+        case .head(let head):
+            // A connection the stop closed reads nothing more: the request is droverd's to send on.
+            guard connections.begin(context.channel) else { return }
+            self.head = head
         case .body: break
         case .end:
             guard let head else { return }
@@ -169,9 +241,10 @@ final class DemoHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
             let keepAlive = head.isKeepAlive
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [channel = context.channel, state, counted] _ in
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [channel = context.channel, state, connections, counted] _ in
                 if counted { state.answered() }
-                if !keepAlive { channel.close(promise: nil) }
+                // Once the session stops, a connection closes after the answer it was working on.
+                if connections.end(channel) || !keepAlive { channel.close(promise: nil) }
             }
         }
     }

@@ -227,10 +227,18 @@ import Testing
         guard case .finish(.nextRequest([])) = machine.requestEnd(nil) else { Issue.record("not finished"); return }
     }
 
-    @Test func anUpstreamThatCannotBeReachedIsReportedAnd502() throws {
+    @Test func anUpstreamThatCannotBeReachedIsAskedForAgainFourTimesThen502() throws {
         var machine = Machine(responseTimeout: Self.timeout)
         _ = machine.requestHead(Self.head("/s/abc/x"), proxied: true)
         _ = machine.requestEnd(nil)
+        // Nothing of the request left the node: its session is looked for again after 0.1, 0.2,
+        // 0.4 and 0.8 s (it may be moving), and the request waits meanwhile.
+        for wait in [100, 200, 400, 800] {
+            _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+            guard case .resolveAgain(let head, let after) = machine.upstreamConnectFailed() else { Issue.record("not asked again"); return }
+            #expect(head.uri == "/s/abc/x" && after == .milliseconds(Int64(wait)))
+            #expect(!machine.wantsReads, "the request waits for its destination")
+        }
         _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
         guard case .reportUpstreamFailure(let response) = machine.upstreamConnectFailed() else { Issue.record("not reported"); return }
         #expect(response.head.status == .badGateway)
@@ -275,13 +283,36 @@ import Testing
         guard case .writeEnd(.close) = machine.upstreamEnd() else { Issue.record("not closed"); return }
     }
 
-    @Test func aSessionThatHangsUpBeforeAnsweringIs502AndMidAnswerClosesTheClient() throws {
-        var before = Self.streaming()
+    @Test func aSessionThatHangsUpBeforeAnsweringGetsTheWholeRequestAgainThen502AndMidAnswerClosesTheClient() throws {
+        // A whole request the session hung up on without a byte of answer is sent again, body
+        // and all, to wherever the session is then.
+        var before = Machine(responseTimeout: Self.timeout)
+        _ = before.requestHead(Self.head("/s/abc/x", headers: ["Content-Length": "4"]), proxied: true)
+        _ = before.requestBody(Self.body("body"))
+        _ = before.requestEnd(nil)
+        for _ in 0..<4 {
+            _ = before.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+            guard case .send(_, let parts, _) = before.upstreamConnected(now: Self.start) else { Issue.record("not sent"); return }
+            #expect(parts.count == 2, "the body and the end go again")
+            guard case .resolveAgain = before.upstreamClosed() else { Issue.record("not sent again"); return }
+        }
+        _ = before.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        _ = before.upstreamConnected(now: Self.start)
         guard case .reportUpstreamFailure(let response) = before.upstreamClosed() else { Issue.record("not reported"); return }
         #expect(response.head.status == .badGateway)
         #expect(response.next == .nextRequest(replay: []))
 
-        // Answered 502 while its body still arrives: the timer must not answer again (504).
+        // A body over 64 KiB is not kept: such a request is 502 at once.
+        var large = Machine(responseTimeout: Self.timeout)
+        _ = large.requestHead(Self.head("/s/abc/x", headers: ["Content-Length": "70000"]), proxied: true)
+        _ = large.requestBody(ByteBuffer(repeating: 0x61, count: 70_000))
+        _ = large.requestEnd(nil)
+        _ = large.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        _ = large.upstreamConnected(now: Self.start)
+        guard case .reportUpstreamFailure = large.upstreamClosed() else { Issue.record("a large request was kept"); return }
+
+        // Answered 502 while its body still arrives (it was not whole when sent): the timer must
+        // not answer again (504).
         var midBody = Self.streaming(end: false)
         guard case .reportUpstreamFailure(let early) = midBody.upstreamClosed() else { Issue.record("not reported"); return }
         #expect(early.next == .awaitRequestEnd)
