@@ -7,13 +7,14 @@
 #   BIN=DIR scripts/package-deb.sh [OUTDIR] # packages the binaries already in DIR (the tests do)
 #
 # Prints the package's path: OUTDIR/drover_<version>_<arch>.deb (OUTDIR defaults to .build/package).
-# The version is the VERSION file's, as the binaries embed it; DROVER_TEST_PACKAGE_VERSION
+# The version is the VERSION file's, as the binaries embed it (DROVER_TEST_VERSION_FILE names
+# another, as for the build: the rolling-upgrade test's next release); DROVER_TEST_PACKAGE_VERSION
 # overrides the package's own version only (a test making an "upgrade" of the same binaries), and
 # DROVER_PACKAGE_COMPRESSION dpkg-deb's compression ("gzip -z1"; default its own, xz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-.build/package}
-release=$(tr -d ' \n\r' < VERSION)
+release=$(tr -d ' \n\r' < "${DROVER_TEST_VERSION_FILE:-VERSION}")
 version=${DROVER_TEST_PACKAGE_VERSION:-$release}
 arch=$(dpkg --print-architecture)
 programs=(droverd drover drover-session-guard drover-demo-session)

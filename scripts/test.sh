@@ -19,6 +19,8 @@ install_missing openssl
 install_missing binutils curl
 # libfaketime: the registry failover test gives the standbys another clock, as another machine's.
 install_missing faketime
+# HAProxy: the front load balancer of the rolling-upgrade test (it checks each node's /ready).
+install_missing haproxy
 # JupyterLab and Notebook from PyPI, run unmodified as sessions through their shipped kinds.
 install_missing python3-venv
 jupyter_dir=/var/cache/drover-tests/jupyter
@@ -57,6 +59,9 @@ export DROVER_TEST_PG_RUN_AS=$([ "$(id -u)" = 0 ] && echo postgres || echo "")
 # 3. Build everything (the executables too: the tests run them as processes), then test.
 log "building"
 swift build --build-tests
+# The release after this tree's, for the rolling-upgrade test (a scratch path of its own).
+log "building the next release (scripts/build-next-release.sh)"
+export DROVER_TEST_NEXT_BIN=$(bash scripts/build-next-release.sh)
 log "testing"
 swift test --skip-build --disable-xctest "$@"
 

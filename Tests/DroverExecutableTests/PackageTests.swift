@@ -15,11 +15,13 @@ import Testing
     }
 
     /// Builds the package of this build's binaries, as `version` when given (the package's own
-    /// version only), into `folder`, and returns its path.
-    func package(into folder: String, version: String? = nil) async throws -> String {
+    /// version only), into `folder`, and returns its path. `next`: the binaries of
+    /// scripts/build-next-release.sh instead, whose VERSION file is beside their folder.
+    func package(into folder: String, version: String? = nil, next: String? = nil) async throws -> String {
         // Fast compression: the debug binaries are large, and the test reads the package once.
-        var environment = ["BIN": Executable.productsDirectory, "DROVER_PACKAGE_COMPRESSION": "gzip -z1"]
+        var environment = ["BIN": next ?? Executable.productsDirectory, "DROVER_PACKAGE_COMPRESSION": "gzip -z1"]
         if let version { environment["DROVER_TEST_PACKAGE_VERSION"] = version }
+        if let next { environment["DROVER_TEST_VERSION_FILE"] = URL(fileURLWithPath: next).deletingLastPathComponent().path + "/VERSION" }
         let built = try await Executable.run("/bin/bash", [Self.root + "/scripts/package-deb.sh", folder], environment: environment, timeout: 300)
         try #require(built.status == 0, "package-deb.sh: \(built.stderr)")
         return built.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
