@@ -124,14 +124,16 @@ struct ProxyConnectionStateMachine {
     /// again after the node it went to said the session had moved (once per request).
     private var clientHead: HTTPRequestHead?
     private var askedAgain = false
-    /// The request's body and end as sent, while the session has answered nothing: a whole
-    /// request of at most ``resendableBodySize`` bytes, which can be sent again.
+    /// The request's parts (body and end) as sent, while the session has answered nothing and
+    /// they come to at most ``resendableBodySize`` bytes: once the request is whole, it can be
+    /// sent again (``sendAgain(_:)``).
     private var resendable: [HTTPServerRequestPart]?
+    private var resendableBytes = 0
     /// Times the request in progress was sent again.
     private var resends = 0
-    /// How often a request is sent again, each time after twice the wait (0.1 s, then 0.2, 0.4
-    /// and 0.8 s: 1.5 s in all, what a session's move takes on a loaded node).
-    static let resendLimit = 4
+    /// How often a request is sent again: after 0.1, 0.2, 0.4 and 0.8 s, then every second, about
+    /// 10 s in all, the time a session is given to save its state and exit when it is suspended.
+    static let resendLimit = 13
     static let resendableBodySize = 64 * 1024
     /// `/s/<id>/` of the proxied request in progress: the session's cookies are confined to it.
     /// Worked out when an answer sets cookies, not for every request.
@@ -249,10 +251,25 @@ struct ProxyConnectionStateMachine {
             phase = .connecting(head: head, parts: parts)
             return .none
         case .streaming:
+            keepForResending(.body(chunk))
             return .forwardBody(chunk)
         default:
             return .none
         }
+    }
+
+    /// Adds a part of the request being sent to ``resendable``, unless the request is too large
+    /// to keep.
+    private mutating func keepForResending(_ part: HTTPServerRequestPart) {
+        guard resendable != nil else { return }
+        if case .body(let chunk) = part {
+            resendableBytes += chunk.readableBytes
+            guard resendableBytes <= Self.resendableBodySize else {
+                resendable = nil
+                return
+            }
+        }
+        resendable!.append(part)
     }
 
     mutating func requestEnd(_ trailers: HTTPHeaders?) -> Action {
@@ -278,6 +295,7 @@ struct ProxyConnectionStateMachine {
             return .none
         case .streaming:
             requestEnded = true
+            keepForResending(.end(trailers))
             return .forwardEnd(trailers, next: finishIfDone())
         case .discarding:
             requestEnded = true
@@ -453,14 +471,18 @@ struct ProxyConnectionStateMachine {
         responseDeadline = nil
         awaitingUpstream = true
         phase = .resolving(head: clientHead, parts: parts)
-        return .resolveAgain(clientHead, after: .milliseconds(100 << (resends - 1)))
+        return .resolveAgain(clientHead, after: .milliseconds(resends <= 4 ? 100 << (resends - 1) : 1000))
     }
 
     private mutating func send(_ head: HTTPRequestHead, parts: [HTTPServerRequestPart], now: NIODeadline) -> Action {
-        // A whole small request is kept until the session answers, to be sent again should it
-        // hang up first.
-        resendable = requestEnded && !upgradeRequested && !isSplice
-            && parts.reduce(0, { if case .body(let chunk) = $1 { $0 + chunk.readableBytes } else { $0 } }) <= Self.resendableBodySize ? parts : nil
+        // A small request is kept until the session answers, to be sent again should it hang up
+        // first; what of it is still to come is added as it is forwarded.
+        resendable = nil
+        resendableBytes = 0
+        if !upgradeRequested, !isSplice {
+            resendable = []
+            for part in parts { keepForResending(part) }
+        }
         phase = .streaming
         awaitingUpstream = false
         upstreamFull = false
@@ -555,7 +577,7 @@ struct ProxyConnectionStateMachine {
         guard case .streaming = phase else { return .none }
         if !responseStarted {
             // Nothing answered: the session ended the connection without acting on the request.
-            if let parts = resendable, let again = sendAgain(parts) { return again }
+            if requestEnded, let parts = resendable, let again = sendAgain(parts) { return again }
             return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session closed the connection\n")))
         }
         return responseEnded ? .none : .close

@@ -227,13 +227,13 @@ import Testing
         guard case .finish(.nextRequest([])) = machine.requestEnd(nil) else { Issue.record("not finished"); return }
     }
 
-    @Test func anUpstreamThatCannotBeReachedIsAskedForAgainFourTimesThen502() throws {
+    @Test func anUpstreamThatCannotBeReachedIsAskedForAgainForTenSecondsThen502() throws {
         var machine = Machine(responseTimeout: Self.timeout)
         _ = machine.requestHead(Self.head("/s/abc/x"), proxied: true)
         _ = machine.requestEnd(nil)
         // Nothing of the request left the node: its session is looked for again after 0.1, 0.2,
-        // 0.4 and 0.8 s (it may be moving), and the request waits meanwhile.
-        for wait in [100, 200, 400, 800] {
+        // 0.4 and 0.8 s, then every second (it may be moving), and the request waits meanwhile.
+        for wait in [100, 200, 400, 800] + Array(repeating: 1000, count: 9) {
             _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
             guard case .resolveAgain(let head, let after) = machine.upstreamConnectFailed() else { Issue.record("not asked again"); return }
             #expect(head.uri == "/s/abc/x" && after == .milliseconds(Int64(wait)))
@@ -290,7 +290,7 @@ import Testing
         _ = before.requestHead(Self.head("/s/abc/x", headers: ["Content-Length": "4"]), proxied: true)
         _ = before.requestBody(Self.body("body"))
         _ = before.requestEnd(nil)
-        for _ in 0..<4 {
+        for _ in 0..<Machine.resendLimit {
             _ = before.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
             guard case .send(_, let parts, _) = before.upstreamConnected(now: Self.start) else { Issue.record("not sent"); return }
             #expect(parts.count == 2, "the body and the end go again")
@@ -301,6 +301,18 @@ import Testing
         guard case .reportUpstreamFailure(let response) = before.upstreamClosed() else { Issue.record("not reported"); return }
         #expect(response.head.status == .badGateway)
         #expect(response.next == .nextRequest(replay: []))
+
+        // A request sent before its end arrived (its route was known at once, on a connection
+        // kept open) is kept as it goes, and sent again once whole.
+        var early = Machine(responseTimeout: Self.timeout)
+        _ = early.requestHead(Self.head("/s/abc/x", headers: ["Content-Length": "4"]), proxied: true)
+        _ = early.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        guard case .send(_, let none, _) = early.upstreamConnected(now: Self.start), none.isEmpty else { Issue.record("not sent at once"); return }
+        _ = early.requestBody(Self.body("body"))
+        _ = early.requestEnd(nil)
+        guard case .resolveAgain = early.upstreamClosed() else { Issue.record("not sent again"); return }
+        _ = early.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        guard case .send(_, let again, _) = early.upstreamConnected(now: Self.start), again.count == 2 else { Issue.record("not whole"); return }
 
         // A body over 64 KiB is not kept: such a request is 502 at once.
         var large = Machine(responseTimeout: Self.timeout)
