@@ -427,20 +427,25 @@ struct ProxyConnectionStateMachine {
         return send(head, parts: parts, now: now)
     }
 
-    mutating func upstreamConnectFailed() -> Action {
+    /// - Parameter gone: no listener is there (connection refused, no such socket): the session
+    ///   stopped listening, as it does when it is suspended or moved. Else (a full queue, a
+    ///   listener that is not the session's) the session is there and does not answer.
+    mutating func upstreamConnectFailed(gone: Bool = false) -> Action {
         guard case .connecting(_, let parts) = phase else { return .none }
         pendingKey = nil
         // Nothing of the request reached the session: it may be moving. Ask again where it is.
-        if let again = sendAgain(parts) { return again }
+        if gone, let again = sendAgain(parts) { return again }
         awaitingUpstream = false
-        return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session does not answer; retry in a moment\n")))
+        // A hop's far end tells the node the client reached, which asks again.
+        let headers: HTTPHeaders = isSplice && gone ? [SessionProxyResolver.hopGoneHeader: "1"] : [:]
+        return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session does not answer; retry in a moment\n", headers: headers)))
     }
 
     /// The node an upstream ``Upstream/node(host:port:name:connectTimeout:opening:)`` goes to
     /// did not accept the opening: its answer (`response`) is the client's. Unless the node
     /// said the session `moved` (its route here was older than the move): nothing of the
     /// request has left this node, so its destination is asked again, once.
-    mutating func upstreamRefused(_ response: HTTPResponse, moved: Bool = false) -> Action {
+    mutating func upstreamRefused(_ response: HTTPResponse, moved: Bool = false, gone: Bool = false) -> Action {
         guard case .connecting(_, let parts) = phase else { return .none }
         pendingKey = nil
         if moved, !askedAgain, let clientHead {
@@ -449,8 +454,8 @@ struct ProxyConnectionStateMachine {
             phase = .resolving(head: clientHead, parts: parts)
             return .resolve(clientHead)
         }
-        // 502: the owner could not reach its session (it is being suspended or moved).
-        if response.status == .badGateway, let again = sendAgain(parts) { return again }
+        // The owner found its session's listener gone (it is being suspended or moved).
+        if gone, let again = sendAgain(parts) { return again }
         awaitingUpstream = false
         return .reportUpstreamFailure(ownResponse(response))
     }

@@ -70,6 +70,8 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
         let response: HTTPResponse
         /// The node no longer has the session (``SessionProxyResolver/hopMovedHeader``).
         var moved = false
+        /// The session's listener is gone on that node (``SessionProxyResolver/hopGoneHeader``).
+        var gone = false
     }
 
     /// A refusal's body is the owner's one-line reason: more is not read.
@@ -81,7 +83,7 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var framer = UpstreamResponseFramer()
     /// The owner's refusal: its status, body and `Retry-After` (an owner's "retry in a moment"
     /// reaches the client as it was said).
-    private var refusal: (status: HTTPResponseStatus, body: ByteBuffer, retryAfter: String?, moved: Bool)?
+    private var refusal: (status: HTTPResponseStatus, body: ByteBuffer, retryAfter: String?, moved: Bool, gone: Bool)?
     private var timer: Scheduled<Void>?
     private var started = false
     private var settled = false
@@ -126,15 +128,17 @@ final class HopOpeningHandler: ChannelInboundHandler, RemovableChannelHandler {
                     accept(context: context)
                 case .head(let head):
                     let retryAfter = head.headers.first(name: "Retry-After").flatMap { Int($0) }.map(String.init)
-                    refusal = (head.responseStatus, ByteBuffer(), retryAfter, head.headers.contains(name: SessionProxyResolver.hopMovedHeader))
+                    refusal = (head.responseStatus, ByteBuffer(), retryAfter, head.headers.contains(name: SessionProxyResolver.hopMovedHeader),
+                               head.headers.contains(name: SessionProxyResolver.hopGoneHeader))
                 case .body(var chunk):
                     if let length = refusal?.body.readableBytes, length < Self.maximumRefusalBody { refusal?.body.writeBuffer(&chunk) }
                 case .end:
-                    let answer = refusal ?? (.badGateway, ByteBuffer(), nil, false)
+                    let answer = refusal ?? (.badGateway, ByteBuffer(), nil, false, false)
                     var headers = HTTPHeaders()
                     headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
                     if let retryAfter = answer.retryAfter { headers.add(name: "Retry-After", value: retryAfter) }
-                    settle(.failure(Refused(response: HTTPResponse(status: answer.status, headers: headers, body: answer.body), moved: answer.moved)))
+                    settle(.failure(Refused(response: HTTPResponse(status: answer.status, headers: headers, body: answer.body), moved: answer.moved,
+                                            gone: answer.gone)))
                     context.close(promise: nil)
                 }
             }

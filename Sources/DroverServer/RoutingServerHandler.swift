@@ -520,11 +520,24 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
                 guard this.context != nil else { return }
                 // A session that moved is asked for again: its route here is forgotten first.
                 if refused.moved { this.onUpstreamFailure?() }
-                this.run(this.machine.upstreamRefused(refused.response, moved: refused.moved))
+                this.run(this.machine.upstreamRefused(refused.response, moved: refused.moved, gone: refused.gone))
             case .failure(let error):
                 this.logger.debug("proxy upstream unreachable", metadata: ["upstream": "\(target)", "error": "\(error)"])
-                this.run(this.machine.upstreamConnectFailed())
+                this.run(this.machine.upstreamConnectFailed(gone: Self.listenerIsGone(error)))
             }
+        }
+    }
+
+    /// Whether a connect failed because nothing listens there (refused, or no such socket): a
+    /// session that stopped listening (it is being suspended or moved), or a node that stopped.
+    static func listenerIsGone(_ error: any Error) -> Bool {
+        let gone: Set<Int32> = [ECONNREFUSED, ENOENT]
+        switch error {
+        case let refusal as SessionEndpointRefusal: return refusal.errorNumber.map(gone.contains) ?? false
+        case let io as IOError: return gone.contains(io.errnoCode)
+        case let connection as NIOConnectionError:
+            return !connection.connectionErrors.isEmpty && connection.connectionErrors.allSatisfy { ($0.error as? IOError).map { gone.contains($0.errnoCode) } ?? false }
+        default: return false
         }
     }
 

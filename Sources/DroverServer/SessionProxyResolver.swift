@@ -20,6 +20,10 @@ public struct SessionProxyResolver: ProxyResolver {
     /// On a node's refusal of an opening: it no longer has the session (it moved while the
     /// request was on its way), so the opening node asks again where it is.
     static let hopMovedHeader = "X-Drover-Hop-Moved"
+    /// On a node's refusal of an opening: the session's listener is gone (it is being suspended
+    /// or moved), so the opening node asks again where it is, after a moment, as for a session
+    /// of its own (``ProxyConnectionStateMachine``'s resending).
+    static let hopGoneHeader = "X-Drover-Hop-Gone"
     // Every header of the hop is named `X-Drover-…`: what a client sends under such names is
     // dropped, and none reaches a session (``ForwardedRequest``).
 

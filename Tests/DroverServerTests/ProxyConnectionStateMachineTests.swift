@@ -235,16 +235,32 @@ import Testing
         // 0.4 and 0.8 s, then every second (it may be moving), and the request waits meanwhile.
         for wait in [100, 200, 400, 800] + Array(repeating: 1000, count: 9) {
             _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
-            guard case .resolveAgain(let head, let after) = machine.upstreamConnectFailed() else { Issue.record("not asked again"); return }
+            guard case .resolveAgain(let head, let after) = machine.upstreamConnectFailed(gone: true) else { Issue.record("not asked again"); return }
             #expect(head.uri == "/s/abc/x" && after == .milliseconds(Int64(wait)))
             #expect(!machine.wantsReads, "the request waits for its destination")
         }
         _ = machine.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
-        guard case .reportUpstreamFailure(let response) = machine.upstreamConnectFailed() else { Issue.record("not reported"); return }
+        guard case .reportUpstreamFailure(let response) = machine.upstreamConnectFailed(gone: true) else { Issue.record("not reported"); return }
         #expect(response.head.status == .badGateway)
         #expect(response.next == .nextRequest(replay: []))
         #expect(machine.upstreamKey == nil)
         #expect(machine.timerFired(now: Self.start + .seconds(120)).isNone)
+
+        // A session that is there but does not take the connection (its queue is full, or what
+        // listens is not the session's): 502 at once, nothing waits on it.
+        var jammed = Machine(responseTimeout: Self.timeout)
+        _ = jammed.requestHead(Self.head("/s/abc/x"), proxied: true)
+        _ = jammed.requestEnd(nil)
+        _ = jammed.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        guard case .reportUpstreamFailure = jammed.upstreamConnectFailed(gone: false) else { Issue.record("a jammed session was waited for"); return }
+
+        // A hop's far end finds the session's listener gone: it does not wait, it tells.
+        var splice = Machine(responseTimeout: Self.timeout)
+        _ = splice.requestHead(Self.head("/s/abc/"), proxied: true)
+        _ = splice.requestEnd(nil)
+        _ = splice.splice(to: Self.session)
+        guard case .reportUpstreamFailure(let told) = splice.upstreamConnectFailed(gone: true) else { Issue.record("the far end waited"); return }
+        #expect(told.head.headers["X-Drover-Hop-Gone"] == ["1"])
     }
 
     @Test func anUpstreamConnectedAfterTheClientWasAnsweredIsClosed() {

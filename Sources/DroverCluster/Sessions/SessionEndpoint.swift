@@ -81,6 +81,9 @@ public struct SessionEndpointRefusal: Error, Sendable, CustomStringConvertible, 
     /// port): worth a warning. False when nothing could be connected (not up yet, ended).
     public var isForeign: Bool
     public var reason: String
+    /// The connect's error, when it failed: ECONNREFUSED or ENOENT say no listener is there (the
+    /// session stopped listening, as it does when it is suspended).
+    public var errorNumber: Int32?
 
     public var description: String { reason }
 }
@@ -174,7 +177,7 @@ public struct SessionConnector: Sendable {
     }
 
     static func failed(_ what: String, _ error: Int32) -> SessionEndpointRefusal {
-        SessionEndpointRefusal(isForeign: false, reason: "\(what): \(String(cString: strerror(error)))")
+        SessionEndpointRefusal(isForeign: false, reason: "\(what): \(String(cString: strerror(error)))", errorNumber: error)
     }
 
     private func verifyUnixPeer(_ fd: Int32, _ endpoint: SessionEndpoint, path: String) throws(SessionEndpointRefusal) {
