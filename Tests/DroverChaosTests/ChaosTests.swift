@@ -42,17 +42,7 @@ import Testing
         for user in users { user.start() }
         // Throughout: no session id may ever have two processes. Only this test's sessions are
         // judged (below): another test shows on purpose that the check can fail.
-        let doubles = Mutex<[String]>([])
-        let watch = Task {
-            while !Task.isCancelled {
-                let running = SystemUsers.runningSessionIDs()
-                if running.count != Set(running).count {
-                    let twice = Dictionary(grouping: running, by: { $0 }).filter { $0.value.count > 1 }.keys
-                    doubles.withLock { $0 += twice }
-                }
-                try? await Task.sleep(for: .milliseconds(200))
-            }
-        }
+        let doubles = DoubleWatcher()
         // Eight rounds in the test command; DROVER_CHAOS_ROUNDS=N for a longer campaign.
         let rounds = max(2, ProcessInfo.processInfo.environment["DROVER_CHAOS_ROUNDS"].flatMap(Int.init) ?? 8)
         let databaseRound = Int.random(in: 1..<rounds, using: &random)
@@ -94,7 +84,6 @@ import Testing
             try await cluster.start(victim)
         }
         try await Task.sleep(for: .seconds(2))
-        watch.cancel()
         var model: [String: SessionModel] = [:]
         for user in users {
             model.merge(await user.stop()) { first, _ in first }
@@ -116,7 +105,7 @@ import Testing
         let stored = Set(try await sessionRows(database.server, name).map(\.id))
         for (id, session) in model where session.quitUnanswered && !stored.contains(id) { model[id]?.quit = true }
         for id in stored where model[id] == nil { model[id] = SessionModel() }
-        let ranTwice = Set(doubles.withLock { $0 }).intersection(model.keys)
+        let ranTwice = doubles.stop().intersection(model.keys)
         #expect(ranTwice.isEmpty, "sessions ran twice at once: \(ranTwice)")
 
         // Every live session answers, with no saved state lost and nothing counted twice.
@@ -172,14 +161,14 @@ import Testing
             try await sessionRows(database.server, name).allSatisfy { $0.state == "suspended" }
         }
         for (id, count) in counts {
-            #expect(ChaosUser.savedCount(id) == count, "session \(id.prefix(6)) saved \(ChaosUser.savedCount(id) ?? -1), expected \(count)")
+            #expect(DemoSessionState.savedCount(id) == count, "session \(id.prefix(6)) saved \(DemoSessionState.savedCount(id) ?? -1), expected \(count)")
         }
         for index in 0..<3 { #expect(try await cluster.stop(index) == 0) }
         #expect(SystemUsers.runningSessionIDs().filter { model[$0] != nil }.isEmpty)
         for (id, session) in model where session.quit {
-            #expect(ChaosUser.savedCount(id) == nil, "a quit session's state is removed")
+            #expect(DemoSessionState.savedCount(id) == nil, "a quit session's state is removed")
         }
-        for (id, _) in counts { try? FileManager.default.removeItem(atPath: ChaosUser.stateDirectory(id)) }
+        for (id, _) in counts { DemoSessionState.remove(id) }
     }
 }
 

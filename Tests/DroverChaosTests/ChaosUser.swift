@@ -76,15 +76,6 @@ final class ChaosUser: Sendable {
         self.timeout = timeout
     }
 
-    static func stateDirectory(_ id: String) -> String {
-        let home = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_dir) } ?? NSHomeDirectory()
-        return home + "/.local/share/drover/sessions/" + id
-    }
-
-    static func savedCount(_ id: String) -> Int? {
-        (try? String(contentsOfFile: stateDirectory(id) + "/count", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-    }
-
     var summary: String {
         let all = sessions.withLock { $0 }
         return "\(all.count) sessions (\(all.values.filter(\.quit).count) quit), \(calls.load(ordering: .relaxed)) calls, "
@@ -169,7 +160,7 @@ final class ChaosUser: Sendable {
                    let rows = try? JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]],
                    rows.first(where: { $0["id"] as? String == id })?["state"] as? String == "suspended" {
                     suspends.add(1, ordering: .relaxed)
-                    let saved = Self.savedCount(id) ?? 0
+                    let saved = DemoSessionState.savedCount(id) ?? 0
                     sessions.withLock {
                         if saved < $0[id]!.highestSaved { $0[id]!.savedWentBack = "\($0[id]!.highestSaved) then \(saved)" }
                         $0[id]!.highestSaved = max($0[id]!.highestSaved, saved)

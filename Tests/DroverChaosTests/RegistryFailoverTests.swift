@@ -43,15 +43,7 @@ import Testing
         let users = (0..<2).map { ChaosUser(nodes: cluster.nodes, seed: UInt64($0 + 1) * 7919, webSockets: false, timeout: 30) }
         for user in users { user.start() }
         // No session id may ever have two processes (judged for this test's sessions only).
-        let doubles = Mutex<Set<String>>([])
-        let watch = Task {
-            while !Task.isCancelled {
-                let running = SystemUsers.runningSessionIDs()
-                let twice = Dictionary(grouping: running, by: { $0 }).filter { $0.value.count > 1 }.keys
-                if !twice.isEmpty { doubles.withLock { $0.formUnion(twice) } }
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-        }
+        let doubles = DoubleWatcher()
         // What every node's judgement shows, through drover list-nodes (a process of its own,
         // so it reads the rows as stored): no node may ever be Unreachable, since none fails.
         let unreachable = Mutex<[String]>([])
@@ -68,7 +60,7 @@ import Testing
         // killed when it goes) alive past the test.
         defer {
             sampler.cancel()
-            watch.cancel()
+            _ = doubles.stop()
             for user in users { user.stopping.store(true, ordering: .relaxed) }
         }
         try await Task.sleep(for: .seconds(5))
@@ -133,8 +125,7 @@ import Testing
             failures += user.failureLog.withLock { $0 }
             print("failover: a user: \(user.summary)")
         }
-        watch.cancel()
-        let ranTwice = doubles.withLock { $0 }.intersection(model.keys)
+        let ranTwice = doubles.stop().intersection(model.keys)
         #expect(ranTwice.isEmpty, "sessions ran twice at once: \(ranTwice)")
         #expect(unreachable.withLock { $0 }.isEmpty, "healthy nodes looked Unreachable: \(unreachable.withLock { $0.prefix(6) })")
         for index in 0..<3 {
@@ -201,6 +192,6 @@ import Testing
         #expect(verify.stdout.contains("synchronous replication is on"), "\(verify.stdout)")
 
         for index in 0..<3 { #expect(try await cluster.stop(index) == 0) }
-        for id in model.keys { try? FileManager.default.removeItem(atPath: ChaosUser.stateDirectory(id)) }
+        for id in model.keys { DemoSessionState.remove(id) }
     }
 }

@@ -120,8 +120,8 @@ import Testing
             try await server.psql(database, "SELECT count(*) FROM session WHERE state <> 'suspended'").trimmingCharacters(in: .whitespacesAndNewlines) == "0"
         }
         for (id, answered) in seen.counts {
-            #expect(SessionState.savedCount(id) == answered, "session \(id.prefix(6)) saved \(SessionState.savedCount(id) ?? -1) of \(answered)")
-            SessionState.remove(id)
+            #expect(DemoSessionState.savedCount(id) == answered, "session \(id.prefix(6)) saved \(DemoSessionState.savedCount(id) ?? -1) of \(answered)")
+            DemoSessionState.remove(id)
         }
         for node in nodes { #expect(try await node.stop() == 0) }
         front.stop()
@@ -310,45 +310,6 @@ final class FrontBalancer: Sendable {
     }
 
     func stop() { process.signal(SIGTERM) }
-}
-
-/// A session's saved state, in the home of the user the sessions run as (auth-none: root).
-enum SessionState {
-    static func directory(_ id: String) -> String {
-        let home = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_dir) } ?? NSHomeDirectory()
-        return home + "/.local/share/drover/sessions/" + id
-    }
-
-    static func savedCount(_ id: String) -> Int? {
-        (try? String(contentsOfFile: directory(id) + "/count", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-    }
-
-    static func remove(_ id: String) { try? FileManager.default.removeItem(atPath: directory(id)) }
-}
-
-/// Throughout: no session id may ever have two processes.
-final class DoubleWatcher: Sendable {
-    private let seen = Mutex<Set<String>>([])
-    private let task = Mutex<Task<Void, Never>?>(nil)
-
-    init() {
-        let watching = Task { [self] in
-            while !Task.isCancelled {
-                let running = SystemUsers.runningSessionIDs()
-                if running.count != Set(running).count {
-                    let twice = Dictionary(grouping: running, by: { $0 }).filter { $0.value.count > 1 }.keys
-                    seen.withLock { $0.formUnion(twice) }
-                }
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-        }
-        task.withLock { $0 = watching }
-    }
-
-    func stop() -> Set<String> {
-        task.withLock { $0 }?.cancel()
-        return seen.withLock { $0 }
-    }
 }
 
 /// The users: some count in sessions of their own with plain HTTP requests, some keep a
