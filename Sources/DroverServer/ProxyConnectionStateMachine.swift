@@ -124,11 +124,14 @@ struct ProxyConnectionStateMachine {
     /// again after the node it went to said the session had moved (once per request).
     private var clientHead: HTTPRequestHead?
     private var askedAgain = false
-    /// The request's parts (body and end) as sent, while the session has answered nothing and
-    /// they come to at most ``resendableBodySize`` bytes: once the request is whole, it can be
-    /// sent again (``sendAgain(_:)``).
-    private var resendable: [HTTPServerRequestPart]?
-    private var resendableBytes = 0
+    /// The request as sent, while the session has answered nothing and it comes to at most
+    /// ``resendableBodySize`` bytes (its body copied into one buffer of this connection's own, so
+    /// that no read buffer of the client's is held; its trailers counted too): once whole
+    /// (`ended`), it can be sent again (``sendAgain(_:)``).
+    private var resendable: (body: ByteBuffer, ended: HTTPHeaders??)?
+    /// When the request's first sending must have been answered: resending does not move it, so
+    /// `session-response-timeout` bounds the whole exchange.
+    private var exchangeDeadline: NIODeadline?
     /// Times the request in progress was sent again.
     private var resends = 0
     /// How often a request is sent again: after 0.1, 0.2, 0.4 and 0.8 s, then every second, about
@@ -224,6 +227,7 @@ struct ProxyConnectionStateMachine {
         clientHead = head
         askedAgain = false
         resendable = nil
+        exchangeDeadline = nil
         resends = 0
         phase = .resolving(head: head, parts: [])
         return .resolve(head)
@@ -261,15 +265,27 @@ struct ProxyConnectionStateMachine {
     /// Adds a part of the request being sent to ``resendable``, unless the request is too large
     /// to keep.
     private mutating func keepForResending(_ part: HTTPServerRequestPart) {
-        guard resendable != nil else { return }
-        if case .body(let chunk) = part {
-            resendableBytes += chunk.readableBytes
-            guard resendableBytes <= Self.resendableBodySize else {
-                resendable = nil
-                return
-            }
+        guard var kept = resendable else { return }
+        resendable = nil  // lets `kept.body` grow without a copy
+        switch part {
+        case .body(let chunk):
+            guard kept.body.readableBytes + chunk.readableBytes <= Self.resendableBodySize else { return }
+            var chunk = chunk
+            kept.body.writeBuffer(&chunk)
+        case .end(let trailers):
+            let size = trailers.map { $0.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count } } ?? 0
+            guard kept.body.readableBytes + size <= Self.resendableBodySize else { return }
+            kept.ended = .some(trailers)
+        case .head:
+            return
         }
-        resendable!.append(part)
+        resendable = kept
+    }
+
+    /// The kept request's parts, to be sent again.
+    private var resendableParts: [HTTPServerRequestPart]? {
+        guard let kept = resendable, let trailers = kept.ended else { return nil }
+        return (kept.body.readableBytes > 0 ? [.body(kept.body)] : []) + [.end(trailers)]
     }
 
     mutating func requestEnd(_ trailers: HTTPHeaders?) -> Action {
@@ -483,15 +499,16 @@ struct ProxyConnectionStateMachine {
         // A small request is kept until the session answers, to be sent again should it hang up
         // first; what of it is still to come is added as it is forwarded.
         resendable = nil
-        resendableBytes = 0
         if !upgradeRequested, !isSplice {
-            resendable = []
+            resendable = (ByteBuffer(), nil)
             for part in parts { keepForResending(part) }
         }
         phase = .streaming
         awaitingUpstream = false
         upstreamFull = false
-        let deadline = now + responseTimeout
+        // A request sent again keeps its first deadline: resending never extends the exchange.
+        let deadline = exchangeDeadline ?? now + responseTimeout
+        exchangeDeadline = deadline
         responseDeadline = deadline
         let arm = !timerArmed
         timerArmed = true
@@ -582,7 +599,7 @@ struct ProxyConnectionStateMachine {
         guard case .streaming = phase else { return .none }
         if !responseStarted {
             // Nothing answered: the session ended the connection without acting on the request.
-            if requestEnded, let parts = resendable, let again = sendAgain(parts) { return again }
+            if requestEnded, let parts = resendableParts, let again = sendAgain(parts) { return again }
             return .reportUpstreamFailure(ownResponse(.text(.badGateway, "502 bad gateway: the session closed the connection\n")))
         }
         return responseEnded ? .none : .close
@@ -622,6 +639,7 @@ struct ProxyConnectionStateMachine {
         responseStarted = true
         responseEnded = true
         responseDeadline = nil
+        resendable = nil
         switch phase {
         case .resolving, .connecting, .streaming: phase = .discarding
         default: break

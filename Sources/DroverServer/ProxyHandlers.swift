@@ -270,6 +270,8 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         webSocket = nil
         context.writeAndFlush(wrapOutboundOut(WebSocketFrames.restartClose)).whenComplete { _ in channel.close(promise: nil) }
+        // A client that reads nothing more never lets the frame be written: closed all the same.
+        channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
     }
 
     private func partnerBecameWritable() {

@@ -330,6 +330,21 @@ import Testing
         _ = early.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
         guard case .send(_, let again, _) = early.upstreamConnected(now: Self.start), again.count == 2 else { Issue.record("not whole"); return }
 
+        // What is kept is one buffer of its own, however the body came (a read buffer of the
+        // client's is never held), and resending never moves the exchange's deadline.
+        var pieces = Machine(responseTimeout: Self.timeout)
+        _ = pieces.requestHead(Self.head("/s/abc/x", headers: ["Transfer-Encoding": "chunked"]), proxied: true)
+        _ = pieces.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        _ = pieces.upstreamConnected(now: Self.start)
+        for piece in ["a", "bc", "def"] { _ = pieces.requestBody(Self.body(piece)) }
+        _ = pieces.requestEnd(["X-Trailer": "1"])
+        guard case .resolveAgain = pieces.upstreamClosed() else { Issue.record("not sent again"); return }
+        _ = pieces.forward(Self.head("/s/abc/x"), to: Self.session, tls: nil, upstreamActive: false, now: Self.start + .seconds(30))
+        guard case .send(_, let kept, _) = pieces.upstreamConnected(now: Self.start + .seconds(30)),
+              case .body(let whole) = kept.first, case .end(let trailers) = kept.last else { Issue.record("not whole"); return }
+        #expect(kept.count == 2 && String(buffer: whole) == "abcdef" && trailers?["X-Trailer"] == ["1"])
+        #expect(pieces.responseDeadline == Self.start + Self.timeout, "the deadline of the first sending holds")
+
         // A body over 64 KiB is not kept: such a request is 502 at once.
         var large = Machine(responseTimeout: Self.timeout)
         _ = large.requestHead(Self.head("/s/abc/x", headers: ["Content-Length": "70000"]), proxied: true)
