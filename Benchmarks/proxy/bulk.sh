@@ -19,7 +19,6 @@ bin=$(cd "${BIN:-$(swift build -c release --show-bin-path)}" && pwd)
 
 work=$(mktemp -d /tmp/drover-bulkbench.XXXXXX)
 chmod 755 "$work"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cat > "$work/bulk-session.py" <<'PY'
 import os, socket, socketserver
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -62,29 +61,12 @@ server.socket = listener
 server.serve_forever()
 PY
 
-port=$(free_port)
-mkdir -p "$work/shared"
-key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-for n in 1 2; do
-    mkdir -p "$work/node$n"
-    printf 'www-address=127.0.0.%s\nwww-port=%s\nserver-data-dir=data\nserver-shared-storage-path=%s\nsession-command=/usr/bin/python3 %s\nauth-none=1\n' \
-        "$n" "$port" "$work/shared" "$work/bulk-session.py" > "$work/node$n/rserver.conf"
-    printf 'provider=sqlite\ndirectory=%s\n' "$work/shared" > "$work/node$n/database.conf"
-    : > "$work/node$n/load-balancer"
-    printf '%s\n' "$key" > "$work/node$n/secure-cookie-key"
-    chmod 600 "$work/node$n/secure-cookie-key"
-done
-"$bin/droverd" --config-dir "$work/node1" 2> "$work/node1.log" & node1=$!
-sleep 1
-"$bin/droverd" --config-dir "$work/node2" 2> "$work/node2.log" & node2=$!
-cleanup() { kill $node1 $node2 2>/dev/null || true; nginx -c "$work/nginx.conf" -s stop 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health-check" >/dev/null && curl -sf "http://127.0.0.2:$port/health-check" >/dev/null && break; sleep 0.2; done
+source Benchmarks/proxy/two-nodes.sh
+start_two_nodes "session-command=/usr/bin/python3 $work/bulk-session.py
+auth-none=1"
 
 id=$(curl -sf -X POST "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
-owner=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select n.host from session s join node n on n.id=s.node_id where s.id=?',(sys.argv[2],)).fetchone()[0])" "$work/shared/drover.sqlite" "$id")
-other=127.0.0.2; owner_dir=node1; [ "$owner" = 127.0.0.2 ] && { other=127.0.0.1; owner_dir=node2; }
-session_socket="$work/$owner_dir/data/sessions/$id.sock"
+locate_session "$id"
 nginx_port=$(free_port)
 source Benchmarks/proxy/nginx-conf.sh
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)} nginx_conf "$work" "$nginx_port" "$session_socket" \

@@ -36,36 +36,14 @@ fi
 bin=$(cd "${BIN:-$(swift build -c release --show-bin-path)}" && pwd)  # absolute: the session command runs elsewhere
 
 work=$(mktemp -d /tmp/drover-proxybench.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port)
-mkdir -p "$work/shared"
-key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-for n in 1 2; do
-    mkdir -p "$work/node$n"
-    cat > "$work/node$n/rserver.conf" <<CONF
-www-address=127.0.0.$n
-www-port=$port
-server-data-dir=data
-server-shared-storage-path=$work/shared
-session-command=$bin/drover-demo-session
-$([ "$auth" = cookie ] && echo "auth-pam-service=login" || echo "auth-none=1")
-$([ "${ORIGINS:-0}" = 1 ] && echo "www-session-domain=localhost")
-$([ "${WEBSOCKETS:-1000}" -gt 2000 ] && echo "www-max-connections=$((WEBSOCKETS * 2 + 1000))")
-CONF
-    printf 'provider=sqlite\ndirectory=%s\n' "$work/shared" > "$work/node$n/database.conf"
-    : > "$work/node$n/load-balancer"
-    printf '%s\n' "$key" > "$work/node$n/secure-cookie-key"
-    chmod 600 "$work/node$n/secure-cookie-key"
-done
+source Benchmarks/proxy/two-nodes.sh
 # Each WebSocket holds two descriptors in the node (the client's, the session's), and one in the
 # client: the nodes, the session and the client get room for them (root may raise the hard limit).
 if [ "${WEBSOCKETS:-1000}" -gt 2000 ]; then ulimit -Hn $(( WEBSOCKETS * 5 + 4096 )) 2>/dev/null || true; ulimit -n $(( WEBSOCKETS * 5 + 4096 )) 2>/dev/null || true; fi
-"$bin/droverd" --config-dir "$work/node1" 2> "$work/node1.log" & node1=$!
-sleep 1
-"$bin/droverd" --config-dir "$work/node2" 2> "$work/node2.log" & node2=$!
-cleanup() { kill $node1 $node2 2>/dev/null || true; nginx -c "$work/nginx.conf" -s stop 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health-check" >/dev/null && curl -sf "http://127.0.0.2:$port/health-check" >/dev/null && break; sleep 0.2; done
+start_two_nodes "session-command=$bin/drover-demo-session
+$([ "$auth" = cookie ] && echo "auth-pam-service=login" || echo "auth-none=1")
+$([ "${ORIGINS:-0}" = 1 ] && echo "www-session-domain=localhost")
+$([ "${WEBSOCKETS:-1000}" -gt 2000 ] && echo "www-max-connections=$((WEBSOCKETS * 2 + 1000))")"
 
 sign_in=()
 if [ "$auth" = cookie ]; then
@@ -75,9 +53,7 @@ fi
 id=$(curl -sf -X POST "${sign_in[@]}" ${csrf:+-H "X-CSRF-Token: $csrf"} "http://127.0.0.1:$port/api/sessions" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
 # At the session's own origin: every request to a node names it (nginx ignores the name).
 [ "${ORIGINS:-0}" = 1 ] && sign_in+=(-H "Host: $id.localhost:$port")
-owner=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select n.host from session s join node n on n.id=s.node_id where s.id=?',(sys.argv[2],)).fetchone()[0])" "$work/shared/drover.sqlite" "$id")
-other=127.0.0.2; owner_dir=node1; [ "$owner" = 127.0.0.2 ] && { other=127.0.0.1; owner_dir=node2; }
-session_socket="$work/$owner_dir/data/sessions/$id.sock"
+locate_session "$id"
 nginx_port=$(free_port)
 source Benchmarks/proxy/nginx-conf.sh
 # As many nginx workers as droverd has event loops (one per core): the issue-39 measure.
