@@ -1,45 +1,113 @@
 import Foundation
 
-/// Tests that load the whole machine (hundreds of session processes at once, nodes killed in a
-/// loop, droverd paused) take turns: run together on two cores they would measure each other's
-/// load (a load average of 30 was seen) instead of the product, while the many light tests
-/// still run beside whichever one is going.
+/// Tests that load the machine (hundreds of session processes at once, a browser, nodes killed in
+/// a loop) or that judge real timeouts (a paused owner, a partition) take turns by the load they
+/// put on the machine. Run together without measure on two cores they would measure each other's
+/// load (a load average of 30 was seen) instead of the product. Most of them, though, spend their
+/// time waiting for a lease or a heartbeat to run out and keep a tenth of a core busy, so holding
+/// them to one at a time made them the suite's critical path (385 s of heavy tests, one after the
+/// other, in a 400 s suite).
+///
+/// Each heavy test names its `Load`: the cores it keeps busy when it runs alone, as every run
+/// prints it. Heavy tests run side by side while their loads add up to at most one core, which
+/// leaves the other core to the light tests; a `wholeMachine` test runs alone. Turns are first
+/// come, first served, so a whole-machine test is never starved by a stream of small ones.
 public enum HeavyTests {
-    private actor Turns {
-        private var busy = false
-        private var waiting: [CheckedContinuation<Void, Never>] = []
+    public enum Load: Sendable, CustomStringConvertible {
+        /// The cores the test keeps busy when it runs alone (rounded up from a measured run).
+        case cores(Double)
+        /// Loads the machine on its own: runs with no other heavy test.
+        case wholeMachine
 
-        func take() async {
-            guard busy else {
-                busy = true
-                return
+        var share: Double {
+            switch self {
+            case .cores(let cores): cores
+            case .wholeMachine: HeavyTests.budget + 1
             }
-            await withCheckedContinuation { waiting.append($0) }
         }
 
-        func give() {
-            if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
+        public var description: String {
+            switch self {
+            case .cores(let cores): String(format: "%.2f cores", cores)
+            case .wholeMachine: "the whole machine"
+            }
+        }
+    }
+
+    /// The cores all running heavy tests may keep busy together.
+    static let budget = 1.0
+
+    private actor Turns {
+        private var held = 0.0
+        private var running = 0
+        private var waiting: [(share: Double, turn: CheckedContinuation<Void, Never>)] = []
+
+        /// Whether a test of `share` may start beside those running: always when none runs.
+        private func fits(_ share: Double) -> Bool {
+            running == 0 || held + share <= HeavyTests.budget + 1e-9
+        }
+
+        private func hold(_ share: Double) {
+            held += share
+            running += 1
+        }
+
+        func take(_ share: Double) async {
+            if waiting.isEmpty && fits(share) {
+                hold(share)
+                return
+            }
+            await withCheckedContinuation { waiting.append((share, $0)) }
+        }
+
+        func give(_ share: Double) {
+            held -= share
+            running -= 1
+            if running == 0 { held = 0 }
+            // First come, first served: the head of the queue starts before any test behind it.
+            while let next = waiting.first, fits(next.share) {
+                waiting.removeFirst()
+                hold(next.share)
+                next.turn.resume()
+            }
         }
     }
 
     private static let turns = Turns()
 
-    /// Runs `body` when no other heavy test runs, and prints how long it waited for its turn and
-    /// how long it ran (the suite's breakdown: a heavy test's own time is not its wall time).
-    public static func oneAtATime<T: Sendable>(_ name: String = #function, _ body: () async throws -> T) async throws -> T {
+    /// The machine's busy CPU time so far, in seconds (every core, user and system), from the
+    /// first line of /proc/stat; nil where it cannot be read.
+    static func machineBusySeconds() -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let first = stat.split(separator: "\n").first else { return nil }
+        let fields = first.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard fields.count >= 5 else { return nil }
+        // user nice system idle iowait irq softirq steal …: busy is all but idle and iowait.
+        let busy = fields.enumerated().filter { $0.offset != 3 && $0.offset != 4 }.prefix(6).map(\.element).reduce(0, +)
+        return busy / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Runs `body` once the heavy tests running leave room for `load`, and prints how long it
+    /// waited for its turn, how long it ran, and how busy the machine's cores were meanwhile (the
+    /// suite's breakdown: a heavy test's own time is not its wall time; run alone, the cores busy
+    /// are the test's own load).
+    public static func run<T: Sendable>(_ load: Load, _ name: String = #function, _ body: () async throws -> T) async throws -> T {
         let asked = ContinuousClock.now
-        await turns.take()
+        await turns.take(load.share)
         let began = ContinuousClock.now
+        let busyBefore = machineBusySeconds()
         defer {
             let (waited, ran) = ((began - asked) / .seconds(1), (ContinuousClock.now - began) / .seconds(1))
-            print("heavy test \(name): waited \(String(format: "%.1f", waited)) s, ran \(String(format: "%.1f", ran)) s")
+            let cores = machineBusySeconds().flatMap { after in busyBefore.map { (after - $0) / max(ran, 0.001) } }
+            print("heavy test \(name) (\(load)): waited \(String(format: "%.1f", waited)) s, ran \(String(format: "%.1f", ran)) s"
+                  + (cores.map { String(format: ", %.2f cores busy", $0) } ?? ""))
         }
         do {
             let result = try await body()
-            await turns.give()
+            await turns.give(load.share)
             return result
         } catch {
-            await turns.give()
+            await turns.give(load.share)
             throw error
         }
     }

@@ -2,20 +2,21 @@ import CShims
 import Foundation
 
 /// Hosts on a private network of their own, for partition tests: every host is a network
-/// namespace (`drvlab-<lab>-<host>`) with one veth link to a bridge in a switch namespace
-/// (`drvlab-<lab>-sw`), addresses `10.231.0.<n>/24`. No host, and no packet, is in the machine's own
-/// namespace, so nothing a test does reaches any other network. ``cut(_:)`` takes a host's
-/// switch port down (every packet to and from it is lost) and ``heal(_:)`` brings it back.
+/// namespace (`drvlab-<pid>.<lab>-<host>`) with one veth link to a bridge in a switch namespace
+/// (`drvlab-<pid>.<lab>-sw`), addresses `10.231.0.<n>/24`. No host, and no packet, is in the
+/// machine's own namespace, so nothing a test does reaches any other network. ``cut(_:)`` takes a
+/// host's switch port down (every packet to and from it is lost) and ``heal(_:)`` brings it back.
 ///
-/// Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and `ip`; namespaces left by an earlier run
-/// (killed before it cleaned up) are removed when a lab is made: one lab at a time.
+/// Labs are apart from each other (each has its own switch), so several tests may have one at
+/// once. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and `ip`; the namespaces of a lab whose test
+/// process is gone (killed before it cleaned up) are removed when a lab is made.
 public final class NetworkLab: Sendable {
     public static let prefix = "drvlab-"
 
     public let hosts: [String]
-    /// This lab's part of every namespace name, so a late clean-up of the previous lab cannot
-    /// touch this one.
-    private let tag = String(UInt32.random(in: 0x1000...0xffff), radix: 16)
+    /// This lab's part of every namespace name: the test process's pid, which tells a stale lab
+    /// from a live one, and a random part, so a late clean-up of another lab cannot touch this one.
+    private let tag = "\(getpid()).\(String(UInt32.random(in: 0x1000...0xffff), radix: 16))"
     private var switchName: String { Self.prefix + tag + "-sw" }
 
     /// Whether partition tests run: always in CI (where a machine that cannot make namespaces
@@ -81,10 +82,15 @@ public final class NetworkLab: Sendable {
     private static func address(_ index: Int) -> String { "10.231.0.\(index + 10)" }
     private static func port(_ host: String) -> String { "p-" + host }
 
-    /// Deletes every namespace of an earlier lab.
+    /// Deletes every namespace of a lab whose test process is gone (a name of the older form,
+    /// without a pid, is always stale).
     private static func removeStale() async throws {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
         for name in names where name.hasPrefix(prefix) {
+            let owner = name.dropFirst(prefix.count).prefix { $0 != "." && $0 != "-" }
+            if let pid = pid_t(owner), name.dropFirst(prefix.count + owner.count).first == ".", kill(pid, 0) == 0 || errno == EPERM {
+                continue
+            }
             // The previous lab's own clean-up may be deleting it at this moment.
             let result = try await Executable.run("/usr/sbin/ip", ["netns", "delete", name])
             guard result.status == 0 || !FileManager.default.fileExists(atPath: "/run/netns/" + name) else {

@@ -17,7 +17,7 @@ import Testing
 @Suite(.serialized) struct ChaosTests {
     @Test(.enabled(if: PostgresTestServer.shouldRun))
     func killedNodesAndADatabaseRestartLoseNothingAndRunNothingTwice() async throws {
-        try await HeavyTests.oneAtATime { try await campaign() }
+        try await HeavyTests.run(.cores(0.6)) { try await campaign() }
     }
 
     func campaign() async throws {

@@ -25,12 +25,12 @@ import Testing
 
     @Test(.enabled(if: PostgresTestServer.shouldRun))
     func aPromotedStandbyTakesOverAfterThePrimaryDies() async throws {
-        try await HeavyTests.oneAtATime { try await failover(.stopped) }
+        try await HeavyTests.run(.cores(0.7)) { try await failover(.stopped) }
     }
 
     @Test(.enabled(if: PostgresTestServer.shouldRun))
     func aPrimaryTurnedReadOnlyIsLeftForThePromotedStandby() async throws {
-        try await HeavyTests.oneAtATime { try await failover(.readOnly) }
+        try await HeavyTests.run(.cores(0.7)) { try await failover(.readOnly) }
     }
 
     func failover(_ fault: Fault) async throws {

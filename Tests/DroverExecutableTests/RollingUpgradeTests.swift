@@ -35,7 +35,7 @@ import Testing
     @Test(.enabled(if: shouldRun, "needs root, dpkg-deb, unshare, nsenter, HAProxy, PostgreSQL and scripts/build-next-release.sh"))
     func aClusterUpgradesOneNodeAtATimeWhileItsUsersWorkAndRollsBackBeforeTheContraction() async throws {
         try #require(Self.missing.isEmpty, "missing: \(Self.missing.joined(separator: ", "))")
-        try await HeavyTests.oneAtATime { try await rollingUpgrade() }
+        try await HeavyTests.run(.cores(1.0)) { try await rollingUpgrade() }
     }
 
     func rollingUpgrade() async throws {

@@ -104,7 +104,7 @@ struct Browser {
 @Suite(.serialized) struct AdminDashboardTests {
     @Test(.enabled(if: Browser.available || ProcessInfo.processInfo.environment["CI"] == "true"))
     func anAdminSeesTheClusterAndActsOnItFromARealBrowser() async throws {
-        try await HeavyTests.oneAtATime {
+        try await HeavyTests.run(.cores(0.8)) {
             #expect(Browser.available, "no chromedriver: scripts/test.sh installs Debian's chromium-driver package")
             let cluster = try await TestCluster(addresses: ["127.0.0.1", "127.0.0.2"], backend: .sqlite,
                                                 rserver: "session-command=\(demoCommand)\nauth-none=1\n")

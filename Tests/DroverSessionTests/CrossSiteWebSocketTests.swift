@@ -78,7 +78,7 @@ import Testing
     @Test(.enabled(if: chromium != nil || ProcessInfo.processInfo.environment["CI"] == "true"))
     func aWebSocketFromAnotherSitesPageIsRefusedAndFromAnAllowedOriginWorks() async throws {
         // A browser loads the machine: it takes its turn with the other heavy tests.
-        try await HeavyTests.oneAtATime { try await browse() }
+        try await HeavyTests.run(.wholeMachine) { try await browse() }
     }
 
     func browse() async throws {

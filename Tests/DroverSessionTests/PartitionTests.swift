@@ -14,7 +14,7 @@ import Testing
     /// session must answer through both nodes afterwards.
     @Test(.enabled(if: NetworkLab.shouldRun && PostgresTestServer.shouldRun))
     func aNodeCutOffFromTheDatabaseAndItsPeerLetsItsSessionsMoveAndNoneRunsTwice() async throws {
-        try await HeavyTests.oneAtATime { try await cutOffOwner() }
+        try await HeavyTests.run(.cores(0.1)) { try await cutOffOwner() }
     }
 
     func cutOffOwner() async throws {

@@ -136,7 +136,7 @@ import Testing
     /// the other nodes, every request succeeds, and nothing is placed on it after the signal;
     /// its own sessions answer elsewhere with their state.
     @Test func usersKeepWorkingThroughTheOtherNodesWhileOneStops() async throws {
-        try await HeavyTests.oneAtATime { try await stopUnderTraffic() }
+        try await HeavyTests.run(.cores(0.2)) { try await stopUnderTraffic() }
     }
 
     func stopUnderTraffic() async throws {
@@ -213,7 +213,7 @@ import Testing
     }
 
     @Test func threeHundredSessionsStartedAtOnceThroughThreeNodesEndWithinOneOfEven() async throws {
-        try await HeavyTests.oneAtATime { try await burstOfThreeHundred() }
+        try await HeavyTests.run(.wholeMachine) { try await burstOfThreeHundred() }
     }
 
     func burstOfThreeHundred() async throws {

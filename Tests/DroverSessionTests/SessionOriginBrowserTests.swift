@@ -70,7 +70,7 @@ import Testing
 
     @Test(.enabled(if: (Browser.available && SystemUsers.available) || ProcessInfo.processInfo.environment["CI"] == "true"))
     func aSessionsPageCannotScriptDroverOrAnotherSessionAtItsOwnOrigin() async throws {
-        try await HeavyTests.oneAtATime { try await attack() }
+        try await HeavyTests.run(.wholeMachine) { try await attack() }
     }
 
     func attack() async throws {

@@ -38,7 +38,7 @@ import Testing
     /// asking for them through the other node, then SIGCONTs it. Returns the sessions seen
     /// running twice.
     func pauseOwner(unguarded: Bool) async throws -> (doubles: Set<String>, movedAnswers: Int, sessions: Int) {
-        try await HeavyTests.oneAtATime { try await pauseOwnerNow(unguarded: unguarded) }
+        try await HeavyTests.run(.cores(0.1)) { try await pauseOwnerNow(unguarded: unguarded) }
     }
 
     func pauseOwnerNow(unguarded: Bool) async throws -> (doubles: Set<String>, movedAnswers: Int, sessions: Int) {
