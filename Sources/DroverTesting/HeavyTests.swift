@@ -10,8 +10,10 @@ import Foundation
 ///
 /// Each heavy test names its `Load`: the cores it keeps busy when it runs alone, as every run
 /// prints it. Heavy tests run side by side while their loads add up to at most one core, which
-/// leaves the other core to the light tests; a `wholeMachine` test runs alone. Turns are first
-/// come, first served, so a whole-machine test is never starved by a stream of small ones.
+/// leaves the other core to the light tests; a `wholeMachine` test runs alone. Turns go in the
+/// order asked among the tests that fit: a test waiting for the whole machine does not hold back
+/// a small one that fits beside those running (the suite's heavy tests are a fixed set, so it
+/// runs once they are done, at the latest).
 public enum HeavyTests {
     public enum Load: Sendable, CustomStringConvertible {
         /// The cores the test keeps busy when it runs alone (rounded up from a measured run).
@@ -53,7 +55,7 @@ public enum HeavyTests {
         }
 
         func take(_ share: Double) async {
-            if waiting.isEmpty && fits(share) {
+            if fits(share) {
                 hold(share)
                 return
             }
@@ -64,9 +66,14 @@ public enum HeavyTests {
             held -= share
             running -= 1
             if running == 0 { held = 0 }
-            // First come, first served: the head of the queue starts before any test behind it.
-            while let next = waiting.first, fits(next.share) {
-                waiting.removeFirst()
+            // In the order asked, every waiting test that fits now.
+            var index = 0
+            while index < waiting.count {
+                guard fits(waiting[index].share) else {
+                    index += 1
+                    continue
+                }
+                let next = waiting.remove(at: index)
                 hold(next.share)
                 next.turn.resume()
             }
