@@ -1,0 +1,439 @@
+public import NIOCore
+public import NIOHTTP1
+
+/// Reads a client's requests from the bytes of its connection: each head, its body by
+/// `Content-Length` or in chunks, and its end (with trailers). The mirror of
+/// ``UpstreamResponseFramer`` on the client's side, and at least as strict as NIO's
+/// `HTTPRequestDecoder` (llhttp, without its lenient flags) on every rule a request smuggler or a
+/// slow client could use:
+/// - lines end in CRLF: a bare CR or LF anywhere in a head, a chunk line or a trailer is refused;
+/// - the method is one llhttp knows, the target is visible ASCII, the version 1.0 or 1.1;
+/// - a field name is a token with its colon right after it; a value has no control character but
+///   HTAB; a line folded onto the next (obs-fold) is refused;
+/// - `Content-Length` is digits alone, once; `Transfer-Encoding` never beside it, ends in
+///   `chunked` (once) for a request, and is refused in HTTP/1.0;
+/// - a chunk size is hexadecimal and fits, its CRLF follows its data exactly;
+/// - a head or trailer section is at most ``maximumHeadSize`` bytes.
+///
+/// A request that switches protocols (`Connection: upgrade` with `Upgrade`, or `CONNECT`) is the
+/// last one read: after its end the framer stops, and what follows belongs to the new protocol
+/// (``isStopped``; the caller takes the bytes left in its buffer).
+///
+/// Errors are `HTTPParserError`s, the same the decoder raised, so the connection's handler answers
+/// 400 as before. A value type with no channel: ``next(_:)`` takes the bytes read so far and
+/// returns the next part, or nil when it needs more bytes.
+public struct ClientRequestFramer: Sendable {
+    /// The longest head (request line and fields, or the trailer section) read, as NIO's decoder.
+    public static let maximumHeadSize = 80 * 1024
+
+    private enum State: Sendable {
+        /// Reading a head; `scanned` bytes of it were looked at already (a slow head is not
+        /// scanned again from its start at every read).
+        case head(scanned: Int)
+        case body(remaining: Int)
+        case chunkLine
+        case chunkData(remaining: Int)
+        case chunkDataEnd
+        case trailers(scanned: Int)
+        /// After the request that switched protocols.
+        case stopped
+        /// After a request that closes the connection (`Connection: close`, or HTTP/1.0 without
+        /// keep-alive): nothing but empty lines may follow.
+        case closed
+    }
+
+    private var state = State.head(scanned: 0)
+    /// The request being read switches protocols after its end.
+    private var switching = false
+    /// The request being read is the connection's last.
+    private var closing = false
+
+    public init() {}
+
+    /// Whether the framer read a request that switches protocols: the bytes after it are not
+    /// HTTP.
+    public var isStopped: Bool {
+        if case .stopped = state { return true }
+        return false
+    }
+
+    /// Whether the framer is between requests (nothing of the next one read).
+    public var isBetweenRequests: Bool {
+        if case .head(let scanned) = state { return scanned == 0 }
+        return false
+    }
+
+    /// The next part of a request from `input` (consumed from its reader index), or nil when
+    /// `input` holds no complete part.
+    public mutating func next(_ input: inout ByteBuffer) throws(HTTPParserError) -> HTTPServerRequestPart? {
+        switch state {
+        case .head(var scanned):
+            if scanned == 0 {
+                // Empty lines before a request line are skipped (RFC 9112 section 2.2).
+                while input.readableBytes >= 2, input.getInteger(at: input.readerIndex, as: UInt16.self) == Self.crlf {
+                    input.moveReaderIndex(forwardBy: 2)
+                }
+                if input.readableBytes == 1, input.getInteger(at: input.readerIndex, as: UInt8.self) == Self.cr { return nil }
+            }
+            guard let length = try Self.headLength(input, scanned: &scanned) else {
+                state = .head(scanned: scanned)
+                return nil
+            }
+            return .head(try readHead(&input, length: length))
+        case .body(let remaining):
+            if remaining == 0 { return finish(trailers: nil) }
+            guard input.readableBytes > 0 else { return nil }
+            let taken = min(remaining, input.readableBytes)
+            let slice = input.readSlice(length: taken)!
+            state = .body(remaining: remaining - taken)
+            return .body(slice)
+        case .chunkLine:
+            guard let size = try readChunkLine(&input) else { return nil }
+            if size == 0 {
+                state = .trailers(scanned: 0)
+                return try next(&input)
+            }
+            state = .chunkData(remaining: size)
+            return try next(&input)
+        case .chunkData(let remaining):
+            guard input.readableBytes > 0 else { return nil }
+            let taken = min(remaining, input.readableBytes)
+            let slice = input.readSlice(length: taken)!
+            state = taken == remaining ? .chunkDataEnd : .chunkData(remaining: remaining - taken)
+            return .body(slice)
+        case .chunkDataEnd:
+            guard input.readableBytes >= 2 else { return nil }
+            guard input.readInteger(as: UInt8.self) == Self.cr, input.readInteger(as: UInt8.self) == Self.lf else {
+                throw .invalidChunkSize
+            }
+            state = .chunkLine
+            return try next(&input)
+        case .trailers(var scanned):
+            guard let length = try Self.headLength(input, scanned: &scanned) else {
+                state = .trailers(scanned: scanned)
+                return nil
+            }
+            if length == 2 {
+                input.moveReaderIndex(forwardBy: 2)
+                return finish(trailers: nil)
+            }
+            let fields = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) in
+                try Self.fields(UnsafeRawBufferPointer(rebasing: raw[0..<length]), from: 0)
+            }
+            input.moveReaderIndex(forwardBy: length)
+            return finish(trailers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
+        case .stopped:
+            return nil
+        case .closed:
+            while input.readableBytes >= 2, input.getInteger(at: input.readerIndex, as: UInt16.self) == Self.crlf {
+                input.moveReaderIndex(forwardBy: 2)
+            }
+            if input.readableBytes == 0 || (input.readableBytes == 1 && input.getInteger(at: input.readerIndex, as: UInt8.self) == Self.cr) {
+                return nil
+            }
+            throw .closedConnection
+        }
+    }
+
+    private mutating func finish(trailers: HTTPHeaders?) -> HTTPServerRequestPart {
+        state = switching ? .stopped : closing ? .closed : .head(scanned: 0)
+        switching = false
+        return .end(trailers)
+    }
+
+    // MARK: heads
+
+    static let (cr, lf, space, tab, colon): (UInt8, UInt8, UInt8, UInt8, UInt8) = (13, 10, 32, 9, 58)
+
+    /// `CRLF` read as a big-endian `UInt16`.
+    static let crlf: UInt16 = 0x0d0a
+
+    /// The length of the head (or trailer section) at the start of `input`, through its empty
+    /// line, once it is all there; nil before, with `scanned` moved on. Every LF must follow a CR,
+    /// and every CR come before an LF.
+    private static func headLength(_ input: ByteBuffer, scanned: inout Int) throws(HTTPParserError) -> Int? {
+        let found = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) -> (length: Int?, scanned: Int) in
+            var index = scanned
+            while index < raw.count {
+                let byte = raw[index]
+                if byte == lf {
+                    guard index > 0, raw[index - 1] == cr else { throw HTTPParserError.lfExpected }
+                    // The empty line: CRLF at the very start (no field), or right after a line's CRLF.
+                    if index == 1 { return (2, 2) }
+                    if index >= 3, raw[index - 2] == lf, raw[index - 3] == cr { return (index + 1, index + 1) }
+                } else if index > 0, raw[index - 1] == cr {
+                    throw HTTPParserError.lfExpected
+                }
+                index += 1
+            }
+            return (nil, index)
+        }
+        scanned = found.scanned
+        guard let length = found.length else {
+            if scanned > maximumHeadSize { throw .headerOverflow }
+            return nil
+        }
+        guard length <= maximumHeadSize else { throw .headerOverflow }
+        return length
+    }
+
+    private mutating func readHead(_ input: inout ByteBuffer, length: Int) throws(HTTPParserError) -> HTTPRequestHead {
+        let parsed = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) in
+            try Self.parseHead(UnsafeRawBufferPointer(rebasing: raw[0..<length]))
+        }
+        input.moveReaderIndex(forwardBy: length)
+        switching = parsed.switching
+        closing = !parsed.head.isKeepAlive
+        switch parsed.framing {
+        case .length(let count):
+            state = .body(remaining: count)
+        case .chunked:
+            state = .chunkLine
+        }
+        return parsed.head
+    }
+
+    private enum Framing {
+        case length(Int)
+        case chunked
+    }
+
+    /// The methods llhttp reads in a request.
+    private static let methods: Set<String> = [
+        "DELETE", "GET", "HEAD", "POST", "PUT", "CONNECT", "OPTIONS", "TRACE", "COPY", "LOCK", "MKCOL", "MOVE", "PROPFIND",
+        "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND", "ACL", "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE",
+        "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PATCH", "PURGE", "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY",
+    ]
+
+    private static func parseHead(_ raw: UnsafeRawBufferPointer) throws(HTTPParserError)
+        -> (head: HTTPRequestHead, framing: Framing, switching: Bool) {
+        // Request line: method SP request-target SP HTTP/1.x CRLF.
+        var index = 0
+        while index < raw.count, raw[index] != space {
+            guard isUpperOrDash(raw[index]) else { throw .invalidMethod }
+            index += 1
+        }
+        guard index > 0, index < raw.count, let method = String(validating: UnsafeRawBufferPointer(rebasing: raw[0..<index]), as: UTF8.self),
+              methods.contains(method) else { throw .invalidMethod }
+        index += 1
+        let targetStart = index
+        while index < raw.count, raw[index] != space {
+            guard raw[index] > 0x20, raw[index] < 0x7f else { throw .invalidURL }
+            index += 1
+        }
+        guard index > targetStart, index < raw.count,
+              isTargetForm(UnsafeRawBufferPointer(rebasing: raw[targetStart..<index]), connect: method == "CONNECT") else { throw .invalidURL }
+        let target = String(decoding: UnsafeRawBufferPointer(rebasing: raw[targetStart..<index]), as: UTF8.self)
+        index += 1
+        guard index + 10 <= raw.count, raw[index] == UInt8(ascii: "H"), raw[index + 1] == UInt8(ascii: "T"),
+              raw[index + 2] == UInt8(ascii: "T"), raw[index + 3] == UInt8(ascii: "P"), raw[index + 4] == UInt8(ascii: "/"),
+              raw[index + 5] == UInt8(ascii: "1"), raw[index + 6] == UInt8(ascii: "."),
+              raw[index + 7] == UInt8(ascii: "0") || raw[index + 7] == UInt8(ascii: "1"),
+              raw[index + 8] == cr, raw[index + 9] == lf
+        else { throw .invalidVersion }
+        let minor = Int(raw[index + 7] - UInt8(ascii: "0"))
+        let fields = try fields(raw, from: index + 10)
+
+        var contentLength: Int?
+        var transferEncoding = false
+        var chunkedLast = false
+        var chunkedCount = 0
+        var upgradeField = false
+        var connectionUpgrade = false
+        for field in fields {
+            if field.name.utf8.count == 14, field.name.lowercased() == "content-length" {
+                guard contentLength == nil, let length = decimal(field.value) else { throw .unexpectedContentLength }
+                contentLength = length
+            } else if field.name.utf8.count == 17, field.name.lowercased() == "transfer-encoding" {
+                transferEncoding = true
+                for coding in field.value.split(separator: ",", omittingEmptySubsequences: false) {
+                    let token = coding.trimmingOWS().lowercased()
+                    chunkedLast = token == "chunked"
+                    if chunkedLast { chunkedCount += 1 }
+                }
+            } else if field.name.utf8.count == 7, field.name.lowercased() == "upgrade" {
+                upgradeField = true
+            } else if field.name.utf8.count == 10, field.name.lowercased() == "connection" {
+                if field.value.split(separator: ",").contains(where: { $0.trimmingOWS().lowercased() == "upgrade" }) {
+                    connectionUpgrade = true
+                }
+            }
+        }
+        let framing: Framing
+        if transferEncoding {
+            // A request whose length cannot be known, or that two framings describe, is a
+            // smuggler's: refused (RFC 9112 section 6.1).
+            guard contentLength == nil else { throw .unexpectedContentLength }
+            guard minor == 1, chunkedLast, chunkedCount == 1 else { throw .unexpectedContentLength }
+            framing = .chunked
+        } else {
+            framing = .length(contentLength ?? 0)
+        }
+        let head = HTTPRequestHead(version: HTTPVersion(major: 1, minor: minor), method: method == "M-SEARCH" ? .MSEARCH : HTTPMethod(rawValue: method), uri: target,
+                                   headers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
+        return (head, framing, method == "CONNECT" || (upgradeField && connectionUpgrade))
+    }
+
+    /// The field lines from `start` through the empty line that ends them.
+    private static func fields(_ raw: UnsafeRawBufferPointer, from start: Int) throws(HTTPParserError) -> [(name: String, value: String)] {
+        var fields: [(name: String, value: String)] = []
+        var index = start
+        while true {
+            guard index + 1 < raw.count else { throw .invalidHeaderToken }
+            if raw[index] == cr, raw[index + 1] == lf { return fields }
+            // A line that starts with whitespace continues the previous one (obs-fold): refused.
+            let nameStart = index
+            while index < raw.count, isTokenByte(raw[index]) { index += 1 }
+            guard index > nameStart, index < raw.count, raw[index] == colon else { throw .invalidHeaderToken }
+            let name = String(decoding: UnsafeRawBufferPointer(rebasing: raw[nameStart..<index]), as: UTF8.self)
+            index += 1
+            while index < raw.count, raw[index] == space || raw[index] == tab { index += 1 }
+            // The value keeps its trailing whitespace, as the decoder's did.
+            let valueStart = index
+            while index < raw.count, raw[index] != cr {
+                let byte = raw[index]
+                guard byte == tab || (byte >= 0x20 && byte != 0x7f) else { throw .invalidHeaderToken }
+                index += 1
+            }
+            let valueEnd = index
+            guard index + 1 < raw.count, raw[index + 1] == lf else { throw .lfExpected }
+            fields.append((name, String(decoding: UnsafeRawBufferPointer(rebasing: raw[valueStart..<valueEnd]), as: UTF8.self)))
+            index += 2
+        }
+    }
+
+    // MARK: chunks
+
+    /// Reads a chunk line (size, extensions, CRLF) at the start of `input` once it is all there,
+    /// and returns the size.
+    private func readChunkLine(_ input: inout ByteBuffer) throws(HTTPParserError) -> Int? {
+        let found = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) -> (size: Int, length: Int)? in
+            var index = 0
+            var size = 0
+            while index < raw.count, let digit = Self.hexValue(raw[index]) {
+                let (shifted, overflow) = size.multipliedReportingOverflow(by: 16)
+                guard !overflow, shifted <= Int.max - digit else { throw HTTPParserError.invalidChunkSize }
+                size = shifted + digit
+                index += 1
+            }
+            guard index < raw.count else {
+                guard index <= 16 else { throw HTTPParserError.invalidChunkSize }
+                return nil
+            }
+            guard index > 0 else { throw HTTPParserError.invalidChunkSize }
+            // Extensions, ignored: `;name` or `;name=value`, the value a token or a quoted string
+            // (RFC 9112 section 7.1.1), with no whitespace around them; then CRLF.
+            while index < raw.count, raw[index] == UInt8(ascii: ";") {
+                index += 1
+                let nameStart = index
+                while index < raw.count, Self.isTokenByte(raw[index]) { index += 1 }
+                guard index > nameStart || index == raw.count else { throw HTTPParserError.invalidChunkSize }
+                guard index < raw.count, raw[index] == UInt8(ascii: "=") else { continue }
+                index += 1
+                if index < raw.count, raw[index] == UInt8(ascii: "\"") {
+                    index += 1
+                    var closed = false
+                    while index < raw.count {
+                        let byte = raw[index]
+                        if byte == UInt8(ascii: "\"") {
+                            closed = true
+                            index += 1
+                            break
+                        }
+                        guard byte == Self.tab || (byte >= 0x20 && byte != 0x7f) else { throw HTTPParserError.invalidChunkSize }
+                        // A quoted pair: the next byte is taken as it is (but still no control).
+                        if byte == UInt8(ascii: "\\") { index += 1 }
+                        index += 1
+                    }
+                    guard closed || index >= raw.count else { throw HTTPParserError.invalidChunkSize }
+                } else {
+                    let valueStart = index
+                    while index < raw.count, Self.isTokenByte(raw[index]) { index += 1 }
+                    guard index > valueStart || index == raw.count else { throw HTTPParserError.invalidChunkSize }
+                }
+            }
+            guard index + 1 < raw.count else {
+                guard index <= 4096 else { throw HTTPParserError.invalidChunkSize }
+                return nil
+            }
+            guard raw[index] == Self.cr, raw[index + 1] == Self.lf else { throw HTTPParserError.invalidChunkSize }
+            return (size, index + 2)
+        }
+        guard let found else { return nil }
+        input.moveReaderIndex(forwardBy: found.length)
+        return found.size
+    }
+
+    // MARK: bytes
+
+    /// An origin-form (`/path?query`), asterisk-form (`*`) or absolute-form (`scheme://…`)
+    /// request target (RFC 9112 section 3.2).
+    private static func isTargetForm(_ target: UnsafeRawBufferPointer, connect: Bool) -> Bool {
+        if target[0] == UInt8(ascii: "/") { return true }
+        if target.count == 1, target[0] == UInt8(ascii: "*") { return true }
+        // A host (absolute-form, or CONNECT's authority-form) has none of the delimiters that
+        // are not allowed in a URI (RFC 3986 section 2).
+        guard !target.contains(where: { Self.notInAuthority.contains($0) }) else { return false }
+        if connect { return true }
+        var index = 0
+        while index < target.count, isAlpha(target[index]) || (index > 0 && (isDigit(target[index]) || target[index] == UInt8(ascii: "+")
+                                                                                || target[index] == UInt8(ascii: "-") || target[index] == UInt8(ascii: "."))) {
+            index += 1
+        }
+        return index > 0 && index + 3 <= target.count && target[index] == colon && target[index + 1] == UInt8(ascii: "/")
+            && target[index + 2] == UInt8(ascii: "/")
+    }
+
+    private static let notInAuthority: Set<UInt8> = Set("\"#<>\\^`{|}".utf8)
+
+    private static func isAlpha(_ byte: UInt8) -> Bool {
+        (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z")
+    }
+
+    private static func isDigit(_ byte: UInt8) -> Bool {
+        byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
+    }
+
+    private static func isUpperOrDash(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) || byte == UInt8(ascii: "-")
+    }
+
+    /// A `tchar` of RFC 9110 section 5.6.2.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    private static func hexValue(_ byte: UInt8) -> Int? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
+        default: nil
+        }
+    }
+
+    /// Digits alone, that fit.
+    private static func decimal(_ text: String) -> Int? {
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+        return Int(text)
+    }
+}
+
+private extension Substring {
+    /// Without the optional whitespace (SP, HTAB) around it.
+    func trimmingOWS() -> Substring {
+        var text = self
+        while let first = text.first, first == " " || first == "\t" { text.removeFirst() }
+        while let last = text.last, last == " " || last == "\t" { text.removeLast() }
+        return text
+    }
+}

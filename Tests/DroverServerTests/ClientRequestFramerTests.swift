@@ -1,0 +1,179 @@
+import DroverServer
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+
+/// The client's request framer against NIO's `HTTPRequestDecoder`, the reader it is to replace:
+/// on every request the decoder reads, the framer gives the same parts (split anywhere), and it
+/// never reads a request the decoder refuses.
+@Suite struct ClientRequestFramerTests {
+    /// Parts as text, to compare: a head as its request line and fields, bodies joined, an end
+    /// with its trailers; or the error that ended the reading.
+    struct Reading: Equatable, CustomStringConvertible {
+        var parts: [String] = []
+        var failed: String?
+        /// The bytes left after a request that switched protocols.
+        var left = ""
+
+        mutating func note(_ part: HTTPServerRequestPart) {
+            switch part {
+            case .head(let head):
+                parts.append("head \(head.method.rawValue) \(head.uri) \(head.version) " + head.headers.map { "\($0.name): \($0.value)" }.joined(separator: " | "))
+            case .body(let bytes):
+                if let last = parts.last, last.hasPrefix("body ") { parts[parts.count - 1] += String(buffer: bytes) } else { parts.append("body " + String(buffer: bytes)) }
+            case .end(let trailers):
+                parts.append("end" + (trailers.map { " " + $0.map { "\($0.name): \($0.value)" }.joined(separator: " | ") } ?? ""))
+            }
+        }
+
+        var description: String { parts.joined(separator: "\n") + (failed.map { "\nfailed: \($0)" } ?? "") + (left.isEmpty ? "" : "\nleft: \(left)") }
+    }
+
+    /// What NIO's decoder reads from `bytes`, given whole.
+    static func decoder(_ bytes: [UInt8]) -> Reading {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        var reading = Reading()
+        do {
+            try channel.writeInbound(ByteBuffer(bytes: bytes))
+        } catch {
+            reading.failed = "\(error)"
+        }
+        while let part = try? channel.readInbound(as: HTTPServerRequestPart.self) { reading.note(part) }
+        _ = try? channel.finish()
+        return reading
+    }
+
+    /// What the framer reads from `bytes`, fed in pieces of `split` bytes.
+    static func framer(_ bytes: [UInt8], split: Int) -> Reading {
+        var framer = ClientRequestFramer()
+        var reading = Reading()
+        var input = ByteBuffer()
+        do {
+            for start in stride(from: 0, to: bytes.count, by: max(split, 1)) {
+                input.writeBytes(bytes[start..<min(start + split, bytes.count)])
+                while let part = try framer.next(&input) { reading.note(part) }
+                if framer.isStopped { break }
+            }
+        } catch {
+            reading.failed = "\(error)"
+        }
+        return reading
+    }
+
+    static let valid: [String] = [
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /s/abc/x?y=1 HTTP/1.0\r\n\r\n",
+        "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /y HTTP/1.1\r\n\r\n",
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\nY:  two \r\n\r\n",
+        "PUT /x HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-Empty:\r\nX-Spaces:   padded\t \r\nX-High: caf\u{e9}\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n\u{1}\u{2}binary after",
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\ntunnel bytes",
+        "DELETE /api/sessions/1 HTTP/1.1\r\n\r\nOPTIONS * HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\n",
+        "M-SEARCH * HTTP/1.1\r\n\r\n",
+        "GET /%20a HTTP/1.1\r\nA: 1\r\nA: 2\r\n\r\n",
+    ]
+
+    static let refused: [String] = [
+        "GET / HTTP/1.1\nHost: a\n\n",
+        "GET / HTTP/1.1\r\nHost: a\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / HTTP/1.2\r\n\r\n",
+        "GET  / HTTP/1.1\r\n\r\n",
+        "get / HTTP/1.1\r\n\r\n",
+        "FROB / HTTP/1.1\r\n\r\n",
+        "GET /a b HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        "GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad\u{1}Name: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\u{0}b\r\n\r\n",
+        "GET / HTTP/1.1\r\n: empty name\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZ\r\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer: x\r\n\r\n",
+    ]
+
+    @Test func everyRequestTheDecoderReadsTheFramerReadsTheSameWhereverItIsSplit() {
+        for text in Self.valid {
+            let bytes = Array(text.utf8)
+            let expected = Self.decoder(bytes)
+            #expect(expected.failed == nil, "the decoder reads \(text.debugDescription): \(expected)")
+            for split in [bytes.count, 1, 2, 3, 7, 16] {
+                let read = Self.framer(bytes, split: split)
+                #expect(read.parts == expected.parts && read.failed == nil,
+                        "\(text.debugDescription) in pieces of \(split):\n\(read)\n--- the decoder:\n\(expected)")
+            }
+        }
+    }
+
+    @Test func whatTheDecoderRefusesTheFramerRefuses() {
+        for text in Self.refused {
+            let bytes = Array(text.utf8)
+            let decoded = Self.decoder(bytes)
+            for split in [bytes.count, 1, 5] {
+                let read = Self.framer(bytes, split: split)
+                #expect(read.failed != nil, "the framer read \(text.debugDescription) in pieces of \(split):\n\(read)\n--- the decoder:\n\(decoded)")
+            }
+        }
+    }
+
+    /// Every request of `valid`, each byte of it changed to each of the bytes that matter to
+    /// framing (and one dropped or doubled): where the framer reads a request, the decoder reads
+    /// the same; what the decoder refuses, the framer does not read.
+    @Test func mutatedRequestsNeverReadDifferentlyFromTheDecoder() {
+        let interesting: [UInt8] = [0, 9, 10, 13, 32, 34, 44, 48, 49, 58, 59, 65, 97, 102, 127, 0xe9]
+        var compared = 0
+        var stricter: [String] = []
+        for text in Self.valid {
+            let original = Array(text.utf8)
+            var variants: [[UInt8]] = []
+            for index in original.indices {
+                for byte in interesting where byte != original[index] {
+                    var changed = original
+                    changed[index] = byte
+                    variants.append(changed)
+                }
+                var dropped = original
+                dropped.remove(at: index)
+                variants.append(dropped)
+                var doubled = original
+                doubled.insert(original[index], at: index)
+                variants.append(doubled)
+            }
+            for bytes in variants {
+                let decoded = Self.decoder(bytes)
+                let read = Self.framer(bytes, split: bytes.count)
+                compared += 1
+                // Compare what both read before either stopped: a request the framer reads whole
+                // is read the same by the decoder.
+                let ends = read.parts.lastIndex { $0.hasPrefix("end") }.map { $0 + 1 } ?? 0
+                let readWhole = Array(read.parts.prefix(ends))
+                if !(decoded.parts.count >= readWhole.count && Array(decoded.parts.prefix(readWhole.count)) == readWhole) {
+                    Issue.record("\(String(decoding: bytes, as: UTF8.self).debugDescription):\n\(read)\n--- the decoder:\n\(decoded)")
+                }
+                if read.failed != nil, decoded.failed == nil, decoded.parts.count > readWhole.count {
+                    stricter.append(String(decoding: bytes, as: UTF8.self).debugDescription)
+                }
+            }
+        }
+        #expect(compared > 10_000)
+        print("ClientRequestFramerTests: \(compared) mutated requests compared; the framer refused \(stricter.count) the decoder read, e.g. \(stricter.prefix(5))")
+    }
+}
