@@ -57,10 +57,14 @@ public struct ClientRequestFramer: Sendable {
         return false
     }
 
-    /// Whether the framer is between requests (nothing of the next one read).
+    /// Whether the framer is between requests (nothing of the next one read), or after the
+    /// connection's last.
     public var isBetweenRequests: Bool {
-        if case .head(let scanned) = state { return scanned == 0 }
-        return false
+        switch state {
+        case .head(let scanned): scanned == 0
+        case .closed: true
+        default: false
+        }
     }
 
     /// The next part of a request from `input` (consumed from its reader index), or nil when

@@ -127,7 +127,7 @@ public struct HTTPServer: Service {
                         let clientDeadlines = ClientDeadlineHandler(limits: limits)
                         try pipeline.addHandler(clientDeadlines)
                         // No response encoder: responses leave the router as bytes.
-                        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: PipelineHandlerName.decoder)
+                        try pipeline.addHandler(ClientRequestFramingHandler(), name: PipelineHandlerName.decoder)
                         try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
                                                                          responseTimeout: responseTimeout, logger: logger,
                                                                          clientDeadlines: clientDeadlines, trustedProxies: limits.trustedProxies,

@@ -1,4 +1,4 @@
-import DroverServer
+@testable import DroverServer
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -175,5 +175,62 @@ import Testing
         }
         #expect(compared > 10_000)
         print("ClientRequestFramerTests: \(compared) mutated requests compared; the framer refused \(stricter.count) the decoder read, e.g. \(stricter.prefix(5))")
+    }
+}
+
+/// The framer in a connection's pipeline, where it stands in for `ByteToMessageHandler(HTTPRequestDecoder)`.
+@Suite struct ClientRequestFramingHandlerTests {
+    static let two = "GET /s/a/one HTTP/1.1\r\nHost: x\r\n\r\nPOST /s/a/two HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+
+    /// The parts the handler hands on for `raw`, written in pieces of `split` bytes.
+    static func parts(_ raw: String, split: Int) throws -> (parts: [String], channel: EmbeddedChannel) {
+        let channel = EmbeddedChannel(handler: ClientRequestFramingHandler())
+        let bytes = Array(raw.utf8)
+        for start in stride(from: 0, to: bytes.count, by: split) {
+            try channel.writeInbound(ByteBuffer(bytes: bytes[start..<min(start + split, bytes.count)]))
+        }
+        var reading = ClientRequestFramerTests.Reading()
+        while let part = try channel.readInbound(as: HTTPServerRequestPart.self) { reading.note(part) }
+        return (reading.parts, channel)
+    }
+
+    @Test func pipelinedRequestsComeWholeHoweverTheBytesArrive() throws {
+        let expected = ["head GET /s/a/one HTTP/1.1 Host: x", "end", "head POST /s/a/two HTTP/1.1 Content-Length: 3", "body abc", "end"]
+        for split in [Self.two.utf8.count, 1, 4, 33] {
+            let (parts, channel) = try Self.parts(Self.two, split: split)
+            #expect(parts == expected, "in pieces of \(split)")
+            // The input ending between requests is no error.
+            channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            #expect(throws: Never.self) { try channel.throwIfErrorCaught() }
+        }
+    }
+
+    @Test func inputThatEndsInTheMiddleOfARequestIsAnError() throws {
+        for cut in ["GET /s/a/one HT", "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab"] {
+            let (_, channel) = try Self.parts(cut, split: 5)
+            channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            #expect(throws: HTTPParserError.self, "\(cut.debugDescription)") { try channel.throwIfErrorCaught() }
+        }
+    }
+
+    @Test func aMalformedRequestIsOneErrorAndNothingIsReadAfterIt() throws {
+        let channel = EmbeddedChannel(handler: ClientRequestFramingHandler())
+        #expect(throws: HTTPParserError.self) { try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n")) }
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n"))
+        #expect(try channel.readInbound(as: HTTPServerRequestPart.self) == nil)
+    }
+
+    /// After a request that switches protocols, the bytes after it wait, and go on as they came
+    /// when the handler leaves (to the tunnel that replaces HTTP).
+    @Test func theBytesAfterAProtocolSwitchGoOnWhenTheHandlerLeaves() throws {
+        let raw = "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\u{81}\u{1}frame"
+        let (parts, channel) = try Self.parts(raw, split: 7)
+        #expect(parts == ["head GET /ws HTTP/1.1 Connection: Upgrade | Upgrade: websocket", "end"])
+        try channel.writeInbound(ByteBuffer(string: " and more"))
+        #expect(try channel.readInbound(as: HTTPServerRequestPart.self) == nil)
+        let handler = try channel.pipeline.syncOperations.handler(type: ClientRequestFramingHandler.self)
+        try channel.pipeline.syncOperations.removeHandler(handler).wait()
+        let left = try #require(try channel.readInbound(as: ByteBuffer.self))
+        #expect(String(buffer: left) == "\u{81}\u{1}frame and more")
     }
 }

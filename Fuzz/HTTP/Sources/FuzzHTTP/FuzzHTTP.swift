@@ -8,7 +8,7 @@ import Logging
 import Synchronization
 
 // libFuzzer target: arbitrary bytes sent over a real TCP connection to a node's own HTTP server,
-// built by the same `HTTPServer.node` as droverd's (the NIO HTTP decoder, the routing handler,
+// built by the same `HTTPServer.node` as droverd's (the client request framer, the routing handler,
 // the node's endpoints, the user API with auth-none, and the session proxy's resolver, with the
 // edge's limits scaled down: header and keep-alive timeouts, the connection cap, allowed origins) on an in-memory
 // registry and lock table, with no session command. Any crash, sanitizer report, or the server

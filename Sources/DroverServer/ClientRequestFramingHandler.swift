@@ -1,0 +1,104 @@
+import NIOCore
+import NIOHTTP1
+
+/// Turns a client connection's bytes into request parts with a ``ClientRequestFramer``, in place
+/// of NIO's `ByteToMessageHandler(HTTPRequestDecoder)`, and behaves as that pair did towards the
+/// handler after it:
+/// - a request that breaks the framing rules is an `HTTPParserError` (``RoutingServerHandler``
+///   answers 400), after which nothing more is read;
+/// - a connection whose input ends in the middle of a request is one too (`invalidEOFState`);
+/// - after a request that switches protocols, the bytes that came after it are handed on, as
+///   they came, when this handler leaves the pipeline (the tunnel's glue gets them).
+final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = HTTPServerRequestPart
+
+    private var framer = ClientRequestFramer()
+    /// Bytes read and not yet framed (part of a head, or what follows a protocol switch).
+    private var pending: ByteBuffer?
+    /// A request part is being handed on: bytes that arrive meanwhile wait for the loop.
+    private var framing = false
+    private var failed = false
+    private var context: ChannelHandlerContext?
+    private static let nothing = ByteBuffer()
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        // What came after a protocol switch belongs to the new protocol's handlers.
+        if let pending, pending.readableBytes > 0, !failed {
+            self.pending = nil
+            context.fireChannelRead(NIOAny(pending))
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        var bytes = unwrapInboundIn(data)
+        if pending == nil || pending!.readableBytes == 0 {
+            pending = bytes
+        } else {
+            pending!.writeBuffer(&bytes)
+        }
+        frame(context: context)
+    }
+
+    /// Hands on every part the bytes pending hold, until the framer needs more, fails, or stops
+    /// at a protocol switch.
+    private func frame(context: ChannelHandlerContext) {
+        guard !framing else { return }
+        framing = true
+        defer { framing = false }
+        // Each part is handed on with no pending buffer held here, so that its slices are the
+        // only references to their bytes.
+        // (A request whose head came last may still end with no byte more: its end is asked for
+        // with nothing pending.)
+        while self.context != nil, !failed, !framer.isStopped {
+            var input = pending ?? Self.nothing
+            pending = nil
+            let part: HTTPServerRequestPart?
+            do {
+                part = try framer.next(&input)
+            } catch {
+                fail(error, context: context)
+                return
+            }
+            pending = input.readableBytes > 0 ? input : nil
+            guard let part else {
+                if var rest = pending, rest.readerIndex > 16 * 1024 {
+                    rest.discardReadBytes()
+                    pending = rest
+                }
+                return
+            }
+            context.fireChannelRead(wrapInboundOut(part))
+        }
+    }
+
+    private func fail(_ error: HTTPParserError, context: ChannelHandlerContext) {
+        failed = true
+        pending = nil
+        context.fireErrorCaught(error)
+    }
+
+    /// Input that ends in the middle of a request is an error, as it was for the decoder.
+    private func inputEnded(context: ChannelHandlerContext) {
+        guard !failed, !framer.isStopped else { return }
+        if !framer.isBetweenRequests || (pending?.readableBytes ?? 0) > 0 {
+            fail(.invalidEOFState, context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event { inputEnded(context: context) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        inputEnded(context: context)
+        context.fireChannelInactive()
+    }
+}
