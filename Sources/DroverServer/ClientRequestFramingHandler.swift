@@ -9,6 +9,9 @@ import NIOHTTP1
 /// - a connection whose input ends in the middle of a request is one too (`invalidEOFState`);
 /// - after a request that switches protocols, the bytes that came after it are handed on, as
 ///   they came, when this handler leaves the pipeline (the tunnel's glue gets them).
+///
+/// It carries the connection's ``ClientDeadlines`` too: the first to see the client's bytes, it
+/// times a head from its first byte.
 final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart
@@ -21,13 +24,25 @@ final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannel
     private var failed = false
     private var context: ChannelHandlerContext?
     private static let nothing = ByteBuffer()
+    private let deadlines: ClientDeadlines?
+
+    init(deadlines: ClientDeadlines? = nil) {
+        self.deadlines = deadlines
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        deadlines?.attach(context)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        deadlines?.channelActive()
+        context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        deadlines?.detach()
         // What came after a protocol switch belongs to the new protocol's handlers.
         if let pending, pending.readableBytes > 0, !failed {
             self.pending = nil
@@ -36,6 +51,7 @@ final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannel
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        deadlines?.bytesArrived()
         guard !failed else { return }
         var bytes = unwrapInboundIn(data)
         if pending == nil || pending!.readableBytes == 0 {
@@ -97,7 +113,13 @@ final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannel
         context.fireUserInboundEventTriggered(event)
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        deadlines?.readComplete()
+        context.fireChannelReadComplete()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        deadlines?.detach()
         inputEnded(context: context)
         context.fireChannelInactive()
     }

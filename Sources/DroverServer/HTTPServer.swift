@@ -124,10 +124,9 @@ public struct HTTPServer: Service {
                             try pipeline.addHandler(ProxyProtocolHandler(origin: origin))
                         }
                         if let tls { try pipeline.addHandler(NIOSSLServerHandler(context: tls)) }
-                        let clientDeadlines = ClientDeadlineHandler(limits: limits)
-                        try pipeline.addHandler(clientDeadlines)
+                        let clientDeadlines = ClientDeadlines(limits: limits)
                         // No response encoder: responses leave the router as bytes.
-                        try pipeline.addHandler(ClientRequestFramingHandler(), name: PipelineHandlerName.decoder)
+                        try pipeline.addHandler(ClientRequestFramingHandler(deadlines: clientDeadlines), name: PipelineHandlerName.decoder)
                         try pipeline.addHandler(RoutingServerHandler(responder: responder, proxy: proxy, isTLS: tls != nil,
                                                                          responseTimeout: responseTimeout, logger: logger,
                                                                          clientDeadlines: clientDeadlines, trustedProxies: limits.trustedProxies,

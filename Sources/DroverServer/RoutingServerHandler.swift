@@ -34,9 +34,9 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     // reach it again (the machine's mutating methods call nothing outside it; the others are
     // read or assigned whole), so no two accesses can overlap.
     @exclusivity(unchecked) private var context: ChannelHandlerContext?
-    /// The connection's deadline handler, told of each phase directly; nil when there is none
-    /// in the same pipeline (the phase then goes out as an outbound user event).
-    private let clientDeadlines: ClientDeadlineHandler?
+    /// The connection's deadlines, told of each phase directly; nil when the server made none
+    /// (the phase then goes out as an outbound user event).
+    private let clientDeadlines: ClientDeadlines?
     @exclusivity(unchecked) private var machine: ProxyConnectionStateMachine
 
     /// The upstream connection the machine's `upstreamKey` names.
@@ -69,7 +69,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     /// - Parameter responseTimeout: how long a session may take to start answering a request
     ///   (`session-response-timeout`).
     init(responder: any HTTPResponder, proxy: (any ProxyResolver)?, isTLS: Bool, responseTimeout: TimeAmount, logger: Logger,
-         clientDeadlines: ClientDeadlineHandler? = nil, trustedProxies: TrustedProxies = TrustedProxies(ranges: []),
+         clientDeadlines: ClientDeadlines? = nil, trustedProxies: TrustedProxies = TrustedProxies(ranges: []),
          origin: ConnectionOrigin? = nil, forwardedClients: ForwardedClients? = nil, forwardedLimit: Int = .max) {
         self.trustedProxies = trustedProxies
         self.forwardedClients = forwardedClients

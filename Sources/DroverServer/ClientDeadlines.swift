@@ -47,10 +47,9 @@ enum BodyRule: Sendable, Equatable {
 }
 
 /// Where a client connection is between its exchanges, as ``RoutingServerHandler`` tells
-/// ``ClientDeadlineHandler``: by a direct call when the server built them into one pipeline
-/// (both run on the connection's event loop; an event through the pipeline cost every
-/// request two trips past the HTTP handlers and a dynamic cast), else as an outbound user
-/// event.
+/// ``ClientDeadlines``: by a direct call when the server built them for one connection (both
+/// run on the connection's event loop; an event through the pipeline cost every request two
+/// trips past the HTTP handlers and a dynamic cast), else as an outbound user event.
 enum ClientPhase: Sendable {
     /// A request's head arrived: its answer has a deadline of its own; its body, when it has one
     /// (`body`), must come by `www-body-timeout`: whole for the node's own endpoints (`.whole`),
@@ -69,21 +68,18 @@ enum ClientPhase: Sendable {
 
 /// Closes a client connection that is too slow to send a request's head (slowloris: a byte
 /// now and then keeps no worker busy here, but each connection holds a file descriptor), or
-/// that stays idle between requests past the keep-alive timeout. It sits before the HTTP
-/// decoder and sees the raw bytes: a head's time is counted from its first byte, however
-/// slowly the rest comes.
+/// that stays idle between requests past the keep-alive timeout. The connection's
+/// ``ClientRequestFramingHandler`` owns it and tells it of the raw bytes before it frames them,
+/// so a head's time is counted from its first byte, however slowly the rest comes;
+/// ``RoutingServerHandler`` tells it where the exchange is (``enter(_:)``). It is no handler of
+/// its own: a duplex handler in the pipeline cost every read, write and flush a trip through it.
 ///
 /// One timer per connection, moved on lazily: a keep-alive connection passes through every
 /// state on every request, and scheduling and cancelling timers for each was a measurable
 /// share of the proxy's work. The timer is only ever due at or before the deadline in force;
 /// when it fires early it is set again for the deadline, and when the deadline is gone (an
-/// exchange in progress) it lapses.
-final class ClientDeadlineHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundIn = NIOAny
-    typealias OutboundOut = NIOAny
-
+/// exchange in progress) it lapses. Only on the connection's event loop.
+final class ClientDeadlines {
     private enum State: Equatable {
         /// Nothing of the next request has come yet.
         case awaitingRequest
@@ -109,23 +105,25 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
         self.limits = limits
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// The owning handler joined the pipeline.
+    func attach(_ context: ChannelHandlerContext) {
         self.context = context
         // A new connection must send its first request's head within the header timeout.
         if context.channel.isActive { expect(within: limits.headerTimeout) }
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    func channelActive() {
         if deadline == nil, state == .awaitingRequest { expect(within: limits.headerTimeout) }
-        context.fireChannelActive()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    /// The owning handler left the pipeline, or the connection closed.
+    func detach() {
         cancel()
-        self.context = nil
+        context = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    /// Bytes came from the client (before they are framed).
+    func bytesArrived() {
         if state == .readingBody(.steady), deadline != nil {
             deadline = .now() + limits.bodyTimeout  // the timer, due earlier, looks again
         }
@@ -135,29 +133,14 @@ final class ClientDeadlineHandler: ChannelDuplexHandler {
             // most heads arrive whole and the exchange begins within this read.
             deadline = .now() + limits.headerTimeout
         }
-        context.fireChannelRead(data)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    /// A read from the client is over.
+    func readComplete() {
         if state == .readingHead { armForDeadline() }
-        context.fireChannelReadComplete()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        cancel()
-        context.fireChannelInactive()
-    }
-
-    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        guard let phase = event as? ClientPhase else {
-            context.triggerUserOutboundEvent(event, promise: promise)
-            return
-        }
-        enter(phase)
-        promise?.succeed()
-    }
-
-    /// The connection moved on to `phase`. Only on the connection's event loop.
+    /// The connection moved on to `phase`.
     func enter(_ phase: ClientPhase) {
         switch phase {
         case .exchange(let body):
