@@ -1,5 +1,8 @@
 public import NIOCore
 public import NIOHTTP1
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads a client's requests from the bytes of its connection: each head, its body by
 /// `Content-Length` or in chunks, and its end (with trailers). The mirror of
@@ -121,11 +124,11 @@ public struct ClientRequestFramer: Sendable {
                 input.moveReaderIndex(forwardBy: 2)
                 return finish(trailers: nil)
             }
-            let fields = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) in
+            let trailers = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) in
                 try Self.fields(UnsafeRawBufferPointer(rebasing: raw[0..<length]), from: 0)
             }
             input.moveReaderIndex(forwardBy: length)
-            return finish(trailers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
+            return finish(trailers: trailers)
         case .stopped:
             return nil
         case .closed:
@@ -147,30 +150,33 @@ public struct ClientRequestFramer: Sendable {
 
     // MARK: heads
 
-    static let (cr, lf, space, tab, colon): (UInt8, UInt8, UInt8, UInt8, UInt8) = (13, 10, 32, 9, 58)
+    // Computed, so that the hot path reads no lazily initialised static.
+    static var cr: UInt8 { 13 }
+    static var lf: UInt8 { 10 }
+    static var space: UInt8 { 32 }
+    static var tab: UInt8 { 9 }
+    static var colon: UInt8 { 58 }
 
     /// `CRLF` read as a big-endian `UInt16`.
-    static let crlf: UInt16 = 0x0d0a
+    static var crlf: UInt16 { 0x0d0a }
 
     /// The length of the head (or trailer section) at the start of `input`, through its empty
     /// line, once it is all there; nil before, with `scanned` moved on. Every LF must follow a CR,
     /// and every CR come before an LF.
     private static func headLength(_ input: ByteBuffer, scanned: inout Int) throws(HTTPParserError) -> Int? {
         let found = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) -> (length: Int?, scanned: Int) in
+            // From one LF to the next (a CR elsewhere is refused where the head is parsed).
             var index = scanned
-            while index < raw.count {
-                let byte = raw[index]
-                if byte == lf {
-                    guard index > 0, raw[index - 1] == cr else { throw HTTPParserError.lfExpected }
-                    // The empty line: CRLF at the very start (no field), or right after a line's CRLF.
-                    if index == 1 { return (2, 2) }
-                    if index >= 3, raw[index - 2] == lf, raw[index - 3] == cr { return (index + 1, index + 1) }
-                } else if index > 0, raw[index - 1] == cr {
-                    throw HTTPParserError.lfExpected
-                }
-                index += 1
+            while index < raw.count, let found = memchr(raw.baseAddress! + index, Int32(lf), raw.count - index) {
+                let at = raw.baseAddress!.distance(to: UnsafeRawPointer(found))
+                guard at > 0, raw[at - 1] == cr else { throw HTTPParserError.lfExpected }
+                // The empty line: CRLF at the very start (no field), or right after a line's CRLF.
+                if at == 1 { return (2, 2) }
+                if at >= 3, raw[at - 2] == lf, raw[at - 3] == cr { return (at + 1, at + 1) }
+                index = at + 1
             }
-            return (nil, index)
+            // A CR last may be the start of the next line's end: looked at again.
+            return (nil, raw.count > 0 && raw[raw.count - 1] == cr ? raw.count - 1 : raw.count)
         }
         scanned = found.scanned
         guard let length = found.length else {
@@ -202,12 +208,40 @@ public struct ClientRequestFramer: Sendable {
         case chunked
     }
 
-    /// The methods llhttp reads in a request.
-    private static let methods: Set<String> = [
-        "DELETE", "GET", "HEAD", "POST", "PUT", "CONNECT", "OPTIONS", "TRACE", "COPY", "LOCK", "MKCOL", "MOVE", "PROPFIND",
-        "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND", "ACL", "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE",
-        "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PATCH", "PURGE", "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY",
-    ]
+    /// The method named by `bytes`, if llhttp reads it in a request: the common ones by their
+    /// bytes, the rest by name.
+    private static func knownMethod(_ bytes: UnsafeRawBufferPointer) -> HTTPMethod? {
+        switch bytes.count {
+        case 3 where bytes[0] == UInt8(ascii: "G") && bytes[1] == UInt8(ascii: "E") && bytes[2] == UInt8(ascii: "T"): return .GET
+        case 4 where equalsLowercased(bytes, "post") && bytes[0] == UInt8(ascii: "P"): return .POST
+        default: break
+        }
+        switch String(decoding: bytes, as: UTF8.self) {
+        case "DELETE": return .DELETE
+        case "HEAD": return .HEAD
+        case "PUT": return .PUT
+        case "CONNECT": return .CONNECT
+        case "OPTIONS": return .OPTIONS
+        case "TRACE": return .TRACE
+        case "PATCH": return .PATCH
+        case "M-SEARCH": return .MSEARCH
+        case let other where ["COPY", "LOCK", "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND",
+                              "ACL", "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE",
+                              "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY"].contains(other):
+            return HTTPMethod(rawValue: other)
+        default: return nil
+        }
+    }
+
+    /// Whether `bytes`, lowercased, are `lowercase` (ASCII).
+    private static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = lowercase.utf8Start
+        for index in 0..<bytes.count where bytes[index] | (bytes[index] &- 65 < 26 ? 0x20 : 0) != expected[index] {
+            return false
+        }
+        return true
+    }
 
     private static func parseHead(_ raw: UnsafeRawBufferPointer) throws(HTTPParserError)
         -> (head: HTTPRequestHead, framing: Framing, switching: Bool) {
@@ -217,8 +251,9 @@ public struct ClientRequestFramer: Sendable {
             guard isUpperOrDash(raw[index]) else { throw .invalidMethod }
             index += 1
         }
-        guard index > 0, index < raw.count, let method = String(validating: UnsafeRawBufferPointer(rebasing: raw[0..<index]), as: UTF8.self),
-              methods.contains(method) else { throw .invalidMethod }
+        guard index > 0, index < raw.count, let method = knownMethod(UnsafeRawBufferPointer(rebasing: raw[0..<index])) else {
+            throw .invalidMethod
+        }
         index += 1
         let targetStart = index
         while index < raw.count, raw[index] != space {
@@ -226,7 +261,7 @@ public struct ClientRequestFramer: Sendable {
             index += 1
         }
         guard index > targetStart, index < raw.count,
-              isTargetForm(UnsafeRawBufferPointer(rebasing: raw[targetStart..<index]), connect: method == "CONNECT") else { throw .invalidURL }
+              isTargetForm(UnsafeRawBufferPointer(rebasing: raw[targetStart..<index]), connect: method == .CONNECT) else { throw .invalidURL }
         let target = String(decoding: UnsafeRawBufferPointer(rebasing: raw[targetStart..<index]), as: UTF8.self)
         index += 1
         guard index + 10 <= raw.count, raw[index] == UInt8(ascii: "H"), raw[index + 1] == UInt8(ascii: "T"),
@@ -236,31 +271,33 @@ public struct ClientRequestFramer: Sendable {
               raw[index + 8] == cr, raw[index + 9] == lf
         else { throw .invalidVersion }
         let minor = Int(raw[index + 7] - UInt8(ascii: "0"))
-        let fields = try fields(raw, from: index + 10)
-
         var contentLength: Int?
         var transferEncoding = false
         var chunkedLast = false
         var chunkedCount = 0
         var upgradeField = false
         var connectionUpgrade = false
-        for field in fields {
-            if field.name.utf8.count == 14, field.name.lowercased() == "content-length" {
-                guard contentLength == nil, let length = decimal(field.value) else { throw .unexpectedContentLength }
+        let headers = try fields(raw, from: index + 10) { name, value throws(HTTPParserError) in
+            // Only the fields that frame the request or switch protocols are looked at, by their
+            // bytes (names are case-insensitive).
+            switch name.count {
+            case 14 where equalsLowercased(name, "content-length"):
+                guard contentLength == nil, let length = decimal(value) else { throw .unexpectedContentLength }
                 contentLength = length
-            } else if field.name.utf8.count == 17, field.name.lowercased() == "transfer-encoding" {
+            case 17 where equalsLowercased(name, "transfer-encoding"):
                 transferEncoding = true
-                for coding in field.value.split(separator: ",", omittingEmptySubsequences: false) {
-                    let token = coding.trimmingOWS().lowercased()
-                    chunkedLast = token == "chunked"
+                for coding in String(decoding: value, as: UTF8.self).split(separator: ",", omittingEmptySubsequences: false) {
+                    chunkedLast = coding.trimmingOWS().lowercased() == "chunked"
                     if chunkedLast { chunkedCount += 1 }
                 }
-            } else if field.name.utf8.count == 7, field.name.lowercased() == "upgrade" {
+            case 7 where equalsLowercased(name, "upgrade"):
                 upgradeField = true
-            } else if field.name.utf8.count == 10, field.name.lowercased() == "connection" {
-                if field.value.split(separator: ",").contains(where: { $0.trimmingOWS().lowercased() == "upgrade" }) {
+            case 10 where equalsLowercased(name, "connection"):
+                if String(decoding: value, as: UTF8.self).split(separator: ",").contains(where: { $0.trimmingOWS().lowercased() == "upgrade" }) {
                     connectionUpgrade = true
                 }
+            default:
+                break
             }
         }
         let framing: Framing
@@ -273,23 +310,26 @@ public struct ClientRequestFramer: Sendable {
         } else {
             framing = .length(contentLength ?? 0)
         }
-        let head = HTTPRequestHead(version: HTTPVersion(major: 1, minor: minor), method: method == "M-SEARCH" ? .MSEARCH : HTTPMethod(rawValue: method), uri: target,
-                                   headers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
-        return (head, framing, method == "CONNECT" || (upgradeField && connectionUpgrade))
+        let head = HTTPRequestHead(version: HTTPVersion(major: 1, minor: minor), method: method, uri: target, headers: headers)
+        return (head, framing, method == .CONNECT || (upgradeField && connectionUpgrade))
     }
 
-    /// The field lines from `start` through the empty line that ends them.
-    private static func fields(_ raw: UnsafeRawBufferPointer, from start: Int) throws(HTTPParserError) -> [(name: String, value: String)] {
-        var fields: [(name: String, value: String)] = []
+    /// The field lines from `start` through the empty line that ends them; `each` sees every
+    /// name and value as bytes first.
+    private static func fields(_ raw: UnsafeRawBufferPointer, from start: Int,
+                               _ each: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws(HTTPParserError) -> Void = { _, _ in })
+        throws(HTTPParserError) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(16)
         var index = start
         while true {
             guard index + 1 < raw.count else { throw .invalidHeaderToken }
-            if raw[index] == cr, raw[index + 1] == lf { return fields }
+            if raw[index] == cr, raw[index + 1] == lf { return headers }
             // A line that starts with whitespace continues the previous one (obs-fold): refused.
             let nameStart = index
             while index < raw.count, isTokenByte(raw[index]) { index += 1 }
             guard index > nameStart, index < raw.count, raw[index] == colon else { throw .invalidHeaderToken }
-            let name = String(decoding: UnsafeRawBufferPointer(rebasing: raw[nameStart..<index]), as: UTF8.self)
+            let nameEnd = index
             index += 1
             while index < raw.count, raw[index] == space || raw[index] == tab { index += 1 }
             // The value keeps its trailing whitespace, as the decoder's did.
@@ -299,9 +339,11 @@ public struct ClientRequestFramer: Sendable {
                 guard byte == tab || (byte >= 0x20 && byte != 0x7f) else { throw .invalidHeaderToken }
                 index += 1
             }
-            let valueEnd = index
             guard index + 1 < raw.count, raw[index + 1] == lf else { throw .lfExpected }
-            fields.append((name, String(decoding: UnsafeRawBufferPointer(rebasing: raw[valueStart..<valueEnd]), as: UTF8.self)))
+            let name = UnsafeRawBufferPointer(rebasing: raw[nameStart..<nameEnd])
+            let value = UnsafeRawBufferPointer(rebasing: raw[valueStart..<index])
+            try each(name, value)
+            headers.add(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
             index += 2
         }
     }
@@ -377,7 +419,7 @@ public struct ClientRequestFramer: Sendable {
         if target.count == 1, target[0] == UInt8(ascii: "*") { return true }
         // A host (absolute-form, or CONNECT's authority-form) has none of the delimiters that
         // are not allowed in a URI (RFC 3986 section 2).
-        guard !target.contains(where: { Self.notInAuthority.contains($0) }) else { return false }
+        guard !target.contains(where: notInAuthority) else { return false }
         if connect { return true }
         var index = 0
         while index < target.count, isAlpha(target[index]) || (index > 0 && (isDigit(target[index]) || target[index] == UInt8(ascii: "+")
@@ -388,7 +430,15 @@ public struct ClientRequestFramer: Sendable {
             && target[index + 2] == UInt8(ascii: "/")
     }
 
-    private static let notInAuthority: Set<UInt8> = Set("\"#<>\\^`{|}".utf8)
+    private static func notInAuthority(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "#"), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "\\"), UInt8(ascii: "^"),
+             UInt8(ascii: "`"), UInt8(ascii: "{"), UInt8(ascii: "|"), UInt8(ascii: "}"):
+            return true
+        default:
+            return false
+        }
+    }
 
     private static func isAlpha(_ byte: UInt8) -> Bool {
         (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z")
@@ -426,9 +476,16 @@ public struct ClientRequestFramer: Sendable {
     }
 
     /// Digits alone, that fit.
-    private static func decimal(_ text: String) -> Int? {
-        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
-        return Int(text)
+    private static func decimal(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard !bytes.isEmpty else { return nil }
+        var value = 0
+        for byte in bytes {
+            guard isDigit(byte) else { return nil }
+            let (shifted, overflow) = value.multipliedReportingOverflow(by: 10)
+            guard !overflow, shifted <= Int.max - Int(byte - UInt8(ascii: "0")) else { return nil }
+            value = shifted + Int(byte - UInt8(ascii: "0"))
+        }
+        return value
     }
 }
 

@@ -23,7 +23,8 @@ final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannel
     private var framing = false
     private var failed = false
     private var context: ChannelHandlerContext?
-    private static let nothing = ByteBuffer()
+    /// What the framer reads when nothing is pending (one per connection, made once).
+    private let nothing = ByteBuffer()
     private let deadlines: ClientDeadlines?
 
     init(deadlines: ClientDeadlines? = nil) {
@@ -73,7 +74,7 @@ final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannel
         // (A request whose head came last may still end with no byte more: its end is asked for
         // with nothing pending.)
         while self.context != nil, !failed, !framer.isStopped {
-            var input = pending ?? Self.nothing
+            var input = pending ?? nothing
             pending = nil
             let part: HTTPServerRequestPart?
             do {
