@@ -327,7 +327,7 @@ public struct ClientRequestFramer: Sendable {
             if raw[index] == cr, raw[index + 1] == lf { return headers }
             // A line that starts with whitespace continues the previous one (obs-fold): refused.
             let nameStart = index
-            while index < raw.count, isTokenByte(raw[index]) { index += 1 }
+            while index < raw.count, HTTPBytes.isTokenByte(raw[index]) { index += 1 }
             guard index > nameStart, index < raw.count, raw[index] == colon else { throw .invalidHeaderToken }
             let nameEnd = index
             index += 1
@@ -336,7 +336,7 @@ public struct ClientRequestFramer: Sendable {
             let valueStart = index
             while index < raw.count, raw[index] != cr {
                 let byte = raw[index]
-                guard byte == tab || (byte >= 0x20 && byte != 0x7f) else { throw .invalidHeaderToken }
+                guard HTTPBytes.isFieldValueByte(byte) else { throw .invalidHeaderToken }
                 index += 1
             }
             guard index + 1 < raw.count, raw[index + 1] == lf else { throw .lfExpected }
@@ -356,7 +356,7 @@ public struct ClientRequestFramer: Sendable {
         let found = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) -> (size: Int, length: Int)? in
             var index = 0
             var size = 0
-            while index < raw.count, let digit = Self.hexValue(raw[index]) {
+            while index < raw.count, let digit = HTTPBytes.hexValue(raw[index]) {
                 let (shifted, overflow) = size.multipliedReportingOverflow(by: 16)
                 guard !overflow, shifted <= Int.max - digit else { throw HTTPParserError.invalidChunkSize }
                 size = shifted + digit
@@ -372,7 +372,7 @@ public struct ClientRequestFramer: Sendable {
             while index < raw.count, raw[index] == UInt8(ascii: ";") {
                 index += 1
                 let nameStart = index
-                while index < raw.count, Self.isTokenByte(raw[index]) { index += 1 }
+                while index < raw.count, HTTPBytes.isTokenByte(raw[index]) { index += 1 }
                 guard index > nameStart || index == raw.count else { throw HTTPParserError.invalidChunkSize }
                 guard index < raw.count, raw[index] == UInt8(ascii: "=") else { continue }
                 index += 1
@@ -386,7 +386,7 @@ public struct ClientRequestFramer: Sendable {
                             index += 1
                             break
                         }
-                        guard byte == Self.tab || (byte >= 0x20 && byte != 0x7f) else { throw HTTPParserError.invalidChunkSize }
+                        guard HTTPBytes.isFieldValueByte(byte) else { throw HTTPParserError.invalidChunkSize }
                         // A quoted pair: the next byte is taken as it is (but still no control).
                         if byte == UInt8(ascii: "\\") { index += 1 }
                         index += 1
@@ -394,7 +394,7 @@ public struct ClientRequestFramer: Sendable {
                     guard closed || index >= raw.count else { throw HTTPParserError.invalidChunkSize }
                 } else {
                     let valueStart = index
-                    while index < raw.count, Self.isTokenByte(raw[index]) { index += 1 }
+                    while index < raw.count, HTTPBytes.isTokenByte(raw[index]) { index += 1 }
                     guard index > valueStart || index == raw.count else { throw HTTPParserError.invalidChunkSize }
                 }
             }
@@ -422,7 +422,7 @@ public struct ClientRequestFramer: Sendable {
         guard !target.contains(where: notInAuthority) else { return false }
         if connect { return true }
         var index = 0
-        while index < target.count, isAlpha(target[index]) || (index > 0 && (isDigit(target[index]) || target[index] == UInt8(ascii: "+")
+        while index < target.count, isAlpha(target[index]) || (index > 0 && (HTTPBytes.isDigit(target[index]) || target[index] == UInt8(ascii: "+")
                                                                                 || target[index] == UInt8(ascii: "-") || target[index] == UInt8(ascii: "."))) {
             index += 1
         }
@@ -444,43 +444,19 @@ public struct ClientRequestFramer: Sendable {
         (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z")
     }
 
-    private static func isDigit(_ byte: UInt8) -> Bool {
-        byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
-    }
 
     private static func isUpperOrDash(_ byte: UInt8) -> Bool {
         (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) || byte == UInt8(ascii: "-")
     }
 
-    /// A `tchar` of RFC 9110 section 5.6.2.
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return true
-        default:
-            return false
-        }
-    }
 
-    private static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
-        default: nil
-        }
-    }
 
     /// Digits alone, that fit.
     private static func decimal(_ bytes: UnsafeRawBufferPointer) -> Int? {
         guard !bytes.isEmpty else { return nil }
         var value = 0
         for byte in bytes {
-            guard isDigit(byte) else { return nil }
+            guard HTTPBytes.isDigit(byte) else { return nil }
             let (shifted, overflow) = value.multipliedReportingOverflow(by: 10)
             guard !overflow, shifted <= Int.max - Int(byte - UInt8(ascii: "0")) else { return nil }
             value = shifted + Int(byte - UInt8(ascii: "0"))

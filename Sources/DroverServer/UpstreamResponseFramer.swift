@@ -287,7 +287,7 @@ public struct UpstreamResponseFramer {
         var size = 0
         var digits = 0
         var index = line.startIndex
-        while index < line.endIndex, let value = hexValue(line[index]) {
+        while index < line.endIndex, let value = HTTPBytes.hexValue(line[index]) {
             size = size << 4 | value
             digits += 1
             index += 1
@@ -297,16 +297,7 @@ public struct UpstreamResponseFramer {
         // Extensions: `;` after optional whitespace, and no control characters in the rest.
         while index < line.endIndex, line[index] == UInt8(ascii: " ") || line[index] == UInt8(ascii: "\t") { index += 1 }
         guard index < line.endIndex, line[index] == UInt8(ascii: ";") else { return nil }
-        guard line[index...].allSatisfy({ $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }) else { return nil }
+        guard line[index...].allSatisfy(HTTPBytes.isFieldValueByte) else { return nil }
         return size
-    }
-
-    private static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
-        default: nil
-        }
     }
 }

@@ -102,14 +102,14 @@ public struct UpstreamResponseHead: Sendable {
         // Status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF.
         guard raw.count >= 14, raw[0] == UInt8(ascii: "H"), raw[1] == UInt8(ascii: "T"), raw[2] == UInt8(ascii: "T"),
               raw[3] == UInt8(ascii: "P"), raw[4] == UInt8(ascii: "/"), raw[5] == UInt8(ascii: "1"), raw[6] == UInt8(ascii: "."), raw[7] == UInt8(ascii: "0") || raw[7] == UInt8(ascii: "1"),
-              raw[8] == UInt8(ascii: " "), isDigit(raw[9]), isDigit(raw[10]), isDigit(raw[11]), raw[9] != UInt8(ascii: "0")
+              raw[8] == UInt8(ascii: " "), HTTPBytes.isDigit(raw[9]), HTTPBytes.isDigit(raw[10]), HTTPBytes.isDigit(raw[11]), raw[9] != UInt8(ascii: "0")
         else { throw failure("a malformed status line") }
         let minor = Int(raw[7] - UInt8(ascii: "0"))
         let status = Int(raw[9] - 48) * 100 + Int(raw[10] - 48) * 10 + Int(raw[11] - 48)
         var index = 12
         if raw[index] == UInt8(ascii: " ") {
             index += 1
-            while index < raw.count, isFieldValueByte(raw[index]) { index += 1 }
+            while index < raw.count, HTTPBytes.isFieldValueByte(raw[index]) { index += 1 }
         }
         guard index + 1 < raw.count, raw[index] == UInt8(ascii: "\r"), raw[index + 1] == UInt8(ascii: "\n") else {
             throw failure("a malformed status line")
@@ -150,7 +150,7 @@ public struct UpstreamResponseHead: Sendable {
                 kind = .hopByHop
                 for token in tokens(value) {
                     if equals(token, "close") { closeToken = true } else if equals(token, "keep-alive") { keepAliveToken = true }
-                    named.append(token.map { $0 | (isUpper($0) ? 0x20 : 0) })
+                    named.append(token.map { $0 | (HTTPBytes.isUpper($0) ? 0x20 : 0) })
                 }
             } else if equals(name, "upgrade") {
                 kind = .upgrade
@@ -253,14 +253,14 @@ public struct UpstreamResponseHead: Sendable {
     private static func fieldLine(_ raw: UnsafeRawBufferPointer, from start: Int)
         -> (start: Int, nameEnd: Int, valueStart: Int, valueEnd: Int, end: Int)? {
         var index = start
-        while index < raw.count, isTokenByte(raw[index]) { index += 1 }
+        while index < raw.count, HTTPBytes.isTokenByte(raw[index]) { index += 1 }
         guard index > start, index < raw.count, raw[index] == UInt8(ascii: ":") else { return nil }
         let nameEnd = index
         index += 1
         while index < raw.count, raw[index] == UInt8(ascii: " ") || raw[index] == UInt8(ascii: "\t") { index += 1 }
         let valueStart = index
         var valueEnd = index
-        while index < raw.count, isFieldValueByte(raw[index]) {
+        while index < raw.count, HTTPBytes.isFieldValueByte(raw[index]) {
             if raw[index] != UInt8(ascii: " "), raw[index] != UInt8(ascii: "\t") { valueEnd = index + 1 }
             index += 1
         }
@@ -289,7 +289,7 @@ public struct UpstreamResponseHead: Sendable {
     /// 9110 lets a recipient take), is refused, as NIO's own parser refuses it: two readers of
     /// one answer must not disagree.
     private static func contentLengthValue(_ value: UnsafeRawBufferPointer) -> Int? {
-        guard !value.isEmpty, value.count <= 18, value.allSatisfy(isDigit) else { return nil }
+        guard !value.isEmpty, value.count <= 18, value.allSatisfy(HTTPBytes.isDigit) else { return nil }
         return value.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
     }
 
@@ -305,28 +305,6 @@ public struct UpstreamResponseHead: Sendable {
     }
 
     private static func equals<Lower: Collection<UInt8>>(_ name: UnsafeRawBufferPointer, _ lower: Lower) -> Bool {
-        name.count == lower.count && zip(name, lower).allSatisfy { $0 == $1 || (isUpper($0) && $0 | 0x20 == $1) }
-    }
-
-    private static func isUpper(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") }
-    private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
-
-    /// RFC 9110 `tchar`.
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            true
-        default:
-            false
-        }
-    }
-
-    /// A byte of a field value or reason phrase: HTAB, SP, visible ASCII, or obs-text.
-    private static func isFieldValueByte(_ byte: UInt8) -> Bool {
-        byte == UInt8(ascii: "\t") || (byte >= 0x20 && byte != 0x7F)
+        name.count == lower.count && zip(name, lower).allSatisfy { $0 == $1 || (HTTPBytes.isUpper($0) && $0 | 0x20 == $1) }
     }
 }
