@@ -233,6 +233,22 @@ public struct ClientRequestFramer: Sendable {
         }
     }
 
+    /// Calls `each` with every member of a comma-separated field value, without the spaces
+    /// around it (empty members included). A tab is left in the member, which then names no
+    /// coding: llhttp refuses `chunked<HTAB>`.
+    private static func forEachListMember(_ value: UnsafeRawBufferPointer, _ each: (UnsafeRawBufferPointer) -> Void) {
+        var start = 0
+        while start <= value.count {
+            var end = start
+            while end < value.count, value[end] != UInt8(ascii: ",") { end += 1 }
+            var (first, last) = (start, end)
+            while first < last, value[first] == space { first += 1 }
+            while last > first, value[last - 1] == space { last -= 1 }
+            each(UnsafeRawBufferPointer(rebasing: value[first..<last]))
+            start = end + 1
+        }
+    }
+
     /// Whether `bytes`, lowercased, are `lowercase` (ASCII).
     private static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
         guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
@@ -285,16 +301,18 @@ public struct ClientRequestFramer: Sendable {
                 guard contentLength == nil, let length = decimal(value) else { throw .unexpectedContentLength }
                 contentLength = length
             case 17 where equalsLowercased(name, "transfer-encoding"):
+                // Tokens compared as ASCII bytes, as every other reader of the request does: a
+                // Unicode comparison would take `chun\u{212A}ed` (KELVIN SIGN) for `chunked`.
                 transferEncoding = true
-                for coding in String(decoding: value, as: UTF8.self).split(separator: ",", omittingEmptySubsequences: false) {
-                    chunkedLast = coding.trimmingOWS().lowercased() == "chunked"
+                forEachListMember(value) { coding in
+                    chunkedLast = equalsLowercased(coding, "chunked")
                     if chunkedLast { chunkedCount += 1 }
                 }
             case 7 where equalsLowercased(name, "upgrade"):
                 upgradeField = true
             case 10 where equalsLowercased(name, "connection"):
-                if String(decoding: value, as: UTF8.self).split(separator: ",").contains(where: { $0.trimmingOWS().lowercased() == "upgrade" }) {
-                    connectionUpgrade = true
+                forEachListMember(value) { token in
+                    if equalsLowercased(token, "upgrade") { connectionUpgrade = true }
                 }
             default:
                 break
@@ -387,8 +405,13 @@ public struct ClientRequestFramer: Sendable {
                             break
                         }
                         guard HTTPBytes.isFieldValueByte(byte) else { throw HTTPParserError.invalidChunkSize }
-                        // A quoted pair: the next byte is taken as it is (but still no control).
-                        if byte == UInt8(ascii: "\\") { index += 1 }
+                        // A quoted pair: the next byte is taken as it is, but it is no control
+                        // either (a bare LF or CR after `\` would end the line for a reader
+                        // before Drover).
+                        if byte == UInt8(ascii: "\\") {
+                            index += 1
+                            guard index >= raw.count || HTTPBytes.isFieldValueByte(raw[index]) else { throw HTTPParserError.invalidChunkSize }
+                        }
                         index += 1
                     }
                     guard closed || index >= raw.count else { throw HTTPParserError.invalidChunkSize }
@@ -462,15 +485,5 @@ public struct ClientRequestFramer: Sendable {
             value = shifted + Int(byte - UInt8(ascii: "0"))
         }
         return value
-    }
-}
-
-private extension Substring {
-    /// Without the optional whitespace (SP, HTAB) around it.
-    func trimmingOWS() -> Substring {
-        var text = self
-        while let first = text.first, first == " " || first == "\t" { text.removeFirst() }
-        while let last = text.last, last == " " || last == "\t" { text.removeLast() }
-        return text
     }
 }

@@ -69,6 +69,7 @@ import Testing
         "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /y HTTP/1.1\r\n\r\n",
         "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         "POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\nY:  two \r\n\r\n",
+        "POST /x HTTP/1.1\r\nTransfer-Encoding:  ,chunked \r\n\r\n3;q=\"a\\\"b\";t\r\nabc\r\n0\r\n\r\n",
         "PUT /x HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
         "GET / HTTP/1.1\r\nX-Empty:\r\nX-Spaces:   padded\t \r\nX-High: caf\u{e9}\r\n\r\n",
         "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n\u{1}\u{2}binary after",
@@ -108,6 +109,11 @@ import Testing
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer: x\r\n\r\n",
+        // Found by a security read: a Unicode comparison took KELVIN SIGN for `k`, and a quoted
+        // pair let a bare LF into a chunk line.
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chun\u{212A}ed\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;a=\"\\\na\"\r\nab\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;a=\"\\\r\"\r\nab\r\n0\r\n\r\n",
     ]
 
     @Test func everyRequestTheDecoderReadsTheFramerReadsTheSameWhereverItIsSplit() {
