@@ -8,13 +8,18 @@ import NIOHTTP1
 ///   answers 400), after which nothing more is read;
 /// - a connection whose input ends in the middle of a request is one too (`invalidEOFState`);
 /// - after a request that switches protocols, the bytes that came after it are handed on, as
-///   they came, when this handler leaves the pipeline (the tunnel's glue gets them).
+///   they came, when this handler leaves the pipeline (the tunnel's glue gets them). Only
+///   ``maximumBytesAfterSwitch`` of them wait: a client must wait for the switch before it sends
+///   the new protocol, so one that streams instead is closed (the decoder buffered them all).
 ///
 /// It carries the connection's ``ClientDeadlines`` too: the first to see the client's bytes, it
 /// times a head from its first byte.
 final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart
+
+    /// How many bytes after a protocol switch wait for the switch to happen.
+    static let maximumBytesAfterSwitch = 64 * 1024
 
     private var framer = ClientRequestFramer()
     /// Bytes read and not yet framed (part of a head, or what follows a protocol switch).
@@ -59,6 +64,14 @@ final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannel
             pending = bytes
         } else {
             pending!.writeBuffer(&bytes)
+        }
+        if framer.isStopped {
+            if pending!.readableBytes > Self.maximumBytesAfterSwitch {
+                failed = true
+                pending = nil
+                context.close(promise: nil)
+            }
+            return
         }
         frame(context: context)
     }

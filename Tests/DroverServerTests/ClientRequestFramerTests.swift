@@ -239,4 +239,17 @@ import Testing
         let left = try #require(try channel.readInbound(as: ByteBuffer.self))
         #expect(String(buffer: left) == "\u{81}\u{1}frame and more")
     }
+
+    /// A client that streams bytes after a protocol-switching request, instead of waiting for the
+    /// switch, is closed once more than the cap waits (NIO's decoder buffered them all).
+    @Test func aClientThatStreamsBeforeTheSwitchIsClosedAtTheCap() throws {
+        let channel = EmbeddedChannel(handler: ClientRequestFramingHandler())
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"))
+        let piece = ByteBuffer(repeating: 0x61, count: 16 * 1024)
+        for _ in 0..<(ClientRequestFramingHandler.maximumBytesAfterSwitch / piece.readableBytes) { try channel.writeInbound(piece) }
+        #expect(channel.isActive, "up to the cap the bytes wait")
+        try channel.writeInbound(ByteBuffer(string: "one more"))
+        #expect(!channel.isActive, "past the cap the connection is closed")
+    }
 }
