@@ -6,7 +6,8 @@ import Synchronization
 /// ``RawHTTPClient``): upgrade, send one masked text frame, read the echoed frame. Enough to
 /// prove a WebSocket works end to end through the proxy.
 public enum RawWebSocket {
-    /// Opens `path`, sends `message` and returns the text of the first frame that comes back.
+    /// Opens `path`, sends `message` and returns the text of the first frame that comes back; a
+    /// close frame instead (the tunnel ended) is an error.
     /// - Parameter networkNamespace: a ``NetworkLab`` host to connect from; nil: this machine.
     public static func echo(host: String, port: Int, path: String, headers: [(String, String)] = [], message: String,
                             timeout: TimeInterval = 30, networkNamespace: String? = nil) async throws -> String {
@@ -158,8 +159,17 @@ public enum RawWebSocket {
         defer { close(fd) }
         var rest = try upgrade(fd, host: host, port: port, path: path, headers: headers)
         try RawHTTPClient.sendAll(fd, frame(message))
-        while rest.count < 2 || rest.count < 2 + Int(rest[1] & 0x7f) { rest += try RawHTTPClient.receive(fd) }
-        let length = Int(rest[1] & 0x7f)
-        return String(decoding: rest[2..<(2 + length)], as: UTF8.self)
+        while true {
+            if let (opcode, payload, _) = serverFrame(rest) {
+                // A close instead of the echo (1012 when the session moves or its node stops) is
+                // the tunnel ending cleanly, not an answer.
+                guard opcode != 0x8 else {
+                    let code = payload.count >= 2 ? String(UInt16(payload[0]) << 8 | UInt16(payload[1])) : "none"
+                    throw TestFailure("the WebSocket was closed (code \(code)) before the echo came")
+                }
+                return String(decoding: payload, as: UTF8.self)
+            }
+            rest += try RawHTTPClient.receive(fd)
+        }
     }
 }
