@@ -75,13 +75,8 @@ public struct ClientRequestFramer: Sendable {
     public mutating func next(_ input: inout ByteBuffer) throws(HTTPParserError) -> HTTPServerRequestPart? {
         switch state {
         case .head(var scanned):
-            if scanned == 0 {
-                // Empty lines before a request line are skipped (RFC 9112 section 2.2).
-                while input.readableBytes >= 2, input.getInteger(at: input.readerIndex, as: UInt16.self) == Self.crlf {
-                    input.moveReaderIndex(forwardBy: 2)
-                }
-                if input.readableBytes == 1, input.getInteger(at: input.readerIndex, as: UInt8.self) == Self.cr { return nil }
-            }
+            // Empty lines before a request line are skipped (RFC 9112 section 2.2).
+            if scanned == 0, Self.skipEmptyLines(&input), input.readableBytes > 0 { return nil }
             guard let length = try Self.headLength(input, scanned: &scanned) else {
                 state = .head(scanned: scanned)
                 return nil
@@ -132,14 +127,18 @@ public struct ClientRequestFramer: Sendable {
         case .stopped:
             return nil
         case .closed:
-            while input.readableBytes >= 2, input.getInteger(at: input.readerIndex, as: UInt16.self) == Self.crlf {
-                input.moveReaderIndex(forwardBy: 2)
-            }
-            if input.readableBytes == 0 || (input.readableBytes == 1 && input.getInteger(at: input.readerIndex, as: UInt8.self) == Self.cr) {
-                return nil
-            }
-            throw .closedConnection
+            guard Self.skipEmptyLines(&input) else { throw .closedConnection }
+            return nil
         }
+    }
+
+    /// Skips the empty lines (CRLF) at the start of `input`, and says whether nothing else is
+    /// there yet: nothing at all, or a lone CR that may begin another.
+    private static func skipEmptyLines(_ input: inout ByteBuffer) -> Bool {
+        while input.readableBytes >= 2, input.getInteger(at: input.readerIndex, as: UInt16.self) == crlf {
+            input.moveReaderIndex(forwardBy: 2)
+        }
+        return input.readableBytes == 0 || (input.readableBytes == 1 && input.getInteger(at: input.readerIndex, as: UInt8.self) == cr)
     }
 
     private mutating func finish(trailers: HTTPHeaders?) -> HTTPServerRequestPart {
