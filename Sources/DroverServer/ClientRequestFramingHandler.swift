@@ -82,10 +82,9 @@ final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannel
         guard !framing else { return }
         framing = true
         defer { framing = false }
-        // Each part is handed on with no pending buffer held here, so that its slices are the
-        // only references to their bytes.
-        // (A request whose head came last may still end with no byte more: its end is asked for
-        // with nothing pending.)
+        // The pending bytes are taken out while the framer reads them, so it works on a buffer
+        // referenced once. (A request whose head came last may still end with no byte more: its
+        // end is asked for with nothing pending.)
         while self.context != nil, !failed, !framer.isStopped {
             var input = pending ?? nothing
             pending = nil
