@@ -44,6 +44,12 @@ extension Browser {
     const done = arguments[arguments.length - 1];
     (async () => {
       try {
+        // How often this pass's script ran in this tab, and what the page was when it ran: kept
+        // for a failure's message (WebDriver runs a script again when its page navigates away).
+        const runs = Number(sessionStorage.getItem('droverRuns') || 0) + 1;
+        sessionStorage.setItem('droverRuns', String(runs));
+        sessionStorage.setItem('droverPages', (sessionStorage.getItem('droverPages') || '') + ' ' + location.href + ' (' + ((performance.getEntriesByType('navigation')[0] || {}).type || '?') + ')');
+        window.addEventListener('pagehide', () => sessionStorage.setItem('droverPages', sessionStorage.getItem('droverPages') + ' left at ' + new Date().toISOString()));
         const base = location.pathname.slice(0, location.pathname.indexOf('/lab')) + '/';
         const xsrf = decodeURIComponent((document.cookie.split('; ').find(c => c.startsWith('_xsrf=')) || '=').split('=').slice(1).join('='));
         const refused = await fetch(base + 'api/kernels', {method: 'POST', body: '{"name":"python3"}'});
@@ -127,13 +133,11 @@ extension Browser {
                 let node = cluster.nodes[index]
                 if index != 0 { try await signInThroughTheForm(browser, node) }
                 try await openLab(browser, node, id)
-                let result = try await browser.runAsync(Self.kernelScript) as? String
+                let (result, trace) = try await runKernelScript(browser)
                 if let folder = ProcessInfo.processInfo.environment["DROVER_TEST_SCREENSHOTS"] {
                     try await browser.screenshot(to: folder + "/jupyterlab-node\(index).png")
                 }
-                let foundBefore = try await browser.run("return window.droverFoundBefore")
-                #expect(result == "output:42 refused:403 saved:\(index == ownerIndex ? 201 : 200)",
-                        "through node \(index): \(result ?? "nil") (the notebook, asked for before it was saved: \(foundBefore ?? "nil"))")
+                #expect(result == "output:42 refused:403 saved:\(index == ownerIndex ? 201 : 200)", "through node \(index): \(result ?? "nil") (\(trace))")
             }
 
             // The second account reaches nothing: not through the proxy, not the socket.
@@ -312,8 +316,13 @@ extension Browser {
         try await balancer.waitUntil(timeout: 20, "the front load balancer listens") { balancer.stdout.contains("listening") }
         /// Sends the browser to node `index` from now on: once the balancer says it has dropped
         /// every connection it carried (it notices the change within 0.1 s, or later on a loaded
-        /// machine, when it could otherwise cut a request the browser then sends again).
+        /// machine, when it could otherwise cut a request the browser then sends again: a save
+        /// cut after the Lab made the file is sent again by Chromium and answered 200, not 201).
+        /// Sending it where it already goes changes nothing and drops nothing.
+        nonisolated(unsafe) var targeted = 0
         func sendTo(_ index: Int) async throws {
+            guard index != targeted else { return }
+            targeted = index
             let switches = balancer.stdout.components(separatedBy: "switched").count
             try target(index)
             try await balancer.waitUntil(timeout: 20, "the front load balancer drops what it carried") {
@@ -346,10 +355,9 @@ extension Browser {
                                                + "&& document.cookie.includes('_xsrf=')") as? Bool) == true ? true : nil
                     }
                     let onDiskBefore = notebookOnDisk()
-                    let result = try await browser.runAsync(Self.kernelScript) as? String
-                    let foundBefore = try await browser.run("return window.droverFoundBefore")
+                    let (result, trace) = try await runKernelScript(browser)
                     #expect(result == "output:42 refused:403 saved:\(index == owner ? 201 : 200)",
-                            "through node \(index): \(result ?? "nil") (the notebook, asked for before it was saved: \(foundBefore ?? "nil"); on disk when the session was listed: \(onDiskAtStart); before this pass: \(onDiskBefore))")
+                            "through node \(index): \(result ?? "nil") (\(trace); on disk when the session was listed: \(onDiskAtStart); before this pass: \(onDiskBefore))")
                     #expect(try await browser.run("return location.origin") as? String == origin)
                 }
                 try await browser.open(main + "/")
@@ -573,6 +581,16 @@ extension Browser {
     static func shippedKind(_ name: String) -> String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("config/kinds.available/\(name).conf").path
+    }
+
+    /// Runs `kernelScript` in the Lab open in `browser`; returns its result and, for a failure's
+    /// message, how often it ran and on which pages (the notebook asked for before its save).
+    func runKernelScript(_ browser: Browser) async throws -> (result: String?, trace: String) {
+        try await browser.run("sessionStorage.removeItem('droverRuns'); sessionStorage.removeItem('droverPages')")
+        let result = try await browser.runAsync(Self.kernelScript) as? String
+        let trace = try await browser.run("return 'the notebook, asked for before it was saved: ' + window.droverFoundBefore + '; runs: ' "
+                                          + "+ sessionStorage.getItem('droverRuns') + ', pages:' + sessionStorage.getItem('droverPages')")
+        return (result, trace as? String ?? "?")
     }
 
     /// Opens the Lab and waits for its interface (its scripts came through the proxy).
