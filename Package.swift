@@ -132,6 +132,9 @@ let package = Package(
         .target(
             name: "DroverTesting",
             dependencies: ["DroverKernel", "DroverPluginTesting", "DroverCluster", "DroverServer", "DroverPlugins", "CShims",
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOEmbedded", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: sharedSettings),

@@ -1,4 +1,5 @@
 @testable import DroverServer
+import DroverTesting
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -8,58 +9,9 @@ import Testing
 /// on every request the decoder reads, the framer gives the same parts (split anywhere), and it
 /// never reads a request the decoder refuses.
 @Suite struct ClientRequestFramerTests {
-    /// Parts as text, to compare: a head as its request line and fields, bodies joined, an end
-    /// with its trailers; or the error that ended the reading.
-    struct Reading: Equatable, CustomStringConvertible {
-        var parts: [String] = []
-        var failed: String?
-        /// The bytes left after a request that switched protocols.
-        var left = ""
-
-        mutating func note(_ part: HTTPServerRequestPart) {
-            switch part {
-            case .head(let head):
-                parts.append("head \(head.method.rawValue) \(head.uri) \(head.version) " + head.headers.map { "\($0.name): \($0.value)" }.joined(separator: " | "))
-            case .body(let bytes):
-                if let last = parts.last, last.hasPrefix("body ") { parts[parts.count - 1] += String(buffer: bytes) } else { parts.append("body " + String(buffer: bytes)) }
-            case .end(let trailers):
-                parts.append("end" + (trailers.map { " " + $0.map { "\($0.name): \($0.value)" }.joined(separator: " | ") } ?? ""))
-            }
-        }
-
-        var description: String { parts.joined(separator: "\n") + (failed.map { "\nfailed: \($0)" } ?? "") + (left.isEmpty ? "" : "\nleft: \(left)") }
-    }
-
-    /// What NIO's decoder reads from `bytes`, given whole.
-    static func decoder(_ bytes: [UInt8]) -> Reading {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
-        var reading = Reading()
-        do {
-            try channel.writeInbound(ByteBuffer(bytes: bytes))
-        } catch {
-            reading.failed = "\(error)"
-        }
-        while let part = try? channel.readInbound(as: HTTPServerRequestPart.self) { reading.note(part) }
-        _ = try? channel.finish()
-        return reading
-    }
-
-    /// What the framer reads from `bytes`, fed in pieces of `split` bytes.
-    static func framer(_ bytes: [UInt8], split: Int) -> Reading {
-        var framer = ClientRequestFramer()
-        var reading = Reading()
-        var input = ByteBuffer()
-        do {
-            for start in stride(from: 0, to: bytes.count, by: max(split, 1)) {
-                input.writeBytes(bytes[start..<min(start + split, bytes.count)])
-                while let part = try framer.next(&input) { reading.note(part) }
-                if framer.isStopped { break }
-            }
-        } catch {
-            reading.failed = "\(error)"
-        }
-        return reading
-    }
+    typealias Reading = RequestReading
+    static func decoder(_ bytes: [UInt8]) -> Reading { RequestReading.decoder(bytes) }
+    static func framer(_ bytes: [UInt8], split: Int) -> Reading { RequestReading.framer(bytes, split: split) }
 
     static let valid: [String] = [
         "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -169,8 +121,7 @@ import Testing
                 compared += 1
                 // Compare what both read before either stopped: a request the framer reads whole
                 // is read the same by the decoder.
-                let ends = read.parts.lastIndex { $0.hasPrefix("end") }.map { $0 + 1 } ?? 0
-                let readWhole = Array(read.parts.prefix(ends))
+                let readWhole = read.wholeRequests
                 if !(decoded.parts.count >= readWhole.count && Array(decoded.parts.prefix(readWhole.count)) == readWhole) {
                     Issue.record("\(String(decoding: bytes, as: UTF8.self).debugDescription):\n\(read)\n--- the decoder:\n\(decoded)")
                 }
