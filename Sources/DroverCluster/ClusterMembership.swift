@@ -341,8 +341,11 @@ public struct ClusterMembership: Sendable {
     static func flagOwner(_ path: String) -> String {
         var info = stat()
         let exists = stat(path, &info) == 0 || stat((path as NSString).deletingLastPathComponent, &info) == 0
-        guard exists, let account = getpwuid(info.st_uid) else { return "uid \(exists ? info.st_uid : 0)" }
-        return String(cString: account.pointee.pw_name)
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard exists, getpwuid_r(info.st_uid, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return "uid \(exists ? info.st_uid : 0)" }
+        return String(cString: entry.pw_name)
     }
 
     /// Re-reads `load-balancer` and applies `balancer`, `timeout` and `diagnostics` without a

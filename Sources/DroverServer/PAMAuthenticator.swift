@@ -49,11 +49,15 @@ public final class PAMAuthenticator: Sendable {
         defer { waiting.subtract(1, ordering: .relaxed) }
         let service = self.service
         let minimum = minimumUserID
-        let accepted = try? await pool.runIfActive {
-            Self.check(service: service, username: username, password: password, remoteHost: remoteHost)
+        // The account is looked up on the pool too (the name service may be slow), and with
+        // `getpwnam_r`: sign-ins run side by side, and `getpwnam`'s answer is one static buffer
+        // that another sign-in's look-up could overwrite before its uid is read.
+        let accepted = try? await pool.runIfActive { () -> (user: String, uid: uid_t?)? in
+            guard let user = Self.check(service: service, username: username, password: password, remoteHost: remoteHost) else { return nil }
+            return (user, AdminDashboard.account(user)?.uid)
         }
-        guard let user = accepted ?? nil else { return .refused }
-        guard let account = getpwnam(user), account.pointee.pw_uid >= minimum else { return .belowMinimumUserID(user: user) }
+        guard let (user, uid) = accepted ?? nil else { return .refused }
+        guard let uid, uid >= minimum else { return .belowMinimumUserID(user: user) }
         return .accepted(user: user)
     }
 

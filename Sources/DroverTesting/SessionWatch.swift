@@ -33,7 +33,7 @@ public final class DoubleWatcher: Sendable {
 /// `auth-none` (the test's own).
 public enum DemoSessionState {
     public static func directory(_ id: String) -> String {
-        let home = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_dir) } ?? NSHomeDirectory()
+        let home = SystemUsers.account(SystemUsers.currentName)?.home ?? NSHomeDirectory()
         return home + "/.local/share/drover/sessions/" + id
     }
 

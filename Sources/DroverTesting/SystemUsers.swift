@@ -10,11 +10,39 @@ public enum SystemUsers {
             && FileManager.default.isExecutableFile(atPath: "/usr/sbin/chpasswd")
     }
 
+    /// An account as the system has it.
+    public struct Account: Sendable {
+        public let name: String
+        public let uid: UInt32
+        public let gid: UInt32
+        public let home: String
+    }
+
+    /// The account `name`, or nil. With `getpwnam_r`: tests run side by side, and `getpwnam`'s
+    /// answer lives in one static buffer that the next look-up on any thread overwrites (a test
+    /// once read another account's home from it and removed a file there instead of its own).
+    public static func account(_ name: String) -> Account? {
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
+        return Account(name: name, uid: entry.pw_uid, gid: entry.pw_gid, home: String(cString: entry.pw_dir))
+    }
+
+    /// The name of the account this process runs as (`getpwuid_r`, for the same reason).
+    public static var currentName: String {
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwuid_r(geteuid(), &entry, &buffer, buffer.count, &found) == 0, found != nil else { return "root" }
+        return String(cString: entry.pw_name)
+    }
+
     /// Creates the accounts (with homes) if missing, sets their password, and writes the PAM
     /// service `drover-test` (pam_unix). Idempotent.
     public static func ensure(_ names: [String]) async throws {
         try "auth required pam_unix.so\naccount required pam_unix.so\n".write(toFile: "/etc/pam.d/\(pamService)", atomically: true, encoding: .utf8)
-        for name in names where getpwnam(name) == nil {
+        for name in names where account(name) == nil {
             _ = try await Executable.run("/usr/sbin/useradd", ["-m", "-s", "/bin/sh", name])
         }
         let result = try await Executable.run("/usr/sbin/chpasswd", [], stdin: names.map { "\($0):\(password)" }.joined(separator: "\n") + "\n")

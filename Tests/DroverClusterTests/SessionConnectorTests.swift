@@ -43,8 +43,8 @@ import Testing
     }
 
     static func account(_ name: String) throws -> Account {
-        let entry = try #require(getpwnam(name)?.pointee)
-        return Account(uid: entry.pw_uid, gid: entry.pw_gid)
+        let entry = try #require(SystemUsers.account(name))
+        return Account(uid: entry.uid, gid: entry.gid)
     }
 
     /// Starts the listener as `user` (root when nil), in `cgroup` when given.

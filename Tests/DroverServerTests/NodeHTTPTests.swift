@@ -122,7 +122,7 @@ import Testing
         let me = try await signedIn.request("/api/me")
         #expect(me.status == 200)
         let fields = try #require(try JSONSerialization.jsonObject(with: Data(me.body.utf8)) as? [String: Any])
-        #expect(fields["user"] as? String == getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) })
+        #expect(fields["user"] as? String == Optional(SystemUsers.currentName))
         #expect(fields.keys.contains("csrf"), "csrf is always there, null without a cookie: \(me.body)")
         #expect(try await signedIn.request("/api/sessions").body == "[]")
         #expect(try await signedIn.request("/s/0123456789abcdef/").status == 404, "no such session")
@@ -173,7 +173,7 @@ import Testing
 
     @Test func theHomePageListsTheUsersSessionsWithCSRFTokensAndSignOutClearsTheCookie() async throws {
         let node = try await InProcessNode(rserver: "auth-none=1\n")
-        let user = try #require(getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) })
+        let user = try #require(Optional(SystemUsers.currentName))
         let now = node.clock.now
         try await node.store.createSession(SessionRecord(id: "fedcba9876543210fedcba9876543210", username: user,
                                                          ownership: SessionOwnership(node: nil, state: .suspended),

@@ -166,7 +166,7 @@ struct Browser {
         // Each action is in the audit log as the admin's.
         try await Task.sleep(for: .seconds(1.2))
         let audit = try await cluster.drover(0, ["audit"])
-        let admin = "admin:" + String(cString: getpwuid(geteuid())!.pointee.pw_name)
+        let admin = "admin:" + SystemUsers.currentName
         for action in ["session-suspend  \(sessions[0])", "session-move  \(sessions[1])", "node-offline  node \(other)", "node-online  node \(other)"] {
             #expect(audit.stdout.contains("\(admin)  \(action)"), "\(action) missing from:\n\(audit.stdout)")
         }

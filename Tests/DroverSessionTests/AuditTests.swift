@@ -45,7 +45,7 @@ import Testing
         for index in 0..<2 { try await cluster.start(index) }
         let ids = try await cluster.statuses().reduce(into: [String: Int64]()) { $0[$1.host] = $1.id }
         let (a, b) = (cluster.nodes[0], cluster.nodes[1])
-        let account = String(cString: getpwuid(geteuid())!.pointee.pw_name)
+        let account = SystemUsers.currentName
         // auth-none: the user is droverd's own; the operator is who ran `drover` (under sudo, the one who ran sudo).
         let me = "user:\(account)"
         let admin = "admin:" + (getuid() == 0 ? ProcessInfo.processInfo.environment["SUDO_USER"].flatMap { $0.isEmpty ? nil : $0 } ?? account : account)

@@ -31,8 +31,8 @@ import Testing
     func symlinksInTheUsersHomeNeverLeadRootAnywhere() async throws {
         let user = "drovertest4"
         try await SystemUsers.ensure([user])
-        let account = try #require(getpwnam(user)?.pointee)
-        let home = String(cString: account.pw_dir)
+        let account = try #require(SystemUsers.account(user))
+        let home = account.home
         let sessions = home + "/.local/share/drover/sessions"
         // Clean slate, owned by the user as their own files would be.
         _ = try await Executable.run("/bin/rm", ["-rf", home + "/.local/share/drover"])
@@ -49,7 +49,7 @@ import Testing
         let node = cluster.nodes[0]
         let visitor = try await signIn(node, user: user)
         func asUser(_ command: String) async throws {
-            let result = try await Executable.run("/usr/bin/setpriv", ["--reuid=\(account.pw_uid)", "--regid=\(account.pw_gid)", "--init-groups",
+            let result = try await Executable.run("/usr/bin/setpriv", ["--reuid=\(account.uid)", "--regid=\(account.gid)", "--init-groups",
                                                                        "--", "/bin/sh", "-c", command])
             #expect(result.status == 0, "\(command): \(result.stderr)")
         }
@@ -111,9 +111,9 @@ import Testing
         #expect(!environment.contains { $0.hasPrefix("DROVER_SESSION_PORT=") }, "no loopback port is offered")
         let socketPath = try #require(environment.first { $0.hasPrefix("DROVER_SESSION_SOCKET=") }.map { String($0.dropFirst(22)) })
         for user in [stranger, owner] {
-            let account = try #require(getpwnam(user)?.pointee)
+            let account = try #require(SystemUsers.account(user))
             let attempt = try await Executable.run("/usr/bin/setpriv", [
-                "--reuid=\(account.pw_uid)", "--regid=\(account.pw_gid)", "--init-groups", "--", "/usr/bin/python3", "-c",
+                "--reuid=\(account.uid)", "--regid=\(account.gid)", "--init-groups", "--", "/usr/bin/python3", "-c",
                 "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print('connected')\nexcept OSError as e: print('refused', e.errno)",
                 socketPath])
             #expect(attempt.stdout.hasPrefix("refused"), "\(user) reached the session directly: \(attempt.stdout) \(attempt.stderr)")

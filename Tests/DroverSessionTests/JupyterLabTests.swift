@@ -88,10 +88,10 @@ extension Browser {
         let bin = try #require(Self.jupyterBin, "no JupyterLab: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
         #expect(Browser.available, "no chromedriver: scripts/test.sh installs Debian's chromium-driver package")
         try await SystemUsers.ensure([Self.owner, Self.stranger])
-        let account = try #require(getpwnam(Self.owner)?.pointee)
+        let account = try #require(SystemUsers.account(Self.owner))
         let profile = try Self.putOnPath(bin, for: account)
         // What an earlier run saved.
-        _ = try? FileManager.default.removeItem(atPath: String(cString: account.pw_dir) + "/drover-acceptance.ipynb")
+        _ = try? FileManager.default.removeItem(atPath: account.home + "/drover-acceptance.ipynb")
 
         let shipped = Self.shippedKind("jupyterlab")
         let run = TemporaryDirectory(prefix: "drover-lab-run")
@@ -150,8 +150,8 @@ extension Browser {
             // The session plants another listener at its socket's path: refused, then put back.
             let open = TemporaryDirectory(prefix: "drover-open")
             chmod(open.path, 0o777)
-            let stranger = try #require(getpwnam(Self.stranger)?.pointee)
-            let planted = try RunningProcess("/usr/bin/setpriv", ["--reuid=\(stranger.pw_uid)", "--regid=\(stranger.pw_gid)", "--init-groups", "--",
+            let stranger = try #require(SystemUsers.account(Self.stranger))
+            let planted = try RunningProcess("/usr/bin/setpriv", ["--reuid=\(stranger.uid)", "--regid=\(stranger.gid)", "--init-groups", "--",
                                                                 "/usr/bin/python3", "-c", "import os,socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\nos.chmod(sys.argv[1],0o777)\ns.listen(8)\nwhile True: s.accept()[0].sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 7\\r\\n\\r\\nplanted')",
                                                                 open.url("planted.sock")])
             defer { planted.signal(SIGKILL) }
@@ -262,10 +262,10 @@ extension Browser {
         let bin = try #require(Self.jupyterBin, "no JupyterLab: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
         #expect(Browser.available, "no chromedriver: scripts/test.sh installs Debian's chromium-driver package")
         try await SystemUsers.ensure([Self.owner])
-        let account = try #require(getpwnam(Self.owner)?.pointee)
+        let account = try #require(SystemUsers.account(Self.owner))
         let profile = try Self.putOnPath(bin, for: account)
         defer { try? FileManager.default.removeItem(atPath: profile) }
-        let notebookPath = String(cString: account.pw_dir) + "/drover-acceptance.ipynb"
+        let notebookPath = account.home + "/drover-acceptance.ipynb"
         _ = try? FileManager.default.removeItem(atPath: notebookPath)
         #expect(!FileManager.default.fileExists(atPath: notebookPath), "the last test's notebook is removed")
         /// Whether the notebook is in the home now, and its time and owner (a failure's message:
@@ -383,7 +383,7 @@ extension Browser {
     func idle() async throws {
         let bin = try #require(Self.jupyterBin, "no JupyterLab: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
         try await SystemUsers.ensure([Self.owner])
-        let account = try #require(getpwnam(Self.owner)?.pointee)
+        let account = try #require(SystemUsers.account(Self.owner))
         let profile = try Self.putOnPath(bin, for: account)
         defer { try? FileManager.default.removeItem(atPath: profile) }
         let shipped = Self.shippedKind("jupyterlab")
@@ -529,7 +529,7 @@ extension Browser {
     func jupyterNotebookThroughItsShippedKind() async throws {
         let bin = try #require(Self.jupyterBin, "no Jupyter: scripts/test.sh installs it from PyPI and sets DROVER_TEST_JUPYTER_BIN")
         try await SystemUsers.ensure([Self.stranger])
-        let account = try #require(getpwnam(Self.stranger)?.pointee)
+        let account = try #require(SystemUsers.account(Self.stranger))
         let profile = try Self.putOnPath(bin, for: account)
         defer { try? FileManager.default.removeItem(atPath: profile) }
         let shipped = Self.shippedKind("jupyter-notebook")
@@ -570,10 +570,10 @@ extension Browser {
     /// Puts the Jupyter virtual environment `bin` on the PATH `account`'s profile sets, as a
     /// user's own conda or venv would be (the shipped kinds name `jupyter-lab` alone).
     /// - Returns: the profile's path, for the caller to remove.
-    static func putOnPath(_ bin: String, for account: passwd) throws -> String {
-        let profile = String(cString: account.pw_dir) + "/.profile"
+    static func putOnPath(_ bin: String, for account: SystemUsers.Account) throws -> String {
+        let profile = account.home + "/.profile"
         try "export PATH=\"\(bin):$PATH\"\n".write(toFile: profile, atomically: false, encoding: .utf8)
-        chown(profile, account.pw_uid, account.pw_gid)
+        chown(profile, account.uid, account.gid)
         return profile
     }
 

@@ -108,7 +108,7 @@ import Testing
         let node = cluster.nodes[0]
         let (id, _) = try #require(try await startSessions(cluster, count: 1).first)
         #expect(count(try await RawHTTPClient.request("POST", host: node.address, port: node.port, path: "/s/\(id)/count")) == 1)
-        let state = try #require(getpwuid(geteuid())).pointee.pw_dir.map { String(cString: $0) }! + "/.local/share/drover/sessions/" + id
+        let state = try #require(SystemUsers.account(SystemUsers.currentName)).home + "/.local/share/drover/sessions/" + id
         // What a quit through another node leaves while this one looked dead: no row, no state.
         let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"delete from session where id=?\", (sys.argv[2],)); c.commit()"
         let written = try await Executable.run("/usr/bin/env", ["python3", "-c", script, cluster.shared.url("drover.sqlite"), id])
@@ -159,7 +159,7 @@ import Testing
         try await cluster.start(1)
         let ids = try await cluster.statuses()
         let placedOn = try #require(ids.first { $0.host == cluster.nodes[1].address }?.id)
-        let user = try #require(getpwuid(geteuid())).pointee.pw_name.map { String(cString: $0) } ?? "root"
+        let user = SystemUsers.currentName
         let id = "fedcba9876543210fedcba9876543210"
         // The row as placement leaves it, with no start call ever sent.
         let script = "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); t=time.time(); "
@@ -185,7 +185,7 @@ import Testing
         try await cluster.start(0)
         try await cluster.start(1)
         let node = cluster.nodes[0]
-        let home = try #require(getpwuid(geteuid())).pointee.pw_dir.map { String(cString: $0) } ?? NSHomeDirectory()
+        let home = (SystemUsers.account(SystemUsers.currentName)?.home ?? NSHomeDirectory())
         func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
         var ids: [String] = []
         for _ in 0..<2 {

@@ -38,7 +38,7 @@ import Testing
 
         // An opening signed with the cluster's key, for this node and the session's user: 101,
         // and what follows on the connection is the session's, as it is.
-        let user = try #require(getpwuid(geteuid())).pointee.pw_name.map { String(cString: $0) } ?? "root"
+        let user = SystemUsers.currentName
         let destination = "\(home.address):\(home.port)"
         let opening = Self.opening(session: id, user: user, destination: destination)
         let hop = try await RawHTTPClient.KeepAlive(host: home.address, port: home.port)

@@ -124,8 +124,8 @@ elif mode == "systemd":
 
     /// Runs `command` as `user`; its output.
     static func asUser(_ user: String, _ arguments: [String]) async throws -> Executable.Result {
-        let account = try #require(getpwnam(user)?.pointee)
-        return try await Executable.run("/usr/bin/setpriv", ["--reuid=\(account.pw_uid)", "--regid=\(account.pw_gid)", "--init-groups", "--"] + arguments)
+        let account = try #require(SystemUsers.account(user))
+        return try await Executable.run("/usr/bin/setpriv", ["--reuid=\(account.uid)", "--regid=\(account.gid)", "--init-groups", "--"] + arguments)
     }
 
     static let connectAsUser = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print('connected')\nexcept OSError as e: print('refused', e.errno)"
@@ -154,7 +154,7 @@ elif mode == "systemd":
         let id = try #require(json(created)["id"] as? String, "\(created.status) \(created.body)")
         let answer = try await Self.get(node, visitor, "/s/\(id)/hello?x=1")
         #expect(answer.status == 200, "\(answer.body)")
-        #expect(json(answer)["path"] as? String == "/s/\(id)/hello?x=1" && json(answer)["uid"] as? Int == Int(getpwnam(Self.owner)!.pointee.pw_uid))
+        #expect(json(answer)["path"] as? String == "/s/\(id)/hello?x=1" && json(answer)["uid"] as? Int == Int(SystemUsers.account(Self.owner)!.uid))
         let listed = try await Self.get(node, visitor, "/api/sessions")
         #expect(listed.body.contains(#""kind":"py""#), "\(listed.body)")
         #expect(try await cluster.drover(0, ["active-sessions"]).stdout.contains(" py "))
@@ -176,7 +176,7 @@ elif mode == "systemd":
         // The owner's session plants the stranger's listener at its socket's path: refused.
         let open = TemporaryDirectory(prefix: "drover-open")
         chmod(open.path, 0o777)
-        let planted = try RunningProcess("/usr/bin/setpriv", ["--reuid=\(getpwnam(Self.stranger)!.pointee.pw_uid)", "--regid=\(getpwnam(Self.stranger)!.pointee.pw_gid)",
+        let planted = try RunningProcess("/usr/bin/setpriv", ["--reuid=\(SystemUsers.account(Self.stranger)!.uid)", "--regid=\(SystemUsers.account(Self.stranger)!.gid)",
                                                             "--init-groups", "--", "/usr/bin/python3", setup.program, "unix", open.url("other.sock")])
         defer { planted.signal(SIGKILL) }
         try await cluster.eventually("the stranger's listener") { FileManager.default.fileExists(atPath: open.url("other.sock")) }
@@ -205,11 +205,11 @@ elif mode == "systemd":
         // folder: removing it at the end must not empty the stranger's folder with root's rights.
         let shared = TemporaryDirectory(prefix: "drover-shared-tree")
         chmod(shared.path, 0o777)
-        let (ownerAccount, strangerAccount) = (getpwnam(Self.owner)!.pointee, getpwnam(Self.stranger)!.pointee)
+        let (ownerAccount, strangerAccount) = (SystemUsers.account(Self.owner)!, SystemUsers.account(Self.stranger)!)
         try FileManager.default.createDirectory(atPath: shared.url("project/theirs"), withIntermediateDirectories: true)
         try "the stranger's work\n".write(toFile: shared.url("project/theirs/precious"), atomically: false, encoding: .utf8)
-        chown(shared.url("project"), ownerAccount.pw_uid, ownerAccount.pw_gid)
-        for path in [shared.url("project/theirs"), shared.url("project/theirs/precious")] { chown(path, strangerAccount.pw_uid, strangerAccount.pw_gid) }
+        chown(shared.url("project"), ownerAccount.uid, ownerAccount.gid)
+        for path in [shared.url("project/theirs"), shared.url("project/theirs/precious")] { chown(path, strangerAccount.uid, strangerAccount.gid) }
         #expect(try await Self.asUser(Self.owner, ["/bin/mv", shared.url("project"), setup.run.path + "/node0/\(id)/project"]).status == 0)
 
         // Quit: the session's folder goes with it, but not what is someone else's.
@@ -262,7 +262,7 @@ elif mode == "systemd":
         for index in 0..<2 { #expect(cluster.process(index)?.stderr.contains(secret) == false) }
         var file = stat()
         stat(secretFile, &file)
-        #expect(file.st_mode & 0o777 == 0o600 && file.st_uid == getpwnam(Self.owner)!.pointee.pw_uid)
+        #expect(file.st_mode & 0o777 == 0o600 && file.st_uid == SystemUsers.account(Self.owner)!.uid)
 
         // Any local user can reach the port, but not without the secret.
         let port = try #require(processes.lazy.compactMap { pid in
@@ -276,14 +276,14 @@ elif mode == "systemd":
         // Port squatting: another user takes the port the program was given before it binds
         // (it waits 4 s). The squatter answers the readiness check; droverd must not take it
         // for the session: the start fails.
-        let stranger = try #require(getpwnam(Self.stranger)?.pointee)
+        let stranger = try #require(SystemUsers.account(Self.stranger))
         let squatters = SquatterBox()
         async let late = Self.start(cluster.nodes[0], visitor, kind: "late")
         try await cluster.eventually("the late program is given its port") {
             guard let pid = SystemUsers.processes(matching: "late-tcp").first,
                   let port = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self)
                     .split(separator: "\0").dropFirst(3).first.flatMap({ Int($0) }) else { return false }
-            squatters.add(try RunningProcess("/usr/bin/setpriv", ["--reuid=\(stranger.pw_uid)", "--regid=\(stranger.pw_gid)", "--init-groups", "--",
+            squatters.add(try RunningProcess("/usr/bin/setpriv", ["--reuid=\(stranger.uid)", "--regid=\(stranger.gid)", "--init-groups", "--",
                                                                 "/usr/bin/python3", setup.program, "open-tcp", String(port)]))
             return true
         }
@@ -303,15 +303,15 @@ extension SessionKindTests {
     func socketActivationInTheUsersLoginEnvironment() async throws {
         try await SystemUsers.ensure([Self.owner])
         let setup = try Setup()
-        let account = try #require(getpwnam(Self.owner)?.pointee)
-        let home = String(cString: account.pw_dir)
+        let account = try #require(SystemUsers.account(Self.owner))
+        let home = account.home
         // The user's own files, as the user would have written them.
         let bin = home + "/drover-test-bin"
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         try "#!/bin/sh\nexec /usr/bin/python3 \(setup.program) \"$@\"\n".write(toFile: bin + "/drover-test-program", atomically: false, encoding: .utf8)
         try "export PATH=\"$HOME/drover-test-bin:$PATH\"\nexport PROFILE_SAYS=hello-from-profile\n".write(toFile: home + "/.profile", atomically: false, encoding: .utf8)
         chmod(bin + "/drover-test-program", 0o755)
-        for path in [bin, bin + "/drover-test-program", home + "/.profile"] { chown(path, account.pw_uid, account.pw_gid) }
+        for path in [bin, bin + "/drover-test-program", home + "/.profile"] { chown(path, account.uid, account.gid) }
         defer { _ = try? FileManager.default.removeItem(atPath: home + "/.profile") }
         let cluster = try await setup.cluster(kinds: ["sd": #"command=["drover-test-program", "systemd"]"# + "\nendpoint=systemd-socket\nenv.KIND_TEST_FOO=foo-{session-id}\n"])
         try await cluster.start(0)

@@ -127,13 +127,13 @@ import Testing
     func accountsBelowTheMinimumUserIDCannotSignInAndPAMHearsTheClientsAddress() async throws {
         let (user, system) = ("drovertest8", "droversys1")
         try await SystemUsers.ensure([user])
-        if getpwnam(system) == nil {
+        if SystemUsers.account(system) == nil {
             let made = try await Executable.run("/usr/sbin/useradd", ["-r", "-m", "-s", "/bin/sh", system])
             #expect(made.status == 0, "\(made.stderr)")
         }
         let passwords = try await Executable.run("/usr/sbin/chpasswd", [], stdin: "\(system):\(SystemUsers.password)\n")
         #expect(passwords.status == 0, "\(passwords.stderr)")
-        #expect(try #require(getpwnam(system)).pointee.pw_uid < 1000)
+        #expect(try #require(SystemUsers.account(system)).uid < 1000)
         // A PAM service that also records what the module sees (pam_exec exports PAM_RHOST).
         let folder = TemporaryDirectory(prefix: "drover-pam")
         let record = folder.url("rhost.log")
