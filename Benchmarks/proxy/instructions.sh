@@ -9,7 +9,7 @@
 # AUTH=cookie: the node uses PAM sign-in and every request carries a signed sign-in cookie.
 # ORIGINS=1 (with auth-none): sessions at their own origins (`www-session-domain=localhost`), and
 # the node's requests carry `Host: <id>.localhost:PORT` (nginx ignores the name).
-# Usage: [AUTH=cookie] [ORIGINS=1] [RAW=1] [BIN=DIR] Benchmarks/proxy/instructions.sh [REQUESTS=5000] [CONNECTIONS=8]
+# Usage: [AUTH=cookie] [BIN=DIR] Benchmarks/proxy/instructions.sh [REQUESTS=5000] [CONNECTIONS=8]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 requests=${1:-5000}
@@ -27,10 +27,6 @@ work=$(mktemp -d /tmp/drover-instructions.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 nginx_port=$(free_port)
-# RAW=1 (issue 39's step 2 spike): droverd's requests go through the raw data path, on a port of
-# its own (DROVER_SPIKE_RAW_PORT).
-raw_port=$(free_port)
-[ "${RAW:-0}" = 1 ] && export DROVER_SPIKE_RAW_PORT=$raw_port
 mkdir -p "$work/node" "$work/shared"
 cat > "$work/node/rserver.conf" <<CONF
 www-address=127.0.0.1
@@ -115,7 +111,7 @@ measure() { # name pid port -> prints the summary
 
 echo "Instructions per proxied request: GET /s/<id>/count, $requests requests on $connections keep-alive connections, under callgrind"
 measure nginx $nginx "$nginx_port"
-measure droverd $droverd "$([ "${RAW:-0}" = 1 ] && echo "$raw_port" || echo "$port")"
+measure droverd $droverd "$port"
 python3 - "$work/droverd.summary" "$work/nginx.summary" <<'PY'
 import re, sys
 def per_request(path):

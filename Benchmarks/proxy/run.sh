@@ -2,7 +2,7 @@
 # Proxy throughput, latency and CPU: wrk against one demo session through its owning Drover
 # node, through a non-owning node, and through nginx as a reverse proxy to it, all in one run;
 # then 1,000 WebSockets held through a node and the node's resident memory.
-# Usage: [AUTH=cookie] [ORIGINS=1] [RAW=1] [BIN=DIR] Benchmarks/proxy/run.sh [SECONDS=10] [CONNECTIONS=64] [ROUNDS=3]
+# Usage: [AUTH=cookie] [BIN=DIR] Benchmarks/proxy/run.sh [SECONDS=10] [CONNECTIONS=64] [ROUNDS=3]
 # ROUNDS rounds, each running nginx and the two Drover paths in turn (the order alternating
 # between rounds, as single runs on a small machine vary by a third); the summary gives the
 # medians, with CPU seconds per 10,000 requests of the proxies (from /proc/<pid>/stat over each
@@ -37,9 +37,6 @@ bin=$(cd "${BIN:-$(swift build -c release --show-bin-path)}" && pwd)  # absolute
 
 work=$(mktemp -d /tmp/drover-proxybench.XXXXXX)
 source Benchmarks/proxy/two-nodes.sh
-# RAW=1 (issue 39's step 2 spike): the owning path is measured through the raw data path, on a
-# port of its own (DROVER_SPIKE_RAW_PORT) at the owning node's address.
-[ "${RAW:-0}" = 1 ] && export DROVER_SPIKE_RAW_PORT=$(free_port)
 # Each WebSocket holds two descriptors in the node (the client's, the session's), and one in the
 # client: the nodes, the session and the client get room for them (root may raise the hard limit).
 if [ "${WEBSOCKETS:-1000}" -gt 2000 ]; then ulimit -Hn $(( WEBSOCKETS * 5 + 4096 )) 2>/dev/null || true; ulimit -n $(( WEBSOCKETS * 5 + 4096 )) 2>/dev/null || true; fi
@@ -67,9 +64,6 @@ path="/s/$id/count"
 curl -sf "http://127.0.0.1:$nginx_port$path" >/dev/null
 curl -sf "${sign_in[@]}" "http://$owner:$port$path" >/dev/null
 
-owning_port=$port
-[ "${RAW:-0}" = 1 ] && owning_port=$DROVER_SPIKE_RAW_PORT
-curl -sf "${sign_in[@]}" "http://$owner:$owning_port$path" >/dev/null
 owner_pid=$(pgrep -f "droverd --config-dir $work/$owner_dir")
 other_pid=$(pgrep -f "droverd --config-dir $work/node" | grep -vx "$owner_pid")
 nginx_pids="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
@@ -109,11 +103,11 @@ run() { # round name url pids...
 for round in $(seq "$rounds"); do
     if [ $((round % 2)) = 1 ]; then
         run "$round" nginx "http://127.0.0.1:$nginx_port$path" $nginx_pids
-        run "$round" owning-node "http://$owner:$owning_port$path" $owner_pid
+        run "$round" owning-node "http://$owner:$port$path" $owner_pid
         run "$round" non-owning-node "http://$other:$port$path" $owner_pid $other_pid
     else
         run "$round" non-owning-node "http://$other:$port$path" $owner_pid $other_pid
-        run "$round" owning-node "http://$owner:$owning_port$path" $owner_pid
+        run "$round" owning-node "http://$owner:$port$path" $owner_pid
         run "$round" nginx "http://127.0.0.1:$nginx_port$path" $nginx_pids
     fi
 done
@@ -150,7 +144,7 @@ if [ "${SYSCALLS:-0}" = 1 ]; then
         echo "$name $(awk '/requests in/ {print $1}' <<<"$out")" >> "$work/strace-requests"
     }
     traced nginx "http://127.0.0.1:$nginx_port$path" $nginx_pids
-    traced owning-node "http://$owner:$owning_port$path" $owner_pid
+    traced owning-node "http://$owner:$port$path" $owner_pid
     python3 - "$work" <<'PY'
 import sys
 work = sys.argv[1]

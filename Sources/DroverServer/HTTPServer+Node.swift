@@ -1,7 +1,5 @@
 public import DroverCluster
 import DroverKernel
-import Foundation
-import NIOCore
 public import Logging
 
 extension HTTPServer {
@@ -35,11 +33,6 @@ extension HTTPServer {
                                   isPrivileged: { [runtime] address in runtime.isPrivilegedSource(address) })
         limits.trustedProxies = TrustedProxies(ranges: server.trustedProxies)
         limits.proxyProtocol = server.proxyProtocol
-        // SPIKE (issue 39, step 2): the raw data path on a port of its own, for its measurement.
-        if let port = ProcessInfo.processInfo.environment["DROVER_SPIKE_RAW_PORT"].flatMap(Int.init) {
-            RawDataPath.start(host: server.wwwAddress, port: port, loops: System.coreCount, proxy: proxy,
-                              responseTimeout: .seconds(Int64(server.sessionResponseTimeout)), logger: logger)
-        }
         return try await HTTPServer(host: server.wwwAddress, port: server.wwwPort,
                                     responder: NodeResponder(membership: membership, sessions: sessions, authentication: authentication),
                                     proxy: proxy, tls: tls, sessionResponseTimeout: server.sessionResponseTimeout,

@@ -2,10 +2,6 @@
 #define DROVER_SHIMS_H
 #include <spawn.h>
 #include <stddef.h>
-#ifdef __linux__
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#endif
 
 /// Adds "close every descriptor from `lowest` up" to spawn actions (glibc 2.34+), so a child
 /// inherits nothing of ours but what the other actions give it.
