@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds each libFuzzer target (swiftc -sanitize=fuzzer,address) and runs it for SECONDS (default
 # 60): ConfigParsers and CookieAndSignature from the kernel's own sources, and from the package in
-# Fuzz/HTTP: HTTP, which serves fuzz input to a node's real HTTP server over loopback, and
-# Response, which gives it to the proxy as a session's answer (split reads, llhttp differential). Crashes land in Fuzz/out/<target>/ (git-ignored); each becomes a
+# Fuzz/HTTP: HTTP, which serves fuzz input to a node's real HTTP server over loopback; Request,
+# which gives it to the client request framer (split reads, llhttp differential); and Response,
+# which gives it to the proxy as a session's answer (split reads, llhttp differential). Crashes land in Fuzz/out/<target>/ (git-ignored); each becomes a
 # regression test. Usage: Fuzz/run.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,14 +28,14 @@ build() { # target sources...
 }
 build ConfigParsers "${config_sources[@]}"
 build CookieAndSignature "${shims[@]}" "${config_sources[@]}" "${security_sources[@]}"
-for product in HTTP Response; do
+for product in HTTP Request Response; do
     http=(swift build -c release --package-path Fuzz/HTTP --scratch-path .build-fuzz/http --product Fuzz$product
           -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library)
     "${http[@]}" > .build-fuzz/$product.build.log 2>&1 || { cat .build-fuzz/$product.build.log >&2; exit 1; }
     cp "$("${http[@]}" --show-bin-path)/Fuzz$product" .build-fuzz/$product
 done
 status=0
-for target in ConfigParsers CookieAndSignature HTTP Response; do
+for target in ConfigParsers CookieAndSignature HTTP Request Response; do
     mkdir -p "Fuzz/out/$target" "Fuzz/corpus/$target"
     echo "== $target: ${seconds}s"
     # The HTTP target keeps a running node (thread pools, caches) across inputs: memory it holds

@@ -1,6 +1,6 @@
 // swift-tools-version:6.1
-// The HTTP fuzz targets (the request path through a node's server, and the proxy's reading of
-// session answers), a package of its own so that its `-sanitize=fuzzer` build
+// The HTTP fuzz targets (the request path through a node's server, the client request framer
+// against llhttp, and the proxy's reading of session answers), a package of its own so that its `-sanitize=fuzzer` build
 // never touches the main build. Fuzz/run.sh builds it with `swift build --package-path Fuzz/HTTP`.
 import Foundation
 import PackageDescription
@@ -26,6 +26,13 @@ let package = Package(
                 .product(name: "DroverServer", package: drover),
                 .product(name: "DroverTesting", package: drover),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(
+            name: "FuzzRequest",
+            dependencies: [
+                "CFuzzMain",
+                .product(name: "DroverTesting", package: drover),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(

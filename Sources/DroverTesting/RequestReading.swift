@@ -18,7 +18,15 @@ public struct RequestReading: Equatable, CustomStringConvertible, Sendable {
         case .head(let head):
             parts.append("head \(head.method.rawValue) \(head.uri) \(head.version) " + head.headers.map { "\($0.name): \($0.value)" }.joined(separator: " | "))
         case .body(let bytes):
-            if let last = parts.last, last.hasPrefix("body ") { parts[parts.count - 1] += String(buffer: bytes) } else { parts.append("body " + String(buffer: bytes)) }
+            // Byte for byte: printable ASCII as itself, any other byte as `\xHH`.
+            let text = bytes.readableBytesView.reduce(into: "") { text, byte in
+                if (0x20..<0x7f).contains(byte) && byte != UInt8(ascii: "\\") {
+                    text.unicodeScalars.append(Unicode.Scalar(byte))
+                } else {
+                    text += "\\x" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+                }
+            }
+            if let last = parts.last, last.hasPrefix("body ") { parts[parts.count - 1] += text } else { parts.append("body " + text) }
         case .end(let trailers):
             parts.append("end" + (trailers.map { " " + $0.map { "\($0.name): \($0.value)" }.joined(separator: " | ") } ?? ""))
         }
@@ -62,4 +70,8 @@ public struct RequestReading: Equatable, CustomStringConvertible, Sendable {
         }
         return reading
     }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

@@ -11,7 +11,11 @@ int FuzzHTTP_main(int argc, char **argv) {
     return LLVMFuzzerRunDriver(&argc, &argv, LLVMFuzzerTestOneInput);
 }
 
-// The same for the FuzzResponse target (each executable defines its own test function).
+// The same for the FuzzResponse and FuzzRequest targets (each executable defines its own test function).
 int FuzzResponse_main(int argc, char **argv) {
+    return LLVMFuzzerRunDriver(&argc, &argv, LLVMFuzzerTestOneInput);
+}
+
+int FuzzRequest_main(int argc, char **argv) {
     return LLVMFuzzerRunDriver(&argc, &argv, LLVMFuzzerTestOneInput);
 }
