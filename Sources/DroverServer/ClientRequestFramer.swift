@@ -120,7 +120,13 @@ public struct ClientRequestFramer: Sendable {
                 return finish(trailers: nil)
             }
             let trailers = try input.withUnsafeReadableBytes { raw throws(HTTPParserError) in
-                try Self.fields(UnsafeRawBufferPointer(rebasing: raw[0..<length]), from: 0)
+                // A trailer may not frame the message (RFC 9110 section 6.5.1): llhttp refuses a
+                // `Content-Length` or `Transfer-Encoding` there, and so does this framer, rather
+                // than pass it on to a session that might act on it (found by FuzzRequest).
+                try Self.fields(UnsafeRawBufferPointer(rebasing: raw[0..<length]), from: 0) { name, _ throws(HTTPParserError) in
+                    if name.count == 14, Self.equalsLowercased(name, "content-length") { throw .unexpectedContentLength }
+                    if name.count == 17, Self.equalsLowercased(name, "transfer-encoding") { throw .invalidHeaderToken }
+                }
             }
             input.moveReaderIndex(forwardBy: length)
             return finish(trailers: trailers)

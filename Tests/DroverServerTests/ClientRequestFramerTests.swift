@@ -66,6 +66,10 @@ import Testing
         "POST / HTTP/1.1\r\nTransfer-Encoding: chun\u{212A}ed\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;a=\"\\\na\"\r\nab\r\n0\r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;a=\"\\\r\"\r\nab\r\n0\r\n\r\n",
+        // Found by FuzzRequest: a trailer that frames the message (llhttp refuses it).
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 27\r\n\r\n",
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-A: 1\r\ncontent-length: 0\r\n\r\n",
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nTransfer-Encoding: gzip\r\n\r\n",
     ]
 
     @Test func everyRequestTheDecoderReadsTheFramerReadsTheSameWhereverItIsSplit() {
