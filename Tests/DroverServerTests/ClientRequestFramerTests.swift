@@ -72,6 +72,17 @@ import Testing
         "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nTransfer-Encoding: gzip\r\n\r\n",
     ]
 
+    /// Found by FuzzRequest: a chunk size of more than 16 digits (leading zeros) was refused when
+    /// its line arrived in pieces and read when it arrived whole. Now refused however it arrives
+    /// (llhttp reads it: the framer is stricter, which it may be).
+    @Test func aChunkSizeOfMoreThanSixteenDigitsIsRefusedHoweverItArrives() {
+        let bytes = Array("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n".utf8)
+        for split in [bytes.count, 1, 7] {
+            let read = Self.framer(bytes, split: split)
+            #expect(read.failed != nil && !read.parts.contains { $0.hasPrefix("end") }, "in pieces of \(split):\n\(read)")
+        }
+    }
+
     @Test func everyRequestTheDecoderReadsTheFramerReadsTheSameWhereverItIsSplit() {
         for text in Self.valid {
             let bytes = Array(text.utf8)
