@@ -206,6 +206,19 @@ import Testing
         #expect(String(buffer: left) == "\u{81}\u{1}frame and more")
     }
 
+    /// Found by FuzzHTTP: a connection closing with bytes of a request pending (a pipelined one
+    /// behind an answer that closed the connection) handed those bytes to the routing handler,
+    /// which reads request parts: droverd trapped. Only after a protocol switch do bytes go on.
+    @Test func theBytesOfARequestPendingWhenTheConnectionClosesGoNowhere() throws {
+        for raw in ["GET /s/a/partial HT", "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /s/a/next HTTP/1.1\r\nHo"] {
+            let (_, channel) = try Self.parts(raw, split: raw.utf8.count)
+            // A closing channel removes its handlers: the same call as here.
+            let handler = try channel.pipeline.syncOperations.handler(type: ClientRequestFramingHandler.self)
+            try channel.pipeline.syncOperations.removeHandler(handler).wait()
+            #expect(try channel.readInbound(as: ByteBuffer.self) == nil, "\(raw.debugDescription)")
+        }
+    }
+
     /// A client that streams bytes after a protocol-switching request, instead of waiting for the
     /// switch, is closed once more than the cap waits (NIO's decoder buffered them all).
     @Test func aClientThatStreamsBeforeTheSwitchIsClosedAtTheCap() throws {
