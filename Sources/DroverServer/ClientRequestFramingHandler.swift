@@ -49,11 +49,12 @@ final class ClientRequestFramingHandler: ChannelInboundHandler, RemovableChannel
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         deadlines?.detach()
-        // What came after a protocol switch belongs to the new protocol's handlers. Before a
-        // switch, what is pending is part of a request the connection closed on (a pipelined one
-        // behind an answer that closed it): the handler after this one reads request parts, not
-        // bytes, and is not sent any (FuzzHTTP found droverd trapping on them).
-        if framer.isStopped, let pending, pending.readableBytes > 0, !failed {
+        // What came after a protocol switch belongs to the new protocol's handlers, which take
+        // this one's place while the connection is open. Otherwise the handler after this one is
+        // still the routing handler, which reads request parts, not bytes: a connection that
+        // closes (its handlers removed) with bytes pending, after a switch the session refused or
+        // behind an answer that closed it, sends them nowhere (FuzzHTTP found droverd trapping).
+        if framer.isStopped, context.channel.isActive, let pending, pending.readableBytes > 0, !failed {
             self.pending = nil
             context.fireChannelRead(NIOAny(pending))
         }

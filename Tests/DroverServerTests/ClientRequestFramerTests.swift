@@ -200,6 +200,7 @@ import Testing
         #expect(parts == ["head GET /ws HTTP/1.1 Connection: Upgrade | Upgrade: websocket", "end"])
         try channel.writeInbound(ByteBuffer(string: " and more"))
         #expect(try channel.readInbound(as: HTTPServerRequestPart.self) == nil)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()  // open, as a tunnel's is
         let handler = try channel.pipeline.syncOperations.handler(type: ClientRequestFramingHandler.self)
         try channel.pipeline.syncOperations.removeHandler(handler).wait()
         let left = try #require(try channel.readInbound(as: ByteBuffer.self))
@@ -217,6 +218,14 @@ import Testing
             try channel.pipeline.syncOperations.removeHandler(handler).wait()
             #expect(try channel.readInbound(as: ByteBuffer.self) == nil, "\(raw.debugDescription)")
         }
+        // After a protocol switch, when the connection closes instead of becoming a tunnel.
+        let channel = EmbeddedChannel(handler: ClientRequestFramingHandler())
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /s/a/x HTTP/1.1\r\n\r\n"))
+        while try channel.readInbound(as: HTTPServerRequestPart.self) != nil {}
+        try channel.close().wait()
+        channel.embeddedEventLoop.run()  // where a closed embedded channel removes its handlers
+        #expect(try channel.readInbound(as: ByteBuffer.self) == nil, "the bytes after a switch, the connection closed")
     }
 
     /// A client that streams bytes after a protocol-switching request, instead of waiting for the
