@@ -41,6 +41,24 @@ import Testing
         #expect(try await node.wait(timeout: 15) == 0)
     }
 
+    /// Found by FuzzHTTP: a request that asks to switch protocols, with bytes after it, answered
+    /// without the switch (404 here) on a connection that then closes, handed those bytes to the
+    /// routing handler, and droverd trapped: one unsigned request stopped the node.
+    @Test func aRefusedUpgradeWithBytesAfterItLeavesTheNodeServing() async throws {
+        let config = try ConfigDirectory()
+        let node = try RunningProcess("droverd", ["--config-dir", config.path])
+        try await node.waitUntil("health check") { await healthy(config) }
+        for switching in ["Connection: Upgrade\r\nUpgrade: websocket", "Connection: upgrade\r\nUpgrade: h2c"] {
+            let answer = try await RawHTTPClient.halfClosedExchange(host: config.address, port: config.port,
+                                                                    raw: "GET /nothing HTTP/1.1\r\nHost: n\r\n\(switching)\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+            #expect(answer.hasPrefix("HTTP/1.1 404"), "\(answer)")
+            try await Task.sleep(for: .milliseconds(300))  // the connection's closing, where it trapped
+            #expect(await healthy(config), "droverd still answers: \(node.stderr.suffix(600))")
+        }
+        node.signal(SIGTERM)
+        #expect(try await node.wait(timeout: 15) == 0)
+    }
+
     @Test func configDirectoryFromTheEnvironment() async throws {
         let config = try ConfigDirectory()
         let node = try RunningProcess("droverd", [], environment: ["DROVER_CONFIG_DIR": config.path])
