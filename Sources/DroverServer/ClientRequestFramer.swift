@@ -323,6 +323,10 @@ public struct ClientRequestFramer: Sendable {
                 break
             }
         }
+        // A CONNECT has no body: llhttp takes what follows its head for the tunnel. One that
+        // frames a body would be read two ways (a body here, a next request by a session that
+        // follows RFC 9110 section 9.3.6): refused.
+        if method == .CONNECT, transferEncoding || (contentLength ?? 0) > 0 { throw .unexpectedContentLength }
         let framing: Framing
         if transferEncoding {
             // A request whose length cannot be known, or that two framings describe, is a

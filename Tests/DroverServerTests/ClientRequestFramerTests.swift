@@ -70,6 +70,9 @@ import Testing
         "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 27\r\n\r\n",
         "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-A: 1\r\ncontent-length: 0\r\n\r\n",
         "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nTransfer-Encoding: gzip\r\n\r\n",
+        // Found by a security read: a CONNECT with a body, which llhttp takes for tunnel bytes.
+        "CONNECT /s/a/ HTTP/1.1\r\nHost: h\r\nContent-Length: 27\r\n\r\nGET /x HTTP/1.1\r\nA: b\r\n\r\n",
+        "CONNECT /s/a/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     ]
 
     /// Found by FuzzRequest: a chunk size of more than 16 digits (leading zeros) was refused when
