@@ -159,6 +159,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         _ = upstream?.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable)
+        syncReads()
     }
 
     /// - Parameter reusable: whether the session keeps the connection after this response.
@@ -312,9 +313,14 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         proxy?.answered(head, status: status, took: .nanoseconds((NIODeadline.now() - since).nanoseconds))
     }
 
+    /// Reads from the client while the machine wants requests and the client takes its answers:
+    /// a client that sends requests without reading what they answer (pipelined, forever) would
+    /// otherwise grow the connection's outbound buffer without end (a security read found one
+    /// connection taking droverd from 40 MB to 966 MB in 15 s).
     private func syncReads() {
-        let wanted = machine.wantsReads
-        guard wanted != reading, let context else { return }
+        guard let context else { return }
+        let wanted = machine.wantsReads && context.channel.isWritable
+        guard wanted != reading else { return }
         reading = wanted
         _ = context.channel.setOption(ChannelOptions.autoRead, value: wanted)
         enter(.reading(wanted))
