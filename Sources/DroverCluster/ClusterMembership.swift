@@ -341,11 +341,8 @@ public struct ClusterMembership: Sendable {
     static func flagOwner(_ path: String) -> String {
         var info = stat()
         let exists = stat(path, &info) == 0 || stat((path as NSString).deletingLastPathComponent, &info) == 0
-        var entry = passwd()
-        var found: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16_384)
-        guard exists, getpwuid_r(info.st_uid, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return "uid \(exists ? info.st_uid : 0)" }
-        return String(cString: entry.pw_name)
+        guard exists, let account = SystemAccount.withID(info.st_uid) else { return "uid \(exists ? info.st_uid : 0)" }
+        return account.name
     }
 
     /// Re-reads `load-balancer` and applies `balancer`, `timeout` and `diagnostics` without a

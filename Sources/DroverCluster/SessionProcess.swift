@@ -29,14 +29,9 @@ enum SessionProcess {
         func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
     }
 
-    /// The account `name` (`getpwnam_r`: safe beside other threads' look-ups).
+    /// The account `name` (``SystemAccount``: safe beside other threads' look-ups).
     static func account(_ name: String) -> Account? {
-        var entry = passwd()
-        var found: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16_384)
-        guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
-        return Account(name: name, uid: entry.pw_uid, gid: entry.pw_gid, home: String(cString: entry.pw_dir),
-                       shell: entry.pw_shell.map { String(cString: $0) } ?? "/bin/sh")
+        SystemAccount.named(name).map { Account(name: name, uid: $0.uid, gid: $0.gid, home: $0.home, shell: $0.shell) }
     }
 
     /// The names of the groups `name` is a member of (its primary group included).
@@ -70,11 +65,7 @@ enum SessionProcess {
     }
 
     static var currentAccount: Account? {
-        var entry = passwd()
-        var found: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16_384)
-        guard getpwuid_r(geteuid(), &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
-        return account(String(cString: entry.pw_name))
+        SystemAccount.withID(geteuid()).flatMap { account($0.name) }
     }
 
     /// Runs `arguments` as `account` (its uid, gid and groups, when we are root) and returns

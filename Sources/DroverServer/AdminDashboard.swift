@@ -69,7 +69,7 @@ public struct AdminDashboard: Sendable {
     /// member of `admin-group` (primary or supplementary group).
     func isAdmin(_ user: String) -> Bool {
         if auth.authNone { return true }
-        guard let group = adminGroup, let gid = Self.groupID(group), let account = Self.account(user) else { return false }
+        guard let group = adminGroup, let gid = Self.groupID(group), let account = SystemAccount.named(user) else { return false }
         var count: Int32 = 256
         var groups = [gid_t](repeating: 0, count: Int(count))
         if getgrouplist(user, account.gid, &groups, &count) == -1 {
@@ -92,14 +92,6 @@ public struct AdminDashboard: Sendable {
         var buffer = [CChar](repeating: 0, count: 65_536)
         guard getgrnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
         return entry.gr_gid
-    }
-
-    static func account(_ name: String) -> (uid: uid_t, gid: gid_t)? {
-        var entry = passwd()
-        var found: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16_384)
-        guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
-        return (entry.pw_uid, entry.pw_gid)
     }
 
     /// This node's offline mode is set here; another node's through a signed call.

@@ -1,4 +1,5 @@
 import CPAM
+import DroverKernel
 import Foundation
 import NIOPosix
 import Synchronization
@@ -49,12 +50,12 @@ public final class PAMAuthenticator: Sendable {
         defer { waiting.subtract(1, ordering: .relaxed) }
         let service = self.service
         let minimum = minimumUserID
-        // The account is looked up on the pool too (the name service may be slow), and with
-        // `getpwnam_r`: sign-ins run side by side, and `getpwnam`'s answer is one static buffer
-        // that another sign-in's look-up could overwrite before its uid is read.
-        let accepted = try? await pool.runIfActive { () -> (user: String, uid: uid_t?)? in
+        // The account is looked up on the pool too (the name service may be slow), as a
+        // ``SystemAccount``: sign-ins run side by side, and `getpwnam`'s answer is one static
+        // buffer that another sign-in's look-up could overwrite before its uid is read.
+        let accepted = try? await pool.runIfActive { () -> (user: String, uid: UInt32?)? in
             guard let user = Self.check(service: service, username: username, password: password, remoteHost: remoteHost) else { return nil }
-            return (user, AdminDashboard.account(user)?.uid)
+            return (user, SystemAccount.named(user)?.uid)
         }
         guard let (user, uid) = accepted ?? nil else { return .refused }
         guard let uid, uid >= minimum else { return .belowMinimumUserID(user: user) }

@@ -1,3 +1,4 @@
+public import DroverKernel
 import Foundation
 
 /// Real system accounts and a PAM service for sign-in tests. Needs root (CI runs as root).
@@ -11,32 +12,15 @@ public enum SystemUsers {
     }
 
     /// An account as the system has it.
-    public struct Account: Sendable {
-        public let name: String
-        public let uid: UInt32
-        public let gid: UInt32
-        public let home: String
-    }
+    public typealias Account = SystemAccount
 
-    /// The account `name`, or nil. With `getpwnam_r`: tests run side by side, and `getpwnam`'s
-    /// answer lives in one static buffer that the next look-up on any thread overwrites (a test
+    /// The account `name`, or nil (a ``SystemAccount``: tests run side by side, and `getpwnam`'s
+    /// answer lives in one static buffer that the next look-up on any thread overwrites; a test
     /// once read another account's home from it and removed a file there instead of its own).
-    public static func account(_ name: String) -> Account? {
-        var entry = passwd()
-        var found: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16_384)
-        guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
-        return Account(name: name, uid: entry.pw_uid, gid: entry.pw_gid, home: String(cString: entry.pw_dir))
-    }
+    public static func account(_ name: String) -> Account? { SystemAccount.named(name) }
 
-    /// The name of the account this process runs as (`getpwuid_r`, for the same reason).
-    public static var currentName: String {
-        var entry = passwd()
-        var found: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16_384)
-        guard getpwuid_r(geteuid(), &entry, &buffer, buffer.count, &found) == 0, found != nil else { return "root" }
-        return String(cString: entry.pw_name)
-    }
+    /// The name of the account this process runs as.
+    public static var currentName: String { SystemAccount.withID(geteuid())?.name ?? "root" }
 
     /// Creates the accounts (with homes) if missing, sets their password, and writes the PAM
     /// service `drover-test` (pam_unix). Idempotent.
