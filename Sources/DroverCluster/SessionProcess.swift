@@ -36,18 +36,12 @@ enum SessionProcess {
 
     /// The names of the groups `name` is a member of (its primary group included).
     static func groups(_ name: String) -> Set<String> {
-        guard let account = account(name) else { return [] }
-        var count: Int32 = 256
-        var ids = [gid_t](repeating: 0, count: Int(count))
-        if getgrouplist(name, account.gid, &ids, &count) < 0 {
-            ids = [gid_t](repeating: 0, count: Int(count))
-            guard getgrouplist(name, account.gid, &ids, &count) >= 0 else { return [] }
-        }
+        guard let account = SystemAccount.named(name) else { return [] }
         var names = Set<String>()
         var entry = group()
         var found: UnsafeMutablePointer<group>?
         var buffer = [CChar](repeating: 0, count: 65_536)
-        for id in ids.prefix(Int(count)) where getgrgid_r(id, &entry, &buffer, buffer.count, &found) == 0 && found != nil {
+        for id in account.groupIDs where getgrgid_r(id, &entry, &buffer, buffer.count, &found) == 0 && found != nil {
             names.insert(String(cString: entry.gr_name))
         }
         return names

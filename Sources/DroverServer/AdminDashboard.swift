@@ -70,13 +70,7 @@ public struct AdminDashboard: Sendable {
     func isAdmin(_ user: String) -> Bool {
         if auth.authNone { return true }
         guard let group = adminGroup, let gid = Self.groupID(group), let account = SystemAccount.named(user) else { return false }
-        var count: Int32 = 256
-        var groups = [gid_t](repeating: 0, count: Int(count))
-        if getgrouplist(user, account.gid, &groups, &count) == -1 {
-            groups = [gid_t](repeating: 0, count: Int(count))
-            guard getgrouplist(user, account.gid, &groups, &count) != -1 else { return false }
-        }
-        return groups.prefix(Int(count)).contains(gid)
+        return account.groupIDs.contains(gid)
     }
 
     /// What droverd says at start when nobody could ever open the dashboard: `admin-group`

@@ -23,6 +23,19 @@ public struct SystemAccount: Sendable, Equatable {
         lookUp { entry, buffer, found in getpwuid_r(uid, &entry, &buffer, buffer.count, &found) }
     }
 
+    /// The ids of every group the account is in: its primary group and each group that lists
+    /// it (`getgrouplist`). Empty when the name service cannot say.
+    public var groupIDs: [UInt32] {
+        var count: Int32 = 256
+        var ids = [gid_t](repeating: 0, count: Int(count))
+        if getgrouplist(name, gid, &ids, &count) < 0 {
+            // More groups than room: `count` now says how many.
+            ids = [gid_t](repeating: 0, count: Int(count))
+            guard getgrouplist(name, gid, &ids, &count) >= 0 else { return [] }
+        }
+        return Array(ids.prefix(Int(count)))
+    }
+
     private static func lookUp(_ call: (inout passwd, inout [CChar], inout UnsafeMutablePointer<passwd>?) -> Int32) -> SystemAccount? {
         var entry = passwd()
         var found: UnsafeMutablePointer<passwd>?
