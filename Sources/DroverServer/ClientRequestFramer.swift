@@ -238,6 +238,26 @@ public struct ClientRequestFramer: Sendable {
         }
     }
 
+    /// Whether `head`, as this framer reads it, switches protocols: its end is the last the
+    /// framer reads on the connection. The same rule as the framer's own, by bytes (a `Connection`
+    /// member is trimmed of spaces alone), for the code that decides what to do with the request:
+    /// were the two to disagree, a request the framer stopped after could be answered as one the
+    /// connection goes on from, or the other way round.
+    static func switchesProtocols(_ head: HTTPRequestHead) -> Bool {
+        if head.method == .CONNECT { return true }
+        guard head.headers.contains(name: "upgrade") else { return false }
+        var connectionUpgrade = false
+        for (name, value) in head.headers where name.utf8.count == 10 && HeaderName.equals(name, "connection") {
+            var value = value
+            value.withUTF8 { bytes in
+                forEachListMember(UnsafeRawBufferPointer(bytes)) { token in
+                    if equalsLowercased(token, "upgrade") { connectionUpgrade = true }
+                }
+            }
+        }
+        return connectionUpgrade
+    }
+
     /// Calls `each` with every member of a comma-separated field value, without the spaces
     /// around it (empty members included). A tab is left in the member, which then names no
     /// coding: llhttp refuses `chunked<HTAB>`.

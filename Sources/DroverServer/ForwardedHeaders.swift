@@ -72,9 +72,7 @@ enum ForwardedRequest {
             if HopByHop.isFixedOrProxy(name) || (!named.isEmpty && named.contains(name.lowercased())) { continue }
             if HeaderName.equals(name, "host") {
                 if host == nil { host = value }
-            } else if HeaderName.hasPrefix(name, "x-forwarded-") || HeaderName.equals(name, "forwarded") {
-                continue  // what a client says of itself
-            } else if HeaderName.hasPrefix(name, "x-drover-") || extraNames.contains(where: { HeaderName.equals(name, $0) }) {
+            } else if isTheProxys(name, extraNames: extraNames) {
                 continue
             } else if HeaderName.equals(name, "cookie"), SignInCookie.hasDroverCookie(inHeader: value) {
                 if let others = SignInCookie.removingDroverCookies(fromHeader: value) { headers.append((name, others)) }
@@ -93,6 +91,30 @@ enum ForwardedRequest {
         var outgoing = head
         outgoing.headers = HTTPHeaders(headers)
         return outgoing
+    }
+
+    /// Whether the proxy sets `name` itself, whatever the client sends in it: what a client says
+    /// of itself (`X-Forwarded-*`, `Forwarded`), Drover's `X-Drover-*` namespace, and the
+    /// headers the proxy adds (`extraNames`, lower case: a session kind's secret, a hop's user).
+    private static func isTheProxys(_ name: String, extraNames: [String]) -> Bool {
+        HeaderName.hasPrefix(name, "x-forwarded-") || HeaderName.equals(name, "forwarded") || HeaderName.hasPrefix(name, "x-drover-")
+            || extraNames.contains { HeaderName.equals(name, $0) }
+    }
+
+    /// A request's trailer section as it goes on. A recipient may merge a trailer field into the
+    /// head where the field's definition allows it (RFC 9110 section 6.5.2), and a session's
+    /// framework may do so for any field. So no field passes in a trailer that could not pass in
+    /// the head as the client sent it: hop-by-hop fields, `Host`, cookies (Drover's own among
+    /// them) and every field the proxy sets itself (``isTheProxys(_:extraNames:)``). (A trailer
+    /// that frames the message never gets here: ``ClientRequestFramer`` refuses it.)
+    static func trailers(_ trailers: HTTPHeaders?, adding extra: [(String, String)]) -> HTTPHeaders? {
+        guard let trailers, !trailers.isEmpty else { return trailers }
+        let extraNames = extra.map { $0.0.lowercased() }
+        let passed = trailers.filter { name, _ in
+            !(HopByHop.isFixedOrProxy(name) || HeaderName.equals(name, "host") || HeaderName.equals(name, "cookie")
+                || isTheProxys(name, extraNames: extraNames))
+        }
+        return passed.count == trailers.count ? trailers : HTTPHeaders(passed.map { ($0.name, $0.value) })
     }
 }
 

@@ -200,7 +200,11 @@ struct ProxyConnectionStateMachine {
             return queue(.head(head))
         }
         version = head.version
-        keepAlive = head.isKeepAlive && !quiescing
+        // After a request that switches protocols the framer reads no more: what follows may be
+        // the new protocol's. Should the answer not switch (a session or Drover refusing the
+        // upgrade), the connection cannot go on as HTTP and closes after it.
+        let switching = ClientRequestFramer.switchesProtocols(head)
+        keepAlive = head.isKeepAlive && !quiescing && !switching
         requestEnded = false
         responseStarted = false
         responseEnded = false
@@ -221,8 +225,7 @@ struct ProxyConnectionStateMachine {
             }
             return .none
         }
-        upgradeRequested = head.headers.contains(name: "upgrade")
-            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+        upgradeRequested = switching
         proxiedURI = head.uri
         clientHead = head
         askedAgain = false

@@ -43,6 +43,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
     @exclusivity(unchecked) private var upstream: (channel: any Channel, handler: UpstreamHandler)?
     /// What to call when the upstream of the request in flight does not answer.
     private var onUpstreamFailure: (@Sendable () -> Void)?
+    /// The headers the proxy adds to the request in progress: a trailer may not carry them either.
+    private var addedHeaders: [(String, String)] = []
     private var responseTimer: Scheduled<Void>?
     /// Whether reading from the client is on (autoRead), kept in step with the machine's wish.
     @exclusivity(unchecked) private var reading = true
@@ -267,7 +269,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         case .forwardBody(let chunk):
             upstream?.channel.write(requestFraming.body(chunk), promise: nil)
         case .forwardEnd(let trailers, let next):
-            if let end = requestFraming.end(trailers) {
+            if let end = requestFraming.end(ForwardedRequest.trailers(trailers, adding: addedHeaders)) {
                 upstream?.channel.writeAndFlush(end, promise: nil)
             } else {
                 upstream?.channel.flush()
@@ -412,6 +414,7 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
             run(machine.splice(to: .session(endpoint)))
         case .forward(let target, let tls, let extra, let stripping, let onFailure):
             onUpstreamFailure = onFailure
+            addedHeaders = extra
             let client = peerIsTrustedProxy ? trustedProxies.client(peer: peerAddress, headers: head.headers) : TrustedProxies.Client(address: peerAddress)
             var outgoing = ForwardedRequest.head(for: head, clientAddress: client.address, isTLS: client.scheme.map { $0 == "https" } ?? isTLS,
                                                  adding: extra, upgrade: machine.upgradeRequested, forwardedHost: client.host)
@@ -557,7 +560,8 @@ final class RoutingServerHandler: ChannelInboundHandler, RemovableChannelHandler
         for part in parts {
             switch part {
             case .body(let chunk): channel.write(requestFraming.body(chunk), promise: nil)
-            case .end(let trailers): if let end = requestFraming.end(trailers) { channel.write(end, promise: nil) }
+            case .end(let trailers):
+                if let end = requestFraming.end(ForwardedRequest.trailers(trailers, adding: addedHeaders)) { channel.write(end, promise: nil) }
             case .head: break
             }
         }

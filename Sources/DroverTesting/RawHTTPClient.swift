@@ -64,6 +64,17 @@ public enum RawHTTPClient {
         }
     }
 
+    /// Sends `raw` bytes as they are and returns everything the server sends until it closes
+    /// the connection; a server that keeps it open past `timeout` is an error.
+    public static func exchange(host: String, port: Int, raw: String, timeout: TimeInterval) async throws -> String {
+        try await onOwnThread {
+            let fd = try connectedSocket(host: host, port: port, localAddress: nil, timeout: timeout)
+            defer { close(fd) }
+            try sendAll(fd, Array(raw.utf8))
+            return String(decoding: try receiveAll(fd), as: UTF8.self)
+        }
+    }
+
     static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws {
         var sent = 0
         while sent < bytes.count {

@@ -59,6 +59,28 @@ import Testing
         #expect(try await node.wait(timeout: 15) == 0)
     }
 
+    /// Found by a security read: after a request that switches protocols the node reads no more
+    /// HTTP on the connection (what follows may be the new protocol's). When the switch is
+    /// refused, the node used to keep the connection open all the same, every later request on it
+    /// unread, until the client gave up or the header timeout (30 s) ended it. Now the refusal
+    /// says `Connection: close` and the connection ends with it.
+    @Test func aRefusedUpgradeEndsItsConnectionWithItsAnswer() async throws {
+        let config = try ConfigDirectory()
+        let node = try RunningProcess("droverd", ["--config-dir", config.path])
+        try await node.waitUntil("health check") { await healthy(config) }
+        for switching in ["Connection: Upgrade\r\nUpgrade: websocket", "Connection: keep-alive, upgrade\r\nUpgrade: h2c"] {
+            // The client does not close its side: the node must.
+            let answer = try await RawHTTPClient.exchange(host: config.address, port: config.port,
+                                                          raw: "GET /nothing HTTP/1.1\r\nHost: n\r\n\(switching)\r\n\r\nGET /health-check HTTP/1.1\r\nHost: n\r\n\r\n",
+                                                          timeout: 10)
+            #expect(answer.hasPrefix("HTTP/1.1 404"), "\(answer)")
+            #expect(answer.lowercased().contains("connection: close"), "\(answer)")
+            #expect(answer.components(separatedBy: "HTTP/1.1 ").count == 2, "one answer, the request after the switch unread: \(answer)")
+        }
+        node.signal(SIGTERM)
+        #expect(try await node.wait(timeout: 15) == 0)
+    }
+
     /// Found by a security read: a client that pipelines requests and never reads their answers
     /// grew droverd's memory without end (one connection: 40 MB to 966 MB in 15 s). The node now
     /// stops reading a client that does not take its answers.

@@ -110,6 +110,37 @@ import Testing
         }
     }
 
+    /// The framer decides from a request's bytes that it switches protocols, and stops after it;
+    /// the rest of the node decides it from the head (``ClientRequestFramer/switchesProtocols(_:)``):
+    /// to forward `Upgrade`, and to close the connection when the answer does not switch. The two
+    /// agree on every spelling: a tab beside a `Connection` member (which NIO's own list reading
+    /// trims, and the framer's does not) made them differ, the framer reading on after a request
+    /// the node had forwarded as an upgrade.
+    @Test func theNodeTakesARequestForASwitchExactlyWhenTheFramerStopsAfterIt() throws {
+        let fields = [
+            "Connection: Upgrade\r\nUpgrade: websocket", "connection: upgrade\r\nupgrade: h2c", "Connection: keep-alive, UPGRADE \r\nUpgrade: x",
+            "Connection: keep-alive,\tupgrade\r\nUpgrade: websocket", "Connection:\tupgrade\t\r\nUpgrade: x", "Connection: upgrade\t, close\r\nUpgrade: x",
+            "Connection: close\r\nConnection: upgrade\r\nUpgrade: x", "Connection: upgrade", "Upgrade: websocket",
+            "Connection: upgraded\r\nUpgrade: x", "Connection: \"upgrade\"\r\nUpgrade: x", "Connection: ,,upgrade,\r\nUpgrade: x",
+        ]
+        var switches = 0
+        for (method, field) in fields.map({ ("GET /s/a/ws", $0) }) + [("CONNECT example.com:443", "Host: example.com")] {
+            var framer = ClientRequestFramer()
+            var input = ByteBuffer(string: "\(method) HTTP/1.1\r\nHost: a\r\n\(field)\r\n\r\n")
+            var head: HTTPRequestHead?
+            while let part = try framer.next(&input) {
+                if case .head(let read) = part { head = read }
+                if case .end = part { break }
+            }
+            let read = try #require(head, "\(field.debugDescription) read")
+            #expect(framer.isStopped == ClientRequestFramer.switchesProtocols(read), "\(method) with \(field.debugDescription)")
+            if framer.isStopped { switches += 1 }
+        }
+        // The first three, two `Connection` fields, empty members around `upgrade`, and CONNECT; a
+        // member with a tab beside it names no option of the framer's, so switches nothing.
+        #expect(switches == 6)
+    }
+
     /// Every request of `valid`, each byte of it changed to each of the bytes that matter to
     /// framing (and one dropped or doubled): where the framer reads a request, the decoder reads
     /// the same; what the decoder refuses, the framer does not read.

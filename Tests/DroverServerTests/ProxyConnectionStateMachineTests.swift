@@ -446,6 +446,36 @@ import Testing
         #expect(machine.upstreamKey == nil)
     }
 
+    /// The framer reads nothing after a request that switches protocols (what follows may be
+    /// the new protocol's). When the answer does not switch, the connection cannot go on as HTTP:
+    /// it closes after the answer, whether the session or Drover refused.
+    @Test func aRefusedUpgradeClosesTheConnectionAfterItsAnswer() throws {
+        var machine = Self.streaming(headers: Self.upgradeHeaders)
+        guard case .writeHead(let written, _) = machine.upstreamHead(Self.answerHead("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")) else {
+            Issue.record("head"); return
+        }
+        #expect(Self.answerHead(String(buffer: written)).headers["Connection"] == ["close"])
+        guard case .writeEnd(let next) = machine.upstreamEnd() else { Issue.record("end"); return }
+        #expect(next == .close)
+
+        var local = Machine(responseTimeout: Self.timeout)
+        _ = local.requestHead(Self.head("/nothing", headers: Self.upgradeHeaders), proxied: false)
+        guard case .respondLocally = local.requestEnd(nil) else { Issue.record("not answered here"); return }
+        let answer = try #require(Self.ownResponse(local.localResponse(.text(.notFound, "no\n"))))
+        #expect(answer.head.headers["Connection"] == ["close"])
+        #expect(answer.next == .close)
+
+        // The framer's rule decides what switches (ClientRequestFramerTests): a `Connection`
+        // member with a tab beside it names no option, so the framer reads on, and the request
+        // is not forwarded as an upgrade.
+        #expect(!Self.streaming(headers: ["Connection": "keep-alive,\tupgrade", "Upgrade": "websocket"]).upgradeRequested)
+        // An `Upgrade` header alone, without `Connection: upgrade`, switches nothing.
+        var plain = Machine(responseTimeout: Self.timeout)
+        _ = plain.requestHead(Self.head("/nothing", headers: ["Upgrade": "websocket"]), proxied: false)
+        _ = plain.requestEnd(nil)
+        #expect(try #require(Self.ownResponse(plain.localResponse(.text(.notFound, "no\n")))).next == .nextRequest(replay: []))
+    }
+
     @Test func anUpstreamGoneBeforeTheTunnelOpensOpensNone() {
         var machine = Self.streaming(headers: Self.upgradeHeaders)
         _ = machine.upstreamHead(Self.switching)
@@ -641,6 +671,23 @@ import Testing
         let h2c = ForwardedRequest.head(for: Self.head("/s/abc/x", headers: ["Connection": "Upgrade", "Upgrade": "h2c"]), clientAddress: "127.0.0.9",
                                         isTLS: false, adding: [], upgrade: true)
         #expect(!h2c.headers.contains(name: "Upgrade"))
+    }
+
+    /// A session's framework may merge a request's trailers into its head (RFC 9110 section
+    /// 6.5.2 lets a field's definition allow it): no field passes in a trailer that the proxy
+    /// would not pass in the head.
+    @Test func aTrailerCarriesNothingTheProxyWouldNotPassInTheHead() {
+        let trailers = HTTPHeaders([
+            ("X-Checksum", "abc"), ("x-drover-hop-user", "root"), ("X-Forwarded-For", "203.0.113.7"), ("Forwarded", "for=1.2.3.4"),
+            ("Cookie", "\(SignInCookie.name)=secret"), ("Host", "bank.example"), ("Connection", "close"), ("Proxy-Authorization", "Basic eDp5"),
+            ("Authorization", "token forged"), ("Server-Timing", "db;dur=53"),
+        ])
+        let passed = ForwardedRequest.trailers(trailers, adding: [("Authorization", "token real")])
+        #expect(passed?.map(\.name) == ["X-Checksum", "Server-Timing"])
+        let untouched = HTTPHeaders([("X-Checksum", "abc")])
+        #expect(ForwardedRequest.trailers(untouched, adding: []) == untouched)
+        #expect(ForwardedRequest.trailers(nil, adding: []) == nil)
+        #expect(ForwardedRequest.trailers(trailers, adding: [])?.contains(name: "Authorization") == true, "a client's own Authorization passes, as in the head")
     }
 
     @Test func aSessionsCookiesAreConfinedToItsPathAndCannotBeDrovers() {

@@ -202,7 +202,10 @@ import Testing
             let sized = try await Self.exchange(port, base + "Content-Length: 5\r\n\r\nhello")
             #expect(sized.hasSuffix("\r\nContent-Length: 5\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\nhello"),
                     "\(sized)")
-            let chunked = try await Self.exchange(port, base + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\n")
+            // A trailer field the head could not carry as the client sent it does not pass
+            // (ForwardedRequest.trailers).
+            let chunked = try await Self.exchange(port, base + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n"
+                                                  + "X-Drover-Hop-User: root\r\nT: 1\r\nX-Forwarded-For: 203.0.113.7\r\nCookie: \(SignInCookie.name)=x\r\n\r\n")
             let echoed = try #require(chunked.range(of: "\r\n\r\nPOST ").map { String(chunked[$0.upperBound...]) })
             #expect(echoed.hasPrefix("/s/0123456789abcdef0123456789abcdef/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"))
             let body = try #require(echoed.range(of: "\r\n\r\n").map { String(echoed[$0.upperBound...]) })
