@@ -29,8 +29,24 @@ enum HeaderName {
         name.utf8.count >= lower.utf8.count && name.utf8.prefix(lower.utf8.count).elementsEqual(lower.utf8, by: sameLetter)
     }
 
+    /// ``equals(_:_:)`` with `_` taken for `-`, as a framework that puts headers in a CGI-style
+    /// environment reads them (WSGI, Rack, httpuv: `X_Forwarded_For` becomes the same
+    /// `HTTP_X_FORWARDED_FOR` as `X-Forwarded-For`).
+    static func equalsAsVariable(_ name: String, _ lower: String) -> Bool {
+        name.utf8.count == lower.utf8.count && name.utf8.elementsEqual(lower.utf8, by: sameLetterOrDash)
+    }
+
+    /// ``hasPrefix(_:_:)`` with `_` taken for `-` (``equalsAsVariable(_:_:)``).
+    static func hasPrefixAsVariable(_ name: String, _ lower: String) -> Bool {
+        name.utf8.count >= lower.utf8.count && name.utf8.prefix(lower.utf8.count).elementsEqual(lower.utf8, by: sameLetterOrDash)
+    }
+
     private static func sameLetter(_ byte: UInt8, _ lower: UInt8) -> Bool {
         byte == lower || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte + 32 == lower)
+    }
+
+    private static func sameLetterOrDash(_ byte: UInt8, _ lower: UInt8) -> Bool {
+        sameLetter(byte, lower) || (byte == UInt8(ascii: "_") && lower == UInt8(ascii: "-"))
     }
 }
 
@@ -96,9 +112,11 @@ enum ForwardedRequest {
     /// Whether the proxy sets `name` itself, whatever the client sends in it: what a client says
     /// of itself (`X-Forwarded-*`, `Forwarded`), Drover's `X-Drover-*` namespace, and the
     /// headers the proxy adds (`extraNames`, lower case: a session kind's secret, a hop's user).
+    /// Spelt with `_` for `-` as well (`X_Forwarded_For`): a session's framework may read both
+    /// as one (``HeaderName/equalsAsVariable(_:_:)``).
     private static func isTheProxys(_ name: String, extraNames: [String]) -> Bool {
-        HeaderName.hasPrefix(name, "x-forwarded-") || HeaderName.equals(name, "forwarded") || HeaderName.hasPrefix(name, "x-drover-")
-            || extraNames.contains { HeaderName.equals(name, $0) }
+        HeaderName.hasPrefixAsVariable(name, "x-forwarded-") || HeaderName.equals(name, "forwarded") || HeaderName.hasPrefixAsVariable(name, "x-drover-")
+            || extraNames.contains { HeaderName.equalsAsVariable(name, $0) }
     }
 
     /// A request's trailer section as it goes on. A recipient may merge a trailer field into the

@@ -225,7 +225,8 @@ struct ProxyConnectionStateMachine {
             }
             return .none
         }
-        upgradeRequested = switching
+        // A session may switch an upgrade, never a CONNECT (a proxy's request, not a session's).
+        upgradeRequested = switching && head.method != .CONNECT
         proxiedURI = head.uri
         clientHead = head
         askedAgain = false

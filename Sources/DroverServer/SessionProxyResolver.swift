@@ -47,7 +47,7 @@ public struct SessionProxyResolver: ProxyResolver {
     /// else on its sign-in cookie. A hop header on anything but an opening is refused.
     func requester(_ head: HTTPRequestHead) -> Requester {
         guard head.headers.contains(name: Self.hopHeader) else { return client(head) }
-        guard Self.isOpening(head) else { return .forgedHop("not an opening (Upgrade: \(HopOpening.protocolName))") }
+        guard Self.isOpening(head) else { return .forgedHop("not an opening (Connection: upgrade, Upgrade: \(HopOpening.protocolName))") }
         guard let user = head.headers.first(name: Self.hopUserHeader) else { return .forgedHop("no user") }
         do {
             let verified = try InternalRequestSignature.verify(method: head.method.rawValue, path: head.uri, body: Self.openingBody(user),
@@ -77,9 +77,12 @@ public struct SessionProxyResolver: ProxyResolver {
 
     static func openingBody(_ user: String) -> [UInt8] { SessionHopOpening.signedBody(user: user) }
 
-    /// Whether `head` asks to open a session hop (``HopOpening``; trusted only once verified).
+    /// Whether `head` asks to open a session hop (``HopOpening``; trusted only once verified):
+    /// a `GET` that switches protocols as the framer reads it (so the framer reads no HTTP after
+    /// it: the bytes that follow are the session's) to `drover-session`.
     static func isOpening(_ head: HTTPRequestHead) -> Bool {
-        head.method == .GET && head.headers[canonicalForm: "upgrade"].contains { HeaderName.equals(String($0), HopOpening.protocolName) }
+        head.method == .GET && ClientRequestFramer.switchesProtocols(head)
+            && head.headers[canonicalForm: "upgrade"].contains { HeaderName.equals(String($0), HopOpening.protocolName) }
     }
 
     /// The bytes of an opening from this node to the node at `destination` (`host:port`), for

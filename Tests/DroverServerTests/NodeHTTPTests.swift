@@ -56,9 +56,9 @@ import Testing
     @Test func aProxyHopSignedForAnotherNodeIsRefused() async throws {
         let node = try await InProcessNode()
         let path = "/s/0123456789abcdef0123456789abcdef/"
-        func hop(_ destination: String, opening: Bool = true) async throws -> RawHTTPClient.Response {
+        func hop(_ destination: String, opening: Bool = true, switching: Bool = true) async throws -> RawHTTPClient.Response {
             let signed = node.signedHeaders("GET", path, body: opening ? "proxy-splice\nsomeone" : "proxy-hop\nsomeone", destination: destination)
-            let upgrade = opening ? [("Connection", "Upgrade"), ("Upgrade", "drover-session")] : []
+            let upgrade = opening ? (switching ? [("Connection", "Upgrade")] : []) + [("Upgrade", "drover-session")] : []
             return try await node.request(path, headers: upgrade + [("X-Drover-Hop", "1"), ("X-Drover-Hop-User", "someone")] + signed)
         }
         let elsewhere = try await hop("127.0.0.9:\(node.port)")
@@ -66,6 +66,10 @@ import Testing
         #expect(elsewhere.body.contains("signed for another node"), "\(elsewhere.body)")
         let plain = try await hop("127.0.0.1:\(node.port)", opening: false)
         #expect(plain.status == 403 && plain.body.contains("not an opening"), "\(plain.status) \(plain.body)")
+        // Signed as an opening, but not a protocol switch as the framer reads it (no
+        // `Connection: upgrade`): the framer would read on after it, so it opens nothing.
+        let unswitched = try await hop("127.0.0.1:\(node.port)", switching: false)
+        #expect(unswitched.status == 403 && unswitched.body.contains("not an opening"), "\(unswitched.status) \(unswitched.body)")
         // Signed for this node the opening is trusted: the session simply does not exist.
         #expect(try await hop("127.0.0.1:\(node.port)").status == 404)
         await node.stop()

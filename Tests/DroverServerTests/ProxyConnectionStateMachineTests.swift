@@ -469,6 +469,17 @@ import Testing
         // member with a tab beside it names no option, so the framer reads on, and the request
         // is not forwarded as an upgrade.
         #expect(!Self.streaming(headers: ["Connection": "keep-alive,\tupgrade", "Upgrade": "websocket"]).upgradeRequested)
+        // A CONNECT switches as the framer reads it (it closes after a refusal), but a session
+        // may not tunnel it: its 101 is 502, as one nobody asked for.
+        var connect = Machine(responseTimeout: Self.timeout)
+        let connectHead = HTTPRequestHead(version: .http1_1, method: .CONNECT, uri: "/s/abc/x", headers: ["Host": "a"])
+        _ = connect.requestHead(connectHead, proxied: true)
+        _ = connect.requestEnd(nil)
+        _ = connect.forward(connectHead, to: Self.session, tls: nil, upstreamActive: false, now: Self.start)
+        _ = connect.upstreamConnected(now: Self.start)
+        #expect(!connect.upgradeRequested)
+        let unasked = try #require(Self.ownResponse(connect.upstreamHead(Self.switching)))
+        #expect(unasked.head.status == .badGateway && unasked.next == .close)
         // An `Upgrade` header alone, without `Connection: upgrade`, switches nothing.
         var plain = Machine(responseTimeout: Self.timeout)
         _ = plain.requestHead(Self.head("/nothing", headers: ["Upgrade": "websocket"]), proxied: false)
@@ -627,18 +638,24 @@ import Testing
         let head = Self.head("/s/abc/x", headers: HTTPHeaders([
             ("Host", "node1:8787"), ("Cookie", "a=1"), ("cookie", "\(SignInCookie.name)=secret; b=2"), ("COOKIE", "\(SignInCookie.name)=again"),
             ("x-drover-hop-user", "root"), ("X-DROVER-Anything", "1"), ("X-Droverish", "kept"), ("x-extra", "from the client"),
+            // A framework that reads headers as CGI variables takes `_` for `-`.
+            ("X_Drover_Hop_User", "root"), ("x_forwarded_for", "203.0.113.7"), ("X_Droverish", "kept"),
         ]))
         let outgoing = ForwardedRequest.head(for: head, clientAddress: "127.0.0.9", isTLS: false, adding: [], upgrade: false)
         #expect(outgoing.headers["Cookie"] == ["a=1", "b=2"])
         #expect(!outgoing.headers.contains { $0.value.contains(SignInCookie.name) })
         #expect(!outgoing.headers.contains { $0.name.lowercased().hasPrefix("x-drover-") })
-        #expect(outgoing.headers["X-Droverish"] == ["kept"])
+        #expect(outgoing.headers["X-Droverish"] == ["kept"] && outgoing.headers["X_Droverish"] == ["kept"])
+        #expect(!outgoing.headers.contains { $0.name.lowercased().hasPrefix("x_drover_") || $0.value == "203.0.113.7" })
         #expect(outgoing.headers["Host"] == ["node1:8787"])
         // The hop's own headers, added by the node, replace whatever the client sent.
         let hop = ForwardedRequest.head(for: head, clientAddress: "127.0.0.9", isTLS: false,
                                         adding: [(SessionProxyResolver.hopUserHeader, "alice"), ("X-Extra", "1")], upgrade: false)
         #expect(hop.headers[SessionProxyResolver.hopUserHeader] == ["alice"])
         #expect(hop.headers["X-Extra"] == ["1"])
+        let underscored = ForwardedRequest.head(for: Self.head("/s/abc/x", headers: ["X_Session_Secret": "forged"]), clientAddress: "127.0.0.9",
+                                                isTLS: false, adding: [("X-Session-Secret", "real")], upgrade: false)
+        #expect(underscored.headers["X-Session-Secret"] == ["real"] && !underscored.headers.contains(name: "X_Session_Secret"))
     }
 
     @Test func hopByHopAndClientForwardingHeadersAreNotPassedOn() {
@@ -680,7 +697,7 @@ import Testing
         let trailers = HTTPHeaders([
             ("X-Checksum", "abc"), ("x-drover-hop-user", "root"), ("X-Forwarded-For", "203.0.113.7"), ("Forwarded", "for=1.2.3.4"),
             ("Cookie", "\(SignInCookie.name)=secret"), ("Host", "bank.example"), ("Connection", "close"), ("Proxy-Authorization", "Basic eDp5"),
-            ("Authorization", "token forged"), ("Server-Timing", "db;dur=53"),
+            ("Authorization", "token forged"), ("Server-Timing", "db;dur=53"), ("X_Forwarded_Host", "bank.example"),
         ])
         let passed = ForwardedRequest.trailers(trailers, adding: [("Authorization", "token real")])
         #expect(passed?.map(\.name) == ["X-Checksum", "Server-Timing"])
