@@ -6,37 +6,14 @@ import NIOPosix
 /// Starting and watching session processes.
 enum SessionProcess {
     /// A system account.
-    struct Account: Sendable {
-        var name: String
-        var uid: uid_t
-        var gid: gid_t
-        var home: String
-        /// The login shell (`pw_shell`).
-        var shell: String = "/bin/sh"
-
-        /// The shell a session's command runs in as a login would: the account's, when it is a
-        /// login shell listed in `/etc/shells`; else `/bin/sh` (an account whose shell is
-        /// `nologin` still gets `/etc/profile` and `~/.profile`).
-        var loginShell: String {
-            let listed = ((try? String(contentsOfFile: "/etc/shells", encoding: .utf8)) ?? "").split(separator: "\n")
-                .map { $0.trimmingCharacters(in: .whitespaces) }
-            // csh and tcsh take -l only alone (no -c): their users get /bin/sh's login, ~/.profile.
-            let cShell = ["csh", "tcsh"].contains((shell as NSString).lastPathComponent)
-            return listed.contains(shell) && access(shell, X_OK) == 0 && !cShell ? shell : "/bin/sh"
-        }
-
-        /// Where a session of this account keeps its saved state (in the shared home).
-        func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
-    }
+    typealias Account = SystemAccount
 
     /// The account `name` (``SystemAccount``: safe beside other threads' look-ups).
-    static func account(_ name: String) -> Account? {
-        SystemAccount.named(name).map { Account(name: name, uid: $0.uid, gid: $0.gid, home: $0.home, shell: $0.shell) }
-    }
+    static func account(_ name: String) -> Account? { SystemAccount.named(name) }
 
     /// The names of the groups `name` is a member of (its primary group included).
     static func groups(_ name: String) -> Set<String> {
-        guard let account = SystemAccount.named(name) else { return [] }
+        guard let account = account(name) else { return [] }
         var names = Set<String>()
         var entry = group()
         var found: UnsafeMutablePointer<group>?
@@ -133,4 +110,20 @@ enum SessionProcess {
         }
         return fd
     }
+}
+
+extension SystemAccount {
+    /// The shell a session's command runs in as a login would: the account's, when it is a
+    /// login shell listed in `/etc/shells`; else `/bin/sh` (an account whose shell is
+    /// `nologin` still gets `/etc/profile` and `~/.profile`).
+    var loginShell: String {
+        let listed = ((try? String(contentsOfFile: "/etc/shells", encoding: .utf8)) ?? "").split(separator: "\n")
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        // csh and tcsh take -l only alone (no -c): their users get /bin/sh's login, ~/.profile.
+        let cShell = ["csh", "tcsh"].contains((shell as NSString).lastPathComponent)
+        return listed.contains(shell) && access(shell, X_OK) == 0 && !cShell ? shell : "/bin/sh"
+    }
+
+    /// Where a session of this account keeps its saved state (in the shared home).
+    func stateDirectory(_ id: String) -> String { home + "/.local/share/drover/sessions/" + id }
 }

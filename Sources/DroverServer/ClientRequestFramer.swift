@@ -238,11 +238,11 @@ public struct ClientRequestFramer: Sendable {
         }
     }
 
-    /// Whether `head`, as this framer reads it, switches protocols: its end is the last the
-    /// framer reads on the connection. The same rule as the framer's own, by bytes (a `Connection`
-    /// member is trimmed of spaces alone), for the code that decides what to do with the request:
-    /// were the two to disagree, a request the framer stopped after could be answered as one the
-    /// connection goes on from, or the other way round.
+    /// Whether `head` switches protocols: its end is the last the framer reads on the connection.
+    /// The framer's rule, which the code that decides what to do with the request asks too (a
+    /// `Connection` member is trimmed of spaces alone): were the two to disagree, a request the
+    /// framer stopped after could be answered as one the connection goes on from, or the other
+    /// way round.
     static func switchesProtocols(_ head: HTTPRequestHead) -> Bool {
         if head.method == .CONNECT { return true }
         guard head.headers.contains(name: "upgrade") else { return false }
@@ -317,7 +317,6 @@ public struct ClientRequestFramer: Sendable {
         var chunkedLast = false
         var chunkedCount = 0
         var upgradeField = false
-        var connectionUpgrade = false
         let headers = try fields(raw, from: index + 10) { name, value throws(HTTPParserError) in
             // Only the fields that frame the request or switch protocols are looked at, by their
             // bytes (names are case-insensitive).
@@ -335,10 +334,6 @@ public struct ClientRequestFramer: Sendable {
                 }
             case 7 where equalsLowercased(name, "upgrade"):
                 upgradeField = true
-            case 10 where equalsLowercased(name, "connection"):
-                forEachListMember(value) { token in
-                    if equalsLowercased(token, "upgrade") { connectionUpgrade = true }
-                }
             default:
                 break
             }
@@ -358,7 +353,9 @@ public struct ClientRequestFramer: Sendable {
             framing = .length(contentLength ?? 0)
         }
         let head = HTTPRequestHead(version: HTTPVersion(major: 1, minor: minor), method: method, uri: target, headers: headers)
-        return (head, framing, method == .CONNECT || (upgradeField && connectionUpgrade))
+        // Whether it switches is the one rule the rest of the node asks too; only a request with
+        // `Upgrade` (or a CONNECT) needs it read.
+        return (head, framing, (upgradeField || method == .CONNECT) && Self.switchesProtocols(head))
     }
 
     /// The field lines from `start` through the empty line that ends them; `each` sees every

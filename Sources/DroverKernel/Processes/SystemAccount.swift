@@ -13,14 +13,23 @@ public struct SystemAccount: Sendable, Equatable {
     /// The login shell (`pw_shell`).
     public let shell: String
 
-    /// The account `name`, or nil.
+    public init(name: String, uid: UInt32, gid: UInt32, home: String, shell: String = "/bin/sh") {
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+        self.shell = shell
+    }
+
+    /// The account `name`, or nil. Its ``name`` is `name` as asked (the user as signed in),
+    /// whatever spelling the name service keeps.
     public static func named(_ name: String) -> SystemAccount? {
-        lookUp { entry, buffer, found in getpwnam_r(name, &entry, &buffer, buffer.count, &found) }
+        lookUp(name: name) { entry, buffer, found in getpwnam_r(name, &entry, &buffer, buffer.count, &found) }
     }
 
     /// The account whose uid is `uid`, or nil.
     public static func withID(_ uid: UInt32) -> SystemAccount? {
-        lookUp { entry, buffer, found in getpwuid_r(uid, &entry, &buffer, buffer.count, &found) }
+        lookUp(name: nil) { entry, buffer, found in getpwuid_r(uid, &entry, &buffer, buffer.count, &found) }
     }
 
     /// The ids of every group the account is in: its primary group and each group that lists
@@ -36,12 +45,13 @@ public struct SystemAccount: Sendable, Equatable {
         return Array(ids.prefix(Int(count)))
     }
 
-    private static func lookUp(_ call: (inout passwd, inout [CChar], inout UnsafeMutablePointer<passwd>?) -> Int32) -> SystemAccount? {
+    /// - Parameter name: the account's name as asked; nil to take the name service's.
+    private static func lookUp(name: String?, _ call: (inout passwd, inout [CChar], inout UnsafeMutablePointer<passwd>?) -> Int32) -> SystemAccount? {
         var entry = passwd()
         var found: UnsafeMutablePointer<passwd>?
         var buffer = [CChar](repeating: 0, count: 16_384)
         guard call(&entry, &buffer, &found) == 0, found != nil else { return nil }
-        return SystemAccount(name: String(cString: entry.pw_name), uid: entry.pw_uid, gid: entry.pw_gid,
+        return SystemAccount(name: name ?? String(cString: entry.pw_name), uid: entry.pw_uid, gid: entry.pw_gid,
                              home: String(cString: entry.pw_dir), shell: entry.pw_shell.map { String(cString: $0) } ?? "/bin/sh")
     }
 }
