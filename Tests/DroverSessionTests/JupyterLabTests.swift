@@ -3,30 +3,6 @@ import DroverTesting
 import Foundation
 import Testing
 
-extension Browser {
-    /// Types `text` into the element `css` finds.
-    func type(_ css: String, _ text: String) async throws {
-        let found = try await call("POST", "/element", #"{"using":"css selector","value":"\#(css.replacingOccurrences(of: "\"", with: "\\\""))"}"#)
-        guard let element = (found as? [String: Any])?.values.first as? String else { throw TestFailure("no element for \(css)") }
-        let body = try JSONSerialization.data(withJSONObject: ["text": text])
-        try await call("POST", "/element/\(element)/value", String(decoding: body, as: UTF8.self))
-    }
-
-    /// Runs `script` in the page; it calls `arguments[0]` with its result.
-    func runAsync(_ script: String, timeoutSeconds: Int = 120) async throws -> Any? {
-        try await call("POST", "/timeouts", #"{"script":\#(timeoutSeconds * 1000)}"#)
-        let body = try JSONSerialization.data(withJSONObject: ["script": script, "args": [] as [Any]])
-        return try await call("POST", "/execute/async", String(decoding: body, as: UTF8.self))
-    }
-
-    /// Runs `script` in the page and returns what it returns.
-    @discardableResult
-    func run(_ script: String) async throws -> Any? {
-        let body = try JSONSerialization.data(withJSONObject: ["script": script, "args": [] as [Any]])
-        return try await call("POST", "/execute/sync", String(decoding: body, as: UTF8.self))
-    }
-}
-
 /// The acceptance test of issue 33: JupyterLab from PyPI, started through its shipped kind, on a
 /// two-node cluster, used from a real browser (headless Chromium over WebDriver) as a person
 /// would: sign in, pick the kind, open the Lab, start a kernel with Jupyter's own XSRF cookie and
