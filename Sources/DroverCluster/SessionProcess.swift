@@ -14,14 +14,7 @@ enum SessionProcess {
     /// The names of the groups `name` is a member of (its primary group included).
     static func groups(_ name: String) -> Set<String> {
         guard let account = account(name) else { return [] }
-        var names = Set<String>()
-        var entry = group()
-        var found: UnsafeMutablePointer<group>?
-        var buffer = [CChar](repeating: 0, count: 65_536)
-        for id in account.groupIDs where getgrgid_r(id, &entry, &buffer, buffer.count, &found) == 0 && found != nil {
-            names.insert(String(cString: entry.gr_name))
-        }
-        return names
+        return Set(account.groupIDs.compactMap { SystemGroup.withID($0)?.name })
     }
 
     /// ``groups(_:)`` on a thread of the blocking-work pool.

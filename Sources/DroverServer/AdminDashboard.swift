@@ -80,13 +80,7 @@ public struct AdminDashboard: Sendable {
         return "admin-group=\(group) is not a group on this machine, so nobody can open /admin; create it (groupadd \(group)) or name an existing group"
     }
 
-    static func groupID(_ name: String) -> gid_t? {
-        var entry = group()
-        var found: UnsafeMutablePointer<group>?
-        var buffer = [CChar](repeating: 0, count: 65_536)
-        guard getgrnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
-        return entry.gr_gid
-    }
+    static func groupID(_ name: String) -> gid_t? { SystemGroup.named(name)?.gid }
 
     /// This node's offline mode is set here; another node's through a signed call.
     func setOfflineMode(_ offline: Bool, node: Int64, by user: String) async throws {

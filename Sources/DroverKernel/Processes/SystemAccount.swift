@@ -48,10 +48,58 @@ public struct SystemAccount: Sendable, Equatable {
     /// - Parameter name: the account's name as asked; nil to take the name service's.
     private static func lookUp(name: String?, _ call: (inout passwd, inout [CChar], inout UnsafeMutablePointer<passwd>?) -> Int32) -> SystemAccount? {
         var entry = passwd()
-        var found: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16_384)
-        guard call(&entry, &buffer, &found) == 0, found != nil else { return nil }
-        return SystemAccount(name: name ?? String(cString: entry.pw_name), uid: entry.pw_uid, gid: entry.pw_gid,
-                             home: String(cString: entry.pw_dir), shell: entry.pw_shell.map { String(cString: $0) } ?? "/bin/sh")
+        return withRetriedBuffer { buffer in
+            var found: UnsafeMutablePointer<passwd>?
+            let result = call(&entry, &buffer, &found)
+            guard result == 0, found != nil else { return (result, nil) }
+            return (0, SystemAccount(name: name ?? String(cString: entry.pw_name), uid: entry.pw_uid, gid: entry.pw_gid,
+                                     home: String(cString: entry.pw_dir), shell: entry.pw_shell.map { String(cString: $0) } ?? "/bin/sh"))
+        }
+    }
+}
+
+/// A group of this machine's group database, looked up with `getgrnam_r`/`getgrgid_r` (see
+/// ``SystemAccount`` for why never `getgrnam`).
+public struct SystemGroup: Sendable, Equatable {
+    public let name: String
+    public let gid: UInt32
+
+    public init(name: String, gid: UInt32) {
+        self.name = name
+        self.gid = gid
+    }
+
+    /// The group `name`, or nil.
+    public static func named(_ name: String, bufferSize: Int = 16_384) -> SystemGroup? {
+        lookUp(bufferSize) { entry, buffer, found in getgrnam_r(name, &entry, &buffer, buffer.count, &found) }
+    }
+
+    /// The group whose gid is `gid`, or nil.
+    public static func withID(_ gid: UInt32, bufferSize: Int = 16_384) -> SystemGroup? {
+        lookUp(bufferSize) { entry, buffer, found in getgrgid_r(gid, &entry, &buffer, buffer.count, &found) }
+    }
+
+    private static func lookUp(_ size: Int, _ call: (inout group, inout [CChar], inout UnsafeMutablePointer<group>?) -> Int32) -> SystemGroup? {
+        var entry = group()
+        return withRetriedBuffer(size) { buffer in
+            var found: UnsafeMutablePointer<group>?
+            let result = call(&entry, &buffer, &found)
+            guard result == 0, found != nil else { return (result, nil) }
+            return (0, SystemGroup(name: String(cString: entry.gr_name), gid: entry.gr_gid))
+        }
+    }
+}
+
+/// Runs a `get…_r` look-up with a buffer that doubles while the look-up answers `ERANGE`, up to
+/// 16 MiB: a group's entry holds its member list, which in a directory of thousands of
+/// accounts outgrows any fixed size (a fixed 64 KiB once made such a group look absent).
+/// - Parameter body: the look-up; returns its result code and what it found.
+func withRetriedBuffer<T>(_ size: Int = 16_384, _ body: (inout [CChar]) -> (Int32, T?)) -> T? {
+    var size = max(size, 16)
+    while true {
+        var buffer = [CChar](repeating: 0, count: size)
+        let (result, value) = body(&buffer)
+        guard result == ERANGE, size < 16 << 20 else { return value }
+        size *= 2
     }
 }
