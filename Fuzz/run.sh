@@ -1,34 +1,27 @@
 #!/usr/bin/env bash
-# Builds each libFuzzer target (swiftc -sanitize=fuzzer,address) and runs it for SECONDS (default
-# 60): ConfigParsers and CookieAndSignature from the kernel's own sources, and from the package in
-# Fuzz/HTTP: HTTP, which serves fuzz input to a node's real HTTP server over loopback; Request,
-# which gives it to the client request framer (split reads, llhttp differential); and Response,
-# which gives it to the proxy as a session's answer (split reads, llhttp differential). Crashes land in Fuzz/out/<target>/ (git-ignored); each becomes a
-# regression test. Usage: Fuzz/run.sh [SECONDS]
+# Builds each libFuzzer target (-sanitize=fuzzer,address) and runs it for SECONDS (default 60):
+# ConfigParsers from the kernel's own sources, and from the package in Fuzz/HTTP (built on
+# Drover's modules): HTTP, which serves fuzz input to a node's real HTTP server over loopback;
+# Request, which gives it to the client request framer (split reads, llhttp differential);
+# Response, which gives it to the proxy as a session's answer (split reads, llhttp differential);
+# and CookieAndSignature, which gives it to the sign-in cookie and node-to-node signature checks.
+# Crashes land in Fuzz/out/<target>/ (git-ignored); each becomes a regression test.
+# Usage: Fuzz/run.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 kernel=Sources/DroverKernel
 config_sources=($kernel/Configuration/{AddressRange,ConfigFile,ConfigReader,ConfigurationError,ConfigSource,LoadBalancerConfiguration,ServerConfiguration,FileLocksConfiguration,DatabaseConfiguration}.swift)
-security_sources=($kernel/Security/{Crypto,SecureCookieKey,SignInCookie,InternalRequestSignature}.swift)
 flags=(-sanitize=fuzzer,address -parse-as-library -O -swift-version 6 -enable-upcoming-feature ExistentialAny
-       -enable-upcoming-feature InternalImportsByDefault -I Sources/COpenSSL -lcrypto)
-mkdir -p .build-fuzz/CShims Fuzz/out
-# The kernel's crypto calls into CShims (prepared HMAC keys): its C, compiled here, with a module map.
-printf 'module CShims [system] {\n    header "%s"\n    export *\n}\n' "$PWD/Sources/CShims/include/drover_shims.h" \
-    > .build-fuzz/CShims/module.modulemap
-for c in Sources/CShims/*.c; do
-    clang -O2 -c -I Sources/CShims/include "$c" -o ".build-fuzz/CShims/$(basename "$c" .c).o"
-done
-shims=(-I .build-fuzz/CShims .build-fuzz/CShims/*.o)
+       -enable-upcoming-feature InternalImportsByDefault)
+mkdir -p .build-fuzz Fuzz/out
 build() { # target sources...
     local target=$1; shift
     swiftc "${flags[@]}" "$@" "Fuzz/$target.swift" -o ".build-fuzz/$target" 2> ".build-fuzz/$target.build.log" \
         || { cat ".build-fuzz/$target.build.log" >&2; exit 1; }
 }
 build ConfigParsers "${config_sources[@]}"
-build CookieAndSignature "${shims[@]}" "${config_sources[@]}" "${security_sources[@]}"
-for product in HTTP Request Response; do
+for product in HTTP Request Response CookieAndSignature; do
     http=(swift build -c release --package-path Fuzz/HTTP --scratch-path .build-fuzz/http --product Fuzz$product
           -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library)
     "${http[@]}" > .build-fuzz/$product.build.log 2>&1 || { cat .build-fuzz/$product.build.log >&2; exit 1; }

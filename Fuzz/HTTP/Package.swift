@@ -1,7 +1,8 @@
 // swift-tools-version:6.1
-// The HTTP fuzz targets (the request path through a node's server, the client request framer
-// against llhttp, and the proxy's reading of session answers), a package of its own so that its `-sanitize=fuzzer` build
-// never touches the main build. Fuzz/run.sh builds it with `swift build --package-path Fuzz/HTTP`.
+// The fuzz targets built on Drover's modules (the request path through a node's server, the
+// client request framer against llhttp, the proxy's reading of session answers, and the sign-in
+// cookie and node-to-node signature checks), a package of its own so that its `-sanitize=fuzzer`
+// build never touches the main build. Fuzz/run.sh builds it with `swift build --package-path Fuzz/HTTP`.
 import Foundation
 import PackageDescription
 
@@ -43,6 +44,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(
+            name: "FuzzCookieAndSignature",
+            dependencies: [
+                "CFuzzMain",
+                .product(name: "DroverServer", package: drover),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]),
     ]

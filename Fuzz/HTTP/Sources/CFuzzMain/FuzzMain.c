@@ -11,11 +11,15 @@ int FuzzHTTP_main(int argc, char **argv) {
     return LLVMFuzzerRunDriver(&argc, &argv, LLVMFuzzerTestOneInput);
 }
 
-// The same for the FuzzResponse and FuzzRequest targets (each executable defines its own test function).
+// The same for the FuzzResponse, FuzzRequest and FuzzCookieAndSignature targets (each executable defines its own test function).
 int FuzzResponse_main(int argc, char **argv) {
     return LLVMFuzzerRunDriver(&argc, &argv, LLVMFuzzerTestOneInput);
 }
 
 int FuzzRequest_main(int argc, char **argv) {
+    return LLVMFuzzerRunDriver(&argc, &argv, LLVMFuzzerTestOneInput);
+}
+
+int FuzzCookieAndSignature_main(int argc, char **argv) {
     return LLVMFuzzerRunDriver(&argc, &argv, LLVMFuzzerTestOneInput);
 }

@@ -1,3 +1,6 @@
+import DroverCluster
+import DroverKernel
+import DroverServer
 import Foundation
 
 // libFuzzer target: sign-in cookies and node-to-node signatures built from arbitrary bytes must
