@@ -15,8 +15,10 @@ struct Browser {
     ///   `--host-resolver-rules=…` to give test names loopback addresses).
     static func start(arguments: [String] = []) async throws -> Browser {
         let port = try FreePort.find()
-        // Its log (every WebDriver command and answer) and Chromium's own output, for a failure to show.
-        let driver = try RunningProcess("/usr/bin/chromedriver", ["--port=\(port)", "--log-level=INFO", "--enable-chrome-logs"])
+        // Chromium's own output and chromedriver's warnings, for a failure to show. Not its
+        // INFO log: that holds every command, the text typed into a password field included,
+        // which scripts/test.sh's scan for secrets in process outputs refuses.
+        let driver = try RunningProcess("/usr/bin/chromedriver", ["--port=\(port)", "--log-level=WARNING", "--enable-chrome-logs"])
         let args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--window-size=1280,900"] + arguments
         let argsJSON = String(decoding: try JSONSerialization.data(withJSONObject: args), as: UTF8.self)
         let capabilities = #"{"capabilities":{"alwaysMatch":{"browserName":"chrome","goog:chromeOptions":{"binary":"/usr/bin/chromium","#
@@ -85,15 +87,15 @@ struct Browser {
 
     /// Runs `body` with a browser, which is closed afterwards whatever happens (a browser left
     /// behind by a failed test would run on beside the rest of the suite). An error `body` throws
-    /// comes with the end of chromedriver's log and Chromium's output: which command hung or
-    /// failed, and what the browser said meanwhile.
+    /// (which names the WebDriver command that failed or timed out) comes with the end of
+    /// Chromium's output and chromedriver's warnings: what the browser said meanwhile.
     static func using(arguments: [String] = [], _ body: (Browser) async throws -> Void) async throws {
         let browser = try await start(arguments: arguments)
         do {
             try await body(browser)
         } catch {
             await browser.quit()
-            throw TestFailure("\(error)\n--- chromedriver's log and Chromium's output, the end:\n\(browser.driver.stderr.suffix(6000))")
+            throw TestFailure("\(error)\n--- Chromium's output and chromedriver's warnings, the end:\n\(browser.driver.stderr.suffix(6000))")
         }
         await browser.quit()
     }
