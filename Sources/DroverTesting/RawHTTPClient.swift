@@ -32,9 +32,10 @@ public enum RawHTTPClient {
                                headers: [(String, String)] = [], body: String = "", localAddress: String? = nil,
                                timeout: TimeInterval = 30, networkNamespace: String? = nil) async throws -> Response {
         try await onOwnThread {
-            if let networkNamespace { try NetworkLab.enter(networkNamespace) }
-            return try blockingRequest(method, host: host, port: port, path: path, headers: headers, body: body,
-                                localAddress: localAddress, timeout: timeout)
+            try NetworkLab.within(networkNamespace) {
+                try blockingRequest(method, host: host, port: port, path: path, headers: headers, body: body,
+                                    localAddress: localAddress, timeout: timeout)
+            }
         }
     }
 

@@ -12,8 +12,9 @@ public enum RawWebSocket {
     public static func echo(host: String, port: Int, path: String, headers: [(String, String)] = [], message: String,
                             timeout: TimeInterval = 30, networkNamespace: String? = nil) async throws -> String {
         try await onOwnThread {
-            if let networkNamespace { try NetworkLab.enter(networkNamespace) }
-            return try blockingEcho(host: host, port: port, path: path, headers: headers, message: message, timeout: timeout)
+            try NetworkLab.within(networkNamespace) {
+                try blockingEcho(host: host, port: port, path: path, headers: headers, message: message, timeout: timeout)
+            }
         }
     }
 
