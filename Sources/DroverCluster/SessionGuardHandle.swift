@@ -2,6 +2,7 @@ import CShims
 import DroverKernel
 import DroverSessionProtocol
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -9,10 +10,11 @@ import Synchronization
 /// Starts sessions as droverd does: a `drover-session-guard` for each (``SessionGuardHandle``).
 struct GuardLauncher: SessionLauncher {
     let ticker: AliveTicker
+    let logger: Logger
 
     func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
                report: @escaping @Sendable (SessionEvent) -> Void) async throws -> any SessionControl {
-        try await SessionGuardHandle.start(spec, ticker: ticker, serving: serving, report: report)
+        try await SessionGuardHandle.start(spec, ticker: ticker, logger: logger, serving: serving, report: report)
     }
 
     func answers(_ endpoint: SessionEndpoint, path: String) async -> Bool {
@@ -41,7 +43,9 @@ final class SessionGuardHandle: SessionControl {
     ///     (``NodeRuntime/isCutOff``), so its guard ends it.
     ///   - report: receives the guard's reports that change the session's state, in order;
     ///     `.guardGone` last, once its output closes.
-    static func start(_ spec: SessionGuardProtocol.Spec, ticker: AliveTicker, serving: @escaping @Sendable () -> Bool,
+    /// - Parameter logger: says why the pipe to the guard closed when an error closed it (the
+    ///   close is reported as `.guardGone` either way).
+    static func start(_ spec: SessionGuardProtocol.Spec, ticker: AliveTicker, logger: Logger, serving: @escaping @Sendable () -> Bool,
                       report: @escaping @Sendable (SessionEvent) -> Void) async throws -> SessionGuardHandle {
         var control: [Int32] = [0, 0]
         var events: [Int32] = [0, 0]
@@ -80,6 +84,9 @@ final class SessionGuardHandle: SessionControl {
                         // Not a guard of this build: nothing else it says is read, and it goes.
                         Foundation.kill(guardPID, SIGKILL)
                         report(.ended(.failed, status: -1, detail: refusal))
+                    } failed: { error in
+                        logger.warning("the pipe to a session's guard failed; the guard is taken for gone",
+                                       metadata: ["session": "\(spec.sessionID)", "guard-pid": "\(guardPID)", "error": "\(error)"])
                     } closed: {
                         report(.guardGone)
                         // The guard is exiting: reap it off the event loop.
@@ -142,15 +149,18 @@ private final class GuardEventReader: ChannelInboundHandler {
     private var refused = false
     private let onEvent: @Sendable (SessionGuardProtocol.Event) -> Void
     private let onRefusal: @Sendable (String) -> Void
+    private let onError: @Sendable (any Error) -> Void
     private let onClose: @Sendable () -> Void
     /// The close is reported once (the input closes, then the channel goes inactive).
     private var closeReported = false
 
     init(guardPath: String, _ onEvent: @escaping @Sendable (SessionGuardProtocol.Event) -> Void,
-         refused onRefusal: @escaping @Sendable (String) -> Void, closed onClose: @escaping @Sendable () -> Void) {
+         refused onRefusal: @escaping @Sendable (String) -> Void, failed onError: @escaping @Sendable (any Error) -> Void,
+         closed onClose: @escaping @Sendable () -> Void) {
         self.guardPath = guardPath
         self.onEvent = onEvent
         self.onRefusal = onRefusal
+        self.onError = onError
         self.onClose = onClose
     }
 
@@ -199,6 +209,7 @@ private final class GuardEventReader: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        onError(error)
         context.close(promise: nil)
     }
 }

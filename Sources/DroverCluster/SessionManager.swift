@@ -69,7 +69,7 @@ public final class SessionManager: Sendable {
         let ticker = AliveTicker { [events = runtime.events] late, took, guards in
             events.emit(.aliveTickLate(late: late, took: took, guards: guards))
         }
-        self.init(runtime: runtime, launcher: GuardLauncher(ticker: ticker))
+        self.init(runtime: runtime, launcher: GuardLauncher(ticker: ticker, logger: runtime.logger))
     }
 
     init(runtime: NodeRuntime, launcher: any SessionLauncher) {
