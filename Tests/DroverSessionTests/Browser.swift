@@ -35,13 +35,20 @@ struct Browser {
         throw TestFailure("chromedriver did not start a browser: \(driver.stderr.suffix(500))")
     }
 
-    @discardableResult
     /// - Parameter timeout: how long chromedriver may take to answer (past any timeout of its own).
+    @discardableResult
     func call(_ method: String, _ path: String, _ body: String = "{}", timeout: TimeInterval = 60) async throws -> Any? {
         let answer = try await RawHTTPClient.request(method, host: "127.0.0.1", port: port, path: "/session/\(session)\(path)",
                                                      headers: [("Content-Type", "application/json")], body: method == "GET" ? "" : body, timeout: timeout)
         guard answer.status == 200 else { throw TestFailure("WebDriver \(method) \(path): \(answer.status) \(answer.body.prefix(300))") }
         return json(answer)["value"]
+    }
+
+    /// The WebDriver id of the element `css` finds.
+    func element(_ css: String) async throws -> String {
+        let found = try await call("POST", "/element", #"{"using":"css selector","value":"\#(css.replacingOccurrences(of: "\"", with: "\\\""))"}"#)
+        guard let element = (found as? [String: Any])?.values.first as? String else { throw TestFailure("no element for \(css)") }
+        return element
     }
 
     func open(_ url: String) async throws {
@@ -57,9 +64,7 @@ struct Browser {
         var last: (any Error)?
         for _ in 0..<5 {
             do {
-                let found = try await call("POST", "/element", #"{"using":"css selector","value":"\#(css.replacingOccurrences(of: "\"", with: "\\\""))"}"#)
-                guard let element = (found as? [String: Any])?.values.first as? String else { throw TestFailure("no element for \(css)") }
-                try await call("POST", "/element/\(element)/click")
+                try await call("POST", "/element/\(try await element(css))/click")
                 return
             } catch {
                 last = error
@@ -107,10 +112,8 @@ struct Browser {
 
     /// Types `text` into the element `css` finds.
     func type(_ css: String, _ text: String) async throws {
-        let found = try await call("POST", "/element", #"{"using":"css selector","value":"\#(css.replacingOccurrences(of: "\"", with: "\\\""))"}"#)
-        guard let element = (found as? [String: Any])?.values.first as? String else { throw TestFailure("no element for \(css)") }
         let body = try JSONSerialization.data(withJSONObject: ["text": text])
-        try await call("POST", "/element/\(element)/value", String(decoding: body, as: UTF8.self))
+        try await call("POST", "/element/\(try await element(css))/value", String(decoding: body, as: UTF8.self))
     }
 
     /// Runs `script` in the page; it calls `arguments[0]` with its result. Past `timeoutSeconds`
