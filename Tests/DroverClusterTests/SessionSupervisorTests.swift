@@ -25,7 +25,8 @@ final class FakeLauncher: SessionLauncher {
         }
     }
 
-    private let reporters = Mutex<[String: @Sendable (SessionEvent) -> Void]>([:])
+    /// Each start's report, by session, oldest first.
+    private let reporters = Mutex<[String: [@Sendable (SessionEvent) -> Void]]>([:])
     let controls = Mutex<[String: Control]>([:])
     let answering = Mutex<Set<String>>([])
     /// Reported by the fake guard as soon as it is started, if set.
@@ -37,7 +38,7 @@ final class FakeLauncher: SessionLauncher {
 
     func start(_ spec: SessionGuardProtocol.Spec, serving: @escaping @Sendable () -> Bool,
                report: @escaping @Sendable (SessionEvent) -> Void) async throws -> any SessionControl {
-        reporters.withLock { $0[spec.sessionID] = report }
+        reporters.withLock { $0[spec.sessionID, default: []].append(report) }
         let control = Control { report(.guardGone) }
         controls.withLock { $0[spec.sessionID] = control }
         if let onStart {
@@ -54,9 +55,18 @@ final class FakeLauncher: SessionLauncher {
         return answering.withLock { $0.contains(socket) }
     }
 
-    func report(_ id: String, _ event: SessionEvent) {
-        reporters.withLock { $0[id] }?(event)
+    /// Reports `event` as the guard of session `id`'s start number `launch` (0 the first) would;
+    /// by default, its latest start's.
+    func report(_ id: String, _ event: SessionEvent, launch: Int? = nil) {
+        let reporter = reporters.withLock { reporters -> (@Sendable (SessionEvent) -> Void)? in
+            guard let all = reporters[id] else { return nil }
+            return launch.map { all[$0] } ?? all.last
+        }
+        reporter?(event)
     }
+
+    /// How many times session `id` was started.
+    func starts(_ id: String) -> Int { reporters.withLock { $0[id]?.count ?? 0 } }
 
     func commands(_ id: String) -> [String] { controls.withLock { $0[id] }?.commands.withLock { $0 } ?? [] }
 }
@@ -176,6 +186,40 @@ func spec(_ id: String) -> SessionGuardProtocol.Spec {
         #expect(await stopped == .running(pid: 42))
         #expect(supervisor.state("suspended") == .finished)
         #expect(supervisor.ended().map(\.id) == ["crashes"])
+    }
+
+    /// A session suspended here and resumed here at once: its first guard's close arrives while
+    /// the second guard still waits for the lock. A proof run saw that close fail the resume
+    /// ("its guard exited before starting it") and leave the second guard to start the session
+    /// unknown to droverd.
+    @Test func anEarlierGuardsLateReportsDoNotReachTheNextStartOfTheSameSession() async throws {
+        let launcher = FakeLauncher(onStart: nil)
+        let supervisor = SessionSupervisor(launcher: launcher)
+        async let first = supervisor.start("s1", spec: spec("s1"), username: "alice", stateDirectory: "/x") { true }
+        try await waitFor { launcher.starts("s1") == 1 }
+        launcher.report("s1", .started(pid: 7, isolation: "fake"))
+        #expect(try await first == 7)
+        supervisor.apply(.answered, to: "s1")
+        async let stopped = supervisor.stop("s1", .suspend)
+        try await waitFor { launcher.commands("s1") == ["suspend"] }
+        launcher.report("s1", .ended(.suspended, status: 0, detail: ""))
+        #expect(await stopped == .running(pid: 7))
+
+        async let second = supervisor.start("s1", spec: spec("s1"), username: "alice", stateDirectory: "/x") { true }
+        try await waitFor { launcher.starts("s1") == 2 }
+        // The first guard's pipe closes only now, and it says anything else it had.
+        launcher.report("s1", .guardGone, launch: 0)
+        launcher.report("s1", .ended(.failed, status: -1, detail: "late"), launch: 0)
+        launcher.report("s1", .started(pid: 7, isolation: "fake"), launch: 0)
+        #expect(supervisor.state("s1") == .launching)
+        launcher.report("s1", .started(pid: 8, isolation: "fake"), launch: 1)
+        #expect(try await second == 8)
+        supervisor.apply(.answered, to: "s1")
+        launcher.report("s1", .guardGone, launch: 0)
+        #expect(supervisor.state("s1") == .running(pid: 8))
+        // Its own guard's end still counts.
+        launcher.report("s1", .guardGone, launch: 1)
+        #expect(supervisor.state("s1") == .ended(reason: "guard-died", detail: "its guard exited"))
     }
 
     @Test func anAbandonedLaunchIsQuitThenKilledWhenItHangs() async throws {

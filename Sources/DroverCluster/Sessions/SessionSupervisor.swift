@@ -31,6 +31,9 @@ protocol SessionControl: Sendable {
 final class SessionSupervisor: Sendable {
     struct Supervised: Sendable {
         var state: SessionLifecycle = .launching
+        /// Which start of the session this is (``SessionSupervisor/start(_:spec:endpoint:username:stateDirectory:serving:)``
+        /// numbers them): the reports of an earlier start's guard are not this one's.
+        var launch: UInt64 = 0
         var username: String
         /// Where droverd reaches it; its cgroup is filled in once the guard reports it.
         var endpoint: SessionEndpoint
@@ -54,6 +57,8 @@ final class SessionSupervisor: Sendable {
     /// Lock refreshes by this node's guards, and those that failed, since the node started.
     private let lockCounts = Mutex((refreshed: 0, failed: 0))
     private let sessions = Mutex<[String: Supervised]>([:])
+    /// The number of the last start (``Supervised/launch``).
+    private let launches = Atomic<UInt64>(0)
     private let waiters = Mutex<[UUID: (id: String, until: @Sendable (SessionLifecycle) -> Bool, continuation: CheckedContinuation<SessionLifecycle, Never>)]>([:])
 
     init(launcher: any SessionLauncher,
@@ -71,26 +76,33 @@ final class SessionSupervisor: Sendable {
     ///   ``SessionError/unavailable(_:)`` when its lock stayed held elsewhere.
     func start(_ id: String, spec: SessionGuardProtocol.Spec, endpoint: SessionEndpoint? = nil, username: String, stateDirectory: String,
                serving: @escaping @Sendable () -> Bool) async throws -> Int32 {
+        let launch = launches.add(1, ordering: .relaxed).newValue
         let added = sessions.withLock { sessions -> Bool in
             // One start at a time: a second would replace the first one's entry and lose it.
             if let existing = sessions[id], !existing.state.isOver { return false }
-            sessions[id] = Supervised(username: username, endpoint: endpoint ?? .guardSocket(spec.socketPath), stateDirectory: stateDirectory,
-                                      kind: spec.environment["DROVER_SESSION_KIND"] ?? SessionKindNames.legacy)
+            sessions[id] = Supervised(launch: launch, username: username, endpoint: endpoint ?? .guardSocket(spec.socketPath),
+                                      stateDirectory: stateDirectory, kind: spec.environment["DROVER_SESSION_KIND"] ?? SessionKindNames.legacy)
             return true
         }
         guard added else { throw SessionError.unavailable("session \(id) is already being started or run on this node") }
         let control: any SessionControl
         do {
-            control = try await launcher.start(spec, serving: serving) { [weak self] event in self?.apply(event, to: id) }
+            // The guard's reports name this launch: a suspended session resumed on this node at
+            // once has a new entry while its last guard's close (`.guardGone`, after its `.ended`)
+            // may still be on its way, and that close must not fail the new start.
+            control = try await launcher.start(spec, serving: serving) { [weak self] event in self?.apply(event, to: id, launch: launch) }
         } catch {
-            sessions.withLock { _ = $0.removeValue(forKey: id) }
+            forget(id, launch: launch)
             throw error
         }
-        sessions.withLock { $0[id]?.control = control }
+        sessions.withLock { sessions in
+            if sessions[id]?.launch == launch { sessions[id]?.control = control }
+        }
         let state = await wait(id) { $0 != .launching }
         guard case .starting(let pid) = state else {
             let lockWasBusy = session(id)?.lockWasBusy ?? false
-            forget(id)
+            // Its own entry only: once over, another start may already have replaced it.
+            forget(id, launch: launch)
             // A lock still held elsewhere is a moment's wait (503 and Retry-After), not a fault.
             if case .failedToStart(let why) = state { throw lockWasBusy ? SessionError.unavailable(why) : SessionError.launchFailed(why) }
             throw SessionError.launchFailed("it stopped while it started")
@@ -99,14 +111,17 @@ final class SessionSupervisor: Sendable {
     }
 
     /// Applies `event` to session `id` and wakes the waiters it satisfies.
-    func apply(_ event: SessionEvent, to id: String) {
+    /// - Parameter launch: the start whose guard reported `event`; an event of an earlier start
+    ///   (``Supervised/launch``) changes nothing. Nil for droverd's own steps, which are the
+    ///   current start's.
+    func apply(_ event: SessionEvent, to id: String, launch: UInt64? = nil) {
         switch event {
         case .lockRefreshed: lockCounts.withLock { $0.refreshed += 1 }
         case .lockRefreshFailed: lockCounts.withLock { $0.failed += 1 }
         default: break
         }
         guard let state = sessions.withLock({ sessions -> SessionLifecycle? in
-            guard let old = sessions[id]?.state else { return nil }
+            guard let old = sessions[id]?.state, launch == nil || sessions[id]?.launch == launch else { return nil }
             let new = old.next(on: event)
             sessions[id]?.state = new
             if case .ended = event { sessions[id]?.end = event }
@@ -220,8 +235,12 @@ final class SessionSupervisor: Sendable {
         forget(id)
     }
 
-    /// Stops supervising session `id` (its end was handled).
-    func forget(_ id: String) {
-        sessions.withLock { _ = $0.removeValue(forKey: id) }
+    /// Stops supervising session `id` (its end was handled); with `launch`, only if that is
+    /// still its start.
+    func forget(_ id: String, launch: UInt64? = nil) {
+        sessions.withLock { sessions in
+            guard launch == nil || sessions[id]?.launch == launch else { return }
+            sessions.removeValue(forKey: id)
+        }
     }
 }
