@@ -124,12 +124,20 @@ public final class TestCluster: Sendable {
     /// `drover list-nodes --json` through node `index`, as (host, status) pairs in id order.
     public func statuses(via index: Int = 0) async throws -> [(id: Int64, host: String, status: String)] {
         let result = try await drover(index, ["list-nodes", "--json"])
-        guard result.status == 0,
-              let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-              let nodes = object["nodes"] as? [[String: Any]] else {
+        guard result.status == 0, let listing = try? JSONDecoder().decode(NodeListing.self, from: Data(result.stdout.utf8)) else {
             throw TestFailure("list-nodes failed: \(result.stderr)\(result.stdout)")
         }
-        return nodes.map { (($0["id"] as? NSNumber)?.int64Value ?? -1, $0["host"] as? String ?? "", $0["status"] as? String ?? "") }
+        return listing.nodes.map { ($0.id, $0.host, $0.status) }
+    }
+
+    /// What ``statuses(via:)`` reads of `drover list-nodes --json` (README, "list-nodes").
+    private struct NodeListing: Decodable {
+        struct Node: Decodable {
+            var id: Int64
+            var host: String
+            var status: String
+        }
+        var nodes: [Node]
     }
 
     /// The status `list-nodes` shows for the node at `address`.
