@@ -64,6 +64,8 @@ public final class SessionManager: Sendable {
     /// When this node last removed audit rows past `audit-retention-days`.
     /// Rows `starting` on this node with no start here, and when each was first seen so.
     let orphanedStarts = Mutex<[String: Date]>([:])
+    /// The last pass of ``SessionStops/reapExited()``: each pass waits for the one before it.
+    let reaps = Mutex<Task<Void, Never>?>(nil)
 
     public convenience init(runtime: NodeRuntime) {
         let ticker = AliveTicker { [events = runtime.events] late, took, guards in

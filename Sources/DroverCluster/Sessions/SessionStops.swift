@@ -278,7 +278,25 @@ struct SessionStops: SessionManagerPart {
     /// the next request starts it again from its saved state — except for a session that went
     /// over its memory limit: it is held (``SessionRecord/hold``), and its next request is told
     /// so, with a way to start it again, rather than starting it into the same end.
+    ///
+    /// One pass at a time: the half-second sweep and a request that meets an ended session both
+    /// reap. Two passes over one session logged, audited and counted its end twice (a proof run
+    /// saw `drover_session_memory_limit_kills_total` at 2), and a request that did not wait for
+    /// the pass under way could free a row that pass was about to hold.
     func reapExited() async {
+        let pass = sessions.reaps.withLock { last -> Task<Void, Never> in
+            let previous = last
+            let pass = Task { [self] in
+                await previous?.value
+                await reapEnded()
+            }
+            last = pass
+            return pass
+        }
+        await pass.value
+    }
+
+    private func reapEnded() async {
         guard let self_ = runtime.nodeID else { return }
         for (id, entry) in supervisor.ended() {
             guard case .ended(let reason, let detail) = entry.state else { continue }
